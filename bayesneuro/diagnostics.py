@@ -1,0 +1,129 @@
+"""Convergence diagnostics with warnings that say what to do."""
+
+from __future__ import annotations
+
+import warnings
+from typing import NamedTuple
+
+import arviz as az
+import numpy as np
+
+__all__ = ["ConvergenceWarning", "Diagnostics", "check"]
+
+
+class ConvergenceWarning(UserWarning):
+    """A sampler's output should not be trusted as it stands."""
+
+
+class Diagnostics(NamedTuple):
+    """Summary of :func:`check`.
+
+    Attributes
+    ----------
+    rhat : dict of str to float
+        Largest rank-normalised split R-hat per variable (NaN with one chain).
+    ess_bulk : dict of str to float
+        Smallest bulk effective sample size per variable.
+    ess_tail : dict of str to float
+        Smallest tail effective sample size per variable.
+    n_divergent : int
+        Number of divergent NUTS transitions after warm-up.
+    ok : bool
+        True when nothing below was flagged.
+    problems : tuple of str
+        One sentence per problem, each with what to do about it.
+    """
+
+    rhat: dict
+    ess_bulk: dict
+    ess_tail: dict
+    n_divergent: int
+    ok: bool
+    problems: tuple
+
+
+def check(
+    idata: az.InferenceData,
+    *,
+    rhat_threshold: float = 1.01,
+    min_ess_per_chain: float = 100.0,
+    warn: bool = True,
+    stacklevel: int = 2,
+) -> Diagnostics:
+    """Check R-hat, bulk/tail ESS and divergences of posterior draws.
+
+    Thresholds follow Vehtari et al. (2021): R-hat below 1.01 and at least 100
+    effective draws per chain (bulk and tail). R-hat needs two or more chains.
+
+    Parameters
+    ----------
+    idata : arviz.InferenceData
+        Must have a ``posterior`` group; ``sample_stats.diverging`` is used when present.
+    rhat_threshold : float
+        Largest acceptable R-hat.
+    min_ess_per_chain : float
+        Smallest acceptable ESS divided by the number of chains.
+    warn : bool
+        Emit a :class:`ConvergenceWarning` listing the problems.
+    stacklevel : int
+        Passed to ``warnings.warn`` so the warning points at the caller's code.
+
+    Returns
+    -------
+    Diagnostics
+
+    References
+    ----------
+    Vehtari, Gelman, Simpson, Carpenter, Bürkner (2021). Rank-normalization, folding,
+    and localization: an improved R-hat. Bayesian Analysis 16(2).
+
+    Examples
+    --------
+    >>> import numpy as np, arviz as az
+    >>> from bayesneuro.diagnostics import check
+    >>> rng = np.random.default_rng(0)
+    >>> idata = az.from_dict(posterior={"mu": rng.normal(size=(4, 500))})
+    >>> check(idata, warn=False).ok
+    True
+    """
+    post = idata.posterior
+    n_chain, n_draw = post.sizes["chain"], post.sizes["draw"]
+    problems = []
+    rhat, ess_b, ess_t = {}, {}, {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if n_chain >= 2 and n_draw >= 4:
+            r = az.rhat(post)
+            rhat = {k: float(np.nanmax(v.values)) for k, v in r.data_vars.items()}
+        if n_draw >= 4:
+            eb = az.ess(post, method="bulk")
+            et = az.ess(post, method="tail")
+            ess_b = {k: float(np.nanmin(v.values)) for k, v in eb.data_vars.items()}
+            ess_t = {k: float(np.nanmin(v.values)) for k, v in et.data_vars.items()}
+    bad_r = sorted(k for k, v in rhat.items() if v > rhat_threshold)
+    if bad_r:
+        problems.append(
+            f"R-hat > {rhat_threshold} for {bad_r} (max {max(rhat[k] for k in bad_r):.3f}): the "
+            "chains disagree. Run longer (more num_warmup and num_samples), check for "
+            "multimodality, or reparameterise (non-centred hierarchies)."
+        )
+    min_ess = min_ess_per_chain * n_chain
+    low = sorted(k for k in ess_b if min(ess_b[k], ess_t.get(k, np.inf)) < min_ess)
+    if low and n_chain >= 2:
+        problems.append(
+            f"effective sample size below {min_ess:.0f} for {low}: posterior means and "
+            "intervals are imprecise. Draw more samples or reparameterise to reduce "
+            "autocorrelation."
+        )
+    n_div = 0
+    if "sample_stats" in idata.groups() and "diverging" in idata.sample_stats:
+        n_div = int(idata.sample_stats["diverging"].values.sum())
+        if n_div:
+            problems.append(
+                f"{n_div} divergent transitions after warm-up: the sampler missed parts of "
+                "the posterior. Raise target_accept_prob (e.g. 0.95) or reparameterise "
+                "(non-centred hierarchies, rescaled covariates)."
+            )
+    if warn and problems:
+        warnings.warn(" ".join(problems), ConvergenceWarning, stacklevel=stacklevel)
+    return Diagnostics(rhat, ess_b, ess_t, n_div, not problems, tuple(problems))

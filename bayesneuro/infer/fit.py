@@ -1,0 +1,387 @@
+"""``fit``: one entry point to MAP, Laplace, SVI and NUTS for any NumPyro model."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+from jax.flatten_util import ravel_pytree
+from numpyro.infer import MCMC, NUTS, SVI, Trace_ELBO, autoguide, init_to_median, init_to_uniform
+from numpyro.infer.util import initialize_model, log_density
+
+from . import _model
+from .optimize import minimize
+from .result import FitResult, stack_chain
+
+__all__ = ["fit", "METHODS", "GUIDES", "progress_default"]
+
+METHODS = ("map", "laplace", "svi", "nuts")
+
+GUIDES = {
+    "mean-field": autoguide.AutoNormal,
+    "full-rank": autoguide.AutoMultivariateNormal,
+    "low-rank": autoguide.AutoLowRankMultivariateNormal,
+}
+
+# Options each method takes, with defaults. Anything else passed to ``fit`` is data for the model.
+_OPTIONS: dict[str, dict[str, Any]] = {
+    "map": {"max_iter": 2000, "gtol": 1e-6, "init_strategy": None},
+    "laplace": {"max_iter": 2000, "gtol": 1e-6, "init_strategy": None, "num_samples": 1000},
+    "svi": {
+        "guide": "mean-field",
+        "num_steps": 5000,
+        "learning_rate": 1e-2,
+        "optimizer": None,
+        "num_particles": 1,
+        "rank": None,
+        "num_samples": 1000,
+        "init_strategy": None,
+    },
+    "nuts": {
+        "num_warmup": 1000,
+        "num_samples": 1000,
+        "num_chains": 4,
+        "chain_method": "sequential",
+        "target_accept_prob": 0.8,
+        "max_tree_depth": 10,
+        "dense_mass": False,
+        "init_strategy": None,
+        "thinning": 1,
+    },
+}
+_ALL_OPTIONS = {name: m for m, opts in _OPTIONS.items() for name in opts}
+
+
+def progress_default() -> bool:
+    """Whether progress bars show by default (``BAYESNEURO_PROGRESS=0`` silences them)."""
+    return os.environ.get("BAYESNEURO_PROGRESS", "1").lower() not in ("0", "false", "no", "off")
+
+
+def fit(
+    model: Callable,
+    *,
+    method: str,
+    key: Any,
+    coords: dict | None = None,
+    dims: dict | None = None,
+    progress: bool | None = None,
+    model_kwargs: dict | None = None,
+    **kwargs,
+) -> FitResult:
+    r"""Fit a NumPyro model by MAP, Laplace, SVI or NUTS.
+
+    The model is any NumPyro function that takes its data as keyword arguments
+    and marks its observations with ``obs=``. Built-in bayesneuro models and
+    user-written ones go through exactly this function.
+
+    Parameters
+    ----------
+    model : callable
+        NumPyro model function.
+    method : {"map", "laplace", "svi", "nuts"}
+        ``"map"``: posterior mode by L-BFGS in the unconstrained space, without the
+        Jacobian (so it is the mode of the density over the model's own
+        parameters); one draw. ``"laplace"``: Gaussian at the mode of the
+        unconstrained density with covariance the inverse of its exact Hessian;
+        independent draws mapped back to the constrained space. ``"svi"``:
+        variational inference with a NumPyro autoguide; draws from the guide.
+        ``"nuts"``: the No-U-Turn sampler, several chains.
+    key : jax.random key or int
+        Required. The same key gives the same numbers.
+    coords : dict, optional
+        Coordinate values per dim name, e.g. ``SpikeData.coords``.
+    dims : dict, optional
+        Dim names per site or data argument, for axes no plate names.
+    progress : bool, optional
+        Show progress bars; default from ``BAYESNEURO_PROGRESS`` (on).
+    model_kwargs : dict, optional
+        Data for the model, for names that clash with the options below.
+    **kwargs
+        Method options (others are passed to the model as data):
+
+        - map: ``max_iter=2000``, ``gtol=1e-6``, ``init_strategy``.
+        - laplace: as map, plus ``num_samples=1000``.
+        - svi: ``guide="mean-field"`` (or ``"full-rank"``, ``"low-rank"``, an
+          AutoGuide class, or a guide function), ``num_steps=5000``,
+          ``learning_rate=1e-2`` (Adam, cosine-decayed to 1% over the steps),
+          ``optimizer`` (an optax optimiser, replacing the default),
+          ``num_particles=1``, ``rank`` (low-rank), ``num_samples=1000``.
+        - nuts: ``num_warmup=1000``, ``num_samples=1000``, ``num_chains=4``,
+          ``chain_method="sequential"`` (or ``"vectorized"``, ``"parallel"``),
+          ``target_accept_prob=0.8``, ``max_tree_depth=10``,
+          ``dense_mass=False``, ``thinning=1``.
+
+    Returns
+    -------
+    FitResult
+        Draws shaped ``(chain, draw, ...)``; ``.to_inference_data()`` gives ArviZ.
+
+    Raises
+    ------
+    ValueError
+        Unknown method, an option of another method, or data containing NaN/inf.
+    TypeError
+        No key.
+
+    Examples
+    --------
+    >>> import jax, numpyro, numpyro.distributions as dist
+    >>> from bayesneuro import infer
+    >>> def rate_model(counts=None, n_bins=10):
+    ...     rate = numpyro.sample("rate", dist.Gamma(2.0, 1.0))
+    ...     with numpyro.plate("time", n_bins):
+    ...         numpyro.sample("counts", dist.Poisson(rate), obs=counts)
+    >>> counts = jax.numpy.array([3, 1, 4, 1, 5, 2, 6, 5, 3, 5])
+    >>> res = infer.fit(rate_model, method="map", key=jax.random.key(0), counts=counts, progress=False)
+    >>> round(float(res.params["rate"]), 4)  # (2 - 1 + 35) / (1 + 10)
+    3.2727
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if not callable(model):
+        raise TypeError(f"model must be a NumPyro model function, got {type(model).__name__}")
+    rng = _model.as_key(key)
+    options = dict(_OPTIONS[method])
+    data = dict(model_kwargs or {})
+    for name, value in kwargs.items():
+        if name in options:
+            options[name] = value
+        elif name in _ALL_OPTIONS:
+            raise ValueError(
+                f"{name!r} is an option of method={_ALL_OPTIONS[name]!r}, not of method={method!r}"
+                " (pass model data of that name through model_kwargs={...})"
+            )
+        else:
+            data[name] = value
+    _check_finite(data)
+    progress = progress_default() if progress is None else bool(progress)
+    runner = {"map": _fit_map, "laplace": _fit_laplace, "svi": _fit_svi, "nuts": _fit_nuts}[method]
+    result = runner(model, data, rng, progress, **options)
+    result.coords = dict(coords or {})
+    result.dims = dict(dims or {})
+    if method == "nuts":
+        from ..diagnostics import check
+
+        check(result.to_inference_data(), warn=True, stacklevel=3)
+    return result
+
+
+def _check_finite(data: dict) -> None:
+    for name, value in data.items():
+        if isinstance(value, (np.ndarray, jax.Array, list, tuple, float)):
+            try:
+                arr = np.asarray(value)
+            except (ValueError, TypeError):
+                continue
+            if arr.dtype.kind in "fc" and not np.all(np.isfinite(arr)):
+                bad = "NaN" if np.isnan(arr).any() else "infinite values"
+                raise ValueError(f"model argument {name!r} contains {bad}")
+
+
+def _init(model, data, rng, init_strategy, method):
+    _model.check_continuous(_model.trace_model(model, data), method)
+    try:
+        info = initialize_model(
+            rng, model, model_kwargs=data, init_strategy=init_strategy or init_to_median(num_samples=15)
+        )
+    except NotImplementedError:  # a prior that cannot be sampled (improper): start uniformly
+        if init_strategy is not None:
+            raise
+        info = initialize_model(rng, model, model_kwargs=data, init_strategy=init_to_uniform)
+    tfs = _model.transforms(info.model_trace)
+    z0 = info.param_info.z
+    if not z0:
+        raise ValueError(f"the model has no latent sites to fit (method={method!r})")
+    return info, tfs, z0
+
+
+def _neg_log_joint(model, data, tfs, unravel):
+    """Negative log joint over the constrained parameters, as a function of flat u."""
+
+    def f(u):
+        params = _model.constrain(unravel(u), tfs)
+        return -log_density(model, (), data, params)[0]
+
+    return f
+
+
+def _not_converged_warning(method, opt):
+    warnings.warn(
+        f"{method}: L-BFGS did not converge ({opt.message}; gradient norm {opt.grad_norm:.2e} "
+        f"after {opt.n_iter} iterations). Raise max_iter, rescale covariates, or use "
+        "stronger priors.",
+        RuntimeWarning,
+        stacklevel=4,
+    )
+
+
+def _fit_map(model, data, rng, progress, *, max_iter, gtol, init_strategy):
+    k_init, k_det = jax.random.split(rng)
+    _, tfs, z0 = _init(model, data, k_init, init_strategy, "map")
+    u0, unravel = ravel_pytree(z0)
+    opt = minimize(
+        _neg_log_joint(model, data, tfs, unravel), u0, max_iter=max_iter, gtol=gtol,
+        progress=progress, desc="MAP",
+    )
+    if not opt.converged:
+        _not_converged_warning("map", opt)
+    point = _model.constrain(unravel(opt.x), tfs)
+    batch = jax.tree_util.tree_map(lambda v: v[None], point)
+    samples = stack_chain(_model.complete_samples(model, data, batch, k_det))
+    info = dict(
+        converged=opt.converged, n_iter=opt.n_iter, objective=opt.value,
+        grad_norm=opt.grad_norm, message=opt.message,
+    )
+    return FitResult("map", samples, model, data, None, info)
+
+
+def _fit_laplace(model, data, rng, progress, *, max_iter, gtol, init_strategy, num_samples):
+    k_init, k_draw, k_det = jax.random.split(rng, 3)
+    minfo, tfs, z0 = _init(model, data, k_init, init_strategy, "laplace")
+    u0, unravel = ravel_pytree(z0)
+
+    def potential(u):
+        return minfo.potential_fn(unravel(u))
+
+    opt = minimize(potential, u0, max_iter=max_iter, gtol=gtol, progress=progress, desc="Laplace")
+    if not opt.converged:
+        _not_converged_warning("laplace", opt)
+    hess = jax.hessian(potential)(opt.x)
+    hess = 0.5 * (hess + hess.T)
+    chol = jnp.linalg.cholesky(hess)
+    if not bool(jnp.all(jnp.isfinite(chol))):
+        raise np.linalg.LinAlgError(
+            "laplace: the Hessian of the negative log posterior at the mode is not positive "
+            "definite, so there is no Gaussian approximation there. The posterior may be "
+            "improper or flat in some direction: add priors, or use method='nuts'."
+        )
+    d = opt.x.shape[0]
+    eps = jax.random.normal(k_draw, (num_samples, d), dtype=opt.x.dtype)
+    # u = mode + L^{-T} eps has covariance (L L^T)^{-1} = H^{-1}
+    u = opt.x + jax.scipy.linalg.solve_triangular(chol, eps.T, lower=True, trans="T").T
+    draws = jax.vmap(lambda v: _model.constrain(unravel(v), tfs))(u)
+    samples = stack_chain(_model.complete_samples(model, data, draws, k_det))
+    eye = jnp.eye(d, dtype=hess.dtype)
+    cov = jax.scipy.linalg.cho_solve((chol, True), eye)
+    log_det_h = 2.0 * jnp.sum(jnp.log(jnp.diag(chol)))
+    log_ml = -opt.value + 0.5 * d * np.log(2.0 * np.pi) - 0.5 * float(log_det_h)
+    info = dict(
+        converged=opt.converged, n_iter=opt.n_iter, objective=opt.value,
+        grad_norm=opt.grad_norm, message=opt.message,
+        mode=unravel(opt.x), cov=np.asarray(cov), log_marginal_likelihood=float(log_ml),
+        unravel=unravel,
+    )
+    return FitResult("laplace", samples, model, data, None, info)
+
+
+def _make_guide(model, guide, rank, init_strategy):
+    init = init_strategy or init_to_median(num_samples=15)
+    if isinstance(guide, str):
+        if guide not in GUIDES:
+            raise ValueError(f"guide must be one of {tuple(GUIDES)} or a guide, got {guide!r}")
+        cls = GUIDES[guide]
+        if cls is autoguide.AutoLowRankMultivariateNormal and rank is not None:
+            return cls(model, rank=rank, init_loc_fn=init)
+        return cls(model, init_loc_fn=init)
+    if isinstance(guide, type) and issubclass(guide, autoguide.AutoGuide):
+        return guide(model, init_loc_fn=init)
+    if callable(guide):
+        return guide
+    raise TypeError(f"guide must be a name, an AutoGuide class or a guide function, got {guide!r}")
+
+
+def _fit_svi(
+    model, data, rng, progress, *, guide, num_steps, learning_rate, optimizer, num_particles,
+    rank, num_samples, init_strategy,
+):
+    import optax
+
+    k_init, k_run, k_draw, k_det = jax.random.split(rng, 4)
+    trace = _model.trace_model(model, data, k_init)
+    _model.check_continuous(trace, "svi")
+    g = _make_guide(model, guide, rank, init_strategy)
+    if optimizer is None:
+        # Adam with a cosine decay to 1% of the rate: large early steps, little jitter at the end.
+        optimizer = optax.adam(optax.cosine_decay_schedule(learning_rate, num_steps, alpha=0.01))
+    opt = optimizer
+    svi = SVI(model, g, opt, loss=Trace_ELBO(num_particles=num_particles))
+    run = svi.run(k_run, num_steps, progress_bar=progress, stable_update=True, **data)
+    losses = np.asarray(run.losses)
+    if not np.all(np.isfinite(losses[-max(1, num_steps // 10):])):
+        raise FloatingPointError(
+            "svi: the ELBO became non-finite; lower learning_rate or check the model's scale"
+        )
+    latent_names = list(_model.latent_sites(trace))
+    if hasattr(g, "sample_posterior"):
+        draws = g.sample_posterior(k_draw, run.params, sample_shape=(num_samples,))
+    else:
+        pred = numpyro.infer.Predictive(g, params=run.params, num_samples=num_samples)
+        draws = pred(k_draw, **data)
+    draws = {k: v for k, v in draws.items() if k in latent_names}
+    samples = stack_chain(_model.complete_samples(model, data, draws, k_det))
+    tail = max(10, num_steps // 10)
+    converged = True
+    if num_steps >= 2 * tail:
+        last, prev = losses[-tail:].mean(), losses[-2 * tail : -tail].mean()
+        scale = losses[-tail:].std() / np.sqrt(tail) + 1e-12
+        converged = bool(abs(prev - last) < max(3.0 * scale, 1e-4 * abs(last)))
+    if not converged:
+        warnings.warn(
+            "svi: the ELBO was still improving over the last steps; raise num_steps or "
+            "learning_rate and check result.info['losses'].",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    info = dict(losses=losses, params=run.params, guide=g, elbo_converged=converged)
+    return FitResult("svi", samples, model, data, None, info)
+
+
+_STAT_NAMES = {
+    "diverging": "diverging",
+    "energy": "energy",
+    "num_steps": "n_steps",
+    "accept_prob": "acceptance_rate",
+    "adapt_state.step_size": "step_size",
+    "potential_energy": "lp",
+}
+
+
+def _fit_nuts(
+    model, data, rng, progress, *, num_warmup, num_samples, num_chains, chain_method,
+    target_accept_prob, max_tree_depth, dense_mass, init_strategy, thinning,
+):
+    if chain_method not in ("sequential", "vectorized", "parallel"):
+        raise ValueError(
+            f"chain_method must be 'sequential', 'vectorized' or 'parallel', got {chain_method!r}"
+        )
+    if chain_method == "parallel" and jax.local_device_count() < num_chains:
+        warnings.warn(
+            f"chain_method='parallel' needs {num_chains} devices but {jax.local_device_count()} "
+            "are visible; running chains sequentially instead (on CPU, set XLA_FLAGS="
+            "--xla_force_host_platform_device_count=N before importing jax).",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        chain_method = "sequential"
+    kernel = NUTS(
+        model, target_accept_prob=target_accept_prob, max_tree_depth=max_tree_depth,
+        dense_mass=dense_mass, init_strategy=init_strategy or init_to_median(num_samples=15),
+    )
+    mcmc = MCMC(
+        kernel, num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains,
+        chain_method=chain_method, progress_bar=progress, thinning=thinning,
+    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="There are not enough devices")
+        mcmc.run(rng, extra_fields=tuple(_STAT_NAMES), **data)
+    samples = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
+    extra = mcmc.get_extra_fields(group_by_chain=True)
+    stats = {_STAT_NAMES[k]: np.asarray(v) for k, v in extra.items() if k in _STAT_NAMES}
+    stats["lp"] = -stats["lp"]
+    stats["tree_depth"] = np.floor(np.log2(stats["n_steps"] + 1)).astype(np.int64)
+    return FitResult("nuts", samples, model, data, stats, {"num_warmup": num_warmup})

@@ -1,0 +1,210 @@
+"""The result of a fit, whatever the method."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import arviz as az
+import jax
+import numpy as np
+
+from .. import __version__
+from . import _model
+from .convert import build_inference_data
+
+__all__ = ["FitResult"]
+
+
+@dataclass(eq=False)
+class FitResult:
+    """Draws from a (possibly approximate) posterior, with the model and data that made them.
+
+    Every method stores its draws the same way, shaped ``(chain, draw, ...)``: NUTS
+    as its chains, SVI and Laplace as one chain of independent draws from the
+    approximation, MAP as one chain with one draw.
+
+    Attributes
+    ----------
+    method : str
+        ``"map"``, ``"laplace"``, ``"svi"`` or ``"nuts"``.
+    samples : dict of str to ndarray
+        Latent and deterministic sites, each ``(chain, draw, *site_shape)``.
+    model : callable
+        The NumPyro model function.
+    model_kwargs : dict
+        The data the model was fitted to.
+    sample_stats : dict or None
+        NUTS statistics in ArviZ names (``diverging``, ``energy``, ``lp``,
+        ``acceptance_rate``, ``step_size``, ``n_steps``, ``tree_depth``), each ``(chain, draw)``.
+    info : dict
+        Method-specific details: for MAP/Laplace ``converged``, ``n_iter``,
+        ``objective``, ``grad_norm``; Laplace adds ``cov`` (covariance in the
+        unconstrained space) and ``log_marginal_likelihood``; SVI adds ``losses``
+        (the negative ELBO per step), ``guide`` and ``params``.
+    coords, dims : dict
+        Coordinates and dim names used for InferenceData.
+    """
+
+    method: str
+    samples: dict
+    model: Callable
+    model_kwargs: dict
+    sample_stats: dict | None = None
+    info: dict = field(default_factory=dict)
+    coords: dict = field(default_factory=dict)
+    dims: dict = field(default_factory=dict)
+    _idata: Any = field(default=None, repr=False)
+
+    @property
+    def n_chain(self) -> int:
+        """Number of chains."""
+        return next(iter(self.samples.values())).shape[0]
+
+    @property
+    def n_draw(self) -> int:
+        """Number of draws per chain."""
+        return next(iter(self.samples.values())).shape[1]
+
+    @property
+    def params(self) -> dict:
+        """Point estimate per site: the MAP value for ``"map"``, the posterior mean otherwise."""
+        return {k: np.asarray(v).mean(axis=(0, 1)) for k, v in self.samples.items()}
+
+    def flat_samples(self) -> dict:
+        """Draws with chains concatenated, each ``(chain * draw, *site_shape)``."""
+        return {k: v.reshape((-1,) + v.shape[2:]) for k, v in self.samples.items()}
+
+    def to_inference_data(
+        self,
+        *,
+        log_likelihood: bool = True,
+        posterior_predictive: bool = False,
+        key: Any = None,
+    ) -> az.InferenceData:
+        """Convert to ``arviz.InferenceData`` with named dims and coords.
+
+        Parameters
+        ----------
+        log_likelihood : bool
+            Include the pointwise ``log_likelihood`` group (needed by ``az.loo``).
+        posterior_predictive : bool
+            Also draw the observed sites from the posterior predictive (needs ``key``).
+        key : jax.random key, optional
+            Key for the posterior predictive draws.
+
+        Returns
+        -------
+        arviz.InferenceData
+            Groups ``posterior``, ``log_likelihood``, ``observed_data``,
+            ``constant_data``, ``sample_stats`` (NUTS), ``posterior_predictive``
+            (on request).
+        """
+        cacheable = log_likelihood and not posterior_predictive
+        if cacheable and self._idata is not None:
+            return self._idata
+        pp = None
+        if posterior_predictive:
+            pp = self.posterior_predictive(key=key)
+        attrs = {
+            "inference_library": "bayesneuro",
+            "inference_library_version": __version__,
+            "method": self.method,
+        }
+        for k in ("converged", "n_iter", "objective", "log_marginal_likelihood"):
+            if k in self.info:
+                attrs[k] = int(self.info[k]) if isinstance(self.info[k], bool) else self.info[k]
+        idata = build_inference_data(
+            model=self.model,
+            model_kwargs=self.model_kwargs,
+            samples=self.samples,
+            sample_stats=self.sample_stats,
+            coords=self.coords,
+            dims=self.dims,
+            log_likelihood=log_likelihood,
+            posterior_predictive=pp,
+            attrs=attrs,
+        )
+        if cacheable:
+            self._idata = idata
+        return idata
+
+    def posterior_predictive(self, *, key: Any) -> dict:
+        """Draw every observed site once per posterior draw.
+
+        Parameters
+        ----------
+        key : jax.random key
+            Required; the same key gives the same draws.
+
+        Returns
+        -------
+        dict of str to ndarray
+            Each ``(chain, draw, *observed_shape)``.
+        """
+        key = _model.as_key(key)
+        trace = _model.trace_model(self.model, self.model_kwargs)
+        sites = list(_model.observed_sites(trace))
+        latent = [n for n in _model.latent_sites(trace) if n in self.samples]
+        flat = {n: self.flat_samples()[n] for n in latent}
+        if not flat:
+            raise ValueError("the model has no latent sites; there is no posterior to predict from")
+        out = _model.predictive(self.model, self.model_kwargs, flat, key, sites)
+        return {
+            k: np.asarray(v).reshape((self.n_chain, self.n_draw) + np.shape(v)[1:]) for k, v in out.items()
+        }
+
+    def summary(self, **kwargs):
+        """``arviz.summary`` of the posterior (a pandas DataFrame).
+
+        For MAP (a single draw) the table has one column, ``map``, with the estimate.
+        Keyword arguments go to ``arviz.summary`` (e.g. ``var_names``, ``hdi_prob``).
+        """
+        idata = self.to_inference_data(log_likelihood=False)
+        if self.method == "map":
+            import pandas as pd
+
+            table = az.summary(idata, kind="stats", stat_funcs={"map": np.mean}, extend=False, **kwargs)
+            return pd.DataFrame({"map": table["map"]})
+        kind = kwargs.pop("kind", "all" if self.method == "nuts" else "stats")
+        return az.summary(idata, kind=kind, **kwargs)
+
+    def diagnose(self, **kwargs):
+        """Convergence diagnostics; see :func:`bayesneuro.diagnostics.check`."""
+        from ..diagnostics import check
+
+        return check(self.to_inference_data(), **kwargs)
+
+    def loo(self, **kwargs):
+        """PSIS-LOO of the fit (``arviz.loo``)."""
+        return az.loo(self.to_inference_data(), **kwargs)
+
+    def waic(self, **kwargs):
+        """WAIC of the fit (``arviz.waic``)."""
+        return az.waic(self.to_inference_data(), **kwargs)
+
+    def save(self, path) -> None:
+        """Save the InferenceData to netCDF, atomically; see :func:`bayesneuro.io.save`."""
+        from ..io import save
+
+        save(self.to_inference_data(), path)
+
+    def __repr__(self) -> str:
+        sites = ", ".join(f"{k}{tuple(v.shape[2:])}" for k, v in self.samples.items())
+        extra = ""
+        if "converged" in self.info:
+            extra = f", converged={self.info['converged']}"
+        return (
+            f"FitResult(method={self.method!r}, chains={self.n_chain}, draws={self.n_draw}"
+            f"{extra}, sites=[{sites}])"
+        )
+
+
+def stack_chain(draws: dict, n_chain: int = 1) -> dict:
+    """Reshape ``(n, ...)`` draws to ``(n_chain, n // n_chain, ...)`` numpy arrays."""
+    return {k: np.asarray(v).reshape((n_chain, -1) + np.shape(v)[1:]) for k, v in draws.items()}
+
+
+def tree_to_numpy(tree):
+    """Numpy copy of a pytree of arrays."""
+    return jax.tree_util.tree_map(np.asarray, tree)

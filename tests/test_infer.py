@@ -1,0 +1,376 @@
+"""The shared inference layer against closed forms, for every method.
+
+The conjugate Gamma-Poisson model (models/gamma_poisson_hierarchical.py,
+``conjugate_rates``) has posterior Gamma(a, b) per neuron with
+a = shape + sum of counts, b = rate + n_trial * duration. In the unconstrained
+coordinate u = log(rate) the density (with Jacobian) is exp(a u - b e^u), so
+its mode is log(a / b) and the Hessian there is a: the Laplace approximation is
+N(log(a/b), 1/a) exactly. The best mean-field (log-normal) variational posterior
+has mean a / b exactly and log-scale variance 1/a.
+"""
+
+import pickle
+import warnings
+
+import arviz as az
+import jax
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+import pytest
+from scipy import special
+
+from bayesneuro import infer, io
+from bayesneuro.diagnostics import ConvergenceWarning, check
+
+from .helpers import load_gallery
+
+gp = load_gallery("gamma_poisson_hierarchical")
+
+DURATION = 1.0
+N_TRIAL, N_NEURON = 50, 4
+
+
+@pytest.fixture(scope="module")
+def counts():
+    rng = np.random.default_rng(0)
+    rates = np.array([5.0, 12.0, 20.0, 30.0])
+    return rng.poisson(rates * DURATION, size=(N_TRIAL, N_NEURON))
+
+
+@pytest.fixture(scope="module")
+def exact(counts):
+    return gp.conjugate_posterior(counts, duration=DURATION)
+
+
+COORDS = {"neuron": np.array(["a1", "a2", "b1", "b2"]), "trial": np.arange(N_TRIAL) + 100}
+
+
+def _fit(method, counts, key=0, **opts):
+    return infer.fit(
+        gp.conjugate_rates, method=method, key=jax.random.key(key), counts=counts,
+        duration=DURATION, coords=COORDS, progress=False, **opts,
+    )
+
+
+@pytest.fixture(scope="module")
+def fits(counts):
+    return {
+        "map": _fit("map", counts),
+        "laplace": _fit("laplace", counts, num_samples=4000),
+        "svi": _fit("svi", counts, num_steps=4000, num_samples=4000),
+        "nuts": _fit("nuts", counts, num_warmup=500, num_samples=1000, num_chains=2),
+    }
+
+
+def test_map_equals_closed_form_mode(fits, exact):
+    a, b = exact
+    np.testing.assert_allclose(fits["map"].params["rate"], (a - 1) / b, rtol=1e-7)
+    assert fits["map"].info["converged"]
+    assert fits["map"].samples["rate"].shape == (1, 1, N_NEURON)
+
+
+def test_laplace_mode_and_covariance_equal_closed_form(fits, exact):
+    a, b = exact
+    info = fits["laplace"].info
+    np.testing.assert_allclose(info["mode"]["rate"], np.log(a / b), rtol=1e-8)
+    np.testing.assert_allclose(info["cov"], np.diag(1.0 / a), rtol=1e-6, atol=1e-12)
+
+
+def test_laplace_draws_match_their_gaussian_and_the_exact_posterior(fits, exact):
+    a, b = exact
+    draws = fits["laplace"].flat_samples()["rate"]
+    n = draws.shape[0]
+    log_draws = np.log(draws)
+    # the draws are N(log(a/b), 1/a) in log space: mean within 4 standard errors
+    se = np.sqrt(1.0 / a / n)
+    assert np.all(np.abs(log_draws.mean(0) - np.log(a / b)) < 4 * se)
+    # and the variance within 4 standard errors of a chi-square variance estimate
+    var_se = (1.0 / a) * np.sqrt(2.0 / (n - 1))
+    assert np.all(np.abs(log_draws.var(0, ddof=1) - 1.0 / a) < 4 * var_se)
+    # against the exact Gamma posterior: Monte Carlo error plus the known log-normal bias
+    mean_exact, sd_exact = a / b, np.sqrt(a) / b
+    bias = mean_exact * (np.exp(0.5 / a) - 1.0)
+    assert np.all(np.abs(draws.mean(0) - mean_exact) < 4 * sd_exact / np.sqrt(n) + bias)
+
+
+def test_svi_mean_field_matches_optimal_variational_posterior(fits, exact):
+    a, b = exact
+    draws = fits["svi"].flat_samples()["rate"]
+    n = draws.shape[0]
+    sd_opt = (a / b) * np.sqrt(np.expm1(1.0 / a))  # log-normal with log-variance 1/a, mean a/b
+    # mean: 4 Monte Carlo standard errors plus 0.1% for the stochastic optimiser
+    assert np.all(np.abs(draws.mean(0) - a / b) < 4 * sd_opt / np.sqrt(n) + 1e-3 * a / b)
+    # sd: 4 standard errors of a sample sd (1/sqrt(2n)) plus 5% for the optimiser
+    assert np.all(np.abs(draws.std(0) / sd_opt - 1.0) < 4 / np.sqrt(2 * n) + 0.05)
+    losses = fits["svi"].info["losses"]
+    assert losses.shape == (4000,) and losses[-100:].mean() < losses[:100].mean()
+
+
+def test_nuts_moments_match_closed_form_within_mcse(fits, exact):
+    a, b = exact
+    idata = fits["nuts"].to_inference_data()
+    table = az.summary(idata, var_names=["rate"], round_to="none")
+    mean_mcse, sd_mcse = table["mcse_mean"].values, table["mcse_sd"].values
+    post = idata.posterior["rate"].values.reshape(-1, N_NEURON)
+    assert np.all(np.abs(post.mean(0) - a / b) < 4 * mean_mcse)
+    assert np.all(np.abs(post.std(0) - np.sqrt(a) / b) < 4 * sd_mcse)
+    assert check(idata, warn=False).ok
+
+
+@pytest.mark.parametrize("guide", ["full-rank", "low-rank"])
+def test_svi_other_guides(counts, exact, guide):
+    a, b = exact
+    res = _fit("svi", counts, guide=guide, num_steps=3000, num_samples=2000)
+    draws = res.flat_samples()["rate"]
+    sd = np.sqrt(a) / b
+    assert np.all(np.abs(draws.mean(0) - a / b) < 4 * sd / np.sqrt(2000) + 0.01 * a / b)
+
+
+@pytest.mark.parametrize("method", ["map", "laplace", "svi", "nuts"])
+def test_same_key_same_numbers(counts, method):
+    opts = {"svi": {"num_steps": 300, "num_samples": 50},
+            "nuts": {"num_warmup": 50, "num_samples": 50, "num_chains": 2},
+            "laplace": {"num_samples": 50}}.get(method, {})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r1 = _fit(method, counts, key=7, **opts)
+        r2 = _fit(method, counts, key=7, **opts)
+        r3 = _fit(method, counts, key=8, **opts)
+    np.testing.assert_array_equal(r1.samples["rate"], r2.samples["rate"])
+    if method != "map":
+        assert not np.array_equal(r1.samples["rate"], r3.samples["rate"])
+
+
+@pytest.mark.parametrize("method", ["map", "laplace", "svi", "nuts"])
+def test_inference_data_groups_dims_and_coords(fits, method, counts):
+    idata = fits[method].to_inference_data(posterior_predictive=True, key=jax.random.key(1))
+    expected = {"posterior", "log_likelihood", "observed_data", "constant_data", "posterior_predictive"}
+    if method == "nuts":
+        expected.add("sample_stats")
+    assert expected <= set(idata.groups())
+    assert idata.posterior["rate"].dims == ("chain", "draw", "neuron")
+    np.testing.assert_array_equal(idata.posterior["neuron"].values, COORDS["neuron"])
+    assert idata.observed_data["counts"].dims == ("trial", "neuron")
+    np.testing.assert_array_equal(idata.observed_data["trial"].values, COORDS["trial"])
+    np.testing.assert_array_equal(idata.observed_data["counts"].values, counts)
+    assert idata.log_likelihood["counts"].dims == ("chain", "draw", "trial", "neuron")
+    assert idata.posterior_predictive["counts"].dims == ("chain", "draw", "trial", "neuron")
+    assert float(idata.constant_data["duration"]) == DURATION
+    for group in idata.groups():
+        for name, var in getattr(idata, group).data_vars.items():
+            assert not any("_dim_" in d for d in var.dims), (group, name, var.dims)
+    if method == "nuts":
+        for stat in ("diverging", "energy", "lp", "acceptance_rate", "step_size", "tree_depth"):
+            assert stat in idata.sample_stats
+
+
+def test_log_likelihood_equals_scipy(fits, counts):
+    from scipy import stats
+
+    idata = fits["laplace"].to_inference_data()
+    rate = idata.posterior["rate"].values[0, :3]  # three draws
+    ll = idata.log_likelihood["counts"].values[0, :3]
+    ref = stats.poisson.logpmf(counts[None], rate[:, None, :] * DURATION)
+    np.testing.assert_allclose(ll, ref, rtol=1e-10)
+
+
+def test_posterior_predictive_mean_matches_posterior(fits, exact):
+    a, b = exact
+    pp = fits["laplace"].posterior_predictive(key=jax.random.key(3))["counts"]
+    assert pp.shape == (1, 4000, N_TRIAL, N_NEURON)
+    # predictive mean per neuron is E[rate] * duration; sd of a bin-average over draws
+    mean = pp.mean(axis=(0, 1, 2))
+    sd = np.sqrt(a / b * DURATION + (np.sqrt(a) / b * DURATION) ** 2 / N_TRIAL)
+    assert np.all(np.abs(mean - a / b * DURATION) < 4 * sd / np.sqrt(4000) + 0.02 * a / b)
+
+
+def test_psis_loo_matches_exact_leave_one_out(fits, counts, exact):
+    """PSIS-LOO from the NUTS fit against the exact leave-one-out predictive (negative binomial)."""
+    a, b = exact
+    a_loo = a[None, :] - counts  # posterior without observation (k, n)
+    b_loo = b - DURATION
+    y = counts
+    log_pred = (
+        special.gammaln(a_loo + y) - special.gammaln(a_loo) - special.gammaln(y + 1)
+        + a_loo * np.log(b_loo / (b_loo + DURATION)) + y * np.log(DURATION / (b_loo + DURATION))
+    )
+    exact_elpd = log_pred.sum()
+    loo = fits["nuts"].loo(pointwise=True)
+    # PSIS error is far below the reported standard error of elpd for this well-behaved model
+    assert abs(loo.elpd_loo - exact_elpd) < 0.5
+    assert np.all(loo.pareto_k.values < 0.7)
+    waic = fits["nuts"].waic()
+    assert abs(waic.elpd_waic - exact_elpd) < 1.0
+
+
+def test_compare_two_models(fits, counts):
+    alt = infer.fit(
+        gp.conjugate_rates, method="nuts", key=1, counts=counts, duration=DURATION, shape=1.0,
+        rate=1.0, num_warmup=300, num_samples=300, num_chains=2, progress=False,
+    )
+    table = az.compare({"weak prior": alt.to_inference_data(), "default": fits["nuts"].to_inference_data()})
+    assert set(table.index) == {"weak prior", "default"}
+    assert np.isfinite(table["elpd_loo"]).all()
+
+
+def test_summary_tables(fits):
+    assert list(fits["map"].summary().columns) == ["map"]
+    s = fits["nuts"].summary(var_names=["rate"])
+    assert {"mean", "sd", "r_hat", "ess_bulk", "ess_tail"} <= set(s.columns)
+    assert "rate[a1]" in s.index
+
+
+def test_save_load_roundtrip(tmp_path, fits):
+    path = tmp_path / "fit.nc"
+    fits["nuts"].save(path)
+    loaded = io.load(path)
+    orig = fits["nuts"].to_inference_data()
+    assert set(loaded.groups()) == set(orig.groups())
+    np.testing.assert_array_equal(loaded.posterior["rate"].values, orig.posterior["rate"].values)
+    np.testing.assert_array_equal(loaded.posterior["neuron"].values, COORDS["neuron"])
+    assert loaded.posterior.attrs["method"] == "nuts"
+    # the file is closed after loading: it can be overwritten
+    fits["map"].save(path)
+    assert io.load(path).posterior.sizes["draw"] == 1
+
+
+def test_interrupted_save_keeps_existing_file(tmp_path, fits, monkeypatch):
+    path = tmp_path / "fit.nc"
+    fits["map"].save(path)
+    before = path.read_bytes()
+
+    def broken(self, filename, *args, **kwargs):
+        with open(filename, "wb") as fh:
+            fh.write(b"half a file")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(az.InferenceData, "to_netcdf", broken)
+    with pytest.raises(KeyboardInterrupt):
+        fits["nuts"].save(path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["fit.nc"]
+
+
+class _Payload:
+    ran = False
+
+    def __reduce__(self):
+        return (_set_ran, ())
+
+
+def _set_ran():
+    _Payload.ran = True
+    return "boom"
+
+
+def test_load_never_unpickles(tmp_path):
+    path = tmp_path / "evil.nc"
+    path.write_bytes(pickle.dumps(_Payload()))
+    with pytest.raises(Exception):
+        io.load(path)
+    assert not _Payload.ran
+
+
+def test_load_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no saved fit"):
+        io.load(tmp_path / "nope.nc")
+
+
+# -- bad input and misuse ---------------------------------------------------------------
+
+
+def test_unknown_method(counts):
+    with pytest.raises(ValueError, match="method must be one of"):
+        infer.fit(gp.conjugate_rates, method="mcmc", key=0, counts=counts, duration=1.0)
+
+
+def test_key_required(counts):
+    with pytest.raises(TypeError, match="key"):
+        infer.fit(gp.conjugate_rates, method="map", key=None, counts=counts, duration=1.0)
+
+
+def test_option_of_another_method(counts):
+    with pytest.raises(ValueError, match="num_chains.*method='nuts'"):
+        infer.fit(gp.conjugate_rates, method="map", key=0, counts=counts, duration=1.0, num_chains=2)
+
+
+def test_nan_data(counts):
+    bad = counts.astype(float)
+    bad[3, 1] = np.nan
+    with pytest.raises(ValueError, match="'counts' contains NaN"):
+        infer.fit(gp.conjugate_rates, method="map", key=0, counts=bad, duration=1.0)
+
+
+def test_discrete_latent_rejected_for_map():
+    def model(y=None):
+        z = numpyro.sample("z", dist.Bernoulli(0.5))
+        numpyro.sample("y", dist.Normal(z, 1.0), obs=y)
+
+    with pytest.raises(ValueError, match="latent site 'z' is discrete"):
+        infer.fit(model, method="map", key=0, y=1.0, progress=False)
+
+
+def test_laplace_flat_direction_is_reported():
+    def model(y=None):
+        a = numpyro.sample("a", dist.ImproperUniform(dist.constraints.real, (), ()))
+        b = numpyro.sample("b", dist.ImproperUniform(dist.constraints.real, (), ()))
+        numpyro.sample("y", dist.Normal(a + b, 1.0), obs=y)
+
+    with pytest.raises(np.linalg.LinAlgError, match="not positive definite"):
+        infer.fit(model, method="laplace", key=0, y=1.0, progress=False)
+
+
+def test_map_not_converged_warns(counts):
+    with pytest.warns(RuntimeWarning, match="did not converge"):
+        _fit("map", counts, max_iter=1)
+
+
+def test_user_model_with_deterministic_and_unnamed_axis():
+    """A user model without plates still fits; an unnamed axis gets ArviZ's fallback name."""
+
+    def model(y=None):
+        w = numpyro.sample("w", dist.Normal(0.0, 1.0).expand([3]).to_event(1))
+        numpyro.deterministic("w_sum", w.sum())
+        numpyro.sample("y", dist.Normal(w.sum(), 1.0), obs=y)
+
+    res = infer.fit(model, method="laplace", key=0, y=2.0, progress=False, num_samples=100)
+    idata = res.to_inference_data()
+    assert idata.posterior["w"].dims == ("chain", "draw", "w_dim_0")
+    res = infer.fit(model, method="laplace", key=0, y=2.0, progress=False, num_samples=100,
+                    dims={"w": ["feature"]}, coords={"feature": ["x", "y", "z"]})
+    idata = res.to_inference_data()
+    assert idata.posterior["w"].dims == ("chain", "draw", "feature")
+    np.testing.assert_allclose(idata.posterior["w_sum"].values, idata.posterior["w"].values.sum(-1))
+
+
+def test_wrong_coord_length(counts):
+    res = infer.fit(gp.conjugate_rates, method="map", key=0, counts=counts, duration=1.0,
+                    coords={"neuron": ["only", "two"]}, progress=False)
+    with pytest.raises(ValueError, match="coords for dim 'neuron' have length 2"):
+        res.to_inference_data()
+
+
+def test_progress_can_be_silenced(counts, capsys):
+    _fit("map", counts)
+    captured = capsys.readouterr()
+    assert captured.err == "" and captured.out == ""
+
+
+def test_progress_shows_for_map(counts, capsys):
+    infer.fit(gp.conjugate_rates, method="map", key=0, counts=counts, duration=1.0, progress=True)
+    assert "MAP" in capsys.readouterr().err
+
+
+def test_nuts_chain_methods(counts):
+    kw = dict(num_warmup=100, num_samples=100, num_chains=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        vec = _fit("nuts", counts, chain_method="vectorized", **kw)
+        assert vec.samples["rate"].shape == (2, 100, N_NEURON)
+        with pytest.warns(RuntimeWarning, match="running chains sequentially"):
+            par = _fit("nuts", counts, chain_method="parallel", **kw)
+    seq = _fit("nuts", counts, chain_method="sequential", **kw)
+    np.testing.assert_array_equal(par.samples["rate"], seq.samples["rate"])
+    with pytest.raises(ValueError, match="chain_method"):
+        _fit("nuts", counts, chain_method="threads", **kw)
