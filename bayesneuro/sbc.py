@@ -200,7 +200,7 @@ def prior_simulator(model: Callable, *, obs: str, params: list[str] | None = Non
         kw = {**model_kwargs, obs: None}
         tr = handlers.trace(handlers.seed(model, key)).get_trace(**kw)
         latent = _model.latent_sites(tr)
-        names = params if params is not None else list(latent)
+        names = params if params is not None else [n for n in latent if n != obs]
         truth = {n: np.asarray(tr[n]["value"]) for n in names}
         return truth, {**model_kwargs, obs: tr[obs]["value"]}
 

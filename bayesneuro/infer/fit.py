@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
 from jax.flatten_util import ravel_pytree
-from numpyro.infer import MCMC, NUTS, SVI, Trace_ELBO, autoguide, init_to_median, init_to_uniform
-from numpyro.infer.util import initialize_model, log_density
+from numpyro.infer import MCMC, NUTS, SVI, Trace_ELBO, autoguide, init_to_median
+from numpyro import handlers
+from numpyro.infer.util import log_density
 
 from . import _model
 from .optimize import minimize
@@ -183,31 +184,90 @@ def _check_finite(data: dict) -> None:
                 raise ValueError(f"model argument {name!r} contains {bad}")
 
 
-def _init(model, data, rng, init_strategy, method):
-    _model.check_continuous(_model.trace_model(model, data), method)
+class _Program(NamedTuple):
+    """Compiled pieces of MAP and Laplace for one model and one set of data shapes."""
+
+    unravel: Callable
+    neg_log_joint: Callable  # (u, arrays) -> -log p(data, constrain(u)), no Jacobian
+    potential: Callable  # (u, arrays) -> the same with the log-Jacobian: the unconstrained density
+    hessian: Callable  # jitted Hessian of potential
+    constrain: Callable  # jitted (n, d) flat unconstrained draws -> dict of constrained draws
+    complete: Callable  # jitted (latents, key, arrays) -> latents + deterministic sites
+
+
+_PROGRAMS: dict = {}
+
+
+def _split_data(data: dict) -> tuple[dict, dict]:
+    arrays = {k: jnp.asarray(v) for k, v in data.items() if isinstance(v, (np.ndarray, jax.Array))}
+    static = {k: v for k, v in data.items() if k not in arrays}
+    return arrays, static
+
+
+def _program(model, data: dict, method: str) -> tuple[_Program, dict]:
+    """The compiled program for this model and data layout (cached when the layout is hashable)."""
+    arrays, static = _split_data(data)
+    cache_key = None
     try:
-        info = initialize_model(
-            rng, model, model_kwargs=data, init_strategy=init_strategy or init_to_median(num_samples=15)
+        cache_key = (
+            model,
+            tuple(sorted(static.items())),
+            tuple(sorted((k, v.shape, str(v.dtype)) for k, v in arrays.items())),
         )
+        hash(cache_key)
+    except TypeError:  # unhashable static data (e.g. a list): compile afresh
+        cache_key = None
+    if cache_key is not None and cache_key in _PROGRAMS:
+        return _PROGRAMS[cache_key], arrays
+    trace = _model.trace_model(model, data)
+    _model.check_continuous(trace, method)
+    latents = _model.latent_sites(trace)
+    if not latents:
+        raise ValueError(f"the model has no latent sites to fit (method={method!r})")
+    tfs = _model.transforms(trace)
+    _, unravel = ravel_pytree(_model.unconstrain({n: s["value"] for n, s in latents.items()}, tfs))
+
+    def neg_log_joint(u, arr):
+        params = _model.constrain(unravel(u), tfs)
+        return -log_density(model, (), {**static, **arr}, params)[0]
+
+    def potential(u, arr):
+        z = unravel(u)
+        params = _model.constrain(z, tfs)
+        log_jac = sum(jnp.sum(tfs[n].log_abs_det_jacobian(z[n], params[n])) for n in z)
+        return -log_density(model, (), {**static, **arr}, params)[0] - log_jac
+
+    def complete(latent_draws, key, arr):
+        return _model.complete_samples(model, {**static, **arr}, latent_draws, key)
+
+    prog = _Program(
+        unravel,
+        neg_log_joint,
+        potential,
+        jax.jit(jax.hessian(potential)),
+        jax.jit(jax.vmap(lambda u: _model.constrain(unravel(u), tfs))),
+        jax.jit(complete),
+    )
+    if cache_key is not None:
+        if len(_PROGRAMS) >= 32:
+            _PROGRAMS.pop(next(iter(_PROGRAMS)))
+        _PROGRAMS[cache_key] = prog
+    return prog, arrays
+
+
+def _initial_point(model, data, rng, init_strategy) -> jax.Array:
+    """Flat unconstrained starting point from an init strategy (default: prior medians)."""
+    strategy = init_strategy or init_to_median(num_samples=15)
+    try:
+        seeded = handlers.substitute(handlers.seed(model, rng), substitute_fn=strategy)
+        trace = handlers.trace(seeded).get_trace(**data)
     except NotImplementedError:  # a prior that cannot be sampled (improper): start uniformly
         if init_strategy is not None:
             raise
-        info = initialize_model(rng, model, model_kwargs=data, init_strategy=init_to_uniform)
-    tfs = _model.transforms(info.model_trace)
-    z0 = info.param_info.z
-    if not z0:
-        raise ValueError(f"the model has no latent sites to fit (method={method!r})")
-    return info, tfs, z0
-
-
-def _neg_log_joint(model, data, tfs, unravel):
-    """Negative log joint over the constrained parameters, as a function of flat u."""
-
-    def f(u):
-        params = _model.constrain(unravel(u), tfs)
-        return -log_density(model, (), data, params)[0]
-
-    return f
+        trace = _model.trace_model(model, data, rng)
+    latents = _model.latent_sites(trace)
+    tfs = _model.transforms(trace)
+    return ravel_pytree(_model.unconstrain({n: s["value"] for n, s in latents.items()}, tfs))[0]
 
 
 def _not_converged_warning(method, opt):
@@ -220,38 +280,39 @@ def _not_converged_warning(method, opt):
     )
 
 
-def _fit_map(model, data, rng, progress, *, max_iter, gtol, init_strategy):
-    k_init, k_det = jax.random.split(rng)
-    _, tfs, z0 = _init(model, data, k_init, init_strategy, "map")
-    u0, unravel = ravel_pytree(z0)
+def _optimum(model, data, rng, progress, method, max_iter, gtol, init_strategy, jacobian):
+    prog, arrays = _program(model, data, method)
+    u0 = _initial_point(model, data, rng, init_strategy)
+    fun = prog.potential if jacobian else prog.neg_log_joint
     opt = minimize(
-        _neg_log_joint(model, data, tfs, unravel), u0, max_iter=max_iter, gtol=gtol,
-        progress=progress, desc="MAP",
+        fun, u0, args=(arrays,), max_iter=max_iter, gtol=gtol, progress=progress,
+        desc=method.upper() if method == "map" else method.capitalize(),
     )
     if not opt.converged:
-        _not_converged_warning("map", opt)
-    point = _model.constrain(unravel(opt.x), tfs)
-    batch = jax.tree_util.tree_map(lambda v: v[None], point)
-    samples = stack_chain(_model.complete_samples(model, data, batch, k_det))
+        _not_converged_warning(method, opt)
     info = dict(
         converged=opt.converged, n_iter=opt.n_iter, objective=opt.value,
         grad_norm=opt.grad_norm, message=opt.message,
     )
+    return prog, arrays, opt, info
+
+
+def _fit_map(model, data, rng, progress, *, max_iter, gtol, init_strategy):
+    k_init, k_det = jax.random.split(rng)
+    prog, arrays, opt, info = _optimum(
+        model, data, k_init, progress, "map", max_iter, gtol, init_strategy, jacobian=False
+    )
+    point = prog.constrain(opt.x[None])
+    samples = stack_chain(prog.complete(point, k_det, arrays))
     return FitResult("map", samples, model, data, None, info)
 
 
 def _fit_laplace(model, data, rng, progress, *, max_iter, gtol, init_strategy, num_samples):
     k_init, k_draw, k_det = jax.random.split(rng, 3)
-    minfo, tfs, z0 = _init(model, data, k_init, init_strategy, "laplace")
-    u0, unravel = ravel_pytree(z0)
-
-    def potential(u):
-        return minfo.potential_fn(unravel(u))
-
-    opt = minimize(potential, u0, max_iter=max_iter, gtol=gtol, progress=progress, desc="Laplace")
-    if not opt.converged:
-        _not_converged_warning("laplace", opt)
-    hess = jax.hessian(potential)(opt.x)
+    prog, arrays, opt, info = _optimum(
+        model, data, k_init, progress, "laplace", max_iter, gtol, init_strategy, jacobian=True
+    )
+    hess = prog.hessian(opt.x, arrays)
     hess = 0.5 * (hess + hess.T)
     chol = jnp.linalg.cholesky(hess)
     if not bool(jnp.all(jnp.isfinite(chol))):
@@ -264,17 +325,12 @@ def _fit_laplace(model, data, rng, progress, *, max_iter, gtol, init_strategy, n
     eps = jax.random.normal(k_draw, (num_samples, d), dtype=opt.x.dtype)
     # u = mode + L^{-T} eps has covariance (L L^T)^{-1} = H^{-1}
     u = opt.x + jax.scipy.linalg.solve_triangular(chol, eps.T, lower=True, trans="T").T
-    draws = jax.vmap(lambda v: _model.constrain(unravel(v), tfs))(u)
-    samples = stack_chain(_model.complete_samples(model, data, draws, k_det))
-    eye = jnp.eye(d, dtype=hess.dtype)
-    cov = jax.scipy.linalg.cho_solve((chol, True), eye)
-    log_det_h = 2.0 * jnp.sum(jnp.log(jnp.diag(chol)))
-    log_ml = -opt.value + 0.5 * d * np.log(2.0 * np.pi) - 0.5 * float(log_det_h)
-    info = dict(
-        converged=opt.converged, n_iter=opt.n_iter, objective=opt.value,
-        grad_norm=opt.grad_norm, message=opt.message,
-        mode=unravel(opt.x), cov=np.asarray(cov), log_marginal_likelihood=float(log_ml),
-        unravel=unravel,
+    samples = stack_chain(prog.complete(prog.constrain(u), k_det, arrays))
+    cov = jax.scipy.linalg.cho_solve((chol, True), jnp.eye(d, dtype=hess.dtype))
+    log_det_h = 2.0 * float(jnp.sum(jnp.log(jnp.diag(chol))))
+    info.update(
+        mode=prog.unravel(opt.x), cov=np.asarray(cov), unravel=prog.unravel,
+        log_marginal_likelihood=-opt.value + 0.5 * d * np.log(2.0 * np.pi) - 0.5 * log_det_h,
     )
     return FitResult("laplace", samples, model, data, None, info)
 

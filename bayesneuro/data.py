@@ -1,0 +1,1655 @@
+"""Binned spike data: one container for a recording, and held-out splits.
+
+:class:`SpikeData` holds spike counts ``X`` with dims ``(time, neuron)``, optional covariates
+``S`` with dims ``(time, feature)``, and optional trial structure (a per-bin trial label). Every
+model family in bayesneuro takes its observations from it, and the ArviZ conversion takes its
+coordinates from :attr:`SpikeData.coords`.
+
+:meth:`SpikeData.split` makes train / test / validation sets. The validation set comes back
+inside a :class:`LockedBox`, which refuses to show its data until :meth:`LockedBox.open` is called,
+and counts how often that happened.
+
+Conventions
+-----------
+- Times are in seconds. A bin ``[left, left + bin_size)`` is half-open, like ``np.histogram``
+  (apart from its closed last edge), and ``bin_centers`` hold ``left + bin_size / 2``.
+- Bin edges are computed as ``start + j * bin_size``, exactly as
+  ``start + np.arange(n_bins + 1) * bin_size``, so binning agrees with ``np.histogram`` on those
+  edges bit for bit.
+- Data without trial structure count as one segment: ``n_trial == 1`` and ``trials == [0]``, but
+  ``trial_ids`` is None and ``coords`` has no ``"trial"`` entry.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+
+__all__ = ["LockedBox", "LockedBoxError", "SpikeData", "Splits"]
+
+_SET_NAMES = ("train", "test", "validation")
+
+
+# ----------------------------------------------------------------------------------------------
+# validation helpers
+# ----------------------------------------------------------------------------------------------
+
+
+def _import_pynapple(what: str):
+    try:
+        import pynapple as nap
+    except ImportError as err:  # pragma: no cover - pynapple is a test extra
+        raise ImportError(
+            f"{what} needs pynapple, which is not installed; "
+            "install it with `pip install bayesneuro[pynapple]`"
+        ) from err
+    return nap
+
+
+def _py(x: Any) -> Any:
+    """A numpy scalar as the Python object, for readable messages."""
+    return x.item() if isinstance(x, np.generic) else x
+
+
+def _check_bin_size(bin_size: Any) -> float:
+    try:
+        value = float(bin_size)
+    except (TypeError, ValueError):
+        raise ValueError(f"bin_size must be a number of seconds, got {bin_size!r}") from None
+    if not np.isfinite(value) or value <= 0:
+        raise ValueError(f"bin_size must be a positive, finite number of seconds, got {bin_size!r}")
+    return value
+
+
+def _check_time(value: Any, name: str) -> float:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number of seconds, got {value!r}") from None
+    if not np.isfinite(out):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return out
+
+
+def _as_labels(values: Any, name: str) -> np.ndarray:
+    """1-D labels (ints or strings); whole-number floats become int64."""
+    arr = np.asarray(values)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
+    if arr.dtype.kind == "b":
+        raise ValueError(f"{name} must be integers or strings, got booleans")
+    if arr.dtype.kind == "f":
+        if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
+            raise ValueError(f"{name} must be integers or strings; got non-integer floats")
+        arr = arr.astype(np.int64)
+    if arr.dtype.kind == "O":
+        if not all(isinstance(v, (str, int, np.integer)) for v in arr):
+            raise ValueError(f"{name} must be integers or strings")
+        if all(isinstance(v, str) for v in arr):
+            arr = arr.astype(str)
+        elif all(isinstance(v, (int, np.integer)) for v in arr):
+            arr = arr.astype(np.int64)
+        else:
+            raise ValueError(f"{name} must be all integers or all strings, not a mix")
+    if arr.dtype.kind not in "iuUS":
+        raise ValueError(f"{name} must be integers or strings, got dtype {arr.dtype}")
+    return arr
+
+
+def _as_ids(ids: Any, n: int | None, name: str = "neuron_ids") -> np.ndarray:
+    arr = _as_labels(ids, name)
+    if n is not None and arr.shape[0] != n:
+        raise ValueError(f"{name} must have one entry per neuron ({n}), got {arr.shape[0]}")
+    uniq, cnt = np.unique(arr, return_counts=True)
+    if np.any(cnt > 1):
+        raise ValueError(f"{name} must be unique; duplicated: {uniq[cnt > 1][:5].tolist()}")
+    return arr
+
+
+def _as_counts(counts: Any, name: str = "counts") -> np.ndarray:
+    arr = np.asarray(counts)
+    if arr.ndim != 2:
+        raise ValueError(
+            f"{name} must be 2-D with dims (time, neuron), got shape {arr.shape}; "
+            "for a single neuron use counts[:, None]"
+        )
+    if arr.shape[0] == 0:
+        raise ValueError(f"{name} has zero time bins")
+    if arr.shape[1] == 0:
+        raise ValueError(f"{name} has zero neurons")
+    if arr.dtype.kind == "b":
+        arr = arr.astype(np.int64)
+    if arr.dtype.kind not in "iuf":
+        raise ValueError(f"{name} must be numeric spike counts, got dtype {arr.dtype}")
+    if arr.dtype.kind == "f":
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            i, j = np.argwhere(bad)[0]
+            raise ValueError(
+                f"{name} contain {int(bad.sum())} NaN or infinite values (first at time bin {i}, "
+                f"neuron column {j}); spike counts must be finite"
+            )
+        frac = arr != np.round(arr)
+        if frac.any():
+            i, j = np.argwhere(frac)[0]
+            raise ValueError(
+                f"{name} must be whole numbers; found {int(frac.sum())} non-integer values "
+                f"(first {_py(arr[i, j])!r} at time bin {i}, neuron column {j})"
+            )
+    neg = arr < 0
+    if neg.any():
+        i, j = np.argwhere(neg)[0]
+        raise ValueError(
+            f"{name} must be non-negative; found {int(neg.sum())} negative values "
+            f"(first {_py(arr[i, j])!r} at time bin {i}, neuron column {j})"
+        )
+    return np.array(arr, dtype=np.int64)
+
+
+def _as_covariates(
+    covariates: Any, n_time: int, feature_names: Any
+) -> tuple[np.ndarray | None, tuple[str, ...]]:
+    if covariates is None:
+        if feature_names is not None:
+            raise ValueError("feature_names were given but covariates is None")
+        return None, ()
+    arr = np.asarray(covariates)
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    if arr.ndim != 2:
+        raise ValueError(f"covariates must be 2-D with dims (time, feature), got shape {arr.shape}")
+    if arr.dtype.kind not in "biuf":
+        raise ValueError(f"covariates must be numeric, got dtype {arr.dtype}")
+    arr = np.array(arr, dtype=np.float64)
+    if arr.shape[0] != n_time:
+        raise ValueError(
+            f"covariates have {arr.shape[0]} time bins but counts have {n_time}; "
+            "X (counts) and S (covariates) must share the time axis"
+        )
+    if arr.shape[1] == 0:
+        raise ValueError("covariates have zero features; pass covariates=None instead")
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        i, j = np.argwhere(bad)[0]
+        raise ValueError(
+            f"covariates contain {int(bad.sum())} NaN or infinite values (first at time bin {i}, "
+            f"feature column {j}); drop or interpolate those bins first"
+        )
+    if feature_names is None:
+        names = tuple(f"x{j}" for j in range(arr.shape[1]))
+    else:
+        names = tuple(feature_names) if not isinstance(feature_names, str) else (feature_names,)
+        if len(names) != arr.shape[1]:
+            raise ValueError(
+                f"feature_names has {len(names)} names but covariates have {arr.shape[1]} features"
+            )
+        if not all(isinstance(n, str) for n in names):
+            raise ValueError(f"feature_names must be strings, got {names!r}")
+        if len(set(names)) != len(names):
+            dup = sorted({n for n in names if names.count(n) > 1})
+            raise ValueError(f"feature_names must be unique; duplicated: {dup}")
+    return arr, names
+
+
+def _runs(labels: np.ndarray) -> np.ndarray:
+    """Start indices of the runs of equal consecutive labels."""
+    return np.flatnonzero(np.r_[True, labels[1:] != labels[:-1]])
+
+
+def _as_trial_ids(trial_ids: Any, n_time: int) -> np.ndarray:
+    arr = _as_labels(trial_ids, "trial_ids")
+    if arr.shape[0] != n_time:
+        raise ValueError(
+            f"trial_ids must have one label per time bin ({n_time}), got {arr.shape[0]}"
+        )
+    run_labels = arr[_runs(arr)]
+    uniq, cnt = np.unique(run_labels, return_counts=True)
+    if np.any(cnt > 1):
+        lab = uniq[cnt > 1][0]
+        raise ValueError(
+            f"trials must be contiguous runs of bins, but trial {_py(lab)!r} appears in "
+            f"{int(cnt[cnt > 1][0])} separate runs"
+        )
+    return arr
+
+
+def _grid_index(t: np.ndarray, start: Any, bin_size: float) -> np.ndarray:
+    """Index ``j`` of the bin ``[start + j*bin_size, start + (j+1)*bin_size)`` holding ``t``."""
+    j = np.floor((t - start) / bin_size).astype(np.int64)
+    j -= t < start + j * bin_size
+    j += t >= start + (j + 1) * bin_size
+    return j
+
+
+def _n_bins(start: np.ndarray, stop: np.ndarray, bin_size: float, tol: float) -> np.ndarray:
+    return np.floor((stop - start) / bin_size + tol).astype(np.int64)
+
+
+def _check_intervals(intervals: Any, bin_size: float, tol: float) -> tuple[np.ndarray, np.ndarray]:
+    arr = np.asarray(intervals, dtype=np.float64)
+    if arr.ndim != 2 or arr.shape[1] != 2 or arr.shape[0] == 0:
+        raise ValueError(f"trial_intervals must have shape (n_trial, 2), got {np.shape(intervals)}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError("trial_intervals contain NaN or infinite values")
+    starts, stops = arr[:, 0], arr[:, 1]
+    n = _n_bins(starts, stops, bin_size, tol)
+    if np.any(n < 1):
+        k = int(np.flatnonzero(n < 1)[0])
+        raise ValueError(
+            f"trial interval {k} [{starts[k]}, {stops[k]}) is shorter than one bin "
+            f"(bin_size={bin_size})"
+        )
+    if np.any(starts[1:] < stops[:-1]):
+        k = int(np.flatnonzero(starts[1:] < stops[:-1])[0]) + 1
+        raise ValueError(
+            f"trial_intervals must be sorted and non-overlapping, but trial {k} starts at "
+            f"{starts[k]} before trial {k - 1} stops at {stops[k - 1]}"
+        )
+    return starts, stops
+
+
+def _check_sorted_per_unit(times: np.ndarray, codes: np.ndarray, neuron_ids: np.ndarray) -> None:
+    if times.size < 2 or np.all(times[1:] >= times[:-1]):
+        return
+    order = np.argsort(codes, kind="stable")
+    t, c = times[order], codes[order]
+    bad = (t[1:] < t[:-1]) & (c[1:] == c[:-1])
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"spike times of unit {_py(neuron_ids[c[i]])!r} are not sorted ({_py(t[i + 1])} comes after "
+            f"{_py(t[i])}); unsorted times usually mean a bug upstream. If the order carries no "
+            "meaning, sort first: order = np.argsort(times, kind='stable'); "
+            "times, unit_ids = times[order], unit_ids[order]"
+        )
+
+
+def _bin_spikes(
+    times: np.ndarray,
+    codes: np.ndarray,
+    n_neuron: int,
+    starts: np.ndarray,
+    n_bins: np.ndarray,
+    limits: np.ndarray,
+    bin_size: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bin spikes into consecutive intervals; spikes outside ``[start, limit)`` are dropped."""
+    k = np.searchsorted(starts, times, side="right") - 1
+    inside = k >= 0
+    k = np.where(inside, k, 0)
+    inside &= times < limits[k]
+    t, c, k = times[inside], codes[inside], k[inside]
+    j = _grid_index(t, starts[k], bin_size)
+    offsets = np.r_[0, np.cumsum(n_bins)]
+    n_total = int(offsets[-1])
+    flat = (offsets[k] + j) * n_neuron + c
+    counts = np.bincount(flat, minlength=n_total * n_neuron).reshape(n_total, n_neuron)
+    seg = np.repeat(np.arange(len(starts)), n_bins)
+    local = np.arange(n_total) - offsets[seg]
+    centers = starts[seg] + (local + 0.5) * bin_size
+    return counts, centers, seg
+
+
+def _bin_average(
+    t: np.ndarray, values: np.ndarray, centers: np.ndarray, bin_size: float
+) -> np.ndarray:
+    """Resample sorted samples ``(t, values)`` onto bins centred at `centers`.
+
+    Samples at least as fine as the bins (median step <= `bin_size`) are averaged over each bin
+    ``[left, left + bin_size)``; a bin that happens to hold no sample gets the linear
+    interpolation at its centre. Coarser samples are linearly interpolated at every centre.
+    """
+    step = float(np.median(np.diff(t))) if t.size > 1 else np.inf
+    left, right = centers - bin_size / 2, centers + bin_size / 2
+    lo = np.searchsorted(t, left, side="left")
+    hi = np.searchsorted(t, right, side="left")
+    n_in = hi - lo
+    interp = (n_in == 0) | (step > bin_size)
+    finite = np.isfinite(values).all(axis=1)
+    bad_cum = np.r_[0, np.cumsum(~finite)]
+    bad = np.where(interp, ~_all_finite_neighbours(t, finite, centers), (bad_cum[hi] - bad_cum[lo]) > 0)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"covariates are NaN or infinite in {int(bad.sum())} bins (first at "
+            f"t={centers[i]:.6g} s); restrict `ep` to valid periods or interpolate first"
+        )
+    tol = max(bin_size, step if np.isfinite(step) else 0.0)
+    far = (centers < t[0] - tol) | (centers > t[-1] + tol)
+    if far.any():
+        raise ValueError(
+            f"covariates (samples from {t[0]:.6g} to {t[-1]:.6g} s) do not cover the bin at "
+            f"t={centers[far][0]:.6g} s; restrict `ep` to the covariates' time range"
+        )
+    values = np.where(finite[:, None], values, 0.0)
+    shift = values.mean(axis=0)
+    csum = np.concatenate([np.zeros((1, values.shape[1])), np.cumsum(values - shift, axis=0)])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = (csum[hi] - csum[lo]) / n_in[:, None] + shift
+    if interp.any():
+        for f in range(values.shape[1]):
+            out[interp, f] = np.interp(centers[interp], t, values[:, f])
+    return out
+
+
+def _all_finite_neighbours(t: np.ndarray, finite: np.ndarray, centers: np.ndarray) -> np.ndarray:
+    """Whether the samples either side of each centre (those np.interp uses) are finite."""
+    if t.size == 1:
+        return np.full(centers.shape, bool(finite[0]))
+    i = np.clip(np.searchsorted(t, centers, side="right"), 1, t.size - 1)
+    return finite[i] & finite[i - 1]
+
+
+def _allocate(n: int, fractions: np.ndarray) -> np.ndarray:
+    """Split ``n`` items by ``fractions`` with the largest-remainder rule."""
+    raw = fractions * n
+    out = np.floor(raw).astype(np.int64)
+    order = np.argsort(-(raw - out), kind="stable")
+    out[order[: n - int(out.sum())]] += 1
+    return out
+
+
+def _interleave(per_set: np.ndarray) -> np.ndarray:
+    """Spread the sets' blocks evenly: set ``s`` sits at ``(i + 0.5) * k / n_s``, ties by set."""
+    k = int(per_set.sum())
+    pos = [((i + 0.5) * k / n, s) for s, n in enumerate(per_set) for i in range(n)]
+    return np.array([s for _, s in sorted(pos)], dtype=np.int64)
+
+
+def _permutation(key: Any, n: int) -> np.ndarray:
+    import jax
+
+    if isinstance(key, (bool, np.bool_)):
+        raise ValueError(f"key must be a JAX PRNG key (jax.random.key(0)) or an int seed, got {key!r}")
+    if isinstance(key, (int, np.integer)):
+        key = jax.random.key(int(key))
+    try:
+        return np.asarray(jax.random.permutation(key, n))
+    except Exception as err:
+        raise ValueError(
+            f"key must be a JAX PRNG key (jax.random.key(0)) or an int seed, got {key!r}"
+        ) from err
+
+
+# ----------------------------------------------------------------------------------------------
+# SpikeData
+# ----------------------------------------------------------------------------------------------
+
+
+def _readonly(arr: np.ndarray | None) -> np.ndarray | None:
+    if arr is None:
+        return None
+    view = arr.view()
+    view.flags.writeable = False
+    return view
+
+
+class SpikeData:
+    """Binned spike counts of one recording, with optional covariates and trials.
+
+    Prefer the constructors :meth:`from_spike_times`, :meth:`from_counts`, :meth:`from_trials`
+    and :meth:`from_pynapple`; this initialiser is the low-level form they share. The object is
+    immutable: arrays are read-only and methods return new objects.
+
+    Parameters
+    ----------
+    counts : array_like, shape (n_time, n_neuron)
+        Spike counts ``X``: non-negative whole numbers (stored as int64).
+    bin_size : float
+        Bin width in seconds, > 0.
+    t_start : float, optional
+        Left edge of the first bin in seconds. Default 0, or ``bin_centers[0] - bin_size / 2``
+        when `bin_centers` are given (then a given value must agree with it).
+    bin_centers : array_like, shape (n_time,), optional
+        Strictly increasing bin centres in seconds, for data with gaps between trials.
+        Default ``t_start + (i + 0.5) * bin_size``.
+    neuron_ids : array_like, shape (n_neuron,), optional
+        Unique ints or strings; default ``0, ..., n_neuron - 1``.
+    covariates : array_like, shape (n_time, n_feature) or (n_time,), optional
+        Covariates ``S`` (float, finite).
+    feature_names : sequence of str, optional
+        One unique name per covariate column; default ``"x0", "x1", ...``.
+    trial_ids : array_like, shape (n_time,), optional
+        Trial label (int or str) of each bin; each trial is one contiguous run of bins.
+
+    Raises
+    ------
+    ValueError
+        If any input is malformed; the message names the problem.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bayesneuro.data import SpikeData
+    >>> data = SpikeData(np.array([[0, 1], [2, 0], [1, 1]]), bin_size=0.1)
+    >>> data
+    SpikeData(n_time=3, n_neuron=2, bin_size=0.1 s, time [0, 0.3) s)
+    >>> data.bin_centers
+    array([0.05, 0.15, 0.25])
+    """
+
+    __slots__ = (
+        "_counts",
+        "_bin_size",
+        "_bin_centers",
+        "_neuron_ids",
+        "_covariates",
+        "_feature_names",
+        "_trial_ids",
+        "_seg",
+        "_bounds",
+        "_trials",
+        "_t_start",
+    )
+
+    def __init__(
+        self,
+        counts: Any,
+        *,
+        bin_size: float,
+        t_start: float | None = None,
+        bin_centers: Any = None,
+        neuron_ids: Any = None,
+        covariates: Any = None,
+        feature_names: Sequence[str] | None = None,
+        trial_ids: Any = None,
+    ) -> None:
+        set_ = object.__setattr__
+        bin_size = _check_bin_size(bin_size)
+        X = _as_counts(counts)
+        n_time, n_neuron = X.shape
+        if bin_centers is None:
+            t0 = 0.0 if t_start is None else _check_time(t_start, "t_start")
+            centers = t0 + (np.arange(n_time) + 0.5) * bin_size
+        else:
+            centers = np.array(bin_centers, dtype=np.float64)
+            if centers.shape != (n_time,):
+                raise ValueError(
+                    f"bin_centers must have shape ({n_time},), got {centers.shape}"
+                )
+            if not np.all(np.isfinite(centers)):
+                raise ValueError("bin_centers contain NaN or infinite values")
+            if np.any(np.diff(centers) <= 0):
+                raise ValueError("bin_centers must be strictly increasing")
+            t0 = centers[0] - bin_size / 2
+            if t_start is not None:
+                given = _check_time(t_start, "t_start")
+                if abs(given - t0) > 1e-6 * bin_size:
+                    raise ValueError(
+                        f"t_start={given} disagrees with the first bin centre {centers[0]} "
+                        f"(expected {t0})"
+                    )
+                t0 = given
+        S, names = _as_covariates(covariates, n_time, feature_names)
+        if trial_ids is None:
+            tid, seg, bounds, trials = None, np.zeros(n_time, np.int64), np.array([0, n_time]), None
+        else:
+            tid = _as_trial_ids(trial_ids, n_time)
+            starts = _runs(tid)
+            trials = tid[starts]
+            bounds = np.r_[starts, n_time]
+            seg = np.repeat(np.arange(len(starts)), np.diff(bounds))
+        set_(self, "_counts", _readonly(X))
+        set_(self, "_bin_size", bin_size)
+        set_(self, "_bin_centers", _readonly(centers))
+        ids = np.arange(n_neuron) if neuron_ids is None else neuron_ids
+        set_(self, "_neuron_ids", _readonly(_as_ids(ids, n_neuron)))
+        set_(self, "_covariates", _readonly(S))
+        set_(self, "_feature_names", names)
+        set_(self, "_trial_ids", _readonly(None if tid is None else tid.copy()))
+        set_(self, "_seg", _readonly(seg))
+        set_(self, "_bounds", bounds)
+        set_(self, "_trials", None if trials is None else _readonly(trials.copy()))
+        set_(self, "_t_start", float(t0))
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"SpikeData is immutable; cannot set {name!r} (methods return new objects)")
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__slots__}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for k, v in state.items():
+            object.__setattr__(self, k, _readonly(v) if isinstance(v, np.ndarray) else v)
+
+    # -- constructors ------------------------------------------------------------------------
+
+    @classmethod
+    def from_counts(
+        cls,
+        counts: Any,
+        *,
+        bin_size: float,
+        t_start: float = 0.0,
+        neuron_ids: Any = None,
+        covariates: Any = None,
+        feature_names: Sequence[str] | None = None,
+        trial_ids: Any = None,
+    ) -> SpikeData:
+        """Wrap an already binned ``(time, neuron)`` count array.
+
+        Bins are contiguous: bin ``i`` is centred at ``t_start + (i + 0.5) * bin_size``, also when
+        `trial_ids` mark trials (they are then recorded back to back).
+
+        Parameters
+        ----------
+        counts : array_like, shape (n_time, n_neuron)
+            Non-negative whole-number spike counts (any integer or float dtype).
+        bin_size : float
+            Bin width in seconds.
+        t_start : float, default 0.0
+            Left edge of the first bin in seconds.
+        neuron_ids, covariates, feature_names, trial_ids
+            As in :class:`SpikeData`.
+
+        Returns
+        -------
+        SpikeData
+
+        Raises
+        ------
+        ValueError
+            For malformed input (negative, fractional, NaN counts; mismatched lengths; ...).
+
+        Warns
+        -----
+        UserWarning
+            If a neuron has no spikes.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from bayesneuro.data import SpikeData
+        >>> X = np.array([[0, 1], [2, 0], [1, 1], [0, 3]])
+        >>> data = SpikeData.from_counts(X, bin_size=0.05, neuron_ids=["a", "b"],
+        ...                              trial_ids=[0, 0, 1, 1])
+        >>> data.n_trial, data.firing_rates().tolist()
+        (2, [15.0, 25.0])
+        """
+        out = cls(
+            counts,
+            bin_size=bin_size,
+            t_start=t_start,
+            neuron_ids=neuron_ids,
+            covariates=covariates,
+            feature_names=feature_names,
+            trial_ids=trial_ids,
+        )
+        out._warn_silent()
+        return out
+
+    @classmethod
+    def from_trials(
+        cls,
+        counts: Sequence[Any],
+        *,
+        bin_size: float,
+        covariates: Sequence[Any] | None = None,
+        feature_names: Sequence[str] | None = None,
+        neuron_ids: Any = None,
+        trial_ids: Any = None,
+    ) -> SpikeData:
+        """Stack per-trial count arrays of possibly unequal length.
+
+        Trials are laid end to end on one clock starting at 0 (trial ``k`` starts where trial
+        ``k - 1`` ends); use :meth:`from_spike_times` with `trial_intervals` to keep real times.
+
+        Parameters
+        ----------
+        counts : sequence of array_like, each shape (n_time_k, n_neuron)
+            One count array per trial.
+        bin_size : float
+            Bin width in seconds.
+        covariates : sequence of array_like, each shape (n_time_k, n_feature), optional
+            One covariate array per trial.
+        feature_names : sequence of str, optional
+            Names of the covariate columns.
+        neuron_ids : array_like, optional
+            As in :class:`SpikeData`.
+        trial_ids : array_like, shape (n_trial,), optional
+            One unique label per trial; default ``0, ..., n_trial - 1``.
+
+        Returns
+        -------
+        SpikeData
+
+        Raises
+        ------
+        ValueError
+            If the list is empty, trials disagree in their number of neurons, or a trial's
+            covariates do not match its length.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from bayesneuro.data import SpikeData
+        >>> data = SpikeData.from_trials([np.ones((3, 2)), np.ones((5, 2))], bin_size=0.01)
+        >>> data.n_time, data.n_trial
+        (8, 2)
+        >>> counts, mask = data.to_padded()
+        >>> counts.shape, mask.sum(axis=1).tolist()
+        ((2, 5, 2), [3, 5])
+        """
+        if isinstance(counts, np.ndarray) and counts.ndim == 3:
+            counts = list(counts)
+        counts = list(counts)
+        if len(counts) == 0:
+            raise ValueError("from_trials needs at least one trial, got an empty list")
+        arrays = [_as_counts(c, name=f"counts of trial {k}") for k, c in enumerate(counts)]
+        n_neuron = {a.shape[1] for a in arrays}
+        if len(n_neuron) > 1:
+            raise ValueError(f"all trials must have the same number of neurons, got {sorted(n_neuron)}")
+        lengths = np.array([a.shape[0] for a in arrays])
+        labels = np.arange(len(arrays)) if trial_ids is None else _as_ids(trial_ids, None, "trial_ids")
+        if labels.shape[0] != len(arrays):
+            raise ValueError(
+                f"trial_ids must have one label per trial ({len(arrays)}), got {labels.shape[0]}"
+            )
+        S = None
+        if covariates is not None:
+            covariates = list(covariates)
+            if len(covariates) != len(arrays):
+                raise ValueError(
+                    f"covariates must be a list with one array per trial ({len(arrays)}), "
+                    f"got {len(covariates)}"
+                )
+            parts = []
+            for k, c in enumerate(covariates):
+                c = np.asarray(c)
+                c = c[:, None] if c.ndim == 1 else c
+                if c.shape[0] != lengths[k]:
+                    raise ValueError(
+                        f"covariates of trial {k} have {c.shape[0]} time bins but its counts have "
+                        f"{lengths[k]}"
+                    )
+                parts.append(c)
+            if len({p.shape[1:] for p in parts}) > 1:
+                raise ValueError("covariates of all trials must have the same number of features")
+            S = np.concatenate(parts, axis=0)
+        out = cls(
+            np.concatenate(arrays, axis=0),
+            bin_size=bin_size,
+            t_start=0.0,
+            neuron_ids=neuron_ids,
+            covariates=S,
+            feature_names=feature_names,
+            trial_ids=np.repeat(labels, lengths),
+        )
+        out._warn_silent()
+        return out
+
+    @classmethod
+    def from_spike_times(
+        cls,
+        times: Any,
+        unit_ids: Any,
+        *,
+        bin_size: float,
+        t_start: float | None = None,
+        t_stop: float | None = None,
+        neuron_ids: Any = None,
+        covariates: Any = None,
+        feature_names: Sequence[str] | None = None,
+        trial_intervals: Any = None,
+    ) -> SpikeData:
+        """Bin spike times (seconds) with unit labels into counts.
+
+        Bin ``j`` is ``[t_start + j * bin_size, t_start + (j + 1) * bin_size)``. A last bin that
+        would end after `t_stop` is dropped with its spikes (a span shorter than one bin by less
+        than ``1e-9`` bins counts as whole, against rounding). Binning is vectorised
+        (``np.searchsorted`` and ``np.bincount``).
+
+        Parameters
+        ----------
+        times : array_like, shape (n_spike,)
+            Spike times in seconds. Within each unit they must be non-decreasing; spikes of
+            different units may interleave (e.g. trains concatenated unit by unit).
+        unit_ids : array_like, shape (n_spike,)
+            Unit label (int or str) of each spike.
+        bin_size : float
+            Bin width in seconds.
+        t_start, t_stop : float, optional
+            Binned span ``[t_start, t_stop)``. Defaults: the first spike floored, and the last
+            spike ceiled, to whole multiples of `bin_size` (the last spike always lands in a
+            bin). When given, every spike must lie inside. Not allowed with `trial_intervals`.
+        neuron_ids : array_like, optional
+            Neuron order of the columns, which may include silent units. Default: the sorted
+            unique `unit_ids`. Every unit in `unit_ids` must be listed.
+        covariates, feature_names
+            As in :class:`SpikeData`; must match the number of bins produced.
+        trial_intervals : array_like, shape (n_trial, 2), optional
+            Sorted, non-overlapping ``(start, stop)`` times in seconds. Each trial is binned on
+            its own from its start (unequal lengths allowed); `trial_ids` become
+            ``0, ..., n_trial - 1`` and bin centres are each trial's own times. Spikes outside
+            all trials are dropped.
+
+        Returns
+        -------
+        SpikeData
+
+        Raises
+        ------
+        ValueError
+            For NaN/inf times, lengths of `times` and `unit_ids` that differ, times unsorted
+            within a unit, spikes outside an explicit ``[t_start, t_stop)``, units missing from
+            `neuron_ids`, a span shorter than one bin, or malformed `trial_intervals`.
+
+        Warns
+        -----
+        UserWarning
+            If a neuron has no spikes in the binned span.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from bayesneuro.data import SpikeData
+        >>> times = np.array([0.01, 0.02, 0.13, 0.15, 0.29])
+        >>> units = np.array([0, 1, 0, 0, 1])
+        >>> data = SpikeData.from_spike_times(times, units, bin_size=0.1)
+        >>> data.counts.T.tolist()
+        [[1, 2, 0], [1, 0, 1]]
+        >>> trials = SpikeData.from_spike_times(times, units, bin_size=0.05,
+        ...                                     trial_intervals=[[0.0, 0.05], [0.1, 0.2]])
+        >>> trials.bin_centers.round(6).tolist(), trials.trial_ids.tolist()
+        ([0.025, 0.125, 0.175], [0, 1, 1])
+        """
+        bin_size = _check_bin_size(bin_size)
+        return cls._from_spike_times(
+            times, unit_ids, bin_size, t_start, t_stop, neuron_ids, covariates, feature_names,
+            trial_intervals, tol=1e-9,
+        )
+
+    @classmethod
+    def _from_spike_times(
+        cls, times, unit_ids, bin_size, t_start, t_stop, neuron_ids, covariates, feature_names,
+        trial_intervals, tol, single_interval_is_contiguous=False,
+    ) -> SpikeData:
+        times = np.asarray(times)
+        if times.ndim != 1 or times.dtype.kind not in "iuf":
+            raise ValueError(f"times must be a 1-D numeric array of seconds, got {times.dtype} {times.shape}")
+        times = times.astype(np.float64)
+        unit_ids = np.asarray(unit_ids)
+        if unit_ids.ndim != 1 or times.shape[0] != unit_ids.shape[0]:
+            raise ValueError(
+                f"times and unit_ids must have the same length, got {times.shape[0]} and "
+                f"{unit_ids.shape[0] if unit_ids.ndim == 1 else unit_ids.shape}"
+            )
+        bad = ~np.isfinite(times)
+        if bad.any():
+            raise ValueError(
+                f"spike times contain {int(bad.sum())} NaN or infinite values (first at index "
+                f"{int(np.flatnonzero(bad)[0])})"
+            )
+        if neuron_ids is None:
+            if times.size == 0:
+                raise ValueError("there are no spikes, so the neurons are unknown; pass neuron_ids")
+            neuron_ids, codes = np.unique(_as_labels(unit_ids, "unit_ids"), return_inverse=True)
+        else:
+            neuron_ids = _as_ids(neuron_ids, None)
+            if neuron_ids.size == 0:
+                raise ValueError("neuron_ids is empty: there must be at least one neuron")
+            labels = _as_labels(unit_ids, "unit_ids") if times.size else neuron_ids[:0]
+            if labels.dtype.kind != neuron_ids.dtype.kind and not (
+                labels.dtype.kind in "iu" and neuron_ids.dtype.kind in "iu"
+            ):
+                raise ValueError(
+                    f"unit_ids ({labels.dtype}) and neuron_ids ({neuron_ids.dtype}) must be of the "
+                    "same kind (both integers or both strings)"
+                )
+            sorter = np.argsort(neuron_ids)
+            pos = np.clip(np.searchsorted(neuron_ids, labels, sorter=sorter), 0, neuron_ids.size - 1)
+            codes = sorter[pos]
+            missing = neuron_ids[codes] != labels
+            if missing.any():
+                raise ValueError(
+                    f"unit_ids contain units not listed in neuron_ids: "
+                    f"{np.unique(labels[missing])[:5].tolist()}; drop their spikes first, e.g. "
+                    "keep = np.isin(unit_ids, neuron_ids)"
+                )
+        codes = codes.astype(np.int64)
+        _check_sorted_per_unit(times, codes, neuron_ids)
+
+        if trial_intervals is None:
+            if t_start is None:
+                if times.size == 0:
+                    raise ValueError("there are no spikes; pass t_start and t_stop")
+                t0 = float(_grid_index(times.min(), 0.0, bin_size)) * bin_size
+            else:
+                t0 = _check_time(t_start, "t_start")
+            if t_stop is None:
+                if times.size == 0:
+                    raise ValueError("there are no spikes; pass t_start and t_stop")
+                n = int(_grid_index(times.max(), t0, bin_size)) + 1
+                limit = t0 + n * bin_size
+            else:
+                t1 = _check_time(t_stop, "t_stop")
+                n = int(_n_bins(np.float64(t0), np.float64(t1), bin_size, tol))
+                if n < 1:
+                    raise ValueError(
+                        f"t_stop - t_start = {t1 - t0:g} s is shorter than one bin "
+                        f"(bin_size={bin_size}): zero bins"
+                    )
+                limit = min(t1, t0 + n * bin_size)
+            if t_start is not None and times.size and times.min() < t0:
+                raise ValueError(
+                    f"{int((times < t0).sum())} spike times are before t_start={t0} "
+                    f"(earliest {times.min()})"
+                )
+            if t_stop is not None and times.size and times.max() >= t1:
+                raise ValueError(
+                    f"{int((times >= t1).sum())} spike times are at or after t_stop={t1} "
+                    f"(latest {times.max()}); bins are [t_start, t_stop)"
+                )
+            starts, n_bins, limits = np.array([t0]), np.array([n]), np.array([limit])
+        else:
+            if t_start is not None or t_stop is not None:
+                raise ValueError("t_start and t_stop cannot be combined with trial_intervals")
+            starts, stops = _check_intervals(trial_intervals, bin_size, tol)
+            n_bins = _n_bins(starts, stops, bin_size, tol)
+            limits = np.minimum(stops, starts + n_bins * bin_size)
+
+        counts, centers, seg = _bin_spikes(
+            times, codes, neuron_ids.size, starts, n_bins, limits, bin_size
+        )
+        trial_ids = None
+        if trial_intervals is not None and not (single_interval_is_contiguous and len(starts) == 1):
+            trial_ids = seg
+        out = cls(
+            counts,
+            bin_size=bin_size,
+            t_start=float(starts[0]),
+            bin_centers=centers,
+            neuron_ids=neuron_ids,
+            covariates=covariates,
+            feature_names=feature_names,
+            trial_ids=trial_ids,
+        )
+        out._warn_silent()
+        return out
+
+    @classmethod
+    def from_pynapple(
+        cls, group: Any, *, bin_size: float, ep: Any = None, covariates: Any = None
+    ) -> SpikeData:
+        """Build from pynapple objects (pynapple is imported lazily).
+
+        Parameters
+        ----------
+        group : pynapple.TsGroup, pynapple.TsdFrame or pynapple.Tsd
+            A ``TsGroup`` of spike trains (neuron ids from its index), binned here from the start
+            of each interval like ``TsGroup.count``; or counts already binned at `bin_size`
+            (``TsdFrame`` columns are the neuron ids, a ``Tsd`` is one neuron ``0``), whose
+            timestamps are taken as bin centres.
+        bin_size : float
+            Bin width in seconds.
+        ep : pynapple.IntervalSet, optional
+            Restricts the data (default: the time support of `group`). With one interval the
+            result has no trials; with several, each non-empty interval becomes a trial
+            ``0, 1, ...``. An incomplete last bin of an interval is dropped (``TsGroup.count``
+            keeps it).
+        covariates : pynapple.Tsd or pynapple.TsdFrame, optional
+            Resampled onto the bins. Sampled at least as finely as the bins (median step
+            <= `bin_size`): **bin averaging**, the mean of the samples in
+            ``[left, left + bin_size)`` (as ``bin_average`` in pynapple), with linear
+            interpolation at the centre of a bin that holds no sample. Sampled more coarsely:
+            linear interpolation at every bin centre. Feature names are the ``TsdFrame``
+            columns (``"x0"`` for a ``Tsd``). Pass angles as their sin and cos.
+
+        Returns
+        -------
+        SpikeData
+
+        Raises
+        ------
+        ImportError
+            If pynapple is not installed.
+        ValueError
+            If `group` has the wrong type, counts are not spaced by `bin_size`, or covariates are
+            NaN in a bin or do not cover the bins.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import pynapple as nap
+        >>> from bayesneuro.data import SpikeData
+        >>> group = nap.TsGroup({1: nap.Ts(np.array([0.1, 0.5, 0.9])), 4: nap.Ts(np.array([0.3, 0.35]))},
+        ...                     time_support=nap.IntervalSet(0, 1))
+        >>> data = SpikeData.from_pynapple(group, bin_size=0.25)
+        >>> data.neuron_ids.tolist(), data.counts.T.tolist()
+        ([1, 4], [[1, 0, 1, 1], [0, 2, 0, 0]])
+        """
+        nap = _import_pynapple("SpikeData.from_pynapple")
+        bin_size = _check_bin_size(bin_size)
+        tol = max(1e-9, 2e-6 / bin_size)  # pynapple shortens touching intervals by 1 us
+        if ep is not None and not isinstance(ep, nap.IntervalSet):
+            raise ValueError(f"ep must be a pynapple IntervalSet, got {type(ep).__name__}")
+        if isinstance(group, nap.TsGroup):
+            support = group.time_support if ep is None else ep
+            keys = list(group.keys())
+            ids = _as_ids(np.asarray(group.index), len(keys))
+            trains = [np.asarray(group[k].t, dtype=np.float64) for k in keys]
+            times = np.concatenate(trains) if trains else np.zeros(0)
+            units = np.repeat(ids, [len(t) for t in trains])
+            intervals = np.column_stack([np.asarray(support.start), np.asarray(support.end)])
+            data = cls._from_spike_times(
+                times, units, bin_size, None, None, ids, None, None,
+                intervals, tol=tol, single_interval_is_contiguous=True,
+            )
+        elif isinstance(group, (nap.TsdFrame, nap.Tsd)):
+            if ep is not None:
+                group = group.restrict(ep)
+            support = group.time_support
+            t = np.asarray(group.t, dtype=np.float64)
+            d = np.asarray(group.values)
+            d = d[:, None] if d.ndim == 1 else d
+            ids = np.array(list(group.columns)) if isinstance(group, nap.TsdFrame) else np.array([0])
+            if t.size == 0:
+                raise ValueError("the counts have no samples inside ep")
+            k = np.searchsorted(np.asarray(support.start), t, side="right") - 1
+            same = k[1:] == k[:-1]
+            steps = np.diff(t)[same]
+            if steps.size and not np.allclose(steps, bin_size, rtol=1e-6, atol=2e-6):
+                raise ValueError(
+                    f"the counts' timestamps are spaced by {np.median(steps):g} s within an "
+                    f"interval, not by bin_size={bin_size}; pass the bin size they were made with"
+                )
+            runs = _runs(k)
+            lengths = np.diff(np.r_[runs, t.size])
+            trial_ids = None if runs.size == 1 else np.repeat(np.arange(runs.size), lengths)
+            if np.any(np.diff(t) < bin_size * (1 - 1e-6)):
+                raise ValueError("the counts' timestamps overlap: they must be at least bin_size apart")
+            data = cls(d, bin_size=bin_size, bin_centers=t, neuron_ids=ids, trial_ids=trial_ids)
+            data._warn_silent()
+        else:
+            raise ValueError(
+                "group must be a pynapple TsGroup (spike times) or Tsd/TsdFrame (counts), "
+                f"got {type(group).__name__}"
+            )
+        if covariates is not None:
+            if not isinstance(covariates, (nap.Tsd, nap.TsdFrame)):
+                raise ValueError(
+                    f"covariates must be a pynapple Tsd or TsdFrame, got {type(covariates).__name__}"
+                )
+            ct = np.asarray(covariates.t, dtype=np.float64)
+            cv = np.asarray(covariates.values, dtype=np.float64)
+            cv = cv[:, None] if cv.ndim == 1 else cv
+            if ct.size == 0:
+                raise ValueError("covariates have no samples")
+            names = (
+                [str(c) for c in covariates.columns] if isinstance(covariates, nap.TsdFrame) else None
+            )
+            S = _bin_average(ct, cv, data.bin_centers, bin_size)
+            data = data.with_covariates(S, feature_names=names)
+        return data
+
+    # -- properties --------------------------------------------------------------------------
+
+    @property
+    def counts(self) -> np.ndarray:
+        """Spike counts ``X``, int64, dims ``(time, neuron)`` (read-only)."""
+        return self._counts
+
+    @property
+    def bin_size(self) -> float:
+        """Bin width in seconds."""
+        return self._bin_size
+
+    @property
+    def t_start(self) -> float:
+        """Left edge of the first bin, in seconds."""
+        return self._t_start
+
+    @property
+    def bin_centers(self) -> np.ndarray:
+        """Bin centres in seconds, dims ``(time,)``, strictly increasing."""
+        return self._bin_centers
+
+    @property
+    def neuron_ids(self) -> np.ndarray:
+        """Neuron labels, dims ``(neuron,)``."""
+        return self._neuron_ids
+
+    @property
+    def covariates(self) -> np.ndarray | None:
+        """Covariates ``S``, float64, dims ``(time, feature)``, or None."""
+        return self._covariates
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        """Names of the covariate columns (empty without covariates)."""
+        return self._feature_names
+
+    @property
+    def trial_ids(self) -> np.ndarray | None:
+        """Trial label of each bin, dims ``(time,)``, or None without trial structure."""
+        return self._trial_ids
+
+    @property
+    def n_time(self) -> int:
+        """Number of time bins."""
+        return self._counts.shape[0]
+
+    @property
+    def n_neuron(self) -> int:
+        """Number of neurons."""
+        return self._counts.shape[1]
+
+    @property
+    def n_feature(self) -> int:
+        """Number of covariates (0 without covariates)."""
+        return len(self._feature_names)
+
+    @property
+    def n_trial(self) -> int:
+        """Number of trials; 1 for data without trial structure."""
+        return len(self._bounds) - 1
+
+    @property
+    def trials(self) -> np.ndarray:
+        """Trial labels in order of appearance; ``[0]`` without trial structure."""
+        return self._trials if self._trials is not None else np.zeros(1, dtype=np.int64)
+
+    @property
+    def segment_ids(self) -> np.ndarray:
+        """Position ``0, ..., n_trial - 1`` of each bin's trial, dims ``(time,)``.
+
+        Temporal filters (spike history, smoothing) must not cross a change of this label.
+        """
+        return self._seg
+
+    @property
+    def duration(self) -> float:
+        """Binned time in seconds: ``n_time * bin_size`` (gaps between trials excluded)."""
+        return self.n_time * self._bin_size
+
+    @property
+    def coords(self) -> dict[str, np.ndarray]:
+        """Coordinates by dim name: ``time``, ``neuron``, and ``feature`` / ``trial`` if present."""
+        out = {"time": self._bin_centers, "neuron": self._neuron_ids}
+        if self._covariates is not None:
+            out["feature"] = np.array(self._feature_names)
+        if self._trial_ids is not None:
+            out["trial"] = self._trials
+        return out
+
+    def __len__(self) -> int:
+        return self.n_time
+
+    def __repr__(self) -> str:
+        parts = [
+            f"n_time={self.n_time}",
+            f"n_neuron={self.n_neuron}",
+            f"bin_size={self._bin_size:g} s",
+        ]
+        end = self._bin_centers[-1] + self._bin_size / 2
+        parts.append(f"time [{self.t_start:g}, {end:g}) s")
+        if self._trial_ids is not None:
+            parts.append(f"n_trial={self.n_trial}")
+        if self._covariates is not None:
+            shown = ", ".join(self._feature_names[:5]) + (", ..." if self.n_feature > 5 else "")
+            parts.append(f"features=[{shown}]")
+        return f"SpikeData({', '.join(parts)})"
+
+    # -- derived objects ---------------------------------------------------------------------
+
+    def _replace(self, **changes: Any) -> SpikeData:
+        fields = dict(
+            counts=self._counts,
+            bin_size=self._bin_size,
+            t_start=self._t_start,
+            bin_centers=self._bin_centers,
+            neuron_ids=self._neuron_ids,
+            covariates=self._covariates,
+            feature_names=self._feature_names if self._covariates is not None else None,
+            trial_ids=self._trial_ids,
+        )
+        fields.update(changes)
+        return SpikeData(fields.pop("counts"), **fields)
+
+    def _take(self, idx: np.ndarray, trial_ids: Any = "keep") -> SpikeData:
+        return self._replace(
+            counts=self._counts[idx],
+            t_start=self._t_start if idx[0] == 0 else None,
+            bin_centers=self._bin_centers[idx],
+            covariates=None if self._covariates is None else self._covariates[idx],
+            trial_ids=(
+                (None if self._trial_ids is None else self._trial_ids[idx])
+                if isinstance(trial_ids, str) and trial_ids == "keep"
+                else trial_ids
+            ),
+        )
+
+    def _warn_silent(self) -> None:
+        silent = np.flatnonzero(self._counts.sum(axis=0) == 0)
+        if silent.size == 1:
+            name = _py(self._neuron_ids[silent[0]])
+            warnings.warn(f"neuron {name!r} has no spikes", UserWarning, stacklevel=3)
+        elif silent.size > 1:
+            shown = ", ".join(repr(x) for x in self._neuron_ids[silent[:10]].tolist())
+            more = ", ..." if silent.size > 10 else ""
+            warnings.warn(f"{silent.size} neurons have no spikes: {shown}{more}", UserWarning, stacklevel=3)
+
+    def with_covariates(self, covariates: Any, feature_names: Sequence[str] | None = None) -> SpikeData:
+        """Return a copy with covariates ``S`` (replacing any present).
+
+        Parameters
+        ----------
+        covariates : array_like, shape (n_time, n_feature) or (n_time,)
+            Finite covariates, one row per bin.
+        feature_names : sequence of str, optional
+            One unique name per column; default ``"x0", "x1", ...``.
+
+        Returns
+        -------
+        SpikeData
+
+        Raises
+        ------
+        ValueError
+            If the number of rows differs from `n_time`, values are NaN or infinite, or the
+            names do not match the columns.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from bayesneuro.data import SpikeData
+        >>> data = SpikeData.from_counts(np.ones((4, 2)), bin_size=0.1)
+        >>> data.with_covariates(np.arange(4.0), feature_names=["speed"]).coords["feature"]
+        array(['speed'], dtype='<U5')
+        """
+        return self._replace(covariates=covariates, feature_names=feature_names)
+
+    def trial(self, tid: Any) -> SpikeData:
+        """The bins of trial `tid` (keeps its label in `trial_ids`).
+
+        For data without trial structure, ``trial(0)`` is the whole recording.
+
+        Raises
+        ------
+        ValueError
+            If `tid` is not a trial of the data.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from bayesneuro.data import SpikeData
+        >>> data = SpikeData.from_trials([np.ones((2, 1)), 2 * np.ones((3, 1))], bin_size=0.1,
+        ...                              trial_ids=["a", "b"])
+        >>> data.trial("b").counts.ravel().tolist()
+        [2, 2, 2]
+        """
+        if self._trial_ids is None:
+            if np.ndim(tid) == 0 and not isinstance(tid, str) and tid == 0:
+                return self
+            raise ValueError(f"the data have no trial structure (only trial 0), so no trial {_py(tid)!r}")
+        hit = np.flatnonzero(self._trials == tid) if np.ndim(tid) == 0 else np.array([])
+        if hit.size != 1:
+            more = " ..." if self.n_trial > 10 else ""
+            raise ValueError(f"no trial {_py(tid)!r}; trials are {self._trials[:10].tolist()}{more}")
+        k = int(hit[0])
+        return self._take(np.arange(self._bounds[k], self._bounds[k + 1]))
+
+    def iter_trials(self) -> Iterator[SpikeData]:
+        """Yield one :class:`SpikeData` per trial, in order (the whole recording if untrialled).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from bayesneuro.data import SpikeData
+        >>> data = SpikeData.from_trials([np.ones((2, 1)), np.ones((3, 1))], bin_size=0.1)
+        >>> [len(tr) for tr in data.iter_trials()]
+        [2, 3]
+        """
+        if self._trial_ids is None:
+            yield self
+            return
+        for k in range(self.n_trial):
+            yield self._take(np.arange(self._bounds[k], self._bounds[k + 1]))
+
+    def to_padded(self) -> tuple[np.ndarray, np.ndarray]:
+        """Counts as a zero-padded ``(trial, time, neuron)`` array with a ``(trial, time)`` mask.
+
+        Returns
+        -------
+        counts : numpy.ndarray, shape (n_trial, max_n_time, n_neuron), int64
+            Trial ``k`` occupies ``counts[k, :n_time_k]``; the rest is 0.
+        mask : numpy.ndarray, shape (n_trial, max_n_time), bool
+            True on real bins.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from bayesneuro.data import SpikeData
+        >>> data = SpikeData.from_counts(np.arange(6).reshape(3, 2), bin_size=0.1, trial_ids=[0, 1, 1])
+        >>> counts, mask = data.to_padded()
+        >>> counts[:, :, 0].tolist(), mask.tolist()
+        ([[0, 0], [2, 4]], [[True, False], [True, True]])
+        """
+        lengths = np.diff(self._bounds)
+        pos = np.arange(self.n_time) - self._bounds[:-1][self._seg]
+        counts = np.zeros((self.n_trial, int(lengths.max()), self.n_neuron), dtype=np.int64)
+        mask = np.zeros((self.n_trial, int(lengths.max())), dtype=bool)
+        counts[self._seg, pos] = self._counts
+        mask[self._seg, pos] = True
+        return counts, mask
+
+    def select_neurons(self, ids: Any) -> SpikeData:
+        """Keep the neurons `ids` (labels, not positions), in the order given.
+
+        Raises
+        ------
+        ValueError
+            If an id is unknown or repeated.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from bayesneuro.data import SpikeData
+        >>> data = SpikeData.from_counts(np.arange(6).reshape(2, 3), bin_size=0.1, neuron_ids=[7, 8, 9])
+        >>> data.select_neurons([9, 7]).counts.tolist()
+        [[2, 0], [5, 3]]
+        """
+        ids = _as_ids(np.atleast_1d(ids), None)
+        pos = []
+        for i in ids.tolist():
+            hit = np.flatnonzero(self._neuron_ids == i)
+            if hit.size == 0:
+                raise ValueError(f"no neuron {i!r}; neuron_ids are {self._neuron_ids[:10].tolist()}")
+            pos.append(int(hit[0]))
+        if not pos:
+            raise ValueError("select_neurons needs at least one neuron id")
+        return self._replace(counts=self._counts[:, pos], neuron_ids=self._neuron_ids[pos])
+
+    def time_slice(self, t0: float, t1: float) -> SpikeData:
+        """Keep the bins whose centres lie in ``[t0, t1)`` seconds.
+
+        Raises
+        ------
+        ValueError
+            If no bin centre lies in the window.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from bayesneuro.data import SpikeData
+        >>> data = SpikeData.from_counts(np.ones((10, 1)), bin_size=0.1)
+        >>> data.time_slice(0.2, 0.5).bin_centers
+        array([0.25, 0.35, 0.45])
+        """
+        t0, t1 = _check_time(t0, "t0"), _check_time(t1, "t1")
+        lo, hi = np.searchsorted(self._bin_centers, [t0, t1], side="left")
+        if hi <= lo:
+            raise ValueError(
+                f"no bins have centres in [{t0}, {t1}); the data span "
+                f"[{self.t_start}, {self._bin_centers[-1] + self._bin_size / 2}) s"
+            )
+        return self._take(np.arange(lo, hi))
+
+    def firing_rates(self) -> np.ndarray:
+        """Mean firing rate of each neuron in spikes/s over the binned time, dims ``(neuron,)``."""
+        return self._counts.sum(axis=0) / self.duration
+
+    def to_pynapple(self) -> Any:
+        """Counts as a pynapple ``TsdFrame`` (timestamps = bin centres, columns = neuron ids).
+
+        The time support has one interval per stretch of back-to-back bins.
+
+        Raises
+        ------
+        ImportError
+            If pynapple is not installed.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from bayesneuro.data import SpikeData
+        >>> frame = SpikeData.from_counts(np.ones((4, 2)), bin_size=0.5).to_pynapple()
+        >>> frame.shape, frame.time_support.end.tolist()
+        ((4, 2), [2.0])
+        """
+        nap = _import_pynapple("SpikeData.to_pynapple")
+        left = self._bin_centers - self._bin_size / 2
+        right = self._bin_centers + self._bin_size / 2
+        breaks = np.flatnonzero(left[1:] - right[:-1] > 1e-9 * self._bin_size) + 1
+        starts = left[np.r_[0, breaks]]
+        ends = right[np.r_[breaks - 1, self.n_time - 1]]
+        support = nap.IntervalSet(start=starts, end=ends)
+        return nap.TsdFrame(
+            t=np.asarray(self._bin_centers),
+            d=np.asarray(self._counts),
+            columns=self._neuron_ids.tolist(),
+            time_support=support,
+        )
+
+    # -- splits ------------------------------------------------------------------------------
+
+    def split(
+        self,
+        *,
+        by: str = "time",
+        fractions: Sequence[float] = (0.6, 0.2, 0.2),
+        n_blocks: int | None = None,
+        gap: int = 0,
+        key: Any = None,
+    ) -> Splits:
+        """Split into train, test and a locked validation set.
+
+        Parameters
+        ----------
+        by : {"time", "trials"}
+            ``"time"``: contiguous blocks of bins. ``"trials"``: whole trials (needs trials).
+        fractions : sequence of 2 or 3 positive floats summing to 1
+            Shares of train, test and (if three) validation. Bins, blocks or trials are
+            allocated with the largest-remainder rule.
+        n_blocks : int, optional
+            ``by="time"`` only. None: three (or two) contiguous pieces in the order train, test,
+            validation. An int ``k``: cut the recording into ``k`` equal contiguous blocks and
+            allot them by `fractions`, evenly interleaved (or randomly with `key`).
+        gap : int, default 0
+            ``by="time"`` only: bins dropped at every boundary between blocks of different sets
+            (the first `gap` bins of the later block), so spike-history lags up to `gap` bins
+            cannot leak across sets.
+        key : jax.random key or int, optional
+            Randomises which blocks or trials go where (the same key gives the same split).
+            Without it the split is deterministic.
+
+        Returns
+        -------
+        Splits
+            ``(train, test, validation)``; `validation` is a :class:`LockedBox`, or None for two
+            fractions. When a set is made of several non-adjacent blocks of data without trials,
+            each stretch of adjacent blocks becomes a trial labelled by the index of its first
+            block, so that temporal filters stop at the gaps. Data with trials keep their
+            trial labels.
+
+        Raises
+        ------
+        ValueError
+            For bad `by`, `fractions`, `n_blocks` or `gap`, or when a set would get no bins.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from bayesneuro.data import SpikeData
+        >>> data = SpikeData.from_counts(np.ones((100, 3)), bin_size=0.01)
+        >>> train, test, val = data.split(fractions=(0.6, 0.2, 0.2), gap=5)
+        >>> train.n_time, test.n_time, val
+        (60, 15, LockedBox(validation set, locked: 15 bins, 1 trial, 3 neurons; opened 0 times))
+        >>> blocks = data.split(n_blocks=10, key=0)
+        >>> blocks.train.n_time, blocks.train.n_trial > 1
+        (60, True)
+        """
+        fr = _check_fractions(fractions)
+        gap = _check_count(gap, "gap", minimum=0)
+        if by == "time":
+            pieces = self._split_time(fr, n_blocks, gap, key)
+        elif by == "trials":
+            if n_blocks is not None:
+                raise ValueError("n_blocks applies to by='time' only")
+            if gap:
+                raise ValueError("gap applies to by='time' only; whole trials are separate segments")
+            pieces = self._split_trials(fr, key)
+        else:
+            raise ValueError(f"by must be 'time' or 'trials', got {by!r}")
+        validation = LockedBox(pieces[2]) if len(pieces) == 3 else None
+        return Splits(pieces[0], pieces[1], validation)
+
+    def _split_time(self, fr: np.ndarray, n_blocks: int | None, gap: int, key: Any) -> list[SpikeData]:
+        n, n_sets = self.n_time, len(fr)
+        if n_blocks is None:
+            sizes = _allocate(n, fr)
+            if np.any(sizes == 0):
+                s = _SET_NAMES[int(np.flatnonzero(sizes == 0)[0])]
+                raise ValueError(
+                    f"the recording ({n} bins) is too short for fractions {fr.tolist()}: "
+                    f"the {s} set would get zero bins"
+                )
+            bounds = np.r_[0, np.cumsum(sizes)]
+            labels = np.arange(n_sets)
+        else:
+            n_blocks = _check_count(n_blocks, "n_blocks", minimum=n_sets)
+            if n_blocks > n:
+                raise ValueError(f"n_blocks={n_blocks} is more than the {n} time bins")
+            per_set = _allocate(n_blocks, fr)
+            if np.any(per_set == 0):
+                s = _SET_NAMES[int(np.flatnonzero(per_set == 0)[0])]
+                raise ValueError(
+                    f"n_blocks={n_blocks} is too few for fractions {fr.tolist()}: the {s} set "
+                    "would get zero blocks"
+                )
+            bounds = np.round(np.linspace(0, n, n_blocks + 1)).astype(np.int64)
+            if key is None:
+                labels = _interleave(per_set)
+            else:
+                labels = np.repeat(np.arange(n_sets), per_set)[_permutation(key, n_blocks)]
+        starts, stops = bounds[:-1].copy(), bounds[1:]
+        starts[1:] += gap * (labels[1:] != labels[:-1])
+        if np.any(starts >= stops):
+            b = int(np.flatnonzero(starts >= stops)[0])
+            raise ValueError(
+                f"gap={gap} removes all {stops[b] - bounds[b]} bins of block {b}; "
+                "use a smaller gap or fewer blocks"
+            )
+        run_first = np.arange(len(labels))
+        for b in range(1, len(labels)):
+            if labels[b] == labels[b - 1]:
+                run_first[b] = run_first[b - 1]
+        out = []
+        for s in range(n_sets):
+            blocks = np.flatnonzero(labels == s)
+            idx = np.concatenate([np.arange(starts[b], stops[b]) for b in blocks])
+            run = np.concatenate([np.full(stops[b] - starts[b], run_first[b]) for b in blocks])
+            out.append(self._take(idx, trial_ids=self._piece_labels(idx, run, _SET_NAMES[s])))
+        return out
+
+    def _piece_labels(self, idx: np.ndarray, run: np.ndarray, name: str) -> np.ndarray | None:
+        """Trial labels for a subset made of the runs `run` of bins `idx`."""
+        if self._trial_ids is None:
+            return run if np.unique(run).size > 1 else None
+        tid = self._trial_ids[idx]
+        piece_start = np.flatnonzero(np.r_[True, (run[1:] != run[:-1]) | (tid[1:] != tid[:-1])])
+        labels = tid[piece_start]
+        uniq, cnt = np.unique(labels, return_counts=True)
+        if np.any(cnt > 1):
+            raise ValueError(
+                f"trial {_py(uniq[cnt > 1][0])!r} would be cut into non-adjacent pieces of the {name} "
+                "set (it is longer than a block); use by='trials', fewer n_blocks, or data "
+                "without trial structure"
+            )
+        return tid
+
+    def _split_trials(self, fr: np.ndarray, key: Any) -> list[SpikeData]:
+        if self._trial_ids is None:
+            raise ValueError(
+                "by='trials' needs trial structure, but the data have no trial_ids; use by='time' "
+                "or build the data with trials"
+            )
+        n = self.n_trial
+        per_set = _allocate(n, fr)
+        if np.any(per_set == 0):
+            s = _SET_NAMES[int(np.flatnonzero(per_set == 0)[0])]
+            raise ValueError(
+                f"only {n} trials, too few for fractions {fr.tolist()}: the {s} set would get "
+                "zero trials"
+            )
+        order = np.arange(n) if key is None else _permutation(key, n)
+        assign = np.empty(n, dtype=np.int64)
+        assign[order] = np.repeat(np.arange(len(fr)), per_set)
+        return [self._take(np.flatnonzero(assign[self._seg] == s)) for s in range(len(fr))]
+
+
+def _check_fractions(fractions: Any) -> np.ndarray:
+    try:
+        fr = np.asarray(fractions, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"fractions must be 2 or 3 numbers, got {fractions!r}") from None
+    if fr.ndim != 1 or fr.size not in (2, 3):
+        raise ValueError(
+            f"fractions must be 2 (train, test) or 3 (train, test, validation) numbers, got {fractions!r}"
+        )
+    if not np.all(np.isfinite(fr)) or np.any(fr <= 0):
+        raise ValueError(f"fractions must all be positive, got {fractions!r}")
+    if abs(fr.sum() - 1.0) > 1e-8:
+        raise ValueError(f"fractions must sum to 1, got {fractions!r} (sum {fr.sum():g})")
+    return fr
+
+
+def _check_count(value: Any, name: str, minimum: int) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {value}")
+    return int(value)
+
+
+# ----------------------------------------------------------------------------------------------
+# locked validation set
+# ----------------------------------------------------------------------------------------------
+
+
+class LockedBoxError(AttributeError):
+    """Raised when the data of a :class:`LockedBox` are accessed without :meth:`LockedBox.open`."""
+
+
+class LockedBox:
+    """A validation set that stays closed until it is deliberately opened.
+
+    Only its size (`n_time`, `n_neuron`, `n_trial`) can be read while locked; any other
+    :class:`SpikeData` attribute raises :class:`LockedBoxError` (an ``AttributeError``).
+    :meth:`open` returns the data and warns each time, counting the opens in `n_opened`.
+
+    Parameters
+    ----------
+    data : SpikeData
+        The validation set.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> import numpy as np
+    >>> from bayesneuro.data import LockedBox, SpikeData
+    >>> box = LockedBox(SpikeData.from_counts(np.ones((5, 2)), bin_size=0.1))
+    >>> box.counts  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    bayesneuro.data.LockedBoxError: the validation set is locked: `.counts` is not available. ...
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("ignore")
+    ...     data = box.open()
+    >>> box.n_opened, data.n_time
+    (1, 5)
+    """
+
+    __slots__ = ("_data", "_n_opened")
+
+    def __init__(self, data: SpikeData) -> None:
+        if not isinstance(data, SpikeData):
+            raise ValueError(f"LockedBox holds a SpikeData, got {type(data).__name__}")
+        object.__setattr__(self, "_data", data)
+        object.__setattr__(self, "_n_opened", 0)
+
+    @property
+    def n_opened(self) -> int:
+        """How many times :meth:`open` has been called."""
+        return self._n_opened
+
+    @property
+    def n_time(self) -> int:
+        """Number of time bins in the locked set."""
+        return self._data.n_time
+
+    @property
+    def n_neuron(self) -> int:
+        """Number of neurons in the locked set."""
+        return self._data.n_neuron
+
+    @property
+    def n_trial(self) -> int:
+        """Number of trials in the locked set."""
+        return self._data.n_trial
+
+    def open(self) -> SpikeData:
+        """Return the validation data, warning that they have now been looked at.
+
+        Warns
+        -----
+        UserWarning
+            Every time; from the second time on, with the number of opens.
+        """
+        n = self._n_opened + 1
+        object.__setattr__(self, "_n_opened", n)
+        if n == 1:
+            msg = (
+                "opening the locked validation set: it has now been looked at. Use it once, for the "
+                "final evaluation, and do not tune anything on it afterwards."
+            )
+        else:
+            msg = (
+                f"the validation set has now been opened {n} times; results chosen after looking "
+                "at it are no longer a clean held-out estimate."
+            )
+        warnings.warn(msg, UserWarning, stacklevel=2)
+        return self._data
+
+    def _locked(self, name: str) -> LockedBoxError:
+        return LockedBoxError(
+            f"the validation set is locked: `.{name}` is not available. Call `.open()` "
+            f"deliberately, once, for the final evaluation (e.g. `box.open().{name}`)."
+        )
+
+    def __getattr__(self, name: str) -> Any:
+        if not name.startswith("_") and hasattr(SpikeData, name):
+            raise self._locked(name)
+        raise AttributeError(f"'LockedBox' object has no attribute {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("LockedBox is immutable")
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"_data": self._data, "_n_opened": self._n_opened}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for k, v in state.items():
+            object.__setattr__(self, k, v)
+
+    def __len__(self) -> int:
+        raise self._locked("__len__")
+
+    def __iter__(self) -> Iterator[Any]:
+        raise self._locked("__iter__")
+
+    def __array__(self, *args: Any, **kwargs: Any) -> np.ndarray:
+        raise self._locked("__array__")
+
+    def __bool__(self) -> bool:
+        return True
+
+    def __repr__(self) -> str:
+        d = self._data
+        trials = f"{d.n_trial} trial{'s' if d.n_trial != 1 else ''}"
+        times = "time" if self._n_opened == 1 else "times"
+        return (
+            f"LockedBox(validation set, locked: {d.n_time} bins, {trials}, {d.n_neuron} neurons; "
+            f"opened {self._n_opened} {times})"
+        )
+
+
+class Splits(NamedTuple):
+    """Result of :meth:`SpikeData.split`.
+
+    Attributes
+    ----------
+    train : SpikeData
+        Data to fit on.
+    test : SpikeData
+        Data to compare and tune models on.
+    validation : LockedBox or None
+        The final held-out set, locked; None when only two fractions were given.
+    """
+
+    train: SpikeData
+    test: SpikeData
+    validation: LockedBox | None
