@@ -1,3 +1,27 @@
-"""bayesneuro: probabilistic programming for neural data science."""
+"""bayesneuro: probabilistic programming for neural data science on JAX and NumPyro.
+
+Density models P(X), encoding models P(X|S) and decoding models P(S|X) share one
+data container (:class:`SpikeData`), one set of temporal bases
+(:mod:`bayesneuro.bases`) and one inference layer (:func:`bayesneuro.infer.fit`:
+MAP, Laplace, SVI, NUTS) whose results are ``arviz.InferenceData``.
+"""
 
 __version__ = "0.1.0"
+
+from . import bases, diagnostics, infer, io, sbc  # noqa: E402
+from .data import LockedBox, SpikeData, Splits  # noqa: E402
+from .infer import FitResult, fit  # noqa: E402
+
+__all__ = [
+    "SpikeData",
+    "Splits",
+    "LockedBox",
+    "bases",
+    "infer",
+    "fit",
+    "FitResult",
+    "diagnostics",
+    "io",
+    "sbc",
+    "__version__",
+]

@@ -1,13 +1,14 @@
-"""Binned spike data: one container for a recording, and held-out splits.
+"""Binned spike data: one container for a recording.
 
 :class:`SpikeData` holds spike counts ``X`` with dims ``(time, neuron)``, optional covariates
 ``S`` with dims ``(time, feature)``, and optional trial structure (a per-bin trial label). Every
 model family in bayesneuro takes its observations from it, and the ArviZ conversion takes its
 coordinates from :attr:`SpikeData.coords`.
 
-:meth:`SpikeData.split` makes train / test / validation sets. The validation set comes back
-inside a :class:`LockedBox`, which refuses to show its data until :meth:`LockedBox.open` is called,
-and counts how often that happened.
+:meth:`SpikeData.split` makes train / test / validation sets; the machinery lives in
+:mod:`bayesneuro.splits`, and its :class:`~bayesneuro.splits.Splits`,
+:class:`~bayesneuro.splits.LockedBox` and :class:`~bayesneuro.splits.LockedBoxError` are
+re-exported here.
 
 Conventions
 -----------
@@ -24,17 +25,32 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
-__all__ = ["LockedBox", "LockedBoxError", "SpikeData", "Splits"]
+from ._validation import (
+    _as_counts,
+    _as_covariates,
+    _as_ids,
+    _as_labels,
+    _as_trial_ids,
+    _check_bin_size,
+    _check_intervals,
+    _check_sorted_per_unit,
+    _check_time,
+    _n_bins,
+    _py,
+    _runs,
+)
+from .splits import LockedBox, LockedBoxError, Splits
+from .splits import split as _split
 
-_SET_NAMES = ("train", "test", "validation")
+__all__ = ["LockedBox", "LockedBoxError", "SpikeData", "Splits"]
 
 
 # ----------------------------------------------------------------------------------------------
-# validation helpers
+# helpers: optional pynapple import, binning
 # ----------------------------------------------------------------------------------------------
 
 
@@ -49,222 +65,12 @@ def _import_pynapple(what: str):
     return nap
 
 
-def _py(x: Any) -> Any:
-    """A numpy scalar as the Python object, for readable messages."""
-    return x.item() if isinstance(x, np.generic) else x
-
-
-def _check_bin_size(bin_size: Any) -> float:
-    try:
-        value = float(bin_size)
-    except (TypeError, ValueError):
-        raise ValueError(f"bin_size must be a number of seconds, got {bin_size!r}") from None
-    if not np.isfinite(value) or value <= 0:
-        raise ValueError(f"bin_size must be a positive, finite number of seconds, got {bin_size!r}")
-    return value
-
-
-def _check_time(value: Any, name: str) -> float:
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number of seconds, got {value!r}") from None
-    if not np.isfinite(out):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    return out
-
-
-def _as_labels(values: Any, name: str) -> np.ndarray:
-    """1-D labels (ints or strings); whole-number floats become int64."""
-    arr = np.asarray(values)
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
-    if arr.dtype.kind == "b":
-        raise ValueError(f"{name} must be integers or strings, got booleans")
-    if arr.dtype.kind == "f":
-        if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
-            raise ValueError(f"{name} must be integers or strings; got non-integer floats")
-        arr = arr.astype(np.int64)
-    if arr.dtype.kind == "O":
-        if not all(isinstance(v, (str, int, np.integer)) for v in arr):
-            raise ValueError(f"{name} must be integers or strings")
-        if all(isinstance(v, str) for v in arr):
-            arr = arr.astype(str)
-        elif all(isinstance(v, (int, np.integer)) for v in arr):
-            arr = arr.astype(np.int64)
-        else:
-            raise ValueError(f"{name} must be all integers or all strings, not a mix")
-    if arr.dtype.kind not in "iuUS":
-        raise ValueError(f"{name} must be integers or strings, got dtype {arr.dtype}")
-    return arr
-
-
-def _as_ids(ids: Any, n: int | None, name: str = "neuron_ids") -> np.ndarray:
-    arr = _as_labels(ids, name)
-    if n is not None and arr.shape[0] != n:
-        raise ValueError(f"{name} must have one entry per neuron ({n}), got {arr.shape[0]}")
-    uniq, cnt = np.unique(arr, return_counts=True)
-    if np.any(cnt > 1):
-        raise ValueError(f"{name} must be unique; duplicated: {uniq[cnt > 1][:5].tolist()}")
-    return arr
-
-
-def _as_counts(counts: Any, name: str = "counts") -> np.ndarray:
-    arr = np.asarray(counts)
-    if arr.ndim != 2:
-        raise ValueError(
-            f"{name} must be 2-D with dims (time, neuron), got shape {arr.shape}; "
-            "for a single neuron use counts[:, None]"
-        )
-    if arr.shape[0] == 0:
-        raise ValueError(f"{name} has zero time bins")
-    if arr.shape[1] == 0:
-        raise ValueError(f"{name} has zero neurons")
-    if arr.dtype.kind == "b":
-        arr = arr.astype(np.int64)
-    if arr.dtype.kind not in "iuf":
-        raise ValueError(f"{name} must be numeric spike counts, got dtype {arr.dtype}")
-    if arr.dtype.kind == "f":
-        bad = ~np.isfinite(arr)
-        if bad.any():
-            i, j = np.argwhere(bad)[0]
-            raise ValueError(
-                f"{name} contain {int(bad.sum())} NaN or infinite values (first at time bin {i}, "
-                f"neuron column {j}); spike counts must be finite"
-            )
-        frac = arr != np.round(arr)
-        if frac.any():
-            i, j = np.argwhere(frac)[0]
-            raise ValueError(
-                f"{name} must be whole numbers; found {int(frac.sum())} non-integer values "
-                f"(first {_py(arr[i, j])!r} at time bin {i}, neuron column {j})"
-            )
-    neg = arr < 0
-    if neg.any():
-        i, j = np.argwhere(neg)[0]
-        raise ValueError(
-            f"{name} must be non-negative; found {int(neg.sum())} negative values "
-            f"(first {_py(arr[i, j])!r} at time bin {i}, neuron column {j})"
-        )
-    return np.array(arr, dtype=np.int64)
-
-
-def _as_covariates(
-    covariates: Any, n_time: int, feature_names: Any
-) -> tuple[np.ndarray | None, tuple[str, ...]]:
-    if covariates is None:
-        if feature_names is not None:
-            raise ValueError("feature_names were given but covariates is None")
-        return None, ()
-    arr = np.asarray(covariates)
-    if arr.ndim == 1:
-        arr = arr[:, None]
-    if arr.ndim != 2:
-        raise ValueError(f"covariates must be 2-D with dims (time, feature), got shape {arr.shape}")
-    if arr.dtype.kind not in "biuf":
-        raise ValueError(f"covariates must be numeric, got dtype {arr.dtype}")
-    arr = np.array(arr, dtype=np.float64)
-    if arr.shape[0] != n_time:
-        raise ValueError(
-            f"covariates have {arr.shape[0]} time bins but counts have {n_time}; "
-            "X (counts) and S (covariates) must share the time axis"
-        )
-    if arr.shape[1] == 0:
-        raise ValueError("covariates have zero features; pass covariates=None instead")
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        i, j = np.argwhere(bad)[0]
-        raise ValueError(
-            f"covariates contain {int(bad.sum())} NaN or infinite values (first at time bin {i}, "
-            f"feature column {j}); drop or interpolate those bins first"
-        )
-    if feature_names is None:
-        names = tuple(f"x{j}" for j in range(arr.shape[1]))
-    else:
-        names = tuple(feature_names) if not isinstance(feature_names, str) else (feature_names,)
-        if len(names) != arr.shape[1]:
-            raise ValueError(
-                f"feature_names has {len(names)} names but covariates have {arr.shape[1]} features"
-            )
-        if not all(isinstance(n, str) for n in names):
-            raise ValueError(f"feature_names must be strings, got {names!r}")
-        if len(set(names)) != len(names):
-            dup = sorted({n for n in names if names.count(n) > 1})
-            raise ValueError(f"feature_names must be unique; duplicated: {dup}")
-    return arr, names
-
-
-def _runs(labels: np.ndarray) -> np.ndarray:
-    """Start indices of the runs of equal consecutive labels."""
-    return np.flatnonzero(np.r_[True, labels[1:] != labels[:-1]])
-
-
-def _as_trial_ids(trial_ids: Any, n_time: int) -> np.ndarray:
-    arr = _as_labels(trial_ids, "trial_ids")
-    if arr.shape[0] != n_time:
-        raise ValueError(
-            f"trial_ids must have one label per time bin ({n_time}), got {arr.shape[0]}"
-        )
-    run_labels = arr[_runs(arr)]
-    uniq, cnt = np.unique(run_labels, return_counts=True)
-    if np.any(cnt > 1):
-        lab = uniq[cnt > 1][0]
-        raise ValueError(
-            f"trials must be contiguous runs of bins, but trial {_py(lab)!r} appears in "
-            f"{int(cnt[cnt > 1][0])} separate runs"
-        )
-    return arr
-
-
 def _grid_index(t: np.ndarray, start: Any, bin_size: float) -> np.ndarray:
     """Index ``j`` of the bin ``[start + j*bin_size, start + (j+1)*bin_size)`` holding ``t``."""
     j = np.floor((t - start) / bin_size).astype(np.int64)
     j -= t < start + j * bin_size
     j += t >= start + (j + 1) * bin_size
     return j
-
-
-def _n_bins(start: np.ndarray, stop: np.ndarray, bin_size: float, tol: float) -> np.ndarray:
-    return np.floor((stop - start) / bin_size + tol).astype(np.int64)
-
-
-def _check_intervals(intervals: Any, bin_size: float, tol: float) -> tuple[np.ndarray, np.ndarray]:
-    arr = np.asarray(intervals, dtype=np.float64)
-    if arr.ndim != 2 or arr.shape[1] != 2 or arr.shape[0] == 0:
-        raise ValueError(f"trial_intervals must have shape (n_trial, 2), got {np.shape(intervals)}")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError("trial_intervals contain NaN or infinite values")
-    starts, stops = arr[:, 0], arr[:, 1]
-    n = _n_bins(starts, stops, bin_size, tol)
-    if np.any(n < 1):
-        k = int(np.flatnonzero(n < 1)[0])
-        raise ValueError(
-            f"trial interval {k} [{starts[k]}, {stops[k]}) is shorter than one bin "
-            f"(bin_size={bin_size})"
-        )
-    if np.any(starts[1:] < stops[:-1]):
-        k = int(np.flatnonzero(starts[1:] < stops[:-1])[0]) + 1
-        raise ValueError(
-            f"trial_intervals must be sorted and non-overlapping, but trial {k} starts at "
-            f"{starts[k]} before trial {k - 1} stops at {stops[k - 1]}"
-        )
-    return starts, stops
-
-
-def _check_sorted_per_unit(times: np.ndarray, codes: np.ndarray, neuron_ids: np.ndarray) -> None:
-    if times.size < 2 or np.all(times[1:] >= times[:-1]):
-        return
-    order = np.argsort(codes, kind="stable")
-    t, c = times[order], codes[order]
-    bad = (t[1:] < t[:-1]) & (c[1:] == c[:-1])
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise ValueError(
-            f"spike times of unit {_py(neuron_ids[c[i]])!r} are not sorted ({_py(t[i + 1])} comes after "
-            f"{_py(t[i])}); unsorted times usually mean a bug upstream. If the order carries no "
-            "meaning, sort first: order = np.argsort(times, kind='stable'); "
-            "times, unit_ids = times[order], unit_ids[order]"
-        )
 
 
 def _bin_spikes(
@@ -343,39 +149,6 @@ def _all_finite_neighbours(t: np.ndarray, finite: np.ndarray, centers: np.ndarra
     return finite[i] & finite[i - 1]
 
 
-def _allocate(n: int, fractions: np.ndarray) -> np.ndarray:
-    """Split ``n`` items by ``fractions`` with the largest-remainder rule."""
-    raw = fractions * n
-    out = np.floor(raw).astype(np.int64)
-    order = np.argsort(-(raw - out), kind="stable")
-    out[order[: n - int(out.sum())]] += 1
-    return out
-
-
-def _interleave(per_set: np.ndarray) -> np.ndarray:
-    """Spread the sets' blocks evenly: set ``s`` sits at ``(i + 0.5) * k / n_s``, ties by set."""
-    k = int(per_set.sum())
-    pos = [((i + 0.5) * k / n, s) for s, n in enumerate(per_set) for i in range(n)]
-    return np.array([s for _, s in sorted(pos)], dtype=np.int64)
-
-
-def _permutation(key: Any, n: int) -> np.ndarray:
-    import jax
-
-    if isinstance(key, (bool, np.bool_)):
-        raise ValueError(f"key must be a JAX PRNG key (jax.random.key(0)) or an int seed, got {key!r}")
-    if isinstance(key, (int, np.integer)):
-        key = jax.random.key(int(key))
-    try:
-        return np.asarray(jax.random.permutation(key, n))
-    except Exception as err:
-        raise ValueError(
-            f"key must be a JAX PRNG key (jax.random.key(0)) or an int seed, got {key!r}"
-        ) from err
-
-
-# ----------------------------------------------------------------------------------------------
-# SpikeData
 # ----------------------------------------------------------------------------------------------
 
 
@@ -1382,274 +1155,4 @@ class SpikeData:
         >>> blocks.train.n_time, blocks.train.n_trial > 1
         (60, True)
         """
-        fr = _check_fractions(fractions)
-        gap = _check_count(gap, "gap", minimum=0)
-        if by == "time":
-            pieces = self._split_time(fr, n_blocks, gap, key)
-        elif by == "trials":
-            if n_blocks is not None:
-                raise ValueError("n_blocks applies to by='time' only")
-            if gap:
-                raise ValueError("gap applies to by='time' only; whole trials are separate segments")
-            pieces = self._split_trials(fr, key)
-        else:
-            raise ValueError(f"by must be 'time' or 'trials', got {by!r}")
-        validation = LockedBox(pieces[2]) if len(pieces) == 3 else None
-        return Splits(pieces[0], pieces[1], validation)
-
-    def _split_time(self, fr: np.ndarray, n_blocks: int | None, gap: int, key: Any) -> list[SpikeData]:
-        n, n_sets = self.n_time, len(fr)
-        if n_blocks is None:
-            sizes = _allocate(n, fr)
-            if np.any(sizes == 0):
-                s = _SET_NAMES[int(np.flatnonzero(sizes == 0)[0])]
-                raise ValueError(
-                    f"the recording ({n} bins) is too short for fractions {fr.tolist()}: "
-                    f"the {s} set would get zero bins"
-                )
-            bounds = np.r_[0, np.cumsum(sizes)]
-            labels = np.arange(n_sets)
-        else:
-            n_blocks = _check_count(n_blocks, "n_blocks", minimum=n_sets)
-            if n_blocks > n:
-                raise ValueError(f"n_blocks={n_blocks} is more than the {n} time bins")
-            per_set = _allocate(n_blocks, fr)
-            if np.any(per_set == 0):
-                s = _SET_NAMES[int(np.flatnonzero(per_set == 0)[0])]
-                raise ValueError(
-                    f"n_blocks={n_blocks} is too few for fractions {fr.tolist()}: the {s} set "
-                    "would get zero blocks"
-                )
-            bounds = np.round(np.linspace(0, n, n_blocks + 1)).astype(np.int64)
-            if key is None:
-                labels = _interleave(per_set)
-            else:
-                labels = np.repeat(np.arange(n_sets), per_set)[_permutation(key, n_blocks)]
-        starts, stops = bounds[:-1].copy(), bounds[1:]
-        starts[1:] += gap * (labels[1:] != labels[:-1])
-        if np.any(starts >= stops):
-            b = int(np.flatnonzero(starts >= stops)[0])
-            raise ValueError(
-                f"gap={gap} removes all {stops[b] - bounds[b]} bins of block {b}; "
-                "use a smaller gap or fewer blocks"
-            )
-        run_first = np.arange(len(labels))
-        for b in range(1, len(labels)):
-            if labels[b] == labels[b - 1]:
-                run_first[b] = run_first[b - 1]
-        out = []
-        for s in range(n_sets):
-            blocks = np.flatnonzero(labels == s)
-            idx = np.concatenate([np.arange(starts[b], stops[b]) for b in blocks])
-            run = np.concatenate([np.full(stops[b] - starts[b], run_first[b]) for b in blocks])
-            out.append(self._take(idx, trial_ids=self._piece_labels(idx, run, _SET_NAMES[s])))
-        return out
-
-    def _piece_labels(self, idx: np.ndarray, run: np.ndarray, name: str) -> np.ndarray | None:
-        """Trial labels for a subset made of the runs `run` of bins `idx`."""
-        if self._trial_ids is None:
-            return run if np.unique(run).size > 1 else None
-        tid = self._trial_ids[idx]
-        piece_start = np.flatnonzero(np.r_[True, (run[1:] != run[:-1]) | (tid[1:] != tid[:-1])])
-        labels = tid[piece_start]
-        uniq, cnt = np.unique(labels, return_counts=True)
-        if np.any(cnt > 1):
-            raise ValueError(
-                f"trial {_py(uniq[cnt > 1][0])!r} would be cut into non-adjacent pieces of the {name} "
-                "set (it is longer than a block); use by='trials', fewer n_blocks, or data "
-                "without trial structure"
-            )
-        return tid
-
-    def _split_trials(self, fr: np.ndarray, key: Any) -> list[SpikeData]:
-        if self._trial_ids is None:
-            raise ValueError(
-                "by='trials' needs trial structure, but the data have no trial_ids; use by='time' "
-                "or build the data with trials"
-            )
-        n = self.n_trial
-        per_set = _allocate(n, fr)
-        if np.any(per_set == 0):
-            s = _SET_NAMES[int(np.flatnonzero(per_set == 0)[0])]
-            raise ValueError(
-                f"only {n} trials, too few for fractions {fr.tolist()}: the {s} set would get "
-                "zero trials"
-            )
-        order = np.arange(n) if key is None else _permutation(key, n)
-        assign = np.empty(n, dtype=np.int64)
-        assign[order] = np.repeat(np.arange(len(fr)), per_set)
-        return [self._take(np.flatnonzero(assign[self._seg] == s)) for s in range(len(fr))]
-
-
-def _check_fractions(fractions: Any) -> np.ndarray:
-    try:
-        fr = np.asarray(fractions, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ValueError(f"fractions must be 2 or 3 numbers, got {fractions!r}") from None
-    if fr.ndim != 1 or fr.size not in (2, 3):
-        raise ValueError(
-            f"fractions must be 2 (train, test) or 3 (train, test, validation) numbers, got {fractions!r}"
-        )
-    if not np.all(np.isfinite(fr)) or np.any(fr <= 0):
-        raise ValueError(f"fractions must all be positive, got {fractions!r}")
-    if abs(fr.sum() - 1.0) > 1e-8:
-        raise ValueError(f"fractions must sum to 1, got {fractions!r} (sum {fr.sum():g})")
-    return fr
-
-
-def _check_count(value: Any, name: str, minimum: int) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be at least {minimum}, got {value}")
-    return int(value)
-
-
-# ----------------------------------------------------------------------------------------------
-# locked validation set
-# ----------------------------------------------------------------------------------------------
-
-
-class LockedBoxError(AttributeError):
-    """Raised when the data of a :class:`LockedBox` are accessed without :meth:`LockedBox.open`."""
-
-
-class LockedBox:
-    """A validation set that stays closed until it is deliberately opened.
-
-    Only its size (`n_time`, `n_neuron`, `n_trial`) can be read while locked; any other
-    :class:`SpikeData` attribute raises :class:`LockedBoxError` (an ``AttributeError``).
-    :meth:`open` returns the data and warns each time, counting the opens in `n_opened`.
-
-    Parameters
-    ----------
-    data : SpikeData
-        The validation set.
-
-    Examples
-    --------
-    >>> import warnings
-    >>> import numpy as np
-    >>> from bayesneuro.data import LockedBox, SpikeData
-    >>> box = LockedBox(SpikeData.from_counts(np.ones((5, 2)), bin_size=0.1))
-    >>> box.counts  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    bayesneuro.data.LockedBoxError: the validation set is locked: `.counts` is not available. ...
-    >>> with warnings.catch_warnings():
-    ...     warnings.simplefilter("ignore")
-    ...     data = box.open()
-    >>> box.n_opened, data.n_time
-    (1, 5)
-    """
-
-    __slots__ = ("_data", "_n_opened")
-
-    def __init__(self, data: SpikeData) -> None:
-        if not isinstance(data, SpikeData):
-            raise ValueError(f"LockedBox holds a SpikeData, got {type(data).__name__}")
-        object.__setattr__(self, "_data", data)
-        object.__setattr__(self, "_n_opened", 0)
-
-    @property
-    def n_opened(self) -> int:
-        """How many times :meth:`open` has been called."""
-        return self._n_opened
-
-    @property
-    def n_time(self) -> int:
-        """Number of time bins in the locked set."""
-        return self._data.n_time
-
-    @property
-    def n_neuron(self) -> int:
-        """Number of neurons in the locked set."""
-        return self._data.n_neuron
-
-    @property
-    def n_trial(self) -> int:
-        """Number of trials in the locked set."""
-        return self._data.n_trial
-
-    def open(self) -> SpikeData:
-        """Return the validation data, warning that they have now been looked at.
-
-        Warns
-        -----
-        UserWarning
-            Every time; from the second time on, with the number of opens.
-        """
-        n = self._n_opened + 1
-        object.__setattr__(self, "_n_opened", n)
-        if n == 1:
-            msg = (
-                "opening the locked validation set: it has now been looked at. Use it once, for the "
-                "final evaluation, and do not tune anything on it afterwards."
-            )
-        else:
-            msg = (
-                f"the validation set has now been opened {n} times; results chosen after looking "
-                "at it are no longer a clean held-out estimate."
-            )
-        warnings.warn(msg, UserWarning, stacklevel=2)
-        return self._data
-
-    def _locked(self, name: str) -> LockedBoxError:
-        return LockedBoxError(
-            f"the validation set is locked: `.{name}` is not available. Call `.open()` "
-            f"deliberately, once, for the final evaluation (e.g. `box.open().{name}`)."
-        )
-
-    def __getattr__(self, name: str) -> Any:
-        if not name.startswith("_") and hasattr(SpikeData, name):
-            raise self._locked(name)
-        raise AttributeError(f"'LockedBox' object has no attribute {name!r}")
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise AttributeError("LockedBox is immutable")
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"_data": self._data, "_n_opened": self._n_opened}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        for k, v in state.items():
-            object.__setattr__(self, k, v)
-
-    def __len__(self) -> int:
-        raise self._locked("__len__")
-
-    def __iter__(self) -> Iterator[Any]:
-        raise self._locked("__iter__")
-
-    def __array__(self, *args: Any, **kwargs: Any) -> np.ndarray:
-        raise self._locked("__array__")
-
-    def __bool__(self) -> bool:
-        return True
-
-    def __repr__(self) -> str:
-        d = self._data
-        trials = f"{d.n_trial} trial{'s' if d.n_trial != 1 else ''}"
-        times = "time" if self._n_opened == 1 else "times"
-        return (
-            f"LockedBox(validation set, locked: {d.n_time} bins, {trials}, {d.n_neuron} neurons; "
-            f"opened {self._n_opened} {times})"
-        )
-
-
-class Splits(NamedTuple):
-    """Result of :meth:`SpikeData.split`.
-
-    Attributes
-    ----------
-    train : SpikeData
-        Data to fit on.
-    test : SpikeData
-        Data to compare and tune models on.
-    validation : LockedBox or None
-        The final held-out set, locked; None when only two fractions were given.
-    """
-
-    train: SpikeData
-    test: SpikeData
-    validation: LockedBox | None
+        return _split(self, by=by, fractions=fractions, n_blocks=n_blocks, gap=gap, key=key)

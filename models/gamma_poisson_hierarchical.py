@@ -38,10 +38,10 @@ def hierarchical_gamma_poisson(counts=None, *, duration, n_trial=None, n_neuron=
     with numpyro.plate("neuron", n_neuron):
         mu = numpyro.sample("mu", dist.LogNormal(jnp.log(10.0), 1.0))  # spikes/s
         alpha = numpyro.sample("alpha", dist.Gamma(2.0, 0.2))  # variability
+        numpyro.deterministic("fano_factor", 1.0 + mu * duration / alpha)
         with numpyro.plate("trial", n_trial, dim=-2):
             rate = numpyro.sample("rate", dist.Gamma(alpha, alpha / mu))
             numpyro.sample("counts", dist.Poisson(rate * duration), obs=counts)
-    numpyro.deterministic("fano_factor", 1.0 + mu * duration / alpha)
 
 def conjugate_rates(counts=None, *, duration, shape=2.0, rate=0.2, n_trial=None, n_neuron=None):
     """One rate per neuron with a fixed Gamma(shape, rate) prior: a conjugate model.

@@ -374,3 +374,29 @@ def test_nuts_chain_methods(counts):
     np.testing.assert_array_equal(par.samples["rate"], seq.samples["rate"])
     with pytest.raises(ValueError, match="chain_method"):
         _fit("nuts", counts, chain_method="threads", **kw)
+
+
+def test_parallel_chains_on_several_host_devices():
+    """chain_method='parallel' over 2 forced CPU devices gives the sequential draws."""
+    import os
+    import subprocess
+    import sys
+
+    code = """
+import jax, numpy as np
+jax.config.update("jax_enable_x64", True)
+assert jax.local_device_count() == 2, jax.devices()
+from bayesneuro import infer
+from tests.helpers import load_gallery
+gp = load_gallery("gamma_poisson_hierarchical")
+counts = np.random.default_rng(0).poisson(5.0, size=(30, 3))
+kw = dict(counts=counts, duration=1.0, num_warmup=200, num_samples=200, num_chains=2, progress=False)
+par = infer.fit(gp.conjugate_rates, method="nuts", key=0, chain_method="parallel", **kw)
+seq = infer.fit(gp.conjugate_rates, method="nuts", key=0, chain_method="sequential", **kw)
+np.testing.assert_allclose(par.samples["rate"], seq.samples["rate"], rtol=1e-10)
+print("OK")
+"""
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, env=env, cwd=str(__import__("tests.helpers").helpers.REPO))
+    assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-3000:]
