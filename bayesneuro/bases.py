@@ -668,7 +668,7 @@ def _masked_conv(x, matrix, trial_ids, shift: int):
     return out.reshape(n_block * rows, n_channel, n_basis)[:n_time]
 
 
-def convolve(x, basis, *, history: bool | None = False, trial_ids=None) -> jax.Array:
+def convolve(x, basis, *, history: bool | None = None, trial_ids=None) -> jax.Array:
     r"""Causal convolution of signals with each basis function: GLM filter features.
 
     .. math::
@@ -692,9 +692,9 @@ def convolve(x, basis, *, history: bool | None = False, trial_ids=None) -> jax.A
         input is cast to the default float dtype; float32 stays float32.
     basis : Basis or array_like, shape (lag, basis)
         Temporal basis.
-    history : bool or None, default False
-        Exclude the current bin (``True``) or include it (``False``). ``None`` takes the
-        flag of a basis that has one (:class:`RaisedCosineLog`), else ``False``. A basis
+    history : bool or None, default None
+        Exclude the current bin (``True``) or include it (``False``). ``None`` (default)
+        takes the flag of a basis that has one (:class:`RaisedCosineLog`), else ``False``. A basis
         built with the other flag is an error, so stimulus and history conventions
         cannot be mixed up silently.
     trial_ids : array_like of int, shape (time,), optional
@@ -799,7 +799,7 @@ def convolve(x, basis, *, history: bool | None = False, trial_ids=None) -> jax.A
     return out[:, 0, :] if vector else out
 
 
-def design_matrix(x, basis, *, history: bool | None = False, trial_ids=None) -> jax.Array:
+def design_matrix(x, basis, *, history: bool | None = None, trial_ids=None) -> jax.Array:
     """:func:`convolve` flattened to a regression design matrix.
 
     Parameters

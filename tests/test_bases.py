@@ -383,8 +383,17 @@ def test_bad_convolve_input():
     with pytest.raises(ValueError, match="history must be True or False"):
         convolve(x, basis, history="yes")
     with pytest.raises(ValueError, match="history=False disagrees with the basis"):
-        convolve(x, RaisedCosineLog(3, window=10))  # a history basis used as a stimulus filter
+        convolve(x, RaisedCosineLog(3, window=10), history=False)  # history basis as stimulus filter
     with pytest.raises(ValueError, match=r"weights must have shape \(\.\.\., basis\)"):
         basis.reconstruct(np.ones(3))
     with pytest.raises(ValueError, match="bin_size must be > 0"):
         basis.lags(0.0)
+
+
+def test_default_history_follows_the_basis(rng):
+    x = rng.normal(size=(40, 2))
+    hist = RaisedCosineLog(4, window=12)  # built for spike history
+    np.testing.assert_array_equal(convolve(x, hist), convolve(x, hist, history=True))
+    stim = RaisedCosineLog(4, window=12, history=False)
+    np.testing.assert_array_equal(convolve(x, stim), convolve(x, stim, history=False))
+    np.testing.assert_array_equal(convolve(x, Identity(5)), convolve(x, Identity(5), history=False))
