@@ -29,17 +29,15 @@ from typing import Any
 
 import numpy as np
 
+from ._binning import _bin_spike_times
+from ._pynapple import _from_pynapple, _to_pynapple
 from ._validation import (
     _as_counts,
     _as_covariates,
     _as_ids,
-    _as_labels,
     _as_trial_ids,
     _check_bin_size,
-    _check_intervals,
-    _check_sorted_per_unit,
     _check_time,
-    _n_bins,
     _py,
     _runs,
 )
@@ -47,109 +45,6 @@ from .splits import LockedBox, LockedBoxError, Splits
 from .splits import split as _split
 
 __all__ = ["LockedBox", "LockedBoxError", "SpikeData", "Splits"]
-
-
-# ----------------------------------------------------------------------------------------------
-# helpers: optional pynapple import, binning
-# ----------------------------------------------------------------------------------------------
-
-
-def _import_pynapple(what: str):
-    try:
-        import pynapple as nap
-    except ImportError as err:  # pragma: no cover - pynapple is a test extra
-        raise ImportError(
-            f"{what} needs pynapple, which is not installed; "
-            "install it with `pip install bayesneuro[pynapple]`"
-        ) from err
-    return nap
-
-
-def _grid_index(t: np.ndarray, start: Any, bin_size: float) -> np.ndarray:
-    """Index ``j`` of the bin ``[start + j*bin_size, start + (j+1)*bin_size)`` holding ``t``."""
-    j = np.floor((t - start) / bin_size).astype(np.int64)
-    j -= t < start + j * bin_size
-    j += t >= start + (j + 1) * bin_size
-    return j
-
-
-def _bin_spikes(
-    times: np.ndarray,
-    codes: np.ndarray,
-    n_neuron: int,
-    starts: np.ndarray,
-    n_bins: np.ndarray,
-    limits: np.ndarray,
-    bin_size: float,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Bin spikes into consecutive intervals; spikes outside ``[start, limit)`` are dropped."""
-    k = np.searchsorted(starts, times, side="right") - 1
-    inside = k >= 0
-    k = np.where(inside, k, 0)
-    inside &= times < limits[k]
-    t, c, k = times[inside], codes[inside], k[inside]
-    j = _grid_index(t, starts[k], bin_size)
-    offsets = np.r_[0, np.cumsum(n_bins)]
-    n_total = int(offsets[-1])
-    flat = (offsets[k] + j) * n_neuron + c
-    counts = np.bincount(flat, minlength=n_total * n_neuron).reshape(n_total, n_neuron)
-    seg = np.repeat(np.arange(len(starts)), n_bins)
-    local = np.arange(n_total) - offsets[seg]
-    centers = starts[seg] + (local + 0.5) * bin_size
-    return counts, centers, seg
-
-
-def _bin_average(
-    t: np.ndarray, values: np.ndarray, centers: np.ndarray, bin_size: float
-) -> np.ndarray:
-    """Resample sorted samples ``(t, values)`` onto bins centred at `centers`.
-
-    Samples at least as fine as the bins (median step <= `bin_size`) are averaged over each bin
-    ``[left, left + bin_size)``; a bin that happens to hold no sample gets the linear
-    interpolation at its centre. Coarser samples are linearly interpolated at every centre.
-    """
-    step = float(np.median(np.diff(t))) if t.size > 1 else np.inf
-    left, right = centers - bin_size / 2, centers + bin_size / 2
-    lo = np.searchsorted(t, left, side="left")
-    hi = np.searchsorted(t, right, side="left")
-    n_in = hi - lo
-    interp = (n_in == 0) | (step > bin_size)
-    finite = np.isfinite(values).all(axis=1)
-    bad_cum = np.r_[0, np.cumsum(~finite)]
-    bad = np.where(interp, ~_all_finite_neighbours(t, finite, centers), (bad_cum[hi] - bad_cum[lo]) > 0)
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise ValueError(
-            f"covariates are NaN or infinite in {int(bad.sum())} bins (first at "
-            f"t={centers[i]:.6g} s); restrict `ep` to valid periods or interpolate first"
-        )
-    tol = max(bin_size, step if np.isfinite(step) else 0.0)
-    far = (centers < t[0] - tol) | (centers > t[-1] + tol)
-    if far.any():
-        raise ValueError(
-            f"covariates (samples from {t[0]:.6g} to {t[-1]:.6g} s) do not cover the bin at "
-            f"t={centers[far][0]:.6g} s; restrict `ep` to the covariates' time range"
-        )
-    values = np.where(finite[:, None], values, 0.0)
-    shift = values.mean(axis=0)
-    csum = np.concatenate([np.zeros((1, values.shape[1])), np.cumsum(values - shift, axis=0)])
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out = (csum[hi] - csum[lo]) / n_in[:, None] + shift
-    if interp.any():
-        for f in range(values.shape[1]):
-            out[interp, f] = np.interp(centers[interp], t, values[:, f])
-    return out
-
-
-def _all_finite_neighbours(t: np.ndarray, finite: np.ndarray, centers: np.ndarray) -> np.ndarray:
-    """Whether the samples either side of each centre (those np.interp uses) are finite."""
-    if t.size == 1:
-        return np.full(centers.shape, bool(finite[0]))
-    i = np.clip(np.searchsorted(t, centers, side="right"), 1, t.size - 1)
-    return finite[i] & finite[i - 1]
-
-
-# ----------------------------------------------------------------------------------------------
 
 
 def _readonly(arr: np.ndarray | None) -> np.ndarray | None:
@@ -540,92 +435,8 @@ class SpikeData:
         cls, times, unit_ids, bin_size, t_start, t_stop, neuron_ids, covariates, feature_names,
         trial_intervals, tol, single_interval_is_contiguous=False,
     ) -> SpikeData:
-        times = np.asarray(times)
-        if times.ndim != 1 or times.dtype.kind not in "iuf":
-            raise ValueError(f"times must be a 1-D numeric array of seconds, got {times.dtype} {times.shape}")
-        times = times.astype(np.float64)
-        unit_ids = np.asarray(unit_ids)
-        if unit_ids.ndim != 1 or times.shape[0] != unit_ids.shape[0]:
-            raise ValueError(
-                f"times and unit_ids must have the same length, got {times.shape[0]} and "
-                f"{unit_ids.shape[0] if unit_ids.ndim == 1 else unit_ids.shape}"
-            )
-        bad = ~np.isfinite(times)
-        if bad.any():
-            raise ValueError(
-                f"spike times contain {int(bad.sum())} NaN or infinite values (first at index "
-                f"{int(np.flatnonzero(bad)[0])})"
-            )
-        if neuron_ids is None:
-            if times.size == 0:
-                raise ValueError("there are no spikes, so the neurons are unknown; pass neuron_ids")
-            neuron_ids, codes = np.unique(_as_labels(unit_ids, "unit_ids"), return_inverse=True)
-        else:
-            neuron_ids = _as_ids(neuron_ids, None)
-            if neuron_ids.size == 0:
-                raise ValueError("neuron_ids is empty: there must be at least one neuron")
-            labels = _as_labels(unit_ids, "unit_ids") if times.size else neuron_ids[:0]
-            if labels.dtype.kind != neuron_ids.dtype.kind and not (
-                labels.dtype.kind in "iu" and neuron_ids.dtype.kind in "iu"
-            ):
-                raise ValueError(
-                    f"unit_ids ({labels.dtype}) and neuron_ids ({neuron_ids.dtype}) must be of the "
-                    "same kind (both integers or both strings)"
-                )
-            sorter = np.argsort(neuron_ids)
-            pos = np.clip(np.searchsorted(neuron_ids, labels, sorter=sorter), 0, neuron_ids.size - 1)
-            codes = sorter[pos]
-            missing = neuron_ids[codes] != labels
-            if missing.any():
-                raise ValueError(
-                    f"unit_ids contain units not listed in neuron_ids: "
-                    f"{np.unique(labels[missing])[:5].tolist()}; drop their spikes first, e.g. "
-                    "keep = np.isin(unit_ids, neuron_ids)"
-                )
-        codes = codes.astype(np.int64)
-        _check_sorted_per_unit(times, codes, neuron_ids)
-
-        if trial_intervals is None:
-            if t_start is None:
-                if times.size == 0:
-                    raise ValueError("there are no spikes; pass t_start and t_stop")
-                t0 = float(_grid_index(times.min(), 0.0, bin_size)) * bin_size
-            else:
-                t0 = _check_time(t_start, "t_start")
-            if t_stop is None:
-                if times.size == 0:
-                    raise ValueError("there are no spikes; pass t_start and t_stop")
-                n = int(_grid_index(times.max(), t0, bin_size)) + 1
-                limit = t0 + n * bin_size
-            else:
-                t1 = _check_time(t_stop, "t_stop")
-                n = int(_n_bins(np.float64(t0), np.float64(t1), bin_size, tol))
-                if n < 1:
-                    raise ValueError(
-                        f"t_stop - t_start = {t1 - t0:g} s is shorter than one bin "
-                        f"(bin_size={bin_size}): zero bins"
-                    )
-                limit = min(t1, t0 + n * bin_size)
-            if t_start is not None and times.size and times.min() < t0:
-                raise ValueError(
-                    f"{int((times < t0).sum())} spike times are before t_start={t0} "
-                    f"(earliest {times.min()})"
-                )
-            if t_stop is not None and times.size and times.max() >= t1:
-                raise ValueError(
-                    f"{int((times >= t1).sum())} spike times are at or after t_stop={t1} "
-                    f"(latest {times.max()}); bins are [t_start, t_stop)"
-                )
-            starts, n_bins, limits = np.array([t0]), np.array([n]), np.array([limit])
-        else:
-            if t_start is not None or t_stop is not None:
-                raise ValueError("t_start and t_stop cannot be combined with trial_intervals")
-            starts, stops = _check_intervals(trial_intervals, bin_size, tol)
-            n_bins = _n_bins(starts, stops, bin_size, tol)
-            limits = np.minimum(stops, starts + n_bins * bin_size)
-
-        counts, centers, seg = _bin_spikes(
-            times, codes, neuron_ids.size, starts, n_bins, limits, bin_size
+        counts, centers, seg, neuron_ids, starts = _bin_spike_times(
+            times, unit_ids, bin_size, t_start, t_stop, neuron_ids, trial_intervals, tol
         )
         trial_ids = None
         if trial_intervals is not None and not (single_interval_is_contiguous and len(starts) == 1):
@@ -694,69 +505,7 @@ class SpikeData:
         >>> data.neuron_ids.tolist(), data.counts.T.tolist()
         ([1, 4], [[1, 0, 1, 1], [0, 2, 0, 0]])
         """
-        nap = _import_pynapple("SpikeData.from_pynapple")
-        bin_size = _check_bin_size(bin_size)
-        tol = max(1e-9, 2e-6 / bin_size)  # pynapple shortens touching intervals by 1 us
-        if ep is not None and not isinstance(ep, nap.IntervalSet):
-            raise ValueError(f"ep must be a pynapple IntervalSet, got {type(ep).__name__}")
-        if isinstance(group, nap.TsGroup):
-            support = group.time_support if ep is None else ep
-            keys = list(group.keys())
-            ids = _as_ids(np.asarray(group.index), len(keys))
-            trains = [np.asarray(group[k].t, dtype=np.float64) for k in keys]
-            times = np.concatenate(trains) if trains else np.zeros(0)
-            units = np.repeat(ids, [len(t) for t in trains])
-            intervals = np.column_stack([np.asarray(support.start), np.asarray(support.end)])
-            data = cls._from_spike_times(
-                times, units, bin_size, None, None, ids, None, None,
-                intervals, tol=tol, single_interval_is_contiguous=True,
-            )
-        elif isinstance(group, (nap.TsdFrame, nap.Tsd)):
-            if ep is not None:
-                group = group.restrict(ep)
-            support = group.time_support
-            t = np.asarray(group.t, dtype=np.float64)
-            d = np.asarray(group.values)
-            d = d[:, None] if d.ndim == 1 else d
-            ids = np.array(list(group.columns)) if isinstance(group, nap.TsdFrame) else np.array([0])
-            if t.size == 0:
-                raise ValueError("the counts have no samples inside ep")
-            k = np.searchsorted(np.asarray(support.start), t, side="right") - 1
-            same = k[1:] == k[:-1]
-            steps = np.diff(t)[same]
-            if steps.size and not np.allclose(steps, bin_size, rtol=1e-6, atol=2e-6):
-                raise ValueError(
-                    f"the counts' timestamps are spaced by {np.median(steps):g} s within an "
-                    f"interval, not by bin_size={bin_size}; pass the bin size they were made with"
-                )
-            runs = _runs(k)
-            lengths = np.diff(np.r_[runs, t.size])
-            trial_ids = None if runs.size == 1 else np.repeat(np.arange(runs.size), lengths)
-            if np.any(np.diff(t) < bin_size * (1 - 1e-6)):
-                raise ValueError("the counts' timestamps overlap: they must be at least bin_size apart")
-            data = cls(d, bin_size=bin_size, bin_centers=t, neuron_ids=ids, trial_ids=trial_ids)
-            data._warn_silent()
-        else:
-            raise ValueError(
-                "group must be a pynapple TsGroup (spike times) or Tsd/TsdFrame (counts), "
-                f"got {type(group).__name__}"
-            )
-        if covariates is not None:
-            if not isinstance(covariates, (nap.Tsd, nap.TsdFrame)):
-                raise ValueError(
-                    f"covariates must be a pynapple Tsd or TsdFrame, got {type(covariates).__name__}"
-                )
-            ct = np.asarray(covariates.t, dtype=np.float64)
-            cv = np.asarray(covariates.values, dtype=np.float64)
-            cv = cv[:, None] if cv.ndim == 1 else cv
-            if ct.size == 0:
-                raise ValueError("covariates have no samples")
-            names = (
-                [str(c) for c in covariates.columns] if isinstance(covariates, nap.TsdFrame) else None
-            )
-            S = _bin_average(ct, cv, data.bin_centers, bin_size)
-            data = data.with_covariates(S, feature_names=names)
-        return data
+        return _from_pynapple(cls, group, bin_size=bin_size, ep=ep, covariates=covariates)
 
     # -- properties --------------------------------------------------------------------------
 
@@ -895,15 +644,17 @@ class SpikeData:
             ),
         )
 
-    def _warn_silent(self) -> None:
+    def _warn_silent(self, stacklevel: int = 3) -> None:
         silent = np.flatnonzero(self._counts.sum(axis=0) == 0)
         if silent.size == 1:
             name = _py(self._neuron_ids[silent[0]])
-            warnings.warn(f"neuron {name!r} has no spikes", UserWarning, stacklevel=3)
+            warnings.warn(f"neuron {name!r} has no spikes", UserWarning, stacklevel=stacklevel)
         elif silent.size > 1:
             shown = ", ".join(repr(x) for x in self._neuron_ids[silent[:10]].tolist())
             more = ", ..." if silent.size > 10 else ""
-            warnings.warn(f"{silent.size} neurons have no spikes: {shown}{more}", UserWarning, stacklevel=3)
+            warnings.warn(
+                f"{silent.size} neurons have no spikes: {shown}{more}", UserWarning, stacklevel=stacklevel
+            )
 
     def with_covariates(self, covariates: Any, feature_names: Sequence[str] | None = None) -> SpikeData:
         """Return a copy with covariates ``S`` (replacing any present).
@@ -1083,19 +834,7 @@ class SpikeData:
         >>> frame.shape, frame.time_support.end.tolist()
         ((4, 2), [2.0])
         """
-        nap = _import_pynapple("SpikeData.to_pynapple")
-        left = self._bin_centers - self._bin_size / 2
-        right = self._bin_centers + self._bin_size / 2
-        breaks = np.flatnonzero(left[1:] - right[:-1] > 1e-9 * self._bin_size) + 1
-        starts = left[np.r_[0, breaks]]
-        ends = right[np.r_[breaks - 1, self.n_time - 1]]
-        support = nap.IntervalSet(start=starts, end=ends)
-        return nap.TsdFrame(
-            t=np.asarray(self._bin_centers),
-            d=np.asarray(self._counts),
-            columns=self._neuron_ids.tolist(),
-            time_support=support,
-        )
+        return _to_pynapple(self)
 
     # -- splits ------------------------------------------------------------------------------
 
