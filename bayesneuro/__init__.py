@@ -8,8 +8,9 @@ MAP, Laplace, SVI, NUTS) whose results are ``arviz.InferenceData``.
 
 __version__ = "0.1.0"
 
-from . import bases, diagnostics, infer, io, sbc  # noqa: E402
+from . import bases, diagnostics, glm, infer, io, sbc  # noqa: E402
 from .data import LockedBox, SpikeData, Splits  # noqa: E402
+from .glm import PoissonGLM  # noqa: E402
 from .infer import FitResult, fit  # noqa: E402
 
 __all__ = [
@@ -17,6 +18,8 @@ __all__ = [
     "Splits",
     "LockedBox",
     "bases",
+    "glm",
+    "PoissonGLM",
     "infer",
     "fit",
     "FitResult",

@@ -1,0 +1,672 @@
+"""The :class:`PoissonGLM` estimator: encoding models with stimulus, history and coupling filters."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import xarray as xr
+from numpyro.infer import init_to_value
+
+from .. import bases as _bases
+from ..data import SpikeData
+from ..infer import fit as _fit
+from ..infer._model import as_key
+from . import scores as _scores
+from ._model import LINKS, OBSERVATIONS, GLMSpec, StimulusGroup, glm_model, linear_predictor, mask_self
+from .priors import Prior, Ridge
+from .simulate import feedback_kernel, simulate_counts
+
+__all__ = ["PoissonGLM", "GLMSimulation"]
+
+_RESERVED = ("bias", "concentration", "history", "coupling", "counts")
+
+
+class GLMSimulation(NamedTuple):
+    """Output of :meth:`PoissonGLM.simulate`.
+
+    Attributes
+    ----------
+    data : SpikeData
+        Simulated counts on the time bins (and with the covariates) of the input.
+    rates : numpy.ndarray, shape (time, neuron)
+        Conditional intensity in spikes/s, capped at ``max_rate``.
+    runaway : bool
+        Whether any neuron's rate reached ``max_rate``: the feedback is unstable.
+    first_runaway : numpy.ndarray, shape (neuron,)
+        Time (s, bin centre) at which each neuron first reached ``max_rate``; NaN if never.
+    """
+
+    data: SpikeData
+    rates: np.ndarray
+    runaway: bool
+    first_runaway: np.ndarray
+
+
+def _with_history(basis, history: bool):
+    """The basis with its ``history`` flag set, for bases that carry one."""
+    if hasattr(basis, "history") and dataclasses.is_dataclass(basis) and basis.history != history:
+        return dataclasses.replace(basis, history=history)
+    return basis
+
+
+def _check_basis(name: str, basis) -> _bases.Basis:
+    if not isinstance(basis, _bases.Basis):
+        raise TypeError(f"{name} must be a bayesneuro.bases.Basis, got {type(basis).__name__}")
+    return basis
+
+
+def _check_prior(name: str, prior) -> Prior:
+    if not isinstance(prior, Prior):
+        raise TypeError(
+            f"{name} must be a prior from bayesneuro.glm (Ridge, Smooth, ARD, Horseshoe), "
+            f"got {type(prior).__name__}"
+        )
+    return prior
+
+
+class PoissonGLM:
+    r"""Generalised linear encoding model of a population: stimulus, spike-history and coupling filters.
+
+    For each neuron ``n``, the rate in spikes/s is
+
+    .. math::
+
+        \lambda_n(t) = f\Big(b_n + \sum_g (k_{g,n} * s_g)(t) + (h_n * y_n)(t)
+                         + \sum_{m \ne n} (c_{nm} * y_m)(t)\Big),
+
+    with ``f`` = exp or softplus, stimulus filters ``k`` on each covariate group ``s_g``
+    (current frame included), a spike-history filter ``h`` and coupling filters ``c``
+    (current bin excluded). Every filter is a weighted sum of a temporal basis. All neurons
+    share one design, so the whole population is one model with weights per neuron and one
+    compilation, fitted by any method of :func:`bayesneuro.infer.fit`.
+
+    Parameters
+    ----------
+    stimulus_basis : Basis, dict, or None
+        Temporal basis of the stimulus filters. One basis: every covariate of the data gets a
+        filter on it (a multi-column stimulus, e.g. pixels, gives a spatio-temporal filter).
+        A dict ``{feature name: Basis}``: a filter on its own basis per named covariate
+        (other covariates are not used). None: covariates enter as plain regressors at lag 0.
+        A basis's ``history`` flag is ignored here: stimulus filters include the current bin.
+    history_basis : Basis, optional
+        Basis of each neuron's own spike-history filter; None for no history term.
+    coupling : bool, default False
+        Add coupling filters from every other neuron (on ``coupling_basis``).
+    coupling_basis : Basis, optional
+        Basis of the coupling filters; defaults to ``history_basis``.
+    observation : {"poisson", "bernoulli", "negative-binomial"}
+        Count distribution per bin. Bernoulli models ``P(spike) = 1 - exp(-rate * dt)``.
+    link : {"exp", "softplus"}
+        Inverse link from the linear predictor to the rate.
+    prior : Prior, default ``Ridge(1.0)``
+        Prior of every filter's basis weights, unless set per block below.
+    stimulus_prior, history_prior, coupling_prior : Prior, optional
+        Per-block priors, e.g. ``coupling_prior=ARD()`` for a sparse network (NUTS / SVI).
+    bias_prior : (float, float) or None, default (0.0, 10.0)
+        Normal ``(loc, scale)`` prior of the bias (log spikes/s for the exp link). None: flat,
+        so MAP leaves the bias unpenalised as in sklearn and statsmodels.
+
+    Attributes
+    ----------
+    result_ : FitResult
+        The fit (draws shaped ``(chain, draw, ...)``).
+    params_ : dict
+        Point estimate of every site: the MAP, or the posterior mean.
+    neuron_ids_, feature_names_ : numpy.ndarray, tuple
+        Neurons and covariates of the training data.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import bayesneuro as bn
+    >>> rng = np.random.default_rng(0)
+    >>> data = bn.SpikeData.from_counts(rng.poisson(0.05, size=(2000, 3)), bin_size=0.005)
+    >>> glm = bn.PoissonGLM(history_basis=bn.bases.RaisedCosineLog(3, window=20), coupling=True)
+    >>> _ = glm.fit(data, method="map", key=0, progress=False)
+    >>> glm.predict_rate(data).shape
+    (2000, 3)
+    """
+
+    def __init__(
+        self,
+        *,
+        stimulus_basis: Any = None,
+        history_basis: _bases.Basis | None = None,
+        coupling: bool = False,
+        coupling_basis: _bases.Basis | None = None,
+        observation: str = "poisson",
+        link: str = "exp",
+        prior: Prior | None = None,
+        stimulus_prior: Prior | None = None,
+        history_prior: Prior | None = None,
+        coupling_prior: Prior | None = None,
+        bias_prior: tuple[float, float] | None = (0.0, 10.0),
+    ):
+        if observation not in OBSERVATIONS:
+            raise ValueError(f"observation must be one of {OBSERVATIONS}, got {observation!r}")
+        if link not in LINKS:
+            raise ValueError(f"link must be one of {LINKS}, got {link!r}")
+        prior = _check_prior("prior", Ridge(1.0) if prior is None else prior)
+        self.prior = prior
+        self.stimulus_prior = _check_prior("stimulus_prior", stimulus_prior or prior)
+        self.history_prior = _check_prior("history_prior", history_prior or prior)
+        self.coupling_prior = _check_prior("coupling_prior", coupling_prior or prior)
+        if isinstance(stimulus_basis, Mapping):
+            stimulus_basis = {str(k): _check_basis(f"stimulus_basis[{k!r}]", v) for k, v in stimulus_basis.items()}
+            for k in stimulus_basis:
+                if k in _RESERVED:
+                    raise ValueError(f"stimulus_basis: feature name {k!r} is reserved; rename the covariate")
+        elif stimulus_basis is not None:
+            _check_basis("stimulus_basis", stimulus_basis)
+        self.stimulus_basis = stimulus_basis
+        self.history_basis = None if history_basis is None else _check_basis("history_basis", history_basis)
+        self.coupling = bool(coupling)
+        if coupling_basis is not None:
+            _check_basis("coupling_basis", coupling_basis)
+        self.coupling_basis = coupling_basis if coupling_basis is not None else self.history_basis
+        if self.coupling and self.coupling_basis is None:
+            raise ValueError("coupling=True needs a coupling_basis (or a history_basis to share)")
+        if bias_prior is not None:
+            loc, scale = (float(v) for v in bias_prior)
+            if not (math.isfinite(loc) and math.isfinite(scale) and scale > 0):
+                raise ValueError(f"bias_prior must be (loc, scale > 0), got {bias_prior}")
+            bias_prior = (loc, scale)
+        self.bias_prior = bias_prior
+        self.observation = observation
+        self.link = link
+        self.result_ = None
+
+    # ------------------------------------------------------------------------------------------
+    # design
+    # ------------------------------------------------------------------------------------------
+
+    def _groups(self, feature_names: tuple[str, ...]) -> list[tuple[str, tuple[str, ...], _bases.Basis, Prior]]:
+        sb = self.stimulus_basis
+        if isinstance(sb, dict):
+            missing = [k for k in sb if k not in feature_names]
+            if missing:
+                raise ValueError(
+                    f"stimulus_basis names covariates {missing} that the data do not have "
+                    f"(its feature_names are {list(feature_names)})"
+                )
+            return [(k, (k,), _with_history(b, False), self.stimulus_prior) for k, b in sb.items()]
+        if not feature_names:
+            if sb is not None:
+                raise ValueError("stimulus_basis is set but the data have no covariates")
+            return []
+        basis = _bases.Identity(1) if sb is None else _with_history(sb, False)
+        return [("stimulus", tuple(feature_names), basis, self.stimulus_prior)]
+
+    def _spec(self, data: SpikeData) -> GLMSpec:
+        groups = self._groups(data.feature_names)
+        if self.history_basis is None and not self.coupling and not groups:
+            warnings.warn(
+                "the GLM has no stimulus, history or coupling terms: it fits a constant rate per neuron",
+                stacklevel=3,
+            )
+        return GLMSpec(
+            n_neuron=data.n_neuron,
+            n_source=data.n_neuron,
+            bin_size=data.bin_size,
+            observation=self.observation,
+            link=self.link,
+            stimulus=tuple(StimulusGroup(n, f, b.n_basis, p) for n, f, b, p in groups),
+            history_basis=0 if self.history_basis is None else self.history_basis.n_basis,
+            history_prior=self.history_prior,
+            coupling_basis=self.coupling_basis.n_basis if self.coupling else 0,
+            coupling_prior=self.coupling_prior,
+            coupling_shares_history=self.coupling_basis is self.history_basis,
+            bias_prior=self.bias_prior,
+            self_index=tuple(range(data.n_neuron)),
+        )
+
+    def _check_data(self, data: SpikeData, *, fitting: bool) -> None:
+        if not isinstance(data, SpikeData):
+            raise TypeError(f"data must be a bayesneuro.SpikeData, got {type(data).__name__}")
+        windows = [b.window for b in (self.history_basis, self.coupling_basis) if b is not None]
+        if isinstance(self.stimulus_basis, dict):
+            windows += [b.window for b in self.stimulus_basis.values()]
+        elif self.stimulus_basis is not None:
+            windows.append(self.stimulus_basis.window)
+        longest = max(windows, default=1)
+        if data.n_time <= longest:
+            raise ValueError(
+                f"the recording is too short: {data.n_time} bins, but the longest filter spans "
+                f"{longest} bins; use more data or shorter bases"
+            )
+        if self.observation == "bernoulli" and data.counts.max() > 1:
+            raise ValueError(
+                "observation='bernoulli' needs 0/1 counts, but some bins hold more than one spike; "
+                "use smaller bins or observation='poisson'"
+            )
+        if fitting:
+            silent = data.neuron_ids[data.counts.sum(axis=0) == 0]
+            if silent.size:
+                raise ValueError(
+                    f"neurons {silent.tolist()} have no spikes in the training data, so their rate "
+                    "has no finite maximum-likelihood estimate; remove them (data.select_neurons) "
+                    "or give bias_prior"
+                    if self.bias_prior is None
+                    else f"neurons {silent.tolist()} have no spikes in the training data; remove them "
+                    "with data.select_neurons (their filters cannot be estimated)"
+                )
+            if data.covariates is not None:
+                sd = data.covariates.std(axis=0)
+                used = {f for _, fs, _, _ in self._groups(data.feature_names) for f in fs}
+                const = [f for f, s in zip(data.feature_names, sd) if s == 0 and f in used]
+                if const:
+                    raise ValueError(
+                        f"covariates {const} are constant over the training data: their filter "
+                        "cannot be told apart from the bias; drop them (or add variation)"
+                    )
+        else:
+            self._check_fitted()
+            if data.n_neuron != len(self.neuron_ids_) or np.any(data.neuron_ids != self.neuron_ids_):
+                raise ValueError(
+                    f"data neuron ids {data.neuron_ids.tolist()} differ from those the GLM was "
+                    f"fitted to {self.neuron_ids_.tolist()}"
+                )
+            if tuple(data.feature_names) != tuple(self.feature_names_):
+                raise ValueError(
+                    f"data covariates {list(data.feature_names)} differ from those the GLM was "
+                    f"fitted to {list(self.feature_names_)}"
+                )
+            if not math.isclose(data.bin_size, self.bin_size_, rel_tol=1e-9):
+                raise ValueError(
+                    f"data bin size {data.bin_size} s differs from the fitted one {self.bin_size_} s"
+                )
+
+    def _features(self, data: SpikeData) -> dict[str, jax.Array]:
+        """Design arrays for :func:`glm_model`: stimulus, history and coupling features."""
+        dtype = jnp.zeros(()).dtype  # float64 under x64, else float32
+        seg = data.segment_ids
+        out: dict[str, jax.Array] = {}
+        groups = self._groups(data.feature_names)
+        if groups:
+            cols = []
+            index = {f: i for i, f in enumerate(data.feature_names)}
+            for _, feats, basis, _ in groups:
+                x = data.covariates[:, [index[f] for f in feats]].astype(dtype)
+                conv = _bases.convolve(x, basis, history=False, trial_ids=seg)
+                cols.append(conv.reshape(data.n_time, -1))
+            out["stimulus"] = jnp.concatenate(cols, axis=1)
+        counts = jnp.asarray(data.counts, dtype)
+        if self.history_basis is not None:
+            out["history"] = _bases.convolve(counts, _with_history(self.history_basis, True), history=True, trial_ids=seg)
+        if self.coupling and self.coupling_basis is not self.history_basis:
+            out["coupling"] = _bases.convolve(counts, _with_history(self.coupling_basis, True), history=True, trial_ids=seg)
+        return out
+
+    def _coords_dims(self, data: SpikeData) -> tuple[dict, dict]:
+        coords = {"neuron": data.neuron_ids, "time": data.bin_centers, "source": data.neuron_ids}
+        dims = {"stimulus": ["time", "stimulus_coef"]}
+        groups = self._groups(data.feature_names)
+        if groups and groups[0][0] == "stimulus" and not isinstance(self.stimulus_basis, dict):
+            coords["feature"] = np.asarray(groups[0][1])
+        if self.history_basis is not None:
+            dims["history"] = ["time", "source", "history_basis"]
+        if self.coupling and self.coupling_basis is not self.history_basis:
+            dims["coupling"] = ["time", "source", "coupling_basis"]
+        elif self.coupling:
+            dims["history"] = ["time", "source", "coupling_basis"]
+        return coords, dims
+
+    def _init_values(self, data: SpikeData, spec: GLMSpec) -> dict:
+        rate = np.maximum(data.counts.mean(axis=0), 0.5 / data.n_time) / data.bin_size
+        if self.link == "exp":
+            bias = np.log(rate)
+        else:  # softplus^{-1}
+            bias = np.where(rate > 20, rate, np.log(np.expm1(rate)))
+        values = {"bias": bias}
+        if spec.observation == "negative-binomial":
+            values["concentration"] = np.full(spec.n_neuron, 10.0)
+        for name, (_, shape, prior) in spec.weight_sites().items():
+            values.update(prior.init_values(name, shape))
+        return values
+
+    # ------------------------------------------------------------------------------------------
+    # fitting
+    # ------------------------------------------------------------------------------------------
+
+    def fit(self, data: SpikeData, *, method: str = "map", key: Any, progress: bool | None = None, **options) -> PoissonGLM:
+        """Fit the GLM to a recording by MAP, Laplace, SVI or NUTS.
+
+        Parameters
+        ----------
+        data : SpikeData
+            Counts (time x neuron) and covariates (the stimulus); trials stop the filters.
+        method : {"map", "laplace", "svi", "nuts"}
+            Inference method of :func:`bayesneuro.infer.fit`; MAP is the everyday path.
+        key : jax.random key or int
+            Required; the same key gives the same fit.
+        progress : bool, optional
+            Progress bars (default from ``BAYESNEURO_PROGRESS``).
+        **options
+            Method options (``max_iter``, ``num_samples``, ``num_chains``, ...).
+
+        Returns
+        -------
+        PoissonGLM
+            ``self``, fitted.
+
+        Raises
+        ------
+        ValueError
+            For a neuron without spikes, a constant covariate, a recording shorter than a
+            filter, a prior that has no MAP (ARD, Horseshoe) with ``"map"``/``"laplace"``, or
+            rates that overflow.
+        """
+        self._check_data(data, fitting=True)
+        spec = self._spec(data)
+        if method in ("map", "laplace"):
+            bad = [n for n, (_, _, p) in spec.weight_sites().items() if not p.supports_map]
+            if bad:
+                raise ValueError(
+                    f"priors of {bad} ({', '.join(type(spec.weight_sites()[b][2]).__name__ for b in bad)}) "
+                    f"have no meaningful mode; fit them with method='nuts' or 'svi', or use Ridge/Smooth for {method!r}"
+                )
+        arrays = self._features(data)
+        coords, dims = self._coords_dims(data)
+        options.setdefault("init_strategy", init_to_value(values=self._init_values(data, spec)))
+        result = _fit(
+            glm_model,
+            method=method,
+            key=key,
+            coords=coords,
+            dims=dims,
+            progress=progress,
+            counts=np.asarray(data.counts, dtype=arrays.get("history", jnp.zeros(())).dtype),
+            spec=spec,
+            **arrays,
+            **options,
+        )
+        self.result_ = result
+        self.spec_ = spec
+        self.params_ = {k: np.asarray(v) for k, v in result.params.items()}
+        self.neuron_ids_ = data.neuron_ids.copy()
+        self.feature_names_ = tuple(data.feature_names)
+        self.bin_size_ = data.bin_size
+        self.groups_ = self._groups(data.feature_names)
+        self._eta(data, arrays=arrays)  # raises if the fitted rates overflow
+        return self
+
+    def _check_fitted(self) -> None:
+        if self.result_ is None:
+            raise RuntimeError("the GLM is not fitted yet; call fit(data, method=..., key=...) first")
+
+    # ------------------------------------------------------------------------------------------
+    # predictions and scores
+    # ------------------------------------------------------------------------------------------
+
+    def _eta(self, data: SpikeData, *, params: dict | None = None, arrays: dict | None = None) -> np.ndarray:
+        arrays = self._features(data) if arrays is None else arrays
+        params = self.params_ if params is None else params
+        p = {k: jnp.asarray(v) for k, v in params.items()}
+        eta = linear_predictor(self.spec_, p, arrays.get("stimulus"), arrays.get("history"), arrays.get("coupling"))
+        eta = np.asarray(jnp.broadcast_to(eta, (data.n_time, self.spec_.n_neuron)))
+        if not np.all(np.isfinite(eta)) or (self.link == "exp" and eta.max() > 700):
+            raise ValueError(
+                "the predicted rates overflow (linear predictor above 700 or not finite): the "
+                "covariates are far outside the range of the training data, or badly scaled "
+                "(standardise them), or the fit diverged (use a tighter prior)"
+            )
+        return eta
+
+    def predict_rate(self, data: SpikeData) -> np.ndarray:
+        """Predicted rate in spikes/s, ``(time, neuron)``, at the point estimate ``params_``.
+
+        History and coupling terms use the *observed* spikes of ``data`` (one-step-ahead
+        prediction); :meth:`simulate` runs the model on its own spikes instead.
+        """
+        self._check_data(data, fitting=False)
+        from ._model import inverse_link
+
+        return np.asarray(inverse_link(jnp.asarray(self._eta(data)), self.link))
+
+    def log_likelihood(self, data: SpikeData) -> np.ndarray:
+        """Log-likelihood (nats) of each neuron's spikes in ``data`` at ``params_``, ``(neuron,)``."""
+        self._check_data(data, fitting=False)
+        mu = self.predict_rate(data) * data.bin_size
+        return _scores.log_likelihood(data.counts, mu, self.observation, self.params_.get("concentration"))
+
+    def score(self, data: SpikeData, *, per_neuron: bool = False):
+        """Log-likelihood gain over a homogeneous model, in bits per spike.
+
+        ``(LL_model - LL_null) / (n_spikes * ln 2)``, with the null a constant rate per neuron
+        equal to its mean rate in ``data`` (Poisson; Bernoulli for ``observation="bernoulli"``).
+        Score held-out data: on training data it rewards overfitting.
+
+        Parameters
+        ----------
+        data : SpikeData
+            Data to score, with the neurons and covariates of the fit.
+        per_neuron : bool
+            Return one value per neuron instead of the population total.
+        """
+        ll = self.log_likelihood(data)
+        null = _scores.null_log_likelihood(data.counts, self.observation)
+        return _scores.bits_per_spike(ll, null, data.counts.sum(axis=0), per_neuron=per_neuron)
+
+    def pseudo_r2(self, data: SpikeData, *, per_neuron: bool = False):
+        """Deviance explained, ``1 - D_model / D_null`` (as sklearn's ``PoissonRegressor.score``).
+
+        For Poisson and Bernoulli observations; the null is the constant-rate model of ``data``.
+        """
+        if self.observation == "negative-binomial":
+            raise ValueError("pseudo_r2 is defined here for poisson and bernoulli observations")
+        ll = self.log_likelihood(data)
+        null = _scores.null_log_likelihood(data.counts, self.observation)
+        sat = _scores.saturated_log_likelihood(data.counts, self.observation)
+        return _scores.pseudo_r2(ll, null, sat, per_neuron=per_neuron)
+
+    # ------------------------------------------------------------------------------------------
+    # filters and coupling
+    # ------------------------------------------------------------------------------------------
+
+    def _blocks(self) -> list[tuple[str, str, _bases.Basis, bool]]:
+        """(site, output name, basis, is_history) of each filter block."""
+        out = []
+        for name, _, basis, _ in self.groups_:
+            out.append((f"{name}_weights", name, basis, False))
+        if self.history_basis is not None:
+            out.append(("history_weights", "history", self.history_basis, True))
+        if self.coupling:
+            out.append(("coupling_weights", "coupling", self.coupling_basis, True))
+        return out
+
+    def filter_draws(self) -> xr.Dataset:
+        """Posterior draws of every filter in time, ``(chain, draw, neuron, [feature|source], lag)``.
+
+        Stimulus filters are on the linear-predictor scale per unit of covariate; history and
+        coupling filters per spike. Each block has its own lag dim (``history_lag``, ...) in
+        seconds. Coupling filters of a neuron onto itself are zero (that is its history filter).
+        """
+        self._check_fitted()
+        return self._filters_of(self.result_.samples, lead=("chain", "draw"))
+
+    def _filters_of(self, weights: dict, lead: tuple[str, ...] = ()) -> xr.Dataset:
+        """Filters in time from basis weights with leading axes ``lead`` (e.g. chain, draw)."""
+        data_vars = {}
+        for site, name, basis, hist in self._blocks():
+            w = np.asarray(weights[site])
+            if site == "coupling_weights":
+                w = np.asarray(mask_self(jnp.asarray(w), self.spec_.self_index))
+            filt = np.einsum("lb,...bn->...nl", basis.matrix(), w)  # (*lead, [group,] neuron, lag)
+            lag_dim = f"{name}_lag"
+            lag = _with_history(basis, hist).lags(self.bin_size_, history=hist)
+            coords = {"neuron": self.neuron_ids_, lag_dim: lag}
+            if filt.ndim == len(lead) + 3:
+                filt = np.swapaxes(filt, len(lead), len(lead) + 1)  # (*lead, neuron, group, lag)
+                group_dim = "source" if name == "coupling" else "feature"
+                coords[group_dim] = self.neuron_ids_ if name == "coupling" else list(self.groups_[0][1])
+                dims = (*lead, "neuron", group_dim, lag_dim)
+            else:
+                dims = (*lead, "neuron", lag_dim)
+            data_vars[name] = xr.DataArray(filt, dims=dims, coords=coords)
+        return xr.Dataset(data_vars)
+
+    def filters(self, *, prob: float = 0.9) -> xr.Dataset:
+        """Filters in time with central credible bands: ``{name}``, ``{name}_lower``, ``{name}_upper``.
+
+        ``{name}`` is the posterior mean (the MAP estimate for ``method="map"``, whose bands are
+        the estimate itself: use ``"laplace"`` for bands at MAP cost).
+
+        Parameters
+        ----------
+        prob : float
+            Probability mass of the central band (default 0.9: 5% and 95% quantiles).
+        """
+        if not 0 < prob < 1:
+            raise ValueError(f"prob must be in (0, 1), got {prob}")
+        draws = self.filter_draws()
+        q = [(1 - prob) / 2, (1 + prob) / 2]
+        out = {}
+        for name, da in draws.data_vars.items():
+            flat = da.stack(sample=("chain", "draw"))
+            out[name] = flat.mean("sample")
+            lo, hi = np.quantile(flat.values, q, axis=-1)
+            out[f"{name}_lower"] = out[name].copy(data=lo)
+            out[f"{name}_upper"] = out[name].copy(data=hi)
+        ds = xr.Dataset(out)
+        ds.attrs["prob"] = prob
+        ds.attrs["method"] = self.result_.method
+        return ds
+
+    def _coupling_draws(self) -> xr.DataArray:
+        if not self.coupling:
+            raise ValueError("the GLM has no coupling filters (coupling=False)")
+        return self.filter_draws()["coupling"].sum("coupling_lag")
+
+    def coupling_matrix(self) -> xr.DataArray:
+        """Integrated coupling ``sum_lag c_{nm}`` (posterior mean), dims ``(neuron, source)``.
+
+        Each entry is the total change of ``neuron``'s log-rate (exp link) caused by one spike
+        of ``source``; the diagonal is zero (self-effects are in the history filter).
+        """
+        return self._coupling_draws().mean(("chain", "draw"))
+
+    def coupling_network(self, *, prob: float = 0.9) -> xr.DataArray:
+        """Edges whose integrated coupling has a central ``prob`` interval excluding zero.
+
+        Returns a boolean ``(neuron, source)`` DataArray: True where ``source`` has a credible
+        effect on ``neuron``. Needs posterior draws (Laplace, SVI or NUTS).
+        """
+        if self.result_ is not None and self.result_.method == "map":
+            raise ValueError("coupling_network needs posterior draws; fit with method='laplace', 'svi' or 'nuts'")
+        draws = self._coupling_draws().stack(sample=("chain", "draw"))
+        lo, hi = np.quantile(draws.values, [(1 - prob) / 2, (1 + prob) / 2], axis=-1)
+        edges = (lo > 0) | (hi < 0)
+        np.fill_diagonal(edges, False)
+        return xr.DataArray(edges, dims=("neuron", "source"), coords={"neuron": self.neuron_ids_, "source": self.neuron_ids_})
+
+    # ------------------------------------------------------------------------------------------
+    # simulation
+    # ------------------------------------------------------------------------------------------
+
+    def simulate(self, data: SpikeData, *, key: Any, max_rate: float | None = None) -> GLMSimulation:
+        """Simulate spikes with the history and coupling feedback running, at ``params_``.
+
+        The stimulus (covariates), time bins and trials of ``data`` drive the model; its spikes
+        are not used (each trial starts with an empty history). A rate reaching ``max_rate``
+        means the feedback runs away: the rate is capped, ``runaway`` is set and a warning
+        names the neurons and the time.
+
+        Parameters
+        ----------
+        data : SpikeData
+            Provides covariates, bins and trials (with the fitted neurons and features).
+        key : jax.random key or int
+            Required.
+        max_rate : float, optional
+            Cap in spikes/s; default ``max(1000, 0.5 / bin_size)``.
+        """
+        self._check_data(data, fitting=False)
+        key = as_key(key)
+        max_rate = max(1000.0, 0.5 / data.bin_size) if max_rate is None else float(max_rate)
+        arrays = self._features(data)
+        params = {k: jnp.asarray(v) for k, v in self.params_.items()}
+        spec_drive = dataclasses.replace(self.spec_, history_basis=0, coupling_basis=0)
+        drive = jnp.broadcast_to(
+            linear_predictor(spec_drive, params, arrays.get("stimulus"), None, None), (data.n_time, self.spec_.n_neuron)
+        )
+        filt = self._filters_of(self.params_) if (self.history_basis is not None or self.coupling) else None
+        hist = None if self.history_basis is None else filt["history"].transpose("history_lag", "neuron").values
+        coup = None
+        if self.coupling:
+            coup = filt["coupling"].transpose("coupling_lag", "source", "neuron").values
+        kernel = None if filt is None else feedback_kernel(hist, coup, self.spec_.self_index, self.spec_.n_neuron)
+        counts, rates, first = simulate_counts(
+            key,
+            drive,
+            kernel,
+            bin_size=data.bin_size,
+            link=self.link,
+            observation=self.observation,
+            concentration=params.get("concentration"),
+            segment_ids=data.segment_ids,
+            max_rate=max_rate,
+        )
+        first = np.asarray(first)
+        first_t = np.where(first >= 0, data.bin_centers[np.maximum(first, 0)], np.nan)
+        runaway = bool((first >= 0).any())
+        if runaway:
+            bad = self.neuron_ids_[first >= 0].tolist()
+            warnings.warn(
+                f"simulation ran away: neurons {bad} reached the rate cap of {max_rate:g} spikes/s "
+                f"(first at t = {np.nanmin(first_t):.4g} s). The fitted history/coupling feedback is "
+                "unstable in closed loop; use a stronger prior on the history and coupling filters",
+                stacklevel=2,
+            )
+        sim = data._replace(counts=np.asarray(counts).astype(np.int64))
+        return GLMSimulation(sim, np.asarray(rates), runaway, first_t)
+
+    # ------------------------------------------------------------------------------------------
+    # ArviZ
+    # ------------------------------------------------------------------------------------------
+
+    def to_inference_data(self, *, log_likelihood: bool = True):
+        """InferenceData of the fit, with the filters in time added to the posterior.
+
+        The posterior holds the basis weights (``*_weights``) and the filters
+        (``{name}_filter``, dims as in :meth:`filter_draws`). The design arrays are left out of
+        ``constant_data`` (they can be rebuilt from the data); ``log_likelihood`` is pointwise
+        over ``(time, neuron)``.
+        """
+        self._check_fitted()
+        idata = self.result_.to_inference_data(log_likelihood=log_likelihood)
+        idata = idata.copy()
+        draws = self.filter_draws()
+        post = idata.posterior
+        for name, da in draws.data_vars.items():
+            post[f"{name}_filter"] = da.assign_coords(chain=post.chain, draw=post.draw)
+        idata.posterior = post
+        if hasattr(idata, "constant_data"):
+            keep = [v for v in idata.constant_data.data_vars if v not in ("stimulus", "history", "coupling")]
+            if keep:
+                idata.constant_data = idata.constant_data[keep]
+            else:
+                del idata.constant_data
+        return idata
+
+    def summary(self, **kwargs):
+        """``arviz.summary`` of the fit's sites (see :meth:`FitResult.summary`)."""
+        self._check_fitted()
+        return self.result_.summary(**kwargs)
+
+    def __repr__(self) -> str:
+        parts = [f"observation={self.observation!r}", f"link={self.link!r}"]
+        if self.stimulus_basis is not None:
+            parts.append(f"stimulus_basis={self.stimulus_basis!r}")
+        if self.history_basis is not None:
+            parts.append(f"history_basis={self.history_basis!r}")
+        if self.coupling:
+            parts.append("coupling=True")
+        state = "unfitted" if self.result_ is None else f"fitted by {self.result_.method}"
+        return f"PoissonGLM({', '.join(parts)}; {state})"
