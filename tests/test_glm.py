@@ -356,3 +356,18 @@ def test_sbc_laplace_small_glm_and_negative_control():
     assert good.passed, good.pvalues
     bad = bn.sbc.run_sbc(simulate, lambda k, d: posterior(k, d, scale=0.4), key=0, n_sims=100, n_draws=99, progress=False)
     assert not bad.passed
+
+
+def test_fft_and_design_modes_compute_the_same_model(population):
+    """The FFT path (no design matrix) and the design-matrix path agree, across trial boundaries."""
+    data = population[0].time_slice(0, 30.0)
+    trials = bn.SpikeData.from_counts(
+        data.counts, bin_size=BIN, covariates=data.covariates, feature_names=["s"], trial_ids=np.arange(data.n_time) // 1000
+    )
+    fits = {}
+    for mode in ("fft", "design"):
+        glm = _small_glm(Ridge(1.0), filter_mode=mode, coupling_basis=bn.bases.RaisedCosineLog(2, window=12))
+        fits[mode] = glm.fit(trials, method="map", key=0, progress=False, gtol=1e-8)
+    for k in fits["fft"].params_:
+        np.testing.assert_allclose(fits["fft"].params_[k], fits["design"].params_[k], atol=1e-6)
+    np.testing.assert_allclose(fits["fft"].predict_rate(trials), fits["design"].predict_rate(trials), rtol=1e-5)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import numpyro
 import numpyro.distributions as dist
 
@@ -64,6 +65,12 @@ class GLMSpec:
     coupling_shares_history: bool = True  # coupling features are the history features
     bias_prior: tuple[float, float] | None = (0.0, 10.0)
     self_index: tuple[int, ...] = ()  # column of each modelled neuron among the sources
+    # "fft": history and coupling terms as FFT convolutions of the spikes with the filters (memory
+    # O(time x neuron)); "design": as products with precomputed features (time x source x basis)
+    filter_mode: str = "design"
+    history_matrix: tuple[tuple[float, ...], ...] = ()  # (lag, basis) rows, for "fft"
+    coupling_matrix: tuple[tuple[float, ...], ...] = ()
+    n_fft: int = 0
 
     def weight_sites(self) -> dict[str, tuple[str, tuple[int, int, int], Prior]]:
         """Weight blocks: site name -> (group dim or None, shape ``(group, basis, neuron)`` or ``(basis, neuron)``, prior)."""
@@ -109,14 +116,22 @@ def observation_dist(mu: jax.Array, observation: str, concentration=None):
     raise ValueError(f"unknown observation model {observation!r}; choose from {OBSERVATIONS}")
 
 
-def linear_predictor(spec: GLMSpec, params: dict, stimulus, history, coupling) -> jax.Array:
-    """``eta`` shaped ``(time, neuron)`` from the weights and feature arrays."""
+def linear_predictor(spec: GLMSpec, params: dict, features: dict) -> jax.Array:
+    """``eta`` shaped ``(time, neuron)`` (or broadcastable) from the weights and feature arrays.
+
+    ``features`` holds ``stimulus`` and, by ``spec.filter_mode``, either ``history`` /
+    ``coupling`` (design mode) or ``spectra`` / ``rows`` (FFT mode).
+    """
     eta = params["bias"]
     start = 0
+    stimulus = features.get("stimulus")
     for g in spec.stimulus:
         w = params[f"{g.name}_weights"].reshape(g.size, spec.n_neuron)
         eta = eta + stimulus[:, start : start + g.size] @ w
         start += g.size
+    if spec.filter_mode == "fft" and (spec.history_basis or spec.coupling_basis):
+        return eta + _fft_feedback(spec, params, features["spectra"], features["rows"])
+    history, coupling = features.get("history"), features.get("coupling")
     if spec.history_basis:
         own = history[:, jnp.asarray(spec.self_index), :]  # (time, neuron, basis)
         eta = eta + jnp.einsum("tnb,bn->tn", own, params["history_weights"])
@@ -127,6 +142,69 @@ def linear_predictor(spec: GLMSpec, params: dict, stimulus, history, coupling) -
     return eta
 
 
+def fft_spectra(spikes, n_lag: int, n_fft: int) -> jax.Array:
+    """Spectra of the overlap-save blocks of ``spikes`` ``(time, source)``, as a real array.
+
+    Block ``k`` covers rows ``k * hop - n_lag ... k * hop + hop - 1`` (``hop = n_fft - n_lag``,
+    zeros before the start). Returns ``(freq, block, 2 * source)``: real parts, then imaginary
+    parts. Computed once per data set; the fit only multiplies these by the filters' spectra.
+    """
+    spikes = jnp.asarray(spikes)
+    hop = n_fft - n_lag
+    n_in, n_source = spikes.shape
+    n_blocks = -(-n_in // hop)
+    padded = jnp.pad(spikes, ((n_lag, n_blocks * hop + n_fft - n_lag - n_in), (0, 0)))
+    idx = np.arange(n_blocks)[:, None] * hop + np.arange(n_fft)[None, :]
+    spec = jnp.fft.rfft(padded.T[:, idx], axis=-1)  # (source, block, freq): FFT on the last axis
+    spec = jnp.transpose(spec, (2, 1, 0))  # (freq, block, source)
+    return jnp.concatenate([spec.real, spec.imag], axis=-1)
+
+
+def _fft_feedback(spec: GLMSpec, params: dict, spectra, rows) -> jax.Array:
+    """History + coupling term ``sum_{l, m} spikes[t - 1 - l, m] K[l, m, n]`` by overlap-save FFT.
+
+    ``K`` is built from the basis weights (``K = B @ w``), so nothing of size
+    ``time x source x basis`` is formed: memory stays ``O(time x neuron)``, and the work per bin
+    is about ``8 n_fft / (2 (n_fft - lag))`` flops per (source, neuron) pair, against
+    ``2 x basis`` for a design-matrix product.
+    """
+    dtype = spectra.dtype
+    n_neuron, self_index = spec.n_neuron, jnp.asarray(spec.self_index)
+    n_freq, n_blocks, two_m = spectra.shape
+    n_source = two_m // 2
+    parts = []
+    if spec.history_basis:
+        parts.append(jnp.asarray(spec.history_matrix, dtype).shape[0])
+    if spec.coupling_basis:
+        parts.append(jnp.asarray(spec.coupling_matrix, dtype).shape[0])
+    n_lag = max(parts)
+    n_fft = spec.n_fft
+    hop = n_fft - n_lag
+    kernel = jnp.zeros((n_source, n_neuron, n_lag), dtype)  # (source, neuron, lag)
+    if spec.coupling_basis:
+        w = mask_self(params["coupling_weights"], spec.self_index)
+        coup = jnp.einsum("lb,mbn->mnl", jnp.asarray(spec.coupling_matrix, dtype), w)
+        kernel = kernel.at[:, :, : coup.shape[-1]].add(coup)
+    if spec.history_basis:
+        hist = jnp.einsum("lb,bn->nl", jnp.asarray(spec.history_matrix, dtype), params["history_weights"])
+        kernel = kernel.at[self_index, jnp.arange(n_neuron), : hist.shape[-1]].add(hist)
+    # filter taps at lags 1..n_lag bins (the current bin is excluded)
+    g = jnp.fft.rfft(jnp.pad(kernel, ((0, 0), (0, 0), (1, n_fft - n_lag - 1))), axis=-1)
+    g = jnp.transpose(g, (2, 0, 1))  # (freq, source, neuron)
+    gr, gi = g.real, g.imag
+    g_real = jnp.concatenate([jnp.concatenate([gr, gi], -1), jnp.concatenate([-gi, gr], -1)], axis=1)
+    prod = jnp.einsum("fkm,fmn->fkn", spectra, g_real)  # (freq, block, 2 * neuron)
+    out_f = jax.lax.complex(prod[..., :n_neuron], prod[..., n_neuron:])
+    out = jnp.fft.irfft(jnp.transpose(out_f, (1, 2, 0)), n=n_fft, axis=-1)[..., n_lag:]  # (block, neuron, hop)
+    out = jnp.transpose(out, (0, 2, 1)).reshape(n_blocks * hop, n_neuron)
+    return out[rows]
+
+
+def fft_size(n_lag: int) -> int:
+    """FFT length for ``n_lag`` lags: a power of two ``>= 4 (n_lag + 1)``, at least 64."""
+    return max(64, 1 << int(np.ceil(np.log2(4 * (n_lag + 1)))))
+
+
 def mask_self(coupling_weights, self_index) -> jax.Array:
     """Zero the coupling weights of each neuron onto itself (that is the history filter)."""
     n_source, _, n_neuron = coupling_weights.shape[-3:]
@@ -134,7 +212,9 @@ def mask_self(coupling_weights, self_index) -> jax.Array:
     return coupling_weights * mask[:, None, :].astype(coupling_weights.dtype)
 
 
-def glm_model(counts=None, *, stimulus=None, history=None, coupling=None, spec: GLMSpec, n_time=None):
+def glm_model(
+    counts=None, *, stimulus=None, history=None, coupling=None, spectra=None, rows=None, spec: GLMSpec, n_time=None
+):
     """NumPyro model of a population GLM (see the module docstring).
 
     Parameters
@@ -147,12 +227,17 @@ def glm_model(counts=None, *, stimulus=None, history=None, coupling=None, spec: 
         Spike counts of every source neuron convolved with the history basis.
     coupling : array, shape (time, source, basis), optional
         Same with the coupling basis, when it differs from the history basis.
+    spectra : array, shape (freq, block, 2 * source), optional
+        FFT mode: :func:`fft_spectra` of every source's spike counts (``lag`` empty bins
+        between trials).
+    rows : array of int, shape (time,), optional
+        FFT mode: the row of those spike counts of each time bin.
     spec : GLMSpec
         Static configuration.
     n_time : int, optional
         Number of bins, when no array gives it.
     """
-    for arr in (counts, stimulus, history, coupling):
+    for arr in (counts, stimulus, history, coupling, rows):
         if arr is not None:
             n_time = arr.shape[0]
             break
@@ -169,16 +254,17 @@ def glm_model(counts=None, *, stimulus=None, history=None, coupling=None, spec: 
             concentration = None
     for name, (group_dim, shape, prior) in spec.weight_sites().items():
         params[name] = prior.sample(name, group_dim, shape, basis_dim=name.replace("_weights", "_basis"))
-    eta = linear_predictor(spec, params, stimulus, history, coupling)
+    features = dict(stimulus=stimulus, history=history, coupling=coupling, spectra=spectra, rows=rows)
+    eta = linear_predictor(spec, params, features)
     eta = jnp.broadcast_to(eta, (n_time, spec.n_neuron))
     mu = inverse_link(eta, spec.link) * spec.bin_size
     with numpyro.plate("time", n_time, dim=-2), numpyro.plate("neuron", spec.n_neuron, dim=-1):
         numpyro.sample("counts", observation_dist(mu, spec.observation, concentration), obs=counts)
 
 
-def log_likelihood(spec: GLMSpec, params: dict, counts, stimulus, history, coupling) -> jax.Array:
+def log_likelihood(spec: GLMSpec, params: dict, counts, features: dict) -> jax.Array:
     """Pointwise log-likelihood ``(time, neuron)`` at one parameter set."""
-    eta = linear_predictor(spec, params, stimulus, history, coupling)
+    eta = linear_predictor(spec, params, features)
     eta = jnp.broadcast_to(eta, counts.shape)
     mu = inverse_link(eta, spec.link) * spec.bin_size
     return observation_dist(mu, spec.observation, params.get("concentration")).log_prob(counts)

@@ -19,7 +19,7 @@ from ..data import SpikeData
 from ..infer import fit as _fit
 from ..infer._model import as_key
 from . import scores as _scores
-from ._model import LINKS, OBSERVATIONS, GLMSpec, StimulusGroup, glm_model, linear_predictor, mask_self
+from ._model import LINKS, OBSERVATIONS, GLMSpec, StimulusGroup, fft_size, fft_spectra, glm_model, linear_predictor, mask_self
 from .priors import Prior, Ridge
 from .simulate import feedback_kernel, simulate_counts
 
@@ -112,6 +112,12 @@ class PoissonGLM:
     bias_prior : (float, float) or None, default (0.0, 10.0)
         Normal ``(loc, scale)`` prior of the bias (log spikes/s for the exp link). None: flat,
         so MAP leaves the bias unpenalised as in sklearn and statsmodels.
+    filter_mode : {"fft", "design"}, default "fft"
+        How history and coupling terms are computed. ``"fft"``: the filters are rebuilt from
+        their weights at every step and convolved with the spikes by overlap-save FFT, so
+        memory grows as ``time x neuron`` (no design matrix). ``"design"``: spikes are
+        convolved with each basis function once, and the terms are products with that
+        ``(time, source, basis)`` design. Both compute the same model.
 
     Attributes
     ----------
@@ -148,7 +154,11 @@ class PoissonGLM:
         history_prior: Prior | None = None,
         coupling_prior: Prior | None = None,
         bias_prior: tuple[float, float] | None = (0.0, 10.0),
+        filter_mode: str = "fft",
     ):
+        if filter_mode not in ("fft", "design"):
+            raise ValueError(f"filter_mode must be 'fft' or 'design', got {filter_mode!r}")
+        self.filter_mode = filter_mode
         if observation not in OBSERVATIONS:
             raise ValueError(f"observation must be one of {OBSERVATIONS}, got {observation!r}")
         if link not in LINKS:
@@ -225,7 +235,29 @@ class PoissonGLM:
             coupling_shares_history=self.coupling_basis is self.history_basis,
             bias_prior=self.bias_prior,
             self_index=tuple(range(data.n_neuron)),
+            **self._fft_spec(),
         )
+
+    def _fft_spec(self) -> dict:
+        if self.filter_mode != "fft" or (self.history_basis is None and not self.coupling):
+            return {}
+
+        def rows(basis):
+            if basis is None:
+                return ()
+            return tuple(map(tuple, np.asarray(_with_history(basis, True).matrix(), dtype=float)))
+
+        hist = rows(self.history_basis)
+        coup = rows(self.coupling_basis) if self.coupling else ()
+        return dict(
+            filter_mode="fft",
+            history_matrix=hist,
+            coupling_matrix=coup,
+            n_fft=fft_size(max(len(hist), len(coup))),
+        )
+
+    def _max_lag(self) -> int:
+        return max((b.window for b in (self.history_basis, self.coupling_basis if self.coupling else None) if b is not None), default=0)
 
     def _check_data(self, data: SpikeData, *, fitting: bool) -> None:
         if not isinstance(data, SpikeData):
@@ -298,6 +330,17 @@ class PoissonGLM:
                 cols.append(conv.reshape(data.n_time, -1))
             out["stimulus"] = jnp.concatenate(cols, axis=1)
         counts = jnp.asarray(data.counts, dtype)
+        if self.filter_mode == "fft" and (self.history_basis is not None or self.coupling):
+            bounds = np.flatnonzero(np.diff(seg)) + 1
+            gap = self._max_lag()
+            spikes = counts
+            if bounds.size:  # lag empty bins between trials, so that no filter reaches across
+                pieces = np.split(np.asarray(data.counts, dtype=dtype), bounds)
+                empty = np.zeros((gap, data.n_neuron), dtype)
+                spikes = jnp.asarray(np.concatenate([p for piece in pieces for p in (piece, empty)][:-1]))
+            out["spectra"] = fft_spectra(spikes, gap, fft_size(gap))
+            out["rows"] = jnp.asarray(np.arange(data.n_time) + gap * seg)
+            return out
         if self.history_basis is not None:
             out["history"] = _bases.convolve(counts, _with_history(self.history_basis, True), history=True, trial_ids=seg)
         if self.coupling and self.coupling_basis is not self.history_basis:
@@ -310,6 +353,8 @@ class PoissonGLM:
         groups = self._groups(data.feature_names)
         if groups and groups[0][0] == "stimulus" and not isinstance(self.stimulus_basis, dict):
             coords["feature"] = np.asarray(groups[0][1])
+        dims["spectra"] = ["frequency", "block", "source_part"]
+        dims["rows"] = ["time"]
         if self.history_basis is not None:
             dims["history"] = ["time", "source", "history_basis"]
         if self.coupling and self.coupling_basis is not self.history_basis:
@@ -382,7 +427,7 @@ class PoissonGLM:
             coords=coords,
             dims=dims,
             progress=progress,
-            counts=np.asarray(data.counts, dtype=arrays.get("history", jnp.zeros(())).dtype),
+            counts=np.asarray(data.counts, dtype=jnp.zeros(()).dtype),
             spec=spec,
             **arrays,
             **options,
@@ -409,7 +454,7 @@ class PoissonGLM:
         arrays = self._features(data) if arrays is None else arrays
         params = self.params_ if params is None else params
         p = {k: jnp.asarray(v) for k, v in params.items()}
-        eta = linear_predictor(self.spec_, p, arrays.get("stimulus"), arrays.get("history"), arrays.get("coupling"))
+        eta = linear_predictor(self.spec_, p, arrays)
         eta = np.asarray(jnp.broadcast_to(eta, (data.n_time, self.spec_.n_neuron)))
         if not np.all(np.isfinite(eta)) or (self.link == "exp" and eta.max() > 700):
             raise ValueError(
@@ -594,7 +639,7 @@ class PoissonGLM:
         params = {k: jnp.asarray(v) for k, v in self.params_.items()}
         spec_drive = dataclasses.replace(self.spec_, history_basis=0, coupling_basis=0)
         drive = jnp.broadcast_to(
-            linear_predictor(spec_drive, params, arrays.get("stimulus"), None, None), (data.n_time, self.spec_.n_neuron)
+            linear_predictor(spec_drive, params, {"stimulus": arrays.get("stimulus")}), (data.n_time, self.spec_.n_neuron)
         )
         filt = self._filters_of(self.params_) if (self.history_basis is not None or self.coupling) else None
         hist = None if self.history_basis is None else filt["history"].transpose("history_lag", "neuron").values
@@ -648,7 +693,7 @@ class PoissonGLM:
             post[f"{name}_filter"] = da.assign_coords(chain=post.chain, draw=post.draw)
         idata.posterior = post
         if hasattr(idata, "constant_data"):
-            keep = [v for v in idata.constant_data.data_vars if v not in ("stimulus", "history", "coupling")]
+            keep = [v for v in idata.constant_data.data_vars if v not in ("stimulus", "history", "coupling", "spectra", "rows")]
             if keep:
                 idata.constant_data = idata.constant_data[keep]
             else:
