@@ -371,3 +371,39 @@ def test_fft_and_design_modes_compute_the_same_model(population):
     for k in fits["fft"].params_:
         np.testing.assert_allclose(fits["fft"].params_[k], fits["design"].params_[k], atol=1e-6)
     np.testing.assert_allclose(fits["fft"].predict_rate(trials), fits["design"].predict_rate(trials), rtol=1e-5)
+
+
+def test_ard_coupling_prior_finds_the_network_under_nuts(population):
+    """A sparsity prior on whole coupling filters (ARD) recovers exactly the true edges."""
+    data, truth, hist_basis, stim_basis = population
+    data = data.time_slice(0, 25.0)
+    glm = bn.PoissonGLM(
+        stimulus_basis=stim_basis, history_basis=hist_basis, coupling=True, coupling_prior=ARD(0.5), filter_mode="design"
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a short run may report a few divergences
+        glm.fit(data, method="nuts", key=0, progress=False, num_warmup=200, num_samples=200, num_chains=1)
+    true = np.zeros((data.n_neuron, data.n_neuron), bool)
+    for src, dst in truth["edges"]:
+        true[dst, src] = True
+    assert (glm.coupling_network(prob=0.9).values == true).all()
+    # absent edges are shrunk towards zero; present ones are not
+    integrated = np.abs(glm.coupling_matrix().values)
+    assert integrated[true].min() > 5 * np.median(integrated[~true & ~np.eye(4, dtype=bool)])
+
+
+def test_one_neuron_with_population_input_matches_population_fit(population):
+    """The posterior factorises over neurons: fitting neuron 2 alone (all neurons as coupling
+    sources) gives the same MAP as its part of the whole-population fit."""
+    data = population[0].time_slice(0, 30.0)
+    whole = _small_glm(Ridge(1.0)).fit(data, method="map", key=0, progress=False, gtol=1e-8)
+    one = _small_glm(Ridge(1.0)).fit(data, method="map", key=0, neurons=[2], progress=False, gtol=1e-8)
+    assert one.neuron_ids_.tolist() == [2] and one.source_ids_.tolist() == [0, 1, 2, 3]
+    for k, v in one.params_.items():
+        np.testing.assert_allclose(v, whole.params_[k][..., [2]], atol=1e-5)
+    np.testing.assert_allclose(one.predict_rate(data)[:, 0], whole.predict_rate(data)[:, 2], rtol=1e-4)
+    assert one.filters()["coupling"].dims == ("neuron", "source", "coupling_lag")
+    with pytest.raises(ValueError, match="every coupling source"):
+        one.simulate(data, key=0)
+    with pytest.raises(ValueError, match=r"neurons \[7\] are not in the data"):
+        _small_glm(Ridge(1.0)).fit(data, method="map", key=0, neurons=[7])

@@ -192,6 +192,11 @@ class PoissonGLM:
         self.observation = observation
         self.link = link
         self.result_ = None
+        self._tidx = None  # modelled neurons during a fit
+
+    def _tix(self, data: SpikeData) -> np.ndarray:
+        """Positions of the modelled neurons among the data's (all, outside a fit)."""
+        return np.arange(data.n_neuron) if self._tidx is None else self._tidx
 
     # ------------------------------------------------------------------------------------------
     # design
@@ -222,7 +227,7 @@ class PoissonGLM:
                 stacklevel=3,
             )
         return GLMSpec(
-            n_neuron=data.n_neuron,
+            n_neuron=len(self._tix(data)),
             n_source=data.n_neuron,
             bin_size=data.bin_size,
             observation=self.observation,
@@ -234,7 +239,7 @@ class PoissonGLM:
             coupling_prior=self.coupling_prior,
             coupling_shares_history=self.coupling_basis is self.history_basis,
             bias_prior=self.bias_prior,
-            self_index=tuple(range(data.n_neuron)),
+            self_index=tuple(int(i) for i in self._tix(data)),
             **self._fft_spec(),
         )
 
@@ -279,7 +284,7 @@ class PoissonGLM:
                 "use smaller bins or observation='poisson'"
             )
         if fitting:
-            silent = data.neuron_ids[data.counts.sum(axis=0) == 0]
+            silent = data.neuron_ids[self._tix(data)][data.counts[:, self._tix(data)].sum(axis=0) == 0]
             if silent.size:
                 raise ValueError(
                     f"neurons {silent.tolist()} have no spikes in the training data, so their rate "
@@ -300,10 +305,10 @@ class PoissonGLM:
                     )
         else:
             self._check_fitted()
-            if data.n_neuron != len(self.neuron_ids_) or np.any(data.neuron_ids != self.neuron_ids_):
+            if data.n_neuron != len(self.source_ids_) or np.any(data.neuron_ids != self.source_ids_):
                 raise ValueError(
                     f"data neuron ids {data.neuron_ids.tolist()} differ from those the GLM was "
-                    f"fitted to {self.neuron_ids_.tolist()}"
+                    f"fitted to {self.source_ids_.tolist()}"
                 )
             if tuple(data.feature_names) != tuple(self.feature_names_):
                 raise ValueError(
@@ -348,7 +353,7 @@ class PoissonGLM:
         return out
 
     def _coords_dims(self, data: SpikeData) -> tuple[dict, dict]:
-        coords = {"neuron": data.neuron_ids, "time": data.bin_centers, "source": data.neuron_ids}
+        coords = {"neuron": data.neuron_ids[self._tix(data)], "time": data.bin_centers, "source": data.neuron_ids}
         dims = {"stimulus": ["time", "stimulus_coef"]}
         groups = self._groups(data.feature_names)
         if groups and groups[0][0] == "stimulus" and not isinstance(self.stimulus_basis, dict):
@@ -364,7 +369,7 @@ class PoissonGLM:
         return coords, dims
 
     def _init_values(self, data: SpikeData, spec: GLMSpec) -> dict:
-        rate = np.maximum(data.counts.mean(axis=0), 0.5 / data.n_time) / data.bin_size
+        rate = np.maximum(data.counts[:, self._tix(data)].mean(axis=0), 0.5 / data.n_time) / data.bin_size
         if self.link == "exp":
             bias = np.log(rate)
         else:  # softplus^{-1}
@@ -380,7 +385,16 @@ class PoissonGLM:
     # fitting
     # ------------------------------------------------------------------------------------------
 
-    def fit(self, data: SpikeData, *, method: str = "map", key: Any, progress: bool | None = None, **options) -> PoissonGLM:
+    def fit(
+        self,
+        data: SpikeData,
+        *,
+        method: str = "map",
+        key: Any,
+        neurons: Any = None,
+        progress: bool | None = None,
+        **options,
+    ) -> PoissonGLM:
         """Fit the GLM to a recording by MAP, Laplace, SVI or NUTS.
 
         Parameters
@@ -391,6 +405,9 @@ class PoissonGLM:
             Inference method of :func:`bayesneuro.infer.fit`; MAP is the everyday path.
         key : jax.random key or int
             Required; the same key gives the same fit.
+        neurons : sequence of neuron ids, optional
+            The neurons to model (default: all). Every neuron of ``data`` still acts as a
+            coupling source, so one neuron can be fitted with input from the whole population.
         progress : bool, optional
             Progress bars (default from ``BAYESNEURO_PROGRESS``).
         **options
@@ -408,39 +425,65 @@ class PoissonGLM:
             filter, a prior that has no MAP (ARD, Horseshoe) with ``"map"``/``"laplace"``, or
             rates that overflow.
         """
-        self._check_data(data, fitting=True)
-        spec = self._spec(data)
-        if method in ("map", "laplace"):
-            bad = [n for n, (_, _, p) in spec.weight_sites().items() if not p.supports_map]
-            if bad:
-                raise ValueError(
-                    f"priors of {bad} ({', '.join(type(spec.weight_sites()[b][2]).__name__ for b in bad)}) "
-                    f"have no meaningful mode; fit them with method='nuts' or 'svi', or use Ridge/Smooth for {method!r}"
-                )
-        arrays = self._features(data)
-        coords, dims = self._coords_dims(data)
-        options.setdefault("init_strategy", init_to_value(values=self._init_values(data, spec)))
-        result = _fit(
-            glm_model,
-            method=method,
-            key=key,
-            coords=coords,
-            dims=dims,
-            progress=progress,
-            counts=np.asarray(data.counts, dtype=jnp.zeros(()).dtype),
-            spec=spec,
-            **arrays,
-            **options,
-        )
-        self.result_ = result
-        self.spec_ = spec
-        self.params_ = {k: np.asarray(v) for k, v in result.params.items()}
-        self.neuron_ids_ = data.neuron_ids.copy()
-        self.feature_names_ = tuple(data.feature_names)
-        self.bin_size_ = data.bin_size
-        self.groups_ = self._groups(data.feature_names)
+        if not isinstance(data, SpikeData):
+            raise TypeError(f"data must be a bayesneuro.SpikeData, got {type(data).__name__}")
+        self._tidx = self._target_index(data, neurons)
+        try:
+            self._check_data(data, fitting=True)
+            spec = self._spec(data)
+            if method in ("map", "laplace"):
+                bad = [n for n, (_, _, p) in spec.weight_sites().items() if not p.supports_map]
+                if bad:
+                    raise ValueError(
+                        f"priors of {bad} ({', '.join(type(spec.weight_sites()[b][2]).__name__ for b in bad)}) "
+                        f"have no meaningful mode; fit them with method='nuts' or 'svi', or use Ridge/Smooth for {method!r}"
+                    )
+            arrays = self._features(data)
+            coords, dims = self._coords_dims(data)
+            options.setdefault("init_strategy", init_to_value(values=self._init_values(data, spec)))
+            result = _fit(
+                glm_model,
+                method=method,
+                key=key,
+                coords=coords,
+                dims=dims,
+                progress=progress,
+                counts=np.asarray(data.counts[:, self._tix(data)], dtype=jnp.zeros(()).dtype),
+                spec=spec,
+                **arrays,
+                **options,
+            )
+            self.result_ = result
+            self.spec_ = spec
+            self.params_ = {k: np.asarray(v) for k, v in result.params.items()}
+            self.neuron_ids_ = data.neuron_ids[self._tix(data)].copy()
+            self.source_ids_ = data.neuron_ids.copy()
+            self.target_index_ = self._tix(data).copy()
+            self.feature_names_ = tuple(data.feature_names)
+            self.bin_size_ = data.bin_size
+            self.groups_ = self._groups(data.feature_names)
+        finally:
+            self._tidx = None
         self._eta(data, arrays=arrays)  # raises if the fitted rates overflow
         return self
+
+    @staticmethod
+    def _target_index(data: SpikeData, neurons) -> np.ndarray:
+        if neurons is None:
+            return np.arange(data.n_neuron)
+        wanted = np.atleast_1d(np.asarray(neurons))
+        where = {v: i for i, v in enumerate(data.neuron_ids.tolist())}
+        missing = [v for v in wanted.tolist() if v not in where]
+        if missing:
+            raise ValueError(f"neurons {missing} are not in the data (neuron ids {data.neuron_ids.tolist()})")
+        idx = np.array([where[v] for v in wanted.tolist()], dtype=np.int64)
+        if len(set(idx.tolist())) != len(idx) or len(idx) == 0:
+            raise ValueError("neurons must name distinct neurons, at least one")
+        return idx
+
+    def _targets(self, data: SpikeData) -> np.ndarray:
+        """Counts of the modelled neurons, ``(time, neuron)``."""
+        return data.counts[:, self.target_index_]
 
     def _check_fitted(self) -> None:
         if self.result_ is None:
@@ -479,7 +522,7 @@ class PoissonGLM:
         """Log-likelihood (nats) of each neuron's spikes in ``data`` at ``params_``, ``(neuron,)``."""
         self._check_data(data, fitting=False)
         mu = self.predict_rate(data) * data.bin_size
-        return _scores.log_likelihood(data.counts, mu, self.observation, self.params_.get("concentration"))
+        return _scores.log_likelihood(self._targets(data), mu, self.observation, self.params_.get("concentration"))
 
     def score(self, data: SpikeData, *, per_neuron: bool = False):
         """Log-likelihood gain over a homogeneous model, in bits per spike.
@@ -496,8 +539,8 @@ class PoissonGLM:
             Return one value per neuron instead of the population total.
         """
         ll = self.log_likelihood(data)
-        null = _scores.null_log_likelihood(data.counts, self.observation)
-        return _scores.bits_per_spike(ll, null, data.counts.sum(axis=0), per_neuron=per_neuron)
+        null = _scores.null_log_likelihood(self._targets(data), self.observation)
+        return _scores.bits_per_spike(ll, null, self._targets(data).sum(axis=0), per_neuron=per_neuron)
 
     def pseudo_r2(self, data: SpikeData, *, per_neuron: bool = False):
         """Deviance explained, ``1 - D_model / D_null`` (as sklearn's ``PoissonRegressor.score``).
@@ -507,8 +550,8 @@ class PoissonGLM:
         if self.observation == "negative-binomial":
             raise ValueError("pseudo_r2 is defined here for poisson and bernoulli observations")
         ll = self.log_likelihood(data)
-        null = _scores.null_log_likelihood(data.counts, self.observation)
-        sat = _scores.saturated_log_likelihood(data.counts, self.observation)
+        null = _scores.null_log_likelihood(self._targets(data), self.observation)
+        sat = _scores.saturated_log_likelihood(self._targets(data), self.observation)
         return _scores.pseudo_r2(ll, null, sat, per_neuron=per_neuron)
 
     # ------------------------------------------------------------------------------------------
@@ -550,7 +593,7 @@ class PoissonGLM:
             if filt.ndim == len(lead) + 3:
                 filt = np.swapaxes(filt, len(lead), len(lead) + 1)  # (*lead, neuron, group, lag)
                 group_dim = "source" if name == "coupling" else "feature"
-                coords[group_dim] = self.neuron_ids_ if name == "coupling" else list(self.groups_[0][1])
+                coords[group_dim] = self.source_ids_ if name == "coupling" else list(self.groups_[0][1])
                 dims = (*lead, "neuron", group_dim, lag_dim)
             else:
                 dims = (*lead, "neuron", lag_dim)
@@ -608,8 +651,9 @@ class PoissonGLM:
         draws = self._coupling_draws().stack(sample=("chain", "draw"))
         lo, hi = np.quantile(draws.values, [(1 - prob) / 2, (1 + prob) / 2], axis=-1)
         edges = (lo > 0) | (hi < 0)
-        np.fill_diagonal(edges, False)
-        return xr.DataArray(edges, dims=("neuron", "source"), coords={"neuron": self.neuron_ids_, "source": self.neuron_ids_})
+        for i, j in enumerate(self.target_index_):
+            edges[i, j] = False
+        return xr.DataArray(edges, dims=("neuron", "source"), coords={"neuron": self.neuron_ids_, "source": self.source_ids_})
 
     # ------------------------------------------------------------------------------------------
     # simulation
@@ -633,6 +677,11 @@ class PoissonGLM:
             Cap in spikes/s; default ``max(1000, 0.5 / bin_size)``.
         """
         self._check_data(data, fitting=False)
+        if len(self.target_index_) != len(self.source_ids_):
+            raise ValueError(
+                "simulate needs every coupling source modelled (the GLM was fitted to a subset of "
+                "neurons: fit it with neurons=None)"
+            )
         key = as_key(key)
         max_rate = max(1000.0, 0.5 / data.bin_size) if max_rate is None else float(max_rate)
         arrays = self._features(data)

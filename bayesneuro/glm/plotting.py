@@ -115,9 +115,9 @@ def _smooth(x: np.ndarray, segment_ids: np.ndarray, sd_bins: float) -> np.ndarra
 # ----------------------------------------------------------------------------- filters
 
 
-def _filter_rows(glm, ds, name: str | None, sources: np.ndarray, source_ids: np.ndarray) -> list[tuple]:
+def _filter_rows(glm, name: str | None, sources: np.ndarray, source_ids: np.ndarray) -> list[tuple]:
     """(block name, source position or None, label) of each row of the filter grid."""
-    blocks = [v for v in ds.data_vars if not v.endswith(("_lower", "_upper"))]
+    blocks = [block for _, block, _, _ in glm._blocks()]  # stimulus group(s), history, coupling
     if name is not None:
         if name not in blocks:
             raise ValueError(f"the GLM has no {name!r} filters; it has {blocks}")
@@ -197,7 +197,7 @@ def plot_filters(
     has_bands = glm.result_.method != "map"
     cols, col_ids = _positions(glm.neuron_ids_, neurons)
     src, src_ids = _positions(glm.neuron_ids_, neurons if sources is None else sources, "sources")
-    rows = _filter_rows(glm, ds, name, src, src_ids)
+    rows = _filter_rows(glm, name, src, src_ids)
     shape = (len(rows), len(cols))
     if shape[0] * shape[1] > max_panels:
         raise ValueError(
@@ -224,7 +224,7 @@ def plot_filters(
                     ax.fill_between(lag_ms, lo[f].values, hi[f].values, color=color, alpha=0.25, lw=0)
                 ax.plot(lag_ms, mean[f].values, color=color, lw=1.2, label=None if feat is None else str(feat))
             ax.axhline(0.0, color="0.6", lw=0.6, zorder=0)
-            if len(features) > 1 and c == 0:
+            if 1 < len(features) <= 10 and c == 0:
                 ax.legend(fontsize=7, frameon=False)
     # label the outermost visible panels (a hidden self-coupling panel may sit on an edge)
     for column, nid in zip(grid.T, col_ids):
