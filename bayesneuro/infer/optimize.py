@@ -165,7 +165,9 @@ def minimize(
             "for impossible settings, or pass a different init."
         )
     opt, run_chunk = _chunk_runner(fun, memory_size, float(gtol), float(ftol))
-    x, state = x0, opt.init(x0)
+    # strong types: optax's initial state holds weakly typed scalars, which would make the
+    # jitted chunk compile a second time once the state comes back from it
+    x, state = x0, jax.tree.map(lambda v: jnp.asarray(v, dtype=jnp.result_type(v)), opt.init(x0))
     prev = jnp.asarray(value0, x0.dtype)
     n_iter, code, gnorm = 0, 0, float(jnp.max(jnp.abs(grad0)))
     bar = tqdm(total=max_iter, desc=desc, disable=not progress, leave=False)
