@@ -207,9 +207,11 @@ def fft_size(n_lag: int) -> int:
 
 def mask_self(coupling_weights, self_index) -> jax.Array:
     """Zero the coupling weights of each neuron onto itself (that is the history filter)."""
+    coupling_weights = jnp.asarray(coupling_weights)
     n_source, _, n_neuron = coupling_weights.shape[-3:]
-    mask = jnp.ones((n_source, n_neuron)).at[jnp.asarray(self_index), jnp.arange(n_neuron)].set(0.0)
-    return coupling_weights * mask[:, None, :].astype(coupling_weights.dtype)
+    mask = jnp.ones((n_source, n_neuron), coupling_weights.dtype)
+    mask = mask.at[jnp.asarray(self_index), jnp.arange(n_neuron)].set(0.0)
+    return coupling_weights * mask[:, None, :]
 
 
 def glm_model(

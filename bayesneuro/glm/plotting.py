@@ -146,9 +146,11 @@ def plot_filters(
     Rows are the stimulus filter(s) (one row per covariate group, one line per covariate),
     the spike-history filter and, for a coupled GLM, one row per source neuron: the panel in
     row "coupling from m", column ``n`` is the filter from neuron ``m`` onto neuron ``n``. Panels
-    where a neuron would meet itself are hidden (that effect is its history filter). Filters
-    are on the scale of the linear predictor (log spikes/s for the exp link): stimulus filters
-    per unit of covariate, history and coupling filters per spike.
+    where a neuron would meet itself are hidden (that effect is its history filter). For a GLM
+    fitted to a subset of neurons (``fit(..., neurons=...)``), columns are the modelled neurons
+    and sources may be any neuron of the data. Filters are on the scale of the linear predictor
+    (log spikes/s for the exp link): stimulus filters per unit of covariate, history and
+    coupling filters per spike.
 
     Bands come from :meth:`PoissonGLM.filters`; a MAP fit has none (only the estimate is drawn).
 
@@ -160,9 +162,10 @@ def plot_filters(
         One block only: ``"stimulus"`` (or a covariate name for per-covariate bases),
         ``"history"`` or ``"coupling"``. Default: all blocks.
     neurons : sequence, optional
-        Ids of the neurons to show (columns); default all.
+        Ids of the modelled neurons to show (columns); default all.
     sources : sequence, optional
-        Ids of the source neurons of the coupling rows; default ``neurons``.
+        Ids of the source neurons of the coupling rows; default ``neurons`` if given, else
+        every source.
     prob : float, default 0.9
         Probability mass of the bands.
     axes : array of matplotlib Axes, optional
@@ -196,7 +199,7 @@ def plot_filters(
     ds = glm.filters(prob=prob)
     has_bands = glm.result_.method != "map"
     cols, col_ids = _positions(glm.neuron_ids_, neurons)
-    src, src_ids = _positions(glm.neuron_ids_, neurons if sources is None else sources, "sources")
+    src, src_ids = _positions(glm.source_ids_, neurons if sources is None else sources, "sources")
     rows = _filter_rows(glm, name, src, src_ids)
     shape = (len(rows), len(cols))
     if shape[0] * shape[1] > max_panels:
@@ -210,7 +213,7 @@ def plot_filters(
         lag_ms = ds[lag_dim].values * 1e3
         for c, (pos, nid) in enumerate(zip(cols, col_ids)):
             ax = grid[r, c]
-            if block == "coupling" and glm.neuron_ids_[source] == nid:
+            if block == "coupling" and glm.source_ids_[source] == nid:
                 ax.set_visible(False)
                 continue
             sel = {"neuron": pos} if source is None else {"neuron": pos, "source": source}
@@ -247,8 +250,8 @@ def plot_coupling(glm, *, ax=None, network_prob: float | None = None, cmap: str 
 
     Entry ``(n, m)`` (row ``neuron``, column ``source``) is :meth:`PoissonGLM.coupling_matrix`:
     the summed coupling filter from ``m`` onto ``n``, i.e. the total change of ``n``'s log-rate
-    after one spike of ``m``. Red is excitation, blue suppression; the diagonal (self effects,
-    in the history filters) is left blank.
+    after one spike of ``m``. Red is excitation, blue suppression; the entries where a neuron
+    meets itself (self effects, in the history filters) are left blank.
 
     Parameters
     ----------
@@ -290,20 +293,20 @@ def plot_coupling(glm, *, ax=None, network_prob: float | None = None, cmap: str 
     matrix = glm.coupling_matrix()
     edges = None if network_prob is None else glm.coupling_network(prob=network_prob)
     values = np.array(matrix.values, dtype=float)
-    np.fill_diagonal(values, np.nan)
+    self_edge = np.asarray(glm.neuron_ids_)[:, None] == np.asarray(glm.source_ids_)[None, :]
+    values[self_edge] = np.nan
     finite = np.abs(values[np.isfinite(values)])
     limit = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
     if ax is None:
-        n = values.shape[0]
-        _, ax = _pyplot().subplots(figsize=(1.0 + 0.5 * n + 1.2, 0.8 + 0.5 * n), constrained_layout=True)
+        n_row, n_col = values.shape
+        _, ax = _pyplot().subplots(figsize=(2.2 + 0.5 * n_col, 0.8 + 0.5 * n_row), constrained_layout=True)
     import matplotlib as mpl
 
     colormap = mpl.colormaps[cmap].with_extremes(bad="0.85")
     image = ax.imshow(values, cmap=colormap, vmin=-limit, vmax=limit, interpolation="nearest")
     ax.figure.colorbar(image, ax=ax, label="integrated coupling\n(log-rate per spike)")
-    ids = [str(i) for i in glm.neuron_ids_]
-    ax.set_xticks(np.arange(len(ids)), ids)
-    ax.set_yticks(np.arange(len(ids)), ids)
+    ax.set_xticks(np.arange(values.shape[1]), [str(i) for i in glm.source_ids_])
+    ax.set_yticks(np.arange(values.shape[0]), [str(i) for i in glm.neuron_ids_])
     ax.set_xlabel("source neuron")
     ax.set_ylabel("neuron")
     if edges is not None:
@@ -343,7 +346,7 @@ def plot_rates(
     data : SpikeData
         Data with the neurons, covariates and bin size of the fit (typically held out).
     neurons : sequence, optional
-        Ids of the neurons to show; default all.
+        Ids of the modelled neurons to show; default all.
     t_start, t_stop : float, optional
         Window in seconds (bin centres in ``[t_start, t_stop)``); default the whole data.
     smooth : float, optional
@@ -378,13 +381,13 @@ def plot_rates(
     _check_glm(glm)
     if smooth is not None and not (np.isfinite(smooth) and smooth >= 0):
         raise ValueError(f"smooth must be a non-negative number of seconds, got {smooth}")
-    rate = glm.predict_rate(data)
-    observed = data.counts / data.bin_size
+    rate = glm.predict_rate(data)  # (time, modelled neuron)
+    observed = data.counts[:, glm.target_index_] / data.bin_size
     if smooth:
         sd = smooth / data.bin_size
         rate = _smooth(rate, data.segment_ids, sd)
         observed = _smooth(observed, data.segment_ids, sd)
-    pos, ids = _positions(data.neuron_ids, neurons)
+    pos, ids = _positions(glm.neuron_ids_, neurons)
     idx = _time_window(data, t_start, t_stop)
     grid = _grid(axes, (len(pos), 1), figsize=(8.0, 1.4 * len(pos) + 0.6), sharex="col")[:, 0]
     label = "observed" if not smooth else f"observed (smoothed, sd {smooth * 1e3:g} ms)"
@@ -392,7 +395,7 @@ def plot_rates(
         t, y = _break_gaps(data.bin_centers[idx], observed[idx, p], data.bin_size)
         ax.plot(t, y, color=DATA_COLOR, lw=0.8, label=label)
         t, y = _break_gaps(data.bin_centers[idx], rate[idx, p], data.bin_size)
-        ax.plot(t, y, color=MODEL_COLOR, lw=0.9, label="GLM prediction")
+        ax.plot(t, y, color=MODEL_COLOR, lw=0.9, label="GLM prediction" + (" (smoothed alike)" if smooth else ""))
         ax.set_ylabel(f"neuron {nid}\n(spikes/s)")
     grid[0].legend(fontsize=7, frameon=False, loc="upper right", ncol=2)
     grid[-1].set_xlabel("time (s)")

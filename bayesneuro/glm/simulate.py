@@ -51,6 +51,7 @@ def simulate_counts(
     concentration=None,
     segment_ids=None,
     max_rate: float = 1000.0,
+    runaway_bins: int = 10,
 ):
     """Draw spike counts from a GLM with its feedback running.
 
@@ -71,7 +72,11 @@ def simulate_counts(
     segment_ids : array of int, shape (time,), optional
         Trial label per bin; the spike history is cleared where it changes.
     max_rate : float
-        Cap on the rate in spikes/s; a neuron that reaches it has run away.
+        Cap on the rate in spikes/s.
+    runaway_bins : int
+        A neuron has run away when its rate stays at the cap for this many consecutive bins.
+        A brief, stimulus-driven peak that touches the cap is counted in ``n_capped`` but is
+        not a runaway; unstable feedback holds the rate at the cap.
 
     Returns
     -------
@@ -79,7 +84,10 @@ def simulate_counts(
     rates : jax.Array, shape (time, neuron)
         Conditional intensity in spikes/s (capped).
     first_runaway : jax.Array of int, shape (neuron,)
-        First bin at which each neuron's rate hit ``max_rate``; -1 if never.
+        Bin at which each neuron's rate had been at ``max_rate`` for ``runaway_bins``
+        consecutive bins; -1 if never.
+    n_capped : jax.Array of int, shape (neuron,)
+        Number of bins at the cap.
 
     Examples
     --------
@@ -87,7 +95,7 @@ def simulate_counts(
     >>> from bayesneuro.glm.simulate import simulate_counts
     >>> drive = np.full((1000, 1), np.log(20.0))  # 20 spikes/s
     >>> kernel = np.full((5, 1, 1), 2.0)  # strong self-excitation: runs away
-    >>> counts, rates, first = simulate_counts(jax.random.key(0), drive, kernel, bin_size=0.001)
+    >>> counts, rates, first, n_capped = simulate_counts(jax.random.key(0), drive, kernel, bin_size=0.001)
     >>> bool(first[0] >= 0)
     True
     """
@@ -105,7 +113,8 @@ def simulate_counts(
     conc = jnp.ones(n_neuron, drive.dtype) if concentration is None else jnp.asarray(concentration, drive.dtype)
     keys = jax.random.split(key, n_time)
 
-    def step(buffer, inputs):
+    def step(carry, inputs):
+        buffer, streak = carry
         d, r, k = inputs
         buffer = jnp.where(r, jnp.zeros_like(buffer), buffer)
         eta = d + jnp.einsum("lm,lmn->n", buffer, kernel)
@@ -122,10 +131,10 @@ def simulate_counts(
             lam = jax.random.gamma(k1, conc) * mu / conc
             y = jax.random.poisson(k2, lam).astype(drive.dtype)
         buffer = jnp.concatenate([y[None], buffer[:-1]], axis=0)
-        return buffer, (y, rate, hit)
+        streak = jnp.where(hit, streak + 1, 0)
+        return (buffer, streak), (y, rate, hit, streak >= runaway_bins)
 
-    init = jnp.zeros((n_lag, n_neuron), drive.dtype)
-    _, (counts, rates, hits) = jax.lax.scan(step, init, (drive, reset, keys))
-    any_hit = hits.any(axis=0)
-    first = jnp.where(any_hit, jnp.argmax(hits, axis=0), -1)
-    return counts, rates, first
+    init = (jnp.zeros((n_lag, n_neuron), drive.dtype), jnp.zeros(n_neuron, jnp.int32))
+    _, (counts, rates, hits, held) = jax.lax.scan(step, init, (drive, reset, keys))
+    first = jnp.where(held.any(axis=0), jnp.argmax(held, axis=0), -1)
+    return counts, rates, first, hits.sum(axis=0)
