@@ -28,7 +28,7 @@ import numpyro.distributions as dist
 
 from .priors import Prior
 
-__all__ = ["GLMSpec", "glm_model", "OBSERVATIONS", "LINKS", "inverse_link", "log_likelihood"]
+__all__ = ["GLMSpec", "glm_model", "OBSERVATIONS", "LINKS", "inverse_link", "fft_spectra", "fft_size"]
 
 OBSERVATIONS = ("poisson", "bernoulli", "negative-binomial")
 LINKS = ("exp", "softplus")
@@ -170,14 +170,9 @@ def _fft_feedback(spec: GLMSpec, params: dict, spectra, rows) -> jax.Array:
     """
     dtype = spectra.dtype
     n_neuron, self_index = spec.n_neuron, jnp.asarray(spec.self_index)
-    n_freq, n_blocks, two_m = spectra.shape
+    _, n_blocks, two_m = spectra.shape
     n_source = two_m // 2
-    parts = []
-    if spec.history_basis:
-        parts.append(jnp.asarray(spec.history_matrix, dtype).shape[0])
-    if spec.coupling_basis:
-        parts.append(jnp.asarray(spec.coupling_matrix, dtype).shape[0])
-    n_lag = max(parts)
+    n_lag = max(len(spec.history_matrix), len(spec.coupling_matrix))
     n_fft = spec.n_fft
     hop = n_fft - n_lag
     kernel = jnp.zeros((n_source, n_neuron, n_lag), dtype)  # (source, neuron, lag)
@@ -262,11 +257,3 @@ def glm_model(
     mu = inverse_link(eta, spec.link) * spec.bin_size
     with numpyro.plate("time", n_time, dim=-2), numpyro.plate("neuron", spec.n_neuron, dim=-1):
         numpyro.sample("counts", observation_dist(mu, spec.observation, concentration), obs=counts)
-
-
-def log_likelihood(spec: GLMSpec, params: dict, counts, features: dict) -> jax.Array:
-    """Pointwise log-likelihood ``(time, neuron)`` at one parameter set."""
-    eta = linear_predictor(spec, params, features)
-    eta = jnp.broadcast_to(eta, counts.shape)
-    mu = inverse_link(eta, spec.link) * spec.bin_size
-    return observation_dist(mu, spec.observation, params.get("concentration")).log_prob(counts)

@@ -344,8 +344,11 @@ class PoissonGLM:
                     f"data bin size {data.bin_size} s differs from the fitted one {self.bin_size_} s"
                 )
 
-    def _features(self, data: SpikeData) -> dict[str, jax.Array]:
-        """Design arrays for :func:`glm_model`: stimulus, history and coupling features."""
+    def _features(self, data: SpikeData, *, spikes: bool = True) -> dict[str, jax.Array]:
+        """Design arrays for :func:`glm_model`: stimulus, history and coupling features.
+
+        ``spikes=False`` builds the stimulus features only.
+        """
         dtype = jnp.zeros(()).dtype  # float64 under x64, else float32
         seg = data.segment_ids
         out: dict[str, jax.Array] = {}
@@ -358,6 +361,8 @@ class PoissonGLM:
                 conv = _bases.convolve(x, basis, history=False, trial_ids=seg)
                 cols.append(conv.reshape(data.n_time, -1))
             out["stimulus"] = jnp.concatenate(cols, axis=1)
+        if not spikes:
+            return out
         counts = jnp.asarray(data.counts, dtype)
         if self.filter_mode == "fft" and (self.history_basis is not None or self.coupling):
             bounds = np.flatnonzero(np.diff(seg)) + 1
@@ -763,7 +768,7 @@ class PoissonGLM:
             )
         key = as_key(key)
         max_rate = max(1000.0, 0.5 / data.bin_size) if max_rate is None else float(max_rate)
-        arrays = self._features(data)
+        arrays = self._features(data, spikes=False)
         params = {k: jnp.asarray(v) for k, v in self.params_.items()}
         spec_drive = dataclasses.replace(self.spec_, history_basis=0, coupling_basis=0)
         drive = jnp.broadcast_to(
