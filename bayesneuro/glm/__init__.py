@@ -10,7 +10,7 @@ coupling to the rest of the population, each filter on a temporal basis from
 from . import scores
 from ._model import GLMSpec, glm_model
 from .estimator import GLMSimulation, PoissonGLM
-from .priors import ARD, Flat, Horseshoe, Prior, Ridge, Smooth
+from .priors import ARD, Flat, GroupLasso, Horseshoe, Prior, Ridge, Smooth
 from .simulate import feedback_kernel, simulate_counts
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "Flat",
     "GLMSimulation",
     "GLMSpec",
+    "GroupLasso",
     "Horseshoe",
     "PoissonGLM",
     "Prior",

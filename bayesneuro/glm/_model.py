@@ -26,7 +26,10 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 
-from .priors import Prior
+from .priors import GroupLasso, Prior
+
+#: the factor site holding the coupling group-lasso penalty (handled by a proximal step at MAP)
+GROUP_LASSO_SITE = "coupling_group_lasso"
 
 __all__ = ["GLMSpec", "glm_model", "OBSERVATIONS", "LINKS", "inverse_link", "fft_spectra", "fft_size"]
 
@@ -71,6 +74,7 @@ class GLMSpec:
     history_matrix: tuple[tuple[float, ...], ...] = ()  # (lag, basis) rows, for "fft"
     coupling_matrix: tuple[tuple[float, ...], ...] = ()
     n_fft: int = 0
+    coupling_gram: tuple[tuple[float, ...], ...] = ()  # B'B of the coupling basis (GroupLasso prior)
 
     def weight_sites(self) -> dict[str, tuple[str, tuple[int, int, int], Prior]]:
         """Weight blocks: site name -> (group dim or None, shape ``(group, basis, neuron)`` or ``(basis, neuron)``, prior)."""
@@ -251,6 +255,11 @@ def glm_model(
             concentration = None
     for name, (group_dim, shape, prior) in spec.weight_sites().items():
         params[name] = prior.sample(name, group_dim, shape, basis_dim=name.replace("_weights", "_basis"))
+    if isinstance(spec.coupling_prior, GroupLasso) and spec.coupling_basis:
+        w = params["coupling_weights"]
+        mask = mask_self(jnp.ones((spec.n_source, 1, spec.n_neuron), w.dtype), spec.self_index)[:, 0, :]
+        gram = jnp.asarray(spec.coupling_gram, dtype=w.dtype)
+        numpyro.factor(GROUP_LASSO_SITE, -spec.coupling_prior.penalty(w, gram, mask))
     features = dict(stimulus=stimulus, history=history, coupling=coupling, spectra=spectra, rows=rows)
     eta = linear_predictor(spec, params, features)
     eta = jnp.broadcast_to(eta, (n_time, spec.n_neuron))

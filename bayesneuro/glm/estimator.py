@@ -16,11 +16,12 @@ from numpyro.infer import init_to_value
 
 from .. import bases as _bases
 from ..data import SpikeData
+from ..infer import Proximal
 from ..infer import fit as _fit
 from ..infer._model import as_key
 from . import scores as _scores
-from ._model import LINKS, OBSERVATIONS, GLMSpec, StimulusGroup, fft_size, fft_spectra, glm_model, linear_predictor, mask_self
-from .priors import Prior, Ridge
+from ._model import GROUP_LASSO_SITE, LINKS, OBSERVATIONS, GLMSpec, StimulusGroup, fft_size, fft_spectra, glm_model, linear_predictor, mask_self
+from .priors import GroupLasso, Prior, Ridge
 from .simulate import feedback_kernel, simulate_counts
 
 __all__ = ["PoissonGLM", "GLMSimulation"]
@@ -93,6 +94,15 @@ def _precondition(z: dict, p: dict) -> dict:
         x[name] = w
     x["bias"] = z["bias"] * scale - shift
     return x
+
+
+def _group_soft_threshold(z: dict, step, threshold) -> dict:
+    """Proximal step of the coupling group lasso on preconditioned variables; pure JAX."""
+    v = z["coupling_weights"]  # (source, basis, neuron)
+    norm = jnp.sqrt(jnp.sum(v**2, axis=1, keepdims=True))
+    thr = step * threshold[:, None, :]
+    shrink = jnp.where(norm > thr, 1.0 - thr / jnp.where(norm > 0, norm, 1.0), 0.0)
+    return {**z, "coupling_weights": v * shrink}
 
 
 class PoissonGLM:
@@ -192,6 +202,12 @@ class PoissonGLM:
         self.stimulus_prior = _check_prior("stimulus_prior", stimulus_prior or prior)
         self.history_prior = _check_prior("history_prior", history_prior or prior)
         self.coupling_prior = _check_prior("coupling_prior", coupling_prior or prior)
+        for which in ("stimulus_prior", "history_prior"):
+            if isinstance(getattr(self, which), GroupLasso):
+                raise ValueError(
+                    f"GroupLasso is a prior on coupling filters (pass coupling_prior=GroupLasso(...)); "
+                    f"{which} cannot be GroupLasso (use ARD or Horseshoe for sparse stimulus filters)"
+                )
         if isinstance(stimulus_basis, Mapping):
             stimulus_basis = {str(k): _check_basis(f"stimulus_basis[{k!r}]", v) for k, v in stimulus_basis.items()}
             for k in stimulus_basis:
@@ -264,8 +280,15 @@ class PoissonGLM:
             coupling_shares_history=self.coupling_basis is self.history_basis,
             bias_prior=self.bias_prior,
             self_index=tuple(int(i) for i in self._tix(data)),
+            coupling_gram=self._coupling_gram(),
             **self._fft_spec(),
         )
+
+    def _coupling_gram(self) -> tuple:
+        if not (self.coupling and isinstance(self.coupling_prior, GroupLasso)):
+            return ()
+        B = np.asarray(_with_history(self.coupling_basis, True).matrix(), dtype=float)
+        return tuple(map(tuple, B.T @ B))
 
     def _fft_spec(self) -> dict:
         if self.filter_mode != "fft" or (self.history_basis is None and not self.coupling):
@@ -467,11 +490,21 @@ class PoissonGLM:
                         f"priors of {bad} ({', '.join(type(spec.weight_sites()[b][2]).__name__ for b in bad)}) "
                         f"have no meaningful mode; fit them with method='nuts' or 'svi', or use Ridge/Smooth for {method!r}"
                     )
+            if method == "laplace":
+                bad = [n for n, (_, _, p) in spec.weight_sites().items() if not p.supports_laplace]
+                if bad:
+                    raise ValueError(
+                        f"the posterior of {bad} ({type(spec.weight_sites()[bad[0]][2]).__name__}) has no "
+                        "curvature at a zero filter, so there is no Laplace approximation: use method='map' "
+                        "for the sparse network, or 'nuts' / 'svi' for uncertainty"
+                    )
             arrays = self._features(data)
             coords, dims = self._coords_dims(data)
             options.setdefault("init_strategy", init_to_value(values=self._init_values(data, spec)))
             if method in ("map", "laplace"):
                 options.setdefault("preconditioner", self._preconditioner(data, spec, arrays))
+            if method == "map" and isinstance(spec.coupling_prior, GroupLasso) and spec.coupling_basis:
+                options.setdefault("proximal", self._group_lasso_proximal(data, spec, options["preconditioner"]))
             result = _fit(
                 glm_model,
                 method=method,
@@ -534,7 +567,7 @@ class PoissonGLM:
         ybar = data.counts.mean(axis=0)
         yvar = np.where(data.counts.var(axis=0) > 0, data.counts.var(axis=0), 1.0)
         for name, basis in (("history_weights", self.history_basis), ("coupling_weights", self.coupling_basis)):
-            if name not in sites or not isinstance(sites[name][2], (Ridge, Flat)):
+            if name not in sites or not isinstance(sites[name][2], (Ridge, Flat, GroupLasso)):
                 continue
             B = np.asarray(_with_history(basis, True).matrix(), dtype=float)
             root = inv_sqrt(B.T @ B)  # (basis, basis)
@@ -546,6 +579,23 @@ class PoissonGLM:
             return None
         mask = mask_self(jnp.ones((data.n_neuron, 1, len(tidx)), dtype), spec.self_index)[:, 0, :]
         return (_precondition, ({"scale": scale, "mask": mask, "maps": maps},))
+
+    def _group_lasso_proximal(self, data: SpikeData, spec: GLMSpec, preconditioner) -> Proximal:
+        """The group-lasso penalty's proximal step in the preconditioned variables.
+
+        With ``w[m, :, n] = (B'B)^{-1/2} z[m, :, n] * s_n / sd_m`` (the preconditioner), the
+        filter norm is ``||B w|| = (s_n / sd_m) ||z||``, so the proximal step is a group
+        soft-threshold of ``z`` with threshold ``step * strength * s_n / sd_m``.
+        """
+        if preconditioner is None or preconditioner[1][0]["maps"].get("coupling_weights") is None:
+            raise ValueError("GroupLasso at MAP needs the GLM's own preconditioner (do not pass preconditioner=None)")
+        dtype = jnp.zeros(()).dtype
+        tidx = self._tix(data)
+        y_tot = np.maximum(data.counts[:, tidx].sum(axis=0), 1.0)
+        yvar = np.where(data.counts.var(axis=0) > 0, data.counts.var(axis=0), 1.0)
+        thr = spec.coupling_prior.strength / np.sqrt(y_tot)[None, :] / np.sqrt(yvar)[:, None]  # (source, neuron)
+        thr[tidx, np.arange(len(tidx))] = np.inf  # self-coupling: unused weights, held at zero
+        return Proximal(_group_soft_threshold, (GROUP_LASSO_SITE,), (jnp.asarray(thr, dtype),))
 
     @staticmethod
     def _target_index(data: SpikeData, neurons) -> np.ndarray:
@@ -724,13 +774,22 @@ class PoissonGLM:
         """Edges whose integrated coupling has a central ``prob`` interval excluding zero.
 
         Returns a boolean ``(neuron, source)`` DataArray: True where ``source`` has a credible
-        effect on ``neuron``. Needs posterior draws (Laplace, SVI or NUTS).
+        effect on ``neuron``. Needs posterior draws (Laplace, SVI or NUTS), or a MAP fit with a
+        :class:`~bayesneuro.glm.GroupLasso` coupling prior, whose edges are the filters that are
+        not exactly zero (``prob`` is then unused).
         """
         if self.result_ is not None and self.result_.method == "map":
-            raise ValueError("coupling_network needs posterior draws; fit with method='laplace', 'svi' or 'nuts'")
-        draws = self._coupling_draws().stack(sample=("chain", "draw"))
-        lo, hi = np.quantile(draws.values, [(1 - prob) / 2, (1 + prob) / 2], axis=-1)
-        edges = (lo > 0) | (hi < 0)
+            if not isinstance(self.coupling_prior, GroupLasso):
+                raise ValueError(
+                    "coupling_network needs posterior draws (fit with method='laplace', 'svi' or 'nuts') "
+                    "or a sparse MAP (coupling_prior=GroupLasso(...))"
+                )
+            w = np.asarray(self.params_["coupling_weights"])  # (source, basis, neuron)
+            edges = np.any(w != 0.0, axis=1).T.copy()  # (neuron, source)
+        else:
+            draws = self._coupling_draws().stack(sample=("chain", "draw"))
+            lo, hi = np.quantile(draws.values, [(1 - prob) / 2, (1 + prob) / 2], axis=-1)
+            edges = (lo > 0) | (hi < 0)
         for i, j in enumerate(self.target_index_):
             edges[i, j] = False
         return xr.DataArray(edges, dims=("neuron", "source"), coords={"neuron": self.neuron_ids_, "source": self.source_ids_})

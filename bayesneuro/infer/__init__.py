@@ -6,8 +6,8 @@ built-in or user-written, is fitted by :func:`fit` and comes back as a
 """
 
 from ._model import as_key
-from .fit import GUIDES, METHODS, fit
-from .optimize import OptResult, minimize
+from .fit import GUIDES, METHODS, Proximal, fit
+from .optimize import OptResult, minimize, minimize_proximal
 from .result import FitResult
 
-__all__ = ["fit", "FitResult", "METHODS", "GUIDES", "minimize", "OptResult", "as_key"]
+__all__ = ["fit", "Proximal", "FitResult", "METHODS", "GUIDES", "minimize", "minimize_proximal", "OptResult", "as_key"]
