@@ -1,0 +1,1052 @@
+r"""Gaussian linear dynamical systems: Kalman filter, RTS smoother, sampling and EM.
+
+The model, for one trial of ``n_time`` bins, with dims ``time``, ``latent``, ``neuron`` and
+``feature`` (optional inputs :math:`u_t`):
+
+.. math::
+
+    x_0 &\sim \mathcal{N}(m_0, S_0), \\
+    x_t &= A x_{t-1} + B u_t + b + w_t, \quad w_t \sim \mathcal{N}(0, Q), \quad t \ge 1, \\
+    y_t &= C x_t + D u_t + d + v_t, \quad v_t \sim \mathcal{N}(0, R).
+
+:math:`R` is a full ``(neuron, neuron)`` matrix or, given as a ``(neuron,)`` vector, a diagonal;
+the diagonal case updates in latent space (Woodbury), so its cost grows linearly with the number
+of neurons. The input at ``t = 0`` enters only the emission.
+
+Every public function validates its arguments in Python (shapes always; finiteness and positive
+definiteness when the values are concrete, i.e. outside :func:`jax.jit`) and then calls a pure
+jitted core, so the functions can themselves be jitted, vmapped or differentiated.
+
+:func:`kalman_filter`, :func:`kalman_smoother`, :func:`lds_log_likelihood`, :func:`lds_sample`
+    Inference and simulation for one trial, given :class:`LDSParams`.
+:func:`lds_em_step`, :func:`fit_lds_em`
+    Maximum-likelihood parameters by EM over one or many trials (lists of unequal length too),
+    starting from :func:`init_lds_params` or any :class:`LDSParams`.
+
+References
+----------
+Shumway, R. H. & Stoffer, D. S. (1982). An approach to time series smoothing and forecasting
+using the EM algorithm. *J. Time Series Analysis* 3, 253-264.
+
+Rauch, H. E., Tung, F. & Striebel, C. T. (1965). Maximum likelihood estimates of linear dynamic
+systems. *AIAA Journal* 3, 1445-1450.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Iterable, Sequence
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.scipy.linalg import cho_solve, solve_triangular
+from tqdm.auto import tqdm
+
+__all__ = [
+    "LDSParams",
+    "FilterResult",
+    "SmootherResult",
+    "EMResult",
+    "make_lds_params",
+    "init_lds_params",
+    "kalman_filter",
+    "kalman_smoother",
+    "lds_log_likelihood",
+    "lds_sample",
+    "lds_em_step",
+    "fit_lds_em",
+]
+
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+class LDSParams(NamedTuple):
+    """Parameters of a Gaussian linear dynamical system (see the module docstring for the model).
+
+    Attributes
+    ----------
+    initial_mean : Array
+        :math:`m_0`, shape ``(latent,)``.
+    initial_cov : Array
+        :math:`S_0`, shape ``(latent, latent)``, positive definite.
+    dynamics : Array
+        :math:`A`, shape ``(latent, latent)``.
+    dynamics_bias : Array
+        :math:`b`, shape ``(latent,)``.
+    input_weights : Array or None
+        :math:`B`, shape ``(latent, feature)``; ``None`` when inputs do not drive the latents.
+    emission : Array
+        :math:`C`, shape ``(neuron, latent)``.
+    emission_bias : Array
+        :math:`d`, shape ``(neuron,)``.
+    emission_input_weights : Array or None
+        :math:`D`, shape ``(neuron, feature)``; ``None`` when inputs do not enter the emission.
+    dynamics_cov : Array
+        :math:`Q`, shape ``(latent, latent)``, positive definite.
+    emission_cov : Array
+        :math:`R`: a ``(neuron, neuron)`` positive definite matrix, or a ``(neuron,)`` vector of
+        positive variances for a diagonal :math:`R`.
+    """
+
+    initial_mean: jax.Array
+    initial_cov: jax.Array
+    dynamics: jax.Array
+    dynamics_bias: jax.Array
+    input_weights: jax.Array | None
+    emission: jax.Array
+    emission_bias: jax.Array
+    emission_input_weights: jax.Array | None
+    dynamics_cov: jax.Array
+    emission_cov: jax.Array
+
+
+class FilterResult(NamedTuple):
+    """Output of :func:`kalman_filter`.
+
+    Attributes
+    ----------
+    filtered_means : Array
+        :math:`E[x_t \\mid y_{0:t}]`, shape ``(time, latent)``.
+    filtered_covs : Array
+        :math:`\\mathrm{Cov}[x_t \\mid y_{0:t}]`, shape ``(time, latent, latent)``.
+    predicted_means : Array
+        :math:`E[x_t \\mid y_{0:t-1}]`, shape ``(time, latent)``; row 0 is :math:`m_0`.
+    predicted_covs : Array
+        :math:`\\mathrm{Cov}[x_t \\mid y_{0:t-1}]`, shape ``(time, latent, latent)``; entry 0 is
+        :math:`S_0`.
+    log_likelihood : Array
+        :math:`\\log p(y_{0:T-1}) = \\sum_t \\log \\mathcal{N}(y_t \\mid \\hat y_{t|t-1},
+        S_t)` over the observed bins, a scalar.
+    """
+
+    filtered_means: jax.Array
+    filtered_covs: jax.Array
+    predicted_means: jax.Array
+    predicted_covs: jax.Array
+    log_likelihood: jax.Array
+
+
+class SmootherResult(NamedTuple):
+    """Output of :func:`kalman_smoother`.
+
+    Attributes
+    ----------
+    smoothed_means : Array
+        :math:`E[x_t \\mid y_{0:T-1}]`, shape ``(time, latent)``.
+    smoothed_covs : Array
+        :math:`\\mathrm{Cov}[x_t \\mid y_{0:T-1}]`, shape ``(time, latent, latent)``.
+    smoothed_cross_covs : Array
+        ``smoothed_cross_covs[t]`` is :math:`\\mathrm{Cov}[x_{t+1}, x_t \\mid y_{0:T-1}]
+        = E[(x_{t+1} - \\mu_{t+1})(x_t - \\mu_t)^\\top \\mid y]`, shape ``(time - 1, latent,
+        latent)``: rows index :math:`x_{t+1}`, columns :math:`x_t`.
+    log_likelihood : Array
+        :math:`\\log p(y_{0:T-1})`, a scalar (as in :class:`FilterResult`).
+    """
+
+    smoothed_means: jax.Array
+    smoothed_covs: jax.Array
+    smoothed_cross_covs: jax.Array
+    log_likelihood: jax.Array
+
+
+class EMResult(NamedTuple):
+    """Output of :func:`fit_lds_em`.
+
+    Attributes
+    ----------
+    params : LDSParams
+        The parameters after the last EM step.
+    log_likelihoods : numpy.ndarray
+        ``log_likelihoods[k]`` is the total log-likelihood of all trials under the parameters
+        after ``k`` EM steps, so entry 0 is the starting point and the last entry belongs to
+        ``params``. EM never decreases it (up to rounding).
+    converged : bool
+        Whether the ``tol`` criterion stopped the run before ``n_iter`` steps.
+    """
+
+    params: LDSParams
+    log_likelihoods: np.ndarray
+    converged: bool
+
+
+# ----------------------------------------------------------------------------- pure maths
+
+
+def _sym(M):
+    return 0.5 * (M + jnp.swapaxes(M, -1, -2))
+
+
+def _offsets(params: LDSParams, inputs):
+    """Per-bin additive terms: ``B u_t + b`` (row 0 unused) and ``D u_t + d``."""
+    n_time = inputs.shape[0]
+    dyn = jnp.broadcast_to(params.dynamics_bias, (n_time, params.dynamics.shape[0]))
+    emi = jnp.broadcast_to(params.emission_bias, (n_time, params.emission.shape[0]))
+    if params.input_weights is not None:
+        dyn = dyn + inputs @ params.input_weights.T
+    if params.emission_input_weights is not None:
+        emi = emi + inputs @ params.emission_input_weights.T
+    return dyn, emi
+
+
+def _update(params: LDSParams, m, P, e):
+    """Condition ``N(m, P)`` on one emission with residual ``e = y - C m - D u - d``."""
+    C, R = params.emission, params.emission_cov
+    n_neuron, n_latent = C.shape
+    if R.ndim == 1:
+        # latent-space (Woodbury) form: with P = G G^T and W = R^{-1/2} C G,
+        # S = R + C P C^T,  P_f = G (I + W^T W)^{-1} G^T,  det S = det R det(I + W^T W)
+        G = jnp.linalg.cholesky(P)
+        isr = lax.rsqrt(R)
+        W = (C @ G) * isr[:, None]
+        Lm = jnp.linalg.cholesky(jnp.eye(n_latent, dtype=P.dtype) + W.T @ W)
+        et = e * isr
+        h = solve_triangular(Lm, W.T @ et, lower=True)
+        H = solve_triangular(Lm, G.T, lower=True)
+        m_f = m + H.T @ h
+        P_f = H.T @ H
+        maha = et @ et - h @ h
+        logdet = jnp.sum(jnp.log(R)) + 2.0 * jnp.sum(jnp.log(jnp.diag(Lm)))
+    else:
+        Ls = jnp.linalg.cholesky(_sym(C @ P @ C.T + R))
+        Kt = cho_solve((Ls, True), C @ P)  # K^T = S^{-1} C P
+        m_f = m + Kt.T @ e
+        I_KC = jnp.eye(n_latent, dtype=P.dtype) - Kt.T @ C
+        P_f = _sym(I_KC @ P @ I_KC.T + Kt.T @ R @ Kt)  # Joseph form
+        z = solve_triangular(Ls, e, lower=True)
+        maha = z @ z
+        logdet = 2.0 * jnp.sum(jnp.log(jnp.diag(Ls)))
+    ll = -0.5 * (n_neuron * _LOG_2PI + logdet + maha)
+    return m_f, P_f, ll
+
+
+def _filter(params: LDSParams, emissions, inputs, mask) -> FilterResult:
+    A, Q = params.dynamics, params.dynamics_cov
+    dyn_off, emi_off = _offsets(params, inputs)
+    emissions = jnp.where(mask[:, None], emissions, 0.0)
+    next_off = jnp.concatenate([dyn_off[1:], jnp.zeros_like(dyn_off[:1])])
+
+    def step(carry, xs):
+        m, P = carry
+        y, eo, do_next, seen = xs
+        m_f, P_f, ll = _update(params, m, P, y - params.emission @ m - eo)
+        m_f = jnp.where(seen, m_f, m)
+        P_f = jnp.where(seen, P_f, P)
+        ll = jnp.where(seen, ll, 0.0)
+        m_next = A @ m_f + do_next
+        P_next = _sym(A @ P_f @ A.T + Q)
+        return (m_next, P_next), (m_f, P_f, m, P, ll)
+
+    init = (params.initial_mean, _sym(params.initial_cov))
+    _, (mf, Pf, mp, Pp, lls) = lax.scan(step, init, (emissions, emi_off, next_off, mask))
+    return FilterResult(mf, Pf, mp, Pp, jnp.sum(lls))
+
+
+def _smoother(params: LDSParams, emissions, inputs, mask) -> SmootherResult:
+    return _rts(params, _filter(params, emissions, inputs, mask))
+
+
+def _rts(params: LDSParams, filt: FilterResult) -> SmootherResult:
+    """The Rauch-Tung-Striebel backward pass over a filter's output."""
+    A = params.dynamics
+
+    def step(carry, xs):
+        m_next, P_next = carry  # smoothed moments of x_{t+1}
+        m_f, P_f, m_p, P_p = xs  # filtered x_t, predicted x_{t+1}
+        Lp = jnp.linalg.cholesky(P_p)
+        Jt = cho_solve((Lp, True), A @ P_f)  # J^T = P_p^{-1} A P_f
+        m_s = m_f + Jt.T @ (m_next - m_p)
+        P_s = _sym(P_f + Jt.T @ (P_next - P_p) @ Jt)
+        cross = P_next @ Jt  # Cov(x_{t+1}, x_t | y)
+        return (m_s, P_s), (m_s, P_s, cross)
+
+    last = (filt.filtered_means[-1], filt.filtered_covs[-1])
+    xs = (
+        filt.filtered_means[:-1], filt.filtered_covs[:-1], filt.predicted_means[1:], filt.predicted_covs[1:]
+    )
+    _, (ms, Ps, cross) = lax.scan(step, last, xs, reverse=True)
+    ms = jnp.concatenate([ms, last[0][None]])
+    Ps = jnp.concatenate([Ps, last[1][None]])
+    return SmootherResult(ms, Ps, cross, filt.log_likelihood)
+
+
+def _sample(key, params: LDSParams, inputs):
+    n_time = inputs.shape[0]
+    n_neuron, n_latent = params.emission.shape
+    dyn_off, emi_off = _offsets(params, inputs)
+    # one draw for all the noise, sliced: a single PRNG call compiles much faster than three
+    n_x = n_time * n_latent
+    z = jax.random.normal(key, (n_x + n_time * n_neuron,), params.dynamics.dtype)
+    zx = z[:n_x].reshape(n_time, n_latent)
+    x0 = params.initial_mean + jnp.linalg.cholesky(params.initial_cov) @ zx[0]
+    w = zx[1:] @ jnp.linalg.cholesky(params.dynamics_cov).T
+    R = params.emission_cov
+    v = z[n_x:].reshape(n_time, n_neuron)
+    v = v * jnp.sqrt(R) if R.ndim == 1 else v @ jnp.linalg.cholesky(R).T
+
+    def step(x, xs):
+        x = params.dynamics @ x + xs[0] + xs[1]
+        return x, x
+
+    _, xs = lax.scan(step, x0, (dyn_off[1:], w))
+    latents = jnp.concatenate([x0[None], xs])
+    return latents, latents @ params.emission.T + emi_off + v
+
+
+_filter_jit = jax.jit(_filter)
+_rts_jit = jax.jit(_rts)
+_sample_jit = jax.jit(_sample)
+
+
+class _Stats(NamedTuple):
+    """Expected sufficient statistics, summed over trials; ``z = [x, u, 1]``."""
+
+    dyn_xx: jax.Array  # sum_{t>=1} E[x_t x_t^T]
+    dyn_xz: jax.Array  # sum_{t>=1} E[x_t z_{t-1}^T], with z_{t-1} = [x_{t-1}, u_t, 1]
+    dyn_zz: jax.Array  # sum_{t>=1} E[z_{t-1} z_{t-1}^T]
+    dyn_n: jax.Array
+    emi_yy: jax.Array  # sum_t y_t y_t^T over observed bins, with z_t = [x_t, u_t, 1]
+    emi_yz: jax.Array
+    emi_zz: jax.Array
+    emi_n: jax.Array
+    init_x: jax.Array  # sum over trials of E[x_0]
+    init_xx: jax.Array  # sum over trials of E[x_0 x_0^T]
+    n_trial: jax.Array
+    log_likelihood: jax.Array
+
+
+def _trial_stats(params: LDSParams, emissions, inputs, mask) -> _Stats:
+    post = _smoother(params, emissions, inputs, mask)
+    m, P, X = post.smoothed_means, post.smoothed_covs, post.smoothed_cross_covs
+    n_time, n_latent = m.shape
+    w = mask.astype(m.dtype)
+    y = jnp.where(mask[:, None], emissions, 0.0) * w[:, None]
+    ones = jnp.ones((n_time, 1), m.dtype)
+    z = jnp.concatenate([m, inputs, ones], axis=1)
+    zd = jnp.concatenate([m[:-1], inputs[1:], ones[:-1]], axis=1)
+    n_z = z.shape[1]
+    pad = lambda M: jnp.zeros((n_z, n_z), M.dtype).at[:n_latent, :n_latent].set(M)  # noqa: E731
+    return _Stats(
+        dyn_xx=m[1:].T @ m[1:] + P[1:].sum(0),
+        dyn_xz=(m[1:].T @ zd).at[:, :n_latent].add(X.sum(0)),
+        dyn_zz=zd.T @ zd + pad(P[:-1].sum(0)),
+        dyn_n=jnp.asarray(n_time - 1, m.dtype),
+        emi_yy=y.T @ y,
+        emi_yz=y.T @ z,
+        emi_zz=(z * w[:, None]).T @ z + pad(jnp.einsum("t,tij->ij", w, P)),
+        emi_n=w.sum(),
+        init_x=m[0],
+        init_xx=P[0] + jnp.outer(m[0], m[0]),
+        n_trial=jnp.asarray(1.0, m.dtype),
+        log_likelihood=post.log_likelihood,
+    )
+
+
+@jax.jit
+def _group_stats(params: LDSParams, emissions, inputs, masks) -> _Stats:
+    """Statistics of equal-length trials stacked on a leading ``trial`` axis, summed."""
+    stats = jax.vmap(_trial_stats, in_axes=(None, 0, 0, 0))(params, emissions, inputs, masks)
+    return jax.tree.map(lambda s: s.sum(0), stats)
+
+
+def _regress(yy, yz, zz, n, W, free):
+    """Maximise the expected Gaussian regression likelihood over the ``free`` columns of ``W``.
+
+    Returns the new ``W`` and the expected residual covariance at it. Fixed columns keep their
+    values; the minimum-norm solution is taken if the free regressors are collinear.
+    """
+    free = np.asarray(free, dtype=int)
+    fixed = np.setdiff1d(np.arange(W.shape[1]), free)
+    if free.size:
+        rhs = yz[:, free] - W[:, fixed] @ zz[np.ix_(fixed, free)]
+        W = W.at[:, free].set(rhs @ jnp.linalg.pinv(zz[np.ix_(free, free)], hermitian=True))
+    resid = yy - W @ yz.T - yz @ W.T + W @ zz @ W.T
+    return W, _sym(resid) / n
+
+
+def _block_update(yy, yz, zz, n, weights, bias, inputs_w, n_feature, fixed, names):
+    """M-step of one regression block ``[weights, inputs_w, bias]`` with the names in ``fixed`` held."""
+    w_name, u_name, b_name = names
+    n_out, n_latent = weights.shape
+    dtype = weights.dtype
+    u_w = jnp.zeros((n_out, n_feature), dtype) if inputs_w is None else inputs_w
+    W = jnp.concatenate([weights, u_w, bias[:, None]], axis=1)
+    xs = list(range(n_latent))
+    us = list(range(n_latent, n_latent + n_feature))
+    free = (xs if w_name not in fixed else []) + (us if inputs_w is not None and u_name not in fixed else [])
+    free += [n_latent + n_feature] if b_name not in fixed else []
+    W, cov = _regress(yy, yz, zz, n, W, free)
+    return W[:, :n_latent], None if inputs_w is None else W[:, n_latent:-1], W[:, -1], cov
+
+
+@partial(jax.jit, static_argnames=("fixed",))
+def _m_step(params: LDSParams, stats: _Stats, fixed: frozenset) -> LDSParams:
+    n_feature = stats.dyn_zz.shape[0] - params.dynamics.shape[0] - 1
+    A, B, b, Q = _block_update(
+        stats.dyn_xx, stats.dyn_xz, stats.dyn_zz, stats.dyn_n,
+        params.dynamics, params.dynamics_bias, params.input_weights,
+        n_feature, fixed, ("dynamics", "input_weights", "dynamics_bias"),
+    )
+    C, D, d, R = _block_update(
+        stats.emi_yy, stats.emi_yz, stats.emi_zz, stats.emi_n,
+        params.emission, params.emission_bias, params.emission_input_weights,
+        n_feature, fixed, ("emission", "emission_input_weights", "emission_bias"),
+    )
+    s = stats.init_x / stats.n_trial
+    m0 = params.initial_mean if "initial_mean" in fixed else s
+    S0 = stats.init_xx / stats.n_trial - jnp.outer(m0, s) - jnp.outer(s, m0) + jnp.outer(m0, m0)
+    new = dict(
+        initial_mean=m0, initial_cov=_sym(S0), dynamics=A, dynamics_bias=b, input_weights=B,
+        emission=C, emission_bias=d, emission_input_weights=D, dynamics_cov=Q,
+        emission_cov=jnp.diag(R) if params.emission_cov.ndim == 1 else R,
+    )
+    return params._replace(**{k: v for k, v in new.items() if k not in fixed})
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def _concrete(x) -> bool:
+    return not isinstance(x, jax.core.Tracer)
+
+
+def _check_pd(name: str, M) -> None:
+    if not _concrete(M):
+        return
+    M = np.asarray(M, dtype=np.float64)
+    if M.ndim == 1:
+        if np.any(M <= 0):
+            raise ValueError(
+                f"{name} (a diagonal given as a vector) must be positive; smallest entry {M.min():.3g}"
+            )
+        return
+    scale = max(np.abs(M).max(), np.finfo(np.float64).tiny)
+    if not np.allclose(M, M.T, rtol=1e-5, atol=1e-6 * scale):
+        raise ValueError(f"{name} must be symmetric; largest asymmetry {np.abs(M - M.T).max():.3g}")
+    try:
+        np.linalg.cholesky(M)
+    except np.linalg.LinAlgError:
+        raise ValueError(
+            f"{name} must be positive definite; its smallest eigenvalue is "
+            f"{np.linalg.eigvalsh(M).min():.3g}"
+        ) from None
+
+
+def _check_params(params) -> LDSParams:
+    """``params`` as an :class:`LDSParams` of float arrays with consistent shapes."""
+    if not isinstance(params, LDSParams):
+        raise ValueError(f"params must be an LDSParams (see make_lds_params), got {type(params).__name__}")
+    arrays = {k: v for k, v in params._asdict().items() if v is not None}
+    dtype = jnp.result_type(float, *arrays.values())
+    p = params._replace(**{k: jnp.asarray(v, dtype) for k, v in arrays.items()})
+    n_neuron, n_latent = p.emission.shape if p.emission.ndim == 2 else (None, None)
+    if n_neuron is None:
+        raise ValueError(f"params.emission (C) must be 2-D (neuron, latent), got shape {p.emission.shape}")
+    L, N = n_latent, n_neuron
+    fw = [w.shape[-1] for w in (p.input_weights, p.emission_input_weights) if w is not None and w.ndim == 2]
+    if len(fw) == 2 and fw[0] != fw[1]:
+        raise ValueError(
+            f"params.input_weights has {fw[0]} features but params.emission_input_weights has {fw[1]}; "
+            "both take the same inputs"
+        )
+    F = fw[0] if fw else "feature"
+    expected = {
+        "initial_mean": (L,), "initial_cov": (L, L), "dynamics": (L, L), "dynamics_bias": (L,),
+        "input_weights": (L, F), "emission": (N, L), "emission_bias": (N,),
+        "emission_input_weights": (N, F), "dynamics_cov": (L, L),
+    }
+    for name, shape in expected.items():
+        v = getattr(p, name)
+        if v is not None and v.shape != shape:
+            raise ValueError(
+                f"params.{name} must have shape {shape} (latent={L}, neuron={N}"
+                + (f", feature={F}" if name.endswith("input_weights") else "") + f"), got {v.shape}"
+            )
+    if p.emission_cov.shape not in ((N, N), (N,)):
+        raise ValueError(
+            f"params.emission_cov (R) must have shape ({N}, {N}) or ({N},) for a diagonal, "
+            f"got {p.emission_cov.shape}"
+        )
+    for name, v in p._asdict().items():
+        if v is not None and _concrete(v) and not np.all(np.isfinite(np.asarray(v))):
+            raise ValueError(f"params.{name} contains NaN or inf")
+    _check_pd("params.initial_cov (S0)", p.initial_cov)
+    _check_pd("params.dynamics_cov (Q)", p.dynamics_cov)
+    _check_pd("params.emission_cov (R)", p.emission_cov)
+    return p
+
+
+def _n_feature(params: LDSParams) -> int:
+    for w in (params.input_weights, params.emission_input_weights):
+        if w is not None:
+            return w.shape[1]
+    return 0
+
+
+def _check_trial(params: LDSParams, emissions, inputs, mask, where: str = ""):
+    """One trial's ``(emissions, inputs, mask)`` as arrays; ``inputs`` is ``(time, 0)`` if absent."""
+    dtype = params.emission.dtype
+    y = jnp.asarray(emissions, dtype)
+    N = params.emission.shape[0]
+    if y.ndim != 2:
+        raise ValueError(f"{where}emissions must be 2-D (time, neuron), got shape {y.shape}")
+    if y.shape[1] != N:
+        raise ValueError(
+            f"{where}emissions have {y.shape[1]} neurons but params.emission (C) has {N} rows; "
+            "emissions must be (time, neuron)"
+        )
+    T = y.shape[0]
+    if T < 1:
+        raise ValueError(f"{where}emissions must have at least one time bin")
+    if mask is None:
+        m = jnp.ones(T, bool)
+    else:
+        m = jnp.asarray(mask)
+        if m.shape != (T,) or m.dtype != bool:
+            raise ValueError(
+                f"{where}mask must be a boolean (time,) array with time={T}, got {m.dtype} {m.shape}"
+            )
+    if _concrete(y) and _concrete(m):
+        bad = ~np.isfinite(np.asarray(y)) & np.asarray(m)[:, None]
+        if bad.any():
+            t, n = np.argwhere(bad)[0]
+            raise ValueError(
+                f"{where}emissions contain {int(bad.sum())} NaN/inf values in observed bins "
+                f"(first at time {t}, neuron {n}); pass mask=False for missing bins instead"
+            )
+    F = _n_feature(params)
+    if inputs is None:
+        if F:
+            raise ValueError(f"params have input weights for {F} features but no inputs were given")
+        return y, jnp.zeros((T, 0), dtype), m
+    u = jnp.asarray(inputs, dtype)
+    if not F:
+        raise ValueError(
+            "inputs were given but params.input_weights and params.emission_input_weights are both None; "
+            "set at least one (make_lds_params(..., input_weights=...))"
+        )
+    if u.ndim != 2 or u.shape != (T, F):
+        raise ValueError(f"{where}inputs must have shape (time, feature) = ({T}, {F}), got {u.shape}")
+    if _concrete(u) and not np.all(np.isfinite(np.asarray(u))):
+        raise ValueError(f"{where}inputs contain NaN or inf")
+    return y, u, m
+
+
+def _as_trials(emissions, inputs, mask):
+    """Split possibly-batched arguments into per-trial lists."""
+    if isinstance(emissions, (list, tuple)):
+        n = len(emissions)
+        ys = list(emissions)
+        split = lambda a, name: [None] * n if a is None else _listlike(a, n, name)  # noqa: E731
+        return ys, split(inputs, "inputs"), split(mask, "mask")
+    arr = np.asarray(emissions) if _concrete(emissions) else emissions
+    if arr.ndim == 3:
+        n = arr.shape[0]
+        return list(arr), [None] * n if inputs is None else _listlike(inputs, n, "inputs"), (
+            [None] * n if mask is None else _listlike(mask, n, "mask"))
+    if arr.ndim == 2:
+        return [arr], [inputs], [mask]
+    raise ValueError(
+        "emissions must be (time, neuron), (trial, time, neuron) or a list of (time, neuron) arrays, "
+        f"got shape {arr.shape}"
+    )
+
+
+def _listlike(a, n, name):
+    out = list(a)
+    if len(out) != n:
+        raise ValueError(f"{name} must have one entry per trial ({n}), got {len(out)}")
+    return out
+
+
+def _check_trials(params: LDSParams, emissions, inputs, mask) -> list:
+    ys, us, ms = _as_trials(emissions, inputs, mask)
+    if not ys:
+        raise ValueError("emissions is an empty list of trials")
+    prefix = (lambda i: f"trial {i}: ") if len(ys) > 1 else (lambda i: "")
+    return [_check_trial(params, y, u, m, prefix(i)) for i, (y, u, m) in enumerate(zip(ys, us, ms))]
+
+
+def _prepare_trials(params: LDSParams, emissions, inputs, mask):
+    """Validated trials grouped by length: a list of stacked ``(emissions, inputs, masks)``."""
+    trials = _check_trials(params, emissions, inputs, mask)
+    by_len: dict[int, list] = {}
+    for tr in trials:
+        by_len.setdefault(tr[0].shape[0], []).append(tr)
+    groups = [tuple(jnp.stack(a) for a in zip(*g)) for _, g in sorted(by_len.items())]
+    n_obs = sum(int(np.asarray(tr[2]).sum()) for tr in trials)
+    if n_obs == 0:
+        raise ValueError("every time bin is masked; EM needs observed bins")
+    if sum(tr[0].shape[0] - 1 for tr in trials) == 0:
+        raise ValueError("every trial has a single time bin; EM needs at least one transition")
+    return groups
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+def make_lds_params(
+    dynamics,
+    emission,
+    *,
+    dynamics_cov=None,
+    emission_cov=None,
+    initial_mean=None,
+    initial_cov=None,
+    dynamics_bias=None,
+    emission_bias=None,
+    input_weights=None,
+    emission_input_weights=None,
+) -> LDSParams:
+    """Build a validated :class:`LDSParams` from ``A`` and ``C``, with defaults for the rest.
+
+    Parameters
+    ----------
+    dynamics : array_like
+        :math:`A`, shape ``(latent, latent)``.
+    emission : array_like
+        :math:`C`, shape ``(neuron, latent)``.
+    dynamics_cov : array_like, optional
+        :math:`Q`; default the identity.
+    emission_cov : array_like, optional
+        :math:`R`, a ``(neuron, neuron)`` matrix or a ``(neuron,)`` diagonal; default ones
+        (a diagonal).
+    initial_mean, initial_cov : array_like, optional
+        :math:`m_0` and :math:`S_0`; default zeros and the identity.
+    dynamics_bias, emission_bias : array_like, optional
+        :math:`b` and :math:`d`; default zeros.
+    input_weights, emission_input_weights : array_like, optional
+        :math:`B` ``(latent, feature)`` and :math:`D` ``(neuron, feature)``; default ``None``
+        (no inputs).
+
+    Returns
+    -------
+    LDSParams
+
+    Raises
+    ------
+    ValueError
+        If shapes disagree, values are not finite, or a covariance is not positive definite.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> from bayesneuro.latent.kalman import make_lds_params
+    >>> p = make_lds_params(0.9 * jnp.eye(2), jnp.ones((3, 2)))
+    >>> p.emission_cov.shape, p.dynamics_cov.shape
+    ((3,), (2, 2))
+    """
+    A = jnp.asarray(dynamics)
+    C = jnp.asarray(emission)
+    if A.ndim != 2 or C.ndim != 2:
+        raise ValueError(
+            f"dynamics must be (latent, latent) and emission (neuron, latent); got {A.shape} and {C.shape}"
+        )
+    n_neuron, n_latent = C.shape
+    dtype = jnp.result_type(float, A, C)
+    params = LDSParams(
+        initial_mean=jnp.zeros(n_latent, dtype) if initial_mean is None else initial_mean,
+        initial_cov=jnp.eye(n_latent, dtype=dtype) if initial_cov is None else initial_cov,
+        dynamics=A,
+        dynamics_bias=jnp.zeros(n_latent, dtype) if dynamics_bias is None else dynamics_bias,
+        input_weights=input_weights,
+        emission=C,
+        emission_bias=jnp.zeros(n_neuron, dtype) if emission_bias is None else emission_bias,
+        emission_input_weights=emission_input_weights,
+        dynamics_cov=jnp.eye(n_latent, dtype=dtype) if dynamics_cov is None else dynamics_cov,
+        emission_cov=jnp.ones(n_neuron, dtype) if emission_cov is None else emission_cov,
+    )
+    return _check_params(params)
+
+
+def kalman_filter(params: LDSParams, emissions, inputs=None, mask=None) -> FilterResult:
+    """Kalman filter: filtered and one-step predicted moments and the marginal log-likelihood.
+
+    Parameters
+    ----------
+    params : LDSParams
+    emissions : array_like
+        :math:`y`, shape ``(time, neuron)``. Values at masked bins are ignored (NaN allowed there).
+    inputs : array_like, optional
+        :math:`u`, shape ``(time, feature)``; required when ``params`` has input weights.
+    mask : array_like of bool, optional
+        Shape ``(time,)``; ``False`` marks a missing bin, which gets no measurement update and
+        adds nothing to the log-likelihood. Default: all observed.
+
+    Returns
+    -------
+    FilterResult
+
+    Raises
+    ------
+    ValueError
+        On shape mismatches, NaN/inf in observed emissions or inputs, or covariances that are
+        not positive definite.
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp
+    >>> from bayesneuro.latent.kalman import make_lds_params, lds_sample, kalman_filter
+    >>> p = make_lds_params(0.9 * jnp.eye(2), jnp.ones((3, 2)))
+    >>> _, y = lds_sample(jax.random.key(0), p, 50)
+    >>> res = kalman_filter(p, y)
+    >>> res.filtered_means.shape, res.filtered_covs.shape, bool(jnp.isfinite(res.log_likelihood))
+    ((50, 2), (50, 2, 2), True)
+    """
+    params = _check_params(params)
+    y, u, m = _check_trial(params, emissions, inputs, mask)
+    return _filter_jit(params, y, u, m)
+
+
+def kalman_smoother(params: LDSParams, emissions, inputs=None, mask=None) -> SmootherResult:
+    """Rauch-Tung-Striebel smoother: posterior moments of every latent given all emissions.
+
+    Takes the same arguments, and raises the same errors, as :func:`kalman_filter`.
+    ``smoothed_cross_covs[t]`` is :math:`\\mathrm{Cov}[x_{t+1}, x_t \\mid y]` (rows
+    :math:`x_{t+1}`), so :math:`E[x_{t+1} x_t^\\top \\mid y]` is
+    ``smoothed_cross_covs[t] + outer(smoothed_means[t + 1], smoothed_means[t])``.
+
+    Returns
+    -------
+    SmootherResult
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp
+    >>> from bayesneuro.latent.kalman import make_lds_params, lds_sample, kalman_smoother
+    >>> p = make_lds_params(0.9 * jnp.eye(2), jnp.ones((3, 2)))
+    >>> _, y = lds_sample(jax.random.key(0), p, 50)
+    >>> post = kalman_smoother(p, y, mask=jnp.arange(50) % 10 != 3)
+    >>> post.smoothed_means.shape, post.smoothed_cross_covs.shape
+    ((50, 2), (49, 2, 2))
+    """
+    params = _check_params(params)
+    y, u, m = _check_trial(params, emissions, inputs, mask)
+    return _rts_jit(params, _filter_jit(params, y, u, m))  # shares the filter's compiled code
+
+
+def lds_log_likelihood(params: LDSParams, emissions, inputs=None, mask=None) -> jax.Array:
+    """Marginal log-likelihood :math:`\\log p(y_{0:T-1})` of one trial (observed bins only).
+
+    Same arguments and errors as :func:`kalman_filter`; differentiable in ``params``.
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp
+    >>> from bayesneuro.latent.kalman import make_lds_params, lds_sample, lds_log_likelihood
+    >>> p = make_lds_params(0.9 * jnp.eye(2), jnp.ones((3, 2)))
+    >>> _, y = lds_sample(jax.random.key(0), p, 50)
+    >>> noisier = p._replace(emission_cov=10.0 * p.emission_cov)
+    >>> bool(lds_log_likelihood(p, y) > lds_log_likelihood(noisier, y))
+    True
+    """
+    return kalman_filter(params, emissions, inputs, mask).log_likelihood
+
+
+def lds_sample(key: jax.Array, params: LDSParams, n_time: int, inputs=None) -> tuple[jax.Array, jax.Array]:
+    """Draw latents and emissions for one trial.
+
+    Parameters
+    ----------
+    key : jax.Array
+        PRNG key; the same key gives the same draw.
+    params : LDSParams
+    n_time : int
+        Number of time bins (>= 1).
+    inputs : array_like, optional
+        Shape ``(n_time, feature)``; required when ``params`` has input weights.
+
+    Returns
+    -------
+    latents : Array
+        Shape ``(time, latent)``.
+    emissions : Array
+        Shape ``(time, neuron)``.
+
+    Raises
+    ------
+    ValueError
+        On a bad ``n_time``, bad parameters or inputs of the wrong shape.
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp
+    >>> from bayesneuro.latent.kalman import make_lds_params, lds_sample
+    >>> p = make_lds_params(0.9 * jnp.eye(2), jnp.ones((3, 2)))
+    >>> x, y = lds_sample(jax.random.key(1), p, 20)
+    >>> x.shape, y.shape
+    ((20, 2), (20, 3))
+    """
+    if isinstance(n_time, (bool, np.bool_)):
+        raise ValueError(f"n_time must be a positive integer, got {n_time!r}")
+    try:
+        n_time = operator.index(n_time)
+    except TypeError:
+        raise ValueError(f"n_time must be a positive integer, got {n_time!r}") from None
+    if n_time < 1:
+        raise ValueError(f"n_time must be >= 1, got {n_time}")
+    params = _check_params(params)
+    _, u, _ = _check_trial(params, jnp.zeros((n_time, params.emission.shape[0])), inputs, None)
+    return _sample_jit(key, params, u)
+
+
+def init_lds_params(
+    emissions, n_latent: int, *, inputs=None, mask=None, diagonal_emission_cov: bool = True
+) -> LDSParams:
+    """Starting parameters for EM from principal components of the emissions.
+
+    ``C`` spans the top ``n_latent`` principal components (scaled so the projected latents have
+    unit variance), ``d`` is the mean, ``R`` the residual variance (floored at 1% of each
+    neuron's variance), ``A`` and ``Q`` a least-squares AR(1) fit of the projected latents,
+    :math:`m_0 = 0`, :math:`S_0 = I`, ``b = 0``; with ``inputs``, ``B`` and ``D`` start at zero.
+    Deterministic.
+
+    Parameters
+    ----------
+    emissions : array_like or list of array_like
+        ``(time, neuron)``, ``(trial, time, neuron)`` or a list of ``(time, neuron)`` trials.
+    n_latent : int
+        Number of latent dimensions, at most the number of neurons.
+    inputs, mask : optional
+        As in :func:`fit_lds_em`.
+    diagonal_emission_cov : bool
+        Start with (and so let EM keep) a diagonal ``R``.
+
+    Returns
+    -------
+    LDSParams
+
+    Raises
+    ------
+    ValueError
+        On bad shapes or values, ``n_latent`` out of range, or a neuron with zero variance.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bayesneuro.latent.kalman import init_lds_params
+    >>> y = np.random.default_rng(0).normal(size=(100, 4))
+    >>> init_lds_params(y, 2).emission.shape
+    (4, 2)
+    """
+    ys, us, ms = _as_trials(emissions, inputs, mask)
+    if not ys:
+        raise ValueError("emissions is an empty list of trials")
+    n_neuron = np.shape(ys[0])[-1]
+    is_int = isinstance(n_latent, (int, np.integer)) and not isinstance(n_latent, (bool, np.bool_))
+    if not is_int or not 1 <= n_latent <= n_neuron:
+        raise ValueError(
+            f"n_latent must be an integer between 1 and the number of neurons ({n_neuron}), got {n_latent!r}"
+        )
+    F = 0 if us[0] is None else np.shape(us[0])[-1]
+    probe = make_lds_params(
+        jnp.zeros((n_latent, n_latent)), jnp.zeros((n_neuron, n_latent)),
+        input_weights=jnp.zeros((n_latent, F)) if F else None,
+        emission_input_weights=jnp.zeros((n_neuron, F)) if F else None,
+    )
+    trials = _check_trials(probe, ys, us, ms)
+    obs = np.concatenate([np.asarray(y, np.float64)[np.asarray(m)] for y, _, m in trials])
+    if obs.shape[0] < 2:
+        raise ValueError("init_lds_params needs at least two observed bins")
+    var = obs.var(0)
+    if np.any(var <= 0):
+        raise ValueError(
+            f"neurons {np.flatnonzero(var <= 0).tolist()} have zero variance over the observed bins; drop them"
+        )
+    d = obs.mean(0)
+    _, s, vt = np.linalg.svd(obs - d, full_matrices=False)
+    scale = s[:n_latent] / np.sqrt(obs.shape[0])
+    scale = np.where(scale > 0, scale, 1.0)
+    C = vt[:n_latent].T * scale
+    R = np.maximum(var - (C**2).sum(1), 0.01 * var)
+    past, fut = [], []
+    for y, _, m in trials:
+        x = (np.asarray(y, np.float64) - d) @ vt[:n_latent].T / scale
+        both = np.asarray(m)[1:] & np.asarray(m)[:-1]
+        past.append(x[:-1][both])
+        fut.append(x[1:][both])
+    past, fut = np.concatenate(past), np.concatenate(fut)
+    if past.shape[0] > n_latent:
+        A = np.linalg.lstsq(past, fut, rcond=None)[0].T
+        Q = np.cov((fut - past @ A.T).T, bias=True).reshape(n_latent, n_latent)
+    else:
+        A, Q = 0.9 * np.eye(n_latent), 0.1 * np.eye(n_latent)
+    Q = Q + 1e-3 * np.eye(n_latent)
+    dtype = probe.emission.dtype
+    return make_lds_params(
+        jnp.asarray(A, dtype), jnp.asarray(C, dtype), dynamics_cov=jnp.asarray(Q, dtype),
+        emission_cov=jnp.asarray(R if diagonal_emission_cov else np.diag(R), dtype),
+        emission_bias=jnp.asarray(d, dtype), input_weights=probe.input_weights,
+        emission_input_weights=probe.emission_input_weights,
+    )
+
+
+_FIELDS = frozenset(LDSParams._fields)
+
+
+def _check_fixed(fixed) -> frozenset:
+    if isinstance(fixed, str) or not isinstance(fixed, Iterable):
+        raise ValueError(f"fixed must be a collection of LDSParams field names, got {fixed!r}")
+    fixed = frozenset(fixed)
+    unknown = fixed - _FIELDS
+    if unknown:
+        raise ValueError(
+            f"fixed names unknown LDSParams fields {sorted(unknown)}; choose from {sorted(_FIELDS)}"
+        )
+    return fixed
+
+
+def _em_step(params: LDSParams, groups, fixed: frozenset) -> tuple[LDSParams, float]:
+    stats = [_group_stats(params, *g) for g in groups]
+    # small arrays: summing on the host avoids compiling an eager add per leaf
+    total = stats[0] if len(stats) == 1 else jax.tree.map(lambda *s: np.sum(s, axis=0), *stats)
+    return _m_step(params, total, fixed), float(total.log_likelihood)
+
+
+def _total_log_likelihood(params: LDSParams, groups) -> float:
+    # reuses the compiled E-step rather than compiling a filter-only program for one call
+    return float(sum(_group_stats(params, *g).log_likelihood for g in groups))
+
+
+def lds_em_step(
+    params: LDSParams, emissions, *, inputs=None, mask=None, fixed: Sequence[str] = ()
+) -> tuple[LDSParams, float]:
+    """One EM step: smooth every trial under ``params``, then maximise the expected log-joint.
+
+    The M-step is closed form: ``[A, B, b]`` and ``Q`` by expected least squares of
+    :math:`x_t` on :math:`(x_{t-1}, u_t, 1)`; ``[C, D, d]`` and ``R`` likewise for
+    :math:`y_t` on :math:`(x_t, u_t, 1)` over observed bins (``R`` stays diagonal when given as
+    a vector); :math:`m_0, S_0` from the smoothed first states across trials. With a single
+    trial :math:`S_0` shrinks towards the smoothed covariance of :math:`x_0`; fix it if that is
+    unwanted.
+
+    Parameters
+    ----------
+    params : LDSParams
+        Current parameters.
+    emissions : array_like or list of array_like
+        ``(time, neuron)``, ``(trial, time, neuron)``, or a list of ``(time, neuron)`` trials
+        of any lengths (trials of equal length are vmapped together).
+    inputs : array_like or list of array_like, optional
+        Matching ``(time, feature)`` per trial.
+    mask : array_like or list of array_like, optional
+        Matching boolean ``(time,)`` per trial; ``False`` marks a missing bin.
+    fixed : collection of str
+        :class:`LDSParams` field names to hold at their current values (e.g.
+        ``("dynamics_bias", "emission_bias")`` for centred data, or ``("dynamics_cov",)``).
+        Input weights that are ``None`` stay ``None``.
+
+    Returns
+    -------
+    new_params : LDSParams
+    log_likelihood : float
+        Total log-likelihood of all trials under the *old* ``params``.
+
+    Raises
+    ------
+    ValueError
+        As :func:`kalman_filter`, per trial; also for unknown names in ``fixed``.
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp
+    >>> from bayesneuro.latent.kalman import make_lds_params, lds_sample, lds_em_step, lds_log_likelihood
+    >>> p = make_lds_params(0.9 * jnp.eye(2), jnp.ones((3, 2)))
+    >>> _, y = lds_sample(jax.random.key(0), p, 100)
+    >>> new, ll_old = lds_em_step(p, y)
+    >>> bool(lds_log_likelihood(new, y) >= ll_old)
+    True
+    """
+    params = _check_params(params)
+    fixed = _check_fixed(fixed)
+    return _em_step(params, _prepare_trials(params, emissions, inputs, mask), fixed)
+
+
+def fit_lds_em(
+    params: LDSParams,
+    emissions,
+    *,
+    n_iter: int = 100,
+    inputs=None,
+    mask=None,
+    fixed: Sequence[str] = (),
+    tol: float | None = None,
+    progress: bool | None = None,
+) -> EMResult:
+    """Fit an LDS by maximum likelihood with EM (see :func:`lds_em_step` for the M-step).
+
+    Parameters
+    ----------
+    params : LDSParams
+        Starting point, e.g. from :func:`init_lds_params`.
+    emissions, inputs, mask, fixed
+        As in :func:`lds_em_step`.
+    n_iter : int
+        Maximum number of EM steps.
+    tol : float, optional
+        Stop once one step raises the log-likelihood by less than ``tol * |log-likelihood|``.
+        Default: run all ``n_iter`` steps.
+    progress : bool, optional
+        Show a tqdm bar; default :func:`bayesneuro.infer.fit.progress_default`.
+
+    Returns
+    -------
+    EMResult
+        ``(params, log_likelihoods, converged)``.
+
+    Raises
+    ------
+    ValueError
+        On bad arguments (as :func:`lds_em_step`).
+    FloatingPointError
+        If the log-likelihood becomes non-finite.
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp
+    >>> from bayesneuro.latent.kalman import make_lds_params, lds_sample, init_lds_params, fit_lds_em
+    >>> p = make_lds_params(jnp.array([[0.9, 0.2], [-0.2, 0.9]]), jnp.ones((4, 2)).at[0, 1].set(-1.0))
+    >>> trials = [lds_sample(k, p, 100)[1] for k in jax.random.split(jax.random.key(0), 3)]
+    >>> fit = fit_lds_em(init_lds_params(trials, 2), trials, n_iter=20, progress=False)
+    >>> len(fit.log_likelihoods), bool(fit.log_likelihoods[-1] > fit.log_likelihoods[0])
+    (21, True)
+    """
+    from bayesneuro.infer.fit import progress_default  # lazy: keeps this module free of numpyro
+
+    if isinstance(n_iter, (bool, np.bool_)) or not isinstance(n_iter, (int, np.integer)) or n_iter < 0:
+        raise ValueError(f"n_iter must be a non-negative integer, got {n_iter!r}")
+    if tol is not None and not (isinstance(tol, (int, float)) and math.isfinite(tol) and tol >= 0):
+        raise ValueError(f"tol must be a non-negative number or None, got {tol!r}")
+    progress = progress_default() if progress is None else bool(progress)
+    params = _check_params(params)
+    fixed = _check_fixed(fixed)
+    groups = _prepare_trials(params, emissions, inputs, mask)
+    lls, converged = [], False
+    bar = tqdm(total=n_iter, desc="LDS EM", disable=not progress, leave=False)
+    try:
+        for _ in range(n_iter):
+            new, ll = _em_step(params, groups, fixed)
+            if not math.isfinite(ll):
+                raise FloatingPointError(
+                    f"LDS EM: the log-likelihood became non-finite after {len(lls)} steps; check for "
+                    "near-constant neurons or a collapsing covariance, or hold it with fixed="
+                )
+            lls.append(ll)
+            bar.update(1)
+            bar.set_postfix(log_likelihood=f"{ll:.6g}")
+            if tol is not None and len(lls) > 1 and lls[-1] - lls[-2] < tol * abs(lls[-1]):
+                converged = True
+                break
+            params = new
+    finally:
+        bar.close()
+    if not converged:
+        final = _total_log_likelihood(params, groups)
+        if not math.isfinite(final):
+            raise FloatingPointError("LDS EM: the log-likelihood of the final parameters is not finite")
+        lls.append(final)
+    return EMResult(params, np.asarray(lls), converged)
