@@ -1,0 +1,1294 @@
+r"""Gaussian-process factor analysis (GPFA; Yu et al. 2009) fitted by exact EM.
+
+For one trial of ``n_time`` bins, with dims ``time``, ``latent`` and ``neuron``, each latent is
+an independent Gaussian process over bin indices and the (square-root transformed) counts are a
+noisy linear read-out:
+
+.. math::
+
+    x_i(\cdot) &\sim \mathcal{GP}(0, K_i), \quad
+        K_i(t, t') = (1 - \varepsilon_i)\, k\!\left(\frac{|t - t'|}{\tau_i}\right)
+                     + \varepsilon_i\, \delta_{tt'}, \\
+    y_t \mid x_t &\sim \mathcal{N}(C x_t + d,\ \operatorname{diag}(R)),
+
+with ``k`` the squared-exponential (``"se"``: :math:`e^{-r^2/2}`, as elephant's ``'rbf'``),
+Matérn-3/2 or Matérn-5/2 correlation, timescales :math:`\tau_i` in bins and a fixed GP noise
+variance :math:`\varepsilon_i` (elephant's ``eps``, default ``1e-3``), so ``K_i(t, t) = 1``.
+
+The E-step is exact. All trials of one length share the prior ``K`` and the posterior
+covariance, so they are conditioned together: with ``L_i`` the Cholesky factors of ``K_i``,
+``B = (C^T R^{-1} C) \otimes I_T`` and ``S = I + L^T B L`` (latent-major order, size
+``latent * time``),
+
+.. math::
+
+    b = (I_T \otimes C^T R^{-1})(y - d), \quad \Sigma = L S^{-1} L^T, \quad \mu = \Sigma b, \quad
+    \log p(y) = \log \mathcal{N}(y - d;\, 0,\, R) - \tfrac12 \log|S|
+                + \tfrac12 \lVert \mathrm{chol}(S)^{-1} L^T b \rVert^2,
+
+which never inverts ``K`` (``S`` has eigenvalues >= 1). The M-step is elephant's: ``[C, d]`` by
+least squares on the expected statistics, ``R`` diagonal with the floor
+``min_var_frac * var(y)`` (Martin & McDonald 1975, against Heywood cases), and each log
+timescale maximising the expected complete-data log-likelihood of its GP, by safeguarded Newton
+steps with closed-form first and second derivatives (elephant: L-BFGS-B on ``log gamma``,
+``gamma = 1 / tau^2``, which stops earlier), so EM never decreases the likelihood. The
+convergence test is elephant's too (gain of the last step below ``tol`` times the gain since
+step 2). The EM loop runs inside :func:`jax.lax.while_loop`, 50 steps per dispatch.
+
+Pure functions
+    :func:`gpfa_kernel`, :func:`gpfa_posterior`, :func:`gpfa_log_likelihood`,
+    :func:`gpfa_predict_left_out`, :func:`gpfa_sample`, :func:`init_gpfa_params` (factor
+    analysis), :func:`gpfa_em_step` and :func:`fit_gpfa_em` work on arrays in the model's units
+    (timescales in bins). Trials are a ``(trial, time, neuron)`` array or a list of
+    ``(time, neuron)`` arrays of any lengths.
+Estimator
+    :class:`GPFA` fits :class:`~bayesneuro.data.SpikeData` (square-root counts by default) and
+    returns latents as :mod:`xarray` objects; :func:`choose_n_latents` picks the dimensionality
+    by cross-validated leave-neuron-out prediction.
+
+References
+----------
+Yu, B. M., Cunningham, J. P., Santhanam, G., Ryu, S. I., Shenoy, K. V. & Sahani, M. (2009).
+Gaussian-process factor analysis for low-dimensional single-trial analysis of neural population
+activity. *J. Neurophysiol.* 102, 614-635.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.scipy.linalg import cho_solve, solve_triangular
+
+__all__ = [
+    "KERNELS",
+    "GPFAParams",
+    "GPFAPosterior",
+    "GPFAEMResult",
+    "GPFASimulation",
+    "NLatentsSelection",
+    "gpfa_kernel",
+    "gpfa_posterior",
+    "gpfa_log_likelihood",
+    "gpfa_predict_left_out",
+    "gpfa_sample",
+    "init_gpfa_params",
+    "gpfa_em_step",
+    "fit_gpfa_em",
+    "GPFA",
+    "choose_n_latents",
+]
+
+KERNELS = ("se", "matern32", "matern52")
+_LOG_2PI = math.log(2.0 * math.pi)
+_LOG_TAU_BOUNDS = (math.log(1e-2), math.log(1e5))  # timescales in bins, a guard against runaway
+
+
+class GPFAParams(NamedTuple):
+    """Parameters of a GPFA model (see the module docstring), in bins.
+
+    Attributes
+    ----------
+    loadings : Array
+        :math:`C`, shape ``(neuron, latent)``.
+    offsets : Array
+        :math:`d`, shape ``(neuron,)``.
+    noise_var : Array
+        Diagonal of :math:`R`, shape ``(neuron,)``, positive.
+    timescales : Array
+        :math:`\\tau`, shape ``(latent,)``, in bins (seconds / bin size).
+    eps : Array
+        GP noise variances :math:`\\varepsilon`, shape ``(latent,)``, in ``(0, 1)``; held fixed.
+    """
+
+    loadings: jax.Array
+    offsets: jax.Array
+    noise_var: jax.Array
+    timescales: jax.Array
+    eps: jax.Array
+
+
+class GPFAPosterior(NamedTuple):
+    """Exact posterior of the latents of equal-length trials (output of :func:`gpfa_posterior`).
+
+    Attributes
+    ----------
+    mean : Array
+        Posterior means, shape ``(trial, time, latent)``.
+    cov : Array
+        Posterior covariance, shared by the trials, shape ``(latent, time, latent, time)``.
+    log_likelihood : Array
+        Marginal log-likelihood ``log p(y)`` of each trial, shape ``(trial,)``.
+    """
+
+    mean: jax.Array
+    cov: jax.Array
+    log_likelihood: jax.Array
+
+
+class GPFAEMResult(NamedTuple):
+    """Output of :func:`fit_gpfa_em`.
+
+    Attributes
+    ----------
+    params : GPFAParams
+        The parameters after the last EM step.
+    log_likelihoods : numpy.ndarray
+        ``log_likelihoods[k]``: total log-likelihood under the parameters after ``k`` EM steps
+        (entry 0: the start; the last entry belongs to ``params``). Elephant's ``lls`` (with
+        ``freq_ll=1``) are ``log_likelihoods[:-1]``.
+    n_iter : int
+        EM steps taken.
+    converged : bool
+        Whether the ``tol`` criterion stopped the run before ``max_iter`` steps.
+    """
+
+    params: GPFAParams
+    log_likelihoods: np.ndarray
+    n_iter: int
+    converged: bool
+
+
+class GPFASimulation(NamedTuple):
+    """Draws from a GPFA model (output of :meth:`GPFA.simulate`).
+
+    Attributes
+    ----------
+    observations : numpy.ndarray
+        Shape ``(trial, time, neuron)``, on the model's scale (square-root counts for
+        ``transform="sqrt"``): Gaussian, so not counts.
+    latents : numpy.ndarray
+        Shape ``(trial, time, latent)``, in the basis of ``loadings_`` (not orthonormalised).
+    """
+
+    observations: np.ndarray
+    latents: np.ndarray
+
+
+class NLatentsSelection(NamedTuple):
+    """Output of :func:`choose_n_latents`.
+
+    Attributes
+    ----------
+    errors : xarray.DataArray
+        Leave-neuron-out squared prediction error on each fold's held-out trials, dims
+        ``(n_latents, fold)``; the sum over folds covers every trial once.
+    best : int
+        The candidate with the smallest total error.
+    """
+
+    errors: Any
+    best: int
+
+
+# ----------------------------------------------------------------------------- pure maths
+
+
+def gpfa_kernel(kernel: str, timescale, eps, n_time: int) -> jax.Array:
+    r"""Prior covariance ``(1 - eps) k(|t - t'| / timescale) + eps I`` of one latent over bins.
+
+    Parameters
+    ----------
+    kernel : {"se", "matern32", "matern52"}
+        Correlation ``k(r)``: :math:`e^{-r^2/2}`, :math:`(1 + \sqrt3 r) e^{-\sqrt3 r}` or
+        :math:`(1 + \sqrt5 r + 5r^2/3) e^{-\sqrt5 r}`.
+    timescale : float
+        In bins.
+    eps : float
+        GP noise variance.
+    n_time : int
+        Number of bins.
+
+    Returns
+    -------
+    Array, shape (n_time, n_time)
+
+    Examples
+    --------
+    >>> from bayesneuro.latent.gpfa import gpfa_kernel
+    >>> K = gpfa_kernel("se", 2.0, 1e-3, 3)
+    >>> K.shape, round(float(K[0, 0]), 6), round(float(K[0, 1]), 4)
+    ((3, 3), 1.0, 0.8816)
+    """
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
+    lag = jnp.arange(n_time)
+    r = jnp.abs(lag[:, None] - lag[None, :]) / timescale
+    if kernel == "se":
+        k = jnp.exp(-0.5 * r**2)
+    elif kernel == "matern32":
+        a = math.sqrt(3.0) * r
+        k = (1.0 + a) * jnp.exp(-a)
+    else:
+        a = math.sqrt(5.0) * r
+        k = (1.0 + a + a**2 / 3.0) * jnp.exp(-a)
+    return (1.0 - eps) * k + eps * jnp.eye(n_time, dtype=k.dtype)
+
+
+def _prior_chol(params: GPFAParams, n_time: int, kernel: str) -> jax.Array:
+    K = jax.vmap(lambda tau, e: gpfa_kernel(kernel, tau, e, n_time))(params.timescales, params.eps)
+    return jnp.linalg.cholesky(K)  # (latent, time, time)
+
+
+def _precision_chol(C, rinv, L):
+    """Cholesky factor of ``S = I + L^T ((C^T R^{-1} C) kron I) L``, latent-major."""
+    q, T = L.shape[0], L.shape[1]
+    CRC = (C * rinv[:, None]).T @ C
+    S = jnp.einsum("ij,iut,jus->itjs", CRC, L, L).reshape(q * T, q * T)
+    return jnp.linalg.cholesky(S + jnp.eye(q * T, dtype=S.dtype))
+
+
+def _posterior_mean(C, d, rinv, L, Ls, y):
+    """Posterior means ``(trial, time, latent)`` and ``z = chol(S)^{-1} L^T b`` ``(q T, trial)``."""
+    n, T = y.shape[0], y.shape[1]
+    q = C.shape[1]
+    b = jnp.einsum("ntk,ki->nit", y - d, C * rinv[:, None])
+    v = jnp.einsum("iut,niu->nit", L, b).reshape(n, q * T)
+    z = solve_triangular(Ls, v.T, lower=True)
+    w = solve_triangular(Ls, z, lower=True, trans=1).T.reshape(n, q, T)
+    return jnp.einsum("itu,niu->nti", L, w), z
+
+
+@partial(jax.jit, static_argnames="kernel")
+def _posterior(params: GPFAParams, y, kernel: str) -> GPFAPosterior:
+    C, d, R = params.loadings, params.offsets, params.noise_var
+    n, T, N = y.shape
+    q = C.shape[1]
+    L = _prior_chol(params, T, kernel)
+    rinv = 1.0 / R
+    Ls = _precision_chol(C, rinv, L)
+    mean, z = _posterior_mean(C, d, rinv, L, Ls, y)
+    LT = jnp.einsum("ij,itu->iujt", jnp.eye(q, dtype=L.dtype), L).reshape(q * T, q * T)
+    G = solve_triangular(Ls, LT, lower=True)  # chol(S)^{-1} L^T
+    cov = (G.T @ G).reshape(q, T, q, T)
+    quad = jnp.sum((y - d) ** 2 * rinv, axis=(1, 2)) - jnp.sum(z**2, axis=0)
+    logdet = T * jnp.sum(jnp.log(R)) + 2.0 * jnp.sum(jnp.log(jnp.diag(Ls)))
+    ll = -0.5 * (N * T * _LOG_2PI + logdet + quad)
+    return GPFAPosterior(mean, cov, ll)
+
+
+def _timescale_objective(log_tau, eps, P, n, kernel, derivatives=False):
+    """Negative expected complete-data log-likelihood of one latent's GP (up to constants).
+
+    ``f = 0.5 * sum_g [n_g log|K_g| + tr(K_g^{-1} P_g)]`` over groups of trials of equal length,
+    ``P_g = sum_trials E[x x^T]``; with ``derivatives``, also its first and second derivatives
+    in ``log_tau`` (closed form from ``dK`` and ``d2K``, which are elementwise).
+    """
+    f = g = h = 0.0
+    for P_g, n_g in zip(P, n):
+        T = P_g.shape[0]
+        kern = lambda x: gpfa_kernel(kernel, jnp.exp(x), eps, T)  # noqa: E731
+        Lk = jnp.linalg.cholesky(kern(log_tau))
+        Ki = cho_solve((Lk, True), jnp.eye(T, dtype=Lk.dtype))
+        KiP = Ki @ P_g
+        f = f + n_g * jnp.sum(jnp.log(jnp.diag(Lk))) + 0.5 * jnp.trace(KiP)
+        if derivatives:
+            one = jnp.ones_like(log_tau)
+            K1, K2 = jax.jvp(lambda x: jax.jvp(kern, (x,), (one,))[1], (log_tau,), (one,))
+            A1, A2 = Ki @ K1, Ki @ K2
+            B = KiP @ Ki
+            A11 = A1 @ A1
+            g = g + 0.5 * (n_g * jnp.trace(A1) - jnp.sum(K1 * B))
+            h = h + 0.5 * (n_g * (jnp.trace(A2) - jnp.trace(A11)) - jnp.sum(K2 * B) + 2.0 * jnp.sum(A11 * KiP.T))
+    return (f, g, h) if derivatives else f
+
+
+def _newton_1d(fun, x0, lo, hi, max_iter=50):
+    """Minimise a smooth scalar function on ``[lo, hi]`` by safeguarded Newton steps.
+
+    ``fun(x, derivatives)`` returns ``f`` or ``(f, f', f'')``. Steps are Newton's where
+    ``f'' > 0`` (else a unit step downhill), at most 1 in size, halved until ``f`` does not
+    increase. Stops when no step decreases ``f``, or the Newton decrement ``f'^2 / f''`` falls
+    below ``1e-15 (1 + |f|)`` (after taking that last step), or after ``max_iter`` steps.
+    """
+    one = jnp.ones((), x0.dtype)
+
+    def body(state):
+        x, fx, it, _ = state
+        _, g, h = fun(x, True)
+        convex = h > 0
+        step = jnp.where(convex, -g / jnp.where(convex, h, 1.0), -jnp.sign(g))
+        step = jnp.clip(x + jnp.clip(step, -1.0, 1.0), lo, hi) - x
+
+        def shrink(bt):
+            t, _, k = bt
+            return 0.5 * t, fun(x + 0.5 * t * step, False), k + 1
+
+        t, ft, _ = lax.while_loop(lambda bt: ~(bt[1] <= fx) & (bt[2] < 40), shrink, (one, fun(x + step, False), 0))
+        ok = ft <= fx
+        small = convex & (g * g / jnp.where(convex, h, 1.0) <= 1e-15 * (1.0 + jnp.abs(fx)))
+        done = ~ok | small | (step == 0)
+        return jnp.where(ok, x + t * step, x), jnp.where(ok, ft, fx), it + 1, done
+
+    x, *_ = lax.while_loop(lambda s: ~s[3] & (s[2] < max_iter), body, (x0, fun(x0, False), 0, jnp.zeros((), bool)))
+    return x
+
+
+@partial(jax.jit, static_argnames=("kernel", "learn_timescales"))
+def _em_step(params: GPFAParams, groups: tuple, var_floor, kernel: str, learn_timescales: bool):
+    """One EM step on trials grouped by length; returns the new parameters and ``log p(y)``."""
+    C = params.loadings
+    q = C.shape[1]
+    posts = [_posterior(params, y, kernel) for y in groups]
+    ll = sum(p.log_likelihood.sum() for p in posts)
+    sum_xx = sum(y.shape[0] * jnp.einsum("itjt->ij", p.cov) + jnp.einsum("nti,ntj->ij", p.mean, p.mean)
+                 for y, p in zip(groups, posts))
+    sum_x = sum(p.mean.sum(axis=(0, 1)) for p in posts)
+    sum_yx = sum(jnp.einsum("ntk,nti->ki", y, p.mean) for y, p in zip(groups, posts))
+    sum_y = sum(y.sum(axis=(0, 1)) for y in groups)
+    sum_yy = sum((y**2).sum(axis=(0, 1)) for y in groups)
+    n_bins = sum(y.shape[0] * y.shape[1] for y in groups)
+    term = jnp.block([[sum_xx, sum_x[:, None]], [sum_x[None, :], jnp.full((1, 1), n_bins, sum_x.dtype)]])
+    rhs = jnp.concatenate([sum_yx, sum_y[:, None]], axis=1)
+    cd = jnp.linalg.solve(term, rhs.T).T
+    C_new, d_new = cd[:, :q], cd[:, q]
+    resid = sum_yy - 2.0 * sum_y * d_new - jnp.sum((sum_yx - d_new[:, None] * sum_x[None, :]) * C_new, axis=1)
+    R_new = jnp.maximum(var_floor, d_new**2 + resid / n_bins)
+    tau = params.timescales
+    if learn_timescales:
+        P = [y.shape[0] * jnp.einsum("itis->its", p.cov) + jnp.einsum("nti,nsi->its", p.mean, p.mean)
+             for y, p in zip(groups, posts)]
+        n = [y.shape[0] for y in groups]
+        lo, hi = _LOG_TAU_BOUNDS
+
+        def update(log_tau, eps, P_i):
+            fun = lambda x, der: _timescale_objective(x, eps, P_i, n, kernel, der)  # noqa: E731
+            return _newton_1d(fun, jnp.clip(log_tau, lo, hi), lo, hi)
+
+        tau = jnp.exp(jax.vmap(update)(jnp.log(tau), params.eps, P))
+    return GPFAParams(C_new, d_new, R_new, tau, params.eps), ll
+
+
+@partial(jax.jit, static_argnames="kernel")
+def _left_out(params: GPFAParams, y, kernel: str):
+    C, d = params.loadings, params.offsets
+    L = _prior_chol(params, y.shape[1], kernel)
+    rinv = 1.0 / params.noise_var
+
+    def one(k):
+        rk = rinv.at[k].set(0.0)  # neuron k unobserved
+        mean, _ = _posterior_mean(C, d, rk, L, _precision_chol(C, rk, L), y)
+        return mean @ C[k] + d[k]
+
+    return jnp.moveaxis(lax.map(one, jnp.arange(C.shape[0])), 0, -1)
+
+
+# ----------------------------------------------------------------------------- checked wrappers
+
+
+def _check_params(params) -> GPFAParams:
+    if not isinstance(params, GPFAParams):
+        raise TypeError(f"params must be a GPFAParams, got {type(params).__name__}")
+    p = GPFAParams(*(jnp.asarray(np.asarray(x, dtype=np.float64)) for x in params))
+    if p.loadings.ndim != 2:
+        raise ValueError(f"loadings must be (neuron, latent), got shape {p.loadings.shape}")
+    N, q = p.loadings.shape
+    for name, x, shape in [("offsets", p.offsets, (N,)), ("noise_var", p.noise_var, (N,)),
+                           ("timescales", p.timescales, (q,)), ("eps", p.eps, (q,))]:
+        if x.shape != shape:
+            raise ValueError(f"{name} must have shape {shape}, got {x.shape}")
+    if not all(bool(jnp.all(jnp.isfinite(x))) for x in p):
+        raise ValueError("GPFAParams contain NaN or infinite values")
+    if bool(jnp.any(p.noise_var <= 0)) or bool(jnp.any(p.timescales <= 0)):
+        raise ValueError("noise_var and timescales must be positive")
+    if bool(jnp.any((p.eps <= 0) | (p.eps >= 1))):
+        raise ValueError(f"eps must lie in (0, 1), got {np.asarray(p.eps)}")
+    return p
+
+
+def _check_kernel(kernel: str) -> str:
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
+    return kernel
+
+
+def _group(trials, n_neuron: int | None = None) -> tuple[tuple, list[np.ndarray]]:
+    """Trials -> (stacked equal-length groups, trial positions of each group), by length."""
+    if isinstance(trials, (np.ndarray, jax.Array)) and np.ndim(trials) == 3:  # equal lengths: one group
+        y = np.asarray(trials, dtype=np.float64)
+        if y.shape[0] < 1 or y.shape[1] < 1:
+            raise ValueError(f"trials must have at least one trial of at least one bin, got shape {y.shape}")
+        if not np.all(np.isfinite(y)):
+            raise ValueError("trials contain NaN or infinite values")
+        if n_neuron is not None and y.shape[2] != n_neuron:
+            raise ValueError(f"trials must have the {n_neuron} neurons of the model, got {y.shape[2]}")
+        return (jnp.asarray(y),), [np.arange(y.shape[0])]
+    if isinstance(trials, (np.ndarray, jax.Array)) and np.ndim(trials) == 2:
+        trials = [trials]
+    arrays = [np.asarray(t, dtype=np.float64) for t in trials]
+    if not arrays:
+        raise ValueError("at least one trial is needed")
+    for k, a in enumerate(arrays):
+        if a.ndim != 2 or a.shape[0] < 1:
+            raise ValueError(f"trial {k} must be a (time, neuron) array with at least one bin, got shape {a.shape}")
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"trial {k} contains NaN or infinite values")
+    widths = {a.shape[1] for a in arrays} | ({n_neuron} if n_neuron is not None else set())
+    if len(widths) > 1:
+        raise ValueError(f"all trials must have the neurons of the model, got widths {sorted(widths)}")
+    lengths = np.array([a.shape[0] for a in arrays])
+    index = [np.flatnonzero(lengths == T) for T in np.unique(lengths)]
+    groups = tuple(jnp.asarray(np.stack([arrays[k] for k in idx])) for idx in index)
+    return groups, index
+
+
+def _var_floor(groups, min_var_frac: float):
+    y = np.concatenate([np.asarray(g).reshape(-1, g.shape[-1]) for g in groups])
+    return jnp.asarray(min_var_frac * np.var(y, axis=0, ddof=1 if y.shape[0] > 1 else 0))
+
+
+def gpfa_posterior(params: GPFAParams, observations, *, kernel: str = "se") -> GPFAPosterior:
+    """Exact posterior of the latents of trials of equal length (jitted per length).
+
+    Parameters
+    ----------
+    params : GPFAParams
+    observations : array_like, shape (trial, time, neuron) or (time, neuron)
+    kernel : {"se", "matern32", "matern52"}
+
+    Returns
+    -------
+    GPFAPosterior
+        Means ``(trial, time, latent)``, the shared covariance ``(latent, time, latent, time)``
+        and each trial's marginal log-likelihood.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> from bayesneuro.latent.gpfa import GPFAParams, gpfa_posterior
+    >>> p = GPFAParams(jnp.ones((3, 1)), jnp.zeros(3), jnp.ones(3), jnp.array([2.0]), jnp.array([1e-3]))
+    >>> post = gpfa_posterior(p, jnp.ones((4, 10, 3)))
+    >>> post.mean.shape, post.cov.shape, post.log_likelihood.shape
+    ((4, 10, 1), (1, 10, 1, 10), (4,))
+    """
+    params = _check_params(params)
+    y = np.asarray(observations, dtype=np.float64)
+    y = y[None] if y.ndim == 2 else y
+    (group,), _ = _group(y, params.loadings.shape[0])
+    return _posterior(params, group, _check_kernel(kernel))
+
+
+def gpfa_log_likelihood(params: GPFAParams, trials, *, kernel: str = "se") -> float:
+    """Total marginal log-likelihood of trials of any lengths (list or 3-D array).
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> from bayesneuro.latent.gpfa import GPFAParams, gpfa_log_likelihood
+    >>> p = GPFAParams(jnp.ones((3, 1)), jnp.zeros(3), jnp.ones(3), jnp.array([2.0]), jnp.array([1e-3]))
+    >>> ll = gpfa_log_likelihood(p, [jnp.zeros((4, 3)), jnp.zeros((6, 3))])  # two lengths
+    >>> round(ll, 3) < 0
+    True
+    """
+    params = _check_params(params)
+    groups, _ = _group(trials, params.loadings.shape[0])
+    kernel = _check_kernel(kernel)
+    return float(sum(_posterior(params, y, kernel).log_likelihood.sum() for y in groups))
+
+
+def gpfa_predict_left_out(params: GPFAParams, observations, *, kernel: str = "se") -> jax.Array:
+    """Leave-neuron-out predictions: each neuron from the posterior given all the others.
+
+    Parameters
+    ----------
+    params : GPFAParams
+    observations : array_like, shape (trial, time, neuron)
+        Equal-length trials.
+    kernel : {"se", "matern32", "matern52"}
+
+    Returns
+    -------
+    Array, shape (trial, time, neuron)
+        ``C_k E[x | y_{-k}] + d_k`` for every neuron ``k`` (neurons one at a time, so memory
+        stays that of one posterior).
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> from bayesneuro.latent.gpfa import GPFAParams, gpfa_predict_left_out
+    >>> p = GPFAParams(jnp.ones((3, 1)), jnp.zeros(3), 0.1 * jnp.ones(3), jnp.array([2.0]), jnp.array([1e-3]))
+    >>> y = jnp.zeros((2, 5, 3)).at[:, :, :2].set(1.0)  # neuron 2 silent, the others at 1
+    >>> pred = gpfa_predict_left_out(p, y)
+    >>> pred.shape, bool(pred[0, 2, 2] > 0.5)  # neuron 2 predicted from neurons 0 and 1
+    ((2, 5, 3), True)
+    """
+    params = _check_params(params)
+    y = np.asarray(observations, dtype=np.float64)
+    (group,), _ = _group(y[None] if y.ndim == 2 else y, params.loadings.shape[0])
+    return _left_out(params, group, _check_kernel(kernel))
+
+
+def gpfa_sample(key, params: GPFAParams, n_trials: int, n_time: int, *, kernel: str = "se"):
+    """Draw latents and observations from the model (``key``: a ``jax.random`` key).
+
+    Returns
+    -------
+    latents : Array, shape (n_trials, n_time, latent)
+    observations : Array, shape (n_trials, n_time, neuron)
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp
+    >>> from bayesneuro.latent.gpfa import GPFAParams, gpfa_sample
+    >>> p = GPFAParams(jnp.ones((3, 1)), jnp.zeros(3), jnp.ones(3), jnp.array([2.0]), jnp.array([1e-3]))
+    >>> x, y = gpfa_sample(jax.random.key(0), p, 5, 20)
+    >>> x.shape, y.shape
+    ((5, 20, 1), (5, 20, 3))
+    """
+    params = _check_params(params)
+    kernel = _check_kernel(kernel)
+    if int(n_trials) < 1 or int(n_time) < 1:
+        raise ValueError(f"n_trials and n_time must be >= 1, got {n_trials}, {n_time}")
+    return _sample(key, params, int(n_trials), int(n_time), kernel)
+
+
+@partial(jax.jit, static_argnums=(2, 3, 4))
+def _sample(key, params, n_trials, n_time, kernel):
+    N, q = params.loadings.shape
+    L = _prior_chol(params, n_time, kernel)
+    kx, ky = jax.random.split(key)
+    dtype = params.loadings.dtype
+    x = jnp.einsum("itu,niu->nti", L, jax.random.normal(kx, (n_trials, q, n_time), dtype))
+    noise = jax.random.normal(ky, (n_trials, n_time, N), dtype) * jnp.sqrt(params.noise_var)
+    return x, x @ params.loadings.T + params.offsets + noise
+
+
+def init_gpfa_params(trials, n_latents: int, *, timescale: float = 5.0, eps: float = 1e-3,
+                     min_var_frac: float = 0.01, max_iter: int = 1000, tol: float = 1e-8) -> GPFAParams:
+    """Starting point by factor analysis of all bins (deterministic), as elephant does.
+
+    Factor analysis by sklearn's SVD-based EM (Barber 2012, alg. 21.1) with an exact eigensolver,
+    started from the noise variances ``var(y)``; stops when the log-likelihood gains less than
+    ``tol * |log-likelihood|``.
+
+    Parameters
+    ----------
+    trials : list of array_like (time, neuron), or array_like (trial, time, neuron)
+    n_latents : int
+    timescale : float
+        Initial timescale of every latent, in bins.
+    eps : float
+        GP noise variance of every latent.
+    min_var_frac : float
+        Floor of the noise variances (a fraction of each neuron's variance), as in EM.
+    max_iter, tol
+        Factor-analysis iterations and tolerance.
+
+    Returns
+    -------
+    GPFAParams
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bayesneuro.latent.gpfa import init_gpfa_params
+    >>> y = np.random.default_rng(0).normal(size=(5, 20, 4))
+    >>> p = init_gpfa_params(y, 2, timescale=3.0)
+    >>> p.loadings.shape, p.timescales.tolist()
+    ((4, 2), [3.0, 3.0])
+    """
+    groups, _ = _group(trials)
+    return _fa_init(groups, n_latents, timescale=timescale, eps=eps, min_var_frac=min_var_frac,
+                    max_iter=max_iter, tol=tol)
+
+
+def _fa_init(groups, n_latents, *, timescale, eps, min_var_frac, max_iter=1000, tol=1e-8) -> GPFAParams:
+    y = np.concatenate([np.asarray(g, dtype=np.float64).reshape(-1, g.shape[-1]) for g in groups])
+    n, N = y.shape
+    q = int(n_latents)
+    if not 1 <= q < N:
+        raise ValueError(f"n_latents must be in [1, {N - 1}] for {N} neurons, got {n_latents}")
+    mean = y.mean(axis=0)
+    S = np.cov(y, rowvar=False, bias=True).reshape(N, N)
+    var = np.diag(S).copy()
+    psi, old, W = var.copy(), -np.inf, np.zeros((q, N))
+    for _ in range(max_iter):
+        sp = np.sqrt(psi) + 1e-12
+        vals, vecs = np.linalg.eigh(S / np.outer(sp, sp))
+        vals, vecs = vals[::-1], vecs[:, ::-1]
+        s = np.maximum(vals[:q], 1e-12)
+        W = (np.sqrt(np.maximum(s - 1.0, 0.0))[:, None] * vecs[:, :q].T) * sp
+        ll = -0.5 * n * (N * _LOG_2PI + q + np.sum(np.log(s)) + np.sum(vals[q:]) + np.sum(np.log(psi)))
+        if ll - old < tol * abs(ll):
+            break
+        old = ll
+        psi = np.maximum(var - np.sum(W**2, axis=0), 1e-12)
+    floor = min_var_frac * np.var(y, axis=0, ddof=1 if n > 1 else 0)
+    return GPFAParams(jnp.asarray(W.T), jnp.asarray(mean), jnp.asarray(np.maximum(psi, floor)),
+                      jnp.asarray(np.full(q, float(timescale))), jnp.asarray(np.full(q, float(eps))))
+
+
+def gpfa_em_step(params: GPFAParams, trials, *, kernel: str = "se", min_var_frac: float = 0.01,
+                 learn_timescales: bool = True) -> tuple[GPFAParams, float]:
+    """One EM step; returns the new parameters and the log-likelihood of the *old* ones.
+
+    Trials of equal length are conditioned together (one compilation per set of lengths). The
+    noise floor is ``min_var_frac`` times each neuron's variance over all bins.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bayesneuro.latent.gpfa import init_gpfa_params, gpfa_em_step
+    >>> y = np.random.default_rng(0).normal(size=(5, 20, 4))
+    >>> p0 = init_gpfa_params(y, 1)
+    >>> p1, ll0 = gpfa_em_step(p0, y)
+    >>> p2, ll1 = gpfa_em_step(p1, y)
+    >>> ll1 >= ll0
+    True
+    """
+    params = _check_params(params)
+    groups, _ = _group(trials, params.loadings.shape[0])
+    new, ll = _em_step(params, groups, _var_floor(groups, min_var_frac), _check_kernel(kernel), bool(learn_timescales))
+    return new, float(ll)
+
+
+def fit_gpfa_em(params: GPFAParams, trials, *, kernel: str = "se", max_iter: int = 500,
+                tol: float | None = 1e-8, min_var_frac: float = 0.01, learn_timescales: bool = True,
+                progress: bool | None = None) -> GPFAEMResult:
+    """Fit GPFA by exact EM from ``params`` (e.g. :func:`init_gpfa_params`).
+
+    Parameters
+    ----------
+    params : GPFAParams
+        Starting point.
+    trials : list of array_like (time, neuron), or array_like (trial, time, neuron)
+        Any lengths; equal lengths are conditioned together.
+    kernel : {"se", "matern32", "matern52"}
+    max_iter : int
+        Maximum number of EM steps.
+    tol : float or None
+        Elephant's test: stop after step ``k >= 3`` once
+        ``ll_k - ll_1 < (1 + tol) (ll_{k-1} - ll_1)`` (``ll_j``: log-likelihood after ``j``
+        steps). None: run all ``max_iter`` steps.
+    min_var_frac : float
+        Floor of the noise variances, as a fraction of each neuron's variance.
+    learn_timescales : bool
+        Update the timescales (else keep them fixed).
+    progress : bool, optional
+        tqdm bar; default :func:`bayesneuro.infer.fit.progress_default`.
+
+    Returns
+    -------
+    GPFAEMResult
+
+    Raises
+    ------
+    FloatingPointError
+        If the log-likelihood becomes non-finite.
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp
+    >>> from bayesneuro.latent.gpfa import GPFAParams, gpfa_sample, init_gpfa_params, fit_gpfa_em
+    >>> C = jnp.array([[1.0, 0.0], [0.5, 1.0], [-1.0, 0.5], [0.0, 1.0], [1.0, 1.0]])
+    >>> p = GPFAParams(C, jnp.zeros(5), 0.1 * jnp.ones(5), jnp.array([3.0, 8.0]), jnp.full(2, 1e-3))
+    >>> _, y = gpfa_sample(jax.random.key(0), p, 10, 30)
+    >>> fit = fit_gpfa_em(init_gpfa_params(y, 2), y, max_iter=20, progress=False)
+    >>> len(fit.log_likelihoods) == fit.n_iter + 1, bool(fit.log_likelihoods[-1] > fit.log_likelihoods[0])
+    (True, True)
+    """
+    from ..infer.fit import progress_default  # lazy: keeps the maths free of numpyro
+
+    if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 0:
+        raise ValueError(f"max_iter must be a non-negative integer, got {max_iter!r}")
+    if tol is not None and not (isinstance(tol, (int, float)) and math.isfinite(tol) and tol >= 0):
+        raise ValueError(f"tol must be a non-negative number or None, got {tol!r}")
+    if not 0.0 < min_var_frac < 1.0:
+        raise ValueError(f"min_var_frac must be in (0, 1), got {min_var_frac}")
+    progress = progress_default() if progress is None else bool(progress)
+    params = _check_params(params)
+    groups, _ = _group(trials, params.loadings.shape[0])
+    return _run_em(params, groups, kernel=_check_kernel(kernel), max_iter=max_iter, tol=tol,
+                   var_floor=_var_floor(groups, min_var_frac), learn_timescales=bool(learn_timescales),
+                   progress=progress)
+
+
+class _EMState(NamedTuple):
+    """Carry of the fused EM loop.
+
+    Attributes
+    ----------
+    params : GPFAParams
+        Current parameters.
+    n_iter : Array
+        EM steps taken so far (int).
+    ll_base : Array
+        Log-likelihood computed in step 2 (elephant's ``ll_base``); NaN before.
+    ll_prev : Array
+        Log-likelihood computed in the last step (of the parameters before it); NaN before.
+    stop : Array
+        Whether the convergence test fired (bool).
+    """
+
+    params: GPFAParams
+    n_iter: jax.Array
+    ll_base: jax.Array
+    ll_prev: jax.Array
+    stop: jax.Array
+
+
+_CHUNK = 50  # EM steps per dispatch: one compiled loop serves every max_iter
+
+
+@partial(jax.jit, static_argnames=("kernel", "learn_timescales", "check"))
+def _em_chunk(state: _EMState, groups, var_floor, n_steps, tol, kernel, learn_timescales, check):
+    """Up to ``n_steps`` (<= ``_CHUNK``) EM steps in one ``lax.while_loop``.
+
+    Returns the state, the log-likelihoods of the steps (NaN-padded to ``_CHUNK``) and the
+    log-likelihood of the final parameters.
+    """
+
+    def cond(carry):
+        st, _, j = carry
+        return (j < n_steps) & ~st.stop
+
+    def body(carry):
+        st, lls, j = carry
+        new, ll = _em_step(st.params, groups, var_floor, kernel, learn_timescales)
+        k = st.n_iter + 1  # elephant's 1-based iteration number
+        base = jnp.where(k == 2, ll, st.ll_base)
+        stop = ~jnp.isfinite(ll)
+        if check:
+            stop = stop | ((k >= 3) & ((ll - base) < (1.0 + tol) * (st.ll_prev - base)))
+        return _EMState(new, k, base, ll, stop), lls.at[j].set(ll), j + 1
+
+    lls = jnp.full(_CHUNK, jnp.nan, dtype=state.ll_prev.dtype)
+    state, lls, _ = lax.while_loop(cond, body, (state, lls, 0))
+    final = sum(_posterior(state.params, y, kernel).log_likelihood.sum() for y in groups)
+    return state, lls, final
+
+
+def _run_em(params, groups, *, kernel, max_iter, tol, var_floor, learn_timescales, progress) -> GPFAEMResult:
+    from tqdm.auto import tqdm
+
+    nan = jnp.full((), jnp.nan, dtype=params.loadings.dtype)
+    state = _EMState(params, jnp.zeros((), jnp.int32), nan, nan, jnp.zeros((), bool))
+    lls: list[float] = []
+    tol_ = jnp.asarray(0.0 if tol is None else tol, dtype=params.loadings.dtype)
+    bar = tqdm(total=max_iter, desc="GPFA EM", disable=not progress, leave=False)
+    try:
+        while True:
+            n = min(_CHUNK, max_iter - len(lls))
+            state, chunk, final = _em_chunk(state, groups, var_floor, n, tol_, kernel, learn_timescales, tol is not None)
+            done = int(state.n_iter) - len(lls)
+            lls.extend(np.asarray(chunk[:done]).tolist())
+            if not all(math.isfinite(v) for v in lls[-done:] if done):
+                raise FloatingPointError(f"GPFA EM: the log-likelihood became non-finite after {len(lls) - 1} steps")
+            bar.update(done)
+            if lls:
+                bar.set_postfix(log_likelihood=f"{lls[-1]:.8g}")
+            if bool(state.stop) or len(lls) >= max_iter:
+                break
+    finally:
+        bar.close()
+    final = float(final)
+    if not math.isfinite(final):
+        raise FloatingPointError("GPFA EM: the log-likelihood of the final parameters is not finite")
+    return GPFAEMResult(state.params, np.asarray(lls + [final]), len(lls), bool(state.stop))
+
+
+def _orthonormalize(C: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``C = U diag(D) V^T``; returns U (signs: largest entry of each column positive), D, T."""
+    U, D, Vt = np.linalg.svd(C, full_matrices=False)
+    s = np.sign(U[np.argmax(np.abs(U), axis=0), np.arange(U.shape[1])])
+    s[s == 0] = 1.0
+    return U * s, D, (D * s)[:, None] * Vt  # x_orth = T x,  C_orth = U
+
+
+# ----------------------------------------------------------------------------- estimator
+
+
+class GPFA:
+    r"""Gaussian-process factor analysis of trial-structured spike counts (Yu et al. 2009).
+
+    Counts are square-root transformed (by default) and modelled as in the module docstring:
+    ``n_latents`` independent GP latents with learnt timescales, read out linearly with
+    independent Gaussian noise per neuron. Fitting is exact EM from a factor-analysis start,
+    with elephant's M-step, variance floor and convergence test, on whole trials (elephant's
+    ``GPFA.fit`` cuts trials into 20-bin segments; :func:`elephant.gpfa.gpfa_core.em` on whole
+    trials is the same algorithm as this one). Trials may differ in length.
+
+    Latents are reported in the orthonormalised basis of Yu et al.: with ``C = U D V^T``,
+    ``orthonormal_loadings_ = U`` and latents ``D V^T x``, ordered by the variance they explain
+    (each column of ``U`` has its largest entry positive).
+
+    Parameters
+    ----------
+    n_latents : int
+        Number of latents, smaller than the number of neurons.
+    kernel : {"se", "matern32", "matern52"}
+        GP correlation (``"se"``: squared exponential, elephant's ``'rbf'``).
+    observation : {"gaussian"}
+        Observation model of the transformed counts.
+    transform : {"sqrt", None}
+        ``"sqrt"``: model ``sqrt(counts)`` (Yu et al., elephant); None: the counts themselves.
+        Stored as ``count_transform`` (``transform`` is the method).
+    min_var_frac : float, default 0.01
+        Floor of each neuron's noise variance, as a fraction of its variance.
+    eps : float, default 1e-3
+        GP noise variance of each latent (fixed), in ``(0, 1)``.
+    max_iter : int, default 500
+        Maximum number of EM iterations.
+    tol : float or None, default 1e-8
+        Elephant's convergence tolerance (see :func:`fit_gpfa_em`); None runs ``max_iter``.
+    learn_timescales : bool, default True
+        Learn the timescales in the M-step (else keep ``init_timescale``).
+    init_timescale : float, default 0.1
+        Initial timescale of every latent, in seconds (elephant's ``tau_init``, 100 ms).
+
+    Attributes
+    ----------
+    params_ : GPFAParams
+        Fitted parameters in bins (numpy arrays), for the pure functions of this module.
+    loadings_ : numpy.ndarray, shape (neuron, latent)
+    offsets_, noise_var_ : numpy.ndarray, shape (neuron,)
+        Offsets ``d`` and noise variances ``diag(R)`` on the transformed scale.
+    timescales_ : numpy.ndarray, shape (latent,)
+        In seconds.
+    orthonormal_loadings_ : numpy.ndarray, shape (neuron, latent)
+        ``U``, orthonormal columns ordered by variance explained.
+    orthonormal_transform_ : numpy.ndarray, shape (latent, latent)
+        ``D V^T``: orthonormalised latents are ``orthonormal_transform_ @ x``.
+    variance_explained_ : numpy.ndarray, shape (latent,)
+        Share of the model's total variance ``trace(C C^T + R)`` carried by each orthonormal
+        latent: ``D_j^2 / (sum(D^2) + sum(R))`` (descending).
+    log_likelihood_trace_ : numpy.ndarray, shape (n_iter_ + 1,)
+        Log-likelihood of the training data after each EM step (entry 0: the start).
+    log_likelihood_ : float
+        The last entry: log-likelihood at the fitted parameters.
+    n_iter_ : int
+    converged_ : bool
+    neuron_ids_ : numpy.ndarray
+    bin_size_ : float
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import bayesneuro as bn
+    >>> from bayesneuro.latent.gpfa import GPFA
+    >>> rng = np.random.default_rng(0)
+    >>> rate = 3 + 2 * np.sin(np.linspace(0, 3, 25))[None, :, None] * rng.normal(size=(1, 1, 6))
+    >>> data = bn.SpikeData.from_trials(rng.poisson(np.clip(rate, 0.1, None), (8, 25, 6)), bin_size=0.02)
+    >>> gpfa = GPFA(2, max_iter=50).fit(data, key=0, progress=False)
+    >>> latents = gpfa.transform(data)
+    >>> latents["mean"].dims, latents["mean"].shape, gpfa.timescales_.shape
+    (('time', 'latent'), (200, 2), (2,))
+    """
+
+    def __init__(
+        self,
+        n_latents: int,
+        *,
+        kernel: str = "se",
+        observation: str = "gaussian",
+        transform: str | None = "sqrt",
+        min_var_frac: float = 0.01,
+        eps: float = 1e-3,
+        max_iter: int = 500,
+        tol: float | None = 1e-8,
+        learn_timescales: bool = True,
+        init_timescale: float = 0.1,
+    ):
+        if isinstance(n_latents, bool) or not isinstance(n_latents, (int, np.integer)) or n_latents < 1:
+            raise ValueError(f"n_latents must be a positive integer, got {n_latents!r}")
+        _check_kernel(kernel)
+        if observation != "gaussian":
+            raise ValueError(f"observation must be 'gaussian' (the classic GPFA), got {observation!r}")
+        if transform not in ("sqrt", None):
+            raise ValueError(f"transform must be 'sqrt' or None, got {transform!r}")
+        if not 0.0 < min_var_frac < 1.0:
+            raise ValueError(f"min_var_frac must be in (0, 1), got {min_var_frac}")
+        if not 0.0 < eps < 1.0:
+            raise ValueError(f"eps must be in (0, 1), got {eps}")
+        if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
+            raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
+        if tol is not None and not (math.isfinite(tol) and tol >= 0):
+            raise ValueError(f"tol must be a non-negative number or None, got {tol!r}")
+        if not (math.isfinite(init_timescale) and init_timescale > 0):
+            raise ValueError(f"init_timescale must be a positive number of seconds, got {init_timescale!r}")
+        self.n_latents = int(n_latents)
+        self.kernel = kernel
+        self.observation = observation
+        self.count_transform = transform  # not self.transform: that is the method
+        self.min_var_frac = float(min_var_frac)
+        self.eps = float(eps)
+        self.max_iter = int(max_iter)
+        self.tol = tol
+        self.learn_timescales = bool(learn_timescales)
+        self.init_timescale = float(init_timescale)
+        self.params_ = None
+
+    # ------------------------------------------------------------------------------------------
+
+    def _observations(self, data) -> tuple[np.ndarray, np.ndarray]:
+        """Transformed counts ``(trial, max_time, neuron)`` (zero-padded) and trial lengths."""
+        counts, mask = data.to_padded()
+        y = counts.astype(np.float64)
+        return (np.sqrt(y) if self.count_transform == "sqrt" else y), mask.sum(axis=1)
+
+    @staticmethod
+    def _groups(y: np.ndarray, lengths: np.ndarray, trials=None) -> tuple[tuple, list[np.ndarray]]:
+        """Trials (positions ``trials``, default all) stacked by length, and their positions."""
+        idx_all = np.arange(len(lengths)) if trials is None else np.sort(np.asarray(trials))
+        index = [idx_all[lengths[idx_all] == T] for T in np.unique(lengths[idx_all])]
+        return tuple(jnp.asarray(y[idx, : lengths[idx[0]]]) for idx in index), index
+
+    @staticmethod
+    def _constant_neurons(y: np.ndarray, lengths: np.ndarray, trials, neuron_ids) -> list:
+        mask = np.arange(y.shape[1])[None, :] < lengths[trials][:, None]
+        vals = y[trials][mask]  # (bins, neuron)
+        return neuron_ids[np.ptp(vals, axis=0) == 0].tolist()
+
+    def _check_data(self, data, *, fitting: bool) -> None:
+        from ..data import SpikeData
+
+        if not isinstance(data, SpikeData):
+            raise TypeError(f"data must be a bayesneuro.SpikeData, got {type(data).__name__}")
+        if not fitting:
+            self._check_fitted()
+            if data.n_neuron != len(self.neuron_ids_) or not np.array_equal(data.neuron_ids, self.neuron_ids_):
+                raise ValueError(
+                    f"data must have the neurons of the fit ({len(self.neuron_ids_)} neurons "
+                    f"{self.neuron_ids_[:10].tolist()}), got {data.n_neuron}: {data.neuron_ids[:10].tolist()}"
+                )
+            return
+        if self.n_latents >= data.n_neuron:
+            raise ValueError(
+                f"n_latents={self.n_latents} must be smaller than the number of neurons ({data.n_neuron})"
+            )
+        counts, mask = data.to_padded()
+        lengths = mask.sum(axis=1)
+        short = data.trials[lengths < 2]
+        if short.size:
+            more = " ..." if short.size > 10 else ""
+            raise ValueError(
+                f"trials {short[:10].tolist()}{more} have fewer than 2 bins; GPFA learns timescales "
+                "from within-trial correlations and needs at least 2 bins per trial (drop those trials)"
+            )
+        const = self._constant_neurons(counts, lengths, np.arange(len(lengths)), data.neuron_ids)
+        if const:
+            raise ValueError(
+                f"neurons {const[:10]}{' ...' if len(const) > 10 else ''} have zero variance (silent or "
+                "constant counts): GPFA cannot model them; drop them with data.select_neurons(...)"
+            )
+
+    def _check_fitted(self) -> None:
+        if self.params_ is None:
+            raise RuntimeError("the GPFA is not fitted yet; call fit(data, key=...) first")
+
+    def _jparams(self) -> GPFAParams:
+        return GPFAParams(*(jnp.asarray(x) for x in self.params_))
+
+    # ------------------------------------------------------------------------------------------
+
+    def fit(self, data, *, method: str = "em", key: Any, progress: bool | None = None) -> GPFA:
+        """Fit by exact EM from a factor-analysis start.
+
+        Parameters
+        ----------
+        data : SpikeData
+            Counts with trials (data without trials are one trial); trials may differ in length.
+        method : {"em"}
+            Exact expectation-maximisation.
+        key : jax.random key or int
+            Required, as everywhere in bayesneuro; the factor-analysis start and EM are
+            deterministic, so the fit does not depend on it.
+        progress : bool, optional
+            tqdm bar over EM iterations (default from ``BAYESNEURO_PROGRESS``).
+
+        Returns
+        -------
+        GPFA
+            ``self``, fitted.
+
+        Raises
+        ------
+        ValueError
+            If ``n_latents`` is not smaller than the number of neurons, a trial has fewer than
+            2 bins, or a neuron has zero variance (the message names the trials or neurons).
+        """
+        from ..infer._model import as_key
+        from ..infer.fit import progress_default
+
+        if method != "em":
+            raise ValueError(f"method must be 'em', got {method!r}")
+        as_key(key)
+        self._check_data(data, fitting=True)
+        y, lengths = self._observations(data)
+        groups, _ = self._groups(y, lengths)
+        progress = progress_default() if progress is None else bool(progress)
+        return self._fit_groups(groups, data.bin_size, data.neuron_ids, progress)
+
+    def _fit_groups(self, groups, bin_size: float, neuron_ids, progress: bool) -> GPFA:
+        init = _fa_init(groups, self.n_latents, timescale=self.init_timescale / bin_size, eps=self.eps,
+                        min_var_frac=self.min_var_frac)
+        res = _run_em(init, groups, kernel=self.kernel, max_iter=self.max_iter, tol=self.tol,
+                      var_floor=_var_floor(groups, self.min_var_frac),
+                      learn_timescales=self.learn_timescales, progress=progress)
+        p = GPFAParams(*(np.asarray(x) for x in res.params))
+        U, D, T = _orthonormalize(p.loadings)
+        self.params_ = p
+        self.loadings_, self.offsets_, self.noise_var_ = p.loadings, p.offsets, p.noise_var
+        self.timescales_ = p.timescales * bin_size
+        self.orthonormal_loadings_, self.orthonormal_transform_ = U, T
+        self.variance_explained_ = D**2 / (np.sum(D**2) + np.sum(p.noise_var))
+        self.log_likelihood_trace_ = res.log_likelihoods
+        self.log_likelihood_ = float(res.log_likelihoods[-1])
+        self.n_iter_, self.converged_ = res.n_iter, res.converged
+        self.neuron_ids_ = np.asarray(neuron_ids).copy()
+        self.bin_size_ = float(bin_size)
+        return self
+
+    def _per_group(self, data):
+        self._check_data(data, fitting=False)
+        y, lengths = self._observations(data)
+        groups, index = self._groups(y, lengths)
+        return y, lengths, groups, index
+
+    def _flat(self, data, lengths: np.ndarray, padded: np.ndarray) -> np.ndarray:
+        """``(trial, max_time, ...)`` -> ``(time, ...)`` in the bin order of ``data``."""
+        starts = np.r_[0, np.cumsum(lengths)[:-1]]
+        seg = data.segment_ids
+        return padded[seg, np.arange(data.n_time) - starts[seg]]
+
+    def _time_coords(self, data) -> dict:
+        trial = data.trial_ids if data.trial_ids is not None else np.zeros(data.n_time, np.int64)
+        return {"time": data.bin_centers, "trial": ("time", np.asarray(trial))}
+
+    def transform(self, data, *, orthonormal: bool = True):
+        """Posterior mean and standard deviation of the latents at every bin.
+
+        Parameters
+        ----------
+        data : SpikeData
+            Trials of any length (one bin is enough), with the neurons of the fit.
+        orthonormal : bool, default True
+            Orthonormalised latents (ordered by variance explained); False: the model's basis.
+
+        Returns
+        -------
+        xarray.Dataset
+            ``mean`` and ``sd``, dims ``(time, latent)``, coords ``time`` (bin centres, s),
+            ``latent`` and ``trial`` (along ``time``); select a trial with
+            ``ds.where(ds.trial == k, drop=True)`` or ``ds.groupby("trial")``.
+        """
+        import xarray as xr
+
+        _, lengths, groups, index = self._per_group(data)
+        q = self.n_latents
+        Tm = self.orthonormal_transform_ if orthonormal else np.eye(q)
+        mean = np.zeros((len(lengths), int(lengths.max()), q))
+        sd = np.zeros_like(mean)
+        params = self._jparams()
+        for g, idx in zip(groups, index):
+            post = _posterior(params, g, self.kernel)
+            T = g.shape[1]
+            mean[idx, :T] = np.asarray(post.mean) @ Tm.T
+            V = np.einsum("itjt->tij", np.asarray(post.cov))
+            sd[idx, :T] = np.sqrt(np.einsum("ai,tij,aj->ta", Tm, V, Tm))[None]
+        coords = {**self._time_coords(data), "latent": np.arange(q)}
+        dims = ("time", "latent")
+        return xr.Dataset(
+            {"mean": (dims, self._flat(data, lengths, mean)), "sd": (dims, self._flat(data, lengths, sd))},
+            coords=coords,
+            attrs={"orthonormal": int(bool(orthonormal)), "transform": str(self.count_transform)},
+        )
+
+    def log_likelihood(self, data, *, per_trial: bool = False):
+        """Marginal log-likelihood of the (transformed) data under the fitted model.
+
+        The density is that of the transformed values (no Jacobian of the square root).
+
+        Parameters
+        ----------
+        data : SpikeData
+        per_trial : bool
+            Return one value per trial, ``(trial,)``, instead of the total.
+        """
+        _, lengths, groups, index = self._per_group(data)
+        params = self._jparams()
+        out = np.zeros(len(lengths))
+        for g, idx in zip(groups, index):
+            out[idx] = np.asarray(_posterior(params, g, self.kernel).log_likelihood)
+        return out if per_trial else float(out.sum())
+
+    def predict_left_out(self, data):
+        """Leave-neuron-out prediction (Yu et al. 2009): each neuron from all the others.
+
+        For every neuron ``k``, ``C_k E[x | y_{-k}] + d_k`` on the transformed scale, with the
+        posterior of the full model given the other neurons of the same trial.
+
+        Returns
+        -------
+        xarray.DataArray
+            Dims ``(time, neuron)``, coords as :meth:`transform`.
+        """
+        import xarray as xr
+
+        y, lengths, groups, index = self._per_group(data)
+        pred = np.zeros_like(y)
+        params = self._jparams()
+        for g, idx in zip(groups, index):
+            pred[idx, : g.shape[1]] = np.asarray(_left_out(params, g, self.kernel))
+        return xr.DataArray(self._flat(data, lengths, pred), dims=("time", "neuron"),
+                            coords={**self._time_coords(data), "neuron": self.neuron_ids_},
+                            name="left_out_prediction")
+
+    def score(self, data, *, per_neuron: bool = False):
+        """Leave-neuron-out squared prediction error on the transformed scale (lower is better).
+
+        ``sum_{t, k} (y_tk - C_k E[x_t | y_{-k}] + d_k)^2`` (Yu et al. 2009's cross-validated
+        criterion); score held-out trials. Unlike sklearn's ``score``, smaller is better.
+
+        Parameters
+        ----------
+        data : SpikeData
+        per_neuron : bool
+            Return the error of each neuron, ``(neuron,)``.
+        """
+        y, lengths = self._observations(data)
+        err = (self.predict_left_out(data).values - self._flat(data, lengths, y)) ** 2
+        return err.sum(axis=0) if per_neuron else float(err.sum())
+
+    def simulate(self, n_trials: int, n_time: int, *, key: Any) -> GPFASimulation:
+        """Draw trials from the fitted Gaussian model.
+
+        Draws are on the model's scale (square-root counts for ``transform="sqrt"``) and are
+        Gaussian, so not counts; refit them with :func:`fit_gpfa_em`.
+
+        Parameters
+        ----------
+        n_trials, n_time : int
+        key : jax.random key or int
+            Required.
+
+        Returns
+        -------
+        GPFASimulation
+            ``observations (trial, time, neuron)`` and ``latents (trial, time, latent)``.
+        """
+        from ..infer._model import as_key
+
+        self._check_fitted()
+        x, y = gpfa_sample(as_key(key), self.params_, n_trials, n_time, kernel=self.kernel)
+        return GPFASimulation(np.asarray(y), np.asarray(x))
+
+    def to_inference_data(self):
+        """The point estimates as ``arviz.InferenceData`` (one chain, one draw).
+
+        The ``posterior`` holds ``loadings`` and ``orthonormal_loadings`` ``(neuron, latent)``,
+        ``offsets`` and ``noise_var`` ``(neuron,)``, ``timescales`` (s) and
+        ``variance_explained`` ``(latent,)``; ``sample_stats`` holds ``log_likelihood_trace``
+        ``(em_iteration,)``; the settings are in ``attrs``.
+        """
+        import arviz as az
+
+        self._check_fitted()
+        q = self.n_latents
+        post = {"loadings": self.loadings_, "orthonormal_loadings": self.orthonormal_loadings_,
+                "offsets": self.offsets_, "noise_var": self.noise_var_, "timescales": self.timescales_,
+                "variance_explained": self.variance_explained_}
+        dims = {"loadings": ["neuron", "latent"], "orthonormal_loadings": ["neuron", "latent"],
+                "offsets": ["neuron"], "noise_var": ["neuron"], "timescales": ["latent"],
+                "variance_explained": ["latent"], "log_likelihood_trace": ["em_iteration"]}
+        trace = self.log_likelihood_trace_
+        return az.from_dict(
+            posterior={k: np.asarray(v)[None, None] for k, v in post.items()},
+            sample_stats={"log_likelihood_trace": trace[None, None]},
+            coords={"neuron": self.neuron_ids_, "latent": np.arange(q), "em_iteration": np.arange(len(trace))},
+            dims=dims,
+            attrs={"model": "GPFA", "method": "em", "kernel": self.kernel, "eps": self.eps,
+                   "transform": str(self.count_transform), "bin_size": self.bin_size_,
+                   "n_iter": int(self.n_iter_), "converged": int(self.converged_)},
+        )
+
+    def __repr__(self) -> str:
+        state = "unfitted" if self.params_ is None else f"fitted, {self.n_iter_} EM iterations"
+        return f"GPFA(n_latents={self.n_latents}, kernel={self.kernel!r}, transform={self.count_transform!r}; {state})"
+
+
+def choose_n_latents(data, candidates, *, n_folds: int = 5, key: Any, progress: bool | None = None,
+                     **options) -> NLatentsSelection:
+    """Cross-validated number of latents: leave-neuron-out error on held-out trials.
+
+    Trials are split at random (by ``key``) into ``n_folds`` folds; for each fold and candidate
+    a :class:`GPFA` is fitted on the other trials and scored by :meth:`GPFA.score` on the fold.
+
+    Parameters
+    ----------
+    data : SpikeData
+        With at least ``n_folds`` trials.
+    candidates : sequence of int
+        Numbers of latents to compare, each smaller than the number of neurons.
+    n_folds : int, default 5
+    key : jax.random key or int
+        Required: shuffles the trials into folds.
+    progress : bool, optional
+        tqdm bar over the fits.
+    **options
+        Other :class:`GPFA` settings (``kernel``, ``max_iter``, ``tol``, ...).
+
+    Returns
+    -------
+    NLatentsSelection
+        ``errors`` (``(n_latents, fold)`` DataArray) and ``best``.
+
+    Raises
+    ------
+    ValueError
+        For a bad candidate or fold count, or a neuron with zero variance in a training fold.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import bayesneuro as bn
+    >>> from bayesneuro.latent.gpfa import choose_n_latents
+    >>> rng = np.random.default_rng(1)
+    >>> data = bn.SpikeData.from_trials(rng.poisson(4.0, (6, 15, 4)), bin_size=0.02)
+    >>> sel = choose_n_latents(data, [1, 2], n_folds=3, key=0, max_iter=10, progress=False)
+    >>> sel.errors.dims, sel.best in (1, 2)
+    (('n_latents', 'fold'), True)
+    """
+    import xarray as xr
+    from tqdm.auto import tqdm
+
+    from ..infer._model import as_key
+    from ..infer.fit import progress_default
+
+    cands = sorted({int(c) for c in np.atleast_1d(candidates)})
+    if not cands or cands[0] < 1:
+        raise ValueError(f"candidates must be positive integers, got {candidates!r}")
+    model = GPFA(cands[-1], **options)
+    model._check_data(data, fitting=True)
+    if isinstance(n_folds, bool) or not isinstance(n_folds, (int, np.integer)) or not 2 <= n_folds <= data.n_trial:
+        raise ValueError(f"n_folds must be an integer in [2, n_trial={data.n_trial}], got {n_folds!r}")
+    progress = progress_default() if progress is None else bool(progress)
+    perm = np.asarray(jax.random.permutation(as_key(key), data.n_trial))
+    folds = np.array_split(perm, n_folds)
+    y, lengths = model._observations(data)
+    errors = np.zeros((len(cands), n_folds))
+    bar = tqdm(total=len(cands) * n_folds, desc="GPFA CV", disable=not progress, leave=False)
+    try:
+        for f, test in enumerate(folds):
+            train = np.setdiff1d(perm, test)
+            const = GPFA._constant_neurons(y, lengths, train, data.neuron_ids)
+            if const:
+                raise ValueError(f"neurons {const[:10]} have zero variance in the training trials of fold {f}; "
+                                 "use fewer folds or drop them")
+            tr_groups, _ = GPFA._groups(y, lengths, train)
+            te_groups, _ = GPFA._groups(y, lengths, test)
+            for c, n_lat in enumerate(cands):
+                fit = GPFA(n_lat, **options)._fit_groups(tr_groups, data.bin_size, data.neuron_ids, False)
+                params = fit._jparams()
+                errors[c, f] = sum(float(jnp.sum((_left_out(params, g, fit.kernel) - g) ** 2)) for g in te_groups)
+                bar.update(1)
+    finally:
+        bar.close()
+    da = xr.DataArray(errors, dims=("n_latents", "fold"), coords={"n_latents": cands, "fold": np.arange(n_folds)},
+                      name="left_out_squared_error")
+    return NLatentsSelection(da, cands[int(np.argmin(errors.sum(axis=1)))])

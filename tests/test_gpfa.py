@@ -1,0 +1,347 @@
+"""GPFA (bayesneuro.latent.gpfa): elephant's EM, dense Gaussian conditioning, ground truth, API.
+
+References used here: ``elephant.gpfa.gpfa_core`` (the same EM from the same start), a dense
+joint Gaussian of each trial built in numpy (posterior, marginal likelihood, leave-neuron-out
+prediction), numpy kernel formulas, and :func:`jax.grad` for the timescale derivatives.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+
+import bayesneuro as bn
+from bayesneuro.latent import gpfa as G
+from bayesneuro.latent.gpfa import (
+    GPFA,
+    GPFAParams,
+    choose_n_latents,
+    fit_gpfa_em,
+    gpfa_posterior,
+    gpfa_sample,
+    init_gpfa_params,
+)
+
+LENGTHS = (20, 13, 20, 6)  # cycled over trials: three distinct lengths, grouped by the E-step
+
+
+def make_params(n_neuron: int, timescales, seed: int, *, offset: float = 2.0, noise: float = 0.2) -> GPFAParams:
+    rng = np.random.default_rng(seed)
+    q = len(timescales)
+    return GPFAParams(
+        jnp.asarray(rng.normal(scale=0.6, size=(n_neuron, q))),
+        jnp.asarray(rng.uniform(offset - 0.5, offset + 0.5, n_neuron)),
+        jnp.asarray(rng.uniform(0.5 * noise, 1.5 * noise, n_neuron)),
+        jnp.asarray(np.asarray(timescales, dtype=float)),
+        jnp.full(q, 1e-3),
+    )
+
+
+def gaussian_trials(params: GPFAParams, n_trial: int, seed: int) -> list[np.ndarray]:
+    """Gaussian draws from the model, trial k cut to LENGTHS[k % 4] bins."""
+    _, y = gpfa_sample(jax.random.key(seed), params, n_trial, max(LENGTHS))
+    y = np.asarray(y)
+    return [y[k, : LENGTHS[k % len(LENGTHS)]] for k in range(n_trial)]
+
+
+def poisson_data(params: GPFAParams, n_trial: int, n_time: int, seed: int, bin_size: float = 0.02):
+    """Counts whose square root follows the model's latent mean: rate = (C x + d)^2 per bin."""
+    x, _ = gpfa_sample(jax.random.key(seed), params, n_trial, n_time)
+    x = np.asarray(x)
+    root = np.clip(x @ np.asarray(params.loadings).T + np.asarray(params.offsets), 0.0, None)
+    counts = np.random.default_rng(seed).poisson(root**2)
+    return bn.SpikeData.from_trials(counts, bin_size=bin_size), x
+
+
+def np_kernel(kernel: str, tau: float, eps: float, T: int) -> np.ndarray:
+    r = np.abs(np.subtract.outer(np.arange(T), np.arange(T))) / tau
+    k = {
+        "se": np.exp(-0.5 * r**2),
+        "matern32": (1 + np.sqrt(3) * r) * np.exp(-np.sqrt(3) * r),
+        "matern52": (1 + np.sqrt(5) * r + 5 * r**2 / 3) * np.exp(-np.sqrt(5) * r),
+    }[kernel]
+    return (1 - eps) * k + eps * np.eye(T)
+
+
+def dense_posterior(params: GPFAParams, y: np.ndarray, kernel: str = "se", drop: int | None = None):
+    """Brute-force joint Gaussian of one trial; latents flattened latent-major ``(latent, time)``.
+
+    Returns the posterior mean ``(time, latent)``, covariance ``(latent*time, latent*time)`` and
+    ``log p(y)`` (or, with ``drop=k``, the mean given every neuron but ``k``).
+    """
+    C, d, R, tau, eps = (np.asarray(a) for a in params)
+    T, N = y.shape
+    q = C.shape[1]
+    K = np.zeros((q * T, q * T))
+    for i in range(q):
+        K[i * T : (i + 1) * T, i * T : (i + 1) * T] = np_kernel(kernel, tau[i], eps[i], T)
+    A = np.einsum("ki,ts->tkis", C, np.eye(T)).reshape(T * N, q * T)  # y (time-major) = A x
+    keep = np.ones(T * N, bool) if drop is None else np.tile(np.arange(N) != drop, T)
+    A = A[keep]
+    Sy = A @ K @ A.T + np.diag(np.tile(R, T)[keep])
+    r = (y - d).reshape(-1)[keep]
+    gain = K @ A.T @ np.linalg.inv(Sy)
+    mean = (gain @ r).reshape(q, T).T
+    cov = K - gain @ A @ K
+    ll = stats.multivariate_normal(np.zeros(len(r)), Sy).logpdf(r)
+    return mean, cov, ll
+
+
+def elephant_inputs(params: GPFAParams, trials):
+    seqs = np.empty(len(trials), dtype=[("T", int), ("y", object)])
+    for k, tr in enumerate(trials):
+        seqs[k] = (tr.shape[0], np.ascontiguousarray(tr.T))
+    pe = {
+        "covType": "rbf",
+        "gamma": 1.0 / np.asarray(params.timescales) ** 2,  # elephant: tau_bins = 1 / sqrt(gamma)
+        "eps": np.asarray(params.eps).copy(),
+        "d": np.asarray(params.offsets).copy(),
+        "C": np.asarray(params.loadings).copy(),
+        "R": np.diag(np.asarray(params.noise_var)),
+        "notes": {"learnKernelParams": True, "learnGPNoise": False, "RforceDiagonal": True},
+    }
+    return seqs, pe
+
+
+# ----------------------------------------------------------------------------- pure maths
+
+
+def test_kernels_and_timescale_derivatives():
+    """Kernels against numpy formulas; the closed-form Newton derivatives against jax.grad."""
+    rng = np.random.default_rng(0)
+    P = [jnp.asarray(A @ A.T) for A in (rng.normal(size=(5, 8)), rng.normal(size=(9, 12)))]
+
+    @jax.jit
+    def both(x):
+        out = []
+        for kernel in G.KERNELS:
+            f = lambda x: G._timescale_objective(x, 1e-3, P, [3, 4], kernel)  # noqa: E731
+            closed = G._timescale_objective(x, 1e-3, P, [3, 4], kernel, True)
+            out.append((jnp.stack(closed), jnp.stack([f(x), jax.grad(f)(x), jax.grad(jax.grad(f))(x)])))
+        return out
+
+    for kernel, (closed, auto) in zip(G.KERNELS, both(jnp.asarray(0.4))):
+        np.testing.assert_allclose(np.asarray(G.gpfa_kernel(kernel, 2.5, 1e-3, 7)), np_kernel(kernel, 2.5, 1e-3, 7),
+                                   rtol=1e-13, atol=1e-15)
+        np.testing.assert_allclose(closed, auto, rtol=1e-9, err_msg=kernel)
+
+
+@pytest.mark.parametrize("learn_timescales", [False, True])
+def test_em_matches_elephant(learn_timescales):
+    """Same trials (three lengths), same start, 20 EM iterations: elephant's gpfa_core.em."""
+    from elephant.gpfa import gpfa_core
+
+    n_iter = 20
+    truth = make_params(12, [2.0, 5.0, 10.0], seed=0)
+    trials = gaussian_trials(truth, 20, seed=0)
+    init = init_gpfa_params(trials, 3, timescale=5.0)
+    seqs, pe = elephant_inputs(init, trials)
+    pe["notes"]["learnKernelParams"] = learn_timescales
+    # tol=-1e300 never stops early: a fixed number of iterations
+    pe_out, _, lls, _ = gpfa_core.em(copy.deepcopy(pe), seqs, max_iters=n_iter, tol=-1e300, freq_ll=1)
+    res = fit_gpfa_em(init, trials, max_iter=n_iter, tol=None, learn_timescales=learn_timescales, progress=False)
+    assert res.n_iter == n_iter and len(res.log_likelihoods) == n_iter + 1
+    # elephant stops its timescale search at L-BFGS-B's default tolerances; ours is exact
+    rtol = 1e-6 if learn_timescales else 1e-10
+    np.testing.assert_allclose(res.log_likelihoods[:-1], lls, rtol=rtol)
+    p = res.params
+    np.testing.assert_allclose(p.loadings, pe_out["C"], rtol=100 * rtol, atol=100 * rtol)
+    np.testing.assert_allclose(p.offsets, pe_out["d"], rtol=100 * rtol)
+    np.testing.assert_allclose(p.noise_var, np.diag(pe_out["R"]), rtol=100 * rtol)
+    np.testing.assert_allclose(p.timescales, 1.0 / np.sqrt(pe_out["gamma"]), rtol=100 * rtol)
+    # posteriors and log-likelihood at the final parameters, and the orthonormalised latents
+    seqs_lat, ll_el = gpfa_core.exact_inference_with_ll(seqs, pe_out, get_ll=True)
+    np.testing.assert_allclose(res.log_likelihoods[-1], ll_el, rtol=rtol)
+    Corth, seqs_orth = gpfa_core.orthonormalize(pe_out, seqs_lat)
+    U, _, Tm = G._orthonormalize(np.asarray(p.loadings))
+    signs = np.sign(np.sum(U * Corth, axis=0))  # elephant leaves the SVD signs as they come
+    np.testing.assert_allclose(U * signs, Corth, atol=100 * rtol)
+    for k, tr in enumerate(trials):
+        mean = np.asarray(gpfa_posterior(p, tr).mean[0])
+        np.testing.assert_allclose(mean, seqs_lat[k]["latent_variable"].T, atol=100 * rtol)
+        np.testing.assert_allclose(mean @ Tm.T * signs, seqs_orth[k]["latent_variable_orth"].T, atol=100 * rtol)
+
+
+def test_posterior_matches_dense_conditioning_unequal_lengths():
+    """The grouped E-step against a dense joint Gaussian, trial by trial, for every kernel."""
+    truth = make_params(12, [2.0, 5.0, 10.0], seed=1)  # the shapes of test_em_matches_elephant
+    trials = gaussian_trials(truth, 8, seed=1)
+    for kernel in G.KERNELS:
+        for tr in trials[1:4] if kernel == "se" else trials[3:4]:  # lengths 13, 20, 6 / 6
+            post = gpfa_posterior(truth, tr, kernel=kernel)
+            mean, cov, ll = dense_posterior(truth, tr, kernel)
+            np.testing.assert_allclose(np.asarray(post.mean[0]), mean, atol=1e-8)
+            q, T = mean.shape[1], mean.shape[0]
+            np.testing.assert_allclose(np.asarray(post.cov).reshape(q * T, q * T), cov, atol=1e-8)
+            np.testing.assert_allclose(float(post.log_likelihood[0]), ll, rtol=1e-10)
+    total = sum(dense_posterior(truth, tr)[2] for tr in trials[1:4])
+    assert np.isclose(G.gpfa_log_likelihood(truth, trials[1:4]), total, rtol=1e-10)
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    """A GPFA fitted to Poisson counts of trials of unequal length (with labels)."""
+    truth = make_params(8, [3.0, 8.0], seed=2, offset=2.5, noise=0.1)
+    data, _ = poisson_data(truth, 12, 20, seed=2)
+    counts, _ = data.to_padded()
+    trials = [counts[k, : (20, 7)[k % 2]] for k in range(len(counts))]  # two lengths
+    data = bn.SpikeData.from_trials(trials, bin_size=0.02, trial_ids=[f"t{k}" for k in range(len(trials))],
+                                    neuron_ids=[f"n{i}" for i in range(8)])
+    return GPFA(2, max_iter=60).fit(data, key=0, progress=False), data
+
+
+def test_estimator_matches_dense_conditioning(fitted):
+    """transform / log_likelihood / predict_left_out of unequal-length trials vs dense Gaussians."""
+    gpfa, data = fitted
+    latents = gpfa.transform(data, orthonormal=False)
+    ortho = gpfa.transform(data)
+    lls = gpfa.log_likelihood(data, per_trial=True)
+    pred = gpfa.predict_left_out(data)
+    for k, tr in enumerate(data.iter_trials()):
+        y = np.sqrt(tr.counts.astype(float))
+        sel = (latents.trial == data.trials[k]).values
+        mean, cov, ll = dense_posterior(gpfa.params_, y)
+        T, q = mean.shape
+        np.testing.assert_allclose(latents["mean"].values[sel], mean, atol=1e-8)
+        var = np.diagonal(cov).reshape(q, T).T
+        np.testing.assert_allclose(latents["sd"].values[sel], np.sqrt(var), atol=1e-8)
+        np.testing.assert_allclose(lls[k], ll, rtol=1e-10)
+        # orthonormalised: mean T x, covariance T V T^T at each bin
+        Tm = gpfa.orthonormal_transform_
+        np.testing.assert_allclose(ortho["mean"].values[sel], mean @ Tm.T, atol=1e-8)
+        V = np.einsum("itjt->tij", cov.reshape(q, T, q, T))
+        np.testing.assert_allclose(ortho["sd"].values[sel] ** 2, np.einsum("ai,tij,aj->ta", Tm, V, Tm), atol=1e-8)
+        if k < 2:
+            for n in (0, 5):
+                m_n = dense_posterior(gpfa.params_, y, drop=n)[0]
+                expect = m_n @ gpfa.loadings_[n] + gpfa.offsets_[n]
+                np.testing.assert_allclose(pred.values[sel, n], expect, atol=1e-8)
+    assert np.isclose(gpfa.log_likelihood(data), gpfa.log_likelihood_, rtol=1e-10)
+
+
+# ----------------------------------------------------------------------------- ground truth
+
+
+def test_recovers_ground_truth():
+    """Gaussian draws from known parameters: timescales within 15 %, latents R^2 > 0.9."""
+    truth = make_params(15, [3.0, 10.0], seed=3, noise=0.3)
+    x, y = gpfa_sample(jax.random.key(3), truth, 30, 30)
+    res = fit_gpfa_em(init_gpfa_params(y, 2, timescale=5.0), y, max_iter=150, progress=False)
+    ll = res.log_likelihoods
+    assert np.all(np.diff(ll) >= -1e-9 * np.abs(ll[1:])), "EM decreased the log-likelihood"
+    assert ll[-1] > ll[0]
+    # timescales: the GP latents are identified up to order and sign (different timescales)
+    np.testing.assert_allclose(np.sort(np.asarray(res.params.timescales)), [3.0, 10.0], rtol=0.15)
+    mean = np.asarray(gpfa_posterior(res.params, y).mean).reshape(-1, 2)
+    X = np.column_stack([mean, np.ones(len(mean))])
+    truth_x = np.asarray(x).reshape(-1, 2)
+    coef, *_ = np.linalg.lstsq(X, truth_x, rcond=None)
+    r2 = 1 - np.sum((truth_x - X @ coef) ** 2, axis=0) / np.sum((truth_x - truth_x.mean(0)) ** 2, axis=0)
+    assert np.all(r2 > 0.9), r2
+
+
+def test_choose_n_latents_picks_true_dimensionality():
+    truth = make_params(10, [3.0, 8.0], seed=4, offset=2.5, noise=0.1)
+    data, _ = poisson_data(truth, 24, 20, seed=4)
+    sel = choose_n_latents(data, [1, 2, 3], n_folds=3, key=0, max_iter=100, progress=False)
+    assert sel.errors.dims == ("n_latents", "fold") and sel.errors.shape == (3, 3)
+    assert sel.best == 2, sel.errors.sum("fold").values
+    # the same key gives the same folds
+    again = choose_n_latents(data, [1], n_folds=3, key=0, max_iter=100, progress=False)
+    np.testing.assert_allclose(again.errors.values[0], sel.errors.values[0], rtol=1e-12)
+
+
+# ----------------------------------------------------------------------------- estimator
+
+
+def test_estimator_attributes_and_outputs(fitted):
+    gpfa, data = fitted
+    q = 2
+    ll = gpfa.log_likelihood_trace_
+    assert len(ll) == gpfa.n_iter_ + 1 and np.all(np.diff(ll) >= -1e-9 * np.abs(ll[1:]))
+    assert gpfa.loadings_.shape == (8, q) and gpfa.offsets_.shape == gpfa.noise_var_.shape == (8,)
+    np.testing.assert_allclose(gpfa.timescales_, gpfa.params_.timescales * 0.02)
+    U = gpfa.orthonormal_loadings_
+    np.testing.assert_allclose(U.T @ U, np.eye(q), atol=1e-12)
+    np.testing.assert_allclose(U @ gpfa.orthonormal_transform_, gpfa.loadings_, atol=1e-12)
+    ve = gpfa.variance_explained_
+    assert np.all(np.diff(ve) <= 0) and 0 < ve.sum() < 1
+    ds = gpfa.transform(data)
+    assert ds["mean"].dims == ("time", "latent") and ds.sizes["time"] == data.n_time
+    np.testing.assert_array_equal(ds.trial.values, data.trial_ids)
+    np.testing.assert_array_equal(ds.time.values, data.bin_centers)
+    assert np.all(ds["sd"].values > 0)
+    # score = squared leave-neuron-out error on the square-root scale
+    pred = gpfa.predict_left_out(data)
+    assert pred.dims == ("time", "neuron") and list(pred.neuron.values) == list(data.neuron_ids)
+    err = (pred.values - np.sqrt(data.counts)) ** 2
+    assert np.isclose(gpfa.score(data), err.sum(), rtol=1e-12)
+    np.testing.assert_allclose(gpfa.score(data, per_neuron=True), err.sum(axis=0), rtol=1e-12)
+    sim = gpfa.simulate(3, 15, key=1)
+    assert sim.observations.shape == (3, 15, 8) and sim.latents.shape == (3, 15, q)
+    np.testing.assert_array_equal(sim.observations, gpfa.simulate(3, 15, key=1).observations)
+    idata = gpfa.to_inference_data()
+    post = idata.posterior
+    assert post["loadings"].dims == ("chain", "draw", "neuron", "latent")
+    assert post["timescales"].dims == ("chain", "draw", "latent")
+    assert list(post.neuron.values) == list(data.neuron_ids)
+    np.testing.assert_allclose(idata.sample_stats["log_likelihood_trace"].values[0, 0], ll)
+    for group in idata.groups():
+        assert not any("_dim_" in str(d) for d in idata[group].dims), group
+    assert "fitted" in repr(gpfa)
+
+
+def test_fixed_timescales():
+    truth = make_params(6, [3.0, 8.0], seed=5)
+    data, _ = poisson_data(truth, 6, 12, seed=5)
+    gpfa = GPFA(2, learn_timescales=False, init_timescale=0.05, max_iter=5).fit(data, key=0, progress=False)
+    np.testing.assert_allclose(gpfa.timescales_, [0.05, 0.05])
+    assert gpfa.n_iter_ == 5 and not gpfa.converged_
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def test_bad_input_messages(fitted):
+    gpfa, data = fitted
+    ones = np.ones((10, 3), dtype=int)
+    ok = bn.SpikeData.from_trials([np.eye(10, 3, dtype=int) + np.eye(10, 3, k=-1, dtype=int)] * 2, bin_size=0.01)
+    with pytest.raises(ValueError, match=r"n_latents=3 must be smaller than the number of neurons \(3\)"):
+        GPFA(3).fit(ok, key=0, progress=False)
+    short = bn.SpikeData.from_trials([ok.trial(0).counts, ok.counts[:1]], bin_size=0.01, trial_ids=["a", "b"])
+    with pytest.raises(ValueError, match=r"trials \['b'\] have fewer than 2 bins"):
+        GPFA(1).fit(short, key=0, progress=False)
+    counts = np.random.default_rng(0).poisson(3.0, (2, 10, 3))
+    counts[:, :, 1] = 0
+    with pytest.warns(UserWarning, match="no spikes"):
+        silent = bn.SpikeData.from_trials(counts, bin_size=0.01, neuron_ids=["a", "dead", "c"])
+    with pytest.raises(ValueError, match=r"neurons \['dead'\] have zero variance"):
+        GPFA(1).fit(silent, key=0, progress=False)
+    counts[:, :, 1] = 2  # constant but not silent
+    with pytest.raises(ValueError, match=r"neurons \['dead'\] have zero variance"):
+        GPFA(1).fit(bn.SpikeData.from_trials(counts, bin_size=0.01, neuron_ids=["a", "dead", "c"]), key=0)
+    with pytest.raises(TypeError, match="key"):
+        GPFA(1).fit(ok, key=None)
+    with pytest.raises(ValueError, match="method must be 'em'"):
+        GPFA(1).fit(ok, method="vi", key=0)
+    with pytest.raises(RuntimeError, match="not fitted"):
+        GPFA(1).transform(ok)
+    with pytest.raises(ValueError, match="neurons of the fit"):
+        gpfa.transform(bn.SpikeData.from_trials([ones], bin_size=0.02))
+    for kwargs, msg in [({"n_latents": 0}, "n_latents"), ({"n_latents": 1, "kernel": "rbf"}, "kernel"),
+                        ({"n_latents": 1, "observation": "poisson"}, "observation"),
+                        ({"n_latents": 1, "transform": "log"}, "transform"),
+                        ({"n_latents": 1, "eps": 0.0}, "eps"), ({"n_latents": 1, "init_timescale": -1.0}, "init_timescale")]:
+        with pytest.raises(ValueError, match=msg):
+            GPFA(**kwargs)
+    with pytest.raises(ValueError, match="n_folds"):
+        choose_n_latents(ok, [1], n_folds=3, key=0)
+    with pytest.raises(ValueError, match="n_latents=3 must be smaller"):
+        choose_n_latents(ok, [1, 3], n_folds=2, key=0)
+    with pytest.raises(ValueError, match="noise_var must have shape"):
+        gpfa_posterior(gpfa.params_._replace(noise_var=np.ones(3)), np.ones((5, 8)))
