@@ -8,10 +8,11 @@ MAP, Laplace, SVI, NUTS) whose results are ``arviz.InferenceData``.
 
 __version__ = "0.1.0"
 
-from . import bases, diagnostics, glm, infer, io, sbc  # noqa: E402
+from . import bases, diagnostics, glm, infer, io, latent, sbc  # noqa: E402
 from .data import LockedBox, SpikeData, Splits  # noqa: E402
 from .glm import PoissonGLM  # noqa: E402
 from .infer import FitResult, fit  # noqa: E402
+from .latent import GPFA, PoissonLDS  # noqa: E402
 
 __all__ = [
     "SpikeData",
@@ -20,6 +21,9 @@ __all__ = [
     "bases",
     "glm",
     "PoissonGLM",
+    "latent",
+    "GPFA",
+    "PoissonLDS",
     "infer",
     "fit",
     "FitResult",

@@ -1,0 +1,1273 @@
+r"""Poisson linear dynamical system (PLDS): Laplace-EM and the :class:`PoissonLDS` estimator.
+
+The model (Macke et al. 2011), for each trial independently and with shared parameters:
+
+.. math::
+
+    x_1 \sim \mathcal N(m_0, S_0), \qquad
+    x_t = A x_{t-1} + B u_t + b + \epsilon_t, \ \epsilon_t \sim \mathcal N(0, Q), \qquad
+    y_{t,n} \sim \operatorname{Poisson}\big(\Delta\, f(C_n x_t + d_n)\big),
+
+with ``f`` = exp (or softplus) giving the rate in spikes/s, ``Delta`` the bin size and optional
+inputs ``u`` (stimulus, behaviour). The first half of this module is pure JAX maths on padded
+trial batches (arrays ``(trial, time, ...)`` with a ``(trial, time)`` mask): the log joint,
+Newton's method on the latent path with the block-tridiagonal Hessian (O(T K^3) per
+iteration, see :mod:`bayesneuro.latent._blocktri`), the Laplace posterior, and the EM
+M-step. The second half is the estimator.
+
+Padding is exact: bins past a trial's end have no observations, so their latents follow the
+prior's transitions and integrate out (the mode, covariances and Laplace marginal likelihood of
+the real bins do not change).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import xarray as xr
+from jax.scipy.special import gammaln
+from scipy import stats as _stats
+from tqdm.auto import tqdm
+
+from ..data import SpikeData
+from ..infer._model import as_key
+from . import _blocktri as bt
+
+__all__ = [
+    "PoissonLDS",
+    "PLDSParams",
+    "LaplacePosterior",
+    "DynamicsSummary",
+    "PLDSSimulation",
+    "neg_log_joint",
+    "latent_hessian",
+    "trial_laplace",
+    "laplace_posterior",
+    "m_step",
+    "simulate_plds",
+    "cosmoothing_bits_per_spike",
+    "LINKS",
+]
+
+LINKS = ("exp", "softplus")
+_GH_NODES, _GH_WEIGHTS = np.polynomial.hermite_e.hermegauss(24)
+_GH_WEIGHTS = _GH_WEIGHTS / np.sqrt(2.0 * np.pi)  # E[g(z)], z ~ N(0, 1)
+
+
+class PLDSParams(NamedTuple):
+    """Parameters of a Poisson LDS with ``K`` latents, ``N`` neurons and ``P`` inputs.
+
+    Attributes
+    ----------
+    initial_mean : Array, shape (K,)
+        ``m0``, mean of the first latent state of each trial.
+    initial_cov : Array, shape (K, K)
+        ``S0``, its covariance.
+    dynamics : Array, shape (K, K)
+        ``A`` (rows: latent at ``t``; columns: latent at ``t - 1``).
+    dynamics_bias : Array, shape (K,)
+        ``b``.
+    input_weights : Array, shape (K, P)
+        ``B`` (``P = 0`` without inputs).
+    noise_cov : Array, shape (K, K)
+        ``Q``, covariance of the innovations.
+    emission : Array, shape (N, K)
+        ``C``, loadings of the log-rates (exp link) on the latents.
+    emission_bias : Array, shape (N,)
+        ``d``; with the exp link, the log-rate (spikes/s) at ``x = 0``.
+    """
+
+    initial_mean: jax.Array
+    initial_cov: jax.Array
+    dynamics: jax.Array
+    dynamics_bias: jax.Array
+    input_weights: jax.Array
+    noise_cov: jax.Array
+    emission: jax.Array
+    emission_bias: jax.Array
+
+
+class LaplacePosterior(NamedTuple):
+    """Gaussian (Laplace) approximation of the latent path posterior, per trial.
+
+    Arrays carry a leading ``trial`` axis from :func:`laplace_posterior` and none from
+    :func:`trial_laplace`. Entries past a trial's end are padding.
+
+    Attributes
+    ----------
+    mean : Array, shape (trial, time, K)
+        Posterior mode of the path.
+    cov : Array, shape (trial, time, K, K)
+        ``Cov(x_t)``: diagonal blocks of the inverse Hessian.
+    cross_cov : Array, shape (trial, time - 1, K, K)
+        ``Cov(x_{t+1}, x_t)``.
+    log_marginal : Array, shape (trial,)
+        Laplace approximation of ``log p(y)`` (nats).
+    n_newton : Array, shape (trial,)
+        Newton iterations taken.
+    """
+
+    mean: jax.Array
+    cov: jax.Array
+    cross_cov: jax.Array
+    log_marginal: jax.Array
+    n_newton: jax.Array
+
+
+# ----------------------------------------------------------------------------------------------
+# observation model
+# ----------------------------------------------------------------------------------------------
+
+
+def _log_mu(eta, bin_size, link):
+    """Log expected count ``log(dt f(eta))``."""
+    if link == "exp":
+        return eta + jnp.log(bin_size)
+    return jnp.log(bin_size * jnp.maximum(jax.nn.softplus(eta), jnp.finfo(eta.dtype).tiny))
+
+
+def _poisson_ll(y, eta, bin_size, link):
+    """Poisson log-pmf of counts ``y`` with expected count ``dt f(eta)``, elementwise."""
+    log_mu = _log_mu(eta, bin_size, link)
+    return y * log_mu - jnp.exp(log_mu) - gammaln(y + 1.0)
+
+
+def _curvature(y, eta, bin_size, link):
+    """``-d^2/deta^2`` of the Poisson log-pmf (>= 0: the log-likelihood is concave)."""
+    if link == "exp":
+        return bin_size * jnp.exp(eta)
+    f = jnp.maximum(jax.nn.softplus(eta), jnp.finfo(eta.dtype).tiny)
+    s = jax.nn.sigmoid(eta)
+    f2 = s * (1.0 - s)
+    return y * (s**2 - f2 * f) / f**2 + bin_size * f2
+
+
+def _rate(eta, link):
+    return jnp.exp(eta) if link == "exp" else jax.nn.softplus(eta)
+
+
+def _expected_rate(m, v, link):
+    """``E[f(eta)]`` for ``eta ~ N(m, v)`` (closed form for exp, Gauss-Hermite otherwise)."""
+    if link == "exp":
+        return jnp.exp(m + 0.5 * v)
+    eta = m[..., None] + jnp.sqrt(jnp.maximum(v, 0.0))[..., None] * _GH_NODES
+    return jnp.sum(_GH_WEIGHTS * jax.nn.softplus(eta), axis=-1)
+
+
+# ----------------------------------------------------------------------------------------------
+# log joint and its block-tridiagonal Hessian (one trial)
+# ----------------------------------------------------------------------------------------------
+
+
+def neg_log_joint(latents, params: PLDSParams, counts, inputs, mask, *, bin_size, link="exp"):
+    """``-log p(y, x)`` of one trial's latent path ``x`` (nats).
+
+    Parameters
+    ----------
+    latents : Array, shape (time, K)
+        The path ``x``.
+    params : PLDSParams
+    counts : Array, shape (time, N)
+    inputs : Array, shape (time, P)
+        ``u`` (``P`` may be 0); ``u_t`` drives the transition into bin ``t``.
+    mask : Array, shape (time,), bool
+        True on real bins (padding bins carry no observations).
+    bin_size : float
+        Seconds.
+    link : {"exp", "softplus"}
+
+    Returns
+    -------
+    Array
+        Scalar.
+    """
+    x = latents
+    lp = _gauss_logpdf(x[:1] - params.initial_mean, params.initial_cov)
+    if x.shape[0] > 1:
+        pred = x[:-1] @ params.dynamics.T + inputs[1:] @ params.input_weights.T + params.dynamics_bias
+        lp = lp + _gauss_logpdf(x[1:] - pred, params.noise_cov)
+    eta = jnp.where(mask[:, None], x @ params.emission.T + params.emission_bias, 0.0)
+    ll = jnp.where(mask[:, None], _poisson_ll(counts, eta, bin_size, link), 0.0)
+    return -(lp + jnp.sum(ll))
+
+
+def _gauss_logpdf(resid, cov):
+    """Sum over rows of ``log N(resid_i; 0, cov)`` (``cov`` is shared, so its inverse is formed once)."""
+    chol = jnp.linalg.cholesky(cov)
+    prec = _sym_inv(cov)
+    n, k = resid.shape
+    half_logdet = jnp.sum(jnp.log(jnp.diagonal(chol)))
+    quad = jnp.einsum("ti,ij,tj->", resid, prec, resid)
+    return -0.5 * quad - n * half_logdet - 0.5 * n * k * jnp.log(2.0 * jnp.pi)
+
+
+def _sym_inv(m):
+    chol = jnp.linalg.cholesky(m)
+    out = jax.scipy.linalg.cho_solve((chol, True), jnp.eye(m.shape[-1], dtype=m.dtype))
+    return 0.5 * (out + out.T)
+
+
+def _prior_blocks(params: PLDSParams, n_time: int):
+    """Block-tridiagonal precision of the LDS prior over one path of ``n_time`` bins."""
+    q_inv = _sym_inv(params.noise_cov)
+    s0_inv = _sym_inv(params.initial_cov)
+    a = params.dynamics
+    k = a.shape[0]
+    atqa = a.T @ q_inv @ a
+    diag = jnp.broadcast_to(q_inv + atqa, (n_time, k, k))
+    diag = diag.at[0].set(s0_inv + atqa).at[-1].add(-atqa)
+    sub = jnp.broadcast_to(-q_inv @ a, (n_time - 1, k, k))
+    return diag, sub
+
+
+def latent_hessian(latents, params: PLDSParams, counts, inputs, mask, *, bin_size, link="exp"):
+    """Hessian of :func:`neg_log_joint` in the path, as block-tridiagonal blocks.
+
+    The prior contributes the LDS precision; the observations a block-diagonal
+    ``C^T diag(w_t) C`` with ``w_t = -d^2 log p(y_t | eta_t) / d eta_t^2`` (``dt exp(eta)``
+    for the exp link).
+
+    Returns
+    -------
+    diag : Array, shape (time, K, K)
+    sub : Array, shape (time - 1, K, K)
+    """
+    diag, sub = _prior_blocks(params, latents.shape[0])
+    eta = jnp.where(mask[:, None], latents @ params.emission.T + params.emission_bias, 0.0)
+    w = jnp.where(mask[:, None], _curvature(counts, eta, bin_size, link), 0.0)
+    c = params.emission
+    return diag + jnp.einsum("tn,nk,nl->tkl", w, c, c), sub
+
+
+def _newton(obj, direction, x0, max_iter, tol):
+    """Damped Newton: ``direction(x) -> (step, decrement)``; backtracking (Armijo) on ``obj``.
+
+    Stops when half the Newton decrement ``g^T H^{-1} g`` falls below ``tol`` (nats), after
+    ``max_iter`` iterations, or when no step length decreases ``obj`` (converged to rounding).
+    Returns ``(x, n_iter)``.
+    """
+
+    def cond(state):
+        i, _, _, dec = state
+        return (i < max_iter) & (0.5 * dec > tol)
+
+    def body(state):
+        i, x, f, _ = state
+        step, dec = direction(x)
+        step = jnp.where(jnp.isfinite(step), step, 0.0)
+
+        def ls_cond(c):
+            a, fa, k = c
+            return (k < 40) & ~(fa <= f - 1e-4 * a * dec)
+
+        def ls_body(c):
+            a, _, k = c
+            a = 0.5 * a
+            return a, obj(x - a * step), k + 1
+
+        a, fa, _ = jax.lax.while_loop(ls_cond, ls_body, (jnp.ones_like(f), obj(x - step), 0))
+        ok = (fa <= f) & jnp.isfinite(fa) & jnp.isfinite(dec)
+        return (
+            i + 1,
+            jnp.where(ok, x - a * step, x),
+            jnp.where(ok, fa, f),
+            jnp.where(ok, dec, 0.0),
+        )
+
+    f0 = obj(x0)
+    n, x, _, _ = jax.lax.while_loop(cond, body, (0, x0, f0, jnp.asarray(jnp.inf, f0.dtype)))
+    return x, n
+
+
+def trial_laplace(
+    params: PLDSParams, counts, inputs, mask, init, *, bin_size, link="exp", max_iter=50, tol=1e-10
+) -> LaplacePosterior:
+    """Laplace posterior of one trial's path: Newton mode, selected inverse of the Hessian.
+
+    Each Newton iteration factors the block-tridiagonal Hessian in O(T K^3) and halves the
+    step until the log joint increases (Armijo).
+
+    Parameters
+    ----------
+    params : PLDSParams
+    counts, inputs, mask
+        As in :func:`neg_log_joint`.
+    init : Array, shape (time, K)
+        Starting path.
+    bin_size : float
+    link : {"exp", "softplus"}
+    max_iter : int
+        Most Newton iterations.
+    tol : float
+        Stop when half the Newton decrement (the predicted gain, nats) is below this.
+
+    Returns
+    -------
+    LaplacePosterior
+        Without the trial axis.
+    """
+    kw = dict(bin_size=bin_size, link=link)
+    obj = functools.partial(neg_log_joint, params=params, counts=counts, inputs=inputs, mask=mask, **kw)
+    grad = jax.grad(obj)
+
+    def direction(x):
+        g = grad(x)
+        step = bt.solve(bt.cholesky(*latent_hessian(x, params, counts, inputs, mask, **kw)), g)
+        return step, jnp.sum(g * step)
+
+    x, n = _newton(obj, direction, init, max_iter, tol)
+    chol = bt.cholesky(*latent_hessian(x, params, counts, inputs, mask, **kw))
+    cov, cross = bt.selected_inverse(chol)
+    d = x.size
+    log_marginal = -obj(x) + 0.5 * d * jnp.log(2.0 * jnp.pi) - 0.5 * bt.logdet(chol)
+    return LaplacePosterior(x, cov, cross, log_marginal, n)
+
+
+@functools.partial(jax.jit, static_argnames=("link", "max_iter"))
+def laplace_posterior(
+    params: PLDSParams, counts, inputs, mask, init, *, bin_size, link="exp", max_iter=50, tol=1e-10
+) -> LaplacePosterior:
+    """:func:`trial_laplace` for a padded batch of trials (vmapped; jitted).
+
+    Parameters
+    ----------
+    params : PLDSParams
+    counts : Array, shape (trial, time, N)
+    inputs : Array, shape (trial, time, P)
+    mask : Array, shape (trial, time), bool
+    init : Array, shape (trial, time, K)
+    bin_size, link, max_iter, tol
+        As in :func:`trial_laplace`.
+
+    Returns
+    -------
+    LaplacePosterior
+    """
+    one = functools.partial(trial_laplace, bin_size=bin_size, link=link, max_iter=max_iter, tol=tol)
+    return jax.vmap(one, in_axes=(None, 0, 0, 0, 0))(params, counts, inputs, mask, init)
+
+
+# ----------------------------------------------------------------------------------------------
+# M-step
+# ----------------------------------------------------------------------------------------------
+
+
+def _emission_objective(theta, y, mu, cov, mask, bin_size, link):
+    """Minus the expected Poisson log-likelihood of one neuron under the Gaussian posterior."""
+    c, d = theta[:-1], theta[-1]
+    m = mu @ c + d
+    v = jnp.einsum("...kl,k,l->...", cov, c, c)
+    if link == "exp":  # E[exp(c'x + d)] = exp(c'mu + d + c' Sigma c / 2)
+        val = y * (m + jnp.log(bin_size)) - bin_size * jnp.exp(m + 0.5 * v)
+    else:
+        eta = m[..., None] + jnp.sqrt(jnp.maximum(v, 1e-300))[..., None] * _GH_NODES
+        f = jax.nn.softplus(eta)
+        val = jnp.sum(_GH_WEIGHTS * (y[..., None] * _log_mu(eta, bin_size, link) - bin_size * f), -1)
+    return -jnp.sum(jnp.where(mask, val, 0.0))
+
+
+def _fit_emission(params: PLDSParams, post: LaplacePosterior, counts, mask, bin_size, link, max_iter):
+    """Newton per neuron on ``(C_n, d_n)`` (concave objective; vmapped over neurons)."""
+    theta0 = jnp.concatenate([params.emission, params.emission_bias[:, None]], axis=1)
+
+    def one(theta, y):
+        obj = lambda th: _emission_objective(th, y, post.mean, post.cov, mask, bin_size, link)  # noqa: E731
+        grad, hess = jax.grad(obj), jax.hessian(obj)
+
+        def direction(th):
+            g, h = grad(th), hess(th)
+            h = 0.5 * (h + h.T) + 1e-10 * jnp.trace(h) / h.shape[0] * jnp.eye(h.shape[0], dtype=h.dtype)
+            step = jax.scipy.linalg.cho_solve((jnp.linalg.cholesky(h), True), g)
+            return step, jnp.sum(g * step)
+
+        return _newton(obj, direction, theta, max_iter, 1e-10)[0]
+
+    theta = jax.vmap(one, in_axes=(0, 2))(theta0, counts)
+    return theta[:, :-1], theta[:, -1]
+
+
+def m_step(
+    post: LaplacePosterior, params: PLDSParams, counts, inputs, mask, *, bin_size, link="exp",
+    max_iter=20, jitter=1e-9,
+) -> PLDSParams:
+    r"""EM update of every parameter from the Laplace moments.
+
+    ``m0, S0`` are the mean and covariance of the first states over trials; ``[A, B, b]`` the
+    regression of ``x_{t+1}`` on ``[x_t, u_{t+1}, 1]`` with expected sufficient statistics
+    (using the cross-covariances), and ``Q`` its expected residual covariance, all in closed
+    form. ``C, d`` maximise the expected Poisson log-likelihood per neuron by Newton's method;
+    for the exp link
+
+    .. math:: E[\exp(c^T x + d)] = \exp(c^T \mu + d + c^T \Sigma c / 2).
+
+    Parameters
+    ----------
+    post : LaplacePosterior
+        Batch posterior (with the trial axis).
+    params : PLDSParams
+        Current parameters (the start of the emission Newton iterations).
+    counts, inputs, mask
+        Padded batch, as in :func:`laplace_posterior`.
+    bin_size, link
+    max_iter : int
+        Newton iterations per neuron.
+    jitter : float
+        Added to the diagonals of the covariance estimates.
+
+    Returns
+    -------
+    PLDSParams
+    """
+    k = post.mean.shape[-1]
+    eye = jnp.eye(k, dtype=post.mean.dtype)
+    mu = jnp.where(mask[..., None], post.mean, 0.0)
+    cov = jnp.where(mask[..., None, None], post.cov, 0.0)
+    post = post._replace(mean=mu, cov=cov)
+    # initial state
+    m0 = mu[:, 0].mean(axis=0)
+    dm = mu[:, 0] - m0
+    s0 = (cov[:, 0] + dm[:, :, None] * dm[:, None, :]).mean(axis=0)
+    s0 = 0.5 * (s0 + s0.T) + jitter * eye
+    # dynamics: regress x_{t+1} on z_t = [x_t, u_{t+1}, 1]
+    w = mask[:, 1:].astype(mu.dtype)
+    xp, xn, un = mu[:, :-1], mu[:, 1:], inputs[:, 1:]
+    z = jnp.concatenate([xp, un, jnp.ones(xp.shape[:-1] + (1,), xp.dtype)], axis=-1)
+    dz = z.shape[-1]
+    pad = [(0, 0), (0, 0), (0, dz - k), (0, dz - k)]
+    szz = jnp.einsum("rt,rti,rtj->ij", w, z, z) + jnp.einsum("rt,rtij->ij", w, jnp.pad(cov[:, :-1], pad))
+    sxz = jnp.einsum("rt,rti,rtj->ij", w, xn, z) + jnp.einsum(
+        "rt,rtij->ij", w, jnp.pad(post.cross_cov, [(0, 0), (0, 0), (0, 0), (0, dz - k)])
+    )
+    sxx = jnp.einsum("rt,rti,rtj->ij", w, xn, xn) + jnp.einsum("rt,rtij->ij", w, cov[:, 1:])
+    ridge = 1e-10 * jnp.trace(szz) / dz * jnp.eye(dz, dtype=szz.dtype)
+    wmat = jnp.linalg.solve(szz + ridge, sxz.T).T  # [A, B, b]
+    q = (sxx - wmat @ sxz.T) / jnp.sum(w)
+    q = 0.5 * (q + q.T) + jitter * eye
+    c, d = _fit_emission(params, post, counts, mask, bin_size, link, max_iter)
+    return PLDSParams(m0, s0, wmat[:, :k], wmat[:, -1], wmat[:, k:-1], q, c, d)
+
+
+_m_step = jax.jit(m_step, static_argnames=("link", "max_iter"))
+
+
+def _em_step(params, init, counts, inputs, mask, bin_size, link, max_newton, tol):
+    """One EM iteration; E and M are compiled apart, so later E-steps reuse the compilation."""
+    post = laplace_posterior(params, counts, inputs, mask, init, bin_size=bin_size, link=link, max_iter=max_newton, tol=tol)
+    return _m_step(post, params, counts, inputs, mask, bin_size=bin_size, link=link), post
+
+
+# ----------------------------------------------------------------------------------------------
+# simulation, scores, initialisation
+# ----------------------------------------------------------------------------------------------
+
+
+def simulate_plds(key, params: PLDSParams, *, n_trials: int, n_time: int, bin_size: float, link="exp", inputs=None):
+    """Draw latent paths and counts from a PLDS.
+
+    Parameters
+    ----------
+    key : jax.random key or int
+        Required.
+    params : PLDSParams
+    n_trials, n_time : int
+        Independent trials of ``n_time`` bins each.
+    bin_size : float
+        Seconds.
+    link : {"exp", "softplus"}
+    inputs : array_like, shape (n_trials, n_time, P), optional
+        Required when ``params.input_weights`` has columns.
+
+    Returns
+    -------
+    latents : numpy.ndarray, shape (n_trials, n_time, K)
+    counts : numpy.ndarray, shape (n_trials, n_time, N), int64
+    rates : numpy.ndarray, shape (n_trials, n_time, N)
+        Spikes/s.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bayesneuro.latent.plds import PLDSParams, simulate_plds
+    >>> p = PLDSParams(np.zeros(1), np.eye(1), 0.9 * np.eye(1), np.zeros(1), np.zeros((1, 0)),
+    ...                0.1 * np.eye(1), np.ones((3, 1)), np.full(3, 2.0))
+    >>> x, y, r = simulate_plds(0, p, n_trials=2, n_time=50, bin_size=0.01)
+    >>> x.shape, y.shape
+    ((2, 50, 1), (2, 50, 3))
+    """
+    key = as_key(key)
+    p = PLDSParams(*(jnp.asarray(v, dtype=jnp.zeros(()).dtype) for v in params))
+    k, n_in = p.input_weights.shape
+    if inputs is None:
+        if n_in:
+            raise ValueError(f"the model has {n_in} inputs; pass inputs of shape (n_trials, n_time, {n_in})")
+        inputs = jnp.zeros((n_trials, n_time, 0))
+    inputs = jnp.asarray(inputs, dtype=p.dynamics.dtype)
+    if inputs.shape != (n_trials, n_time, n_in):
+        raise ValueError(f"inputs must have shape ({n_trials}, {n_time}, {n_in}), got {inputs.shape}")
+    k0, k1, k2 = jax.random.split(key, 3)
+    x0 = jax.random.multivariate_normal(k0, p.initial_mean, p.initial_cov, (n_trials,))
+    eps = jax.random.multivariate_normal(k1, jnp.zeros(k), p.noise_cov, (n_time - 1, n_trials))
+
+    def step(x, blocks):
+        e, u = blocks
+        x = x @ p.dynamics.T + u @ p.input_weights.T + p.dynamics_bias + e
+        return x, x
+
+    _, xs = jax.lax.scan(step, x0, (eps, jnp.swapaxes(inputs[:, 1:], 0, 1)))
+    x = jnp.concatenate([x0[None], xs], axis=0).swapaxes(0, 1)
+    rates = _rate(x @ p.emission.T + p.emission_bias, link)
+    counts = jax.random.poisson(k2, rates * bin_size)
+    return np.asarray(x), np.asarray(counts).astype(np.int64), np.asarray(rates)
+
+
+def cosmoothing_bits_per_spike(counts, rates, bin_size: float, *, per_neuron: bool = False):
+    r"""Co-smoothing score of predicted rates, in bits per spike (Neural Latents Benchmark).
+
+    .. math::
+
+        \mathrm{bits/spike} = \frac{\log L(\hat\lambda) - \log L(\bar\lambda)}{n_\mathrm{spikes} \ln 2},
+
+    Poisson log-likelihoods of ``counts`` with expected counts ``rates * bin_size`` and with the
+    constant mean count of each neuron over ``counts`` (the null), summed over bins and neurons.
+    In co-smoothing, ``counts`` are held-out neurons whose rates were predicted from latents
+    inferred from the other neurons only.
+
+    Parameters
+    ----------
+    counts : array_like, shape (time, neuron)
+    rates : array_like, shape (time, neuron)
+        Predicted rates in spikes/s.
+    bin_size : float
+        Seconds.
+    per_neuron : bool
+        One value per neuron (NaN for a neuron without spikes) instead of the pooled score.
+
+    Returns
+    -------
+    float or numpy.ndarray
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bayesneuro.latent.plds import cosmoothing_bits_per_spike
+    >>> y = np.array([[0], [1], [0], [3]])
+    >>> cosmoothing_bits_per_spike(y, np.full((4, 1), 10.0), 0.1)  # the mean rate scores 0
+    0.0
+    >>> cosmoothing_bits_per_spike(y, np.array([[1.0], [10.0], [1.0], [30.0]]), 0.1) > 0
+    True
+    """
+    y = np.asarray(counts, dtype=float)
+    mu = np.asarray(rates, dtype=float) * float(bin_size)
+    if y.shape != mu.shape or y.ndim != 2:
+        raise ValueError(f"counts and rates must both be (time, neuron), got {y.shape} and {mu.shape}")
+    ll = _stats.poisson.logpmf(y, mu).sum(axis=0)
+    null = _stats.poisson.logpmf(y, np.broadcast_to(y.mean(axis=0), y.shape)).sum(axis=0)
+    n = y.sum(axis=0)
+    if per_neuron:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(n > 0, (ll - null) / (n * np.log(2.0)), np.nan)
+    if n.sum() == 0:
+        raise ValueError("the held-out counts have no spikes; bits per spike is undefined")
+    return float((ll - null).sum() / (n.sum() * np.log(2.0)))
+
+
+def _initial_params(counts, inputs, seg, *, n_latents, bin_size, smoothing, link):
+    """PCA of smoothed log-rates, then least squares for the dynamics (deterministic)."""
+    from scipy.ndimage import gaussian_filter1d
+
+    y = np.asarray(counts, dtype=float)
+    mean = y.mean(axis=0)
+    sigma = max(smoothing / bin_size, 1.0)
+    sm = np.empty_like(y)
+    for s in np.unique(seg):
+        idx = seg == s
+        sm[idx] = gaussian_filter1d(y[idx], sigma, axis=0, mode="nearest")
+    z = np.log(sm + 0.1 * mean)
+    z -= z.mean(axis=0)
+    _, _, vt = np.linalg.svd(z, full_matrices=False)
+    v = vt[:n_latents].T
+    v *= np.where(v.sum(axis=0) < 0, -1.0, 1.0)  # sign convention
+    x = z @ v
+    sd = x.std(axis=0)
+    x /= sd
+    c = v * sd
+    rate = mean / bin_size
+    if link == "exp":
+        d = np.log(rate) - 0.5 * np.sum(c**2, axis=1)
+    else:  # softplus^{-1}
+        d = np.where(rate > 30.0, rate, np.log(np.expm1(np.minimum(rate, 30.0))))
+    pairs = np.flatnonzero(seg[1:] == seg[:-1])
+    reg = np.concatenate([x[pairs], inputs[pairs + 1], np.ones((len(pairs), 1))], axis=1)
+    w, *_ = np.linalg.lstsq(reg, x[pairs + 1], rcond=None)
+    w = w.T
+    a = w[:, :n_latents]
+    rho = np.abs(np.linalg.eigvals(a)).max()
+    if rho > 0.99:
+        a = a * (0.99 / rho)
+    resid = x[pairs + 1] - reg @ np.concatenate([a, w[:, n_latents:]], axis=1).T
+    q = np.cov(resid, rowvar=False).reshape(n_latents, n_latents) + 1e-3 * np.eye(n_latents)
+    starts = np.r_[0, np.flatnonzero(np.diff(seg)) + 1]
+    params = PLDSParams(
+        x[starts].mean(axis=0), np.eye(n_latents), a, w[:, -1], w[:, n_latents:-1], q, c, d
+    )
+    return params, x
+
+
+# ----------------------------------------------------------------------------------------------
+# the estimator
+# ----------------------------------------------------------------------------------------------
+
+
+class DynamicsSummary(NamedTuple):
+    """Output of :meth:`PoissonLDS.dynamics_summary`.
+
+    Attributes
+    ----------
+    eigenvalues : numpy.ndarray, shape (K,), complex
+        Eigenvalues of ``A``, by decreasing modulus (invariant to the latent basis).
+    timescales : numpy.ndarray, shape (K,)
+        Decay time constants ``-dt / log|lambda|`` in seconds (inf for ``|lambda| = 1``;
+        negative for a growing mode, whose magnitude is then the growth time constant).
+    frequencies : numpy.ndarray, shape (K,)
+        Rotation frequencies ``angle(lambda) / (2 pi dt)`` in Hz (a complex pair gives +f, -f).
+    fixed_point : numpy.ndarray, shape (K,) or None
+        ``x* = (I - A)^{-1} b`` (with zero inputs); None when ``I - A`` is singular.
+    """
+
+    eigenvalues: np.ndarray
+    timescales: np.ndarray
+    frequencies: np.ndarray
+    fixed_point: np.ndarray | None
+
+
+class PLDSSimulation(NamedTuple):
+    """Output of :meth:`PoissonLDS.simulate`.
+
+    Attributes
+    ----------
+    data : SpikeData
+        Simulated counts, trials ``0, ..., n_trials - 1`` laid end to end (with the inputs as
+        covariates when the model has inputs).
+    latents : numpy.ndarray, shape (time, K)
+        The latent path, aligned with ``data``.
+    rates : numpy.ndarray, shape (time, neuron)
+        Rates in spikes/s.
+    """
+
+    data: SpikeData
+    latents: np.ndarray
+    rates: np.ndarray
+
+
+class _Batch(NamedTuple):
+    counts: jax.Array  # (trial, time, neuron)
+    inputs: jax.Array  # (trial, time, feature)
+    mask: jax.Array  # (trial, time)
+    seg: np.ndarray  # (n_time,) trial position of each bin
+    pos: np.ndarray  # (n_time,) bin within its trial
+
+
+_EM_OPTIONS = {"max_newton": 50, "newton_tol": 1e-10}
+
+
+class PoissonLDS:
+    r"""Poisson linear dynamical system: latent linear dynamics behind population spike counts.
+
+    .. math::
+
+        x_1 \sim \mathcal N(m_0, S_0), \quad x_t = A x_{t-1} + B u_t + b + \mathcal N(0, Q),
+        \quad y_{t,n} \sim \operatorname{Poisson}(\Delta f(C_n x_t + d_n)),
+
+    per trial (trials are independent and share the parameters). ``fit`` by Laplace-EM
+    (Macke et al. 2011): a Newton E-step on each trial's path with the block-tridiagonal
+    Hessian, O(T K^3) per iteration, Laplace moments, and a closed-form M-step for the dynamics
+    (Newton for ``C, d``); or by ``"svi"`` / ``"nuts"`` on :func:`~bayesneuro.latent._plds_model.plds_model`
+    through :func:`bayesneuro.infer.fit`.
+
+    Parameters
+    ----------
+    n_latents : int
+        Latent dimensionality ``K`` (at most the number of neurons).
+    link : {"exp", "softplus"}
+        ``f``, from the linear predictor to the rate in spikes/s.
+    inputs : bool or sequence of str, default False
+        Drive the latents with the data's covariates ``u`` (True: all of them; names: those).
+    smoothing : float, default 0.05
+        Gaussian smoothing (s.d., seconds) of the counts for the PCA initialisation.
+
+    Attributes
+    ----------
+    dynamics_, dynamics_bias_, input_weights_, noise_cov_ : numpy.ndarray
+        ``A`` (K, K), ``b`` (K,), ``B`` (K, P), ``Q`` (K, K).
+    emission_, emission_bias_ : numpy.ndarray
+        ``C`` (neuron, K), ``d`` (neuron,).
+    initial_mean_, initial_cov_ : numpy.ndarray
+        ``m0`` (K,), ``S0`` (K, K).
+    params_ : PLDSParams
+        All of them.
+    log_likelihood_trace_ : numpy.ndarray or None
+        Laplace-EM: the Laplace-approximated ``log p(y)`` of the training data at the
+        initialisation and after each iteration (increases overall); None for svi/nuts.
+    converged_ : bool
+        Laplace-EM: whether the relative change of the log-likelihood fell below ``tol``.
+    result_ : FitResult or None
+        The :func:`bayesneuro.infer.fit` result (svi/nuts); point estimates are its
+        posterior means.
+    neuron_ids_, feature_names_, bin_size_, method_
+        What the model was fitted to, and how.
+
+    References
+    ----------
+    Macke, J. H., Buesing, L., Cunningham, J. P., Yu, B. M., Shenoy, K. V., Sahani, M. (2011).
+    Empirical models of spiking in neural populations. NeurIPS 24.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bayesneuro.latent.plds import PLDSParams, PoissonLDS
+    >>> th = 0.2
+    >>> true = PoissonLDS.from_params(PLDSParams(
+    ...     np.zeros(2), np.eye(2), 0.97 * np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]]),
+    ...     np.zeros(2), np.zeros((2, 0)), 0.02 * np.eye(2),
+    ...     np.random.default_rng(0).normal(size=(12, 2)), np.full(12, 2.5)), bin_size=0.02)
+    >>> sim = true.simulate(3, 100, key=0)
+    >>> model = PoissonLDS(2).fit(sim.data, key=0, n_iter=30, progress=False)
+    >>> model.transform(sim.data)["mean"].dims
+    ('time', 'latent')
+    """
+
+    def __init__(self, n_latents: int, *, link: str = "exp", inputs: bool | Sequence[str] = False, smoothing: float = 0.05):
+        if isinstance(n_latents, bool) or not isinstance(n_latents, (int, np.integer)) or n_latents < 1:
+            raise ValueError(f"n_latents must be a positive integer, got {n_latents!r}")
+        if link not in LINKS:
+            raise ValueError(f"link must be one of {LINKS}, got {link!r}")
+        if not isinstance(inputs, bool):
+            if isinstance(inputs, str) or not all(isinstance(f, str) for f in inputs):
+                raise ValueError(f"inputs must be True/False or a sequence of feature names, got {inputs!r}")
+            inputs = tuple(inputs)
+            if not inputs:
+                raise ValueError("inputs names no features; use inputs=False for a model without inputs")
+        if not (isinstance(smoothing, (int, float)) and smoothing > 0):
+            raise ValueError(f"smoothing must be a positive number of seconds, got {smoothing!r}")
+        self.n_latents = int(n_latents)
+        self.link = link
+        self.inputs = inputs
+        self.smoothing = float(smoothing)
+        self.params_ = None
+        self.result_ = None
+        self.log_likelihood_trace_ = None
+
+    # -- construction from known parameters ----------------------------------------------------
+
+    @classmethod
+    def from_params(
+        cls, params: PLDSParams, *, bin_size: float, link: str = "exp", neuron_ids: Any = None,
+        feature_names: Sequence[str] | None = None,
+    ) -> PoissonLDS:
+        """A fitted-state model with given parameters (ground truth for simulations and scores).
+
+        Parameters
+        ----------
+        params : PLDSParams
+        bin_size : float
+            Seconds.
+        link : {"exp", "softplus"}
+        neuron_ids : array_like, optional
+            Default ``0, ..., N - 1``.
+        feature_names : sequence of str, optional
+            Names of the inputs (required when ``params.input_weights`` has columns).
+        """
+        p = PLDSParams(*(np.asarray(v, dtype=float) for v in params))
+        k, n_in = p.input_weights.shape
+        names = tuple(feature_names or ())
+        if len(names) != n_in:
+            raise ValueError(f"params have {n_in} inputs, so give {n_in} feature_names (got {len(names)})")
+        model = cls(k, link=link, inputs=names if n_in else False)
+        model._set_params(p)
+        model.neuron_ids_ = np.arange(p.emission.shape[0]) if neuron_ids is None else np.asarray(neuron_ids)
+        model.feature_names_ = names
+        model.bin_size_ = float(bin_size)
+        model.method_ = "given"
+        return model
+
+    def _set_params(self, params: PLDSParams) -> None:
+        p = PLDSParams(*(np.asarray(v, dtype=float) for v in params))
+        self.params_ = p
+        self.initial_mean_, self.initial_cov_ = p.initial_mean, p.initial_cov
+        self.dynamics_, self.dynamics_bias_ = p.dynamics, p.dynamics_bias
+        self.input_weights_, self.noise_cov_ = p.input_weights, p.noise_cov
+        self.emission_, self.emission_bias_ = p.emission, p.emission_bias
+
+    # -- data handling -------------------------------------------------------------------------
+
+    def _features(self, data: SpikeData) -> tuple[str, ...]:
+        if self.inputs is False:
+            return ()
+        if data.covariates is None:
+            raise ValueError(
+                "the model was built with inputs but the data have no covariates; add them "
+                "(data.with_covariates(...)) or use PoissonLDS(..., inputs=False)"
+            )
+        if self.inputs is True:
+            return tuple(data.feature_names)
+        missing = [f for f in self.inputs if f not in data.feature_names]
+        if missing:
+            raise ValueError(f"inputs {missing} are not covariates of the data (it has {list(data.feature_names)})")
+        return tuple(self.inputs)
+
+    def _check_fit_data(self, data: SpikeData) -> tuple[str, ...]:
+        if not isinstance(data, SpikeData):
+            raise TypeError(f"data must be a bayesneuro.SpikeData, got {type(data).__name__}")
+        if self.n_latents > data.n_neuron:
+            raise ValueError(
+                f"n_latents={self.n_latents} is more than the {data.n_neuron} neurons of the data; "
+                "the latents would not be identifiable (use at most as many latents as neurons)"
+            )
+        silent = data.neuron_ids[data.counts.sum(axis=0) == 0]
+        if silent.size:
+            raise ValueError(
+                f"neurons {silent.tolist()} have no spikes in the training data, so their loadings "
+                "and rates cannot be estimated; remove them (data.select_neurons)"
+            )
+        lengths = np.bincount(data.segment_ids)
+        short = data.trials[lengths < 2]
+        if short.size:
+            raise ValueError(
+                f"trials {short.tolist()} are shorter than 2 bins; the dynamics need at least one "
+                "transition per trial (drop those trials)"
+            )
+        return self._features(data)
+
+    def _check_fitted(self) -> None:
+        if self.params_ is None:
+            raise RuntimeError("the PoissonLDS is not fitted yet; call fit(data, key=...) first")
+
+    def _check_data(self, data: SpikeData) -> None:
+        self._check_fitted()
+        if not isinstance(data, SpikeData):
+            raise TypeError(f"data must be a bayesneuro.SpikeData, got {type(data).__name__}")
+        if data.n_neuron != len(self.neuron_ids_) or np.any(data.neuron_ids != self.neuron_ids_):
+            raise ValueError(
+                f"data neuron ids {data.neuron_ids.tolist()} differ from those the model was fitted "
+                f"to {self.neuron_ids_.tolist()}"
+            )
+        if not math.isclose(data.bin_size, self.bin_size_, rel_tol=1e-9):
+            raise ValueError(f"data bin size {data.bin_size} s differs from the fitted one {self.bin_size_} s")
+        if self.feature_names_:
+            missing = [f for f in self.feature_names_ if f not in data.feature_names]
+            if missing:
+                raise ValueError(f"the model's inputs {missing} are not covariates of the data")
+
+    def _neuron_index(self, data: SpikeData, ids, what: str) -> np.ndarray:
+        wanted = np.atleast_1d(np.asarray(ids))
+        where = {v: i for i, v in enumerate(data.neuron_ids.tolist())}
+        missing = [v for v in wanted.tolist() if v not in where]
+        if missing:
+            raise ValueError(f"{what} {missing} are not neurons of the data (ids {data.neuron_ids.tolist()})")
+        idx = np.array([where[v] for v in wanted.tolist()], dtype=np.int64)
+        if len(set(idx.tolist())) != len(idx) or idx.size == 0:
+            raise ValueError(f"{what} must name distinct neurons, at least one")
+        return idx
+
+    def _batch(self, data: SpikeData, features: tuple[str, ...]) -> _Batch:
+        dtype = jnp.zeros(()).dtype
+        seg = data.segment_ids
+        bounds = np.r_[0, np.flatnonzero(np.diff(seg)) + 1, data.n_time]
+        lengths = np.diff(bounds)
+        pos = np.arange(data.n_time) - bounds[:-1][seg]
+        shape = (len(lengths), int(lengths.max()))
+        y = np.zeros(shape + (data.n_neuron,))
+        y[seg, pos] = data.counts
+        u = np.zeros(shape + (len(features),))
+        if features:
+            col = [data.feature_names.index(f) for f in features]
+            u[seg, pos] = data.covariates[:, col]
+        mask = np.zeros(shape, bool)
+        mask[seg, pos] = True
+        return _Batch(jnp.asarray(y, dtype), jnp.asarray(u, dtype), jnp.asarray(mask), seg, pos)
+
+    def _jparams(self, neurons: np.ndarray | None = None) -> PLDSParams:
+        """Parameters as JAX arrays; loadings of neurons outside ``neurons`` set to zero.
+
+        A neuron with zero loadings has a likelihood constant in the latents, so the posterior
+        is that given ``neurons`` alone, and the arrays keep their shapes (no recompilation).
+        """
+        p = self.params_
+        if neurons is not None:
+            keep = np.zeros(p.emission.shape[0], bool)
+            keep[neurons] = True
+            p = p._replace(emission=np.where(keep[:, None], p.emission, 0.0))
+        dtype = jnp.zeros(()).dtype
+        return PLDSParams(*(jnp.asarray(v, dtype) for v in p))
+
+    # -- fitting -------------------------------------------------------------------------------
+
+    def fit(
+        self,
+        data: SpikeData,
+        *,
+        method: str = "laplace-em",
+        key: Any,
+        n_iter: int = 200,
+        tol: float = 1e-6,
+        progress: bool | None = None,
+        **options,
+    ) -> PoissonLDS:
+        """Fit the PLDS to (trialled) spike counts.
+
+        Parameters
+        ----------
+        data : SpikeData
+            Counts ``(time, neuron)``; trials are independent sequences; covariates are the
+            inputs when the model has inputs.
+        method : {"laplace-em", "svi", "nuts"}
+            ``"laplace-em"``: deterministic Laplace-EM from a PCA initialisation.
+            ``"svi"``: the structured guide :func:`~bayesneuro.latent._plds_model.plds_guide`
+            (options of :func:`bayesneuro.infer.fit`: ``num_steps``, ``learning_rate``, ...).
+            ``"nuts"``: NUTS on small problems (``num_warmup``, ``num_samples``, ...).
+            Both start from the PCA initialisation.
+        key : jax.random key or int
+            Required (Laplace-EM uses no randomness; svi and nuts do).
+        n_iter : int
+            Most EM iterations (laplace-em).
+        tol : float
+            EM stops when the log-likelihood changes by less than ``tol`` times its magnitude.
+        progress : bool, optional
+            Progress bar (default from ``BAYESNEURO_PROGRESS``).
+        **options
+            laplace-em: ``max_newton=50`` (Newton iterations per E-step),
+            ``newton_tol=1e-10`` (nats). svi/nuts: passed to :func:`bayesneuro.infer.fit`.
+
+        Returns
+        -------
+        PoissonLDS
+            ``self``, fitted.
+
+        Raises
+        ------
+        ValueError
+            More latents than neurons, a silent neuron, a trial shorter than 2 bins, inputs
+            without covariates, an unknown method or option.
+        FloatingPointError
+            If the EM parameters become non-finite.
+        """
+        from ..infer.fit import progress_default
+
+        methods = ("laplace-em", "svi", "nuts")
+        if method not in methods:
+            raise ValueError(f"method must be one of {methods}, got {method!r}")
+        key = as_key(key)
+        features = self._check_fit_data(data)
+        progress = progress_default() if progress is None else bool(progress)
+        batch = self._batch(data, features)
+        flat_inputs = np.asarray(batch.inputs)[batch.seg, batch.pos]
+        init, x0 = _initial_params(
+            data.counts, flat_inputs, batch.seg, n_latents=self.n_latents, bin_size=data.bin_size,
+            smoothing=self.smoothing, link=self.link,
+        )
+        self.neuron_ids_ = data.neuron_ids.copy()
+        self.feature_names_ = features
+        self.bin_size_ = data.bin_size
+        self.method_ = method
+        self.result_ = None
+        self.log_likelihood_trace_ = None
+        if method == "laplace-em":
+            unknown = set(options) - set(_EM_OPTIONS)
+            if unknown:
+                raise ValueError(f"unknown options {sorted(unknown)} for laplace-em; it takes {sorted(_EM_OPTIONS)}")
+            opts = {**_EM_OPTIONS, **options}
+            self._fit_em(init, x0, batch, data.bin_size, int(n_iter), float(tol), progress, opts)
+        else:
+            self._fit_bayes(data, method, key, init, x0, features, progress, options)
+        if not all(np.all(np.isfinite(v)) for v in self.params_):
+            raise FloatingPointError(
+                "the fitted parameters are not finite; the rates may overflow: check the data "
+                "(bin size, very high rates) or use fewer latents"
+            )
+        return self
+
+    def _fit_em(self, init, x0, batch: _Batch, bin_size, n_iter, tol, progress, opts) -> None:
+        dtype = jnp.zeros(()).dtype
+        params = PLDSParams(*(jnp.asarray(v, dtype) for v in init))
+        path = np.zeros(batch.mask.shape + (self.n_latents,))
+        path[batch.seg, batch.pos] = x0
+        path = jnp.asarray(path, dtype)
+        args = (batch.counts, batch.inputs, batch.mask, bin_size, self.link, int(opts["max_newton"]), float(opts["newton_tol"]))
+        trace, converged = [], False
+        bar = tqdm(total=n_iter, desc="Laplace-EM", disable=not progress, leave=False)
+        try:
+            for _ in range(n_iter):
+                new, post = _em_step(params, path, *args)
+                trace.append(float(post.log_marginal.sum()))
+                bar.update(1)
+                bar.set_postfix(log_lik=f"{trace[-1]:.6g}")
+                if not all(bool(jnp.all(jnp.isfinite(v))) for v in new):
+                    raise FloatingPointError(
+                        "Laplace-EM: the parameters became non-finite (the rates overflow); check the "
+                        "data's bin size and rates, or use fewer latents"
+                    )
+                params, path = new, post.mean
+                if len(trace) > 1 and abs(trace[-1] - trace[-2]) <= tol * abs(trace[-2]):
+                    converged = True
+                    break
+        finally:
+            bar.close()
+        post = laplace_posterior(
+            params, batch.counts, batch.inputs, batch.mask, path, bin_size=bin_size, link=self.link,
+            max_iter=int(opts["max_newton"]), tol=float(opts["newton_tol"]),
+        )
+        trace.append(float(post.log_marginal.sum()))
+        self._set_params(params)
+        self.log_likelihood_trace_ = np.asarray(trace)
+        self.n_iter_ = len(trace) - 1
+        self.converged_ = converged
+
+    def _fit_bayes(self, data, method, key, init, x0, features, progress, options) -> None:
+        from numpyro.infer import init_to_value
+
+        from ..infer import fit as _fit
+        from ._plds_model import plds_dims, plds_guide, plds_model
+
+        dtype = jnp.zeros(()).dtype
+        values = {
+            "dynamics": init.dynamics, "dynamics_bias": init.dynamics_bias,
+            "noise_scale": np.sqrt(np.diag(init.noise_cov)), "initial_mean": init.initial_mean,
+            "initial_scale": np.sqrt(np.diag(init.initial_cov)), "emission": init.emission,
+            "emission_bias": init.emission_bias, "latents": x0,
+        }
+        if features:
+            values["input_weights"] = init.input_weights
+        values = {k: jnp.asarray(v, dtype) for k, v in values.items()}
+        if method == "svi":
+            options.setdefault("guide", plds_guide(values))
+        else:
+            options.setdefault("init_strategy", init_to_value(values=values))
+        starts = np.r_[True, np.diff(data.segment_ids) != 0]
+        rate = data.counts.mean(axis=0) / data.bin_size
+        bias_loc = np.log(rate) if self.link == "exp" else np.log(np.expm1(np.minimum(rate, 30.0)))
+        cov_inputs = None
+        if features:
+            cov_inputs = np.asarray(data.covariates[:, [data.feature_names.index(f) for f in features]], dtype)
+        coords = {
+            "time": data.bin_centers, "neuron": data.neuron_ids, "latent": np.arange(self.n_latents),
+            "latent_from": np.arange(self.n_latents),
+        }
+        if features:
+            coords["feature"] = np.asarray(features)
+        result = _fit(
+            plds_model, method=method, key=key, coords=coords, dims=plds_dims(bool(features)),
+            progress=progress, spikes=np.asarray(data.counts, dtype), starts=starts,
+            bin_size=float(data.bin_size), n_latents=self.n_latents, link=self.link, inputs=cov_inputs,
+            bias_loc=np.asarray(bias_loc, dtype), **options,
+        )
+        draws = result.flat_samples()
+        k = self.n_latents
+
+        def mean_cov(scale):
+            return np.mean(np.asarray(scale)[:, :, None] * np.eye(k) * np.asarray(scale)[:, None, :], axis=0)
+
+        m = result.params
+        self._set_params(PLDSParams(
+            m["initial_mean"], mean_cov(draws["initial_scale"]), m["dynamics"], m["dynamics_bias"],
+            m["input_weights"] if features else np.zeros((k, 0)), mean_cov(draws["noise_scale"]),
+            m["emission"], m["emission_bias"],
+        ))
+        self.result_ = result
+        self.n_iter_ = None
+        self.converged_ = None
+
+    # -- posterior, prediction, scores ---------------------------------------------------------
+
+    def _laplace(self, data: SpikeData, neurons: np.ndarray | None = None):
+        """Laplace posterior of the data's paths at the fitted parameters (flat layout)."""
+        self._check_data(data)
+        batch = self._batch(data, self.feature_names_)
+        init = jnp.zeros(batch.mask.shape + (self.n_latents,), batch.counts.dtype)
+        post = laplace_posterior(
+            self._jparams(neurons), batch.counts, batch.inputs, batch.mask, init,
+            bin_size=data.bin_size, link=self.link,
+        )
+        mean = np.asarray(post.mean)[batch.seg, batch.pos]
+        cov = np.asarray(post.cov)[batch.seg, batch.pos]
+        return mean, cov, float(np.sum(post.log_marginal))
+
+    def transform(self, data: SpikeData, *, neurons: Any = None) -> xr.Dataset:
+        """Latent posterior means and standard deviations (Laplace, at the fitted parameters).
+
+        Parameters
+        ----------
+        data : SpikeData
+            With the fitted neurons (and inputs).
+        neurons : sequence of neuron ids, optional
+            Infer the latents from these neurons only (default: all).
+
+        Returns
+        -------
+        xarray.Dataset
+            ``mean`` and ``sd``, dims ``(time, latent)``; coords ``time`` (bin centres, s),
+            ``latent`` and, for trialled data, ``trial`` along ``time``.
+        """
+        self._check_data(data)
+        idx = None if neurons is None else self._neuron_index(data, neurons, "neurons")
+        mean, cov, _ = self._laplace(data, idx)
+        sd = np.sqrt(np.diagonal(cov, axis1=-2, axis2=-1))
+        coords: dict[str, Any] = {"time": data.bin_centers, "latent": np.arange(self.n_latents)}
+        if data.trial_ids is not None:
+            coords["trial"] = ("time", data.trial_ids)
+        ds = xr.Dataset({"mean": (("time", "latent"), mean), "sd": (("time", "latent"), sd)}, coords=coords)
+        ds.attrs["method"] = "laplace"
+        return ds
+
+    def predict_rate(self, data: SpikeData, *, observed_neurons: Any = None) -> np.ndarray:
+        """Posterior expected rates in spikes/s, ``(time, neuron)`` for every fitted neuron.
+
+        ``E[f(C_n x_t + d_n)]`` under the Laplace posterior of the path given the
+        ``observed_neurons`` (default: all), so the rates of the others are predicted from their
+        peers (co-smoothing).
+        """
+        self._check_data(data)
+        idx = None if observed_neurons is None else self._neuron_index(data, observed_neurons, "observed_neurons")
+        mean, cov, _ = self._laplace(data, idx)
+        c, d = self.emission_, self.emission_bias_
+        m = mean @ c.T + d
+        v = np.einsum("nk,tkl,nl->tn", c, cov, c)
+        return np.asarray(_expected_rate(jnp.asarray(m), jnp.asarray(v), self.link))
+
+    def log_likelihood(self, data: SpikeData) -> float:
+        """Laplace approximation of ``log p(counts)`` (nats), summed over trials; for held-out data."""
+        return self._laplace(data)[2]
+
+    def score(self, data: SpikeData, *, held_out_neurons: Any, per_neuron: bool = False):
+        """Co-smoothing bits per spike of held-out neurons (Neural Latents Benchmark).
+
+        Latents are inferred from the other (held-in) neurons only; the held-out neurons'
+        rates are predicted from them and scored by :func:`cosmoothing_bits_per_spike`
+        against their mean rate in ``data``.
+
+        Parameters
+        ----------
+        data : SpikeData
+            Held-out trials, with every fitted neuron (held-out counts are only scored).
+        held_out_neurons : sequence of neuron ids
+        per_neuron : bool
+        """
+        self._check_data(data)
+        held = self._neuron_index(data, held_out_neurons, "held_out_neurons")
+        rest = np.setdiff1d(np.arange(data.n_neuron), held)
+        if rest.size == 0:
+            raise ValueError("held_out_neurons names every neuron; keep some to infer the latents from")
+        rates = self.predict_rate(data, observed_neurons=data.neuron_ids[rest])
+        return cosmoothing_bits_per_spike(data.counts[:, held], rates[:, held], data.bin_size, per_neuron=per_neuron)
+
+    # -- simulation and dynamics ---------------------------------------------------------------
+
+    def simulate(self, n_trials: int, n_time: int, *, key: Any, inputs: Any = None) -> PLDSSimulation:
+        """Simulate trials from the fitted model.
+
+        Parameters
+        ----------
+        n_trials, n_time : int
+            ``n_trials`` independent trials of ``n_time`` bins.
+        key : jax.random key or int
+            Required.
+        inputs : array_like, shape (n_trials, n_time, n_feature), optional
+            Required when the model has inputs; stored as the data's covariates.
+
+        Returns
+        -------
+        PLDSSimulation
+        """
+        self._check_fitted()
+        if int(n_trials) < 1 or int(n_time) < 1:
+            raise ValueError(f"n_trials and n_time must be positive, got {n_trials} and {n_time}")
+        x, y, r = simulate_plds(
+            key, self.params_, n_trials=int(n_trials), n_time=int(n_time), bin_size=self.bin_size_,
+            link=self.link, inputs=inputs,
+        )
+        covs = None if inputs is None else list(np.asarray(inputs, dtype=float))
+        data = SpikeData.from_trials(
+            list(y), bin_size=self.bin_size_, neuron_ids=self.neuron_ids_, covariates=covs,
+            feature_names=self.feature_names_ or None,
+        )
+        k, n = self.n_latents, y.shape[-1]
+        return PLDSSimulation(data, x.reshape(-1, k), r.reshape(-1, n))
+
+    def dynamics_summary(self) -> DynamicsSummary:
+        """Eigenvalues of ``A`` with their decay timescales (s) and rotation frequencies (Hz).
+
+        These, unlike ``A`` itself, do not depend on the arbitrary basis of the latent space.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from bayesneuro.latent.plds import PLDSParams, PoissonLDS
+        >>> a = 0.9 * np.eye(1)
+        >>> m = PoissonLDS.from_params(PLDSParams(np.zeros(1), np.eye(1), a, np.full(1, 0.1),
+        ...     np.zeros((1, 0)), np.eye(1), np.ones((2, 1)), np.zeros(2)), bin_size=0.01)
+        >>> s = m.dynamics_summary()
+        >>> round(float(s.timescales[0]), 4), round(float(s.fixed_point[0]), 6)
+        (0.0949, 1.0)
+        """
+        self._check_fitted()
+        a, dt = self.dynamics_, self.bin_size_
+        lam = np.linalg.eigvals(a).astype(complex)
+        lam = lam[np.argsort(-np.abs(lam), kind="stable")]
+        with np.errstate(divide="ignore"):
+            tau = -dt / np.log(np.abs(lam))
+        freq = np.angle(lam) / (2.0 * np.pi * dt)
+        eye = np.eye(self.n_latents)
+        fixed = None
+        if np.linalg.cond(eye - a) < 1e12:
+            fixed = np.linalg.solve(eye - a, self.dynamics_bias_)
+        return DynamicsSummary(lam, tau, freq, fixed)
+
+    # -- ArviZ ---------------------------------------------------------------------------------
+
+    def to_inference_data(self):
+        """``arviz.InferenceData`` of the fit.
+
+        svi/nuts: the :class:`~bayesneuro.infer.FitResult`'s InferenceData. laplace-em: a
+        ``posterior`` group holding the point estimates (one chain, one draw) with dims
+        ``latent``, ``latent_from`` (the columns of ``A``, ``Q``, ``S0``), ``feature``, ``neuron``.
+        """
+        import arviz as az
+
+        self._check_fitted()
+        if self.result_ is not None:
+            return self.result_.to_inference_data()
+        k = self.n_latents
+        lat = ["latent"]
+        sq = ["latent", "latent_from"]
+        variables = {
+            "initial_mean": (lat, self.initial_mean_), "initial_cov": (sq, self.initial_cov_),
+            "dynamics": (sq, self.dynamics_), "dynamics_bias": (lat, self.dynamics_bias_),
+            "noise_cov": (sq, self.noise_cov_), "emission": (["neuron", "latent"], self.emission_),
+            "emission_bias": (["neuron"], self.emission_bias_),
+        }
+        coords = {"chain": [0], "draw": [0], "latent": np.arange(k), "latent_from": np.arange(k), "neuron": self.neuron_ids_}
+        if self.feature_names_:
+            variables["input_weights"] = (["latent", "feature"], self.input_weights_)
+            coords["feature"] = np.asarray(self.feature_names_)
+        attrs = {"inference_library": "bayesneuro", "method": self.method_}
+        if self.log_likelihood_trace_ is not None:
+            attrs["log_marginal_likelihood"] = float(self.log_likelihood_trace_[-1])
+            attrs["n_iter"] = int(self.n_iter_)
+            attrs["converged"] = int(self.converged_)
+        post = xr.Dataset(
+            {n: (["chain", "draw", *dims], np.asarray(v)[None, None]) for n, (dims, v) in variables.items()},
+            coords=coords, attrs=attrs,
+        )
+        return az.InferenceData(posterior=post)
+
+    def __repr__(self) -> str:
+        parts = [f"n_latents={self.n_latents}", f"link={self.link!r}"]
+        if self.inputs is not False:
+            parts.append(f"inputs={self.inputs!r}")
+        state = "unfitted" if self.params_ is None else f"fitted by {self.method_}"
+        return f"PoissonLDS({', '.join(parts)}; {state})"
