@@ -226,6 +226,15 @@ def test_cosmoothing_beats_constant_rate_and_nears_truth(recovery):
     assert model.log_likelihood(test.data) > 1.005 * truth.log_likelihood(test.data)
 
 
+def test_leave_one_neuron_out_score_is_each_neuron_from_the_rest(recovery):
+    truth, _, test, model = recovery
+    per = model.score(test.data, per_neuron=True)
+    one_by_one = [model.score(test.data, held_out_neurons=[k], per_neuron=True)[0] for k in range(24, 30)]
+    np.testing.assert_allclose(per[24:30], one_by_one, rtol=1e-10)
+    pooled = model.score(test.data)
+    assert 0.0 < pooled < truth.score(test.data) * 1.02
+
+
 def test_fit_outputs(recovery):
     _, train, _, model = recovery
     rates = model.predict_rate(train.data)

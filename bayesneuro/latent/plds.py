@@ -1143,26 +1143,42 @@ class PoissonLDS:
         """Laplace approximation of ``log p(counts)`` (nats), summed over trials; for held-out data."""
         return self._laplace(data)[2]
 
-    def score(self, data: SpikeData, *, held_out_neurons: Any, per_neuron: bool = False):
+    def score(self, data: SpikeData, *, held_out_neurons: Any = None, per_neuron: bool = False):
         """Co-smoothing bits per spike of held-out neurons (Neural Latents Benchmark).
 
         Latents are inferred from the other (held-in) neurons only; the held-out neurons'
         rates are predicted from them and scored by :func:`cosmoothing_bits_per_spike`
-        against their mean rate in ``data``.
+        against their mean rate in ``data`` (0 = no better than a constant rate).
 
         Parameters
         ----------
         data : SpikeData
             Held-out trials, with every fitted neuron (held-out counts are only scored).
-        held_out_neurons : sequence of neuron ids
+        held_out_neurons : sequence of neuron ids, optional
+            The neurons to predict, all from the rest at once. Default: every neuron in turn,
+            each from all the others (leave-one-neuron-out; one Laplace pass per neuron).
         per_neuron : bool
+            One value per held-out neuron instead of the pooled score.
+
+        Returns
+        -------
+        float or numpy.ndarray
         """
         self._check_data(data)
-        held = self._neuron_index(data, held_out_neurons, "held_out_neurons")
-        rest = np.setdiff1d(np.arange(data.n_neuron), held)
-        if rest.size == 0:
-            raise ValueError("held_out_neurons names every neuron; keep some to infer the latents from")
-        rates = self.predict_rate(data, observed_neurons=data.neuron_ids[rest])
+        if held_out_neurons is None:
+            if data.n_neuron < 2:
+                raise ValueError("leave-one-neuron-out co-smoothing needs at least 2 neurons")
+            held = np.arange(data.n_neuron)
+            rates = np.empty(data.counts.shape)
+            for k in held:
+                rest = data.neuron_ids[np.arange(data.n_neuron) != k]
+                rates[:, k] = self.predict_rate(data, observed_neurons=rest)[:, k]
+        else:
+            held = self._neuron_index(data, held_out_neurons, "held_out_neurons")
+            rest = np.setdiff1d(np.arange(data.n_neuron), held)
+            if rest.size == 0:
+                raise ValueError("held_out_neurons names every neuron; keep some to infer the latents from")
+            rates = self.predict_rate(data, observed_neurons=data.neuron_ids[rest])
         return cosmoothing_bits_per_spike(data.counts[:, held], rates[:, held], data.bin_size, per_neuron=per_neuron)
 
     # -- simulation and dynamics ---------------------------------------------------------------
