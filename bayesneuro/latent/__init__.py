@@ -7,7 +7,7 @@ latents linear dynamics with Poisson observations. The exact Gaussian linear dyn
 :mod:`bayesneuro.latent.kalman`, as pure JAX functions.
 """
 
-from . import kalman
+from . import kalman, plotting
 from .gpfa import GPFA, GPFAParams, choose_n_latents
 from .kalman import (
     LDSParams,
@@ -30,6 +30,7 @@ __all__ = [
     "cosmoothing_bits_per_spike",
     "fit_lds_em",
     "kalman",
+    "plotting",
     "kalman_filter",
     "kalman_smoother",
     "lds_log_likelihood",
