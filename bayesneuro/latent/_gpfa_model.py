@@ -13,8 +13,9 @@ log-normal prior. Trials are padded to one length and the padding masked, so une
 work; the GP over a padded tail integrates out exactly. ``neuron_mask`` drops neurons from the
 likelihood (co-smoothing: latents inferred from held-in neurons only).
 
-Plates: ``trial`` (dim -2) and ``time`` (dim -1); ``latent`` and ``neuron`` are event dims,
-named through :func:`poisson_gpfa_dims`.
+Plates: ``trial`` (dim -2) and ``time`` (dim -1) for the paths (``latent`` an event dim), and
+``trial_obs``/``time_obs``/``neuron`` (dims -3, -2, -1) for the counts, so the pointwise
+log-likelihood is ``(trial, time, neuron)``; dims are named through :func:`poisson_gpfa_dims`.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ def poisson_gpfa_model(
     kernel: str = "se",
     eps: float = 1e-3,
     timescale_prior: float = 10.0,
+    timescales=None,
 ):
     """NumPyro model of Poisson GPFA (see the module docstring).
 
@@ -67,12 +69,17 @@ def poisson_gpfa_model(
     eps : float
         GP noise variance.
     timescale_prior : float
-        Median of the log-normal prior on each timescale, in bins.
+        Median of the log-normal prior (log-sd 1) on each timescale, in bins.
+    timescales : array, shape (latent,), optional
+        Fixed timescales in bins; default: learnt (the ``timescale_bins`` site).
     """
     q = n_latents
-    tau = numpyro.sample(
-        "timescale_bins", dist.LogNormal(math.log(timescale_prior), 1.0).expand([q]).to_event(1)
-    )
+    if timescales is None:
+        tau = numpyro.sample(
+            "timescale_bins", dist.LogNormal(math.log(timescale_prior), 1.0).expand([q]).to_event(1)
+        )
+    else:
+        tau = jnp.broadcast_to(jnp.asarray(timescales), (q,))
     numpyro.deterministic("timescale", tau * bin_size)
     K = jax.vmap(lambda s: gpfa_kernel(kernel, s, eps, n_time))(tau)  # (latent, time, time)
     L = jnp.linalg.cholesky(K)
@@ -86,12 +93,14 @@ def poisson_gpfa_model(
     x = numpyro.deterministic("latents", jnp.einsum("kts,rsk->rtk", L, z))
     log_rate = x @ loadings.T + offsets  # (trial, time, neuron), log spikes/s
     mu = jnp.exp(log_rate) * bin_size
-    obs = dist.Poisson(mu)
+    keep = jnp.ones(mu.shape, bool)
+    if mask is not None:
+        keep = keep & jnp.asarray(mask, bool)[:, :, None]
     if neuron_mask is not None:
-        obs = obs.mask(jnp.broadcast_to(jnp.asarray(neuron_mask, bool), mu.shape))
-    with numpyro.plate("trial", n_trial, dim=-2), numpyro.plate("time", n_time, dim=-1):
-        with numpyro.handlers.mask(mask=True if mask is None else jnp.asarray(mask, bool)):
-            numpyro.sample("counts", obs.to_event(1), obs=counts)
+        keep = keep & jnp.asarray(neuron_mask, bool)
+    with numpyro.plate("trial_obs", n_trial, dim=-3), numpyro.plate("time_obs", n_time, dim=-2), \
+            numpyro.plate("neuron", n_neuron, dim=-1), numpyro.handlers.mask(mask=keep):
+        numpyro.sample("counts", dist.Poisson(mu), obs=counts)
 
 
 def poisson_gpfa_dims() -> dict[str, list[str]]:
@@ -104,4 +113,8 @@ def poisson_gpfa_dims() -> dict[str, list[str]]:
         "z": ["trial", "time", "latent"],
         "latents": ["trial", "time", "latent"],
         "counts": ["trial", "time", "neuron"],
+        "mask": ["trial", "time"],
+        "neuron_mask": ["neuron"],
+        "log_rate_mean": ["neuron"],
+        "timescales": ["latent"],
     }

@@ -69,6 +69,9 @@ __all__ = [
     "KERNELS",
     "GPFAParams",
     "GPFAPosterior",
+    "PoissonGPFAParams",
+    "PoissonGPFAPosterior",
+    "poisson_gpfa_posterior",
     "GPFAEMResult",
     "GPFASimulation",
     "NLatentsSelection",
@@ -85,7 +88,9 @@ __all__ = [
 ]
 
 KERNELS = ("se", "matern32", "matern52")
+OBSERVATIONS = {"gaussian": ("em",), "poisson": ("map", "laplace", "svi", "nuts")}  # allowed methods
 _LOG_2PI = math.log(2.0 * math.pi)
+_INIT_SWEEPS = 10  # Poisson start: coordinate-ascent sweeps (latent modes <-> read-outs) before MAP
 _LOG_TAU_BOUNDS = (math.log(1e-2), math.log(1e5))  # timescales in bins, a guard against runaway
 
 
@@ -378,6 +383,228 @@ def _left_out(params: GPFAParams, y, kernel: str):
     return jnp.moveaxis(lax.map(one, jnp.arange(C.shape[0])), 0, -1)
 
 
+# ----------------------------------------------------------------------------- Poisson GPFA maths
+
+
+class PoissonGPFAParams(NamedTuple):
+    """Parameters of Poisson GPFA, ``counts ~ Poisson(dt exp(C x + d))``, timescales in bins.
+
+    Attributes
+    ----------
+    loadings : Array
+        :math:`C`, shape ``(neuron, latent)``.
+    offsets : Array
+        :math:`d`, shape ``(neuron,)``, log spikes/s.
+    timescales : Array
+        :math:`\\tau`, shape ``(latent,)``, in bins.
+    eps : Array
+        GP noise variances, shape ``(latent,)``, in ``(0, 1)``.
+    """
+
+    loadings: jax.Array
+    offsets: jax.Array
+    timescales: jax.Array
+    eps: jax.Array
+
+
+class PoissonGPFAPosterior(NamedTuple):
+    """Laplace posterior of the latents of equal-length trials at fixed parameters.
+
+    Attributes
+    ----------
+    mean : Array
+        Posterior modes, shape ``(trial, time, latent)``.
+    cov : Array
+        Inverse Hessian of the negative log joint at the mode, per trial,
+        shape ``(trial, latent, time, latent, time)``.
+    log_marginal : Array
+        Laplace approximation of ``log p(counts)`` of each trial, shape ``(trial,)``.
+    """
+
+    mean: jax.Array
+    cov: jax.Array
+    log_marginal: jax.Array
+
+
+def _poisson_chol(params, n_time: int, kernel: str) -> jax.Array:
+    K = jax.vmap(lambda tau, e: gpfa_kernel(kernel, tau, e, n_time))(params.timescales, params.eps)
+    return jnp.linalg.cholesky(K)  # (latent, time, time)
+
+
+@partial(jax.jit, static_argnames=("kernel", "max_iter"))
+def _poisson_laplace(params: PoissonGPFAParams, y, weight, bin_size, kernel: str, max_iter: int = 100):
+    """Newton's method on the whitened paths ``z`` (``x_i = L_i z_i``) of each trial.
+
+    ``f(z) = sum_{t,n} w_n (dt e^{eta} - y eta) + |z|^2 / 2``, ``eta = C x + d``; the Hessian
+    ``I + L^T W L`` (``W`` block-diagonal in time) is positive definite, so Newton with
+    step halving converges; ``weight`` (neuron,) in {0, 1} drops neurons (co-smoothing).
+    """
+    C, d = params.loadings, params.offsets
+    q, N = C.shape[1], C.shape[0]
+    T = y.shape[1]
+    L = _poisson_chol(params, T, kernel)
+    log_dt = jnp.log(bin_size)
+    eye = jnp.eye(q * T, dtype=C.dtype)
+
+    def eta_of(z):  # z (latent, time) -> (time, neuron)
+        return jnp.einsum("its,is->ti", L, z) @ C.T + d + log_dt
+
+    def f(z, yr):
+        eta = eta_of(z)
+        return jnp.sum(weight * (jnp.exp(eta) - yr * eta)) + 0.5 * jnp.sum(z**2)
+
+    def grad_hess(z, yr):
+        eta = eta_of(z)
+        lam = jnp.exp(eta) * weight
+        gx = (lam - yr * weight) @ C  # (time, latent)
+        g = jnp.einsum("its,ti->is", L, gx) + z
+        W = jnp.einsum("ni,tn,nj->tij", C, lam, C)
+        H = jnp.einsum("its,tij,jtu->isju", L, W, L).reshape(q * T, q * T) + eye
+        return g, H
+
+    def one(yr):
+        def body(state):
+            z, fz, it, _ = state
+            g, H = grad_hess(z, yr)
+            Lh = jnp.linalg.cholesky(H)
+            step = -cho_solve((Lh, True), g.reshape(-1)).reshape(q, T)
+            dec = -jnp.sum(g * step)
+
+            def shrink(bt):
+                t, _, k = bt
+                return 0.5 * t, f(z + 0.5 * t * step, yr), k + 1
+
+            t, ft, _ = lax.while_loop(lambda bt: ~(bt[1] <= fz) & (bt[2] < 40), shrink,
+                                      (jnp.ones((), z.dtype), f(z + step, yr), 0))
+            ok = ft <= fz
+            done = ~ok | (dec <= 1e-14 * (1.0 + jnp.abs(fz)))
+            return jnp.where(ok, z + t * step, z), jnp.where(ok, ft, fz), it + 1, done
+
+        z0 = jnp.zeros((q, T), C.dtype)
+        z, fz, *_ = lax.while_loop(lambda s: ~s[3] & (s[2] < max_iter), body,
+                                   (z0, f(z0, yr), 0, jnp.zeros((), bool)))
+        _, H = grad_hess(z, yr)
+        Lh = jnp.linalg.cholesky(H)
+        LT = jnp.einsum("ij,itu->iujt", jnp.eye(q, dtype=L.dtype), L).reshape(q * T, q * T)  # L^T
+        G = solve_triangular(Lh, LT, lower=True)
+        cov = (G.T @ G).reshape(q, T, q, T)
+        const = jnp.sum(weight * jax.scipy.special.gammaln(yr + 1.0))
+        log_marg = -fz - const - jnp.sum(jnp.log(jnp.diag(Lh)))
+        return jnp.einsum("its,is->ti", L, z), cov, log_marg
+
+    mean, cov, lm = jax.vmap(one)(y)
+    return PoissonGPFAPosterior(mean, cov, lm)
+
+
+@partial(jax.jit, static_argnames="kernel")
+def _poisson_left_out(params: PoissonGPFAParams, y, bin_size, kernel: str):
+    """Rates (spikes/s) of each neuron, ``E[exp(C_k x + d_k)]`` under the posterior without it."""
+    C, d = params.loadings, params.offsets
+    N = C.shape[0]
+
+    def one(k):
+        w = jnp.ones(N, C.dtype).at[k].set(0.0)
+        post = _poisson_laplace(params, y, w, bin_size, kernel)
+        V = jnp.einsum("ritjt->rtij", post.cov)
+        return jnp.exp(post.mean @ C[k] + d[k] + 0.5 * jnp.einsum("i,rtij,j->rt", C[k], V, C[k]))
+
+    return jnp.moveaxis(lax.map(one, jnp.arange(N)), 0, -1)
+
+
+def _check_poisson_params(params) -> PoissonGPFAParams:
+    if not isinstance(params, PoissonGPFAParams):
+        raise TypeError(f"params must be a PoissonGPFAParams, got {type(params).__name__}")
+    p = PoissonGPFAParams(*(jnp.asarray(np.asarray(x, dtype=np.float64)) for x in params))
+    if p.loadings.ndim != 2:
+        raise ValueError(f"loadings must be (neuron, latent), got shape {p.loadings.shape}")
+    N, q = p.loadings.shape
+    for name, x, shape in [("offsets", p.offsets, (N,)), ("timescales", p.timescales, (q,)), ("eps", p.eps, (q,))]:
+        if x.shape != shape:
+            raise ValueError(f"{name} must have shape {shape}, got {x.shape}")
+    if not all(bool(jnp.all(jnp.isfinite(x))) for x in p):
+        raise ValueError("PoissonGPFAParams contain NaN or infinite values")
+    if bool(jnp.any(p.timescales <= 0)) or bool(jnp.any((p.eps <= 0) | (p.eps >= 1))):
+        raise ValueError("timescales must be positive and eps in (0, 1)")
+    return p
+
+
+def poisson_gpfa_posterior(params: PoissonGPFAParams, counts, *, bin_size: float, kernel: str = "se",
+                           neuron_mask=None) -> PoissonGPFAPosterior:
+    r"""Laplace posterior of the latents of Poisson GPFA at fixed parameters (equal-length trials).
+
+    The mode of :math:`\log p(y \mid x) + \log \mathcal N(x; 0, K)` by Newton's method in the
+    whitened coordinates, and the inverse Hessian there.
+
+    Parameters
+    ----------
+    params : PoissonGPFAParams
+    counts : array_like, shape (trial, time, neuron) or (time, neuron)
+    bin_size : float
+        Seconds per bin.
+    kernel : {"se", "matern32", "matern52"}
+    neuron_mask : array_like of bool, shape (neuron,), optional
+        False for neurons left out of the likelihood.
+
+    Returns
+    -------
+    PoissonGPFAPosterior
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> from bayesneuro.latent.gpfa import PoissonGPFAParams, poisson_gpfa_posterior
+    >>> p = PoissonGPFAParams(jnp.ones((3, 1)), jnp.full(3, 2.0), jnp.array([3.0]), jnp.array([1e-3]))
+    >>> post = poisson_gpfa_posterior(p, jnp.ones((2, 8, 3)), bin_size=0.1)
+    >>> post.mean.shape, post.cov.shape
+    ((2, 8, 1), (2, 1, 8, 1, 8))
+    """
+    params = _check_poisson_params(params)
+    y = np.asarray(counts, dtype=np.float64)
+    (group,), _ = _group(y[None] if y.ndim == 2 else y, params.loadings.shape[0])
+    N = params.loadings.shape[0]
+    w = jnp.ones(N) if neuron_mask is None else jnp.asarray(np.asarray(neuron_mask, bool), _dtype())
+    if w.shape != (N,):
+        raise ValueError(f"neuron_mask must have shape ({N},), got {w.shape}")
+    return _poisson_laplace(params, group, w, float(bin_size), _check_kernel(kernel))
+
+
+@jax.jit
+def _poisson_readout_step(x, y, valid, C, d, centre, bin_size):
+    """Newton steps on each neuron's ``(C_n, d_n)`` given latents, under the model's priors.
+
+    Minimises ``sum_valid (dt e^{eta} - y eta) + |C_n|^2 / 2 + (d_n - centre_n)^2 / 8``
+    (``x`` ``(bins, latent)``, ``y`` ``(bins, neuron)``, ``valid`` ``(bins,)``), 20 damped steps.
+    """
+    X = jnp.concatenate([x, jnp.ones((x.shape[0], 1), x.dtype)], axis=1) * valid[:, None]
+    prior = jnp.concatenate([jnp.ones(x.shape[1]), jnp.array([0.25])])
+
+    def one(w, yn, c):
+        target = jnp.concatenate([jnp.zeros(x.shape[1]), c[None]])
+
+        def f(w):
+            eta = X @ w + jnp.log(bin_size)
+            return jnp.sum(valid * (jnp.exp(eta) - yn * eta)) + 0.5 * jnp.sum(prior * (w - target) ** 2)
+
+        def body(w, _):
+            g, H = jax.grad(f)(w), jax.hessian(f)(w)
+            step = -jnp.linalg.solve(H, g)
+            step = step / jnp.maximum(1.0, jnp.linalg.norm(step))
+            return jnp.where(f(w + step) <= f(w), w + step, w + 0.1 * step), None
+
+        return lax.scan(body, w, None, length=20)[0]
+
+    w = jax.vmap(one, in_axes=(0, 1, 0))(jnp.concatenate([C, d[:, None]], axis=1), y, centre)
+    return w[:, :-1], w[:, -1]
+
+@partial(jax.jit, static_argnums=(2, 3, 4))
+def _poisson_sample(key, params, n_trials, n_time, kernel, bin_size):
+    L = _poisson_chol(params, n_time, kernel)
+    kx, ky = jax.random.split(key)
+    q = params.loadings.shape[1]
+    x = jnp.einsum("itu,niu->nti", L, jax.random.normal(kx, (n_trials, q, n_time), params.loadings.dtype))
+    return x, jax.random.poisson(ky, bin_size * jnp.exp(x @ params.loadings.T + params.offsets))
+
+
 # ----------------------------------------------------------------------------- checked wrappers
 
 
@@ -399,6 +626,11 @@ def _check_params(params) -> GPFAParams:
     if bool(jnp.any((p.eps <= 0) | (p.eps >= 1))):
         raise ValueError(f"eps must lie in (0, 1), got {np.asarray(p.eps)}")
     return p
+
+
+def _dtype():
+    """JAX's default float dtype (float64 with ``jax_enable_x64``, else float32)."""
+    return jnp.zeros(()).dtype
 
 
 def _check_kernel(kernel: str) -> str:
@@ -813,6 +1045,16 @@ class GPFA:
     ``GPFA.fit`` cuts trials into 20-bin segments; :func:`elephant.gpfa.gpfa_core.em` on whole
     trials is the same algorithm as this one). Trials may differ in length.
 
+    With ``observation="poisson"`` the counts themselves are modelled,
+    ``counts ~ Poisson(dt exp(C x + d))`` (:func:`~bayesneuro.latent._gpfa_model.poisson_gpfa_model`,
+    ``d`` in log spikes/s), and fitted through :func:`bayesneuro.infer.fit` by ``"map"``,
+    ``"laplace"``, ``"svi"`` or ``"nuts"`` (small problems), started from the Gaussian GPFA of
+    the square-root counts refined by coordinate ascent (latent modes, then per-neuron
+    read-outs). MAP and Laplace keep the start's timescales (the joint mode of paths and
+    timescales does not penalise short timescales); SVI and NUTS learn them under a log-normal
+    prior (log-sd 1) with median ``init_timescale``. Trials of unequal length are zero-padded
+    and masked in the model, and grouped by length for the Laplace posterior of the latents.
+
     Latents are reported in the orthonormalised basis of Yu et al.: with ``C = U D V^T``,
     ``orthonormal_loadings_ = U`` and latents ``D V^T x``, ordered by the variance they explain
     (each column of ``U`` has its largest entry positive).
@@ -823,11 +1065,13 @@ class GPFA:
         Number of latents, smaller than the number of neurons.
     kernel : {"se", "matern32", "matern52"}
         GP correlation (``"se"``: squared exponential, elephant's ``'rbf'``).
-    observation : {"gaussian"}
-        Observation model of the transformed counts.
+    observation : {"gaussian", "poisson"}
+        ``"gaussian"``: Gaussian noise on the transformed counts, fitted by ``method="em"``;
+        ``"poisson"``: Poisson counts with a log link, fitted by ``method`` in
+        ``{"map", "laplace", "svi", "nuts"}`` (default ``"map"``).
     transform : {"sqrt", None}
-        ``"sqrt"``: model ``sqrt(counts)`` (Yu et al., elephant); None: the counts themselves.
-        Stored as ``count_transform`` (``transform`` is the method).
+        Gaussian only: ``"sqrt"``: model ``sqrt(counts)`` (Yu et al., elephant); None: the
+        counts themselves. Stored as ``count_transform`` (``transform`` is the method).
     min_var_frac : float, default 0.01
         Floor of each neuron's noise variance, as a fraction of its variance.
     eps : float, default 1e-3
@@ -847,7 +1091,8 @@ class GPFA:
         Fitted parameters in bins (numpy arrays), for the pure functions of this module.
     loadings_ : numpy.ndarray, shape (neuron, latent)
     offsets_, noise_var_ : numpy.ndarray, shape (neuron,)
-        Offsets ``d`` and noise variances ``diag(R)`` on the transformed scale.
+        Offsets ``d`` and noise variances ``diag(R)`` on the transformed scale (Poisson:
+        ``d`` in log spikes/s and ``noise_var_`` None; ``params_`` a :class:`PoissonGPFAParams`).
     timescales_ : numpy.ndarray, shape (latent,)
         In seconds.
     orthonormal_loadings_ : numpy.ndarray, shape (neuron, latent)
@@ -858,7 +1103,12 @@ class GPFA:
         Share of the model's total variance ``trace(C C^T + R)`` carried by each orthonormal
         latent: ``D_j^2 / (sum(D^2) + sum(R))`` (descending).
     log_likelihood_trace_ : numpy.ndarray, shape (n_iter_ + 1,)
-        Log-likelihood of the training data after each EM step (entry 0: the start).
+        Log-likelihood of the training data after each EM step (entry 0: the start); None
+        for Poisson.
+    method_ : str
+        The fitting method.
+    result_ : bayesneuro.infer.FitResult
+        Poisson only: the fit through the shared inference layer.
     log_likelihood_ : float
         The last entry: log-likelihood at the fitted parameters.
     n_iter_ : int
@@ -878,6 +1128,12 @@ class GPFA:
     >>> latents = gpfa.transform(data)
     >>> latents["mean"].dims, latents["mean"].shape, gpfa.timescales_.shape
     (('time', 'latent'), (200, 2), (2,))
+
+    Poisson observations, by MAP:
+
+    >>> pois = GPFA(1, observation="poisson").fit(data, method="map", key=0, progress=False, max_iter=50)
+    >>> pois.transform(data)["sd"].shape, pois.score(data) > -1.0
+    ((200, 1), True)
     """
 
     def __init__(
@@ -897,8 +1153,8 @@ class GPFA:
         if isinstance(n_latents, bool) or not isinstance(n_latents, (int, np.integer)) or n_latents < 1:
             raise ValueError(f"n_latents must be a positive integer, got {n_latents!r}")
         _check_kernel(kernel)
-        if observation != "gaussian":
-            raise ValueError(f"observation must be 'gaussian' (the classic GPFA), got {observation!r}")
+        if observation not in OBSERVATIONS:
+            raise ValueError(f"observation must be one of {tuple(OBSERVATIONS)}, got {observation!r}")
         if transform not in ("sqrt", None):
             raise ValueError(f"transform must be 'sqrt' or None, got {transform!r}")
         if not 0.0 < min_var_frac < 1.0:
@@ -963,6 +1219,13 @@ class GPFA:
             )
         counts, mask = data.to_padded()
         lengths = mask.sum(axis=1)
+        if self.observation == "poisson":
+            silent = data.neuron_ids[counts.sum(axis=(0, 1)) == 0].tolist()
+            if silent:
+                raise ValueError(
+                    f"neurons {silent[:10]}{' ...' if len(silent) > 10 else ''} are silent (no spikes): "
+                    "their offsets have no finite MAP; drop them with data.select_neurons(...)"
+                )
         short = data.trials[lengths < 2]
         if short.size:
             more = " ..." if short.size > 10 else ""
@@ -986,20 +1249,27 @@ class GPFA:
 
     # ------------------------------------------------------------------------------------------
 
-    def fit(self, data, *, method: str = "em", key: Any, progress: bool | None = None) -> GPFA:
-        """Fit by exact EM from a factor-analysis start.
+    def fit(self, data, *, method: str | None = None, key: Any, progress: bool | None = None, **options) -> GPFA:
+        """Fit by exact EM (Gaussian) or through :func:`bayesneuro.infer.fit` (Poisson).
 
         Parameters
         ----------
         data : SpikeData
             Counts with trials (data without trials are one trial); trials may differ in length.
-        method : {"em"}
-            Exact expectation-maximisation.
+        method : str, optional
+            ``observation="gaussian"``: ``"em"`` (the default), exact expectation-maximisation.
+            ``observation="poisson"``: ``"map"`` (default), ``"laplace"``, ``"svi"`` or
+            ``"nuts"`` (small problems only) on :func:`~bayesneuro.latent._gpfa_model.poisson_gpfa_model`
+            (latents, loadings, offsets and, with ``learn_timescales``, timescales), started
+            from the Gaussian GPFA of the square-root counts.
         key : jax.random key or int
             Required, as everywhere in bayesneuro; the factor-analysis start and EM are
-            deterministic, so the fit does not depend on it.
+            deterministic, so the Gaussian fit does not depend on it.
         progress : bool, optional
             tqdm bar over EM iterations (default from ``BAYESNEURO_PROGRESS``).
+        **options
+            Poisson only: method options of :func:`bayesneuro.infer.fit` (``max_iter``,
+            ``num_steps``, ``num_warmup``, ``num_samples``, ``num_chains``, ...).
 
         Returns
         -------
@@ -1010,19 +1280,117 @@ class GPFA:
         ------
         ValueError
             If ``n_latents`` is not smaller than the number of neurons, a trial has fewer than
-            2 bins, or a neuron has zero variance (the message names the trials or neurons).
+            2 bins, or a neuron has zero variance or (Poisson) no spikes (the message names the
+            trials or neurons); for a method the observation model does not have.
         """
         from ..infer._model import as_key
         from ..infer.fit import progress_default
 
-        if method != "em":
-            raise ValueError(f"method must be 'em', got {method!r}")
+        allowed = OBSERVATIONS[self.observation]
+        method = allowed[0] if method is None else method
+        if method not in allowed:
+            raise ValueError(f"method must be one of {allowed} for observation={self.observation!r}, got {method!r}")
+        if options and self.observation == "gaussian":
+            raise ValueError(f"unknown options {sorted(options)} for the Gaussian EM fit")
         as_key(key)
         self._check_data(data, fitting=True)
         y, lengths = self._observations(data)
         groups, _ = self._groups(y, lengths)
         progress = progress_default() if progress is None else bool(progress)
+        if self.observation == "poisson":
+            return self._fit_poisson(data, method, key, progress, options)
+        self.method_ = "em"
         return self._fit_groups(groups, data.bin_size, data.neuron_ids, progress)
+
+    def _fit_poisson(self, data, method: str, key, progress: bool, options: dict) -> GPFA:
+        from numpyro.infer import init_to_value
+
+        from ..infer import fit as _fit
+        from ._gpfa_model import poisson_gpfa_dims, poisson_gpfa_model
+
+        counts, mask = data.to_padded()
+        lengths = mask.sum(axis=1)
+        dt = float(data.bin_size)
+        sq = np.sqrt(counts.astype(np.float64))
+        groups, index = self._groups(sq, lengths)
+        start = GPFA(self.n_latents, kernel=self.kernel, transform="sqrt", min_var_frac=self.min_var_frac,
+                     eps=self.eps, max_iter=min(self.max_iter, 100), tol=self.tol,
+                     learn_timescales=self.learn_timescales, init_timescale=self.init_timescale)
+        start._fit_groups(groups, dt, data.neuron_ids, False)
+        gp = start._jparams()
+        # sqrt-count loadings -> log-rate loadings: d log(s^2) = 2 ds / s, s the mean sqrt count
+        s_mean = np.maximum(np.asarray(gp.offsets), 0.1)
+        C0 = 2.0 * np.asarray(gp.loadings) / s_mean[:, None]
+        mean_count = counts.sum(axis=(0, 1)) / lengths.sum()
+        d0 = np.log(mean_count / dt)
+        tau0 = np.asarray(gp.timescales)
+        T = counts.shape[1]
+        L = np.asarray(jax.vmap(lambda t, e: gpfa_kernel(self.kernel, t, e, T))(tau0, gp.eps))
+        L = np.linalg.cholesky(L)
+        # coordinate ascent on the joint density (latent modes <-> per-neuron read-outs) brings
+        # the start near the MAP, where L-BFGS on everything at once converges quickly
+        p0 = PoissonGPFAParams(jnp.asarray(C0), jnp.asarray(d0), jnp.asarray(tau0), jnp.asarray(gp.eps))
+        valid = mask.reshape(-1).astype(np.float64)
+        yflat = jnp.asarray(counts.reshape(-1, data.n_neuron), _dtype())
+        w = jnp.ones(data.n_neuron)
+        x0 = np.zeros((len(lengths), T, self.n_latents))
+        for _ in range(_INIT_SWEEPS):
+            for idx in index:
+                Tg = int(lengths[idx[0]])
+                x0[idx, :Tg] = np.asarray(_poisson_laplace(p0, jnp.asarray(counts[idx, :Tg], _dtype()), w, dt,
+                                                           self.kernel).mean)
+            Cn, dn = _poisson_readout_step(jnp.asarray(x0.reshape(-1, self.n_latents)), yflat, jnp.asarray(valid),
+                                           p0.loadings, p0.offsets, jnp.asarray(d0), dt)
+            p0 = p0._replace(loadings=Cn, offsets=dn)
+        C0, d0z = np.asarray(p0.loadings), np.asarray(p0.offsets)
+        z0 = np.zeros_like(x0)
+        for idx in index:
+            Tg = int(lengths[idx[0]])
+            for i in range(self.n_latents):
+                z0[idx, :Tg, i] = np.linalg.solve(L[i, :Tg, :Tg], x0[idx, :Tg, i].T).T
+        values = {"loadings": C0, "offsets": d0z, "z": z0}
+        # The joint mode over whitened paths and timescales has no penalty on short timescales
+        # (the likelihood alone picks them), so MAP/Laplace keep the Gaussian start's timescales
+        # (empirical Bayes on the square-root counts); SVI and NUTS integrate over them.
+        fixed = None
+        if self.learn_timescales and method in ("svi", "nuts"):
+            values["timescale_bins"] = tau0
+        else:
+            fixed = tau0 if self.learn_timescales else np.full(self.n_latents, self.init_timescale / dt)
+        options = dict(options)
+        options.setdefault("init_strategy", init_to_value(values={k: jnp.asarray(v) for k, v in values.items()}))
+        coords = {"trial": data.trials, "time": (np.arange(T) + 0.5) * dt, "neuron": data.neuron_ids,
+                  "latent": np.arange(self.n_latents)}
+        extra = {} if fixed is None else {"timescales": fixed}
+        result = _fit(
+            poisson_gpfa_model, method=method, key=key, coords=coords, dims=poisson_gpfa_dims(),
+            progress=progress, counts=counts.astype(np.float64), mask=mask, log_rate_mean=d0,
+            n_latents=self.n_latents, n_trial=len(lengths), n_time=T, n_neuron=data.n_neuron, bin_size=dt,
+            kernel=self.kernel, eps=self.eps, timescale_prior=self.init_timescale / dt, **extra, **options,
+        )
+        m = result.params
+        tau = np.asarray(m["timescale_bins"]) if fixed is None else np.asarray(fixed, np.float64)
+        p = PoissonGPFAParams(np.asarray(m["loadings"]), np.asarray(m["offsets"]), tau, np.full(self.n_latents, self.eps))
+        U, D, Tm = _orthonormalize(p.loadings)
+        self.params_ = p
+        self.loadings_, self.offsets_, self.noise_var_ = p.loadings, p.offsets, None
+        self.timescales_ = p.timescales * dt
+        self.orthonormal_loadings_, self.orthonormal_transform_ = U, Tm
+        self.variance_explained_ = D**2 / np.sum(D**2)
+        self.result_ = result
+        self.method_ = method
+        self.log_likelihood_trace_ = None
+        self.log_likelihood_ = None
+        self.n_iter_ = result.info.get("n_iter")
+        self.converged_ = result.info.get("converged")
+        self.neuron_ids_ = np.asarray(data.neuron_ids).copy()
+        self.bin_size_ = dt
+        self._train_counts = np.asarray(data.counts).copy()
+        self._train_lengths = lengths
+        return self
+
+    def _pparams(self) -> PoissonGPFAParams:
+        return PoissonGPFAParams(*(jnp.asarray(x) for x in self.params_))
 
     def _fit_groups(self, groups, bin_size: float, neuron_ids, progress: bool) -> GPFA:
         init = _fa_init(groups, self.n_latents, timescale=self.init_timescale / bin_size, eps=self.eps,
@@ -1076,6 +1444,14 @@ class GPFA:
             ``mean`` and ``sd``, dims ``(time, latent)``, coords ``time`` (bin centres, s),
             ``latent`` and ``trial`` (along ``time``); select a trial with
             ``ds.where(ds.trial == k, drop=True)`` or ``ds.groupby("trial")``.
+
+        Notes
+        -----
+        Gaussian: the exact posterior. Poisson fitted by MAP or Laplace, or on data other than
+        the training data: the Laplace posterior of the latents at the fitted parameters
+        (:func:`poisson_gpfa_posterior`). Poisson fitted by SVI or NUTS, on the training data:
+        mean and sd of the posterior draws of the latents (each draw mapped by the
+        orthonormalising transform of the fitted loadings).
         """
         import xarray as xr
 
@@ -1084,7 +1460,26 @@ class GPFA:
         Tm = self.orthonormal_transform_ if orthonormal else np.eye(q)
         mean = np.zeros((len(lengths), int(lengths.max()), q))
         sd = np.zeros_like(mean)
-        params = self._jparams()
+        if self.observation == "poisson":
+            counts, _ = data.to_padded()
+            from_draws = (self.method_ in ("svi", "nuts") and data.counts.shape == self._train_counts.shape
+                          and np.array_equal(data.counts, self._train_counts)
+                          and np.array_equal(lengths, self._train_lengths))
+            if from_draws:
+                x = self.result_.flat_samples()["latents"] @ Tm.T  # (draw, trial, time, latent)
+                mean, sd = x.mean(axis=0), x.std(axis=0)
+            else:
+                params = self._pparams()
+                w = jnp.ones(len(self.neuron_ids_))
+                for idx in index:
+                    T = int(lengths[idx[0]])
+                    post = _poisson_laplace(params, jnp.asarray(counts[idx, :T], _dtype()), w,
+                                            self.bin_size_, self.kernel)
+                    mean[idx, :T] = np.asarray(post.mean) @ Tm.T
+                    V = np.einsum("ritjt->rtij", np.asarray(post.cov))
+                    sd[idx, :T] = np.sqrt(np.einsum("ai,rtij,aj->rta", Tm, V, Tm))
+            groups = ()
+        params = self._jparams() if self.observation == "gaussian" else None
         for g, idx in zip(groups, index):
             post = _posterior(params, g, self.kernel)
             T = g.shape[1]
@@ -1096,13 +1491,16 @@ class GPFA:
         return xr.Dataset(
             {"mean": (dims, self._flat(data, lengths, mean)), "sd": (dims, self._flat(data, lengths, sd))},
             coords=coords,
-            attrs={"orthonormal": int(bool(orthonormal)), "transform": str(self.count_transform)},
+            attrs={"orthonormal": int(bool(orthonormal)), "transform": str(self.count_transform),
+                   "observation": self.observation, "method": self.method_},
         )
 
     def log_likelihood(self, data, *, per_trial: bool = False):
         """Marginal log-likelihood of the (transformed) data under the fitted model.
 
-        The density is that of the transformed values (no Jacobian of the square root).
+        The density is that of the transformed values (no Jacobian of the square root). For
+        ``observation="poisson"``: the Laplace approximation of ``log p(counts)`` at the fitted
+        parameters.
 
         Parameters
         ----------
@@ -1111,8 +1509,17 @@ class GPFA:
             Return one value per trial, ``(trial,)``, instead of the total.
         """
         _, lengths, groups, index = self._per_group(data)
-        params = self._jparams()
         out = np.zeros(len(lengths))
+        if self.observation == "poisson":  # Laplace approximation of log p(counts)
+            counts, _ = data.to_padded()
+            w = jnp.ones(len(self.neuron_ids_))
+            for idx in index:
+                T = int(lengths[idx[0]])
+                post = _poisson_laplace(self._pparams(), jnp.asarray(counts[idx, :T], _dtype()), w,
+                                        self.bin_size_, self.kernel)
+                out[idx] = np.asarray(post.log_marginal)
+            return out if per_trial else float(out.sum())
+        params = self._jparams()
         for g, idx in zip(groups, index):
             out[idx] = np.asarray(_posterior(params, g, self.kernel).log_likelihood)
         return out if per_trial else float(out.sum())
@@ -1121,7 +1528,9 @@ class GPFA:
         """Leave-neuron-out prediction (Yu et al. 2009): each neuron from all the others.
 
         For every neuron ``k``, ``C_k E[x | y_{-k}] + d_k`` on the transformed scale, with the
-        posterior of the full model given the other neurons of the same trial.
+        posterior of the full model given the other neurons of the same trial. For
+        ``observation="poisson"``: rates in spikes/s, ``E[exp(C_k x + d_k)]`` under the Laplace
+        posterior of the latents given the other neurons, at the fitted parameters.
 
         Returns
         -------
@@ -1132,7 +1541,14 @@ class GPFA:
 
         y, lengths, groups, index = self._per_group(data)
         pred = np.zeros_like(y)
-        params = self._jparams()
+        if self.observation == "poisson":
+            counts, _ = data.to_padded()
+            for idx in index:
+                T = int(lengths[idx[0]])
+                pred[idx, :T] = np.asarray(_poisson_left_out(self._pparams(), jnp.asarray(counts[idx, :T], _dtype()),
+                                                             self.bin_size_, self.kernel))
+            groups = ()
+        params = self._jparams() if self.observation == "gaussian" else None
         for g, idx in zip(groups, index):
             pred[idx, : g.shape[1]] = np.asarray(_left_out(params, g, self.kernel))
         return xr.DataArray(self._flat(data, lengths, pred), dims=("time", "neuron"),
@@ -1145,12 +1561,21 @@ class GPFA:
         ``sum_{t, k} (y_tk - C_k E[x_t | y_{-k}] + d_k)^2`` (Yu et al. 2009's cross-validated
         criterion); score held-out trials. Unlike sklearn's ``score``, smaller is better.
 
+        For ``observation="poisson"``: leave-one-neuron-out co-smoothing in bits per spike
+        (:func:`~bayesneuro.latent.plds.cosmoothing_bits_per_spike` of
+        :meth:`predict_left_out`; larger is better, 0 is each neuron's mean rate).
+
         Parameters
         ----------
         data : SpikeData
         per_neuron : bool
             Return the error of each neuron, ``(neuron,)``.
         """
+        if self.observation == "poisson":
+            from .plds import cosmoothing_bits_per_spike
+
+            rates = self.predict_left_out(data).values
+            return cosmoothing_bits_per_spike(data.counts, rates, data.bin_size, per_neuron=per_neuron)
         y, lengths = self._observations(data)
         err = (self.predict_left_out(data).values - self._flat(data, lengths, y)) ** 2
         return err.sum(axis=0) if per_neuron else float(err.sum())
@@ -1158,8 +1583,8 @@ class GPFA:
     def simulate(self, n_trials: int, n_time: int, *, key: Any) -> GPFASimulation:
         """Draw trials from the fitted Gaussian model.
 
-        Draws are on the model's scale (square-root counts for ``transform="sqrt"``) and are
-        Gaussian, so not counts; refit them with :func:`fit_gpfa_em`.
+        Gaussian: draws are on the model's scale (square-root counts for ``transform="sqrt"``),
+        so not counts; refit them with :func:`fit_gpfa_em`. Poisson: integer counts.
 
         Parameters
         ----------
@@ -1175,6 +1600,12 @@ class GPFA:
         from ..infer._model import as_key
 
         self._check_fitted()
+        if self.observation == "poisson":
+            if int(n_trials) < 1 or int(n_time) < 1:
+                raise ValueError(f"n_trials and n_time must be >= 1, got {n_trials}, {n_time}")
+            x, y = _poisson_sample(as_key(key), self._pparams(), int(n_trials), int(n_time), self.kernel,
+                                   self.bin_size_)
+            return GPFASimulation(np.asarray(y).astype(np.int64), np.asarray(x))
         x, y = gpfa_sample(as_key(key), self.params_, n_trials, n_time, kernel=self.kernel)
         return GPFASimulation(np.asarray(y), np.asarray(x))
 
@@ -1185,10 +1616,17 @@ class GPFA:
         ``offsets`` and ``noise_var`` ``(neuron,)``, ``timescales`` (s) and
         ``variance_explained`` ``(latent,)``; ``sample_stats`` holds ``log_likelihood_trace``
         ``(em_iteration,)``; the settings are in ``attrs``.
+
+        For ``observation="poisson"``: the fit's draws (:meth:`bayesneuro.infer.FitResult.to_inference_data`),
+        dims ``trial``, ``time`` (bin centres within a trial, s), ``latent`` and ``neuron``
+        (sites ``loadings``, ``offsets``, ``timescale_bins``/``timescale``, ``z``, ``latents``),
+        with ``log_likelihood`` and ``observed_data`` of ``counts``.
         """
         import arviz as az
 
         self._check_fitted()
+        if self.observation == "poisson":
+            return self.result_.to_inference_data()
         q = self.n_latents
         post = {"loadings": self.loadings_, "orthonormal_loadings": self.orthonormal_loadings_,
                 "offsets": self.offsets_, "noise_var": self.noise_var_, "timescales": self.timescales_,
@@ -1208,6 +1646,9 @@ class GPFA:
         )
 
     def __repr__(self) -> str:
+        if self.observation == "poisson":
+            state = "unfitted" if self.params_ is None else f"fitted by {self.method_}"
+            return f"GPFA(n_latents={self.n_latents}, kernel={self.kernel!r}, observation='poisson'; {state})"
         state = "unfitted" if self.params_ is None else f"fitted, {self.n_iter_} EM iterations"
         return f"GPFA(n_latents={self.n_latents}, kernel={self.kernel!r}, transform={self.count_transform!r}; {state})"
 

@@ -1,0 +1,248 @@
+"""Poisson GPFA: Laplace latents against a dense numpy log joint, recovery, SVI/NUTS, SBC, bad input."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import optimize
+from scipy.special import gammaln
+
+import bayesneuro as bn
+from bayesneuro.latent.gpfa import (
+    GPFA,
+    PoissonGPFAParams,
+    _poisson_left_out,
+    _poisson_sample,
+    gpfa_kernel,
+    poisson_gpfa_posterior,
+)
+from bayesneuro.latent.plds import cosmoothing_bits_per_spike
+from bayesneuro.sbc import run_sbc
+
+DT = 0.05
+
+
+def _params(rng, n_neuron, timescales, scale=0.5, rate=(10.0, 30.0)):
+    q = len(timescales)
+    C = scale * rng.normal(size=(n_neuron, q))
+    d = np.log(rng.uniform(*rate, n_neuron))
+    return PoissonGPFAParams(jnp.asarray(C), jnp.asarray(d), jnp.asarray(timescales, float), jnp.full(q, 1e-3))
+
+
+def _dense_prior(p, T, kernel="se"):
+    """Block-diagonal prior covariance over latent-major ``(latent * time)`` paths."""
+    q = len(p.timescales)
+    K = np.zeros((q * T, q * T))
+    for i in range(q):
+        K[i * T:(i + 1) * T, i * T:(i + 1) * T] = np.asarray(gpfa_kernel(kernel, float(p.timescales[i]), float(p.eps[i]), T))
+    return K
+
+
+def _neg_log_joint(p, y, K, kernel="se"):
+    """Negative log joint of one trial in numpy, its gradient and Hessian in latent-major x."""
+    C, d = np.asarray(p.loadings), np.asarray(p.offsets)
+    q, T = C.shape[1], y.shape[0]
+    Ki = np.linalg.inv(K)
+    _, logdetK = np.linalg.slogdet(K)
+
+    def parts(xf):
+        x = xf.reshape(q, T).T  # (time, latent)
+        eta = x @ C.T + d + np.log(DT)
+        lam = np.exp(eta)
+        f = np.sum(lam - y * eta) + np.sum(gammaln(y + 1)) + 0.5 * xf @ Ki @ xf + 0.5 * logdetK \
+            + 0.5 * q * T * np.log(2 * np.pi)
+        g = ((lam - y) @ C).T.reshape(-1) + Ki @ xf
+        W = np.einsum("ni,tn,nj->itj", C, lam, C)[:, :, :, None] * np.eye(T)[None, :, None, :]
+        H = W.reshape(q * T, q * T) + Ki
+        return f, g, H
+
+    return parts
+
+
+@pytest.fixture(scope="module")
+def small():
+    rng = np.random.default_rng(0)
+    p = _params(rng, 5, [3.0, 6.0])
+    _, y = _poisson_sample(jax.random.key(1), p, 2, 12, "se", DT)
+    return p, np.asarray(y, float)
+
+
+def test_laplace_mode_and_covariance_match_dense_log_joint(small):
+    p, y = small
+    post = poisson_gpfa_posterior(p, y, bin_size=DT)
+    q, T = 2, y.shape[1]
+    K = _dense_prior(p, T)
+    for r in range(y.shape[0]):
+        parts = _neg_log_joint(p, y[r], K)
+        opt = optimize.minimize(lambda x: parts(x)[:2], np.zeros(q * T), jac=True, method="trust-exact",
+                                hess=lambda x: parts(x)[2], options={"gtol": 1e-9})
+        assert np.linalg.norm(parts(opt.x)[1]) < 1e-7, opt.message  # |x - x*| <= |g| / lambda_min(H)
+        np.testing.assert_allclose(np.asarray(post.mean[r]).T.reshape(-1), opt.x, atol=1e-5)
+        f, g, H = parts(opt.x)
+        # the explicit Hessian agrees with finite differences of the explicit gradient
+        h = 1e-6
+        Hn = np.stack([(parts(opt.x + h * e)[1] - parts(opt.x - h * e)[1]) / (2 * h) for e in np.eye(q * T)])
+        np.testing.assert_allclose(Hn, H, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(np.asarray(post.cov[r]).reshape(q * T, q * T), np.linalg.inv(H),
+                                   rtol=1e-8, atol=1e-10)
+        # Laplace evidence: -f(x*) + (qT/2) log 2 pi - log|H| / 2
+        lm = -f + 0.5 * q * T * np.log(2 * np.pi) - 0.5 * np.linalg.slogdet(H)[1]
+        np.testing.assert_allclose(float(post.log_marginal[r]), lm, rtol=1e-9)
+
+
+def test_neuron_mask_drops_neurons(small):
+    p, y = small
+    keep = np.array([True, True, False, True, False])
+    a = poisson_gpfa_posterior(p, y, bin_size=DT, neuron_mask=keep)
+    sub = PoissonGPFAParams(p.loadings[keep], p.offsets[keep], p.timescales, p.eps)
+    b = poisson_gpfa_posterior(sub, y[:, :, keep], bin_size=DT)
+    np.testing.assert_allclose(a.mean, b.mean, atol=1e-10)
+    np.testing.assert_allclose(a.cov, b.cov, atol=1e-10)
+
+
+def _r2_after_linear_map(est, truth):
+    X = np.c_[est, np.ones(len(est))]
+    beta, *_ = np.linalg.lstsq(X, truth, rcond=None)
+    resid = truth - X @ beta
+    return 1.0 - resid.var(axis=0) / truth.var(axis=0)
+
+
+def test_ground_truth_recovery_map():
+    """3 latents, 20 neurons, 20 trials x 30 bins: latents, timescales and co-smoothing recovered."""
+    N, R, T = 20, 20, 30
+    rng = np.random.default_rng(2)
+    tau = np.array([3.0, 6.0, 12.0])
+    p = _params(rng, N, tau, scale=0.5)
+    x, y = _poisson_sample(jax.random.key(3), p, R + 5, T, "se", DT)  # R train, 5 test trials
+    x, y = np.asarray(x), np.asarray(y)
+    train = bn.SpikeData.from_trials(y[:R], bin_size=DT)
+    test = bn.SpikeData.from_trials(y[R:], bin_size=DT)
+    # L-BFGS from the coordinate-ascent start; 300 iterations are enough for these checks
+    with pytest.warns(RuntimeWarning, match="did not converge"):
+        model = GPFA(3, observation="poisson", init_timescale=5 * DT).fit(train, method="map", key=0,
+                                                                          progress=False, max_iter=200)
+    ds = model.transform(train)
+    assert ds["mean"].dims == ("time", "latent") and ds["sd"].shape == (R * T, 3)
+    assert np.all(ds["sd"].values > 0)
+    # orthonormalised latents ordered by variance explained
+    assert np.all(np.diff(model.variance_explained_) <= 0)
+    np.testing.assert_allclose(model.orthonormal_loadings_.T @ model.orthonormal_loadings_, np.eye(3), atol=1e-10)
+    r2 = _r2_after_linear_map(ds["mean"].values, x[:R].reshape(-1, 3))
+    assert np.all(r2 > 0.8), r2
+    np.testing.assert_allclose(np.sort(model.timescales_ / DT), tau, rtol=0.35)
+    # held-out co-smoothing, against the true parameters on the same trials
+    score = model.score(test)
+    rates = np.asarray(_poisson_left_out(p, jnp.asarray(y[R:], float), DT, "se"))
+    truth = cosmoothing_bits_per_spike(y[R:].reshape(-1, N), rates.reshape(-1, N), DT)
+    assert truth > 0.05
+    assert 0 < score and abs(score - truth) < 0.15 * truth, (score, truth)
+    sim = model.simulate(3, 20, key=1)
+    assert sim.observations.shape == (3, 20, N) and sim.observations.dtype == np.int64
+    assert sim.latents.shape == (3, 20, 3)
+    np.testing.assert_array_equal(sim.observations, model.simulate(3, 20, key=1).observations)
+
+
+def test_unequal_trials_match_single_trial_posteriors():
+    rng = np.random.default_rng(4)
+    p = _params(rng, 8, [4.0])
+    _, y = _poisson_sample(jax.random.key(5), p, 4, 20, "se", DT)
+    y = np.asarray(y)
+    trials = [y[0, :20], y[1, :12], y[2, :20], y[3, :7]]
+    data = bn.SpikeData.from_trials(trials, bin_size=DT)
+    model = GPFA(1, observation="poisson", init_timescale=4 * DT).fit(data, key=0, progress=False)
+    ds = model.transform(data, orthonormal=False)
+    assert ds["mean"].shape == (59, 1)
+    for k, tr in enumerate(trials):
+        one = poisson_gpfa_posterior(model.params_, tr, bin_size=DT)
+        got = ds["mean"].values[ds.trial.values == k]
+        np.testing.assert_allclose(got, np.asarray(one.mean[0]), atol=1e-8)
+    idata = model.to_inference_data()
+    assert idata.posterior["z"].dims == ("chain", "draw", "trial", "time", "latent")
+    assert np.isfinite(model.score(data))
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    rng = np.random.default_rng(6)
+    p = _params(rng, 6, [4.0], scale=0.7, rate=(20.0, 40.0))
+    _, y = _poisson_sample(jax.random.key(7), p, 3, 15, "se", DT)
+    return bn.SpikeData.from_trials(np.asarray(y), bin_size=DT)
+
+
+def _no_generic_dims(idata):
+    for group in idata.groups():
+        for name, var in idata[group].data_vars.items():
+            assert not any("_dim_" in d for d in var.dims), (group, name, var.dims)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_svi_and_nuts_agree_with_laplace(tiny):
+    kw = dict(observation="poisson", init_timescale=4 * DT)
+    lap = GPFA(1, **kw).fit(tiny, method="laplace", key=0, progress=False, num_samples=200)
+    svi = GPFA(1, **kw).fit(tiny, method="svi", key=0, progress=False, num_steps=3000, learning_rate=0.01,
+                            num_samples=400, guide="full-rank")
+    nuts = GPFA(1, **kw).fit(tiny, method="nuts", key=0, progress=False, num_warmup=300, num_samples=300,
+                             num_chains=1)
+    ref = lap.transform(tiny)
+    for m in (svi, nuts):
+        idata = m.to_inference_data()
+        _no_generic_dims(idata)
+        assert idata.posterior["latents"].dims == ("chain", "draw", "trial", "time", "latent")
+        assert idata.log_likelihood["counts"].dims == ("chain", "draw", "trial", "time", "neuron")
+        ds = m.transform(tiny)
+        assert ds.attrs["method"] == m.method_
+        # Laplace is conditional on point parameters, SVI/NUTS integrate over them: posterior
+        # means agree within 0.6 posterior sd on average over bins, 1.5 sd at the worst bin
+        z = np.abs(ds["mean"].values - ref["mean"].values) / ref["sd"].values
+        assert z.mean() < 0.6 and z.max() < 1.5, (m.method_, z.mean(), z.max())
+    _no_generic_dims(lap.to_inference_data())
+
+
+def test_sbc_of_the_laplace_latent_posterior():
+    """Paths drawn from the GP prior; Laplace draws at the true parameters; ranks uniform.
+
+    Negative control: the same draws with their spread halved are rejected.
+    """
+    rng = np.random.default_rng(8)
+    p = _params(rng, 6, [3.0], scale=0.6)
+    T = 8
+
+    def simulate(key):
+        x, y = _poisson_sample(key, p, 1, T, "se", DT)
+        return {"x": np.asarray(x[0, :, 0])}, np.asarray(y, float)
+
+    def posterior(key, y, spread=1.0):
+        post = poisson_gpfa_posterior(p, y, bin_size=DT)
+        m = np.asarray(post.mean[0, :, 0])
+        V = np.asarray(post.cov[0, 0, :, 0, :])
+        e = np.random.default_rng(np.asarray(jax.random.key_data(key))).standard_normal((99, T))
+        return {"x": m + spread * e @ np.linalg.cholesky(V).T}
+
+    good = run_sbc(simulate, posterior, key=0, n_sims=200, n_draws=99, progress=False)
+    assert good.passed, good.pvalues
+    bad = run_sbc(simulate, lambda k, y: posterior(k, y, 0.5), key=0, n_sims=200, n_draws=99, progress=False)
+    assert not bad.passed, bad.pvalues
+
+
+def _counts(n_neuron=4, n_trial=3, n_time=10, seed=0):
+    return np.random.default_rng(seed).poisson(3.0, (n_trial, n_time, n_neuron))
+
+
+@pytest.mark.filterwarnings("ignore:neuron 2 has no spikes")
+def test_bad_input_names_the_problem():
+    y = _counts()
+    y[:, :, 2] = 0
+    with pytest.raises(ValueError, match=r"neurons \[2\] are silent"):
+        GPFA(1, observation="poisson").fit(bn.SpikeData.from_trials(y, bin_size=DT), key=0)
+    with pytest.raises(ValueError, match="n_latents=4 must be smaller than the number of neurons"):
+        GPFA(4, observation="poisson").fit(bn.SpikeData.from_trials(_counts(), bin_size=DT), key=0)
+    short = [_counts(n_trial=1)[0], _counts(n_trial=1, n_time=1)[0]]
+    with pytest.raises(ValueError, match=r"trials \[1\] have fewer than 2 bins"):
+        GPFA(1, observation="poisson").fit(bn.SpikeData.from_trials(short, bin_size=DT), key=0)
+    data = bn.SpikeData.from_trials(_counts(), bin_size=DT)
+    with pytest.raises(ValueError, match=r"one of \('em',\) for observation='gaussian', got 'nuts'"):
+        GPFA(1).fit(data, method="nuts", key=0)
+    with pytest.raises(ValueError, match=r"\('map', 'laplace', 'svi', 'nuts'\) for observation='poisson', got 'em'"):
+        GPFA(1, observation="poisson").fit(data, method="em", key=0)
+    with pytest.raises(ValueError, match="observation must be one of"):
+        GPFA(1, observation="bernoulli")
