@@ -20,3 +20,14 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data folder not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _fresh_jax_caches():
+    """Drop compiled programs after each test module.
+
+    The suite compiles thousands of XLA programs in one process; keeping them all alive made
+    the compiler crash late in the run. Caches within a module are kept.
+    """
+    yield
+    jax.clear_caches()

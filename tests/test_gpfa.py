@@ -327,14 +327,14 @@ def test_bad_input_messages(fitted):
         GPFA(1).fit(bn.SpikeData.from_trials(counts, bin_size=0.01, neuron_ids=["a", "dead", "c"]), key=0)
     with pytest.raises(TypeError, match="key"):
         GPFA(1).fit(ok, key=None)
-    with pytest.raises(ValueError, match="method must be 'em'"):
+    with pytest.raises(ValueError, match=r"method must be one of \('em',\) for observation='gaussian'"):
         GPFA(1).fit(ok, method="vi", key=0)
     with pytest.raises(RuntimeError, match="not fitted"):
         GPFA(1).transform(ok)
     with pytest.raises(ValueError, match="neurons of the fit"):
         gpfa.transform(bn.SpikeData.from_trials([ones], bin_size=0.02))
     for kwargs, msg in [({"n_latents": 0}, "n_latents"), ({"n_latents": 1, "kernel": "rbf"}, "kernel"),
-                        ({"n_latents": 1, "observation": "poisson"}, "observation"),
+                        ({"n_latents": 1, "observation": "negbin"}, "observation"),
                         ({"n_latents": 1, "transform": "log"}, "transform"),
                         ({"n_latents": 1, "eps": 0.0}, "eps"), ({"n_latents": 1, "init_timescale": -1.0}, "init_timescale")]:
         with pytest.raises(ValueError, match=msg):
