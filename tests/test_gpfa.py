@@ -23,6 +23,7 @@ from bayesneuro.latent.gpfa import (
     choose_n_latents,
     fit_gpfa_em,
     gpfa_posterior,
+    gpfa_log_likelihood,
     gpfa_sample,
     init_gpfa_params,
 )
@@ -144,7 +145,8 @@ def test_em_matches_elephant(learn_timescales):
     pe["notes"]["learnKernelParams"] = learn_timescales
     # tol=-1e300 never stops early: a fixed number of iterations
     pe_out, _, lls, _ = gpfa_core.em(copy.deepcopy(pe), seqs, max_iters=n_iter, tol=-1e300, freq_ll=1)
-    res = fit_gpfa_em(init, trials, max_iter=n_iter, tol=None, learn_timescales=learn_timescales, progress=False)
+    res = fit_gpfa_em(init, trials, max_iter=n_iter, tol=None, learn_timescales=learn_timescales,
+                      acceleration=None, progress=False)
     assert res.n_iter == n_iter and len(res.log_likelihoods) == n_iter + 1
     # elephant stops its timescale search at L-BFGS-B's default tolerances; ours is exact
     rtol = 1e-6 if learn_timescales else 1e-10
@@ -245,6 +247,43 @@ def test_recovers_ground_truth():
     assert np.all(r2 > 0.9), r2
 
 
+def test_squarem_reaches_the_em_fixed_point_in_fewer_esteps():
+    """SQUAREM against plain EM run far longer: same fixed point, monotone, fewer E-steps.
+
+    Plain EM (elephant's algorithm, checked above) run for 3000 steps is the reference; SQUAREM
+    must reach at least its log-likelihood and the same parameters, with a small fraction of
+    its E-steps, and every SQUAREM record must be a log-likelihood of the parameters it names
+    (re-evaluated here by the dense-free posterior of the module).
+    """
+    truth = make_params(10, [2.0, 6.0], seed=6, noise=0.5)
+    _, y = gpfa_sample(jax.random.key(6), truth, 15, 25)
+    init = init_gpfa_params(y, 2, timescale=4.0)
+    plain = fit_gpfa_em(init, y, max_iter=3000, tol=1e-12, acceleration=None, progress=False)
+    fast = fit_gpfa_em(init, y, max_iter=3000, tol=1e-12, acceleration="squarem", progress=False)
+    assert fast.converged
+    ll = fast.log_likelihoods
+    assert np.all(np.diff(ll) >= -1e-9 * np.abs(ll[1:]))
+    assert len(fast.n_estep) == len(ll) and fast.n_estep[-1] == fast.n_iter + 1
+    assert np.all(np.diff(fast.n_estep) > 0)
+    assert ll[-1] >= plain.log_likelihoods[-1] - 1e-6 * abs(ll[-1])
+    np.testing.assert_allclose(ll[-1], gpfa_log_likelihood(fast.params, y), rtol=1e-12)
+    assert plain.converged and fast.n_iter * 3 < plain.n_iter, (fast.n_iter, plain.n_iter)
+    # E-steps to come within 1e-3 of the common optimum (here 297 plain, 55 SQUAREM)
+    top = max(ll[-1], plain.log_likelihoods[-1])
+    steps = [r.n_estep[np.argmax(r.log_likelihoods >= top - 1e-3)] for r in (plain, fast)]
+    assert 3 * steps[1] < steps[0], steps
+    p, q = fast.params, plain.params
+    np.testing.assert_allclose(np.sort(p.timescales), np.sort(q.timescales), rtol=1e-3)
+    np.testing.assert_allclose(np.asarray(p.loadings) @ np.asarray(p.loadings).T,
+                               np.asarray(q.loadings) @ np.asarray(q.loadings).T, atol=1e-3)
+    np.testing.assert_allclose(p.noise_var, q.noise_var, rtol=1e-3)
+    # a budget that does not divide into cycles is honoured exactly, finished by plain steps
+    short = fit_gpfa_em(init, y, max_iter=7, tol=None, progress=False)
+    assert short.n_iter == 7 and not short.converged and short.n_estep[-1] == 8
+    with pytest.raises(ValueError, match="acceleration"):
+        fit_gpfa_em(init, y, acceleration="anderson", progress=False)
+
+
 def test_choose_n_latents_picks_true_dimensionality():
     truth = make_params(10, [3.0, 8.0], seed=4, offset=2.5, noise=0.1)
     data, _ = poisson_data(truth, 24, 20, seed=4)
@@ -263,7 +302,8 @@ def test_estimator_attributes_and_outputs(fitted):
     gpfa, data = fitted
     q = 2
     ll = gpfa.log_likelihood_trace_
-    assert len(ll) == gpfa.n_iter_ + 1 and np.all(np.diff(ll) >= -1e-9 * np.abs(ll[1:]))
+    assert gpfa.acceleration == "squarem" and 2 <= len(ll) <= gpfa.n_iter_ + 1
+    assert np.all(np.diff(ll) >= -1e-9 * np.abs(ll[1:]))
     assert gpfa.loadings_.shape == (8, q) and gpfa.offsets_.shape == gpfa.noise_var_.shape == (8,)
     np.testing.assert_allclose(gpfa.timescales_, gpfa.params_.timescales * 0.02)
     U = gpfa.orthonormal_loadings_
@@ -276,12 +316,12 @@ def test_estimator_attributes_and_outputs(fitted):
     np.testing.assert_array_equal(ds.trial.values, data.trial_ids)
     np.testing.assert_array_equal(ds.time.values, data.bin_centers)
     assert np.all(ds["sd"].values > 0)
-    # score = squared leave-neuron-out error on the square-root scale
+    # Yu et al.'s squared leave-neuron-out error on the square-root scale
     pred = gpfa.predict_left_out(data)
     assert pred.dims == ("time", "neuron") and list(pred.neuron.values) == list(data.neuron_ids)
     err = (pred.values - np.sqrt(data.counts)) ** 2
-    assert np.isclose(gpfa.score(data), err.sum(), rtol=1e-12)
-    np.testing.assert_allclose(gpfa.score(data, per_neuron=True), err.sum(axis=0), rtol=1e-12)
+    assert np.isclose(gpfa.leave_neuron_out_error(data), err.sum(), rtol=1e-12)
+    np.testing.assert_allclose(gpfa.leave_neuron_out_error(data, per_neuron=True), err.sum(axis=0), rtol=1e-12)
     sim = gpfa.simulate(3, 15, key=1)
     assert sim.observations.shape == (3, 15, 8) and sim.latents.shape == (3, 15, q)
     np.testing.assert_array_equal(sim.observations, gpfa.simulate(3, 15, key=1).observations)
@@ -294,6 +334,61 @@ def test_estimator_attributes_and_outputs(fitted):
     for group in idata.groups():
         assert not any("_dim_" in str(d) for d in idata[group].dims), group
     assert "fitted" in repr(gpfa)
+
+
+def test_cosmoothing_score_matches_dense_predictive(fitted):
+    """score = bits/spike of E[count] = m^2 + v from dense Gaussian conditioning, scipy Poisson.
+
+    Leave-one-neuron-out and a held-out set, on unequal-length trials; the predictive mean and
+    variance of the left-out neuron's square-root count come from the dense joint Gaussian
+    (latent covariance pushed through its loading, plus its noise variance).
+    """
+    gpfa, data = fitted
+    p = gpfa.params_
+    C, R = np.asarray(p.loadings), np.asarray(p.noise_var)
+    held = [2, 5]
+    loo = np.zeros(data.counts.shape)
+    given = np.zeros(data.counts.shape)
+    start = 0
+    for tr in data.iter_trials():
+        y = np.sqrt(tr.counts.astype(float))
+        T = len(y)
+        q = C.shape[1]
+        sl = slice(start, start + T)
+        for k in range(y.shape[1]):
+            mean, cov, _ = dense_posterior(p, y, drop=k)
+            cov_t = np.einsum("itjt->tij", cov.reshape(q, T, q, T))
+            m = mean @ C[k] + np.asarray(p.offsets)[k]
+            v = np.einsum("i,tij,j->t", C[k], cov_t, C[k]) + R[k]
+            loo[sl, k] = (m**2 + v) / data.bin_size
+        # held-out set: a model conditioned on the other neurons (drop them by infinite noise)
+        keep = np.setdiff1d(np.arange(y.shape[1]), held)
+        sub = GPFAParams(p.loadings[keep], p.offsets[keep], p.noise_var[keep], p.timescales, p.eps)
+        mean, cov, _ = dense_posterior(sub, y[:, keep])
+        cov_t = np.einsum("itjt->tij", cov.reshape(q, T, q, T))
+        m = mean @ C.T + np.asarray(p.offsets)
+        v = np.einsum("ki,tij,kj->tk", C, cov_t, C) + R
+        given[sl] = (m**2 + v) / data.bin_size
+        start += T
+
+    def bits(y, rate):
+        ll = stats.poisson.logpmf(y, rate * data.bin_size).sum()
+        null = stats.poisson.logpmf(y, np.broadcast_to(y.mean(axis=0), y.shape)).sum()
+        return (ll - null) / (y.sum() * np.log(2))
+
+    score = gpfa.score(data)
+    assert np.isclose(score, bits(data.counts, loo), rtol=1e-8) and score > 0
+    ids = data.neuron_ids
+    rest = [ids[i] for i in range(len(ids)) if i not in held]
+    np.testing.assert_allclose(gpfa.predict_rate(data, observed_neurons=rest), given, rtol=1e-8)
+    assert np.isclose(gpfa.score(data, held_out_neurons=[ids[i] for i in held]),
+                      bits(data.counts[:, held], given[:, held]), rtol=1e-8)
+    per = gpfa.score(data, per_neuron=True)
+    assert per.shape == (len(ids),) and np.all(np.isfinite(per))
+    with pytest.raises(ValueError, match="held_out_neurons names every neuron"):
+        gpfa.score(data, held_out_neurons=list(ids))
+    with pytest.raises(ValueError, match="not neurons of the fit"):
+        gpfa.score(data, held_out_neurons=["nope"])
 
 
 def test_fixed_timescales():

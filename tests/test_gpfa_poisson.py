@@ -177,12 +177,19 @@ def _no_generic_dims(idata):
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
 def test_svi_and_nuts_agree_with_laplace(tiny):
+    """At a fixed timescale the three posteriors of the paths agree; with learnt timescales,
+    Laplace-EM's empirical-Bayes timescale lies within NUTS's posterior of it."""
     kw = dict(observation="poisson", init_timescale=4 * DT)
-    lap = GPFA(1, **kw).fit(tiny, method="laplace", key=0, progress=False, num_samples=200)
-    svi = GPFA(1, **kw).fit(tiny, method="svi", key=0, progress=False, num_steps=3000, learning_rate=0.01,
-                            num_samples=400, guide="full-rank")
+    lap = GPFA(1, learn_timescales=False, **kw).fit(tiny, method="laplace", key=0, progress=False, num_samples=200)
+    svi = GPFA(1, learn_timescales=False, **kw).fit(tiny, method="svi", key=0, progress=False, num_steps=3000,
+                                                    learning_rate=0.01, num_samples=400, guide="full-rank")
     nuts = GPFA(1, **kw).fit(tiny, method="nuts", key=0, progress=False, num_warmup=300, num_samples=300,
                              num_chains=1)
+    lap_tau = GPFA(1, **kw).fit(tiny, method="laplace", key=0, progress=False, num_samples=50)
+    tau_draws = nuts.to_inference_data().posterior["timescale"].values.ravel()
+    lo, hi = np.quantile(tau_draws, [0.05, 0.95])
+    assert lo < lap_tau.timescales_[0] < hi, (lap_tau.timescales_, lo, hi)
+    assert abs(lap_tau.timescales_[0] - 4 * DT) > 1e-6  # learnt, not the start
     ref = lap.transform(tiny)
     for m in (svi, nuts):
         idata = m.to_inference_data()
