@@ -8,7 +8,10 @@ the parent and given to elephant), with the same convergence rule (elephant's, `
 at most 500 iterations).
 
 - bayesneuro: ``GPFA(n_latents, max_iter=500, tol=1e-8, init_timescale=...).fit(data, key=0)``
-  on a ``SpikeData`` of the counts (its own factor-analysis start is the parent's, bit for bit).
+  on a ``SpikeData`` of the counts (its own factor-analysis start is the parent's, bit for bit),
+  with the default SQUAREM-accelerated EM (tool ``bayesneuro``) and with plain EM,
+  ``acceleration=None`` (tool ``bayesneuro-em``: step for step elephant's algorithm). The main
+  row compares the tools at convergence (or 500 E-steps) and at their log-likelihoods.
 - elephant: ``elephant.gpfa.gpfa_core.em(params_init, seqs, max_iters=500, tol=1e-8,
   freq_ll=1)`` on whole trials (``seqs[k].y = sqrt(counts).T``). elephant's user-facing
   ``GPFA.fit`` additionally cuts trials into 20-bin segments and starts from sklearn's
@@ -22,8 +25,8 @@ parent evaluates every solution with ONE numpy function (:func:`common_log_likel
 marginal likelihood through the ``K^{-1} + I kron C'R^{-1}C`` posterior precision, independent of
 both codes).
 
-Scaling rows (trials, neurons, bins) run a FIXED number of EM iterations in both tools
-(convergence test off) so that times compare the same work; elephant is skipped along an axis
+Scaling rows (trials, neurons, bins) run a FIXED number of plain EM iterations in both tools
+(``bayesneuro-em`` and elephant, convergence test off) so that times compare the same work; elephant is skipped along an axis
 once one of its runs passes ``--elephant-limit`` seconds.
 
 Usage::
@@ -145,7 +148,11 @@ def common_log_likelihood(counts: np.ndarray, C, d, R, tau_bins, eps=EPS) -> flo
 
 
 def worker_bayesneuro(spec: dict, data: dict) -> dict:
-    """``GPFA(...).fit`` twice (the first call compiles). *** bayesneuro plugs in here. ***"""
+    """``GPFA(...).fit`` twice (the first call compiles). *** bayesneuro plugs in here. ***
+
+    Tool ``bayesneuro``: the default fit (SQUAREM-accelerated EM); ``bayesneuro-em``: plain EM
+    (``acceleration=None``), step for step elephant's algorithm.
+    """
     import jax
 
     jax.config.update("jax_enable_x64", True)
@@ -156,18 +163,19 @@ def worker_bayesneuro(spec: dict, data: dict) -> dict:
     sd = bn.SpikeData.from_trials(counts, bin_size=BIN_SIZE)
     tol = None if spec["fixed_iters"] else TOL
     max_iter = spec["fixed_iters"] or MAX_ITER
+    acceleration = None if spec["tool"] == "bayesneuro-em" else "squarem"
     out = {"calls": []}
     for _ in range(spec.get("repeats", 2)):
         t0 = time.perf_counter()
         gpfa = GPFA(spec["n_latents"], eps=EPS, min_var_frac=MIN_VAR_FRAC, max_iter=max_iter, tol=tol,
-                    init_timescale=INIT_TIMESCALE).fit(sd, key=0, progress=False)
+                    acceleration=acceleration, init_timescale=INIT_TIMESCALE).fit(sd, key=0, progress=False)
         wall = time.perf_counter() - t0
         out["calls"].append({"wall_s": wall, "n_iter": int(gpfa.n_iter_), "converged": bool(gpfa.converged_),
                              "tool_log_likelihood": float(gpfa.log_likelihood_)})
     p = gpfa.params_
     out["params"] = {"C": p.loadings, "d": p.offsets, "R": p.noise_var, "tau": p.timescales}
     out["settings"] = (f"GPFA({spec['n_latents']}, eps={EPS}, min_var_frac={MIN_VAR_FRAC}, max_iter={max_iter}, "
-                       f"tol={tol}, init_timescale={INIT_TIMESCALE}).fit(data, key=0)")
+                       f"tol={tol}, acceleration={acceleration!r}, init_timescale={INIT_TIMESCALE}).fit(data, key=0)")
     return out
 
 
@@ -209,7 +217,8 @@ def worker_elephant(spec: dict, data: dict) -> dict:
     return out
 
 
-WORKERS = {"bayesneuro": worker_bayesneuro, "elephant": worker_elephant}
+WORKERS = {"bayesneuro": worker_bayesneuro, "bayesneuro-em": worker_bayesneuro, "elephant": worker_elephant}
+SCALING_TOOLS = ("bayesneuro-em", "elephant")  # fixed iterations of the same algorithm: same work
 
 
 def run_worker(spec: dict) -> None:
@@ -275,7 +284,8 @@ def evaluate(records: list[dict], data: dict) -> None:
         r["log_likelihood"] = common_log_likelihood(data[tuple(r["size"])]["counts"], p["C"], p["d"], p["R"], p["tau"])
         r["timescales_s"] = (np.asarray(p["tau"]) * BIN_SIZE).tolist()
     for r in records:
-        ref = next((b for b in records if b["tool"] == "bayesneuro" and b["size"] == r["size"]
+        ref_tool = "bayesneuro-em" if r["fixed_iters"] else "bayesneuro"
+        ref = next((b for b in records if b["tool"] == ref_tool and b["size"] == r["size"]
                     and b["fixed_iters"] == r["fixed_iters"] and "error" not in b), None)
         if ref is not None and "log_likelihood" in r:
             r["log_likelihood_minus_bayesneuro"] = r["log_likelihood"] - ref["log_likelihood"]
@@ -317,7 +327,7 @@ def tables(results: dict) -> str:
               "|---|---|---|---|---|---|---|---|---|---|"]
     bn_r = find.get(("bayesneuro", main, None))
     bn_t = steady(bn_r) if bn_r else None
-    for tool in ["bayesneuro", "elephant"]:
+    for tool in ["bayesneuro", "bayesneuro-em", "elephant"]:
         r = find.get((tool, main, None))
         if r is None:
             continue
@@ -332,24 +342,33 @@ def tables(results: dict) -> str:
                      f"{' / '.join(str(x['n_iter']) for x in c)} | {' / '.join(str(x['converged']) for x in c)} | "
                      f"{r['log_likelihood']:.6f} | {_f(r.get('log_likelihood_minus_bayesneuro'), '+.2e')} | {taus} | "
                      f"{r['peak_rss_mib']:.0f} |")
+    lines += ["", "bayesneuro: SQUAREM-accelerated EM (the default); bayesneuro-em: plain EM "
+                  "(`acceleration=None`), the same algorithm as elephant's. Iterations are E-steps (posteriors "
+                  "of all trials)."]
     if bn_r and "error" not in bn_r:
         el = find.get(("elephant", main, None))
         if el and "error" not in el:
             lines += ["", f"elephant / bayesneuro with bayesneuro's first call (compilation included): "
                           f"{steady(el) / bn_r['calls'][0]['wall_s']:.1f}x. True timescales (ms): "
                           + ", ".join(f"{1e3 * t:g}" for t in sorted(TRUE_TIMESCALES[:q])) + "."]
+        per = []
+        for tool in ["bayesneuro", "bayesneuro-em", "elephant"]:
+            r = find.get((tool, main, None))
+            if r and "error" not in r:
+                per.append(f"{tool} {1e3 * steady(r) / r['calls'][-1]['n_iter']:.1f} ms")
+        lines += ["", "Time per E-step (second call): " + ", ".join(per) + "."]
     it = results["sizes"]["scaling_iters"]
     for axis, pos in [("trials", 0), ("neurons", 1), ("bins", 2)]:
         grid = results["sizes"][axis]
         sizes = [tuple(main[:pos]) + (v,) + tuple(main[pos + 1:]) for v in grid]
-        if not any(("bayesneuro", s, it) in find for s in sizes):
+        if not any(("bayesneuro-em", s, it) in find for s in sizes):
             continue
-        lines += ["", f"### Scaling in {axis} ({it} EM iterations, fixed; others at the main size)", "",
+        lines += ["", f"### Scaling in {axis} ({it} plain EM iterations in both, fixed; others at the main size)", "",
                   f"| {axis} | bayesneuro 1st / 2nd (s) | elephant (s) | elephant / bayesneuro "
                   "| log-lik. elephant minus bn | bn RSS (MiB) | elephant RSS (MiB) |", "|---|---|---|---|---|---|---|"]
         series = {"bayesneuro": [], "elephant": []}
         for v, s in zip(grid, sizes):
-            b, e = find.get(("bayesneuro", s, it)), find.get(("elephant", s, it))
+            b, e = find.get(("bayesneuro-em", s, it)), find.get(("elephant", s, it))
             cells = [str(v)]
             if b and "error" not in b:
                 cells.append(f"{b['calls'][0]['wall_s']:.2f} / {_f(steady(b))}")
@@ -377,7 +396,7 @@ def tables(results: dict) -> str:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test (< 2 min)")
-    parser.add_argument("--tools", default="bayesneuro,elephant")
+    parser.add_argument("--tools", default="bayesneuro,bayesneuro-em,elephant")
     parser.add_argument("--sections", default="main,trials,neurons,bins")
     parser.add_argument("--elephant-limit", type=float, default=120.0,
                         help="skip larger elephant runs along an axis once one took longer (s)")
@@ -401,12 +420,13 @@ def main(argv=None) -> None:
     sections = {s.strip() for s in args.sections.split(",")}
     plan = []  # (tool, size, fixed_iters, repeats, axis)
     if "main" in sections:
-        plan += [(t, main_size, None, 2 if t == "bayesneuro" else 1, "main") for t in tools]
+        plan += [(t, main_size, None, 1 if t == "elephant" else 2, "main") for t in tools]
     for pos, axis in enumerate(["trials", "neurons", "bins"]):
         if axis in sections:
             for v in sz[axis]:
                 s = tuple(main_size[:pos]) + (v,) + tuple(main_size[pos + 1:])
-                plan += [(t, s, sz["scaling_iters"], 2 if t == "bayesneuro" else 1, axis) for t in tools]
+                plan += [(t, s, sz["scaling_iters"], 1 if t == "elephant" else 2, axis) for t in tools
+                         if t in SCALING_TOOLS]
     print(f"# GPFA benchmark ({mode}): {len(plan)} runs", flush=True)
     records, data, too_slow = [], {}, set()
     with tempfile.TemporaryDirectory(prefix="bench_gpfa_") as tmp:
