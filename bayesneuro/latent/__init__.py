@@ -7,7 +7,7 @@ latents linear dynamics with Poisson observations. The exact Gaussian linear dyn
 :mod:`bayesneuro.latent.kalman`, as pure JAX functions.
 """
 
-from . import kalman, plotting
+from . import kalman, plotting, scores
 from .gpfa import GPFA, GPFAParams, choose_n_latents
 from .kalman import (
     LDSParams,
@@ -19,6 +19,7 @@ from .kalman import (
     make_lds_params,
 )
 from .plds import PLDSParams, PoissonLDS, cosmoothing_bits_per_spike
+from .scores import latent_recovery_r2
 
 __all__ = [
     "GPFA",
@@ -31,8 +32,10 @@ __all__ = [
     "fit_lds_em",
     "kalman",
     "plotting",
+    "scores",
     "kalman_filter",
     "kalman_smoother",
+    "latent_recovery_r2",
     "lds_log_likelihood",
     "lds_sample",
     "make_lds_params",
