@@ -267,6 +267,13 @@ def _posterior_mean(C, d, rinv, L, Ls, y):
     return jnp.einsum("itu,niu->nti", L, w), z
 
 
+def _cov_factor(Ls, L):
+    """``G = chol(S)^{-1} L^T`` ``(latent time, latent, time)``, so that ``Sigma = G^T G``."""
+    q, T = L.shape[0], L.shape[1]
+    LT = jnp.einsum("ij,itu->iujt", jnp.eye(q, dtype=L.dtype), L).reshape(q * T, q * T)
+    return solve_triangular(Ls, LT, lower=True).reshape(q * T, q, T)
+
+
 @partial(jax.jit, static_argnames="kernel")
 def _posterior(params: GPFAParams, y, kernel: str) -> GPFAPosterior:
     C, d, R = params.loadings, params.offsets, params.noise_var
@@ -276,8 +283,7 @@ def _posterior(params: GPFAParams, y, kernel: str) -> GPFAPosterior:
     rinv = 1.0 / R
     Ls = _precision_chol(C, rinv, L)
     mean, z = _posterior_mean(C, d, rinv, L, Ls, y)
-    LT = jnp.einsum("ij,itu->iujt", jnp.eye(q, dtype=L.dtype), L).reshape(q * T, q * T)
-    G = solve_triangular(Ls, LT, lower=True)  # chol(S)^{-1} L^T
+    G = _cov_factor(Ls, L).reshape(q * T, q * T)
     cov = (G.T @ G).reshape(q, T, q, T)
     quad = jnp.sum((y - d) ** 2 * rinv, axis=(1, 2)) - jnp.sum(z**2, axis=0)
     logdet = T * jnp.sum(jnp.log(R)) + 2.0 * jnp.sum(jnp.log(jnp.diag(Ls)))
@@ -300,8 +306,7 @@ def _estep_stats(params: GPFAParams, y, kernel: str):
     rinv = 1.0 / R
     Ls = _precision_chol(C, rinv, L)
     mean, z = _posterior_mean(C, d, rinv, L, Ls, y)
-    LT = jnp.einsum("ij,itu->iujt", jnp.eye(q, dtype=L.dtype), L).reshape(q * T, q * T)
-    G = solve_triangular(Ls, LT, lower=True).reshape(q * T, q, T)
+    G = _cov_factor(Ls, L)
     cov_tt = jnp.einsum("ait,ajt->ij", G, G)
     cov_blocks = jnp.einsum("ait,ais->its", G, G)
     quad = jnp.sum((y - d) ** 2 * rinv) - jnp.sum(z**2)
@@ -405,18 +410,20 @@ def _em_step(params: GPFAParams, groups: tuple, var_floor, kernel: str, learn_ti
     return GPFAParams(C_new, d_new, R_new, tau, params.eps), ll
 
 
-def _predictive(params: GPFAParams, y, kernel: str, weight):
+def _predictive(params: GPFAParams, y, kernel: str, weight, variance: bool = True):
     """Predictive mean ``(trial, time, neuron)`` and variance ``(time, neuron)`` of every
     neuron's observation given the neurons with ``weight`` 1 (``weight`` in {0, 1}, (neuron,)):
-    ``C E[x | y_obs] + d`` and ``diag(C Sigma_t C^T) + R``."""
+    ``C E[x | y_obs] + d`` and ``diag(C Sigma_t C^T) + R`` (None without ``variance``, which
+    saves the ``(latent time)^3`` solve)."""
     C, d = params.loadings, params.offsets
     q, T = C.shape[1], y.shape[1]
     L = _prior_chol(params, T, kernel)
     rinv = weight / params.noise_var
     Ls = _precision_chol(C, rinv, L)
     mean, _ = _posterior_mean(C, d, rinv, L, Ls, y)
-    LT = jnp.einsum("ij,itu->iujt", jnp.eye(q, dtype=L.dtype), L).reshape(q * T, q * T)
-    G = solve_triangular(Ls, LT, lower=True).reshape(q * T, q, T)
+    if not variance:
+        return mean @ C.T + d, None
+    G = _cov_factor(Ls, L)
     var = jnp.sum(jnp.einsum("ki,ait->atk", C, G) ** 2, axis=0) + params.noise_var
     return mean @ C.T + d, var
 
@@ -451,16 +458,13 @@ def _poisson_rates_given(params: PoissonGPFAParams, y, bin_size, kernel: str, we
 
 @partial(jax.jit, static_argnames="kernel")
 def _left_out(params: GPFAParams, y, kernel: str):
-    C, d = params.loadings, params.offsets
-    L = _prior_chol(params, y.shape[1], kernel)
-    rinv = 1.0 / params.noise_var
+    """Leave-one-neuron-out predictive means ``(trial, time, neuron)``."""
+    N = params.loadings.shape[0]
 
     def one(k):
-        rk = rinv.at[k].set(0.0)  # neuron k unobserved
-        mean, _ = _posterior_mean(C, d, rk, L, _precision_chol(C, rk, L), y)
-        return mean @ C[k] + d[k]
+        return _predictive(params, y, kernel, jnp.ones(N, y.dtype).at[k].set(0.0), variance=False)[0][..., k]
 
-    return jnp.moveaxis(lax.map(one, jnp.arange(C.shape[0])), 0, -1)
+    return jnp.moveaxis(lax.map(one, jnp.arange(N)), 0, -1)
 
 
 # ----------------------------------------------------------------------------- Poisson GPFA maths
@@ -568,8 +572,7 @@ def _poisson_laplace(params: PoissonGPFAParams, y, weight, bin_size, kernel: str
         z, fz, *_ = lax.while_loop(lambda s: ~s[6] & (s[5] < max_iter), body, init)
         _, H = grad_hess(z, yr)
         Lh = jnp.linalg.cholesky(H)
-        LT = jnp.einsum("ij,itu->iujt", jnp.eye(q, dtype=L.dtype), L).reshape(q * T, q * T)  # L^T
-        G = solve_triangular(Lh, LT, lower=True)
+        G = _cov_factor(Lh, L).reshape(q * T, q * T)
         cov = (G.T @ G).reshape(q, T, q, T)
         const = jnp.sum(weight * jax.scipy.special.gammaln(yr + 1.0))
         log_marg = -fz - const - jnp.sum(jnp.log(jnp.diag(Lh)))
@@ -648,34 +651,6 @@ def poisson_gpfa_posterior(params: PoissonGPFAParams, counts, *, bin_size: float
         raise ValueError(f"neuron_mask must have shape ({N},), got {w.shape}")
     return _poisson_laplace(params, group, w, float(bin_size), _check_kernel(kernel))
 
-
-@jax.jit
-def _poisson_readout_step(x, y, valid, C, d, centre, bin_size):
-    """Newton steps on each neuron's ``(C_n, d_n)`` given latents, under the model's priors.
-
-    Minimises ``sum_valid (dt e^{eta} - y eta) + |C_n|^2 / 2 + (d_n - centre_n)^2 / 8``
-    (``x`` ``(bins, latent)``, ``y`` ``(bins, neuron)``, ``valid`` ``(bins,)``), 20 damped steps.
-    """
-    X = jnp.concatenate([x, jnp.ones((x.shape[0], 1), x.dtype)], axis=1) * valid[:, None]
-    prior = jnp.concatenate([jnp.ones(x.shape[1]), jnp.array([0.25])])
-
-    def one(w, yn, c):
-        target = jnp.concatenate([jnp.zeros(x.shape[1]), c[None]])
-
-        def f(w):
-            eta = X @ w + jnp.log(bin_size)
-            return jnp.sum(valid * (jnp.exp(eta) - yn * eta)) + 0.5 * jnp.sum(prior * (w - target) ** 2)
-
-        def body(w, _):
-            g, H = jax.grad(f)(w), jax.hessian(f)(w)
-            step = -jnp.linalg.solve(H, g)
-            step = step / jnp.maximum(1.0, jnp.linalg.norm(step))
-            return jnp.where(f(w + step) <= f(w), w + step, w + 0.1 * step), None
-
-        return lax.scan(body, w, None, length=20)[0]
-
-    w = jax.vmap(one, in_axes=(0, 1, 0))(jnp.concatenate([C, d[:, None]], axis=1), y, centre)
-    return w[:, :-1], w[:, -1]
 
 @jax.jit
 def _poisson_expected_readout_step(m, V, y, valid, C, d, centre, bin_size):
