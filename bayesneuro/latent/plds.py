@@ -250,38 +250,44 @@ def _newton(obj, direction, x0, max_iter, tol):
 
     Stops when half the Newton decrement ``g^T H^{-1} g`` falls below ``tol`` (nats), after
     ``max_iter`` iterations, or when no step length decreases ``obj`` (converged to rounding).
+    Each pass of the single ``while_loop`` tries one step length (1, 1/2, ... down to
+    ``2^-40``, until the Armijo test holds), so the line search is not a loop nested in the
+    Newton loop: nested while loops intermittently deadlocked XLA's CPU runtime (GPFA EM).
     Returns ``(x, n_iter)``.
     """
 
+    def direct(x):
+        step, dec = direction(x)
+        return jnp.where(jnp.isfinite(step), step, 0.0), dec
+
     def cond(state):
-        i, _, _, dec = state
-        return (i < max_iter) & (0.5 * dec > tol)
+        i, _, _, _, _, _, _, dec_taken = state
+        return (i < max_iter) & (0.5 * dec_taken > tol)
 
     def body(state):
-        i, x, f, _ = state
-        step, dec = direction(x)
-        step = jnp.where(jnp.isfinite(step), step, 0.0)
-
-        def ls_cond(c):
-            a, fa, k = c
-            return (k < 40) & ~(fa <= f - 1e-4 * a * dec)
-
-        def ls_body(c):
-            a, _, k = c
-            a = 0.5 * a
-            return a, obj(x - a * step), k + 1
-
-        a, fa, _ = jax.lax.while_loop(ls_cond, ls_body, (jnp.ones_like(f), obj(x - step), 0))
-        ok = (fa <= f) & jnp.isfinite(fa) & jnp.isfinite(dec)
+        i, x, f, step, dec, a, k, dec_taken = state
+        xa = x - a * step
+        fa = obj(xa)
+        end = (fa <= f - 1e-4 * a * dec) | (k >= 40)  # Armijo, or 40 halvings done
+        ok = end & (fa <= f) & jnp.isfinite(fa) & jnp.isfinite(dec)
+        x_new, f_new = jnp.where(ok, xa, x), jnp.where(ok, fa, f)
+        step_new, dec_new = direct(x_new)
         return (
-            i + 1,
-            jnp.where(ok, x - a * step, x),
-            jnp.where(ok, fa, f),
-            jnp.where(ok, dec, 0.0),
+            i + end.astype(i.dtype),
+            x_new,
+            f_new,
+            jnp.where(end, step_new, step),
+            jnp.where(end, dec_new, dec),
+            jnp.where(end, jnp.ones_like(a), 0.5 * a),
+            jnp.where(end, 0, k + 1),
+            jnp.where(end, jnp.where(ok, dec, 0.0), dec_taken),
         )
 
     f0 = obj(x0)
-    n, x, _, _ = jax.lax.while_loop(cond, body, (0, x0, f0, jnp.asarray(jnp.inf, f0.dtype)))
+    s0, d0 = direct(x0)
+    inf = jnp.asarray(jnp.inf, f0.dtype)
+    init = (jnp.zeros((), jnp.int32), x0, f0, s0, d0, jnp.ones_like(f0), jnp.zeros((), jnp.int32), inf)
+    n, x, *_ = jax.lax.while_loop(cond, body, init)
     return x, n
 
 
