@@ -1,0 +1,288 @@
+"""Honest evaluation of decoders: k-fold splits without leakage, and accuracy curves.
+
+- :func:`kfold` cuts a recording into contiguous blocks (or whole trials); each fold tests on one
+  and trains on the rest, with `gap` bins dropped on the training side of every boundary with
+  the test block, and the training blocks kept as separate segments, so that no lag window or
+  temporal prior reads across a boundary.
+- :func:`cross_validate` fits a fresh copy of a decoder per fold and scores it.
+- :func:`lag_curve` scores a decoder of the variable at bin ``t`` from spikes at ``t + lag`` for
+  each lag (positive lags: spikes after the variable, as for a stimulus; negative: before, as
+  for a movement).
+- :func:`neuron_curve` scores random subsets of neurons of increasing size.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..data import SpikeData
+from ..infer._model import as_key
+from ..splits import _piece_labels
+from ._inputs import as_spike_data, label_array, target_array
+from .lags import check_lags
+
+_TARGET = "__decoding_target__"
+
+
+def kfold(data: SpikeData, n_folds: int = 5, *, by: str = "time", gap: int = 0) -> list[tuple[SpikeData, SpikeData]]:
+    """Train/test pairs for k-fold cross-validation by contiguous blocks or whole trials.
+
+    Parameters
+    ----------
+    data : SpikeData
+    n_folds : int, default 5
+    by : {"time", "trials"}
+        ``"time"``: ``n_folds`` equal contiguous blocks. ``"trials"``: trials dealt into
+        ``n_folds`` contiguous groups in order.
+    gap : int, default 0
+        ``by="time"``: training bins dropped next to each boundary with the test block (set it
+        to the largest lag or filter length used).
+
+    Returns
+    -------
+    list of (train, test)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bayesneuro import SpikeData
+    >>> from bayesneuro.decoders.evaluation import kfold
+    >>> data = SpikeData.from_counts(np.ones((100, 2)), bin_size=0.1)
+    >>> folds = kfold(data, 4, gap=3)
+    >>> [(tr.n_time, te.n_time) for tr, te in folds]
+    [(72, 25), (69, 25), (69, 25), (72, 25)]
+    >>> folds[1][0].n_trial  # the training bins either side of the test block are two segments
+    2
+    """
+    data = as_spike_data(data)
+    if int(n_folds) != n_folds or n_folds < 2:
+        raise ValueError(f"n_folds must be a whole number >= 2, got {n_folds}")
+    n_folds = int(n_folds)
+    if int(gap) != gap or gap < 0:
+        raise ValueError(f"gap must be a whole number >= 0, got {gap}")
+    out = []
+    if by == "trials":
+        if data.trial_ids is None:
+            raise ValueError("by='trials' needs data with trials; use by='time'")
+        if data.n_trial < n_folds:
+            raise ValueError(f"{data.n_trial} trials are too few for {n_folds} folds")
+        group = np.floor(np.arange(data.n_trial) * n_folds / data.n_trial).astype(int)[data.segment_ids]
+        for k in range(n_folds):
+            out.append((data._take(np.flatnonzero(group != k)), data._take(np.flatnonzero(group == k))))
+        return out
+    if by != "time":
+        raise ValueError(f"by must be 'time' or 'trials', got {by!r}")
+    n = data.n_time
+    bounds = np.round(np.linspace(0, n, n_folds + 1)).astype(int)
+    if np.any(np.diff(bounds) <= 2 * gap):
+        raise ValueError(f"{n} bins are too few for {n_folds} folds with gap={gap}")
+    for k in range(n_folds):
+        a, b = bounds[k], bounds[k + 1]
+        before = np.arange(0, max(a - gap, 0))
+        after = np.arange(min(b + gap, n), n)
+        idx = np.concatenate([before, after])
+        run = np.concatenate([np.zeros(before.size, int), np.ones(after.size, int)])
+        train = data._take(idx, trial_ids=_piece_labels(data, idx, run, "training"))
+        test = data._take(np.arange(a, b))
+        out.append((train, test))
+    return out
+
+
+def _metric(scores: dict, metric: str) -> float:
+    if metric.startswith("coverage_"):
+        return scores["coverage"][float(metric.split("_", 1)[1]) / 100]
+    if metric == "r2":
+        return float(np.nanmean(scores["r2"]))
+    if metric not in scores:
+        raise ValueError(f"unknown metric {metric!r}; use one of {sorted(k for k in scores if k != 'coverage')} or coverage_90")
+    return float(scores[metric])
+
+
+def _gap_for(decoder: Any) -> int:
+    lags = getattr(decoder, "lags", 0)
+    return int(np.max(np.abs(check_lags(lags)))) if lags is not None else 0
+
+
+def cross_validate(
+    decoder: Any,
+    data: SpikeData,
+    target: Any,
+    *,
+    n_folds: int = 5,
+    by: str = "time",
+    gap: int | None = None,
+    fit_kwargs: dict | None = None,
+) -> list[dict]:
+    """Fit a fresh copy of `decoder` on each fold's training set and score it on its test set.
+
+    Parameters
+    ----------
+    decoder : decoder instance (unfitted settings are copied; it is not modified)
+    data : SpikeData
+    target : str or sequence of str
+        Covariate name(s) of `data` (arrays would not follow the folds).
+    n_folds, by
+        As in :func:`kfold`.
+    gap : int, optional
+        Default: the decoder's largest absolute lag.
+    fit_kwargs : dict, optional
+        Extra arguments for ``fit`` (e.g. ``key``).
+
+    Returns
+    -------
+    list of dict
+        One score dict per fold (see :func:`bayesneuro.decoders.scores.evaluate`).
+    """
+    if not (isinstance(target, str) or all(isinstance(t, str) for t in target)):
+        raise TypeError("cross_validate needs the target as covariate name(s) of the data")
+    gap = _gap_for(decoder) if gap is None else gap
+    out = []
+    for train, test in kfold(data, n_folds, by=by, gap=gap):
+        dec = copy.deepcopy(decoder)
+        dec.fit(train, target, **(fit_kwargs or {}))
+        out.append(dec.score(test, target))
+    return out
+
+
+def _shifted(data: SpikeData, values: np.ndarray, lag: int) -> SpikeData:
+    """Data whose bin ``t`` holds the counts of ``t + lag`` and the target of ``t`` (within segments)."""
+    seg = data.segment_ids
+    n = data.n_time
+    t = np.arange(n)
+    j = t + lag
+    ok = (j >= 0) & (j < n)
+    ok[ok] &= seg[j[ok]] == seg[t[ok]]
+    idx = t[ok]
+    if idx.size == 0:
+        raise ValueError(f"lag {lag} leaves no bin inside its own trial/block")
+    base = data._take(idx)
+    return SpikeData(
+        data.counts[idx + lag], bin_size=data.bin_size, bin_centers=data.bin_centers[idx],
+        neuron_ids=data.neuron_ids, covariates=values[idx], feature_names=[f"{_TARGET}{k}" for k in range(values.shape[1])],
+        trial_ids=base.trial_ids,
+    )
+
+
+def _names(values: np.ndarray) -> list[str]:
+    return [f"{_TARGET}{k}" for k in range(values.shape[1])]
+
+
+def _values(decoder: Any, data: SpikeData, target: Any) -> np.ndarray:
+    if getattr(decoder, "_discrete", False) or getattr(decoder, "family", "gaussian") in ("bernoulli", "categorical"):
+        lab = label_array(data, target)
+        if lab.dtype.kind not in "iuf":
+            raise TypeError("lag and neuron curves need numeric labels for discrete targets")
+        return lab.astype(np.float64)[:, None]
+    return target_array(data, target)[0]
+
+
+def lag_curve(
+    decoder: Any,
+    train: SpikeData,
+    test: SpikeData,
+    target: Any,
+    lags: Sequence[int],
+    *,
+    metric: str = "median_error",
+    fit_kwargs: dict | None = None,
+) -> dict[str, Any]:
+    """Decoding score as a function of the lag between spikes and variable.
+
+    For each lag, a fresh copy of `decoder` decodes the variable at bin ``t`` from the counts at
+    ``t + lag`` (pairs are formed within each trial or block only).
+
+    Returns
+    -------
+    dict
+        ``lags``, ``value`` (the metric per lag) and ``scores`` (full score dicts).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bayesneuro import SpikeData
+    >>> from bayesneuro.decoders import NaiveBayesDecoder
+    >>> from bayesneuro.decoders.evaluation import lag_curve
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.uniform(0, 1, 3000)
+    >>> rates = 0.1 + 2 * np.exp(-((x[:, None] - np.linspace(0, 1, 6)) ** 2) / 0.02)
+    >>> counts = np.roll(rng.poisson(rates), 2, axis=0)  # spikes follow the variable by 2 bins
+    >>> data = SpikeData.from_counts(counts, bin_size=0.1, covariates=x, feature_names=["x"])
+    >>> train, test, _ = data.split(fractions=(0.7, 0.3))
+    >>> curve = lag_curve(NaiveBayesDecoder(bins=10, range=(0, 1)), train, test, "x", [0, 1, 2, 3])
+    >>> int(curve["lags"][np.argmin(curve["value"])])
+    2
+    """
+    lags = check_lags(lags)
+    tr_v = _values(decoder, train, target)
+    te_v = _values(decoder, test, target)
+    names = _names(tr_v)
+    vals, all_scores = [], []
+    for lag in lags:
+        dtr = _shifted(train, tr_v, int(lag))
+        dte = _shifted(test, te_v, int(lag))
+        dec = copy.deepcopy(decoder)
+        tgt = names[0] if len(names) == 1 else names
+        dec.fit(dtr, tgt, **(fit_kwargs or {}))
+        sc = dec.score(dte, tgt)
+        all_scores.append(sc)
+        vals.append(_metric(sc, metric))
+    return {"lags": lags, "value": np.array(vals), "metric": metric, "scores": all_scores}
+
+
+def neuron_curve(
+    decoder: Any,
+    train: SpikeData,
+    test: SpikeData,
+    target: Any,
+    n_neurons: Sequence[int],
+    *,
+    key: Any,
+    n_repeats: int = 5,
+    metric: str = "median_error",
+    fit_kwargs: dict | None = None,
+) -> dict[str, Any]:
+    """Decoding score against the number of neurons, over random subsets.
+
+    Parameters
+    ----------
+    n_neurons : sequence of int
+        Subset sizes (each at most the number of neurons).
+    key : jax.random key or int
+        Draws the subsets (the same key gives the same subsets).
+    n_repeats : int, default 5
+        Subsets per size.
+
+    Returns
+    -------
+    dict
+        ``n_neurons``, ``value`` (``(size, repeat)`` metric values), ``mean``, ``sd``.
+    """
+    import jax
+
+    sizes = np.asarray(n_neurons, dtype=int)
+    n_all = train.n_neuron
+    if np.any(sizes < 1) or np.any(sizes > n_all):
+        raise ValueError(f"n_neurons must lie in 1..{n_all}, got {sizes.tolist()}")
+    rng_key = as_key(key)
+    ids = np.asarray(train.neuron_ids)
+    tr_v, te_v = _values(decoder, train, target), _values(decoder, test, target)
+    names = _names(tr_v)
+    tgt = names[0] if len(names) == 1 else names
+    dtr0 = _shifted(train, tr_v, 0)
+    dte0 = _shifted(test, te_v, 0)
+    out = np.empty((sizes.size, n_repeats))
+    for i, m in enumerate(sizes):
+        for r in range(n_repeats):
+            rng_key, sub = jax.random.split(rng_key)
+            pick = np.sort(np.asarray(jax.random.permutation(sub, n_all))[:m])
+            keep = ids[pick]
+            dec = copy.deepcopy(decoder)
+            dtr = dtr0.select_neurons(keep)
+            active = np.asarray(dtr.counts).sum(axis=0) > 0
+            dtr, dte = dtr.select_neurons(keep[active]), dte0.select_neurons(keep[active])
+            dec.fit(dtr, tgt, **(fit_kwargs or {}))
+            out[i, r] = _metric(dec.score(dte, tgt), metric)
+    return {"n_neurons": sizes, "value": out, "mean": out.mean(axis=1), "sd": out.std(axis=1, ddof=1) if n_repeats > 1 else np.zeros(sizes.size), "metric": metric}

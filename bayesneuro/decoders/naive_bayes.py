@@ -1,0 +1,322 @@
+r"""Poisson naive-Bayes decoding on a grid (Zhang, Ginzburg, McNaughton & Sejnowski 1998).
+
+Given tuning curves :math:`\lambda_n(s)` and the counts :math:`k_{nt}` of bin :math:`t` (width
+:math:`\Delta`), neurons are independent Poisson given the variable, so on grid cell :math:`g`
+
+.. math::
+
+    \log p(s_g \mid k_t) = \sum_n \bigl[k_{nt} \log(\lambda_{ng}\Delta) - \lambda_{ng}\Delta
+    - \log\Gamma(k_{nt} + 1)\bigr] + \log p(s_g) - \log Z_t .
+
+It is one ``(time, neuron) @ (neuron, G)`` product in log space (no factorials, no
+``(time, G, neuron)`` array), computed in chunks of bins, so memory is linear in the bins:
+``(time, G)`` for the posterior. Cells never visited in training get prior probability zero.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._base import Decoder, attach_index
+from ._inputs import as_spike_data, check_neurons, check_spiking, target_array
+from .grid import Grid
+from .posterior import GridPosterior
+from .tuning import TuningCurves, estimate_tuning_curves
+
+RATE_FLOOR = 1e-12  # Hz; a visited cell's rate of exactly 0 becomes this (as pynapple's EPS)
+_CHUNK = 16384
+
+
+@partial(jax.jit, static_argnames=("normalize",))
+def _log_lik_chunk(counts, log_rate_dt, rate_dt_sum, log_prior, normalize=True):
+    """Log posterior (or likelihood + prior) of a chunk of bins, ``(chunk, G)``."""
+    counts = counts.astype(log_rate_dt.dtype)
+    ll = counts @ log_rate_dt - rate_dt_sum[None, :] - jnp.sum(jax.scipy.special.gammaln(counts + 1), axis=1)[:, None]
+    lp = ll + log_prior[None, :]
+    if normalize:
+        lp = lp - jax.scipy.special.logsumexp(lp, axis=1, keepdims=True)
+    return lp
+
+
+def log_posterior(
+    counts: np.ndarray,
+    rates: np.ndarray,
+    bin_size: float,
+    log_prior: np.ndarray,
+    *,
+    normalize: bool = True,
+    chunk_size: int = _CHUNK,
+) -> np.ndarray:
+    """Naive-Bayes log posterior ``(time, G)`` from counts ``(time, neuron)`` and rates ``(neuron, G)``.
+
+    Parameters
+    ----------
+    counts : ndarray, shape (time, neuron)
+    rates : ndarray, shape (neuron, G)
+        Rates in Hz; ``nan`` columns (unvisited cells) must have ``log_prior = -inf``.
+    bin_size : float
+    log_prior : ndarray, shape (G,)
+    normalize : bool, default True
+        False: return the unnormalised log likelihood plus log prior.
+    chunk_size : int
+        Bins per compiled call (bounds the working memory).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bayesneuro.decoders.naive_bayes import log_posterior
+    >>> rates = np.array([[1.0, 10.0]])
+    >>> lp = log_posterior(np.array([[0], [3]]), rates, 0.1, np.log([0.5, 0.5]))
+    >>> np.round(np.exp(lp).astype(float), 2).tolist()
+    [[0.71, 0.29], [0.0, 1.0]]
+    """
+    dtype = jnp.zeros(()).dtype
+    r = np.where(np.isfinite(rates), np.maximum(rates, RATE_FLOOR), 1.0)
+    log_rate_dt = jnp.asarray(np.log(r * bin_size), dtype)
+    rate_dt_sum = jnp.asarray(np.sum(r * bin_size, axis=0), dtype)
+    lp_prior = jnp.asarray(log_prior, dtype)
+    n_time = counts.shape[0]
+    out = np.empty((n_time, rates.shape[1]), dtype=dtype)
+    for a in range(0, n_time, chunk_size):
+        b = min(a + chunk_size, n_time)
+        chunk = counts[a:b]
+        if b - a < chunk_size and n_time > chunk_size:  # pad the last chunk: one compiled shape
+            chunk = np.concatenate([chunk, np.zeros((chunk_size - (b - a), chunk.shape[1]), chunk.dtype)])
+        res = _log_lik_chunk(jnp.asarray(chunk), log_rate_dt, rate_dt_sum, lp_prior, normalize=normalize)
+        out[a:b] = np.asarray(res)[: b - a]
+    return out
+
+
+def likelihood_rows(counts: np.ndarray, rates: np.ndarray, bin_size: float, visited: np.ndarray):
+    """A function ``(a, b) -> log likelihood of bins a:b`` (``-inf`` off `visited`), computed on demand."""
+    dtype = jnp.zeros(()).dtype
+    r = np.where(np.isfinite(rates), np.maximum(rates, RATE_FLOOR), 1.0)
+    log_rate_dt = jnp.asarray(np.log(r * bin_size), dtype)
+    rate_dt_sum = jnp.asarray(np.sum(r * bin_size, axis=0), dtype)
+    lp_mask = jnp.asarray(np.where(visited, 0.0, -np.inf), dtype)
+
+    def rows(a: int, b: int):
+        return _log_lik_chunk(jnp.asarray(counts[a:b]), log_rate_dt, rate_dt_sum, lp_mask, normalize=False)
+
+    return rows
+
+
+def _prior_vector(prior: Any, tuning: TuningCurves) -> np.ndarray:
+    """Log prior over cells: uniform or occupancy on visited cells, or a user array."""
+    G = tuning.grid.n_cells
+    vis = tuning.visited
+    if isinstance(prior, str):
+        if prior == "uniform":
+            p = vis.astype(np.float64)
+        elif prior == "occupancy":
+            if not np.all(np.isfinite(tuning.occupancy)):
+                raise ValueError("prior='occupancy' needs tuning curves with an occupancy")
+            p = np.where(vis, tuning.occupancy, 0.0)
+        else:
+            raise ValueError(f"prior must be 'uniform', 'occupancy' or an array of {G} cell weights, got {prior!r}")
+    else:
+        p = np.asarray(prior, dtype=np.float64).reshape(-1)
+        if p.size != G:
+            raise ValueError(f"prior must have one weight per grid cell ({G}), got {p.size}")
+        if np.any(p < 0) or not np.all(np.isfinite(p)):
+            raise ValueError("prior weights must be finite and >= 0")
+        p = np.where(vis, p, 0.0)
+    if p.sum() <= 0:
+        raise ValueError("the prior puts no mass on a visited cell")
+    with np.errstate(divide="ignore"):
+        return np.log(p / p.sum())
+
+
+class NaiveBayesDecoder(Decoder):
+    """Poisson naive-Bayes decoder of a 1-D, 2-D or circular variable on a grid.
+
+    Parameters
+    ----------
+    bins : int or sequence of int, default 40
+        Grid cells per dimension (ignored when `grid` is given).
+    range : (lo, hi) or sequence of them, optional
+        Grid extent; default the training range (``(0, 2π)`` on circular axes).
+    circular : bool or sequence of bool, default False
+        Axes that wrap (head direction).
+    grid : Grid, optional
+        An explicit grid.
+    tuning : {"histogram", "glm"}, default "histogram"
+        Tuning-curve estimator (:mod:`bayesneuro.decoders.tuning`).
+    sigma : float or sequence, optional
+        Histogram smoothing width in units of the variable (default one cell).
+    n_basis, smoothness
+        GLM tuning options (see :func:`~bayesneuro.decoders.tuning.estimate_tuning_curves`).
+    prior : {"uniform", "occupancy"} or array, default "uniform"
+        Prior over cells; always zero on cells never visited in training.
+    min_occupancy : float, optional
+        Seconds of training time a cell needs to count as visited (default one bin).
+    point : {"map", "mean"}, default "map"
+        Point estimate reported by the posterior.
+    chunk_size : int, default 16384
+        Bins per compiled call.
+
+    Attributes
+    ----------
+    tuning_ : TuningCurves
+    grid_ : Grid
+    neuron_ids_ : ndarray
+    bin_size_ : float
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bayesneuro import SpikeData
+    >>> from bayesneuro.decoders import NaiveBayesDecoder
+    >>> rng = np.random.default_rng(1)
+    >>> x = rng.uniform(0, 1, 4000)
+    >>> centres = np.linspace(0, 1, 8)
+    >>> counts = rng.poisson(0.2 + 3 * np.exp(-((x[:, None] - centres) ** 2) / 0.01))
+    >>> data = SpikeData.from_counts(counts, bin_size=0.1, covariates=x, feature_names=["x"])
+    >>> train, test, _ = data.split(fractions=(0.75, 0.25))
+    >>> dec = NaiveBayesDecoder(bins=20).fit(train, "x")
+    >>> post = dec.decode(test)
+    >>> post.log_prob.shape
+    (1000, 20)
+    >>> dec.score(test, "x")["median_error"] < 0.05
+    True
+    """
+
+    def __init__(
+        self,
+        bins: Any = 40,
+        range: Any = None,
+        circular: Any = False,
+        grid: Grid | None = None,
+        tuning: str = "histogram",
+        sigma: Any = None,
+        n_basis: Any = None,
+        smoothness: Any = "auto",
+        prior: Any = "uniform",
+        min_occupancy: float | None = None,
+        point: str = "map",
+        chunk_size: int = _CHUNK,
+    ):
+        if tuning not in ("histogram", "glm"):
+            raise ValueError(f"tuning must be 'histogram' or 'glm', got {tuning!r}")
+        if point not in ("map", "mean"):
+            raise ValueError(f"point must be 'map' or 'mean', got {point!r}")
+        if int(chunk_size) != chunk_size or chunk_size < 1:
+            raise ValueError(f"chunk_size must be a positive whole number, got {chunk_size}")
+        self.bins = bins
+        self.range = range
+        self.circular = circular
+        self.grid = grid
+        self.tuning = tuning
+        self.sigma = sigma
+        self.n_basis = n_basis
+        self.smoothness = smoothness
+        self.prior = prior
+        self.min_occupancy = min_occupancy
+        self.point = point
+        self.chunk_size = int(chunk_size)
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, data: Any, target: Any) -> NaiveBayesDecoder:
+        """Estimate tuning curves from training data.
+
+        Parameters
+        ----------
+        data : SpikeData
+            Training counts.
+        target : str, sequence of str, or array_like
+            The variable: covariate name(s) of `data`, or an array ``(time,)`` / ``(time, dim)``.
+
+        Returns
+        -------
+        NaiveBayesDecoder
+            Itself, fitted.
+
+        Raises
+        ------
+        ValueError
+            Target outside the grid's range, a neuron that never spikes, mismatched lengths.
+        """
+        data = as_spike_data(data, name="training data")
+        values, names = target_array(data, target)
+        check_spiking(data)
+        grid = self.grid
+        if grid is None:
+            grid = Grid.regular(self.bins, self.range, self.circular, names=names, values=values)
+        elif grid.n_dim != values.shape[1]:
+            raise ValueError(f"the grid has {grid.n_dim} dimension(s), the target {values.shape[1]}")
+        values = grid.check_inside(values, "training target")
+        tc = estimate_tuning_curves(
+            data.counts, values, grid, data.bin_size, method=self.tuning, sigma=self.sigma,
+            n_basis=self.n_basis, smoothness=self.smoothness, min_occupancy=self.min_occupancy,
+            neuron_ids=data.neuron_ids,
+        )
+        self._set_tuning(tc, data.bin_size)
+        self._fit_extra(data, values)
+        return self
+
+    def _fit_extra(self, data, values) -> None:
+        """Hook for subclasses (the state-space decoder learns its transition here)."""
+
+    def _set_tuning(self, tc: TuningCurves, bin_size: float) -> None:
+        self.tuning_ = tc
+        self.grid_ = tc.grid
+        self.neuron_ids_ = np.asarray(tc.neuron_ids)
+        self.bin_size_ = float(bin_size)
+        self.log_prior_ = _prior_vector(self.prior, tc)
+        self.fitted_ = True
+
+    @classmethod
+    def from_tuning_curves(cls, tuning: Any, bin_size: float | None = None, **options: Any) -> NaiveBayesDecoder:
+        """A decoder from given tuning curves (a :class:`TuningCurves` or a pynapple DataArray).
+
+        Parameters
+        ----------
+        tuning : TuningCurves or xarray.DataArray
+            Rates in Hz per neuron and cell; pynapple's ``compute_tuning_curves`` output works.
+        bin_size : float, optional
+            Default bin width for plain count arrays passed to ``decode``.
+        **options
+            Constructor options (``prior``, ``point``, ``circular`` for a pynapple DataArray, ...).
+        """
+        circular = options.pop("circular", False)
+        if not isinstance(tuning, TuningCurves):
+            tuning = TuningCurves.from_pynapple(tuning, circular=circular)
+        dec = cls(grid=tuning.grid, **options)
+        dec._set_tuning(tuning, np.nan if bin_size is None else bin_size)
+        return dec
+
+    # ----------------------------------------------------------------- decoding
+    def _prepare(self, data: Any) -> Any:
+        self._check_fitted()
+        bs = self.bin_size_ if np.isfinite(self.bin_size_) else None
+        data = as_spike_data(data, bs)
+        return check_neurons(data, self.neuron_ids_)
+
+    def log_likelihood(self, data: Any) -> np.ndarray:
+        """Unnormalised log likelihood plus log prior, ``(time, G)`` (``-inf`` off the visited cells)."""
+        data = self._prepare(data)
+        return log_posterior(data.counts, self.tuning_.rates, data.bin_size, self.log_prior_,
+                             normalize=False, chunk_size=self.chunk_size)
+
+    def decode(self, data: Any) -> GridPosterior:
+        """Posterior over the grid for every bin of `data`.
+
+        Parameters
+        ----------
+        data : SpikeData or ndarray
+            Counts of the training neurons (in any order; other sets raise).
+
+        Returns
+        -------
+        GridPosterior
+        """
+        data = self._prepare(data)
+        lp = log_posterior(data.counts, self.tuning_.rates, data.bin_size, self.log_prior_,
+                           chunk_size=self.chunk_size)
+        post = GridPosterior(lp, self.grid_, data.bin_centers, point_estimate=self.point)
+        return attach_index(post, np.arange(data.n_time))

@@ -1,0 +1,508 @@
+r"""State-space decoding on a grid: the naive-Bayes likelihood with a transition prior over time.
+
+The variable follows a Markov chain on the grid's visited cells. With a random-walk prior the
+transition is a Gaussian kernel :math:`K` of the displacement, confined to visited cells
+(:math:`m_j = 1` on visited cells) and normalised per starting cell,
+
+.. math::
+
+    A_{ij} = \frac{K(s_j - s_i)\, m_j}{Z_i}, \qquad Z_i = \sum_j K(s_j - s_i)\, m_j ,
+
+so the prediction :math:`\sum_i f_i A_{ij} = m_j\,(K * (f / Z))_j` and the backward message
+:math:`\sum_j A_{ij} \ell_j \beta_j = (K * (m \ell \beta))_i / Z_i` are convolutions: each costs
+:math:`O(G \log G)` by FFT (zero-padded on linear axes, periodic on circular ones), not the
+:math:`O(G^2)` of a dense transition matrix. The forward pass gives the filtered (causal)
+posterior, forward-backward the smoothed one; each trial or block of the data (its
+``segment_ids``) starts afresh from the prior. A learned dense transition (``"empirical"``:
+counted cell-to-cell moves of the training variable plus the random walk as pseudo-counts) is
+available at :math:`O(G^2)` per bin.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._base import attach_index
+from .grid import Grid
+from .naive_bayes import NaiveBayesDecoder, likelihood_rows
+from .posterior import GridPosterior
+
+_SCAN_CHUNK = 16384
+EVIDENCE_MULTIPLES = (0.5, 1.0, 2.0, 4.0, 8.0)
+
+
+# ------------------------------------------------------------------------- transition kernels
+TRUNCATE = 4.0  # the random-walk kernel is a Gaussian truncated at 4 sd (as scipy.ndimage's)
+_DIRECT_MAX_TAPS = 65  # per axis; wider kernels are convolved by FFT
+
+
+def _half_width(n: int, width: float, sigma: float, circular: bool) -> int:
+    """Kernel half-width in cells: offsets within TRUNCATE sd, at most the grid's own extent."""
+    w = int(np.floor(TRUNCATE * sigma / width + 1e-9)) if sigma > 0 else 0
+    return min(w, n // 2 if circular else n - 1)
+
+
+def _axis_taps(n: int, width: float, sigma: float, circular: bool) -> np.ndarray:
+    """Kernel values at offsets ``-W..W`` cells on one axis."""
+    W = _half_width(n, width, sigma, circular)
+    off = np.arange(-W, W + 1)
+    if sigma == 0:
+        return (off == 0).astype(np.float64)
+    taps = np.exp(-0.5 * (off * width / sigma) ** 2)
+    if circular and n % 2 == 0 and W == n // 2:
+        taps[-1] = 0.0  # offsets +n/2 and -n/2 are the same cell on a ring: count it once
+    return taps
+
+
+def _sigmas(grid: Grid, sigma: Any) -> np.ndarray:
+    sig = np.broadcast_to(np.asarray(sigma, dtype=np.float64), (grid.n_dim,))
+    if np.any(sig < 0) or not np.all(np.isfinite(sig)):
+        raise ValueError(f"random-walk sigma must be finite and >= 0, got {sigma}")
+    return sig
+
+
+def kernel_offsets(grid: Grid, sigma: Any, k: int) -> np.ndarray:
+    """Kernel value for every signed cell offset ``-(n-1)..(n-1)`` on axis `k` (0 beyond the taps)."""
+    sig = _sigmas(grid, sigma)
+    n = grid.shape[k]
+    taps = _axis_taps(n, grid.widths[k], sig[k], grid.circular[k])
+    W = taps.size // 2
+    full = np.zeros(2 * n - 1)
+    full[n - 1 - W : n + W] = taps
+    return full
+
+
+def dense_transition(grid: Grid, sigma: Any, visited: np.ndarray) -> np.ndarray:
+    """The ``(G, G)`` transition matrix of the random walk (the dense form, for checks)."""
+    idx = np.stack(np.meshgrid(*[np.arange(n) for n in grid.shape], indexing="ij"), -1).reshape(-1, grid.n_dim)
+    K = np.ones((grid.n_cells, grid.n_cells))
+    for k, (n, c) in enumerate(zip(grid.shape, grid.circular)):
+        d = idx[None, :, k] - idx[:, None, k]
+        if c:
+            d = np.mod(d + n // 2, n) - n // 2  # into [-n/2, n/2): each ring offset once
+        K *= kernel_offsets(grid, sigma, k)[d + n - 1]
+    A = K * np.asarray(visited, dtype=np.float64)[None, :]
+    Z = A.sum(axis=1, keepdims=True)
+    return np.where(Z > 0, A / np.where(Z > 0, Z, 1.0), 0.0)
+
+
+class _SeparableConv:
+    """Convolution of ``grid.shape`` fields with a separable truncated-Gaussian kernel.
+
+    Each axis is convolved directly (``O(G W)``) when its kernel has at most 65 taps, otherwise
+    by FFT (``O(G log G)``); linear axes are zero-padded, circular ones wrap.
+    """
+
+    def __init__(self, grid: Grid, sigma: Any, dtype):
+        sig = _sigmas(grid, sigma)
+        self.shape = grid.shape
+        self.ops = []
+        for k, (n, c) in enumerate(zip(grid.shape, grid.circular)):
+            taps = _axis_taps(n, grid.widths[k], sig[k], c)
+            W = taps.size // 2
+            if W == 0:
+                continue  # a delta kernel: identity on this axis
+            if taps.size <= _DIRECT_MAX_TAPS:
+                self.ops.append(("direct", k, W, c, jnp.asarray(taps[::-1].copy(), dtype)))
+            else:
+                L = n if c else 2 * n
+                lay = np.zeros(L)
+                off = np.arange(-W, W + 1)
+                np.add.at(lay, np.mod(off, L), taps)
+                self.ops.append(("fft", k, L, c, jnp.fft.rfft(jnp.asarray(lay, dtype))))
+
+    def __call__(self, x):
+        x = x.reshape(self.shape)
+        nd = len(self.shape)
+        for kind, k, p, circ, ker in self.ops:
+            x = jnp.moveaxis(x, k, -1)
+            lead = x.shape[:-1]
+            n = x.shape[-1]
+            flat = x.reshape((-1, n))
+            if kind == "direct":
+                W = p
+                padded = jnp.pad(flat, ((0, 0), (W, W)), mode="wrap" if circ else "constant")
+                y = jax.lax.conv_general_dilated(
+                    padded[:, None, :], ker[None, None, :], window_strides=(1,), padding="VALID"
+                )[:, 0, :]
+            else:
+                L = p
+                y = jnp.fft.irfft(jnp.fft.rfft(flat, n=L, axis=-1) * ker, n=L, axis=-1)[:, :n]
+            x = jnp.moveaxis(y.reshape(lead + (n,)), -1, k)
+        del nd
+        return x
+
+    def __hash__(self):
+        return id(self)
+
+    def __eq__(self, other):
+        return self is other
+
+
+# ------------------------------------------------------------------------- forward-backward
+def _scaled(ll):
+    """Likelihood rows divided by their maxima, and the log maxima."""
+    row_max = jnp.max(ll, axis=1)
+    return jnp.exp(ll - row_max[:, None]), row_max
+
+
+@partial(jax.jit, static_argnames=("conv",))
+def _forward_chunk(conv, mask, inv_z, init, ll, start, real, carry0):
+    """Filtered probabilities of one chunk of bins, and its log evidence.
+
+    ``ll`` (t, G) log likelihoods; ``start`` marks the first bin of each segment; ``real``
+    marks bins that are not padding.
+    """
+    lik, row_max = _scaled(ll)
+
+    def step(f_prev, inp):
+        l, s = inp
+        pred = mask * jnp.maximum(conv(f_prev * inv_z).reshape(-1), 0.0)
+        pred = jnp.where(s, init, pred)
+        u = l * pred
+        c = jnp.sum(u)
+        return u / c, (u / c, jnp.log(c))
+
+    last, (filt, logc) = jax.lax.scan(step, carry0, (lik, start), unroll=4)
+    log_ev = jnp.sum(jnp.where(real, logc + row_max, 0.0))
+    return last, filt, log_ev
+
+
+@partial(jax.jit, static_argnames=("conv",))
+def _backward_chunk(conv, mask, inv_z, ll, filt, end, msg0):
+    """Smoothed log probabilities of one chunk, run backwards from the message of the next bin.
+
+    The message passed between bins is ``m * l * beta`` of the later bin; ``end`` marks the last
+    bin of each segment, where ``beta = 1``.
+    """
+    lik, _ = _scaled(ll)
+
+    def step(msg_next, inp):
+        l, f, e = inp
+        beta = jnp.maximum(conv(msg_next).reshape(-1), 0.0) * inv_z
+        beta = jnp.where(e, jnp.ones_like(beta), beta / jnp.max(beta))
+        g = f * beta
+        return mask * l * beta, g / jnp.sum(g)
+
+    first, smooth = jax.lax.scan(step, msg0, (lik, filt, end), reverse=True, unroll=4)
+    return first, jnp.log(smooth)
+
+
+@jax.jit
+def _log(x):
+    return jnp.log(x)
+
+
+class _DenseConv:
+    """Stands in for the convolution with a dense transition: ``x -> x @ A`` or ``A @ x``."""
+
+    def __init__(self, A, transpose: bool):
+        self.A = A
+        self.transpose = transpose
+
+    def __call__(self, x):
+        flat = x.reshape(-1)
+        return self.A @ flat if self.transpose else flat @ self.A
+
+    def __hash__(self):
+        return id(self)
+
+    def __eq__(self, other):
+        return self is other
+
+
+def _chunk_length(n_time: int, chunk_size: int) -> int:
+    """Compiled chunk length: `chunk_size`, or the next power of two for shorter data."""
+    return chunk_size if n_time >= chunk_size else int(2 ** np.ceil(np.log2(max(n_time, 1))))
+
+
+def forward_backward(
+    log_lik: Any,
+    grid: Grid,
+    visited: np.ndarray,
+    *,
+    sigma: Any = None,
+    transition: np.ndarray | None = None,
+    log_init: np.ndarray | None = None,
+    segment_ids: np.ndarray | None = None,
+    smooth: bool = True,
+    n_time: int | None = None,
+    chunk_size: int = _SCAN_CHUNK,
+) -> tuple[np.ndarray, float]:
+    """Filtered or smoothed log posteriors on a grid under a Markov prior.
+
+    Parameters
+    ----------
+    log_lik : ndarray, shape (time, G), or callable
+        Log likelihood of each bin's counts in each cell (``-inf`` allowed), or a function
+        ``(a, b) -> (b - a, G)`` array computing rows ``a:b`` on demand (then give `n_time`),
+        so that the ``(time, G)`` likelihood is never stored.
+    grid : Grid
+    visited : ndarray of bool, shape (G,)
+        Cells the chain may occupy.
+    sigma : float or sequence, optional
+        Random-walk step sd per dimension (units of the variable): the convolution path.
+    transition : ndarray, shape (G, G), optional
+        A dense row-stochastic transition matrix instead (``O(G^2)`` per bin).
+    log_init : ndarray, shape (G,), optional
+        Log prior at the start of each segment; default uniform on visited cells.
+    segment_ids : ndarray, shape (time,), optional
+        Each segment restarts from `log_init`.
+    smooth : bool, default True
+        Forward-backward (smoothed) or forward only (filtered).
+    n_time : int, optional
+        Number of bins, when `log_lik` is a function.
+    chunk_size : int
+        Bins per compiled call.
+
+    Returns
+    -------
+    log_post : ndarray, shape (time, G)
+        Normalised log posteriors.
+    log_evidence : float
+        ``log p(counts)`` summed over segments (up to the constants in `log_lik`).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bayesneuro.decoders import Grid
+    >>> from bayesneuro.decoders.state_space import forward_backward
+    >>> grid = Grid.regular(bins=5, range=(0, 5))
+    >>> ll = np.log(np.array([[0.9, 0.1, 0.1, 0.1, 0.1]] * 3))
+    >>> lp, _ = forward_backward(ll, grid, np.ones(5, bool), sigma=1.0)
+    >>> int(np.argmax(lp[1]))
+    0
+    """
+    if callable(log_lik):
+        if n_time is None:
+            raise ValueError("give n_time when log_lik is a function")
+        rows = log_lik
+    else:
+        arr = np.asarray(log_lik)
+        if arr.ndim != 2:
+            raise ValueError(f"log_lik must be (time, G), got shape {arr.shape}")
+        n_time = arr.shape[0]
+        rows = lambda a, b: arr[a:b]  # noqa: E731
+    G = grid.n_cells
+    dtype = jnp.zeros(()).dtype
+    mask_np = np.asarray(visited, dtype=bool).reshape(-1)
+    if mask_np.size != G:
+        raise ValueError(f"visited has {mask_np.size} cells, the grid {G}")
+    seg = np.zeros(n_time, dtype=np.int64) if segment_ids is None else np.asarray(segment_ids)
+    if seg.shape != (n_time,):
+        raise ValueError(f"segment_ids must have {n_time} entries, got {seg.shape}")
+    start = np.r_[True, seg[1:] != seg[:-1]]
+    end = np.r_[seg[1:] != seg[:-1], True]
+    if log_init is None:
+        init = mask_np / mask_np.sum()
+    else:
+        li = np.asarray(log_init, dtype=np.float64)
+        init = np.exp(li - np.max(li)) * mask_np
+        init = init / init.sum()
+    if transition is not None:
+        A = np.asarray(transition, dtype=np.float64)
+        if A.shape != (G, G):
+            raise ValueError(f"transition must be ({G}, {G}), got {A.shape}")
+        Aj = jnp.asarray(A, dtype)
+        conv_f, conv_b = _DenseConv(Aj, False), _DenseConv(Aj, True)
+        inv_z = jnp.ones(G, dtype)
+    else:
+        if sigma is None:
+            raise ValueError("give the random-walk sigma or a dense transition matrix")
+        conv_f = conv_b = _SeparableConv(grid, sigma, dtype)
+        Z = np.asarray(conv_f(jnp.asarray(mask_np, dtype))).reshape(-1)
+        inv_z = jnp.asarray(np.where(mask_np & (Z > 0), 1.0 / np.where(Z > 0, Z, 1.0), 0.0), dtype)
+    mask = jnp.asarray(mask_np, dtype)
+    init_j = jnp.asarray(init, dtype)
+    L = _chunk_length(n_time, chunk_size)
+    bounds = [(a, min(a + L, n_time)) for a in range(0, n_time, L)]
+
+    def padded(a, b, x, fill):
+        x = np.asarray(x)
+        if b - a == L:
+            return x
+        pad = np.full((L - (b - a),) + x.shape[1:], fill, dtype=x.dtype)
+        return np.concatenate([x, pad])
+
+    def ll_chunk(a, b):
+        x = np.asarray(rows(a, b), dtype=dtype)
+        if x.shape != (b - a, G):
+            raise ValueError(f"log-likelihood rows {a}:{b} have shape {x.shape}, expected {(b - a, G)}")
+        bad = ~np.isfinite(np.max(x, axis=1))
+        if bad.any():
+            raise ValueError(
+                f"{int(bad.sum())} bins have a likelihood of zero (or NaN) in every cell, e.g. bin"
+                f" {a + int(np.flatnonzero(bad)[0])}; check the rates and the counts"
+            )
+        return padded(a, b, x, 0.0)
+
+    out = np.empty((n_time, G), dtype=dtype)
+    log_ev = 0.0
+    carry = init_j
+    for a, b in bounds:
+        real = np.arange(L) < (b - a)
+        carry, f, ev = _forward_chunk(
+            conv_f, mask, inv_z, init_j, jnp.asarray(ll_chunk(a, b)),
+            jnp.asarray(padded(a, b, start[a:b], True)), jnp.asarray(real), carry,
+        )
+        out[a:b] = np.asarray(f)[: b - a]
+        log_ev += float(ev)
+    if not smooth:
+        for a, b in bounds:
+            out[a:b] = np.asarray(_log(jnp.asarray(out[a:b])))
+        return out, log_ev
+    msg = jnp.zeros(G, dtype)
+    for a, b in reversed(bounds):
+        msg, g = _backward_chunk(
+            conv_b, mask, inv_z, jnp.asarray(ll_chunk(a, b)),
+            jnp.asarray(padded(a, b, out[a:b], 1.0 / G)), jnp.asarray(padded(a, b, end[a:b], True)), msg,
+        )
+        out[a:b] = np.asarray(g)[: b - a]
+    return out, log_ev
+
+
+def _increments(values: np.ndarray, seg: np.ndarray, grid: Grid) -> np.ndarray:
+    """One-bin displacements within segments, wrapped on circular axes, ``(n, dim)``."""
+    same = seg[1:] == seg[:-1]
+    d = np.diff(values, axis=0)[same]
+    for k, c in enumerate(grid.circular):
+        if c:
+            per = grid.periods[k]
+            d[:, k] = np.mod(d[:, k] + per / 2, per) - per / 2
+    return d
+
+
+class StateSpaceDecoder(NaiveBayesDecoder):
+    """Naive-Bayes likelihood with a Markov prior over time, filtered or smoothed on the grid.
+
+    Parameters
+    ----------
+    transition : {"random_walk", "empirical"}, default "random_walk"
+        ``"random_walk"``: a Gaussian step kernel, decoded by FFT in ``O(T G log G)``.
+        ``"empirical"``: the training variable's cell-to-cell transition counts plus
+        ``pseudo_count`` times the random walk, row-normalised (``O(T G^2)``).
+    sigma_walk : float, sequence, "evidence" or None, default None
+        Random-walk step sd per bin, in units of the variable. None: learned from the training
+        variable (root-mean-square one-bin displacement within trials). ``"evidence"``: that
+        value times 0.5, 1, 2, 4 or 8, whichever gives the training spikes the highest marginal
+        likelihood (empirical Bayes; ``evidence_trace_`` holds the values).
+    smooth : bool, default True
+        Forward-backward smoothing (uses spikes after each bin); False gives the causal filter.
+    pseudo_count : float, default 1.0
+        Weight of the random walk in the empirical transition.
+    **options
+        As :class:`NaiveBayesDecoder` (grid, tuning, prior at the start of each trial, ...).
+
+    Attributes
+    ----------
+    sigma_walk_ : ndarray
+        The random-walk step sd used.
+    transition_ : ndarray or None
+        The dense transition (``"empirical"`` only).
+    log_evidence_ : float
+        Log marginal likelihood of the last decoded data.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bayesneuro import SpikeData
+    >>> from bayesneuro.decoders import NaiveBayesDecoder, StateSpaceDecoder
+    >>> rng = np.random.default_rng(2)
+    >>> x = np.abs(np.mod(np.cumsum(rng.normal(0, 0.02, 6000)), 2) - 1)  # reflecting walk in [0, 1]
+    >>> centres = np.linspace(0, 1, 10)
+    >>> counts = rng.poisson(0.02 + 0.3 * np.exp(-((x[:, None] - centres) ** 2) / 0.01))
+    >>> data = SpikeData.from_counts(counts, bin_size=0.02, covariates=x, feature_names=["x"])
+    >>> train, test, _ = data.split(fractions=(0.7, 0.3))
+    >>> ss = StateSpaceDecoder(bins=25, range=(0, 1)).fit(train, "x")
+    >>> nb = NaiveBayesDecoder(bins=25, range=(0, 1)).fit(train, "x")
+    >>> ss.score(test, "x")["median_error"] < nb.score(test, "x")["median_error"]
+    True
+    """
+
+    def __init__(
+        self,
+        transition: str = "random_walk",
+        sigma_walk: Any = None,
+        smooth: bool = True,
+        pseudo_count: float = 1.0,
+        **options: Any,
+    ):
+        if transition not in ("random_walk", "empirical"):
+            raise ValueError(f"transition must be 'random_walk' or 'empirical', got {transition!r}")
+        super().__init__(**options)
+        self.transition = transition
+        self.sigma_walk = sigma_walk
+        self.smooth = bool(smooth)
+        self.pseudo_count = float(pseudo_count)
+
+    def _fit_extra(self, data, values) -> None:
+        grid = self.grid_
+        seg = data.segment_ids
+        d = _increments(values, seg, grid)
+        if self.sigma_walk is None or (isinstance(self.sigma_walk, str) and self.sigma_walk == "evidence"):
+            if d.shape[0] < 2:
+                raise ValueError("the training data are too short to learn the random walk; give sigma_walk")
+            sig = np.sqrt(np.mean(d**2, axis=0))
+            if self.sigma_walk == "evidence":
+                sig = self._sigma_by_evidence(data, sig)
+        elif isinstance(self.sigma_walk, str):
+            raise ValueError(f"sigma_walk must be None, 'evidence' or a positive number, got {self.sigma_walk!r}")
+        else:
+            sig = np.broadcast_to(np.asarray(self.sigma_walk, dtype=np.float64), (grid.n_dim,)).copy()
+        self.sigma_walk_ = sig
+        self.transition_ = None
+        if self.transition == "empirical":
+            cells = grid.locate(values)
+            same = seg[1:] == seg[:-1]
+            C = np.zeros((grid.n_cells, grid.n_cells))
+            np.add.at(C, (cells[:-1][same], cells[1:][same]), 1.0)
+            vis = self.tuning_.visited
+            C = C * vis[None, :] + self.pseudo_count * dense_transition(grid, sig, vis)
+            Z = C.sum(axis=1, keepdims=True)
+            self.transition_ = np.where(Z > 0, C / np.where(Z > 0, Z, 1.0), 0.0)
+
+    def _sigma_by_evidence(self, data, sig0: np.ndarray) -> np.ndarray:
+        """The multiple of `sig0` with the highest filtering evidence on the training data."""
+        rows = likelihood_rows(data.counts, self.tuning_.rates, data.bin_size, self.tuning_.visited)
+        best, best_ev = sig0, -np.inf
+        self.evidence_trace_ = {}
+        for m in EVIDENCE_MULTIPLES:
+            _, ev = forward_backward(
+                rows, self.grid_, self.tuning_.visited, sigma=sig0 * m, log_init=self.log_prior_,
+                segment_ids=data.segment_ids, smooth=False, n_time=data.n_time, chunk_size=self.chunk_size,
+            )
+            self.evidence_trace_[float(m)] = ev
+            if ev > best_ev:
+                best, best_ev = sig0 * m, ev
+        return best
+
+    def _set_tuning(self, tc, bin_size) -> None:
+        super()._set_tuning(tc, bin_size)
+        given = self.sigma_walk is not None and not isinstance(self.sigma_walk, str)
+        self.sigma_walk_ = (
+            np.broadcast_to(np.asarray(self.sigma_walk, dtype=np.float64), (tc.grid.n_dim,)).copy() if given else None
+        )
+        self.transition_ = None
+
+    def decode(self, data: Any) -> GridPosterior:
+        """Smoothed (or filtered) posterior over the grid for every bin of `data`.
+
+        Each trial or block of `data` starts from the prior; the transition never crosses them.
+        """
+        data = self._prepare(data)
+        if self.transition == "random_walk" and self.sigma_walk_ is None:
+            raise ValueError("this decoder was built from tuning curves: give sigma_walk")
+        rows = likelihood_rows(data.counts, self.tuning_.rates, data.bin_size, self.tuning_.visited)
+        lp, log_ev = forward_backward(
+            rows, self.grid_, self.tuning_.visited, sigma=self.sigma_walk_, transition=self.transition_,
+            log_init=self.log_prior_, segment_ids=data.segment_ids, smooth=self.smooth,
+            n_time=data.n_time, chunk_size=self.chunk_size,
+        )
+        self.log_evidence_ = log_ev
+        post = GridPosterior(lp, self.grid_, data.bin_centers, point_estimate=self.point)
+        return attach_index(post, np.arange(data.n_time))

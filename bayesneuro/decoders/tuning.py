@@ -1,0 +1,416 @@
+r"""Tuning curves over a grid: smoothed occupancy-normalised rates or a Bayesian Poisson GLM.
+
+Both estimators reduce the training data to the sufficient statistics of a rate that depends on
+the grid cell only: the time spent in each cell, :math:`\tau_g`, and each neuron's spike count
+there, :math:`k_{ng}`. Neither goes through factorials.
+
+``method="histogram"``
+    :math:`\hat\lambda_{ng} = (G_\sigma * k_n)_g / (G_\sigma * \tau)_g`, a Gaussian kernel of
+    width :math:`\sigma` (in units of the variable; wrapping on circular axes) applied to counts
+    and occupancy alike (the field's standard estimate, as in pynapple or Zhang et al. 1998).
+    Credible bands treat the smoothed count and occupancy as a Poisson count and an exposure
+    under a Jeffreys prior, :math:`\lambda_{ng} \sim \mathrm{Gamma}(\tilde k_{ng} + 1/2,
+    \tilde\tau_g)`: an approximation that widens where the animal spent little time.
+``method="glm"``
+    :math:`\log\lambda_n(s) = \sum_j w_{nj} B_j(s)` on cardinal cubic B-splines (periodic on
+    circular axes, tensor products in 2-D) with a Gaussian smoothness prior
+    :math:`w_n \sim N(0, (\alpha_n P + \epsilon I)^{-1})` (:math:`P`: second differences of
+    neighbouring weights). The MAP and the Laplace posterior of each neuron's weights are exact
+    Newton solves on the cell statistics, and the smoothness :math:`\alpha_n` of each neuron is
+    chosen by the Laplace approximation to its marginal likelihood (empirical Bayes) over a grid
+    of values. Bands are the Laplace posterior of the log rate.
+
+Cells the variable never visited in training (occupancy below ``min_occupancy``) have no
+defined tuning: ``visited`` marks them and the decoders give them zero prior probability.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from scipy import ndimage, sparse, stats
+
+from .grid import Grid
+
+_ALPHAS = np.logspace(-2, 5, 15)
+_RIDGE = 1e-4
+_NEWTON_STEPS = 40
+_STEP_SIZES = 0.5 ** np.arange(0, 12)
+
+
+class TuningCurves:
+    """Firing rate of each neuron in each grid cell, with credible bands.
+
+    Attributes
+    ----------
+    rates : ndarray, shape (neuron, G)
+        Estimated rates in Hz (``nan`` in unvisited cells).
+    grid : Grid
+    occupancy : ndarray, shape (G,)
+        Training time in each cell, in seconds (``nan`` when given without one).
+    visited : ndarray of bool, shape (G,)
+    neuron_ids : ndarray, shape (neuron,)
+    method : str
+    """
+
+    def __init__(
+        self,
+        rates: Any,
+        grid: Grid,
+        *,
+        occupancy: Any = None,
+        visited: Any = None,
+        neuron_ids: Any = None,
+        method: str = "given",
+        band: Any = None,
+    ):
+        r = np.asarray(rates, dtype=np.float64)
+        if r.ndim == 1 + grid.n_dim and r.shape[1:] == grid.shape:
+            r = r.reshape(r.shape[0], -1)
+        if r.ndim != 2 or r.shape[1] != grid.n_cells:
+            raise ValueError(
+                f"rates must have shape (neuron, {grid.n_cells}) or (neuron, *{grid.shape}), got {np.shape(rates)}"
+            )
+        if visited is None:
+            visited = np.all(np.isfinite(r), axis=0)
+        visited = np.asarray(visited, dtype=bool).reshape(-1)
+        if visited.size != grid.n_cells:
+            raise ValueError(f"visited must have {grid.n_cells} cells, got {visited.size}")
+        if not visited.any():
+            raise ValueError("no grid cell is visited: the tuning curves are undefined everywhere")
+        rv = r[:, visited]
+        if not np.all(np.isfinite(rv)) or np.any(rv < 0):
+            raise ValueError("tuning-curve rates must be finite and >= 0 in every visited cell")
+        r = r.copy()
+        r[:, ~visited] = np.nan
+        self.rates = r
+        self.grid = grid
+        self.occupancy = np.full(grid.n_cells, np.nan) if occupancy is None else np.asarray(occupancy, dtype=np.float64)
+        self.visited = visited
+        self.neuron_ids = np.arange(r.shape[0]) if neuron_ids is None else np.asarray(neuron_ids)
+        if self.neuron_ids.shape != (r.shape[0],):
+            raise ValueError(f"neuron_ids must have {r.shape[0]} entries, got {self.neuron_ids.shape}")
+        self.method = method
+        self._band = band
+
+    @property
+    def n_neuron(self) -> int:
+        """Number of neurons."""
+        return self.rates.shape[0]
+
+    def band(self, level: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
+        """Equal-tailed credible band of each rate, ``(lower, upper)``, each ``(neuron, G)``.
+
+        Raises
+        ------
+        ValueError
+            For curves given without an uncertainty estimate.
+        """
+        if not 0 < level < 1:
+            raise ValueError(f"level must be in (0, 1), got {level}")
+        if self._band is None:
+            raise ValueError("these tuning curves carry no uncertainty (they were given, not estimated)")
+        kind, a, b = self._band
+        q = np.array([(1 - level) / 2, (1 + level) / 2])
+        if kind == "gamma":
+            with np.errstate(divide="ignore", invalid="ignore"):
+                lo = stats.gamma.ppf(q[0], a, scale=1.0 / b)
+                hi = stats.gamma.ppf(q[1], a, scale=1.0 / b)
+        else:  # lognormal: a = mean log rate, b = sd of log rate
+            z = stats.norm.ppf(q[1])
+            lo, hi = np.exp(a - z * b), np.exp(a + z * b)
+        lo = np.where(self.visited, lo, np.nan)
+        hi = np.where(self.visited, hi, np.nan)
+        return lo, hi
+
+    def to_pynapple(self):
+        """As pynapple's tuning-curve ``xarray.DataArray`` (dims ``unit`` and the variable names).
+
+        The result can be passed to ``pynapple.decode_bayes`` / ``decode_1d``; unvisited cells
+        are ``nan``, as pynapple writes them.
+        """
+        import xarray as xr
+
+        coords = {"unit": self.neuron_ids}
+        coords.update({n: c for n, c in zip(self.grid.names, self.grid.centers)})
+        occ = self.occupancy.reshape(self.grid.shape)
+        return xr.DataArray(
+            self.rates.reshape((self.n_neuron,) + self.grid.shape),
+            dims=("unit",) + tuple(self.grid.names),
+            coords=coords,
+            attrs={"occupancy": occ, "bin_edges": list(self.grid.edges)},
+        )
+
+    @classmethod
+    def from_pynapple(cls, curves: Any, circular: Any = False) -> TuningCurves:
+        """Wrap a pynapple tuning-curve ``DataArray`` (from ``compute_tuning_curves``)."""
+        dims = [d for d in curves.dims if d != "unit"]
+        edges = curves.attrs.get("bin_edges")
+        if edges is None:
+            edges = []
+            for d in dims:
+                c = np.asarray(curves.coords[d].values, dtype=np.float64)
+                w = c[1] - c[0]
+                edges.append(np.concatenate([c - w / 2, [c[-1] + w / 2]]))
+        grid = Grid(edges, circular=circular, names=[str(d) for d in dims])
+        vals = np.asarray(curves.transpose("unit", *dims).values, dtype=np.float64)
+        occ = curves.attrs.get("occupancy")
+        return cls(
+            vals,
+            grid,
+            occupancy=None if occ is None else np.asarray(occ, dtype=np.float64).reshape(-1),
+            neuron_ids=np.asarray(curves.coords["unit"].values),
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"TuningCurves(neuron={self.n_neuron}, {self.grid!r}, method={self.method!r},"
+            f" visited {int(self.visited.sum())}/{self.grid.n_cells} cells)"
+        )
+
+
+def cell_statistics(
+    counts: np.ndarray, cells: np.ndarray, n_cells: int, bin_size: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Occupancy ``(G,)`` in seconds and spike totals ``(neuron, G)`` per cell."""
+    n_time = cells.size
+    onehot = sparse.csr_matrix(
+        (np.ones(n_time), (cells, np.arange(n_time))), shape=(n_cells, n_time)
+    )
+    occupancy = np.asarray(onehot.sum(axis=1)).ravel() * bin_size
+    spikes = np.asarray((onehot @ np.asarray(counts, dtype=np.float64)).T)
+    return occupancy, spikes
+
+
+def _smooth(field: np.ndarray, grid: Grid, sigma: np.ndarray) -> np.ndarray:
+    """Gaussian smoothing of ``(..., *grid.shape)`` arrays; sigma in cells per axis."""
+    lead = field.ndim - grid.n_dim
+    out = field
+    for k in range(grid.n_dim):
+        if sigma[k] > 0:
+            out = ndimage.gaussian_filter1d(
+                out, sigma[k], axis=lead + k, mode="wrap" if grid.circular[k] else "constant", truncate=4.0
+            )
+    return out
+
+
+def histogram_tuning(
+    occupancy: np.ndarray,
+    spikes: np.ndarray,
+    grid: Grid,
+    sigma: Any,
+    visited: np.ndarray,
+) -> tuple[np.ndarray, tuple]:
+    """Smoothed occupancy-normalised rates and their Gamma band parameters."""
+    sig = np.broadcast_to(np.asarray(sigma, dtype=np.float64), (grid.n_dim,)) / grid.widths
+    occ = _smooth(occupancy.reshape(grid.shape), grid, sig).reshape(-1)
+    k = _smooth(spikes.reshape((-1,) + grid.shape), grid, sig).reshape(spikes.shape[0], -1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rates = np.where(visited & (occ > 0), k / occ, np.nan)
+    return rates, ("gamma", k + 0.5, np.where(occ > 0, occ, np.nan))
+
+
+# ---------------------------------------------------------------- GLM tuning (B-spline basis)
+
+
+def _cardinal_cubic(u: np.ndarray) -> np.ndarray:
+    """Cardinal cubic B-spline with unit knot spacing, centred at 0."""
+    a = np.abs(u)
+    out = np.where(a < 1, 2 / 3 - a**2 + a**3 / 2, 0.0)
+    return np.where((a >= 1) & (a < 2), (2 - a) ** 3 / 6, out)
+
+
+def _axis_basis(x: np.ndarray, lo: float, hi: float, n_basis: int, circular: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Basis matrix ``(len(x), n_basis)`` and second-difference penalty on one axis."""
+    if circular:
+        h = (hi - lo) / n_basis
+        centres = lo + h * np.arange(n_basis)
+        per = hi - lo
+        d = np.mod(x[:, None] - centres[None, :] + per / 2, per) - per / 2
+        B = _cardinal_cubic(d / h)
+        D = np.zeros((n_basis, n_basis))
+        for j in range(n_basis):
+            D[j, (j - 1) % n_basis] += 1
+            D[j, j] -= 2
+            D[j, (j + 1) % n_basis] += 1
+    else:
+        if n_basis < 4:
+            raise ValueError(f"a linear axis needs n_basis >= 4, got {n_basis}")
+        h = (hi - lo) / (n_basis - 3)
+        centres = lo + h * (np.arange(n_basis) - 1)
+        B = _cardinal_cubic((x[:, None] - centres[None, :]) / h)
+        D = np.diff(np.eye(n_basis), n=2, axis=0)
+    return B, D.T @ D
+
+
+def spline_basis(grid: Grid, n_basis: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Tensor-product B-spline basis at the cell centres ``(G, K)`` and its penalty ``(K, K)``."""
+    nb = np.broadcast_to(np.asarray(n_basis), (grid.n_dim,)).astype(int)
+    Bs, Ps = [], []
+    for k in range(grid.n_dim):
+        e = grid.edges[k]
+        B, P = _axis_basis(grid.centers[k], e[0], e[-1], int(nb[k]), grid.circular[k])
+        Bs.append(B)
+        Ps.append(P)
+    B = Bs[0]
+    P = Ps[0]
+    for Bk, Pk in zip(Bs[1:], Ps[1:]):
+        B = np.einsum("ij,kl->ikjl", B, Bk).reshape(B.shape[0] * Bk.shape[0], B.shape[1] * Bk.shape[1])
+        P = np.kron(P, np.eye(Pk.shape[0])) + np.kron(np.eye(P.shape[0]), Pk)
+    return B, P
+
+
+def _glm_newton(B, P, occupancy, spikes, alpha, w0):
+    """MAP weights, Hessian and Laplace log evidence of one neuron at smoothness `alpha`."""
+    K = B.shape[1]
+    Lam = alpha * P + _RIDGE * jnp.eye(K)
+    steps = jnp.asarray(_STEP_SIZES, dtype=B.dtype)
+
+    def objective(w):
+        eta = B @ w
+        return jnp.sum(occupancy * jnp.exp(eta) - spikes * eta) + 0.5 * w @ Lam @ w
+
+    def body(_, w):
+        eta = B @ w
+        mu = occupancy * jnp.exp(eta)
+        g = B.T @ (mu - spikes) + Lam @ w
+        H = (B.T * mu) @ B + Lam
+        step = jnp.linalg.solve(H, g)
+        trial = w[None, :] - steps[:, None] * step[None, :]
+        vals = jax.vmap(objective)(trial)
+        vals = jnp.where(jnp.isfinite(vals), vals, jnp.inf)
+        best = jnp.argmin(vals)
+        return jnp.where(vals[best] <= objective(w), trial[best], w)
+
+    w = jax.lax.fori_loop(0, _NEWTON_STEPS, body, w0)
+    eta = B @ w
+    H = (B.T * (occupancy * jnp.exp(eta))) @ B + Lam
+    _, logdet_h = jnp.linalg.slogdet(H)
+    _, logdet_l = jnp.linalg.slogdet(Lam)
+    log_ev = -objective(w) + 0.5 * logdet_l - 0.5 * logdet_h
+    return w, H, log_ev
+
+
+@jax.jit
+def _glm_all(B, P, occupancy, spikes, alphas, w0):
+    """Per neuron and smoothness: weights, Hessians, log evidence (vmapped)."""
+    per_alpha = jax.vmap(_glm_newton, in_axes=(None, None, None, None, 0, 0))
+    per_neuron = jax.vmap(per_alpha, in_axes=(None, None, None, 0, None, 0))
+    return per_neuron(B, P, occupancy, spikes, alphas, w0)
+
+
+def glm_tuning(
+    occupancy: np.ndarray,
+    spikes: np.ndarray,
+    grid: Grid,
+    n_basis: Any,
+    smoothness: Any,
+    visited: np.ndarray,
+) -> tuple[np.ndarray, tuple, np.ndarray]:
+    """GLM rates ``(neuron, G)``, lognormal band parameters, and the chosen smoothness per neuron."""
+    B, P = spline_basis(grid, n_basis)
+    alphas = _ALPHAS if smoothness == "auto" else np.atleast_1d(np.asarray(smoothness, dtype=np.float64))
+    if np.any(alphas <= 0) or not np.all(np.isfinite(alphas)):
+        raise ValueError(f"smoothness must be 'auto' or a positive number, got {smoothness!r}")
+    n = spikes.shape[0]
+    dtype = jnp.zeros(()).dtype
+    occ = np.where(visited, occupancy, 0.0)
+    spk = np.where(visited[None, :], spikes, 0.0)
+    # Start from the constant log rate (the B-splines sum to one inside the range).
+    mean_rate = np.maximum(spk.sum(axis=1) / max(occ.sum(), 1e-300), 1e-3)
+    w0 = np.repeat(np.log(mean_rate)[:, None, None], alphas.size, axis=1) * np.ones((1, 1, B.shape[1]))
+    w, H, log_ev = _glm_all(
+        jnp.asarray(B, dtype), jnp.asarray(P, dtype), jnp.asarray(occ, dtype), jnp.asarray(spk, dtype),
+        jnp.asarray(alphas, dtype), jnp.asarray(w0, dtype),
+    )
+    log_ev = np.asarray(log_ev)
+    best = np.argmax(np.where(np.isfinite(log_ev), log_ev, -np.inf), axis=1)
+    rows = np.arange(n)
+    w = np.asarray(w)[rows, best]
+    H = np.asarray(H)[rows, best]
+    eta = w @ B.T
+    cov = np.linalg.inv(H)
+    sd = np.sqrt(np.maximum(np.einsum("gk,nkl,gl->ng", B, cov, B), 0.0))
+    rates = np.where(visited[None, :], np.exp(eta), np.nan)
+    return rates, ("lognormal", eta, sd), alphas[best]
+
+
+def estimate_tuning_curves(
+    counts: np.ndarray,
+    target: np.ndarray,
+    grid: Grid,
+    bin_size: float,
+    *,
+    method: str = "histogram",
+    sigma: Any = None,
+    n_basis: Any = None,
+    smoothness: Any = "auto",
+    min_occupancy: float | None = None,
+    neuron_ids: Any = None,
+) -> TuningCurves:
+    """Tuning curves of every neuron over `grid` from binned counts and the variable.
+
+    Parameters
+    ----------
+    counts : ndarray, shape (time, neuron)
+    target : ndarray, shape (time, dim)
+        The variable in each bin (inside the grid's range).
+    grid : Grid
+    bin_size : float
+        Seconds per bin.
+    method : {"histogram", "glm"}
+        See the module docstring.
+    sigma : float or sequence, optional
+        ``histogram``: kernel width in units of the variable per dimension; default one cell
+        width; 0 for none.
+    n_basis : int or sequence, optional
+        ``glm``: B-splines per dimension; default ``min(cells, 16)`` in 1-D, ``min(cells, 10)``
+        per axis in 2-D.
+    smoothness : "auto" or float
+        ``glm``: the prior precision scale; "auto" picks it per neuron by Laplace evidence.
+    min_occupancy : float, optional
+        Seconds a cell needs in training to count as visited; default one bin.
+    neuron_ids : array_like, optional
+
+    Returns
+    -------
+    TuningCurves
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bayesneuro.decoders import Grid
+    >>> from bayesneuro.decoders.tuning import estimate_tuning_curves
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.uniform(0, 1, size=(5000, 1))
+    >>> counts = rng.poisson(0.1 + 2 * np.exp(-((x - 0.5) ** 2) / 0.02))
+    >>> tc = estimate_tuning_curves(counts, x, Grid.regular(bins=10, range=(0, 1)), bin_size=0.1)
+    >>> int(np.argmax(tc.rates[0])) in (4, 5)
+    True
+    """
+    if method not in ("histogram", "glm"):
+        raise ValueError(f"tuning method must be 'histogram' or 'glm', got {method!r}")
+    cells = grid.locate(target)
+    occupancy, spikes = cell_statistics(counts, cells, grid.n_cells, bin_size)
+    min_occ = bin_size * (1 - 1e-9) if min_occupancy is None else float(min_occupancy)
+    visited = occupancy >= min_occ
+    if not visited.any():
+        raise ValueError(f"no grid cell has the minimum occupancy of {min_occ} s")
+    if method == "histogram":
+        sig = grid.widths if sigma is None else sigma
+        rates, band = histogram_tuning(occupancy, spikes, grid, sig, visited)
+        tc = TuningCurves(rates, grid, occupancy=occupancy, visited=visited, neuron_ids=neuron_ids,
+                          method="histogram", band=band)
+        tc.sigma = np.broadcast_to(np.asarray(sig, dtype=np.float64), (grid.n_dim,)).copy()
+        return tc
+    if n_basis is None:
+        cap = 16 if grid.n_dim == 1 else 10
+        n_basis = [min(s, cap) if c else max(4, min(s, cap)) for s, c in zip(grid.shape, grid.circular)]
+    rates, band, alpha = glm_tuning(occupancy, spikes, grid, n_basis, smoothness, visited)
+    tc = TuningCurves(rates, grid, occupancy=occupancy, visited=visited, neuron_ids=neuron_ids,
+                      method="glm", band=band)
+    tc.smoothness = alpha
+    return tc
