@@ -1228,8 +1228,261 @@ animals. *eLife* 6:e27702.
 """),
 ]
 
+
+DECODING_HD = [
+    md(r"""
+# Decoding head direction from thalamic head-direction cells
+
+What does a population of head-direction (HD) cells tell us about where the animal's head points,
+and how sure can we be? This notebook decodes the head angle, a **circular** variable, from 19
+simultaneously recorded neurons and checks the answer the way a decoder should be checked:
+
+1. bin the spikes and split the recording into train / test / locked validation blocks;
+2. estimate tuning curves with credible bands (smoothed histograms and a Bayesian Poisson GLM);
+3. decode with the Poisson naive-Bayes decoder (each bin alone) and with the state-space decoder
+   (the same likelihood with a random-walk prior, smoothed forward-backward on the ring);
+4. score on held-out data: median angular error and the **calibration** of the posterior
+   (coverage of 50/90/95% credible regions, reliability curve);
+5. decoding accuracy as a function of the lag between spikes and head angle, and of the number of
+   neurons;
+6. open the validation set once, at the end.
+
+**Data.** Anterodorsal thalamic nucleus (ADN) of a freely moving mouse, 19 neurons, spike counts in
+10-ms bins over 35 minutes of exploration with the tracked head angle (Peyrache, Lacroix, Petersen &
+Buzsáki 2015, *Nature Neuroscience* 18:569-575; the lab's teaching excerpt `dataHD.mat` from the
+`PeyracheLab/Class-Decoding` repository; full data CRCNS th-1). The wake bins are the concatenated
+valid-tracking periods: we treat each run of bins without a jump in the video clock as its own
+segment, so that no temporal prior or lag crosses a gap.
+
+`BAYESNEURO_FAST=1` uses the first 10 minutes and fewer repeats; the test suite runs it that way.
+"""),
+    code(r"""
+%matplotlib inline
+import os
+import time
+from pathlib import Path
+
+import jax
+import matplotlib.pyplot as plt
+import numpy as np
+import scipy.io
+
+import bayesneuro as bn
+from bayesneuro.decoders import NaiveBayesDecoder, StateSpaceDecoder, evaluation, plotting, scores
+
+jax.config.update("jax_enable_x64", True)
+
+FAST = os.environ.get("BAYESNEURO_FAST", "0") == "1"
+MINUTES = 10.0 if FAST else None  # None: the whole 35-minute wake recording
+N_BLOCKS = None if FAST else 10  # None: three contiguous pieces; 10: interleaved blocks
+LAGS = [-10, -5, -2, -1, 0, 1, 2, 5, 10] if FAST else list(range(-12, 13))
+N_REPEATS = 3 if FAST else 10
+
+DATA_DIR = Path(os.environ.get("BAYESNEURO_DATA", Path.cwd().parent.parent / "shared" / "data"))
+DATA_FILE = DATA_DIR / "head_direction_adn_peyrache" / "dataHD.mat"
+if not DATA_FILE.is_file():
+    raise FileNotFoundError(f"{DATA_FILE} not found; set BAYESNEURO_DATA to the shared data folder")
+print("bayesneuro", bn.__version__, "| FAST =", FAST)
+T_START = time.perf_counter()
+"""),
+    md(r"""
+## 1. Load, cut into segments, bin at 20 ms
+
+`scipy.io.loadmat` reads plain MATLAB arrays (nothing is unpickled). Column 0 of `angRun` is the
+video time stamp of each 10-ms bin and column 1 the head angle in radians. A jump of more than 50 ms
+in the time stamps starts a new segment. We sum pairs of 10-ms bins within each segment (20-ms bins)
+and take the circular mean of the angle over each pair.
+"""),
+    code(r"""
+raw = scipy.io.loadmat(DATA_FILE)
+counts10 = raw["Qrun"].astype(np.int64)  # (212078, 19) counts in 10-ms bins
+stamp, angle10 = raw["angRun"][:, 0], raw["angRun"][:, 1]
+segment10 = np.r_[0, np.cumsum(np.diff(stamp) > 0.05)]
+if MINUTES is not None:
+    keep = np.arange(int(MINUTES * 60 / 0.01))
+    counts10, angle10, segment10 = counts10[keep], angle10[keep], segment10[keep]
+
+BIN_SIZE = 0.02
+rows, angles, segs = [], [], []
+for s in np.unique(segment10):
+    idx = np.flatnonzero(segment10 == s)
+    n2 = idx.size // 2
+    if n2 < 50:  # drop segments shorter than 1 s
+        continue
+    idx = idx[: 2 * n2].reshape(n2, 2)
+    rows.append(counts10[idx].sum(axis=1))
+    z = np.exp(1j * angle10[idx]).mean(axis=1)
+    angles.append(np.mod(np.angle(z), 2 * np.pi))
+    segs.append(np.full(n2, s))
+counts, angle, seg = np.concatenate(rows), np.concatenate(angles), np.concatenate(segs)
+
+data = bn.SpikeData.from_counts(counts, bin_size=BIN_SIZE, covariates=angle, feature_names=["angle"],
+                                trial_ids=seg)
+print(data)
+print(f"{data.n_trial} segments; mean rates (Hz):", np.round(data.firing_rates(), 1))
+"""),
+    md(r"""
+## 2. Train / test / locked validation
+
+Blocks of contiguous time (interleaved in the full run, to average over slow drifts). Bins next to
+each boundary between sets are dropped (`gap`), so lags of up to 10 bins cannot read from another
+set. The validation set stays locked until section 7.
+"""),
+    code(r"""
+train, test, validation = data.split(fractions=(0.6, 0.2, 0.2), n_blocks=N_BLOCKS, gap=12)
+print("train", train.n_time, "bins | test", test.n_time, "bins |", validation)
+"""),
+    md(r"""
+## 3. Tuning curves with credible bands
+
+The histogram estimate divides Gaussian-smoothed spike counts by smoothed occupancy (6° cells,
+smoothing 6°, wrapping around the circle). The GLM estimate is a Poisson regression on periodic
+cubic B-splines with a smoothness prior chosen per neuron by its marginal likelihood; its bands are
+the Laplace posterior. Both are computed from the cell statistics (time spent and spikes per cell).
+"""),
+    code(r"""
+nb_hist = NaiveBayesDecoder(bins=60, circular=True, sigma=np.deg2rad(6)).fit(train, "angle")
+nb_glm = NaiveBayesDecoder(bins=60, circular=True, tuning="glm", n_basis=20).fit(train, "angle")
+order = np.argsort(-train.firing_rates())[:10]
+axes = plotting.plot_tuning_curves(nb_glm.tuning_, neurons=train.neuron_ids[order], level=0.95, ncols=5)
+for ax, p in zip(axes, order):
+    ax.plot(nb_hist.grid_.centers[0], nb_hist.tuning_.rates[p], color="0.3", lw=0.8)
+plt.gcf().suptitle("GLM tuning curves with 95% bands (red) and the smoothed histogram (grey)")
+plt.show()
+print("cells visited in training:", int(nb_glm.tuning_.visited.sum()), "of", nb_glm.grid_.n_cells)
+"""),
+    md(r"""
+## 4. Decode the test set: naive Bayes and state space
+
+The naive-Bayes decoder treats every 20-ms bin alone. The state-space decoder adds a random-walk
+prior on the angle whose step size it learns from the training trajectory, and smooths over the whole
+segment (forward-backward on the ring, each step a convolution). Point estimates are posterior
+circular means; errors are angular distances.
+"""),
+    code(r"""
+ss = StateSpaceDecoder(bins=60, circular=True, sigma=np.deg2rad(6), point="mean").fit(train, "angle")
+ss_ev = StateSpaceDecoder(bins=60, circular=True, sigma=np.deg2rad(6), point="mean",
+                          sigma_walk="evidence").fit(train, "angle")
+nb_hist.point = "mean"
+print(f"random-walk step from the trajectory: {np.rad2deg(ss.sigma_walk_[0]):.2f} deg per 20-ms bin; "
+      f"by evidence: {np.rad2deg(ss_ev.sigma_walk_[0]):.2f} deg")
+DECODERS = [("naive Bayes", nb_hist), ("state space", ss), ("state space, evidence step", ss_ev)]
+results = {}
+for name, dec in DECODERS:
+    t0 = time.perf_counter()
+    sc = dec.score(test, "angle")
+    results[name] = sc
+    cov = ", ".join(f"{int(k * 100)}%: {v:.3f}" for k, v in sc["coverage"].items())
+    print(f"{name:27s} median error {np.rad2deg(sc['median_error']):5.1f} deg | coverage {cov} "
+          f"| log density {sc['mean_log_density']:.2f} | {time.perf_counter() - t0:.2f} s")
+"""),
+    code(r"""
+post_ss = ss.decode(test)
+post_nb = nb_hist.decode(test)
+truth = test.covariates
+fig, axes = plt.subplots(3, 1, figsize=(10, 8), sharex=True, constrained_layout=True)
+w = (test.bin_centers[0] + 5, test.bin_centers[0] + 35)
+plotting.plot_posterior(post_ss, truth, window=w, ax=axes[0])
+axes[0].set_title("state-space posterior over the head angle (truth in white)")
+plotting.plot_trajectory(post_ss, truth, level=0.9, window=w, ax=axes[1])
+axes[1].set_title("state space: posterior mean and 90% credible arc")
+plotting.plot_trajectory(post_nb, truth, level=0.9, window=w, ax=axes[2])
+axes[2].set_title("naive Bayes, bin by bin")
+plt.show()
+"""),
+    md(r"""
+## 5. Is the posterior calibrated?
+
+A calibrated decoder's 90% credible regions contain the true angle in 90% of held-out bins. The
+reliability curve draws empirical against nominal coverage over many levels. On a ring, the region
+is the set of most probable cells (highest posterior density).
+"""),
+    code(r"""
+fig, ax = plt.subplots(figsize=(4, 4))
+plotting.plot_reliability(post_nb, truth, ax=ax, label="naive Bayes")
+plotting.plot_reliability(post_ss, truth, ax=ax, label="state space")
+plotting.plot_reliability(ss_ev.decode(test), truth, ax=ax, label="state space, evidence step")
+plt.show()
+err_ss = scores.errors(post_ss.grid.wrap(truth), post_ss.point, post_ss.grid.periods)
+print("state space: share of bins within 30 deg:", round(float(np.mean(err_ss < np.deg2rad(30))), 3))
+"""),
+    md(r"""
+## 6. Accuracy against lag and number of neurons
+
+`lag_curve` refits the decoder to pair the angle at bin `t` with the spikes at `t + lag` (positive
+lags: spikes after the angle). ADN cells are reported to *anticipate* head direction by a few tens of
+milliseconds (Blair & Sharp 1995); here the angle comes from a 39-Hz video whose time stamps have
+25.6-ms resolution, so a lag of one 20-ms bin either way is at the limit of what the data resolve.
+`neuron_curve` decodes from random subsets of neurons.
+"""),
+    code(r"""
+lag_nb = evaluation.lag_curve(NaiveBayesDecoder(bins=60, circular=True, sigma=np.deg2rad(6), point="mean"),
+                              train, test, "angle", LAGS)
+best = int(lag_nb["lags"][np.argmin(lag_nb["value"])])
+print(f"naive Bayes: lowest median error at lag {best} bins ({best * BIN_SIZE * 1000:.0f} ms)")
+sizes = [2, 4, 8, 12, 19] if not FAST else [2, 8, 19]
+n_curve = evaluation.neuron_curve(StateSpaceDecoder(bins=60, circular=True, sigma=np.deg2rad(6), point="mean"),
+                                  train, test, "angle", sizes, key=0, n_repeats=N_REPEATS)
+fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), constrained_layout=True)
+lag_deg = dict(lag_nb, value=np.rad2deg(lag_nb["value"]))
+plotting.plot_lag_curve(lag_deg, bin_size=BIN_SIZE, ax=axes[0])
+axes[0].set_ylabel("median error (deg)")
+plotting.plot_neuron_curve(dict(n_curve, mean=np.rad2deg(n_curve["mean"]), sd=np.rad2deg(n_curve["sd"])), ax=axes[1])
+axes[1].set_ylabel("median error (deg)")
+plt.show()
+"""),
+    md(r"""
+## 7. The locked validation set, opened once
+
+Everything above was chosen on train and test. Now the final numbers, on data never looked at.
+"""),
+    code(r"""
+val = validation.open()
+final = {name: dec.score(val, "angle") for name, dec in DECODERS}
+for name, sc in final.items():
+    cov = ", ".join(f"{int(k * 100)}%: {v:.3f}" for k, v in sc["coverage"].items())
+    print(f"{name:27s} median error {np.rad2deg(sc['median_error']):5.1f} deg | coverage {cov} | {sc['n_bins']} bins")
+print(f"notebook ran in {time.perf_counter() - T_START:.0f} s")
+"""),
+    md(r"""
+## What we found
+
+Numbers from the full run (all 35 minutes, 10 interleaved blocks) and, in brackets, the FAST run
+(first 10 minutes, contiguous pieces), on the test set:
+
+- **Error.** Median angular error 20° for naive Bayes bin by bin and 11° for the state-space
+  decoder [FAST: 20° and 9°]: the random-walk prior pools the evidence of neighbouring 20-ms bins,
+  each of which holds only a few spikes. 90% of state-space estimates lie within 30° of the truth.
+- **Calibration.** The naive-Bayes posterior is close to calibrated: its 50/90/95% regions hold the
+  true angle about as often as they claim (test: 0.51 / 0.87 / 0.93 [FAST 0.52 / 0.89 / 0.93]). The
+  state-space posterior is **over-confident**
+  with the random-walk step read off the trajectory: it multiplies the evidence of many bins as if
+  the neurons were conditionally independent Poisson given the angle, and the angle a random walk.
+  Its 90% regions hold the truth in only 46% of test bins [FAST 55%]. Choosing the step by marginal
+  likelihood (`sigma_walk="evidence"`: twice the trajectory's step here) improves the coverage (60%)
+  and the log density of the truth (-1.19 against -2.93 per bin), but does not make it calibrated. The reliability
+  curve is how one sees this; a point-error score alone would rank the state-space decoder best
+  without a hint that its credible arcs are too narrow.
+- **Lag.** The naive-Bayes error is lowest when the spikes are paired with the angle 60 ms *earlier*
+  (lag +3 bins) [FAST: +1 bin]. Anticipatory firing would put the minimum at a negative lag; in this
+  teaching excerpt we cannot tell a physiological delay from an offset between the video clock and
+  the spike bins, so we report the number and leave the interpretation open.
+- **Validation.** On the locked validation blocks the errors are 23° (naive Bayes) and 15° (state
+  space), and naive-Bayes 90% coverage is 0.82: somewhat worse than on the test blocks, a sign of
+  slow changes over the session that the interleaved blocks spread across all three sets.
+- **Neurons.** The error falls steeply over the first few neurons and flattens: a dozen sharply
+  tuned cells carry most of the information.
+
+**Cite** Peyrache A, Lacroix MM, Petersen PC, Buzsáki G (2015). Internally organized mechanisms of
+the head direction sense. *Nature Neuroscience* 18:569-575. Zhang K, Ginzburg I, McNaughton BL,
+Sejnowski TJ (1998). Interpreting neuronal population activity by reconstruction. *J Neurophysiol*
+79:1017-1044.
+"""),
+]
+
+
 NOTEBOOKS = {"01_getting_started.ipynb": GETTING_STARTED, "02_glm_retina.ipynb": GLM_RETINA,
-             "03_latent_motor_cortex.ipynb": LATENT_MOTOR}
+             "03_latent_motor_cortex.ipynb": LATENT_MOTOR, "04_decoding_head_direction.ipynb": DECODING_HD}
 
 
 def build(name: str, cells: list) -> nbformat.NotebookNode:
