@@ -420,3 +420,53 @@ def test_bad_input_gets_clear_messages():
         Grid([np.array([0.0, 1.0, 3.0])])
     with pytest.raises(TypeError, match="locked validation"):
         dec.decode(data.split()[2])
+
+
+def test_empty_bins_decode_to_prior_times_silence():
+    """A bin without spikes is evidence too: its posterior is prior x exp(-dt * sum of rates)."""
+    rng = np.random.default_rng(12)
+    grid = Grid.regular(bins=8, range=(0, 1))
+    rates = rng.uniform(0.5, 30, (5, 8))
+    prior = rng.uniform(0.5, 1.0, 8)
+    dec = NaiveBayesDecoder.from_tuning_curves(TuningCurves(rates, grid, occupancy=prior), prior="occupancy")
+    post = dec.decode(SpikeData.from_counts(np.zeros((3, 5), int), bin_size=0.1))
+    ref = prior * np.exp(-0.1 * rates.sum(axis=0))
+    np.testing.assert_allclose(post.prob, np.tile(ref / ref.sum(), (3, 1)), atol=1e-14)
+
+
+def test_plots_draw_what_they_are_given():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import confusion_matrix
+
+    from bayesneuro.decoders import plotting
+
+    rng = np.random.default_rng(13)
+    grid = Grid.regular(bins=10, range=(0, 1))
+    p = rng.dirichlet(np.ones(10), size=40)
+    post = GridPosterior(np.log(p), grid, 0.1 * np.arange(40), point_estimate="mean")
+    truth = rng.uniform(0, 1, 40)
+    ax = plotting.plot_trajectory(post, truth, level=0.9)
+    lo, hi = post.interval(0.9)
+    band = ax.collections[0].get_paths()[0].vertices
+    assert np.isclose(band[:, 1].max(), hi[:, 0].max()) and np.isclose(band[:, 1].min(), lo[:, 0].min())
+    np.testing.assert_allclose(ax.lines[0].get_ydata(), post.mean[:, 0])
+    ax = plotting.plot_posterior(post, truth)
+    np.testing.assert_allclose(ax.images[0].get_array(), p.T)
+    ax = plotting.plot_reliability(post, truth, levels=[0.2, 0.5, 0.8])
+    np.testing.assert_allclose(ax.lines[1].get_ydata(), [np.mean(post.covers(truth, lv)) for lv in (0.2, 0.5, 0.8)])
+    t = rng.integers(0, 3, 200)
+    d = np.where(rng.uniform(size=200) < 0.7, t, rng.integers(0, 3, 200))
+    ax = plotting.plot_confusion(t, d)
+    np.testing.assert_allclose(ax.images[0].get_array(), confusion_matrix(t, d, normalize="true"))
+    curve = {"lags": np.array([-1, 0, 1]), "value": np.array([0.3, 0.1, 0.2]), "metric": "median_error"}
+    ax = plotting.plot_lag_curve(curve, bin_size=0.02)
+    np.testing.assert_allclose(ax.lines[0].get_xdata(), [-20, 0, 20])
+    tc = TuningCurves(rng.uniform(1, 5, (3, 10)), grid)
+    axes = plotting.plot_tuning_curves(tc, neurons=[2, 0])
+    np.testing.assert_allclose(axes[0].lines[0].get_ydata(), tc.rates[2])
+    with pytest.raises(ValueError, match="not in the tuning curves"):
+        plotting.plot_tuning_curves(tc, neurons=[7])
+    plt.close("all")

@@ -20,6 +20,7 @@ available at :math:`O(G^2)` per bin.
 
 from __future__ import annotations
 
+import hashlib
 from functools import partial
 from typing import Any
 
@@ -101,6 +102,8 @@ class _SeparableConv:
     def __init__(self, grid: Grid, sigma: Any, dtype):
         sig = _sigmas(grid, sigma)
         self.shape = grid.shape
+        # Equal grids, steps and dtypes give equal objects, so a compiled program is reused.
+        self._key = (grid.shape, grid.circular, tuple(grid.widths.tolist()), tuple(sig.tolist()), str(dtype))
         self.ops = []
         for k, (n, c) in enumerate(zip(grid.shape, grid.circular)):
             taps = _axis_taps(n, grid.widths[k], sig[k], c)
@@ -138,10 +141,10 @@ class _SeparableConv:
         return x
 
     def __hash__(self):
-        return id(self)
+        return hash(self._key)
 
     def __eq__(self, other):
-        return self is other
+        return isinstance(other, _SeparableConv) and self._key == other._key
 
 
 # ------------------------------------------------------------------------- forward-backward
@@ -204,16 +207,18 @@ class _DenseConv:
     def __init__(self, A, transpose: bool):
         self.A = A
         self.transpose = transpose
+        a = np.asarray(A)
+        self._key = (a.shape, str(a.dtype), hashlib.sha1(a.tobytes()).hexdigest(), transpose)
 
     def __call__(self, x):
         flat = x.reshape(-1)
         return self.A @ flat if self.transpose else flat @ self.A
 
     def __hash__(self):
-        return id(self)
+        return hash(self._key)
 
     def __eq__(self, other):
-        return self is other
+        return isinstance(other, _DenseConv) and self._key == other._key
 
 
 def _chunk_length(n_time: int, chunk_size: int) -> int:
