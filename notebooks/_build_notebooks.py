@@ -1432,6 +1432,34 @@ axes[1].set_ylabel("median error (deg)")
 plt.show()
 """),
     md(r"""
+## 6b. A discrete read-out: which quadrant is the head facing?
+
+Decoders of discrete states (a choice, a stimulus identity) use the Bayesian regression decoder. Here
+the label is the quadrant of the head angle (N, E, S, W: four classes), read out by a multinomial
+logistic regression on the square-rooted counts of all 19 neurons at lags -2..2 bins, with a Normal
+prior on the weights, fitted by Laplace through the shared inference layer. The posterior class
+probabilities average over the Laplace draws of the weights.
+"""),
+    code(r"""
+from bayesneuro.decoders import RegressionDecoder
+
+def quadrant(d):
+    return (np.floor(np.mod(d.covariates[:, 0] + np.pi / 4, 2 * np.pi) / (np.pi / 2)).astype(int))
+
+clf = RegressionDecoder(family="categorical", lags=[-2, -1, 0, 1, 2], transform="sqrt", prior_scale=0.5,
+                        method="laplace")
+clf.fit(train, quadrant(train), key=1, num_samples=200 if FAST else 1000)
+post_q = clf.decode(test)
+true_q = quadrant(test)[post_q.index]
+sc_q = scores.evaluate(post_q, true_q)
+cov = ", ".join(f"{int(k * 100)}%: {v:.3f}" for k, v in sc_q["coverage"].items())
+print(f"quadrant accuracy {sc_q['accuracy']:.3f} (chance 0.25) | coverage of class sets {cov}")
+ax = plotting.plot_confusion(true_q, post_q, classes=[0, 1, 2, 3])
+ax.set_xticks(range(4), ["E", "N", "W", "S"])
+ax.set_yticks(range(4), ["E", "N", "W", "S"])
+plt.show()
+"""),
+    md(r"""
 ## 7. The locked validation set, opened once
 
 Everything above was chosen on train and test. Now the final numbers, on data never looked at.
@@ -1472,6 +1500,11 @@ Numbers from the full run (all 35 minutes, 10 interleaved blocks) and, in bracke
   slow changes over the session that the interleaved blocks spread across all three sets.
 - **Neurons.** The error falls steeply over the first few neurons and flattens: a dozen sharply
   tuned cells carry most of the information.
+- **Quadrant.** The multinomial regression decoder on lagged counts names the head's quadrant in
+  86% of test bins [FAST run; chance 25%], and its class sets are calibrated (50/90/95% sets hold
+  the true quadrant in 0.52 / 0.90 / 0.95 of bins): a regression on lagged counts, with its
+  posterior predictive averaged over the weights' Laplace posterior, does not over-count evidence
+  the way the state-space product of per-bin likelihoods does.
 
 **Cite** Peyrache A, Lacroix MM, Petersen PC, Buzsáki G (2015). Internally organized mechanisms of
 the head direction sense. *Nature Neuroscience* 18:569-575. Zhang K, Ginzburg I, McNaughton BL,

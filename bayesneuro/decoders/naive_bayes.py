@@ -21,6 +21,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from scipy import special
 
 from ._base import Decoder, attach_index
 from ._inputs import as_spike_data, check_neurons, check_spiking, target_array
@@ -32,15 +33,17 @@ RATE_FLOOR = 1e-12  # Hz; a visited cell's rate of exactly 0 becomes this (as py
 _CHUNK = 16384
 
 
-@partial(jax.jit, static_argnames=("normalize",))
-def _log_lik_chunk(counts, log_rate_dt, rate_dt_sum, log_prior, normalize=True):
+@partial(jax.jit, static_argnames=("normalize", "factorials"))
+def _log_lik_chunk(counts, log_rate_dt, rate_dt_sum, log_prior, normalize=True, factorials=True):
     """Log posterior (or likelihood + prior) of a chunk of bins, ``(chunk, G)``."""
     counts = counts.astype(log_rate_dt.dtype)
-    ll = counts @ log_rate_dt - rate_dt_sum[None, :] - jnp.sum(jax.scipy.special.gammaln(counts + 1), axis=1)[:, None]
-    lp = ll + log_prior[None, :]
-    if normalize:
-        lp = lp - jax.scipy.special.logsumexp(lp, axis=1, keepdims=True)
-    return lp
+    lp = counts @ log_rate_dt + (log_prior - rate_dt_sum)[None, :]
+    if normalize:  # log Γ(k + 1) is the same in every cell: it cancels
+        m = jnp.max(lp, axis=1, keepdims=True)
+        return lp - (m + jnp.log(jnp.sum(jnp.exp(lp - m), axis=1, keepdims=True)))
+    if not factorials:
+        return lp
+    return lp - jnp.sum(jax.scipy.special.gammaln(counts + 1), axis=1)[:, None]
 
 
 def log_posterior(
@@ -92,8 +95,21 @@ def log_posterior(
     return out
 
 
+def log_factorial_total(counts: np.ndarray) -> float:
+    """``sum log(k!)`` over all counts, from a histogram of the count values (no factorials)."""
+    c = np.asarray(counts)
+    if c.size == 0:
+        return 0.0
+    hist = np.bincount(c.ravel().astype(np.int64))
+    return float(hist @ special.gammaln(np.arange(hist.size) + 1.0))
+
+
 def likelihood_rows(counts: np.ndarray, rates: np.ndarray, bin_size: float, visited: np.ndarray):
-    """A function ``(a, b) -> log likelihood of bins a:b`` (``-inf`` off `visited`), computed on demand."""
+    """A function ``(a, b) -> log likelihood of bins a:b`` (``-inf`` off `visited`), computed on demand.
+
+    The rows leave out ``log k!``, which is the same in every cell (see
+    :func:`log_factorial_total` for its sum).
+    """
     dtype = jnp.zeros(()).dtype
     r = np.where(np.isfinite(rates), np.maximum(rates, RATE_FLOOR), 1.0)
     log_rate_dt = jnp.asarray(np.log(r * bin_size), dtype)
@@ -101,7 +117,8 @@ def likelihood_rows(counts: np.ndarray, rates: np.ndarray, bin_size: float, visi
     lp_mask = jnp.asarray(np.where(visited, 0.0, -np.inf), dtype)
 
     def rows(a: int, b: int):
-        return _log_lik_chunk(jnp.asarray(counts[a:b]), log_rate_dt, rate_dt_sum, lp_mask, normalize=False)
+        return _log_lik_chunk(jnp.asarray(counts[a:b]), log_rate_dt, rate_dt_sum, lp_mask, normalize=False,
+                              factorials=False)
 
     return rows
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from ._base import attach_index
 from .grid import Grid
-from .naive_bayes import NaiveBayesDecoder, likelihood_rows
+from .naive_bayes import NaiveBayesDecoder, likelihood_rows, log_factorial_total
 from .posterior import GridPosterior
 
 _SCAN_CHUNK = 16384
@@ -118,6 +118,8 @@ class _SeparableConv:
                 off = np.arange(-W, W + 1)
                 np.add.at(lay, np.mod(off, L), taps)
                 self.ops.append(("fft", k, L, c, jnp.fft.rfft(jnp.asarray(lay, dtype))))
+        # direct sums of non-negative terms stay non-negative; FFT round-off can dip below 0
+        self.nonnegative = all(op[0] == "direct" for op in self.ops)
 
     def __call__(self, x):
         x = x.reshape(self.shape)
@@ -148,8 +150,9 @@ class _SeparableConv:
 
 
 # ------------------------------------------------------------------------- forward-backward
-def _scaled(ll):
-    """Likelihood rows divided by their maxima, and the log maxima."""
+def _scaled(ll, mask):
+    """Likelihood rows, zero off the visited cells, divided by their maxima; and the log maxima."""
+    ll = jnp.where(mask > 0, ll, -jnp.inf)
     row_max = jnp.max(ll, axis=1)
     return jnp.exp(ll - row_max[:, None]), row_max
 
@@ -161,19 +164,22 @@ def _forward_chunk(conv, mask, inv_z, init, ll, start, real, carry0):
     ``ll`` (t, G) log likelihoods; ``start`` marks the first bin of each segment; ``real``
     marks bins that are not padding.
     """
-    lik, row_max = _scaled(ll)
+    lik, row_max = _scaled(ll, mask)  # zero off the visited cells: it applies the mask
 
     def step(f_prev, inp):
         l, s = inp
-        pred = mask * jnp.maximum(conv(f_prev * inv_z).reshape(-1), 0.0)
-        pred = jnp.where(s, init, pred)
-        u = l * pred
+        pred = conv(f_prev * inv_z).reshape(-1)
+        if not conv.nonnegative:
+            pred = jnp.maximum(pred, 0.0)
+        u = l * jnp.where(s, init, pred)
         c = jnp.sum(u)
-        return u / c, (u / c, jnp.log(c))
+        f = u / c
+        return f, (f, c)
 
-    last, (filt, logc) = jax.lax.scan(step, carry0, (lik, start), unroll=4)
-    log_ev = jnp.sum(jnp.where(real, logc + row_max, 0.0))
-    return last, filt, log_ev
+    last, (filt, c) = jax.lax.scan(step, carry0, (lik, start), unroll=4)
+    log_ev = jnp.sum(jnp.where(real, jnp.log(c) + row_max, 0.0))
+    n_bad = jnp.sum(real & ~jnp.isfinite(row_max))
+    return last, filt, log_ev, n_bad
 
 
 @partial(jax.jit, static_argnames=("conv",))
@@ -183,17 +189,60 @@ def _backward_chunk(conv, mask, inv_z, ll, filt, end, msg0):
     The message passed between bins is ``m * l * beta`` of the later bin; ``end`` marks the last
     bin of each segment, where ``beta = 1``.
     """
-    lik, _ = _scaled(ll)
+    lik, _ = _scaled(ll, mask)
+    ones = jnp.ones_like(msg0)
 
     def step(msg_next, inp):
-        l, f, e = inp
-        beta = jnp.maximum(conv(msg_next).reshape(-1), 0.0) * inv_z
-        beta = jnp.where(e, jnp.ones_like(beta), beta / jnp.max(beta))
-        g = f * beta
-        return mask * l * beta, g / jnp.sum(g)
+        l, e = inp
+        beta = conv(msg_next).reshape(-1) * inv_z
+        if not conv.nonnegative:
+            beta = jnp.maximum(beta, 0.0)
+        beta = jnp.where(e, ones, beta / jnp.max(beta))
+        return l * beta, beta
 
-    first, smooth = jax.lax.scan(step, msg0, (lik, filt, end), reverse=True, unroll=4)
-    return first, jnp.log(smooth)
+    first, beta = jax.lax.scan(step, msg0, (lik, end), reverse=True, unroll=4)
+    g = filt * beta
+    return first, jnp.log(g) - jnp.log(jnp.sum(g, axis=1, keepdims=True))
+
+
+@partial(jax.jit, static_argnames=("conv_f", "conv_b"))
+def _pair_chunk(conv_f, conv_b, mask, inv_z, init, ll_f, start, real, carry_f, ll_b, end, msg0):
+    """One forward chunk and one backward chunk in the same loop (half the sequential steps).
+
+    The two recursions are independent given the likelihood: the forward pass runs over chunk
+    ``ll_f`` from its first bin, the backward pass over chunk ``ll_b`` from its last bin.
+    Returns the forward outputs of :func:`_forward_chunk` and the backward messages ``beta``.
+    """
+    lik_f, row_max = _scaled(ll_f, mask)
+    lik_b, _ = _scaled(ll_b, mask)
+    ones = jnp.ones_like(msg0)
+
+    def step(carry, inp):
+        f_prev, msg_next = carry
+        l, s, lb, e = inp
+        pred = conv_f(f_prev * inv_z).reshape(-1)
+        beta = conv_b(msg_next).reshape(-1) * inv_z
+        if not conv_f.nonnegative:
+            pred = jnp.maximum(pred, 0.0)
+            beta = jnp.maximum(beta, 0.0)
+        u = l * jnp.where(s, init, pred)
+        c = jnp.sum(u)
+        f = u / c
+        beta = jnp.where(e, ones, beta / jnp.max(beta))
+        return (f, lb * beta), (f, c, beta)
+
+    (last, first), (filt, c, beta) = jax.lax.scan(
+        step, (carry_f, msg0), (lik_f, start, lik_b[::-1], end[::-1]), unroll=4
+    )
+    log_ev = jnp.sum(jnp.where(real, jnp.log(c) + row_max, 0.0))
+    n_bad = jnp.sum(real & ~jnp.isfinite(row_max))
+    return last, filt, log_ev, n_bad, first, beta[::-1]
+
+
+@jax.jit
+def _smoothed(filt, beta):
+    g = filt * beta
+    return jnp.log(g) - jnp.log(jnp.sum(g, axis=1, keepdims=True))
 
 
 @jax.jit
@@ -207,6 +256,7 @@ class _DenseConv:
     def __init__(self, A, transpose: bool):
         self.A = A
         self.transpose = transpose
+        self.nonnegative = True  # a product of non-negative arrays
         a = np.asarray(A)
         self._key = (a.shape, str(a.dtype), hashlib.sha1(a.tobytes()).hexdigest(), transpose)
 
@@ -328,46 +378,64 @@ def forward_backward(
     bounds = [(a, min(a + L, n_time)) for a in range(0, n_time, L)]
 
     def padded(a, b, x, fill):
-        x = np.asarray(x)
         if b - a == L:
             return x
-        pad = np.full((L - (b - a),) + x.shape[1:], fill, dtype=x.dtype)
-        return np.concatenate([x, pad])
+        pad = [(0, L - (b - a))] + [(0, 0)] * (np.ndim(x) - 1)
+        return jnp.pad(jnp.asarray(x), pad, constant_values=fill)
 
     def ll_chunk(a, b):
-        x = np.asarray(rows(a, b), dtype=dtype)
-        if x.shape != (b - a, G):
-            raise ValueError(f"log-likelihood rows {a}:{b} have shape {x.shape}, expected {(b - a, G)}")
-        bad = ~np.isfinite(np.max(x, axis=1))
-        if bad.any():
-            raise ValueError(
-                f"{int(bad.sum())} bins have a likelihood of zero (or NaN) in every cell, e.g. bin"
-                f" {a + int(np.flatnonzero(bad)[0])}; check the rates and the counts"
-            )
-        return padded(a, b, x, 0.0)
+        x = rows(a, b)
+        if tuple(x.shape) != (b - a, G):
+            raise ValueError(f"log-likelihood rows {a}:{b} have shape {tuple(x.shape)}, expected {(b - a, G)}")
+        return padded(a, b, jnp.asarray(x, dtype), 0.0)
 
     out = np.empty((n_time, G), dtype=dtype)
     log_ev = 0.0
-    carry = init_j
-    for a, b in bounds:
-        real = np.arange(L) < (b - a)
-        carry, f, ev = _forward_chunk(
-            conv_f, mask, inv_z, init_j, jnp.asarray(ll_chunk(a, b)),
-            jnp.asarray(padded(a, b, start[a:b], True)), jnp.asarray(real), carry,
-        )
-        out[a:b] = np.asarray(f)[: b - a]
-        log_ev += float(ev)
+
+    def check(n_bad, a, b, llc):
+        if int(n_bad):
+            bad = np.flatnonzero(~np.isfinite(np.max(np.where(mask_np, np.asarray(llc)[: b - a], -np.inf), axis=1)))
+            raise ValueError(
+                f"{int(n_bad)} bins have a likelihood of zero (or NaN) in every visited cell, e.g. bin"
+                f" {a + int(bad[0])}; check the rates and the counts"
+            )
+
     if not smooth:
+        carry = init_j
         for a, b in bounds:
-            out[a:b] = np.asarray(_log(jnp.asarray(out[a:b])))
+            llc = ll_chunk(a, b)
+            real = np.arange(L) < (b - a)
+            carry, f, ev, n_bad = _forward_chunk(
+                conv_f, mask, inv_z, init_j, llc, jnp.asarray(padded(a, b, start[a:b], True)), jnp.asarray(real), carry,
+            )
+            check(n_bad, a, b, llc)
+            log_ev += float(ev)
+            out[a:b] = np.asarray(_log(f))[: b - a]
         return out, log_ev
-    msg = jnp.zeros(G, dtype)
-    for a, b in reversed(bounds):
-        msg, g = _backward_chunk(
-            conv_b, mask, inv_z, jnp.asarray(ll_chunk(a, b)),
-            jnp.asarray(padded(a, b, out[a:b], 1.0 / G)), jnp.asarray(padded(a, b, end[a:b], True)), msg,
+    # Smoothing: the likelihood chunks are computed once and kept (as JAX arrays); then step i
+    # runs the forward pass over chunk i and the backward pass over chunk n-1-i together. A
+    # chunk's smoothed posterior is written as soon as both its passes are done.
+    n = len(bounds)
+    lik = [ll_chunk(a, b) for a, b in bounds]
+    filt, beta = [None] * n, [None] * n
+    carry, msg = init_j, jnp.zeros(G, dtype)
+    for i in range(n):
+        a, b = bounds[i]
+        j = n - 1 - i
+        aj, bj = bounds[j]
+        real = np.arange(L) < (b - a)
+        carry, f, ev, n_bad, msg, bt = _pair_chunk(
+            conv_f, conv_b, mask, inv_z, init_j, lik[i], jnp.asarray(padded(a, b, start[a:b], True)),
+            jnp.asarray(real), carry, lik[j], jnp.asarray(padded(aj, bj, end[aj:bj], True)), msg,
         )
-        out[a:b] = np.asarray(g)[: b - a]
+        check(n_bad, a, b, lik[i])
+        log_ev += float(ev)
+        filt[i], beta[j] = f, bt
+        for k in {i, j}:
+            if filt[k] is not None and beta[k] is not None:
+                ak, bk = bounds[k]
+                out[ak:bk] = np.asarray(_smoothed(filt[k], beta[k]))[: bk - ak]
+                filt[k] = beta[k] = lik[k] = None  # release as we go
     return out, log_ev
 
 
@@ -508,6 +576,6 @@ class StateSpaceDecoder(NaiveBayesDecoder):
             log_init=self.log_prior_, segment_ids=data.segment_ids, smooth=self.smooth,
             n_time=data.n_time, chunk_size=self.chunk_size,
         )
-        self.log_evidence_ = log_ev
+        self.log_evidence_ = log_ev - log_factorial_total(data.counts)
         post = GridPosterior(lp, self.grid_, data.bin_centers, point_estimate=self.point)
         return attach_index(post, np.arange(data.n_time))
