@@ -324,6 +324,8 @@ def test_state_space_fit_learns_the_walk_and_restarts_at_trials():
     d2 = SpikeData.from_counts(c2, bin_size=dt)
     d1 = SpikeData.from_counts(counts, bin_size=dt)
     np.testing.assert_allclose(filt.decode(d1).log_prob[:500], filt.decode(d2).log_prob[:500], atol=1e-12)
+    with pytest.raises(ValueError, match="transition was learned for 0.02 s"):
+        ss.decode(SpikeData.from_counts(counts, bin_size=0.04))
     emp = StateSpaceDecoder(bins=30, range=(0, 1), transition="empirical").fit(data, "x")
     assert np.allclose(emp.transition_.sum(axis=1)[emp.tuning_.visited], 1.0)
     assert emp.score(data, "x")["median_error"] < 0.05

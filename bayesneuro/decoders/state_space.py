@@ -568,6 +568,11 @@ class StateSpaceDecoder(NaiveBayesDecoder):
         Each trial or block of `data` starts from the prior; the transition never crosses them.
         """
         data = self._prepare(data)
+        if np.isfinite(self.bin_size_) and not np.isclose(data.bin_size, self.bin_size_, rtol=1e-9, atol=0):
+            raise ValueError(
+                f"the data have {data.bin_size} s bins but the transition was learned for {self.bin_size_} s"
+                " bins; rebin the data or refit"
+            )
         if self.transition == "random_walk" and self.sigma_walk_ is None:
             raise ValueError("this decoder was built from tuning curves: give sigma_walk")
         rows = likelihood_rows(data.counts, self.tuning_.rates, data.bin_size, self.tuning_.visited)
