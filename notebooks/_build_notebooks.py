@@ -1501,8 +1501,8 @@ Numbers from the full run (all 35 minutes, 10 interleaved blocks) and, in bracke
 - **Neurons.** The error falls steeply over the first few neurons and flattens: a dozen sharply
   tuned cells carry most of the information.
 - **Quadrant.** The multinomial regression decoder on lagged counts names the head's quadrant in
-  86% of test bins [FAST run; chance 25%], and its class sets are calibrated (50/90/95% sets hold
-  the true quadrant in 0.52 / 0.90 / 0.95 of bins): a regression on lagged counts, with its
+  84% of test bins [FAST 86%; chance 25%], and its class sets are calibrated (50/90/95% sets hold
+  the true quadrant in 0.51 / 0.90 / 0.95 of bins [FAST 0.52 / 0.90 / 0.95]): a regression on lagged counts, with its
   posterior predictive averaged over the weights' Laplace posterior, does not over-count evidence
   the way the state-space product of per-bin likelihoods does.
 
