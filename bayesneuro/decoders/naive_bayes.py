@@ -46,6 +46,14 @@ def _log_lik_chunk(counts, log_rate_dt, rate_dt_sum, log_prior, normalize=True, 
     return lp - jnp.sum(jax.scipy.special.gammaln(counts + 1), axis=1)[:, None]
 
 
+def _rate_terms(rates: np.ndarray, bin_size: float) -> tuple[jax.Array, jax.Array]:
+    """``log(rate * dt)`` ``(neuron, G)`` and ``sum_n rate * dt`` ``(G,)``, rates floored at
+    :data:`RATE_FLOOR`; unvisited (``nan``) cells get placeholder values the prior masks."""
+    dtype = jnp.zeros(()).dtype
+    r = np.where(np.isfinite(rates), np.maximum(rates, RATE_FLOOR), 1.0)
+    return jnp.asarray(np.log(r * bin_size), dtype), jnp.asarray(np.sum(r * bin_size, axis=0), dtype)
+
+
 def log_posterior(
     counts: np.ndarray,
     rates: np.ndarray,
@@ -79,9 +87,7 @@ def log_posterior(
     [[0.71, 0.29], [0.0, 1.0]]
     """
     dtype = jnp.zeros(()).dtype
-    r = np.where(np.isfinite(rates), np.maximum(rates, RATE_FLOOR), 1.0)
-    log_rate_dt = jnp.asarray(np.log(r * bin_size), dtype)
-    rate_dt_sum = jnp.asarray(np.sum(r * bin_size, axis=0), dtype)
+    log_rate_dt, rate_dt_sum = _rate_terms(rates, bin_size)
     lp_prior = jnp.asarray(log_prior, dtype)
     n_time = counts.shape[0]
     out = np.empty((n_time, rates.shape[1]), dtype=dtype)
@@ -110,11 +116,8 @@ def likelihood_rows(counts: np.ndarray, rates: np.ndarray, bin_size: float, visi
     The rows leave out ``log k!``, which is the same in every cell (see
     :func:`log_factorial_total` for its sum).
     """
-    dtype = jnp.zeros(()).dtype
-    r = np.where(np.isfinite(rates), np.maximum(rates, RATE_FLOOR), 1.0)
-    log_rate_dt = jnp.asarray(np.log(r * bin_size), dtype)
-    rate_dt_sum = jnp.asarray(np.sum(r * bin_size, axis=0), dtype)
-    lp_mask = jnp.asarray(np.where(visited, 0.0, -np.inf), dtype)
+    log_rate_dt, rate_dt_sum = _rate_terms(rates, bin_size)
+    lp_mask = jnp.asarray(np.where(visited, 0.0, -np.inf), jnp.zeros(()).dtype)
 
     def rows(a: int, b: int):
         return _log_lik_chunk(jnp.asarray(counts[a:b]), log_rate_dt, rate_dt_sum, lp_mask, normalize=False,

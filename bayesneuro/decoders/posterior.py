@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from scipy import special, stats
+from scipy import stats
 
 from .grid import Grid
 
@@ -342,7 +342,3 @@ class CategoricalPosterior:
 
     def __repr__(self) -> str:
         return f"CategoricalPosterior(time={self.n_time}, classes={self.classes.tolist()})"
-
-
-def _logsumexp_rows(a: np.ndarray) -> np.ndarray:
-    return special.logsumexp(a, axis=1, keepdims=True)

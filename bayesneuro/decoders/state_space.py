@@ -123,7 +123,6 @@ class _SeparableConv:
 
     def __call__(self, x):
         x = x.reshape(self.shape)
-        nd = len(self.shape)
         for kind, k, p, circ, ker in self.ops:
             x = jnp.moveaxis(x, k, -1)
             lead = x.shape[:-1]
@@ -139,7 +138,6 @@ class _SeparableConv:
                 L = p
                 y = jnp.fft.irfft(jnp.fft.rfft(flat, n=L, axis=-1) * ker, n=L, axis=-1)[:, :n]
             x = jnp.moveaxis(y.reshape(lead + (n,)), -1, k)
-        del nd
         return x
 
     def __hash__(self):
@@ -180,29 +178,6 @@ def _forward_chunk(conv, mask, inv_z, init, ll, start, real, carry0):
     log_ev = jnp.sum(jnp.where(real, jnp.log(c) + row_max, 0.0))
     n_bad = jnp.sum(real & ~jnp.isfinite(row_max))
     return last, filt, log_ev, n_bad
-
-
-@partial(jax.jit, static_argnames=("conv",))
-def _backward_chunk(conv, mask, inv_z, ll, filt, end, msg0):
-    """Smoothed log probabilities of one chunk, run backwards from the message of the next bin.
-
-    The message passed between bins is ``m * l * beta`` of the later bin; ``end`` marks the last
-    bin of each segment, where ``beta = 1``.
-    """
-    lik, _ = _scaled(ll, mask)
-    ones = jnp.ones_like(msg0)
-
-    def step(msg_next, inp):
-        l, e = inp
-        beta = conv(msg_next).reshape(-1) * inv_z
-        if not conv.nonnegative:
-            beta = jnp.maximum(beta, 0.0)
-        beta = jnp.where(e, ones, beta / jnp.max(beta))
-        return l * beta, beta
-
-    first, beta = jax.lax.scan(step, msg0, (lik, end), reverse=True, unroll=4)
-    g = filt * beta
-    return first, jnp.log(g) - jnp.log(jnp.sum(g, axis=1, keepdims=True))
 
 
 @partial(jax.jit, static_argnames=("conv_f", "conv_b"))
