@@ -1,0 +1,491 @@
+r"""Single-neuron statistics with posterior uncertainty.
+
+For each neuron of a :class:`~bayesneuro.density.SpikeTrains`:
+
+- **firing rate** :math:`n / T`; posterior Gamma(:math:`a_0 + n`, :math:`b_0 + T`) of a
+  homogeneous Poisson rate (Jeffreys prior :math:`a_0 = 1/2`, :math:`b_0 = 0` by default);
+- **ISI CV** :math:`\mathrm{sd}(I) / \mathrm{mean}(I)` (population s.d., as elephant's ``cv``);
+- **local variation** (Shinomoto et al. 2003)
+  :math:`L_V = \frac{3}{n-1} \sum_i \left(\frac{I_i - I_{i+1}}{I_i + I_{i+1}}\right)^2`
+  over consecutive ISI pairs (1 for a Poisson process, 0 for a clock, whatever the rate drift);
+- **Fano factor** :math:`\mathrm{var}(N) / \mathrm{mean}(N)` of counts in windows (or trials);
+- **burst index**: the fraction of ISIs shorter than ``burst_isi``;
+- **refractory violations**: the fraction of ISIs shorter than ``refractory``, a sign of
+  contamination of a sorted unit.
+
+Uncertainty. Rates have the exact Gamma posterior. The two ISI fractions have Beta posteriors
+(Jeffreys). CV, :math:`L_V` and the Fano factor have **Bayesian bootstrap** posteriors (Rubin
+1981): Dirichlet(1, ..., 1) weights over the ISIs, blocks of 10 consecutive ISI pairs (the
+terms of :math:`L_V` overlap, so single pairs would understate its uncertainty) or the windows,
+i.e. the posterior of the statistic under a nonparametric model of their distribution. Windows
+are taken as exchangeable: slow drifts of the rate raise the Fano factor itself, but the
+interval does not allow for the windows' serial correlation. ISIs are formed
+within segments only (never across a trial boundary).
+
+References
+----------
+Shinomoto S, Shima K, Tanji J (2003). Differences in spiking patterns among cortical neurons.
+*Neural Computation* 15:2823-2842.
+Rubin DB (1981). The Bayesian bootstrap. *Annals of Statistics* 9:130-134.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import xarray as xr
+
+from ..infer._model import as_key
+from .trains import SpikeTrains
+
+__all__ = [
+    "NeuronStatistics",
+    "as_spike_trains",
+    "autocorrelogram",
+    "burst_index",
+    "fano_factor",
+    "isi_cv",
+    "local_variation",
+    "refractory_violations",
+]
+
+LV_BLOCK = 10  # consecutive ISI pairs share an ISI: L_V terms are bootstrapped in blocks
+STATISTICS = ("rate", "cv", "lv", "fano", "burst_index", "refractory_violations")
+
+
+def as_spike_trains(data: Any) -> SpikeTrains:
+    """A :class:`SpikeTrains` from itself, a SpikeData (bin centres) or a pynapple TsGroup."""
+    if isinstance(data, SpikeTrains):
+        return data
+    from ..data import SpikeData
+
+    if isinstance(data, SpikeData):
+        return SpikeTrains.from_spike_data(data)
+    if type(data).__name__ == "TsGroup":
+        return SpikeTrains.from_pynapple(data)
+    raise TypeError(
+        f"expected SpikeTrains, SpikeData or a pynapple TsGroup, got {type(data).__name__}"
+    )
+
+
+# -- point estimates (direct formulas) ----------------------------------------------------
+
+
+def isi_cv(isi: Any) -> float:
+    """Coefficient of variation of inter-spike intervals, ``std(isi) / mean(isi)`` (ddof 0).
+
+    Examples
+    --------
+    >>> from bayesneuro.density import isi_cv
+    >>> round(isi_cv([1.0, 1.0, 1.0]), 6), round(isi_cv([1.0, 3.0]), 6)
+    (0.0, 0.5)
+    """
+    isi = np.asarray(isi, dtype=np.float64)
+    if isi.size < 2:
+        return float("nan")
+    return float(np.std(isi) / np.mean(isi))
+
+
+def local_variation(isi: Any = None, *, pairs: Any = None) -> float:
+    r"""Local variation :math:`L_V` of consecutive ISIs (Shinomoto et al. 2003).
+
+    Give one unbroken sequence of ISIs, or ``pairs`` ``(n, 2)`` of consecutive ISIs (as
+    :meth:`SpikeTrains.isi_pairs` gives, never across a segment edge).
+
+    Examples
+    --------
+    >>> from bayesneuro.density import local_variation
+    >>> round(local_variation([1.0, 1.0, 1.0]), 6), round(local_variation([1.0, 3.0]), 6)
+    (0.0, 0.75)
+    """
+    if pairs is None:
+        isi = np.asarray(isi, dtype=np.float64)
+        pairs = np.column_stack([isi[:-1], isi[1:]]) if isi.size > 1 else np.zeros((0, 2))
+    pairs = np.asarray(pairs, dtype=np.float64).reshape(-1, 2)
+    if pairs.shape[0] < 1:
+        return float("nan")
+    a, b = pairs[:, 0], pairs[:, 1]
+    return float(3.0 * np.mean(((a - b) / (a + b)) ** 2))
+
+
+def fano_factor(counts: Any) -> np.ndarray:
+    """Fano factor ``var / mean`` (ddof 0, as elephant) of counts ``(window,)`` or ``(window, neuron)``.
+
+    Examples
+    --------
+    >>> from bayesneuro.density import fano_factor
+    >>> float(fano_factor([2, 2, 2])), float(fano_factor([0, 2]))
+    (0.0, 1.0)
+    """
+    c = np.asarray(counts, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.var(c, axis=0) / np.mean(c, axis=0)
+
+
+def burst_index(isi: Any, burst_isi: float = 0.006) -> float:
+    """Fraction of ISIs shorter than `burst_isi` seconds.
+
+    Examples
+    --------
+    >>> from bayesneuro.density import burst_index
+    >>> burst_index([0.002, 0.003, 0.1, 0.2], burst_isi=0.006)
+    0.5
+    """
+    isi = np.asarray(isi, dtype=np.float64)
+    return float(np.mean(isi < burst_isi)) if isi.size else float("nan")
+
+
+def refractory_violations(isi: Any, refractory: float = 0.0015) -> float:
+    """Fraction of ISIs shorter than `refractory` seconds.
+
+    Examples
+    --------
+    >>> from bayesneuro.density import refractory_violations
+    >>> refractory_violations([0.001, 0.01, 0.02, 0.03])
+    0.25
+    """
+    isi = np.asarray(isi, dtype=np.float64)
+    return float(np.mean(isi < refractory)) if isi.size else float("nan")
+
+
+def autocorrelogram(trains: Any, *, bin_size: float = 0.001, window: float = 0.05) -> xr.DataArray:
+    """Autocorrelograms: the rate of neuron ``j``'s spikes at lag ``tau`` after one of its own.
+
+    Pairs of spikes are counted within segments; the zero-lag self pair is excluded. Bins
+    ``[k * bin_size, (k + 1) * bin_size)`` for ``k = -K .. K - 1`` with ``K = window / bin_size``
+    (the negative half mirrors the positive). The value is ``count / (n_spikes * bin_size)`` in
+    Hz, which tends to the firing rate at long lags for a stationary train.
+
+    Returns
+    -------
+    xarray.DataArray
+        Dims ``(neuron, lag)``; ``lag`` holds bin centres in seconds.
+
+    Examples
+    --------
+    >>> from bayesneuro.density import SpikeTrains, autocorrelogram
+    >>> tr = SpikeTrains([[0.0, 0.010, 0.020]], segments=[[0, 1]])
+    >>> acg = autocorrelogram(tr, bin_size=0.005, window=0.025)
+    >>> acg.sel(neuron=0).values.round(1).tolist()  # pairs at +-10 ms (2) and +-20 ms (1)
+    [66.7, 0.0, 133.3, 0.0, 0.0, 0.0, 0.0, 133.3, 0.0, 66.7]
+    """
+    trains = as_spike_trains(trains)
+    bin_size, window = float(bin_size), float(window)
+    if bin_size <= 0 or window <= 0:
+        raise ValueError("bin_size and window must be positive")
+    n_bin = int(round(window / bin_size))
+    if n_bin < 1 or abs(n_bin * bin_size - window) > 1e-9 * window:
+        raise ValueError(f"window ({window}) must be a whole number of bins ({bin_size})")
+    out = np.zeros((trains.n_neuron, 2 * n_bin))
+    for j, t in enumerate(trains.times):
+        seg = trains.segment_of(j)
+        pos = np.zeros(n_bin, dtype=np.int64)
+        for k in range(1, t.size):
+            d = t[k:] - t[:-k]
+            ok = (seg[k:] == seg[:-k]) & (d < window)
+            if not ok.any():
+                if np.all(d >= window):
+                    break
+                continue
+            b = np.floor(d[ok] / bin_size + 1e-9).astype(np.int64)
+            pos += np.bincount(b[b < n_bin], minlength=n_bin)
+        n = max(t.size, 1)
+        rate = pos / (n * bin_size)
+        out[j, n_bin:] = rate
+        out[j, :n_bin] = rate[::-1]
+    lags = (np.arange(-n_bin, n_bin) + 0.5) * bin_size
+    return xr.DataArray(out, dims=("neuron", "lag"), coords={"neuron": trains.neuron_ids, "lag": lags},
+                        name="autocorrelogram", attrs={"units": "Hz"})
+
+
+# -- Bayesian bootstrap -------------------------------------------------------------------
+
+
+def _bb_sums(key, values, group, n_group, num_samples, n_moment=3, block=1):
+    """Weighted sums ``sum_i w_i v_i^p`` per group for ``p < n_moment`` under Exp(1) weights.
+
+    ``values`` ``(n,)`` and ``group`` ``(n,)`` (group index of each value, values of a group
+    contiguous and in order); one Exp(1) weight per run of `block` consecutive values of a group
+    and per draw (normalising them per group gives Dirichlet(1) weights over the blocks: a
+    block Bayesian bootstrap, for values that are dependent over short lags).
+    Returns ``(num_samples, n_moment, n_group)``.
+    """
+    values = jnp.asarray(values, dtype=jnp.float64 if jax.config.jax_enable_x64 else jnp.float32)
+    group_np = np.asarray(group)
+    group = jnp.asarray(group_np)
+    powers = jnp.stack([values ** p for p in range(n_moment)])  # (m, n)
+    starts = np.r_[0, np.flatnonzero(np.diff(group_np)) + 1]
+    pos = np.arange(group_np.size) - np.repeat(starts, np.diff(np.r_[starts, group_np.size]))
+    blk_np = np.cumsum(np.r_[True, (np.diff(group_np) != 0) | (pos[1:] % block == 0)]) - 1
+    blk, n_blk = jnp.asarray(blk_np), int(blk_np[-1]) + 1
+
+    def one(k):
+        w = jax.random.exponential(k, (n_blk,), dtype=values.dtype)[blk]
+        return jax.vmap(lambda v: jax.ops.segment_sum(w * v, group, num_segments=n_group))(powers)
+
+    keys = jax.random.split(key, num_samples)
+    return np.asarray(jax.lax.map(one, keys, batch_size=min(num_samples, 16)))
+
+
+def _bb_windows(key, counts, num_samples):
+    """Bayesian-bootstrap moments of window counts ``(window, neuron)``, one weight per window."""
+    c = jnp.asarray(counts, dtype=jnp.float64 if jax.config.jax_enable_x64 else jnp.float32)
+
+    def one(k):
+        w = jax.random.dirichlet(k, jnp.ones(c.shape[0], dtype=c.dtype))
+        m = w @ c
+        v = w @ (c - m) ** 2
+        return jnp.stack([m, v])
+
+    keys = jax.random.split(key, num_samples)
+    return np.asarray(jax.lax.map(one, keys, batch_size=min(num_samples, 16)))
+
+
+# -- estimator ----------------------------------------------------------------------------
+
+
+class NeuronStatistics:
+    """Per-neuron firing statistics with posterior draws.
+
+    Parameters
+    ----------
+    refractory : float
+        ISIs shorter than this (seconds) count as refractory violations. Default 1.5 ms.
+    burst_isi : float
+        ISIs shorter than this (seconds) count as within-burst. Default 6 ms.
+    fano_window : float, optional
+        Window (seconds) for the Fano factor; default one window per segment (trial).
+    rate_prior : (float, float)
+        Gamma shape and rate of the prior on firing rates. Default Jeffreys ``(0.5, 0)``.
+    min_isi : int
+        Neurons with fewer ISIs get NaN ISI statistics, with a warning that names them.
+
+    Attributes
+    ----------
+    estimates_ : xarray.Dataset
+        Direct estimates per ``neuron``: ``rate`` (Hz), ``cv``, ``lv``, ``fano``,
+        ``burst_index``, ``refractory_violations``, and ``n_spikes``, ``n_isi``, ``n_window``.
+    posterior_ : xarray.Dataset
+        Draws ``(draw, neuron)`` of the six statistics.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bayesneuro.density import NeuronStatistics, SpikeTrains
+    >>> rng = np.random.default_rng(0)
+    >>> tr = SpikeTrains([np.cumsum(rng.exponential(0.1, 600)), np.arange(0.05, 60, 0.1)],
+    ...                  segments=[[0, 30], [30, 60]])
+    >>> st = NeuronStatistics(fano_window=1.0).fit(tr, key=0, num_samples=200)
+    >>> st.estimates_["cv"].values.round(1).tolist()  # Poisson-like vs clock-like
+    [1.0, 0.0]
+    >>> lo, hi = st.summary().loc[(0, "rate"), ["lower", "upper"]]
+    >>> bool(8 < lo < 10 < hi < 12)  # 95% interval of the rate, Hz
+    True
+    """
+
+    def __init__(self, *, refractory: float = 0.0015, burst_isi: float = 0.006,
+                 fano_window: float | None = None, rate_prior: tuple[float, float] = (0.5, 0.0),
+                 min_isi: int = 3):
+        self.refractory = float(refractory)
+        self.burst_isi = float(burst_isi)
+        self.fano_window = fano_window
+        self.rate_prior = tuple(float(x) for x in rate_prior)
+        self.min_isi = int(min_isi)
+        if self.refractory < 0 or self.burst_isi <= 0:
+            raise ValueError("refractory must be >= 0 and burst_isi > 0 (seconds)")
+        if self.rate_prior[0] <= 0 or self.rate_prior[1] < 0:
+            raise ValueError(f"rate_prior must be (shape > 0, rate >= 0), got {rate_prior}")
+
+    def fit(self, trains: Any, *, key: Any, num_samples: int = 1000) -> NeuronStatistics:
+        """Compute the estimates and draw `num_samples` posterior draws per statistic.
+
+        Parameters
+        ----------
+        trains : SpikeTrains, SpikeData or pynapple.TsGroup
+            Spike times (SpikeData: bin centres, so ISIs below one bin are lost).
+        key : jax.random key or int
+            Required.
+        num_samples : int
+            Posterior draws.
+        """
+        trains = as_spike_trains(trains)
+        rng = as_key(key)
+        num_samples = int(num_samples)
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        if trains.resolution > self.refractory > 0:
+            warnings.warn(
+                f"the spike times have resolution {trains.resolution} s, coarser than the refractory "
+                f"period {self.refractory} s: violations cannot be seen", stacklevel=2,
+            )
+        n_neuron = trains.n_neuron
+        ids = trains.neuron_ids
+        n_spk = trains.n_spikes
+        isis = trains.isis()
+        pairs = trains.isi_pairs()
+        counts = trains.window_counts(self.fano_window)
+        n_isi = np.array([i.size for i in isis])
+        few = n_isi < self.min_isi
+        if few.any():
+            warnings.warn(
+                f"neurons {ids[few][:10].tolist()} have fewer than {self.min_isi} ISIs: their ISI "
+                "statistics (cv, lv, burst_index, refractory_violations) are NaN", stacklevel=2,
+            )
+        if counts.shape[0] < 2:
+            warnings.warn("fewer than 2 windows: the Fano factor is NaN (give fano_window)", stacklevel=2)
+        silent = counts.sum(axis=0) == 0
+        k_rate, k_cv, k_lv, k_ff, k_b, k_r = jax.random.split(rng, 6)
+
+        T = trains.duration
+        a0, b0 = self.rate_prior
+        est = {
+            "rate": n_spk / T,
+            "cv": np.array([isi_cv(i) if not f else np.nan for i, f in zip(isis, few)]),
+            "lv": np.array([local_variation(pairs=p) if not f else np.nan for p, f in zip(pairs, few)]),
+            "fano": np.where(silent | (counts.shape[0] < 2), np.nan, fano_factor(counts)),
+            "burst_index": np.array([burst_index(i, self.burst_isi) if not f else np.nan for i, f in zip(isis, few)]),
+            "refractory_violations": np.array([refractory_violations(i, self.refractory) if not f else np.nan
+                                               for i, f in zip(isis, few)]),
+        }
+        draws = {}
+        g = np.asarray(jax.random.gamma(k_rate, jnp.asarray(a0 + n_spk, dtype=float), (num_samples, n_neuron)))
+        draws["rate"] = g / (b0 + T)
+        # CV from Bayesian-bootstrap moments of the ISIs
+        flat = np.concatenate(isis) if n_isi.sum() else np.zeros(0)
+        grp = np.repeat(np.arange(n_neuron), n_isi)
+        if flat.size:
+            s = _bb_sums(k_cv, flat, grp, n_neuron, num_samples)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                m = s[:, 1] / s[:, 0]
+                v = s[:, 2] / s[:, 0] - m**2
+                draws["cv"] = np.sqrt(np.maximum(v, 0)) / m
+        else:
+            draws["cv"] = np.full((num_samples, n_neuron), np.nan)
+        n_pair = np.array([p.shape[0] for p in pairs])
+        if n_pair.sum():
+            P = np.concatenate(pairs)
+            terms = ((P[:, 0] - P[:, 1]) / (P[:, 0] + P[:, 1])) ** 2
+            s = _bb_sums(k_lv, terms, np.repeat(np.arange(n_neuron), n_pair), n_neuron, num_samples, 2, block=LV_BLOCK)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                draws["lv"] = 3.0 * s[:, 1] / s[:, 0]
+        else:
+            draws["lv"] = np.full((num_samples, n_neuron), np.nan)
+        if counts.shape[0] >= 2:
+            mv = _bb_windows(k_ff, counts, num_samples)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                draws["fano"] = mv[:, 1] / mv[:, 0]
+        else:
+            draws["fano"] = np.full((num_samples, n_neuron), np.nan)
+        for name, k, thr in (("burst_index", k_b, self.burst_isi), ("refractory_violations", k_r, self.refractory)):
+            hits = np.array([np.sum(i < thr) for i in isis], dtype=float)
+            draws[name] = np.asarray(jax.random.beta(k, 0.5 + hits, 0.5 + n_isi - hits, (num_samples, n_neuron)))
+        for name in ("cv", "lv", "burst_index", "refractory_violations"):
+            draws[name] = np.where(few[None, :], np.nan, draws[name])
+        draws["fano"] = np.where(silent[None, :], np.nan, draws["fano"])
+
+        coords = {"neuron": ids}
+        self.estimates_ = xr.Dataset(
+            {k: ("neuron", np.asarray(v, dtype=float)) for k, v in est.items()}
+            | {"n_spikes": ("neuron", n_spk), "n_isi": ("neuron", n_isi),
+               "n_window": ((), counts.shape[0])},
+            coords=coords,
+        )
+        self.posterior_ = xr.Dataset(
+            {k: (("draw", "neuron"), np.asarray(draws[k], dtype=float)) for k in STATISTICS},
+            coords=coords | {"draw": np.arange(num_samples)},
+        )
+        self.estimates_["rate"].attrs["units"] = "Hz"
+        self.posterior_["rate"].attrs["units"] = "Hz"
+        self.neuron_ids_ = ids
+        return self
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "posterior_"):
+            raise RuntimeError("NeuronStatistics is not fitted; call .fit(trains, key=...) first")
+
+    def summary(self, level: float = 0.95):
+        """Estimate, posterior mean and equal-tailed interval per ``(neuron, statistic)``.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Index ``(neuron, statistic)``; columns ``estimate``, ``mean``, ``lower``, ``upper``.
+        """
+        import pandas as pd
+
+        self._check_fitted()
+        if not 0 < level < 1:
+            raise ValueError(f"level must be in (0, 1), got {level}")
+        rows = []
+        q = [(1 - level) / 2, (1 + level) / 2]
+        for j, nid in enumerate(self.neuron_ids_.tolist()):
+            for s in STATISTICS:
+                d = self.posterior_[s].values[:, j]
+                ok = np.isfinite(d)
+                lo, hi = np.quantile(d[ok], q) if ok.any() else (np.nan, np.nan)
+                rows.append((nid, s, float(self.estimates_[s].values[j]),
+                             float(d[ok].mean()) if ok.any() else np.nan, lo, hi))
+        df = pd.DataFrame(rows, columns=["neuron", "statistic", "estimate", "mean", "lower", "upper"])
+        return df.set_index(["neuron", "statistic"])
+
+    def features(self, names: tuple[str, ...] = ("rate", "cv", "lv", "fano", "burst_index"), *,
+                 log: tuple[str, ...] = ("rate", "fano")):
+        """A ``(neuron, feature)`` table of estimates for clustering (e.g. :class:`NeuronTypes`).
+
+        Statistics in `log` are log-transformed (and renamed ``log_<name>``). Neurons with a
+        NaN feature are dropped with a warning that names them.
+
+        Returns
+        -------
+        pandas.DataFrame
+        """
+        import pandas as pd
+
+        self._check_fitted()
+        cols = {}
+        for n in names:
+            if n not in STATISTICS:
+                raise ValueError(f"unknown statistic {n!r}; choose from {STATISTICS}")
+            v = self.estimates_[n].values
+            if n in log:
+                with np.errstate(divide="ignore"):
+                    v = np.where(v > 0, np.log(np.where(v > 0, v, 1.0)), np.nan)
+                cols[f"log_{n}"] = v
+            else:
+                cols[n] = v
+        df = pd.DataFrame(cols, index=pd.Index(self.neuron_ids_, name="neuron"))
+        bad = ~np.isfinite(df.values).all(axis=1)
+        if bad.any():
+            warnings.warn(f"neurons {df.index[bad][:10].tolist()} have undefined features and are dropped",
+                          stacklevel=2)
+        return df[~bad]
+
+    def posterior_statistics(self, *, key: Any = None, num_samples: int | None = None) -> dict:
+        """Posterior draws per statistic, each ``(draw, neuron)`` (for :func:`compare_states`).
+
+        `num_samples` draws are taken (with replacement, by `key`) from the stored ones when it
+        differs from their number.
+        """
+        self._check_fitted()
+        out = {k: self.posterior_[k] for k in STATISTICS}
+        n = self.posterior_.sizes["draw"]
+        if num_samples is not None and int(num_samples) != n:
+            idx = np.asarray(jax.random.choice(as_key(key if key is not None else 0), n, (int(num_samples),)))
+            out = {k: v.isel(draw=idx).assign_coords(draw=np.arange(len(idx))) for k, v in out.items()}
+        return out
+
+    def to_inference_data(self):
+        """The posterior draws as ArviZ InferenceData (one chain), for ``az.summary`` and plots."""
+        import arviz as az
+
+        self._check_fitted()
+        post = self.posterior_.expand_dims(chain=[0])
+        return az.InferenceData(posterior=post, constant_data=self.estimates_)
+
+    def __repr__(self) -> str:
+        state = f"n_neuron={len(self.neuron_ids_)}" if hasattr(self, "neuron_ids_") else "unfitted"
+        return f"NeuronStatistics({state})"
