@@ -13,7 +13,10 @@ For each neuron of a :class:`~bayesneuro.density.SpikeTrains`:
 - **refractory violations**: the fraction of ISIs shorter than ``refractory``, a sign of
   contamination of a sorted unit.
 
-Uncertainty. Rates have the exact Gamma posterior. The two ISI fractions have Beta posteriors
+Uncertainty. With trials (10 or more segments) every statistic gets a **cluster Bayesian
+bootstrap** over trials: Dirichlet weights on whole trials, so trial-to-trial variability (which
+a Poisson posterior would ignore) widens the intervals. Otherwise, for one stationary stretch:
+rates have the exact Gamma posterior. The two ISI fractions have Beta posteriors
 (Jeffreys). CV, :math:`L_V` and the Fano factor have **Bayesian bootstrap** posteriors (Rubin
 1981): Dirichlet(1, ..., 1) weights over the ISIs, blocks of 10 consecutive ISI pairs (the
 terms of :math:`L_V` overlap, so single pairs would understate its uncertainty) or the windows,
@@ -263,6 +266,14 @@ class NeuronStatistics:
         Gamma shape and rate of the prior on firing rates. Default Jeffreys ``(0.5, 0)``.
     min_isi : int
         Neurons with fewer ISIs get NaN ISI statistics, with a warning that names them.
+    resample : {"auto", "segments", "intervals"}
+        What the posterior treats as exchangeable. ``"segments"``: whole segments (trials), one
+        Dirichlet weight per trial shared by all its ISIs, windows and spikes (a cluster
+        Bayesian bootstrap), so trial-to-trial variability widens every interval, rates
+        included. ``"intervals"``: the Gamma posterior for rates, Bayesian bootstrap over ISIs,
+        blocks of ISI pairs and windows, Beta posteriors for the two fractions: right for one
+        stationary stretch of recording. ``"auto"`` (default): segments when there are at least
+        10, intervals otherwise.
 
     Attributes
     ----------
@@ -271,6 +282,8 @@ class NeuronStatistics:
         ``burst_index``, ``refractory_violations``, and ``n_spikes``, ``n_isi``, ``n_window``.
     posterior_ : xarray.Dataset
         Draws ``(draw, neuron)`` of the six statistics.
+    resample_ : str
+        ``"segments"`` or ``"intervals"``, as used.
 
     Examples
     --------
@@ -289,12 +302,15 @@ class NeuronStatistics:
 
     def __init__(self, *, refractory: float = 0.0015, burst_isi: float = 0.006,
                  fano_window: float | None = None, rate_prior: tuple[float, float] = (0.5, 0.0),
-                 min_isi: int = 3):
+                 min_isi: int = 3, resample: str = "auto"):
         self.refractory = float(refractory)
         self.burst_isi = float(burst_isi)
         self.fano_window = fano_window
         self.rate_prior = tuple(float(x) for x in rate_prior)
         self.min_isi = int(min_isi)
+        if resample not in ("auto", "segments", "intervals"):
+            raise ValueError(f"resample must be 'auto', 'segments' or 'intervals', got {resample!r}")
+        self.resample = resample
         if self.refractory < 0 or self.burst_isi <= 0:
             raise ValueError("refractory must be >= 0 and burst_isi > 0 (seconds)")
         if self.rate_prior[0] <= 0 or self.rate_prior[1] < 0:
@@ -327,7 +343,7 @@ class NeuronStatistics:
         n_spk = trains.n_spikes
         isis = trains.isis()
         pairs = trains.isi_pairs()
-        counts = trains.window_counts(self.fano_window)
+        counts, win_seg = trains.window_counts(self.fano_window, return_segments=True)
         n_isi = np.array([i.size for i in isis])
         few = n_isi < self.min_isi
         if few.any():
@@ -338,10 +354,7 @@ class NeuronStatistics:
         if counts.shape[0] < 2:
             warnings.warn("fewer than 2 windows: the Fano factor is NaN (give fano_window)", stacklevel=2)
         silent = counts.sum(axis=0) == 0
-        k_rate, k_cv, k_lv, k_ff, k_b, k_r = jax.random.split(rng, 6)
-
         T = trains.duration
-        a0, b0 = self.rate_prior
         est = {
             "rate": n_spk / T,
             "cv": np.array([isi_cv(i) if not f else np.nan for i, f in zip(isis, few)]),
@@ -351,6 +364,41 @@ class NeuronStatistics:
             "refractory_violations": np.array([refractory_violations(i, self.refractory) if not f else np.nan
                                                for i, f in zip(isis, few)]),
         }
+        resample = self.resample
+        if resample == "auto":
+            resample = "segments" if trains.n_segment >= 10 else "intervals"
+        if resample == "segments":
+            if trains.n_segment < 2:
+                raise ValueError("resample='segments' needs at least 2 segments (trials)")
+            draws = self._segment_draws(trains, counts, win_seg, rng, num_samples)
+        else:
+            draws = self._interval_draws(isis, pairs, counts, n_spk, n_isi, T, rng, num_samples)
+        self.resample_ = resample
+        for name in ("cv", "lv", "burst_index", "refractory_violations"):
+            draws[name] = np.where(few[None, :], np.nan, draws[name])
+        draws["fano"] = np.where(silent[None, :], np.nan, draws["fano"])
+
+        coords = {"neuron": ids}
+        self.estimates_ = xr.Dataset(
+            {k: ("neuron", np.asarray(v, dtype=float)) for k, v in est.items()}
+            | {"n_spikes": ("neuron", n_spk), "n_isi": ("neuron", n_isi),
+               "n_window": ((), counts.shape[0])},
+            coords=coords,
+        )
+        self.posterior_ = xr.Dataset(
+            {k: (("draw", "neuron"), np.asarray(draws[k], dtype=float)) for k in STATISTICS},
+            coords=coords | {"draw": np.arange(num_samples)},
+        )
+        self.estimates_["rate"].attrs["units"] = "Hz"
+        self.posterior_["rate"].attrs["units"] = "Hz"
+        self.neuron_ids_ = ids
+        return self
+
+    def _interval_draws(self, isis, pairs, counts, n_spk, n_isi, T, rng, num_samples):
+        """Gamma rates, Bayesian bootstrap over ISIs / ISI-pair blocks / windows, Beta fractions."""
+        n_neuron = len(isis)
+        a0, b0 = self.rate_prior
+        k_rate, k_cv, k_lv, k_ff, k_b, k_r = jax.random.split(rng, 6)
         draws = {}
         g = np.asarray(jax.random.gamma(k_rate, jnp.asarray(a0 + n_spk, dtype=float), (num_samples, n_neuron)))
         draws["rate"] = g / (b0 + T)
@@ -383,25 +431,50 @@ class NeuronStatistics:
         for name, k, thr in (("burst_index", k_b, self.burst_isi), ("refractory_violations", k_r, self.refractory)):
             hits = np.array([np.sum(i < thr) for i in isis], dtype=float)
             draws[name] = np.asarray(jax.random.beta(k, 0.5 + hits, 0.5 + n_isi - hits, (num_samples, n_neuron)))
-        for name in ("cv", "lv", "burst_index", "refractory_violations"):
-            draws[name] = np.where(few[None, :], np.nan, draws[name])
-        draws["fano"] = np.where(silent[None, :], np.nan, draws["fano"])
 
-        coords = {"neuron": ids}
-        self.estimates_ = xr.Dataset(
-            {k: ("neuron", np.asarray(v, dtype=float)) for k, v in est.items()}
-            | {"n_spikes": ("neuron", n_spk), "n_isi": ("neuron", n_isi),
-               "n_window": ((), counts.shape[0])},
-            coords=coords,
-        )
-        self.posterior_ = xr.Dataset(
-            {k: (("draw", "neuron"), np.asarray(draws[k], dtype=float)) for k in STATISTICS},
-            coords=coords | {"draw": np.arange(num_samples)},
-        )
-        self.estimates_["rate"].attrs["units"] = "Hz"
-        self.posterior_["rate"].attrs["units"] = "Hz"
-        self.neuron_ids_ = ids
-        return self
+        return draws
+
+    def _segment_draws(self, trains, counts, win_seg, rng, num_samples):
+        """Bayesian bootstrap over segments (trials): one Dirichlet weight per segment, shared by
+        every ISI, ISI pair, window and spike in it, and by all neurons."""
+        n_seg, n_neuron = trains.n_segment, trains.n_neuron
+        F = np.zeros((n_seg, 12, n_neuron))
+        for j, t in enumerate(trains.times):
+            k = trains.segment_of(j)
+            d = np.diff(t)
+            same = k[1:] == k[:-1]
+            isi, ks = d[same], k[1:][same]
+            F[:, 0, j] = np.bincount(ks, minlength=n_seg)
+            F[:, 1, j] = np.bincount(ks, isi, minlength=n_seg)
+            F[:, 2, j] = np.bincount(ks, isi**2, minlength=n_seg)
+            pair = same[1:] & same[:-1]
+            a, b = d[:-1][pair], d[1:][pair]
+            kp = k[2:][pair]
+            F[:, 3, j] = np.bincount(kp, minlength=n_seg)
+            F[:, 4, j] = np.bincount(kp, ((a - b) / (a + b)) ** 2, minlength=n_seg)
+            F[:, 8, j] = np.bincount(k, minlength=n_seg)
+            F[:, 10, j] = np.bincount(ks, isi < self.burst_isi, minlength=n_seg)
+            F[:, 11, j] = np.bincount(ks, isi < self.refractory, minlength=n_seg)
+        c = counts.astype(float)
+        F[:, 5, :] = np.bincount(win_seg, minlength=n_seg)[:, None]
+        for j in range(n_neuron):
+            F[:, 6, j] = np.bincount(win_seg, c[:, j], minlength=n_seg)
+            F[:, 7, j] = np.bincount(win_seg, c[:, j] ** 2, minlength=n_seg)
+        F[:, 9, :] = (trains.segments[:, 1] - trains.segments[:, 0])[:, None]
+        dt = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+        W = jax.random.dirichlet(rng, jnp.ones(n_seg, dtype=dt), (num_samples,)) * n_seg
+        A = np.asarray(W @ jnp.asarray(F.reshape(n_seg, -1), dtype=dt)).reshape(num_samples, 12, n_neuron)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            m = A[:, 1] / A[:, 0]
+            mw = A[:, 6] / A[:, 5]
+            return {
+                "rate": A[:, 8] / A[:, 9],
+                "cv": np.sqrt(np.maximum(A[:, 2] / A[:, 0] - m**2, 0)) / m,
+                "lv": 3.0 * A[:, 4] / A[:, 3],
+                "fano": (A[:, 7] / A[:, 5] - mw**2) / mw,
+                "burst_index": (A[:, 10] + 0.5) / (A[:, 0] + 1.0),
+                "refractory_violations": (A[:, 11] + 0.5) / (A[:, 0] + 1.0),
+            }
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "posterior_"):

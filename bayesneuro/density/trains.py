@@ -250,7 +250,7 @@ class SpikeTrains:
             out.append(np.column_stack([d[:-1][pair], d[1:][pair]]) if d.size > 1 else np.zeros((0, 2)))
         return out
 
-    def window_counts(self, window: float | None = None) -> np.ndarray:
+    def window_counts(self, window: float | None = None, *, return_segments: bool = False):
         """Spike counts ``(n_window, n_neuron)`` in windows tiling each segment.
 
         Parameters
@@ -259,10 +259,13 @@ class SpikeTrains:
             Window length (seconds). Each segment is cut into ``floor(length / window)`` windows
             from its start (a shorter remainder is dropped). Default: each segment is one window
             (counts per trial).
+        return_segments : bool
+            Also return the segment index of each window.
         """
         seg = self._segments
         if window is None:
             edges_lo, edges_hi = seg[:, 0], seg[:, 1]
+            win_seg = np.arange(seg.shape[0])
         else:
             window = float(window)
             if not np.isfinite(window) or window <= 0:
@@ -272,10 +275,11 @@ class SpikeTrains:
                 raise ValueError(f"window ({window} s) is longer than every segment; no window fits")
             edges_lo = np.concatenate([s + window * np.arange(n) for (s, _), n in zip(seg, n_w)])
             edges_hi = edges_lo + window
+            win_seg = np.repeat(np.arange(seg.shape[0]), n_w)
         out = np.empty((edges_lo.size, self.n_neuron), dtype=np.int64)
         for j, t in enumerate(self._times):
             out[:, j] = np.searchsorted(t, edges_hi, side="left") - np.searchsorted(t, edges_lo, side="left")
-        return out
+        return (out, win_seg) if return_segments else out
 
     def restrict(self, segments: Any) -> SpikeTrains:
         """Keep only spikes within `segments` (intersected with the current ones)."""
