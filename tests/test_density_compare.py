@@ -80,14 +80,16 @@ def test_bootstrap_for_models_without_posterior():
     trials = [rng.poisson(3.0, (20, 1)) for _ in range(40)] + [rng.poisson(4.0, (20, 1)) for _ in range(40)]
     data = SpikeData.from_trials(trials, bin_size=0.01)
     cmp = compare_states(_MeanCount(), data, np.r_[np.zeros(40), np.ones(40)], key=5, n_boot=200,
-                         statistics=lambda m: {"mean": m.mean_}, progress=False)
+                         statistics=lambda m: {"mean": m.mean_, "total": float(m.mean_.sum())}, progress=False)
     assert cmp.uncertainty == "bootstrap"
     per_trial = np.array([t.mean() for t in trials[:40]])
     se = per_trial.std(ddof=1) / np.sqrt(40)
     boot_sd = float(cmp.draws["mean"].sel(state=0.0).std())
     assert 0.75 * se < boot_sd < 1.3 * se  # 200 bootstrap draws: s.d. known to ~ +-10%
-    d = cmp.differences().iloc[0]
-    assert d["lower"] > 0.5 and d["upper"] < 1.5  # true difference 1.0
+    tab = cmp.differences().set_index("statistic")
+    for name in ("mean", "total"):  # a per-neuron and a scalar statistic give the same row
+        assert tab.loc[name, "lower"] > 0.5 and tab.loc[name, "upper"] < 1.5  # true difference 1.0
+    assert set(cmp.summary().query("statistic == 'total'")["state"]) == {0.0, 1.0}
 
 
 def test_default_statistics_of_poisson_lds():

@@ -286,7 +286,7 @@ class StateComparison:
         _check_level(level)
         frames = []
         for name, da in self.draws.items():
-            df = self._reduce(da, level).to_dataframe().reset_index()
+            df = _frame(self._reduce(da, level))
             df.insert(0, "statistic", name)
             frames.append(df)
         return pd.concat(frames, ignore_index=True)
@@ -314,7 +314,7 @@ class StateComparison:
                 d = self.difference(name, s, ref)
                 red = self._reduce(d, level)
                 red["p_greater"] = (d > 0).mean("draw").where(d.notnull().any("draw"))
-                df = red.to_dataframe().reset_index()
+                df = _frame(red)
                 df.insert(0, "state", s)
                 df.insert(0, "statistic", name)
                 frames.append(df)
@@ -346,6 +346,15 @@ class StateComparison:
     def __repr__(self) -> str:
         return (f"StateComparison(states={self.states}, reference={self.reference!r}, "
                 f"statistics={self.statistics}, uncertainty={self.uncertainty!r})")
+
+
+def _frame(ds: xr.Dataset):
+    """A Dataset as a flat DataFrame, a one-row frame when every variable is a scalar."""
+    import pandas as pd
+
+    if not ds.dims:
+        return pd.DataFrame([{k: float(v.values) for k, v in ds.data_vars.items()}])
+    return ds.to_dataframe().reset_index()
 
 
 def _check_level(level: float) -> None:
