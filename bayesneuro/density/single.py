@@ -462,7 +462,8 @@ class NeuronStatistics:
             F[:, 7, j] = np.bincount(win_seg, c[:, j] ** 2, minlength=n_seg)
         F[:, 9, :] = (trains.segments[:, 1] - trains.segments[:, 0])[:, None]
         dt = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
-        W = jax.random.dirichlet(rng, jnp.ones(n_seg, dtype=dt), (num_samples,)) * n_seg
+        k_w, k_b, k_r = jax.random.split(rng, 3)
+        W = jax.random.dirichlet(k_w, jnp.ones(n_seg, dtype=dt), (num_samples,)) * n_seg
         A = np.asarray(W @ jnp.asarray(F.reshape(n_seg, -1), dtype=dt)).reshape(num_samples, 12, n_neuron)
         with np.errstate(invalid="ignore", divide="ignore"):
             m = A[:, 1] / A[:, 0]
@@ -472,8 +473,10 @@ class NeuronStatistics:
                 "cv": np.sqrt(np.maximum(A[:, 2] / A[:, 0] - m**2, 0)) / m,
                 "lv": 3.0 * A[:, 4] / A[:, 3],
                 "fano": (A[:, 7] / A[:, 5] - mw**2) / mw,
-                "burst_index": (A[:, 10] + 0.5) / (A[:, 0] + 1.0),
-                "refractory_violations": (A[:, 11] + 0.5) / (A[:, 0] + 1.0),
+                # rare events: a Jeffreys Beta on the trial-weighted counts, so that zero
+                # violations in both states are not made different by the counts of ISIs alone
+                "burst_index": np.asarray(jax.random.beta(k_b, 0.5 + A[:, 10], 0.5 + A[:, 0] - A[:, 10])),
+                "refractory_violations": np.asarray(jax.random.beta(k_r, 0.5 + A[:, 11], 0.5 + A[:, 0] - A[:, 11])),
             }
 
     def _check_fitted(self) -> None:
