@@ -1,0 +1,166 @@
+"""Population maximum-entropy models: exact maths vs brute force, fits, MC, AIS, bad input."""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bayesneuro.density import _maxent_mc as mc
+from bayesneuro.density import maxent
+
+RNG = np.random.default_rng(0)
+
+
+def _random_params(n, kind, rng, scale=0.5):
+    lay = maxent._Layout(kind, n)
+    return lay, lay.unpack(jnp.asarray(rng.normal(0, scale, lay.size) + np.r_[np.full(n * lay.use_h, -1.0),
+                                                                             np.zeros(lay.size - n * lay.use_h)]))
+
+
+def _brute(p, n):
+    words = np.array(list(itertools.product([0, 1], repeat=n)), dtype=float)
+    iu = np.triu_indices(n, 1)
+    e = np.array([w @ np.asarray(p.h) + np.sum(np.asarray(p.J) * w[iu[0]] * w[iu[1]])
+                  + np.asarray(p.V)[int(w.sum())] for w in words])
+    log_z = np.log(np.sum(np.exp(e)))
+    return words, e, log_z, np.exp(e - log_z)
+
+
+def _ising_data(n, T, key, scale=0.3):
+    rng = np.random.default_rng(key)
+    h = rng.normal(-1.0, 0.3, n)
+    J = rng.normal(0, scale, (n, n))
+    J = np.triu(J, 1)
+    J = J + J.T
+    x0 = jnp.zeros((T, n))
+    out, _ = mc.gibbs_samples(jax.random.PRNGKey(key), x0, jnp.asarray(h), jnp.asarray(J), jnp.zeros(n + 1),
+                              n_burn=300, n_keep=1)
+    return np.asarray(out[0]), h, J
+
+
+@pytest.mark.parametrize("kind", maxent.KINDS)
+def test_exact_vs_brute_force(kind):
+    n = 6
+    lay, p = _random_params(n, kind, RNG)
+    words, e, log_z, prob = _brute(p, n)
+    assert float(maxent.log_partition(p, kind)) == pytest.approx(log_z, abs=1e-10)
+    assert np.allclose(np.asarray(maxent._energy(p, jnp.asarray(words))) - log_z, np.log(prob), atol=1e-10)
+    m = maxent.model_moments(p, kind)
+    m1 = prob @ words
+    cov = (words * prob[:, None]).T @ words - np.outer(m1, m1)
+    d = words - m1
+    trip = np.array([np.sum(prob * d[:, i] * d[:, j] * d[:, k]) for i, j, k in itertools.combinations(range(n), 3)])
+    pk = np.bincount(words.sum(1).astype(int), weights=prob, minlength=n + 1)
+    assert np.allclose(m.rates, m1, atol=1e-10) and np.allclose(m.covariance, cov, atol=1e-10)
+    assert np.allclose(m.triplet, trip, atol=1e-10) and np.allclose(m.synchrony, pk, atol=1e-10)
+
+
+def test_statistics_covariance_is_hessian_of_log_z():
+    n = 5
+    lay, p = _random_params(n, "k-pairwise", RNG)
+    words, _, _, prob = _brute(p, n)
+    s = np.asarray(lay.statistics(jnp.asarray(words)))
+    cov = (s * prob[:, None]).T @ s - np.outer(prob @ s, prob @ s)
+    hess = maxent._hessian_log_z(lay, lay.pack(p))
+    assert np.allclose(hess, cov, atol=1e-10)
+
+
+@pytest.fixture(scope="module")
+def ising_data():
+    x, h, J = _ising_data(8, 3000, 1)
+    return x
+
+
+@pytest.fixture(scope="module")
+def ising_fit(ising_data):
+    return maxent.MaxEnt("ising", prior_scale=1e3, progress=False).fit(ising_data, key=0)
+
+
+def test_max_ent_property(ising_fit, ising_data):
+    pred, obs = ising_fit.predicted_moments(), maxent.observed_moments(ising_data)
+    assert np.allclose(pred.rates, obs.rates, atol=1e-6)
+    assert np.allclose(pred.covariance, obs.covariance, atol=1e-6)
+
+
+def test_independent_and_synchrony_closed_forms(ising_data):
+    from scipy.special import comb
+
+    n = ising_data.shape[1]
+    ind = maxent.MaxEnt("independent", prior_scale=1e3, progress=False).fit(ising_data, key=0)
+    assert np.allclose(ind.predicted_moments().rates, ising_data.mean(0), atol=1e-6)
+    syn = maxent.MaxEnt("synchrony", prior_scale=1e3, progress=False).fit(ising_data, key=0)
+    pk = np.bincount(ising_data.sum(1).astype(int), minlength=n + 1) / len(ising_data)
+    assert np.allclose(syn.predicted_moments().synchrony, pk, atol=1e-6)
+    words = np.array(list(itertools.product([0, 1], repeat=n)), dtype=float)
+    lp = syn.log_likelihood(words)
+    k = words.sum(1).astype(int)
+    assert np.allclose(np.exp(lp), pk[k] / comb(n, k), atol=1e-6)
+
+
+def test_laplace_precision_vs_finite_differences(ising_data):
+    x = ising_data[:, :4]
+    m = maxent.MaxEnt("k-pairwise", prior_scale=2.0, progress=False).fit(x, key=0)
+    lay, T = m.layout_, m.n_bins_
+    target = lay.target(m.statistics_)
+
+    def neg_log_post(t):
+        return -T * (t @ target - maxent.log_partition(lay.unpack(t), "k-pairwise")) + 0.5 * jnp.sum(t**2) / 4.0
+
+    grad = jax.jit(jax.grad(neg_log_post))
+    eps, d = 1e-5, lay.size
+    fd = np.stack([(grad(m.theta_ + eps * np.eye(d)[i]) - grad(m.theta_ - eps * np.eye(d)[i])) / (2 * eps)
+                   for i in range(d)])
+    assert np.allclose(m.precision_, fd, rtol=1e-5, atol=1e-5)
+    assert np.max(np.abs(grad(m.theta_))) < 1e-3  # the MAP is the mode (gradient is O(T))
+
+
+def test_ais_log_partition_within_se(ising_fit):
+    h, J, V = ising_fit.layout_.unpack_dense(jnp.asarray(ising_fit.theta_))
+    res = mc.ais_log_partition(jax.random.PRNGKey(3), h, J, V, h0=h, n_chains=300, n_temperatures=300)
+    assert abs(res.log_partition - ising_fit.log_partition_) < 4 * res.se + 1e-9
+
+
+def test_mc_agrees_with_exact(ising_fit, ising_data):
+    m = maxent.MaxEnt("ising", method="mc", prior_scale=1e3, n_chains=400, n_iter=1500, progress=False)
+    m.fit(ising_data, key=2)
+    sd = np.sqrt(np.diag(ising_fit.cov_))
+    z = (m.theta_ - ising_fit.theta_) / sd
+    assert np.max(np.abs(z)) < 1.0  # MC error well inside the posterior SD
+    assert abs(m.log_partition_ - ising_fit.log_partition_) < 4 * m.log_partition_se_ + 0.02
+
+
+def test_held_out_gain_and_negative_control(ising_data):
+    t = maxent.compare_population_models(ising_data[:2000], ising_data[2000:], kinds=("ising",), key=0,
+                                         progress=False)
+    assert t.loc["ising", "gain_bits"] > 3 * t.loc["ising", "gain_se"]
+    x = (np.random.default_rng(5).random((3000, 8)) < ising_data.mean(0)).astype(int)
+    t0 = maxent.compare_population_models(x[:2000], x[2000:], kinds=("ising",), key=0, progress=False)
+    assert t0.loc["ising", "gain_bits"] < 2 * t0.loc["ising", "gain_se"]
+
+
+def test_posterior_statistics_contract(ising_fit):
+    st = ising_fit.posterior_statistics(key=0, num_samples=20)
+    assert st["J"].dims == ("draw", "pair") and st["J"].coords["pair"].values[0] == "0-1"
+    assert st["h"].dims == ("draw", "neuron") and st["multi_information"].sizes["draw"] == 20
+    assert float(st["multi_information"].mean()) > 0
+    assert "J" in ising_fit.to_inference_data().posterior
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="never spike"):
+        maxent.binarize([[0, 1], [0, 0]])
+    with pytest.raises(ValueError, match="NaN"):
+        maxent.binarize([[np.nan, 1.0], [0.0, 0.0]])
+    with pytest.raises(ValueError, match="non-negative"):
+        maxent.binarize([[-1, 1], [0, 0]])
+    with pytest.raises(ValueError, match="whole numbers"):
+        maxent.binarize([[0.5, 1], [0, 0]])
+    with pytest.raises(ValueError, match="kind must be"):
+        maxent.MaxEnt("potts")
+    x = (np.random.default_rng(0).random((50, 21)) < 0.5).astype(int)
+    with pytest.raises(ValueError, match="N <= 20"):
+        maxent.MaxEnt("ising", method="exact").fit(x, key=0)
+    with pytest.raises(TypeError, match="key"):
+        maxent.MaxEnt("ising").fit(x[:, :3], key=None)
