@@ -1,0 +1,933 @@
+r"""Low-dimensional structure over neurons: PCA, participation ratio, factor analysis.
+
+How many dimensions does a population's covariability occupy? Three complementary answers:
+
+- **participation ratio** of the covariance eigenvalues :math:`\lambda_i`,
+  :math:`\mathrm{PR} = (\sum_i \lambda_i)^2 / \sum_i \lambda_i^2`: between 1 (one dominant
+  direction) and :math:`N` (isotropic), with no threshold to choose;
+- the **cross-validated factor-analysis dimension**: the number of factors :math:`d` of
+  :math:`x \sim \mathcal N(\mu, L L^\top + \Psi)` with the highest held-out log-likelihood;
+- the **shared dimensionality** (Williamson et al. 2016): the number of eigen-dimensions of the
+  shared covariance :math:`L L^\top` needed to explain 95% of the shared variance, and the
+  **percent shared variance** of each neuron,
+  :math:`100\,[L L^\top]_{ii} / ([L L^\top]_{ii} + \Psi_{ii})`.
+
+Factor analysis is fitted by EM (Rubin & Thayer 1982) on the sample covariance, which is all
+the likelihood depends on; the EM runs jitted in ``lax.scan`` chunks and is vmapped over folds and
+bootstrap draws, so cross-validation and the bootstrap cost one compiled program per dimension.
+
+:class:`Dimensionality` gathers the statistics with uncertainty from a bootstrap over trials
+(or contiguous time blocks, for data without trials).
+
+References
+----------
+Rubin DB, Thayer DT (1982). EM algorithms for ML factor analysis. *Psychometrika* 47:69-76.
+Williamson RC, Cowley BR, Litwin-Kumar A, Doiron B, Kohn A, Smith MA, Yu BM (2016). Scaling
+properties of dimensionality reduction for neural populations and network models. *PLoS
+Computational Biology* 12:e1005141.
+Gao P, Trautmann E, Yu B, et al. (2017). A theory of multineuronal dimensionality, dynamics and
+measurement. *bioRxiv* 214262 (participation ratio).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import xarray as xr
+
+from ..infer._model import as_key
+
+__all__ = [
+    "CVResult",
+    "Dimensionality",
+    "FactorAnalysis",
+    "PCAResult",
+    "cross_validate_dimensionality",
+    "participation_ratio",
+    "pca",
+    "percent_shared_variance",
+    "shared_dimensionality",
+    "similarity_matrix",
+]
+
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+# -- input handling ------------------------------------------------------------------------
+
+
+def _as_matrix(data: Any, *, min_time: int = 2) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """``(values (time, neuron) float64, segment labels or None, neuron ids)`` from data.
+
+    A SpikeData gives its counts (and its trials, if any); a plain array may be any finite real
+    ``(time, neuron)`` data (counts, rates, z-scored counts).
+    """
+    from ..data import SpikeData
+
+    if isinstance(data, SpikeData):
+        X = np.asarray(data.counts, dtype=np.float64)
+        seg = None if data.trial_ids is None else np.asarray(data.segment_ids)
+        ids = np.asarray(data.neuron_ids)
+    else:
+        arr = np.asarray(data)
+        if arr.dtype.kind not in "biuf":
+            raise TypeError(f"data must be a SpikeData or a numeric (time, neuron) array, got dtype {arr.dtype}")
+        if arr.ndim != 2:
+            raise ValueError(f"data must be 2-D with dims (time, neuron), got shape {arr.shape}")
+        X = np.array(arr, dtype=np.float64)
+        if not np.all(np.isfinite(X)):
+            i, j = np.argwhere(~np.isfinite(X))[0]
+            raise ValueError(f"data contain NaN or infinite values (first at time bin {i}, neuron column {j})")
+        seg, ids = None, np.arange(X.shape[1])
+    if X.shape[1] < 1:
+        raise ValueError("data have zero neurons")
+    if X.shape[0] < min_time:
+        raise ValueError(f"data need at least {min_time} time bins, got {X.shape[0]}")
+    return X, seg, ids
+
+
+def _check_not_constant(X: np.ndarray, ids: np.ndarray) -> None:
+    const = np.flatnonzero(np.ptp(X, axis=0) == 0)
+    if const.size:
+        raise ValueError(
+            f"neuron(s) {ids[const[:10]].tolist()} are constant (zero variance, e.g. silent); "
+            "drop them before fitting a covariance model"
+        )
+
+
+# -- PCA and participation ratio --------------------------------------------------------------
+
+
+class PCAResult(NamedTuple):
+    """Principal components of the neuron covariance.
+
+    Attributes
+    ----------
+    eigenvalues : numpy.ndarray, shape (neuron,)
+        Covariance eigenvalues (variance along each component, ``ddof=1``), descending.
+    components : numpy.ndarray, shape (neuron, component)
+        Unit eigenvectors in neuron coordinates (column ``k`` is component ``k``), each signed
+        so that its largest-magnitude entry is positive.
+    explained_ratio : numpy.ndarray, shape (neuron,)
+        ``eigenvalues / eigenvalues.sum()``.
+    """
+
+    eigenvalues: np.ndarray
+    components: np.ndarray
+    explained_ratio: np.ndarray
+
+
+def pca(data: Any, *, transform: str | None = None, standardize: bool = False) -> PCAResult:
+    """Principal component analysis of population vectors ``(time, neuron)``.
+
+    Parameters
+    ----------
+    data : SpikeData or array_like, shape (time, neuron)
+        Counts (or any finite real data when `transform` is None).
+    transform : {None, "sqrt"}
+        ``"sqrt"`` takes square roots of the counts first (variance-stabilising for Poisson).
+    standardize : bool
+        Divide each neuron by its standard deviation (PCA of the correlation matrix).
+
+    Returns
+    -------
+    PCAResult
+
+    Raises
+    ------
+    ValueError
+        Bad shape, NaN, an unknown `transform`, negative values with ``"sqrt"``, or a constant
+        neuron with ``standardize=True``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bayesneuro.density.dimensionality import pca
+    >>> x = np.random.default_rng(0).normal(size=(500, 1)) * np.array([[3.0, 0.0, 0.0]])
+    >>> res = pca(x + np.random.default_rng(1).normal(size=(500, 3)) * 0.1)
+    >>> [round(float(r), 2) for r in res.explained_ratio]
+    [1.0, 0.0, 0.0]
+    """
+    X, _, ids = _as_matrix(data)
+    if transform not in (None, "sqrt"):
+        raise ValueError(f"transform must be None or 'sqrt', got {transform!r}")
+    if transform == "sqrt":
+        if np.any(X < 0):
+            raise ValueError("transform='sqrt' needs non-negative counts; data have negative values")
+        X = np.sqrt(X)
+    X = X - X.mean(axis=0)
+    if standardize:
+        _check_not_constant(X, ids)
+        X = X / X.std(axis=0, ddof=1)
+    cov = X.T @ X / (X.shape[0] - 1)
+    evals, evecs = np.linalg.eigh(cov)
+    order = np.argsort(evals)[::-1]
+    evals, evecs = np.clip(evals[order], 0.0, None), evecs[:, order]
+    sign = np.sign(evecs[np.argmax(np.abs(evecs), axis=0), np.arange(evecs.shape[1])])
+    evecs = evecs * np.where(sign == 0, 1.0, sign)
+    total = evals.sum()
+    ratio = evals / total if total > 0 else np.zeros_like(evals)
+    return PCAResult(evals, evecs, ratio)
+
+
+def participation_ratio(eigenvalues: Any) -> float:
+    r"""Participation ratio :math:`(\sum_i \lambda_i)^2 / \sum_i \lambda_i^2` of covariance eigenvalues.
+
+    Equal eigenvalues give their number; one nonzero eigenvalue gives 1.
+
+    Raises
+    ------
+    ValueError
+        If the eigenvalues are not a non-empty 1-D array of finite non-negative values with a
+        positive sum.
+
+    Examples
+    --------
+    >>> from bayesneuro.density.dimensionality import participation_ratio
+    >>> participation_ratio([2.0, 2.0, 2.0]), participation_ratio([5.0, 0.0, 0.0])
+    (3.0, 1.0)
+    """
+    lam = np.asarray(eigenvalues, dtype=np.float64)
+    if lam.ndim != 1 or lam.size == 0:
+        raise ValueError(f"eigenvalues must be a non-empty 1-D array, got shape {lam.shape}")
+    if not np.all(np.isfinite(lam)):
+        raise ValueError("eigenvalues contain NaN or infinite values")
+    scale = np.abs(lam).max()
+    if np.any(lam < -1e-10 * max(scale, 1e-300)):
+        raise ValueError("eigenvalues must be non-negative (a covariance spectrum)")
+    lam = np.clip(lam, 0.0, None)
+    if lam.sum() <= 0:
+        raise ValueError("eigenvalues sum to zero: no variance")
+    return float(lam.sum() ** 2 / np.sum(lam**2))
+
+
+def _pr_of_cov(cov: jax.Array) -> jax.Array:
+    """Participation ratio ``tr(C)^2 / tr(C^2)`` (no eigendecomposition needed), batched."""
+    return jnp.trace(cov, axis1=-2, axis2=-1) ** 2 / jnp.sum(cov * cov, axis=(-2, -1))
+
+
+def shared_dimensionality(loadings: Any, *, threshold: float = 0.95) -> int:
+    """Number of eigen-dimensions of ``L L^T`` explaining `threshold` of the shared variance.
+
+    Williamson et al. (2016): :math:`d_\\mathrm{shared}` is the smallest :math:`k` with
+    :math:`\\sum_{i \\le k} \\mu_i \\ge` `threshold` :math:`\\sum_i \\mu_i`, where :math:`\\mu_i` are
+    the eigenvalues of the shared covariance. It is 0 for zero loadings.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bayesneuro.density.dimensionality import shared_dimensionality
+    >>> shared_dimensionality(np.diag([3.0, 1.0, 0.01])), shared_dimensionality(np.zeros((4, 2)))
+    (2, 0)
+    """
+    if not 0 < threshold <= 1:
+        raise ValueError(f"threshold must be in (0, 1], got {threshold}")
+    L = np.asarray(loadings, dtype=np.float64)
+    if L.ndim != 2:
+        raise ValueError(f"loadings must be (neuron, latent), got shape {L.shape}")
+    if L.shape[1] == 0:
+        return 0
+    mu = np.sort(np.linalg.svd(L, compute_uv=False) ** 2)[::-1]
+    total = mu.sum()
+    if total <= 0:
+        return 0
+    return int(np.searchsorted(np.cumsum(mu) / total, threshold - 1e-12) + 1)
+
+
+def percent_shared_variance(loadings: Any, private_variance: Any) -> np.ndarray:
+    r"""Percent shared variance per neuron, :math:`100\,[LL^\top]_{ii} / ([LL^\top]_{ii} + \Psi_{ii})`.
+
+    Examples
+    --------
+    >>> from bayesneuro.density.dimensionality import percent_shared_variance
+    >>> percent_shared_variance([[1.0], [2.0]], [1.0, 1.0]).round(1).tolist()
+    [50.0, 80.0]
+    """
+    L = np.asarray(loadings, dtype=np.float64)
+    psi = np.asarray(private_variance, dtype=np.float64)
+    if L.ndim != 2 or psi.shape != (L.shape[0],):
+        raise ValueError(f"loadings (neuron, latent) and private_variance (neuron,) disagree: {L.shape}, {psi.shape}")
+    shared = np.sum(L**2, axis=1)
+    return 100.0 * shared / (shared + psi)
+
+
+# -- factor analysis: pure batched EM on covariance matrices ---------------------------------
+
+
+class FAState(NamedTuple):
+    """Parameters of a batch of factor-analysis models during EM.
+
+    Attributes
+    ----------
+    loadings : jax.Array, shape (batch, neuron, latent)
+        :math:`L`.
+    private_variance : jax.Array, shape (batch, neuron)
+        Diagonal of :math:`\\Psi`.
+    """
+
+    loadings: jax.Array
+    private_variance: jax.Array
+
+
+def _fa_terms(L, psi):
+    """``beta = L^T C^{-1}`` (latent, neuron), ``M^{-1} = (I + L^T Psi^{-1} L)^{-1}`` and ``log|C|``."""
+    d = L.shape[-1]
+    LtPinv = L.T / psi
+    M = jnp.eye(d, dtype=L.dtype) + LtPinv @ L
+    cho = jax.scipy.linalg.cho_factor(M, lower=True)
+    Minv = jax.scipy.linalg.cho_solve(cho, jnp.eye(d, dtype=L.dtype))
+    beta = Minv @ LtPinv
+    logdet = jnp.sum(jnp.log(psi)) + 2.0 * jnp.sum(jnp.log(jnp.diag(cho[0])))
+    return beta, Minv, logdet
+
+
+def _fa_ll(L, psi, S):
+    """Mean Gaussian log-likelihood per sample given the (centred) second moment ``S``."""
+    n = S.shape[-1]
+    if L.shape[-1] == 0:
+        return -0.5 * (n * _LOG_2PI + jnp.sum(jnp.log(psi)) + jnp.sum(jnp.diag(S) / psi))
+    beta, _, logdet = _fa_terms(L, psi)
+    # tr(C^{-1} S) with C^{-1} = Psi^{-1} - Psi^{-1} L beta
+    tr = jnp.sum(jnp.diag(S) / psi) - jnp.sum((L / psi[:, None]) * (S @ beta.T))
+    return -0.5 * (n * _LOG_2PI + logdet + tr)
+
+
+def _em_step(L, psi, S, floor):
+    beta, Minv, _ = _fa_terms(L, psi)
+    SB = S @ beta.T
+    Ezz = Minv + beta @ SB
+    L_new = jnp.linalg.solve(Ezz, SB.T).T
+    psi_new = jnp.maximum(jnp.diag(S) - jnp.sum(L_new * SB, axis=1), floor)
+    return L_new, psi_new
+
+
+@functools.partial(jax.jit, static_argnums=(3,))
+def _em_chunk(L, psi, S, n_steps, floor):
+    """``n_steps`` EM steps on each of a batch of covariances; returns the new state and log-liks."""
+
+    def one(L, psi, S, floor):
+        def body(carry, _):
+            return _em_step(*carry, S, floor), None
+
+        (L, psi), _ = jax.lax.scan(body, (L, psi), None, length=n_steps)
+        return L, psi, _fa_ll(L, psi, S)
+
+    return jax.vmap(one)(L, psi, S, floor)
+
+
+_batched_ll = jax.jit(jax.vmap(_fa_ll))
+
+
+def _pca_init(S: np.ndarray, d: int, floor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    evals, evecs = np.linalg.eigh(S)
+    evals, evecs = evals[..., ::-1], evecs[..., ::-1]
+    n = S.shape[-1]
+    noise = evals[..., d:].mean(axis=-1, keepdims=True) if d < n else np.zeros(evals.shape[:-1] + (1,))
+    L = evecs[..., :d] * np.sqrt(np.clip(evals[..., :d] - noise, 1e-3 * evals[..., :1], None))[..., None, :]
+    psi = np.maximum(np.diagonal(S, axis1=-2, axis2=-1) - np.sum(L**2, axis=-1), floor)
+    return L, psi
+
+
+def fit_fa_covariance(
+    cov: Any,
+    n_factors: int,
+    *,
+    key: Any,
+    init: str | tuple = "pca",
+    max_iter: int = 10000,
+    tol: float = 1e-9,
+    min_private_var: float = 0.01,
+    chunk: int = 50,
+    progress: bool | None = None,
+) -> tuple[FAState, np.ndarray, int, bool]:
+    """Maximum-likelihood factor analysis by EM of a batch of covariance matrices.
+
+    Parameters
+    ----------
+    cov : array_like, shape (batch, neuron, neuron)
+        Sample covariances (``ddof=0``, about the mean the model uses).
+    n_factors : int
+        Number of factors ``d >= 0``.
+    key : jax.random key or int
+        Used by ``init="random"`` (scaled Gaussian loadings, as Yu's ``fastfa``).
+    init : {"pca", "random"} or (loadings, private_variance)
+        Starting point (a pair warm-starts every batch member).
+    max_iter, tol, chunk
+        EM runs in jitted chunks of `chunk` steps until the per-sample log-likelihood of every
+        batch member changes by less than ``tol * max(1, |ll|)`` over a chunk, or `max_iter`.
+    min_private_var : float
+        Floor on each private variance as a fraction of that neuron's variance.
+    progress : bool, optional
+        tqdm bar over chunks.
+
+    Returns
+    -------
+    state : FAState
+    log_likelihood : numpy.ndarray, shape (batch,)
+        Mean log-likelihood per sample at the end.
+    n_iter : int
+    converged : bool
+    """
+    from tqdm.auto import tqdm
+
+    from ..infer.fit import progress_default
+
+    S = np.asarray(cov, dtype=np.float64)
+    B, n, _ = S.shape
+    d = int(n_factors)
+    var = np.diagonal(S, axis1=-2, axis2=-1)
+    floor = np.maximum(min_private_var * var, 1e-9 * var.mean(axis=-1, keepdims=True) + 1e-300)
+    if isinstance(init, tuple):
+        L0 = np.broadcast_to(np.asarray(init[0], dtype=np.float64), (B, n, d)).copy()
+        psi0 = np.maximum(np.broadcast_to(np.asarray(init[1], dtype=np.float64), (B, n)), floor)
+    elif init == "pca":
+        L0, psi0 = _pca_init(S, d, floor)
+    elif init == "random":
+        scale = np.exp(np.linalg.slogdet(S)[1] / n)[:, None, None]
+        L0 = np.asarray(jax.random.normal(as_key(key), (B, n, d), dtype=jnp.float64)) * np.sqrt(scale / max(d, 1))
+        psi0 = np.maximum(var, floor)
+    else:
+        raise ValueError(f"init must be 'pca', 'random' or a (loadings, private_variance) pair, got {init!r}")
+    if d == 0:
+        psi = var.copy()
+        return FAState(jnp.zeros((B, n, 0)), jnp.asarray(psi)), np.asarray(
+            _batched_ll(jnp.zeros((B, n, 0)), jnp.asarray(psi), jnp.asarray(S))), 0, True
+    progress = progress_default() if progress is None else bool(progress)
+    L, psi, Sj, fl = jnp.asarray(L0), jnp.asarray(psi0), jnp.asarray(S), jnp.asarray(floor)
+    prev = np.asarray(_batched_ll(L, psi, Sj))
+    n_iter, converged = 0, False
+    bar = tqdm(total=max_iter, desc=f"FA EM (d={d})", disable=not progress, leave=False)
+    try:
+        while n_iter < max_iter:
+            L, psi, ll = _em_chunk(L, psi, Sj, chunk, fl)
+            ll = np.asarray(ll)
+            n_iter += chunk
+            bar.update(chunk)
+            if not np.all(np.isfinite(ll)):
+                raise FloatingPointError("FA EM: the log-likelihood became non-finite; check for constant neurons")
+            if np.all(np.abs(ll - prev) < tol * np.maximum(1.0, np.abs(ll))):
+                converged = True
+                break
+            prev = ll
+    finally:
+        bar.close()
+    return FAState(L, psi), ll, n_iter, converged
+
+
+# -- estimator ---------------------------------------------------------------------------------
+
+
+class FactorAnalysis:
+    r"""Factor analysis :math:`x \sim \mathcal N(\mu, L L^\top + \Psi)` fitted by EM (maximum likelihood).
+
+    Parameters
+    ----------
+    n_factors : int
+        Number of latent factors ``d >= 0`` (0: independent neurons).
+    max_iter, tol : int, float
+        EM stopping rule (see :func:`fit_fa_covariance`).
+    min_private_var : float
+        Floor on private variances, as a fraction of each neuron's variance (0.01 as ``fastfa``).
+    init : {"pca", "random"}
+        Starting point of EM.
+    progress : bool, optional
+        tqdm bar; default :func:`bayesneuro.infer.fit.progress_default`.
+
+    Attributes
+    ----------
+    mean_ : numpy.ndarray, shape (neuron,)
+    loadings_ : numpy.ndarray, shape (neuron, latent)
+        :math:`L`, determined up to an orthogonal rotation of the latents.
+    private_variance_ : numpy.ndarray, shape (neuron,)
+        Diagonal of :math:`\Psi`.
+    log_likelihood_ : float
+        Total log-likelihood of the training data.
+    n_iter_ : int
+    converged_ : bool
+    neuron_ids_ : numpy.ndarray
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bayesneuro.density.dimensionality import FactorAnalysis
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(2000, 1)) @ np.ones((1, 5)) + rng.normal(size=(2000, 5))
+    >>> fa = FactorAnalysis(1, progress=False).fit(x, key=0)
+    >>> np.round(np.abs(fa.loadings_.ravel()), 1).tolist(), bool(fa.converged_)
+    ([1.0, 1.0, 1.0, 1.0, 1.0], True)
+    """
+
+    def __init__(self, n_factors: int, *, max_iter: int = 10000, tol: float = 1e-9,
+                 min_private_var: float = 0.01, init: str = "pca", progress: bool | None = None) -> None:
+        if isinstance(n_factors, bool) or not isinstance(n_factors, (int, np.integer)) or n_factors < 0:
+            raise ValueError(f"n_factors must be a non-negative integer, got {n_factors!r}")
+        self.n_factors = int(n_factors)
+        self.max_iter = max_iter
+        self.tol = tol
+        self.min_private_var = min_private_var
+        self.init = init
+        self.progress = progress
+
+    def fit(self, data: Any, *, key: Any) -> FactorAnalysis:
+        """Fit to ``(time, neuron)`` data (a SpikeData or an array); returns self.
+
+        Raises
+        ------
+        ValueError
+            Fewer than 2 bins, NaN, a constant neuron, or more factors than neurons.
+        """
+        key = as_key(key)
+        X, _, ids = _as_matrix(data)
+        _check_not_constant(X, ids)
+        if self.n_factors >= X.shape[1]:
+            raise ValueError(f"n_factors={self.n_factors} must be smaller than the number of neurons ({X.shape[1]})")
+        mu = X.mean(axis=0)
+        Xc = X - mu
+        S = Xc.T @ Xc / X.shape[0]
+        state, ll, n_iter, conv = fit_fa_covariance(
+            S[None], self.n_factors, key=key, init=self.init, max_iter=self.max_iter, tol=self.tol,
+            min_private_var=self.min_private_var, progress=self.progress,
+        )
+        self.mean_ = mu
+        self.loadings_ = np.asarray(state.loadings[0])
+        self.private_variance_ = np.asarray(state.private_variance[0])
+        self.log_likelihood_ = float(ll[0]) * X.shape[0]
+        self.n_iter_, self.converged_, self.neuron_ids_ = n_iter, conv, ids
+        return self
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "loadings_"):
+            raise RuntimeError("FactorAnalysis is not fitted; call .fit(data, key=...) first")
+
+    def _data(self, data: Any) -> np.ndarray:
+        self._check_fitted()
+        X, _, _ = _as_matrix(data, min_time=1)
+        if X.shape[1] != self.loadings_.shape[0]:
+            raise ValueError(f"data have {X.shape[1]} neurons but the model was fitted to {self.loadings_.shape[0]}")
+        return X - self.mean_
+
+    @property
+    def covariance_(self) -> np.ndarray:
+        r"""Model covariance :math:`L L^\top + \Psi`, shape (neuron, neuron)."""
+        self._check_fitted()
+        return self.loadings_ @ self.loadings_.T + np.diag(self.private_variance_)
+
+    def log_likelihood(self, data: Any) -> float:
+        """Total Gaussian log-likelihood of ``(time, neuron)`` data under the fitted model."""
+        Xc = self._data(data)
+        S = Xc.T @ Xc / Xc.shape[0]
+        return float(_fa_ll(jnp.asarray(self.loadings_), jnp.asarray(self.private_variance_), jnp.asarray(S))) * Xc.shape[0]
+
+    def score(self, data: Any) -> float:
+        """Mean log-likelihood per bin (as ``sklearn.decomposition.FactorAnalysis.score``)."""
+        return self.log_likelihood(data) / _as_matrix(data, min_time=1)[0].shape[0]
+
+    def transform(self, data: Any) -> np.ndarray:
+        r"""Posterior factor means :math:`E[z \mid x] = L^\top C^{-1} (x - \mu)`, shape (time, latent)."""
+        Xc = self._data(data)
+        if self.n_factors == 0:
+            return np.zeros((Xc.shape[0], 0))
+        beta, _, _ = _fa_terms(jnp.asarray(self.loadings_), jnp.asarray(self.private_variance_))
+        return Xc @ np.asarray(beta).T
+
+    def shared_dimensionality(self, threshold: float = 0.95) -> int:
+        """:func:`shared_dimensionality` of the fitted loadings."""
+        self._check_fitted()
+        return shared_dimensionality(self.loadings_, threshold=threshold)
+
+    def percent_shared_variance(self) -> np.ndarray:
+        """:func:`percent_shared_variance` of each neuron, shape (neuron,)."""
+        self._check_fitted()
+        return percent_shared_variance(self.loadings_, self.private_variance_)
+
+    def __repr__(self) -> str:
+        state = "fitted" if hasattr(self, "loadings_") else "unfitted"
+        return f"FactorAnalysis(n_factors={self.n_factors}, {state})"
+
+
+# -- cross-validation ---------------------------------------------------------------------------
+
+
+class CVResult(NamedTuple):
+    """Held-out log-likelihood of factor analysis per number of factors.
+
+    Attributes
+    ----------
+    dims : numpy.ndarray, shape (dim,)
+        Candidate numbers of factors ``0 .. max_dim``.
+    mean : numpy.ndarray, shape (dim,)
+        Held-out log-likelihood per bin, averaged over folds.
+    se : numpy.ndarray, shape (dim,)
+        Its standard error across folds (``std(ddof=1) / sqrt(n_folds)``).
+    fold_scores : numpy.ndarray, shape (fold, dim)
+        Held-out log-likelihood per bin of each fold (NaN for a fold a bootstrap draw left empty).
+    n_dim : int
+        The dimension with the highest mean held-out log-likelihood.
+    n_dim_1se : int
+        The 1-SE rule: the smallest dimension whose mean is within one SE (of the best) of the
+        best mean; more conservative.
+    """
+
+    dims: np.ndarray
+    mean: np.ndarray
+    se: np.ndarray
+    fold_scores: np.ndarray
+    n_dim: int
+    n_dim_1se: int
+
+
+def _units(X: np.ndarray, seg: np.ndarray | None, n_blocks: int) -> np.ndarray:
+    """Unit label per bin: the trial, or one of `n_blocks` contiguous time blocks."""
+    if seg is not None:
+        return np.asarray(seg)
+    n_blocks = min(n_blocks, X.shape[0])
+    return np.repeat(np.arange(n_blocks), [len(b) for b in np.array_split(np.arange(X.shape[0]), n_blocks)])
+
+
+def _unit_stats(X: np.ndarray, unit: np.ndarray):
+    U = int(unit.max()) + 1
+    n = np.bincount(unit, minlength=U).astype(np.float64)
+    s = np.zeros((U, X.shape[1]))
+    np.add.at(s, unit, X)
+    o = np.einsum("ti,tj->tij", X, X) if X.shape[0] * X.shape[1] ** 2 < 5e7 else None
+    if o is not None:
+        oo = np.zeros((U, X.shape[1], X.shape[1]))
+        np.add.at(oo, unit, o)
+    else:
+        oo = np.stack([X[unit == u].T @ X[unit == u] for u in range(U)])
+    return n, s, oo
+
+
+def _moments(w: np.ndarray, n, s, o, centre: np.ndarray | None = None):
+    """Mean and second moment about `centre` (default: the weighted mean) from unit weights ``w (batch, unit)``."""
+    nw = w @ n
+    mean = (w @ s) / nw[:, None]
+    c = mean if centre is None else centre
+    m2 = np.einsum("bu,uij->bij", w, o) / nw[:, None, None]
+    S = m2 - np.einsum("bi,bj->bij", mean, c) - np.einsum("bi,bj->bij", c, mean) + np.einsum("bi,bj->bij", c, c)
+    return mean, S, nw
+
+
+def _cv_scores(w, n, s, o, fold_of_unit, n_folds, dims, key, progress, **fa_kw) -> np.ndarray:
+    """Held-out log-lik per bin, shape (batch, fold, dim), for bootstrap unit weights ``w``."""
+    B = w.shape[0]
+    train_w = np.concatenate([w * (fold_of_unit != f) for f in range(n_folds)])  # (F*B, U) fold-major
+    test_w = np.concatenate([w * (fold_of_unit == f) for f in range(n_folds)])
+    empty = (test_w @ n == 0) | (train_w @ n == 0)  # a fold a bootstrap draw left empty
+    if B == 1 and empty.any():
+        raise ValueError("a cross-validation fold is empty; use fewer folds")
+    train_w[empty], test_w[empty] = w[0] * 0 + 1, w[0] * 0 + 1  # placeholder, scored NaN below
+    mean, S_train, _ = _moments(train_w, n, s, o)
+    _, S_test, _ = _moments(test_w, n, s, o, centre=mean)
+    out = np.empty((n_folds * B, len(dims)))
+    for i, d in enumerate(dims):
+        state, _, _, _ = fit_fa_covariance(S_train, int(d), key=jax.random.fold_in(key, int(d)), progress=progress, **fa_kw)
+        out[:, i] = np.asarray(_batched_ll(state.loadings, state.private_variance, jnp.asarray(S_test)))
+    out[empty] = np.nan
+    return out.reshape(n_folds, B, len(dims)).transpose(1, 0, 2)
+
+
+def _summarise_cv(dims: np.ndarray, scores: np.ndarray) -> CVResult:
+    F = np.sum(np.isfinite(scores[:, 0]))  # folds left empty by a bootstrap draw are NaN
+    mean = np.nanmean(scores, axis=0)
+    se = np.nanstd(scores, axis=0, ddof=1) / np.sqrt(F) if F > 1 else np.zeros_like(mean)
+    best = int(np.argmax(mean))
+    one_se = int(np.flatnonzero(mean >= mean[best] - se[best])[0])
+    return CVResult(dims, mean, se, scores, int(dims[best]), int(dims[one_se]))
+
+
+def _fold_assignment(n_units: int, n_folds: int, key: jax.Array, shuffle: bool) -> np.ndarray:
+    order = np.asarray(jax.random.permutation(key, n_units)) if shuffle else np.arange(n_units)
+    fold = np.empty(n_units, np.int64)
+    for f, idx in enumerate(np.array_split(order, n_folds)):
+        fold[idx] = f
+    return fold
+
+
+def cross_validate_dimensionality(
+    data: Any,
+    *,
+    max_dim: int,
+    n_folds: int = 5,
+    key: Any,
+    progress: bool | None = None,
+    **fa_kw,
+) -> CVResult:
+    """Held-out factor-analysis log-likelihood for ``0 .. max_dim`` factors.
+
+    Folds are whole trials (assigned to folds at random by `key`) when the data have trials,
+    otherwise `n_folds` contiguous time blocks (so that autocorrelation does not leak between
+    training and test bins). Each fold's model is fitted to the other folds; its mean and
+    covariance are scored on the fold.
+
+    Parameters
+    ----------
+    data : SpikeData or array_like, shape (time, neuron)
+    max_dim : int
+        Largest number of factors tried (smaller than the number of neurons).
+    n_folds : int
+        At least 2.
+    key : jax.random key or int
+    progress : bool, optional
+    **fa_kw
+        ``max_iter``, ``tol``, ``min_private_var`` of :func:`fit_fa_covariance`.
+
+    Returns
+    -------
+    CVResult
+        ``n_dim`` maximises the mean held-out log-likelihood; ``n_dim_1se`` applies the 1-SE rule.
+
+    Raises
+    ------
+    ValueError
+        ``max_dim`` out of range, fewer than 2 folds, fewer trials (or bins) than folds, NaN, or a
+        constant neuron.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bayesneuro.density.dimensionality import cross_validate_dimensionality
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(1000, 2)) @ rng.normal(size=(2, 8)) + rng.normal(size=(1000, 8))
+    >>> cross_validate_dimensionality(x, max_dim=4, key=0, progress=False).n_dim
+    2
+    """
+    key = as_key(key)
+    X, seg, ids = _as_matrix(data)
+    _check_not_constant(X, ids)
+    if isinstance(n_folds, bool) or not isinstance(n_folds, (int, np.integer)) or n_folds < 2:
+        raise ValueError(f"n_folds must be an integer >= 2, got {n_folds!r}")
+    if isinstance(max_dim, bool) or not isinstance(max_dim, (int, np.integer)) or not 0 <= max_dim < X.shape[1]:
+        raise ValueError(f"max_dim must be an integer in [0, n_neuron - 1 = {X.shape[1] - 1}], got {max_dim!r}")
+    unit = _units(X, seg, n_folds)
+    n_units = int(unit.max()) + 1
+    if n_units < n_folds:
+        what = "trials" if seg is not None else "time bins"
+        raise ValueError(f"n_folds={n_folds} needs at least as many {what}; the data have {n_units}")
+    k_fold, k_fit = jax.random.split(key)
+    fold = _fold_assignment(n_units, n_folds, k_fold, shuffle=seg is not None)
+    n, s, o = _unit_stats(X, unit)
+    dims = np.arange(max_dim + 1)
+    scores = _cv_scores(np.ones((1, n_units)), n, s, o, fold, n_folds, dims, k_fit, progress, **fa_kw)[0]
+    return _summarise_cv(dims, scores)
+
+
+# -- the estimator with bootstrap uncertainty --------------------------------------------------
+
+
+class Dimensionality:
+    """Dimensionality of population activity, with bootstrap uncertainty.
+
+    ``fit`` computes, on ``(time, neuron)`` data:
+
+    - ``participation_ratio``: of the covariance eigenvalues;
+    - ``n_dim``: the number of FA factors chosen by cross-validation (:func:`cross_validate_dimensionality`,
+      by the maximum or, with ``rule="1se"``, the 1-SE rule);
+    - ``shared_dimensionality``: of the FA model with ``n_dim`` factors (95% of shared variance);
+    - ``percent_shared_variance``: per neuron, and its mean over neurons ``mean_percent_shared_variance``.
+
+    Uncertainty: a nonparametric bootstrap over trials (or, without trials, over `n_blocks`
+    contiguous time blocks, keeping short-range autocorrelation inside blocks). Each draw
+    resamples the units with replacement and recomputes every statistic; the FA statistics use
+    ``n_dim`` factors fixed at the full-data choice unless ``bootstrap_cv=True``, which reruns the
+    cross-validation in every draw (folds over the original units, so copies of a unit never
+    straddle a fold; costs ``n_folds * (max_dim + 1)`` fits per draw, vmapped).
+
+    Parameters
+    ----------
+    max_dim : int
+        Largest number of factors tried by cross-validation (capped at ``n_neuron - 1``).
+    n_folds : int
+    n_boot : int
+        Bootstrap draws (0: point estimates only).
+    n_blocks : int
+        Time blocks for data without trials (bootstrap units).
+    rule : {"max", "1se"}
+    bootstrap_cv : bool
+    progress : bool, optional
+
+    Attributes
+    ----------
+    estimates_ : dict of str to float or numpy.ndarray
+        Point estimates on the full data.
+    cv_ : CVResult
+    fa_ : FactorAnalysis
+        The full-data model with ``n_dim`` factors.
+    bootstrap_ : xarray.Dataset
+        Draws of each statistic (dim ``draw``, plus ``neuron`` for percent shared variance).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bayesneuro.density.dimensionality import Dimensionality
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(1000, 2)) @ rng.normal(size=(2, 8)) + rng.normal(size=(1000, 8))
+    >>> est = Dimensionality(max_dim=4, n_boot=20, progress=False).fit(x, key=0)
+    >>> est.estimates_["n_dim"], est.posterior_statistics(key=0, num_samples=10)["participation_ratio"].dims
+    (2, ('draw',))
+    """
+
+    def __init__(self, *, max_dim: int = 10, n_folds: int = 5, n_boot: int = 200, n_blocks: int = 20,
+                 rule: str = "max", bootstrap_cv: bool = False, progress: bool | None = None) -> None:
+        if rule not in ("max", "1se"):
+            raise ValueError(f"rule must be 'max' or '1se', got {rule!r}")
+        if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 0:
+            raise ValueError(f"n_boot must be a non-negative integer, got {n_boot!r}")
+        self.max_dim, self.n_folds, self.n_boot, self.n_blocks = max_dim, n_folds, int(n_boot), n_blocks
+        self.rule, self.bootstrap_cv, self.progress = rule, bootstrap_cv, progress
+
+    def fit(self, data: Any, *, key: Any, max_dim: int | None = None, n_boot: int | None = None) -> Dimensionality:
+        """Estimate the statistics and their bootstrap distribution; returns self.
+
+        `max_dim` and `n_boot` override the constructor's values for this fit.
+        """
+        key = as_key(key)
+        X, seg, ids = _as_matrix(data)
+        _check_not_constant(X, ids)
+        max_dim = min(self.max_dim if max_dim is None else max_dim, X.shape[1] - 1)
+        n_boot = self.n_boot if n_boot is None else int(n_boot)
+        k_cv, k_boot, k_bcv = jax.random.split(key, 3)
+        cv = cross_validate_dimensionality(data, max_dim=max_dim, n_folds=self.n_folds, key=k_cv, progress=self.progress)
+        d = cv.n_dim if self.rule == "max" else cv.n_dim_1se
+        fa = FactorAnalysis(d, progress=self.progress).fit(X, key=k_cv)
+        cov = np.cov(X, rowvar=False, ddof=0)
+        psv = fa.percent_shared_variance()
+        self.estimates_ = {
+            "participation_ratio": float(_pr_of_cov(jnp.asarray(cov))),
+            "n_dim": int(d),
+            "shared_dimensionality": fa.shared_dimensionality(),
+            "percent_shared_variance": psv,
+            "mean_percent_shared_variance": float(psv.mean()),
+        }
+        self.cv_, self.fa_, self.neuron_ids_ = cv, fa, ids
+        self.bootstrap_ = self._bootstrap(X, seg, n_boot, d, fa, k_boot, k_bcv, max_dim) if n_boot else None
+        return self
+
+    def _bootstrap(self, X, seg, n_boot, d, fa, k_boot, k_bcv, max_dim) -> xr.Dataset:
+        unit = _units(X, seg, self.n_blocks)
+        U = int(unit.max()) + 1
+        if U < 2:
+            raise ValueError("the bootstrap needs at least 2 trials (or time blocks)")
+        n, s, o = _unit_stats(X, unit)
+        pick = np.asarray(jax.random.randint(k_boot, (n_boot, U), 0, U))
+        w = np.stack([np.bincount(p, minlength=U) for p in pick]).astype(np.float64)
+        _, S, _ = _moments(w, n, s, o)
+        pr = np.asarray(_pr_of_cov(jnp.asarray(S)))
+        if self.bootstrap_cv:
+            fold = _fold_assignment(U, self.n_folds, jax.random.fold_in(k_bcv, 0), shuffle=seg is not None)
+            dims = np.arange(max_dim + 1)
+            scores = _cv_scores(w, n, s, o, fold, self.n_folds, dims, k_bcv, self.progress)
+            ds = np.array([getattr(_summarise_cv(dims, sc), "n_dim" if self.rule == "max" else "n_dim_1se")
+                           for sc in scores])
+        else:
+            ds = np.full(n_boot, d)
+        n_neuron = X.shape[1]
+        d_shared = np.zeros(n_boot, np.int64)
+        psv = np.zeros((n_boot, n_neuron))
+        for dd in np.unique(ds):
+            idx = np.flatnonzero(ds == dd)
+            if dd == 0:
+                continue
+            init = (fa.loadings_, fa.private_variance_) if dd == d else "pca"
+            state, _, _, _ = fit_fa_covariance(S[idx], int(dd), key=k_bcv, init=init, progress=self.progress)
+            for j, i in enumerate(idx):
+                L = np.asarray(state.loadings[j])
+                d_shared[i] = shared_dimensionality(L)
+                psv[i] = percent_shared_variance(L, np.asarray(state.private_variance[j]))
+        coords = {"draw": np.arange(n_boot), "neuron": self.neuron_ids_}
+        return xr.Dataset(
+            {
+                "participation_ratio": ("draw", pr),
+                "n_dim": ("draw", ds.astype(np.int64)),
+                "shared_dimensionality": ("draw", d_shared),
+                "percent_shared_variance": (("draw", "neuron"), psv),
+                "mean_percent_shared_variance": ("draw", psv.mean(axis=1)),
+            },
+            coords=coords,
+        )
+
+    def posterior_statistics(self, *, key: Any, num_samples: int) -> dict:
+        """Bootstrap draws of each statistic (for :func:`compare_states`).
+
+        Returns ``participation_ratio``, ``n_dim``, ``shared_dimensionality``,
+        ``mean_percent_shared_variance`` (each dims ``("draw",)``) and ``percent_shared_variance``
+        (``("draw", "neuron")``), `num_samples` draws taken with replacement (by `key`) from the
+        stored bootstrap draws (all of them, in order, when `num_samples` equals their number).
+        ``n_dim`` is constant across draws unless ``bootstrap_cv=True``.
+        """
+        if not hasattr(self, "bootstrap_"):
+            raise RuntimeError("Dimensionality is not fitted; call .fit(data, key=...) first")
+        if self.bootstrap_ is None:
+            raise ValueError("fitted with n_boot=0: there are no bootstrap draws")
+        n = self.bootstrap_.sizes["draw"]
+        num_samples = int(num_samples)
+        idx = np.arange(n) if num_samples == n else np.asarray(jax.random.choice(as_key(key), n, (num_samples,)))
+        ds = self.bootstrap_.isel(draw=idx).assign_coords(draw=np.arange(num_samples))
+        return {k: ds[k] for k in ds.data_vars}
+
+    def to_inference_data(self):
+        """The bootstrap draws as ArviZ InferenceData (one chain; a bootstrap, not a posterior)."""
+        import arviz as az
+
+        if getattr(self, "bootstrap_", None) is None:
+            raise RuntimeError("no bootstrap draws: fit with n_boot > 0 first")
+        return az.InferenceData(posterior=self.bootstrap_.expand_dims(chain=[0]))
+
+    def __repr__(self) -> str:
+        if not hasattr(self, "estimates_"):
+            return "Dimensionality(unfitted)"
+        e = self.estimates_
+        return (f"Dimensionality(participation_ratio={e['participation_ratio']:.3g}, n_dim={e['n_dim']}, "
+                f"shared_dimensionality={e['shared_dimensionality']})")
+
+
+# -- over time: recurrence of population vectors ---------------------------------------------
+
+
+def similarity_matrix(data: Any, *, metric: str = "correlation", smooth: float | None = None) -> np.ndarray:
+    """Similarity between the population vectors of every pair of time bins, shape (time, time).
+
+    Parameters
+    ----------
+    data : SpikeData or array_like, shape (time, neuron)
+    metric : {"correlation", "cosine"}
+        Pearson correlation across neurons (each vector centred on its own mean) or the cosine of
+        the angle between raw vectors. Bins with a constant (correlation) or zero (cosine) vector
+        give NaN rows and columns.
+    smooth : float, optional
+        Standard deviation in bins of a Gaussian kernel applied along time first, within each
+        trial (``scipy.ndimage.gaussian_filter1d``, ``mode="nearest"``), never across a trial edge.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bayesneuro.density.dimensionality import similarity_matrix
+    >>> sim = similarity_matrix(np.array([[1, 2, 3], [2, 4, 6], [3, 2, 1]]))
+    >>> sim.round(3).tolist()
+    [[1.0, 1.0, -1.0], [1.0, 1.0, -1.0], [-1.0, -1.0, 1.0]]
+    """
+    X, seg, _ = _as_matrix(data, min_time=1)
+    if metric not in ("correlation", "cosine"):
+        raise ValueError(f"metric must be 'correlation' or 'cosine', got {metric!r}")
+    if smooth is not None:
+        from scipy.ndimage import gaussian_filter1d
+
+        if not (isinstance(smooth, (int, float, np.number)) and math.isfinite(smooth) and smooth > 0):
+            raise ValueError(f"smooth must be a positive number of bins, got {smooth!r}")
+        seg = np.zeros(X.shape[0], np.int64) if seg is None else seg
+        X = X.copy()
+        for u in np.unique(seg):
+            m = seg == u
+            X[m] = gaussian_filter1d(X[m], float(smooth), axis=0, mode="nearest")
+    if metric == "correlation":
+        X = X - X.mean(axis=1, keepdims=True)
+    norm = np.linalg.norm(X, axis=1)
+    scale = np.abs(X).max(axis=1) if X.size else norm
+    ok = norm > 1e-12 * np.maximum(scale, 1e-300) * np.sqrt(X.shape[1])
+    Z = np.where(ok[:, None], X / np.where(ok, norm, 1.0)[:, None], np.nan)
+    return np.clip(Z @ Z.T, -1.0, 1.0)
