@@ -8,7 +8,7 @@ MAP, Laplace, SVI, NUTS) whose results are ``arviz.InferenceData``.
 
 __version__ = "0.1.0"
 
-from . import bases, decoders, diagnostics, glm, infer, io, latent, sbc  # noqa: E402
+from . import bases, decoders, density, diagnostics, glm, infer, io, latent, sbc  # noqa: E402
 from .data import LockedBox, SpikeData, Splits  # noqa: E402
 from .glm import PoissonGLM  # noqa: E402
 from .infer import FitResult, fit  # noqa: E402
@@ -23,6 +23,7 @@ __all__ = [
     "PoissonGLM",
     "latent",
     "decoders",
+    "density",
     "GPFA",
     "PoissonLDS",
     "infer",
