@@ -21,7 +21,7 @@ from .dimensionality import (
     similarity_matrix,
 )
 from .hmm import PoissonHMM, StateSelection, select_n_states
-from .maxent import KINDS, MaxEnt, Moments, binarize, compare_population_models, observed_moments
+from .maxent import KINDS, MaxEnt, Moments, binarize, compare_population_models, observed_moments, plot_moments
 from .renewal import FAMILIES, RenewalComparison, RenewalModel, compare_renewal, plot_isi_fits
 from .single import (
     NeuronStatistics,
@@ -67,6 +67,7 @@ __all__ = [
     "binarize",
     "compare_population_models",
     "observed_moments",
+    "plot_moments",
     # low-dimensional structure
     "CVResult",
     "Dimensionality",

@@ -70,6 +70,7 @@ __all__ = [
     "maxent_model",
     "model_moments",
     "observed_moments",
+    "plot_moments",
     "sufficient_statistics",
 ]
 
@@ -787,3 +788,66 @@ def compare_population_models(train: Any, test: Any, *, kinds: Sequence[str] = K
                            gain_bits=d.mean(), gain_se=float(np.sqrt(d.var(ddof=1) / T + se_z**2)),
                            method=rows[kind][0])
     return pd.DataFrame.from_dict(table, orient="index")
+
+
+def plot_moments(observed: Moments, predicted: dict, *, axes: Any = None):
+    """Predicted against observed pairwise and triplet correlations, and the synchrony P(K).
+
+    Parameters
+    ----------
+    observed : Moments
+        From :func:`observed_moments`, usually of held-out words.
+    predicted : dict of str to Moments or MaxEnt
+        Model name to its moments (a fitted :class:`MaxEnt` is asked for
+        :meth:`MaxEnt.predicted_moments`).
+    axes : sequence of 3 matplotlib Axes, optional
+
+    Returns
+    -------
+    ndarray of matplotlib Axes
+        Pairwise covariance, connected triplet correlation, P(K) on a log scale.
+
+    Examples
+    --------
+    >>> import matplotlib; matplotlib.use("Agg")
+    >>> import numpy as np
+    >>> x = (np.random.default_rng(0).random((300, 4)) < 0.3).astype(int)
+    >>> m = MaxEnt("ising", progress=False).fit(x, key=0)
+    >>> ax = plot_moments(observed_moments(x), {"ising": m})
+    >>> [a.get_xlabel() for a in ax]
+    ['observed covariance', 'observed triplet correlation', 'number of active neurons K']
+    """
+    import matplotlib.pyplot as plt
+
+    if not isinstance(observed, Moments):
+        raise TypeError(f"observed must be Moments (from observed_moments), got {type(observed).__name__}")
+    if not predicted:
+        raise ValueError("predicted is empty; give at least one model's moments")
+    pred = {k: (v.predicted_moments() if isinstance(v, MaxEnt) else v) for k, v in predicted.items()}
+    n = observed.rates.size
+    for k, v in pred.items():
+        if not isinstance(v, Moments) or v.rates.size != n:
+            raise ValueError(f"predicted[{k!r}] is not Moments of {n} neurons")
+    if axes is None:
+        _, axes = plt.subplots(1, 3, figsize=(12, 3.6))
+    axes = np.asarray(axes).ravel()
+    iu = np.triu_indices(n, 1)
+    panels = [(lambda m: m.covariance[iu], "covariance"), (lambda m: m.triplet, "triplet correlation")]
+    for ax, (get, label) in zip(axes[:2], panels):
+        o = get(observed)
+        for name, m in pred.items():
+            ax.scatter(o, get(m), s=8, alpha=0.6, label=name)
+        if o.size:
+            lim = [float(np.nanmin(o)), float(np.nanmax(o))]
+            ax.plot(lim, lim, color="k", lw=0.8)
+        ax.set_xlabel(f"observed {label}")
+        ax.set_ylabel(f"predicted {label}")
+    ax = axes[2]
+    K = np.arange(n + 1)
+    ax.semilogy(K, np.where(observed.synchrony > 0, observed.synchrony, np.nan), "ko", label="observed")
+    for name, m in pred.items():
+        ax.semilogy(K, m.synchrony, "-", label=name)
+    ax.set_xlabel("number of active neurons K")
+    ax.set_ylabel("P(K)")
+    ax.legend(fontsize="small")
+    return axes
