@@ -84,6 +84,8 @@ def test_cv_lv_fano_equal_elephant():
     isi = rng.gamma(2.0, 0.05, 500)
     assert isi_cv(isi) == pytest.approx(float(es.cv(isi)), rel=1e-12)
     assert local_variation(isi) == pytest.approx(float(es.lv(isi)), rel=1e-12)
+    # binned spike times: two zero ISIs in a row are equal intervals (term 0), not NaN
+    assert local_variation([0.0, 0.0, 1.0]) == pytest.approx(3.0 * (0.0 + 1.0) / 2)
     trials = [np.sort(rng.uniform(0, 1, rng.poisson(20))) for _ in range(30)]
     counts = np.array([len(t) for t in trials])
     ff_el = es.fanofactor([t * pq.s for t in trials])

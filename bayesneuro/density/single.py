@@ -111,8 +111,14 @@ def local_variation(isi: Any = None, *, pairs: Any = None) -> float:
     pairs = np.asarray(pairs, dtype=np.float64).reshape(-1, 2)
     if pairs.shape[0] < 1:
         return float("nan")
-    a, b = pairs[:, 0], pairs[:, 1]
-    return float(3.0 * np.mean(((a - b) / (a + b)) ** 2))
+    return float(3.0 * np.mean(_lv_terms(pairs[:, 0], pairs[:, 1])))
+
+
+def _lv_terms(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``((a - b) / (a + b))**2`` per pair of consecutive ISIs; 0 for two zero ISIs (equal
+    intervals, as binned spike times with several spikes in one bin give)."""
+    s = a + b
+    return np.where(s > 0, ((a - b) / np.where(s > 0, s, 1.0)) ** 2, 0.0)
 
 
 def fano_factor(counts: Any) -> np.ndarray:
@@ -416,7 +422,7 @@ class NeuronStatistics:
         n_pair = np.array([p.shape[0] for p in pairs])
         if n_pair.sum():
             P = np.concatenate(pairs)
-            terms = ((P[:, 0] - P[:, 1]) / (P[:, 0] + P[:, 1])) ** 2
+            terms = _lv_terms(P[:, 0], P[:, 1])
             s = _bb_sums(k_lv, terms, np.repeat(np.arange(n_neuron), n_pair), n_neuron, num_samples, 2, block=LV_BLOCK)
             with np.errstate(invalid="ignore", divide="ignore"):
                 draws["lv"] = 3.0 * s[:, 1] / s[:, 0]
@@ -451,7 +457,7 @@ class NeuronStatistics:
             a, b = d[:-1][pair], d[1:][pair]
             kp = k[2:][pair]
             F[:, 3, j] = np.bincount(kp, minlength=n_seg)
-            F[:, 4, j] = np.bincount(kp, ((a - b) / (a + b)) ** 2, minlength=n_seg)
+            F[:, 4, j] = np.bincount(kp, _lv_terms(a, b), minlength=n_seg)
             F[:, 8, j] = np.bincount(k, minlength=n_seg)
             F[:, 10, j] = np.bincount(ks, isi < self.burst_isi, minlength=n_seg)
             F[:, 11, j] = np.bincount(ks, isi < self.refractory, minlength=n_seg)
