@@ -266,9 +266,13 @@ class StateComparison:
     @staticmethod
     def _reduce(da: xr.DataArray, level: float) -> xr.Dataset:
         q = [(1 - level) / 2, (1 + level) / 2]
-        qs = da.quantile(q, dim="draw", skipna=True)
+        with warnings.catch_warnings():  # an undefined statistic (all draws NaN) stays NaN
+            warnings.filterwarnings("ignore", "All-NaN slice", RuntimeWarning)
+            warnings.filterwarnings("ignore", "Mean of empty slice", RuntimeWarning)
+            qs = da.quantile(q, dim="draw", skipna=True)
+            mean = da.mean("draw", skipna=True)
         return xr.Dataset({
-            "mean": da.mean("draw", skipna=True),
+            "mean": mean,
             "lower": qs.isel(quantile=0, drop=True),
             "upper": qs.isel(quantile=1, drop=True),
         })
