@@ -243,3 +243,12 @@ def test_bad_arguments():
         m.loo(0)
     with pytest.raises(ValueError, match="no neuron 5"):
         m.pdf([0.1], 5)
+
+
+def test_memory_warning_for_many_draws_times_isis(monkeypatch):
+    from bayesneuro.density import renewal
+
+    monkeypatch.setattr(renewal, "MEMORY_WARN_GIB", 1e-6)
+    isis = [np.random.default_rng(0).exponential(0.1, 50)]
+    with pytest.warns(UserWarning, match="50 ISIs x 2 families"):
+        renewal.compare_renewal(isis, key=0, families=("exponential", "gamma"), num_samples=20, progress=False)

@@ -57,6 +57,8 @@ __all__ = [
     "renewal_model",
 ]
 
+MEMORY_WARN_GIB = 4.0  # compare_renewal warns above this much pointwise log-likelihood
+
 FAMILIES = ("exponential", "gamma", "inverse_gaussian", "lognormal")
 MEAN_PRIOR = (float(np.log(0.1)), 2.5)
 SHAPE_PRIORS = {"gamma": (0.0, 2.0), "inverse_gaussian": (0.0, 2.0), "lognormal": (0.0, 1.0)}
@@ -598,6 +600,12 @@ def compare_renewal(isis: Any, *, key: Any, families: Sequence[str] = FAMILIES, 
     if method == "map":
         raise ValueError("compare_renewal needs posterior draws for LOO; use method='laplace', 'svi' or 'nuts'")
     arrays, ids = _as_isis(isis, neuron_ids, 3)
+    n_draws = int(infer_options.get("num_samples", 1000)) * int(infer_options.get("num_chains", 4 if method == "nuts" else 1))
+    gib = 8.0 * n_draws * sum(a.size for a in arrays) * len(families) / 2**30
+    if gib > MEMORY_WARN_GIB:
+        warnings.warn(f"compare_renewal keeps a (draw, ISI) log-likelihood per family: {n_draws} draws x "
+                      f"{sum(a.size for a in arrays)} ISIs x {len(families)} families is about {gib:.1f} GiB; "
+                      "pass a smaller num_samples or fewer neurons if memory is short", stacklevel=2)
     keys = jax.random.split(as_key(key), len(families))
     models = {f: RenewalModel(f).fit(arrays, key=k, neuron_ids=ids, method=method, progress=progress,
                                      **infer_options) for f, k in zip(families, keys)}
