@@ -96,8 +96,8 @@ def test_recovery_within_posterior_sds(sim3, hmm3):
     # Viterbi recovers most bins' states
     assert np.mean(hmm3.most_likely_states(sim3[0]) == sim3[1]) > 0.9
     # contract of posterior_statistics
-    assert stats["rate"].dims == ("draw", "state", "neuron") and stats["rate"].sizes["draw"] == 300
-    np.testing.assert_allclose(stats["occupancy"].sum("state"), 1.0, atol=1e-8)
+    assert stats["rate"].dims == ("draw", "hidden_state", "neuron") and stats["rate"].sizes["draw"] == 300
+    np.testing.assert_allclose(stats["occupancy"].sum("hidden_state"), 1.0, atol=1e-8)
     A_kk = np.diagonal(hmm3.params_.transition_matrix)
     assert np.all(np.abs(stats["dwell_time"].median("draw").values - BIN / (1 - A_kk)) < 0.5 * BIN / (1 - A_kk))
 
@@ -149,3 +149,22 @@ def test_bad_inputs():
         PoissonHMM(2).score(x)
     with pytest.raises(TypeError, match="key"):
         PoissonHMM(2).fit(x, key=None, bin_size=0.1)
+
+
+def test_compare_states_dwell_times():
+    """compare_states with a Poisson HMM: the hidden states keep their own dim, and the interval of
+    the dwell-time difference between a sticky and a switching chain holds the true -4.5 s."""
+    from bayesneuro.density import compare_states
+
+    R = np.array([[0.5, 2.0], [3.0, 0.5]])
+    data = {}
+    for name, stay in (("slow", 0.98), ("fast", 0.8)):
+        A = np.array([[stay, 1 - stay], [1 - stay, stay]])
+        _, x = sample_poisson_hmm(jax.random.key(1), np.array([0.5, 0.5]), A, R, np.r_[True, np.zeros(1999, bool)])
+        data[name] = SpikeData.from_counts(np.asarray(x), bin_size=0.1)
+    cmp = compare_states(PoissonHMM(2, method="laplace", n_restarts=2, progress=False), data, key=0,
+                         num_samples=200, progress=False)
+    assert cmp.draws["rate"].dims == ("state", "draw", "hidden_state", "neuron")
+    d = cmp.differences().query("statistic == 'dwell_time'")
+    truth = 0.1 / 0.2 - 0.1 / 0.02
+    assert len(d) == 2 and ((d.lower < truth) & (truth < d.upper)).all() and (d.upper < 0).all()

@@ -240,8 +240,8 @@ def poisson_hmm_model(
 ):
     r"""Poisson HMM over trials laid end to end: NumPyro model (states marginalised).
 
-    Sites: ``initial_probs`` (state,) :math:`\sim \mathrm{Dir}(c_0)`; ``transition_matrix``
-    (state, state_to), rows :math:`\sim \mathrm{Dir}(c + s e_k)`; ``rate`` (state, neuron) in Hz
+    Sites: ``initial_probs`` (hidden_state,) :math:`\sim \mathrm{Dir}(c_0)`; ``transition_matrix``
+    (hidden_state, hidden_state_to), rows :math:`\sim \mathrm{Dir}(c + s e_k)`; ``rate`` (hidden_state, neuron) in Hz
     :math:`\sim \mathrm{Gamma}(a, b)` (shape, rate in seconds: the default Gamma(2, 0.1) has mean
     20 Hz and adds about one spike per 10 s of a state); ``counts`` (time, neuron)
     :math:`\sim` :class:`PoissonHMMCounts`. With one state the Dirichlet sites are absent.
@@ -271,7 +271,7 @@ def poisson_hmm_model(
     numpyro.sample("counts", PoissonHMMCounts(pi, A, rate * bin_size, starts), obs=counts)
 
 
-_DIMS = {"initial_probs": ["state"], "transition_matrix": ["state", "state_to"], "rate": ["state", "neuron"],
+_DIMS = {"initial_probs": ["hidden_state"], "transition_matrix": ["hidden_state", "hidden_state_to"], "rate": ["hidden_state", "neuron"],
          "counts": ["time", "neuron"], "starts": ["time"]}
 
 _SITES = ("rate", "initial_probs", "transition_matrix")
@@ -472,8 +472,8 @@ class PoissonHMM:
     def _set_result(self, res, d: _Data) -> None:
         lead = {k: v for k, v in res.samples.items() if k in _SITES}
         new = {**res.samples, **_relabel(lead, self.n_states, reference=self.params_.rate)}
-        coords = {"time": d.coords["time"], "neuron": d.coords["neuron"], "state": np.arange(self.n_states),
-                  "state_to": np.arange(self.n_states)}
+        coords = {"time": d.coords["time"], "neuron": d.coords["neuron"], "hidden_state": np.arange(self.n_states),
+                  "hidden_state_to": np.arange(self.n_states)}
         self.result_ = dataclasses.replace(res, samples=new, coords=coords, dims=dict(_DIMS), _idata=None)
 
     def _params(self, p: dict) -> HMMParams:
@@ -568,14 +568,14 @@ class PoissonHMM:
             return jnp.mean(smoothed_states(jnp.log(p), jnp.log(a), le, starts), axis=0)
 
         occupancy = np.asarray(jax.jit(jax.vmap(occ))(jnp.asarray(pi), jnp.asarray(A), jnp.asarray(rate)))
-        coords = {"draw": np.arange(num_samples), "state": np.arange(K), "neuron": self.neuron_ids_}
-        rate_da = xr.DataArray(rate, dims=("draw", "state", "neuron"), coords=coords, attrs={"units": "Hz"})
+        # "hidden_state", not "state": compare_states stacks its states (epochs, conditions) on "state"
+        coords = {"draw": np.arange(num_samples), "hidden_state": np.arange(K), "neuron": self.neuron_ids_}
+        rate_da = xr.DataArray(rate, dims=("draw", "hidden_state", "neuron"), coords=coords, attrs={"units": "Hz"})
+        two = ("draw", "hidden_state")
         return {
             "rate": rate_da,
-            "dwell_time": xr.DataArray(dwell, dims=("draw", "state"), coords={k: coords[k] for k in ("draw", "state")},
-                                       attrs={"units": "s"}),
-            "occupancy": xr.DataArray(occupancy, dims=("draw", "state"),
-                                      coords={k: coords[k] for k in ("draw", "state")}),
+            "dwell_time": xr.DataArray(dwell, dims=two, coords={k: coords[k] for k in two}, attrs={"units": "s"}),
+            "occupancy": xr.DataArray(occupancy, dims=two, coords={k: coords[k] for k in two}),
         }
 
     def to_inference_data(self):
