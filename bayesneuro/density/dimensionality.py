@@ -569,8 +569,9 @@ class CVResult(NamedTuple):
     n_dim : int
         The dimension with the highest mean held-out log-likelihood.
     n_dim_1se : int
-        The 1-SE rule: the smallest dimension whose mean is within one SE (of the best) of the
-        best mean; more conservative.
+        The 1-SE rule: the smallest dimension whose mean is within one standard error of the
+        best mean, the SE being that of its paired fold-by-fold difference from the best; more
+        conservative.
     """
 
     dims: np.ndarray
@@ -637,7 +638,11 @@ def _summarise_cv(dims: np.ndarray, scores: np.ndarray) -> CVResult:
     mean = np.nanmean(scores, axis=0)
     se = np.nanstd(scores, axis=0, ddof=1) / np.sqrt(F) if F > 1 else np.zeros_like(mean)
     best = int(np.argmax(mean))
-    one_se = int(np.flatnonzero(mean >= mean[best] - se[best])[0])
+    # the 1-SE rule on paired differences: folds differ in difficulty (slow drifts, busy trials),
+    # which moves every dimension's score together and says nothing about their difference
+    diff = scores - scores[:, [best]]
+    se_diff = np.nanstd(diff, axis=0, ddof=1) / np.sqrt(F) if F > 1 else np.zeros_like(mean)
+    one_se = int(np.flatnonzero(mean >= mean[best] - se_diff)[0])
     return CVResult(dims, mean, se, scores, int(dims[best]), int(dims[one_se]))
 
 
