@@ -1514,8 +1514,415 @@ Sejnowski TJ (1998). Interpreting neuronal population activity by reconstruction
 ]
 
 
+DENSITY = [
+    md(r"""
+# Structure in the spikes: single neurons, neuron types, population structure and states
+
+Before asking what a neuron encodes, ask what its spikes look like, and whether the population is
+more than a set of independent neurons. This notebook characterises two real recordings with
+`bayesneuro.density`, each estimate with posterior (or bootstrap) uncertainty:
+
+1. **single neurons** (rat motor cortex): firing rate, ISI CV, local variation Lv, Fano factor, burst
+   index and refractory-period violations with credible intervals; renewal models of the ISI
+   distribution compared by LOO;
+2. **neuron types**: a Bayesian mixture over those statistics, number of types chosen by LOO, with
+   each neuron's posterior membership;
+3. **low-dimensional structure**: factor analysis with cross-validated dimensionality and the
+   participation ratio;
+4. **a state comparison**: early vs late trials of the session;
+5. **population structure from constraints** (head-direction cells): independent, synchrony,
+   pairwise (Ising) and K-pairwise maximum-entropy models of binary words, scored on held-out
+   bins, with predicted vs observed pairwise and triplet correlations and synchrony distributions;
+6. **wake vs REM vs slow-wave sleep**: rates, dimensionality and pairwise couplings compared across
+   the three brain states with one call, `compare_states`;
+7. **structure over time**: a Poisson hidden Markov model of population states in sleep.
+
+**Data.** (a) 30 neurons of rat motor cortex during a timed lever-press task, 1,266 trials of 2 s,
+recorded by Ashesh K. Dhawale in Bence Ölveczky's lab (the example data of `affinewarp`; cite
+Williams et al. 2020, *Neuron* 105:246-259, and Dhawale et al. 2017, *eLife* 6:e27702). (b) 19
+head-direction cells of the mouse anterodorsal thalamus, 10-ms spike counts in wake exploration
+(35 min), REM (16 min) and slow-wave sleep (145 min) (Peyrache et al. 2015, *Nature Neuroscience*
+18:569-575; the lab's teaching excerpt `dataHD.mat`). See `PROVENANCE.md` beside each data file.
+
+`BAYESNEURO_FAST=1` (the test suite) uses 300 of the motor-cortex trials, 5 minutes of each brain
+state, 12 head-direction cells for the maximum-entropy models and fewer posterior draws.
+"""),
+    code(r"""
+%matplotlib inline
+import os
+import time
+from pathlib import Path
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import matplotlib.pyplot as plt
+import numpy as np
+import scipy.io
+
+import bayesneuro as bn
+from bayesneuro import density
+
+FAST = os.environ.get("BAYESNEURO_FAST", "0") == "1"
+N_TRIALS = 300 if FAST else None  # motor cortex: None = all 1,266 trials
+N_DRAWS = 300 if FAST else 1000  # posterior draws per statistic
+MINUTES = 5.0 if FAST else None  # head direction: minutes of each brain state (None = all)
+N_MAXENT = 12 if FAST else 19  # head-direction cells in the maximum-entropy models (exact up to 20)
+
+DATA_DIR = Path(os.environ.get("BAYESNEURO_DATA", Path.cwd().parent.parent / "shared" / "data"))
+MOTOR_FILE = DATA_DIR / "motor_cortex_rat_dhawale" / "motor_ctx_data.npz"
+HD_FILE = DATA_DIR / "head_direction_adn_peyrache" / "dataHD.mat"
+for f in (MOTOR_FILE, HD_FILE):
+    if not f.is_file():
+        raise FileNotFoundError(f"{f} not found; set BAYESNEURO_DATA to the shared data folder")
+print("bayesneuro", bn.__version__, "| FAST =", FAST)
+T_START = time.perf_counter()
+"""),
+    md(r"""
+## Part A. Rat motor cortex
+
+### A1. Spike trains, one segment per trial
+
+The file holds spike times in ms within each 2-s trial. We lay the trials end to end (trial $k$
+covers $[2k, 2k+2)$ s) and declare each trial a **segment**: no inter-spike interval crosses a trial
+boundary, and the posterior of every statistic resamples whole trials (a Bayesian bootstrap over
+trials), so that slow changes between trials widen the intervals instead of being ignored.
+"""),
+    code(r"""
+raw = np.load(MOTOR_FILE, allow_pickle=False)
+spike_ms, neuron, trial = raw["spiketimes"], raw["neuron_ids"], raw["trial_ids"]
+n_trial_all = int(trial.max()) + 1
+if N_TRIALS:  # the first and the last N_TRIALS / 2 trials
+    keep = np.r_[0 : N_TRIALS // 2, n_trial_all - N_TRIALS // 2 : n_trial_all]
+else:
+    keep = np.arange(n_trial_all)
+sel = np.isin(trial, keep)
+times = trial[sel] * 2.0 + spike_ms[sel] / 1000.0
+segments = np.column_stack([keep * 2.0, keep * 2.0 + 2.0])
+trains = density.SpikeTrains.from_times(times, neuron[sel], segments=segments, neuron_ids=np.arange(30),
+                                        resolution=0.001)
+print(trains)
+"""),
+    md(r"""
+### A2. Single-neuron statistics with credible intervals
+
+`NeuronStatistics` computes, per neuron, the rate, the ISI coefficient of variation (CV; 1 for a
+Poisson process), the local variation Lv (Shinomoto et al. 2003; 1 for Poisson, insensitive to slow
+rate changes), the Fano factor of counts in windows, the burst index (fraction of ISIs < 6 ms) and
+the fraction of refractory violations (ISIs < 1.5 ms, a spike-sorting quality check).
+"""),
+    code(r"""
+stats = density.NeuronStatistics(refractory=0.0015, burst_isi=0.006).fit(trains, key=0, num_samples=N_DRAWS)
+table = stats.summary().reset_index()
+wide = table.pivot(index="neuron", columns="statistic", values="estimate")
+print(wide[["rate", "cv", "lv", "fano", "burst_index", "refractory_violations"]].round(3).head(12))
+
+fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
+for ax, name in zip(axes, ["rate", "lv", "refractory_violations"]):
+    t = table[table.statistic == name].sort_values("mean")
+    y = np.arange(len(t))
+    ax.errorbar(t["mean"], y, xerr=[t["mean"] - t["lower"], t["upper"] - t["mean"]], fmt="o", ms=3)
+    ax.set_yticks(y, t["neuron"].astype(str), fontsize=6)
+    ax.set_xlabel(name)
+axes[1].axvline(1.0, color="k", lw=0.8, ls="--")  # Poisson
+axes[0].set_ylabel("neuron")
+fig.suptitle("posterior means and 95% intervals (trial bootstrap)")
+plt.show()
+"""),
+    md(r"""
+### A3. Autocorrelograms and renewal models of the ISI distribution
+
+Which renewal process describes a neuron's ISIs: exponential (Poisson), gamma, inverse Gaussian
+(integrate-and-fire with drift) or lognormal? Each family is fitted by Laplace through the shared
+inference layer and the families are compared by PSIS-LOO per neuron (`elpd_diff`, the gap between
+the best and the runner-up, with its standard error `dse`).
+"""),
+    code(r"""
+acg = density.autocorrelogram(trains, bin_size=0.002, window=0.1)
+active = stats.estimates_["n_isi"].values >= (500 if FAST else 1000)
+ids_active = trains.neuron_ids[active]
+# PSIS-LOO keeps a (draw, ISI) log-likelihood per family: memory grows as draws x ISIs
+fit_ids = ids_active[:4] if FAST else ids_active[:12]
+renewal = density.compare_renewal(trains.select_neurons(fit_ids), key=2, progress=False,
+                                  num_samples=200 if FAST else 300)
+print(renewal.table[["n_isi", "best", "elpd_diff", "dse"]].round(1))
+print("best family:", renewal.table["best"].value_counts().to_dict())
+
+fig, axes = plt.subplots(1, 2, figsize=(12, 3.4))
+for nid in fit_ids[:4]:
+    axes[0].plot(acg.coords["lag"] * 1000, acg.sel(neuron=nid), label=f"neuron {nid}")
+axes[0].set_xlabel("lag (ms)")
+axes[0].set_ylabel("autocorrelogram (Hz)")
+axes[0].legend(fontsize="small")
+density.plot_isi_fits(renewal.models, neurons=[fit_ids[0]], ax=axes[1], max_isi=0.3)
+plt.show()
+"""),
+    md(r"""
+### A4. Neuron types
+
+Do these neurons fall into types by their firing statistics? `NeuronTypes` fits a Bayesian Gaussian
+mixture to the neurons' (log rate, CV, Lv, log Fano factor, burst index) for $K = 1..K_{max}$ and
+chooses $K$ by PSIS-LOO over neurons with a one-standard-error rule (the smallest $K$ whose elpd is
+within one SE of the best). With 30 neurons the data can only support a few types.
+"""),
+    code(r"""
+features = stats.features()
+types = density.NeuronTypes(max_types=4 if FAST else 6).fit(features, key=3)
+print("types chosen:", types.n_types_)
+print(types.loo_table_.round(1))
+print("membership (first 8 neurons):")
+print(np.round(types.membership_[:8], 2))
+density.plot_types(types, "log_rate", "lv")
+plt.show()
+"""),
+    md(r"""
+### A5. Dimensionality over neurons
+
+Factor analysis on 20-ms counts of the neurons firing at least 1 Hz: the number of factors is chosen
+by cross-validated likelihood (folds are whole trials), the **participation ratio**
+$(\sum\lambda)^2 / \sum\lambda^2$ of the covariance eigenvalues measures how spread the variance is,
+the **shared dimensionality** counts the factors needed for 95% of the shared variance, and the
+**percent shared variance** says how much of each neuron's variance is shared with the population.
+Intervals come from a block bootstrap over trials.
+"""),
+    code(r"""
+busy = trains.neuron_ids[stats.estimates_["rate"].values >= 1.0]
+counts20 = trains.select_neurons(busy).to_spike_data(0.02)
+dim = density.Dimensionality(max_dim=6 if FAST else 15, n_boot=30 if FAST else 200, progress=False)
+dim.fit(counts20, key=4)
+post = dim.posterior_statistics(key=5, num_samples=30 if FAST else 200)
+for name in ["participation_ratio", "shared_dimensionality", "mean_percent_shared_variance"]:
+    d = post[name].values
+    print(f"{name:30s} {np.mean(d):6.2f}  95% [{np.quantile(d, 0.025):.2f}, {np.quantile(d, 0.975):.2f}]")
+print("factors chosen by cross-validation:", dim.estimates_["n_dim"])
+cv = dim.cv_
+plt.errorbar(cv.dims, cv.mean, yerr=cv.se, fmt="o-")
+plt.xlabel("number of factors")
+plt.ylabel("held-out log-likelihood per bin")
+plt.show()
+"""),
+    md(r"""
+### A6. Early vs late in the session
+
+One call fits the statistics separately to the first and the second half of the trials and returns
+the posterior of each difference, late minus early, with 95% intervals. A neuron "changed" when its
+interval excludes 0.
+"""),
+    code(r"""
+half = np.where(np.arange(len(keep)) < len(keep) // 2, "early", "late")
+early_late = density.compare_states(density.NeuronStatistics(), trains, half, key=1, num_samples=N_DRAWS,
+                                    progress=False)
+diff = early_late.differences()
+changed = diff.assign(changed=(diff.lower > 0) | (diff.upper < 0)).groupby("statistic")["changed"].sum()
+print("neurons whose statistic changed (95% interval of late - early excludes 0):")
+print(changed.astype(int).to_dict())
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.4))
+density.plot_states(early_late, "rate", ax=axes[0])
+density.plot_states(early_late, "lv", ax=axes[1])
+plt.show()
+"""),
+    md(r"""
+## Part B. Head-direction cells in wake, REM and slow-wave sleep
+
+### B1. Three brain states
+
+The three matrices hold 10-ms counts of the same 19 neurons. We sum pairs of bins (20 ms) and cut
+each state into 10-s blocks; the blocks are the resampling units of the bootstrap intervals.
+"""),
+    code(r"""
+hd = scipy.io.loadmat(HD_FILE)
+BLOCK = 10.0  # seconds
+
+
+def state_data(q):
+    c = q.astype(np.int64)
+    if MINUTES:
+        c = c[: int(MINUTES * 60 / 0.01)]
+    c = c[: (c.shape[0] // 2) * 2].reshape(-1, 2, c.shape[1]).sum(axis=1)  # 20-ms bins
+    n_per = int(BLOCK / 0.02)
+    c = c[: (c.shape[0] // n_per) * n_per]
+    return bn.SpikeData.from_counts(c, bin_size=0.02, trial_ids=np.arange(c.shape[0]) // n_per)
+
+
+states = {"wake": state_data(hd["Qrun"]), "REM": state_data(hd["Qrem"]), "SWS": state_data(hd["Qsws"])}
+for name, d in states.items():
+    print(f"{name:5s}", d)
+rates = density.compare_states(density.NeuronStatistics(),
+                               {k: density.SpikeTrains.from_spike_data(v) for k, v in states.items()},
+                               key=5, num_samples=N_DRAWS, progress=False)
+r = rates.differences().query("statistic == 'rate'")
+for s, g in r.groupby("state"):
+    print(f"{s} - wake: rate higher in {(g.lower > 0).sum()}, lower in {(g.upper < 0).sum()} of {len(g)} neurons")
+density.plot_states(rates, "rate")
+plt.show()
+"""),
+    md(r"""
+### B2. Is the population more than independent neurons?
+
+Each 20-ms bin gives a binary word (spike or not per neuron). Four maximum-entropy models constrain
+more and more of its statistics:
+
+- **independent**: each neuron's firing probability;
+- **synchrony**: only the distribution P(K) of the number of active neurons (the neurons are treated
+  as exchangeable, so it ignores their different rates);
+- **Ising** (pairwise): firing probabilities and all pairwise co-firing probabilities (Schneidman et
+  al. 2006);
+- **K-pairwise**: pairwise plus P(K) (Tkacik et al. 2014).
+
+They are fitted on the first 70% of the wake bins (exactly, by enumerating all $2^N$ words) and
+scored on the last 30%, in bits per bin; `gain_bits` is the gain over the independent model with the
+standard error of the paired per-bin differences.
+"""),
+    code(r"""
+wake_words = density.binarize(states["wake"])
+cells = np.sort(np.argsort(-wake_words.mean(axis=0))[:N_MAXENT])  # the most active cells
+words = wake_words[:, cells]
+cut = int(0.7 * len(words))
+train_words, test_words = words[:cut], words[cut:]
+population = density.compare_population_models(train_words, test_words, key=6, progress=False)
+print(population.round(4))
+"""),
+    md(r"""
+Do the models predict what they were **not** fitted to? The Ising model matches pairwise statistics
+by construction, so the test is the connected third-order correlations and, for the independent and
+Ising models, the synchrony distribution, all on the held-out bins.
+"""),
+    code(r"""
+fitted = {kind: density.MaxEnt(kind, progress=False).fit(train_words, key=7)
+          for kind in ("independent", "ising", "k-pairwise")}
+observed = density.observed_moments(test_words)
+density.plot_moments(observed, fitted)
+plt.tight_layout()
+plt.show()
+for kind, m in fitted.items():
+    pred = m.predicted_moments()
+    r3 = np.corrcoef(observed.triplet, pred.triplet)[0, 1]
+    print(f"{kind:12s} triplet correlation r = {r3:.2f} | P(K >= 4): predicted {pred.synchrony[4:].sum():.4f},"
+          f" observed {observed.synchrony[4:].sum():.4f}")
+"""),
+    md(r"""
+### B3. Wake vs REM vs SWS: dimensionality and pairwise couplings
+
+The same call, `compare_states`, now fits factor analysis (dimensionality) and the Ising model
+(couplings) per brain state. `mean_coupling` is the mean $J_{ij}$; `multi_information` is how many
+bits the population's joint distribution departs from independence, in the Ising model.
+"""),
+    code(r"""
+dims = density.compare_states(density.Dimensionality(max_dim=8, n_boot=20 if FAST else 200, progress=False),
+                              states, key=8, num_samples=20 if FAST else 200, progress=False)
+stat_names = ["participation_ratio", "mean_percent_shared_variance"]
+print(dims.summary().query("statistic in @stat_names").dropna(axis=1, how="all").round(2).to_string(index=False))
+print(dims.differences().query("statistic in @stat_names").dropna(axis=1, how="all").round(2).to_string(index=False))
+
+couplings = density.compare_states(density.MaxEnt("ising", progress=False),
+                                   {k: density.binarize(v)[:, cells] for k, v in states.items()},
+                                   key=9, num_samples=N_DRAWS, progress=False)
+print(couplings.differences().query("statistic in ['mean_coupling', 'multi_information']")
+      [["statistic", "state", "mean", "lower", "upper"]].round(3).to_string(index=False))
+fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
+density.plot_states(dims, "participation_ratio", ax=axes[0])
+density.plot_states(couplings, "mean_coupling", ax=axes[1])
+density.plot_states(couplings, "multi_information", ax=axes[2])
+plt.tight_layout()
+plt.show()
+"""),
+    md(r"""
+### B4. Structure over time: population states in sleep
+
+Over time, the similarity of population vectors between bins shows recurring patterns; a Poisson
+hidden Markov model summarises them as a few discrete states with their own rates. The number of
+states is chosen on held-out data (second half of the SWS bins) with a one-standard-error rule.
+"""),
+    code(r"""
+sws = states["SWS"]
+n_hmm = min(sws.n_time, 3000 if FAST else 60000)  # the first 1 (FAST) or 20 minutes of SWS
+first, second = sws.counts[: n_hmm // 2], sws.counts[n_hmm // 2 : n_hmm]
+selection = density.select_n_states(first, second, [1, 2, 3] if FAST else [1, 2, 3, 4, 5], key=10,
+                                    bin_size=0.02, n_restarts=2 if FAST else 5, progress=False)
+print(selection.table[["test_log_likelihood", "test_se", "bic"]].round(4))
+print("states chosen:", selection.n_states, "| best held-out:", selection.n_states_max)
+hmm = density.PoissonHMM(selection.n_states, n_restarts=2 if FAST else 5, progress=False).fit(first, key=11, bin_size=0.02)
+path = hmm.most_likely_states(second)
+occupancy = np.bincount(path, minlength=selection.n_states) / path.size
+print("state occupancy in the held-out half:", np.round(occupancy, 2))
+
+show = slice(0, 500)  # 10 s of held-out SWS
+fig, axes = plt.subplots(1, 3, figsize=(14, 3.8), gridspec_kw={"width_ratios": [1, 1.6, 1.2]})
+axes[0].imshow(density.similarity_matrix(second[show], smooth=5), cmap="RdBu_r", vmin=-1, vmax=1)
+axes[0].set_title("similarity of population vectors")
+axes[0].set_xlabel("bin")
+axes[0].set_ylabel("bin")
+axes[1].imshow(second[show].T, aspect="auto", cmap="Greys", interpolation="nearest",
+               extent=(0, 500 * 0.02, second.shape[1] - 0.5, -0.5))
+axes[1].scatter(np.arange(500) * 0.02, np.full(500, -1.5), c=path[show], cmap="tab10", vmin=0, vmax=9,
+                marker="s", s=8)
+axes[1].set_ylim(second.shape[1] - 0.5, -2.5)
+axes[1].set_xlabel("time (s)")
+axes[1].set_ylabel("neuron")
+axes[1].set_title("SWS counts; Viterbi state on top")
+im = axes[2].imshow(hmm.params_.rate, aspect="auto", cmap="viridis", interpolation="nearest")
+axes[2].set_yticks(range(selection.n_states))
+axes[2].set_xlabel("neuron")
+axes[2].set_ylabel("state")
+axes[2].set_title("state rates (Hz)")
+fig.colorbar(im, ax=axes[2])
+plt.tight_layout()
+plt.show()
+print(f"notebook ran in {time.perf_counter() - T_START:.0f} s")
+"""),
+    md(r"""
+## What we found
+
+Figures from the full run (`BAYESNEURO_FAST` unset, 26 minutes on 2 CPU cores); the FAST run
+shows the same picture with wider intervals, except where noted.
+
+- **Single neurons.** Rates span 0.3-24 Hz. Most neurons are more irregular than Poisson over
+  whole trials (ISI CV > 1 for 22 of 30) yet more regular locally (Lv < 1 for 25 of 30): their
+  rate changes within the trial, which CV counts and Lv does not. No neuron has more than 1.5% of
+  its ISIs below 1.5 ms (refractory violations).
+  No renewal family describes every neuron: of the 12 busiest, the inverse Gaussian wins for 6,
+  the gamma for 4, the lognormal for 2, often by hundreds of nats, and none captures the hump of
+  ISIs near 50 ms seen in neuron 0 (a trial-locked rhythm, not a renewal property).
+- **Neuron types.** LOO prefers two types (K = 2, elpd 15 above K = 1 with dse 9.5): a group of
+  seven neurons with high Lv for their rate separates from the other 23. With 30 neurons
+  this is about as much structure as the data can support; the FAST run (300 trials) keeps one
+  type (K = 2 is within 0.2 nats).
+- **Dimensionality.** The participation ratio of the 20-ms covariance of the 21 neurons above
+  1 Hz is 9.9 (95% 9.8-9.9). Cross-validation keeps adding factors up to the largest number tried
+  (15; the one-SE rule agrees): with 126,600 bins every small departure from the factor model
+  (Poisson noise whose variance follows a rate that changes within the trial) is detectable, so
+  "how many factors" has no small answer here, while the participation ratio is stable. The FAST
+  run (300 trials) stops at 6 factors.
+- **Early vs late.** 14 of 30 neurons change their rate between the first and second half of
+  the session (95% intervals with a trial bootstrap), and Lv and Fano factors change for 13-14:
+  the population drifts over a session, which any model fitted to the whole session averages over.
+- **Pairwise structure beats independence.** On held-out wake bins of all 19 head-direction
+  cells, the Ising model gains 0.580 ± 0.009 bits per bin over independent neurons (the entropy
+  is about 6.4 bits per bin); adding P(K) (K-pairwise) adds only 0.002 bits. The pairwise model
+  predicts the held-out triplet correlations (r = 0.87; 0.90 K-pairwise; -0.03 independent),
+  which it was not fitted to, and the probability of 4 or more co-active cells (0.048 Ising,
+  0.045 K-pairwise, 0.035 independent; observed 0.043). The synchrony model alone loses 0.62
+  bits: these cells are not exchangeable.
+- **Wake vs sleep.** The participation ratio is 8.0 in wake, 7.2 in REM (difference -0.7,
+  95% -1.7 to 0.2) and 10.1 in slow-wave sleep (+2.1, 1.7 to 2.4): activity spreads over more
+  dimensions in SWS. The mean Ising coupling is -0.49 in wake (cells with different preferred
+  directions avoid firing together), 0.16 (0.10-0.24) higher in REM and 0.55 (0.51-0.59) higher
+  in SWS, where it is about 0; the multi-information falls from 0.65 bits in wake by 0.25 bits in
+  both sleep states. The coordination of the head-direction cells is strongest in wake, and in
+  these measures REM lies between wake and SWS.
+- **States over time.** In 20 minutes of SWS the held-out likelihood keeps improving up to the
+  largest number of states tried (5): the population visits a continuum of activity patterns
+  (the internal head direction drifts around the ring) rather than a few discrete states, and the
+  HMM tiles that continuum.
+"""),
+]
+
+
+
 NOTEBOOKS = {"01_getting_started.ipynb": GETTING_STARTED, "02_glm_retina.ipynb": GLM_RETINA,
-             "03_latent_motor_cortex.ipynb": LATENT_MOTOR, "04_decoding_head_direction.ipynb": DECODING_HD}
+             "03_latent_motor_cortex.ipynb": LATENT_MOTOR, "04_decoding_head_direction.ipynb": DECODING_HD,
+             "05_density_motor_cortex_and_sleep.ipynb": DENSITY}
 
 
 def build(name: str, cells: list) -> nbformat.NotebookNode:
