@@ -68,7 +68,6 @@ def simulate_trains(n: int, n_trials: int, seed: int = 0):
 def isi_section(n: int, n_trials: int, repeats: int) -> dict:
     import elephant.statistics as es
     import neo
-    import quantities as pq
 
     from bayesneuro.density import NeuronStatistics, fano_factor, isi_cv, local_variation
 

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Any, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -56,6 +56,9 @@ from ..infer import fit as _infer_fit
 from ..infer._model import as_key
 from ..infer.fit import progress_default
 from . import _maxent_mc as mc
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "KINDS",

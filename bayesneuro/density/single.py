@@ -344,7 +344,6 @@ class NeuronStatistics:
                 f"the spike times have resolution {trains.resolution} s, coarser than the refractory "
                 f"period {self.refractory} s: violations cannot be seen", stacklevel=2,
             )
-        n_neuron = trains.n_neuron
         ids = trains.neuron_ids
         n_spk = trains.n_spikes
         isis = trains.isis()
