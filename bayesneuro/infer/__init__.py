@@ -9,5 +9,6 @@ from ._model import as_key
 from .fit import GUIDES, METHODS, Proximal, fit
 from .optimize import OptResult, minimize, minimize_proximal
 from .result import FitResult
+from .streaming import chunk_slices, fit_streaming
 
-__all__ = ["fit", "Proximal", "FitResult", "METHODS", "GUIDES", "minimize", "minimize_proximal", "OptResult", "as_key"]
+__all__ = ["fit", "Proximal", "FitResult", "METHODS", "GUIDES", "minimize", "minimize_proximal", "OptResult", "as_key", "fit_streaming", "chunk_slices"]

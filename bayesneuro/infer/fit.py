@@ -105,6 +105,7 @@ def fit(
     dims: dict | None = None,
     progress: bool | None = None,
     model_kwargs: dict | None = None,
+    shard: Any = None,
     **kwargs,
 ) -> FitResult:
     r"""Fit a NumPyro model by MAP, Laplace, SVI or NUTS.
@@ -135,6 +136,10 @@ def fit(
         Show progress bars; default from ``BAYESNEURO_PROGRESS`` (on).
     model_kwargs : dict, optional
         Data for the model, for names that clash with the options below.
+    shard : bayesneuro.parallel.Sharding or dict of str to int, optional
+        Split data arguments across devices, e.g. ``{"counts": 1}`` puts a slice of the
+        neurons of ``counts`` on each device (:mod:`bayesneuro.parallel`). Every method works
+        unchanged on sharded data; the result equals the unsharded fit up to rounding.
     **kwargs
         Method options (others are passed to the model as data):
 
@@ -201,6 +206,10 @@ def fit(
         else:
             data[name] = value
     _check_finite(data)
+    if shard is not None:
+        from ..parallel import shard_data
+
+        data = shard_data(data, shard)
     progress = progress_default() if progress is None else bool(progress)
     runner = {"map": _fit_map, "laplace": _fit_laplace, "svi": _fit_svi, "nuts": _fit_nuts}[method]
     result = runner(model, data, rng, progress, **options)
