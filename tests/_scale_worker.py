@@ -70,6 +70,21 @@ def devices():
                 / (ref.samples["w"].std((0, 1)) + 1e-300)
             )) if method != "map" else 0.0
             out[f"{method}_{label}_devices"] = describe(res.model_kwargs["counts"])["n_devices"]
+    # a built-in estimator, sharded by dim name
+    data = bn.SpikeData.from_counts(X, bin_size=0.01).with_covariates(S)
+
+    def make():
+        return bn.PoissonGLM(
+            stimulus_basis=bn.bases.RaisedCosineLog(3, window=10, first_peak=0.0, history=False),
+            history_basis=bn.bases.RaisedCosineLog(3, window=20, first_peak=0.0), coupling=True,
+        )
+
+    g0 = make().fit(data, key=0, progress=False)
+    for dim in ("time", "neuron"):
+        g1 = make().fit(data, key=0, progress=False, shard=dim)
+        out[f"glm_{dim}_diff"] = max(float(np.max(np.abs(np.asarray(g0.params_[k]) - np.asarray(g1.params_[k]))))
+                                     for k in g0.params_)
+        out[f"glm_{dim}_devices"] = describe(g1.result_.model_kwargs["counts"])["n_devices"]
     # the compiled log density of sharded data is partitioned: it sums the devices' parts
     placed = shard_data({"counts": X, "design": S}, {"counts": 0, "design": 0})
     w0, b0 = jnp.zeros((X.shape[1], S.shape[1])), jnp.zeros(X.shape[1])

@@ -58,6 +58,12 @@ def test_sharded_fits_equal_unsharded_fits(four_devices):
     assert r["map_neuron_diff"] < 1e-6 and r["map_time_diff"] < 1e-6  # within the optimiser tolerance
 
 
+def test_builtin_glm_sharded_by_dim_name(four_devices):
+    for dim in ("time", "neuron"):
+        assert four_devices[f"glm_{dim}_devices"] == 4
+        assert four_devices[f"glm_{dim}_diff"] < 1e-6
+
+
 def test_sharded_log_density_is_partitioned(four_devices):
     # XLA splits the work: each device holds a quarter of the bins and the parts are summed
     assert four_devices["all_reduce_in_hlo"]
@@ -175,6 +181,17 @@ def test_streaming_bad_input_is_named():
         fit_streaming(glm, counts=X, design=bad, time_axes={"counts": 0, "design": 0}, chunk_size=10, **kw)
     with pytest.raises(TypeError, match="key"):
         fit_streaming(glm, key=None, counts=X, design=S, time_axes={"counts": 0}, chunk_size=10)
+
+
+def test_shard_by_dim_name_finds_the_axes():
+    from bayesneuro.infer.fit import _dim_axes
+
+    X, S = _glm_data(T=200)
+    assert _dim_axes(glm, {"counts": X, "design": S}, "time", {"design": ["time", "feature"]}) == {
+        "counts": 0, "design": 0}
+    assert _dim_axes(glm, {"counts": X, "design": S}, "n2", {}) == {"counts": 1}
+    with pytest.raises(ValueError, match="no data argument has a 'trial' dim"):
+        bn.fit(glm, method="map", key=0, counts=X, design=S, shard="trial", progress=False)
 
 
 def test_shard_on_one_device_and_bad_shard_specs():

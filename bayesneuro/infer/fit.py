@@ -136,10 +136,12 @@ def fit(
         Show progress bars; default from ``BAYESNEURO_PROGRESS`` (on).
     model_kwargs : dict, optional
         Data for the model, for names that clash with the options below.
-    shard : bayesneuro.parallel.Sharding or dict of str to int, optional
-        Split data arguments across devices, e.g. ``{"counts": 1}`` puts a slice of the
-        neurons of ``counts`` on each device (:mod:`bayesneuro.parallel`). Every method works
-        unchanged on sharded data; the result equals the unsharded fit up to rounding.
+    shard : str, bayesneuro.parallel.Sharding or dict of str to int, optional
+        Split data arguments across devices (:mod:`bayesneuro.parallel`): a dim name such as
+        ``"time"``, ``"neuron"`` or ``"trial"`` splits every data argument that has that dim
+        (named by the model's plates, or by `dims`) along it; ``{"counts": 1}`` names the
+        arguments and axes directly. Every method works unchanged on sharded data; the result
+        equals the unsharded fit up to rounding.
     **kwargs
         Method options (others are passed to the model as data):
 
@@ -209,6 +211,8 @@ def fit(
     if shard is not None:
         from ..parallel import shard_data
 
+        if isinstance(shard, str):
+            shard = _dim_axes(model, data, shard, dict(dims or {}))
         data = shard_data(data, shard)
     progress = progress_default() if progress is None else bool(progress)
     runner = {"map": _fit_map, "laplace": _fit_laplace, "svi": _fit_svi, "nuts": _fit_nuts}[method]
@@ -220,6 +224,32 @@ def fit(
 
         check(result.to_inference_data(), warn=True, stacklevel=3)
     return result
+
+
+def _dim_axes(model: Callable, data: dict, dim: str, dims: dict) -> dict[str, int]:
+    """The axis of `dim` in every array argument that has it (plates, then `dims`)."""
+    from .convert import _array_dims, _plate_sizes, site_dims
+
+    trace = _model.trace_model(model, data)
+    infos = _model.site_infos(trace)
+    sizes = _plate_sizes(trace)
+    axes = {}
+    for name, value in data.items():
+        if not isinstance(value, (np.ndarray, jax.Array)) or np.ndim(value) == 0:
+            continue
+        info = infos.get(name)
+        if info is not None and info.observed and tuple(info.shape) == tuple(np.shape(value)):
+            names = site_dims(info, dims)
+        else:
+            names = _array_dims(name, tuple(np.shape(value)), dims, sizes)
+        if dim in names:
+            axes[name] = names.index(dim)
+    if not axes:
+        raise ValueError(
+            f"shard={dim!r}: no data argument has a {dim!r} dim (dims come from the model's plates "
+            "and from dims=...); name the arguments and axes instead, e.g. shard={'counts': 0}"
+        )
+    return axes
 
 
 def _check_finite(data: dict) -> None:
