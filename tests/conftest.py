@@ -31,3 +31,6 @@ def _fresh_jax_caches():
     """
     yield
     jax.clear_caches()
+
+# run as scripts in their own interpreter by the tests, never imported by pytest
+collect_ignore = ["_scale_worker.py"]
