@@ -136,3 +136,136 @@ def _to_pynapple(data: SpikeData) -> Any:
         columns=data.neuron_ids.tolist(),
         time_support=support,
     )
+
+
+# ---- pynapple objects in and out of every model ----------------------------------------------
+
+
+def is_pynapple(obj: Any) -> bool:
+    """Whether `obj` is a pynapple object (checked by module, without importing pynapple)."""
+    return type(obj).__module__.split(".")[0] == "pynapple"
+
+
+def _support(t: np.ndarray, bin_size: float) -> tuple[np.ndarray, np.ndarray]:
+    """Starts and ends of the stretches of back-to-back bins centred at `t`."""
+    left, right = t - bin_size / 2, t + bin_size / 2
+    breaks = np.flatnonzero(left[1:] - right[:-1] > 1e-6 * bin_size) + 1
+    return left[np.r_[0, breaks]], right[np.r_[breaks - 1, t.size - 1]]
+
+
+def to_tsdframe(t: Any, values: Any, columns: Any = None, bin_size: float | None = None) -> Any:
+    """Values per bin as a pynapple ``TsdFrame`` (a ``Tsd`` for 1-D values).
+
+    The time support is one interval per stretch of back-to-back bins (`bin_size` default: the
+    median spacing of `t`).
+    """
+    nap = _import_pynapple("returning pynapple objects")
+    t = np.asarray(t, dtype=np.float64)
+    values = np.asarray(values)
+    if bin_size is None:
+        bin_size = float(np.median(np.diff(t))) if t.size > 1 else 1.0
+    starts, ends = _support(t, bin_size)
+    support = nap.IntervalSet(start=starts, end=ends)
+    if values.ndim == 1:
+        return nap.Tsd(t=t, d=values, time_support=support)
+    cols = list(range(values.shape[1])) if columns is None else [c for c in np.asarray(columns).tolist()]
+    return nap.TsdFrame(t=t, d=values, columns=cols, time_support=support)
+
+
+def _counts_bin_size(group: Any) -> float:
+    """The bin size of counts binned by pynapple (``TsGroup.count``): their timestamp spacing."""
+    t = np.asarray(group.t, dtype=np.float64)
+    if t.size < 2:
+        raise ValueError("cannot tell the bin size of counts with fewer than 2 time bins; pass bin_size=")
+    return float(np.median(np.diff(t)))
+
+
+def as_spike_data(data: Any, *, bin_size: float | None = None, ep: Any = None, covariates: Any = None,
+                  name: str = "data") -> Any:
+    """`data` as SpikeData when it is a pynapple object; anything else is returned unchanged.
+
+    A ``TsGroup`` (spike times) is binned at `bin_size` (required); a ``TsdFrame`` / ``Tsd`` of
+    counts (``group.count(bin_size)``) keeps its bins (`bin_size` default: their spacing).
+    `ep` (an ``IntervalSet``) restricts to epochs; pynapple `covariates` are bin-averaged onto
+    the bins.
+    """
+    if not is_pynapple(data):
+        return data
+    nap = _import_pynapple(f"{name} as a pynapple object")
+    from .data import SpikeData
+
+    if isinstance(data, nap.TsGroup):
+        if bin_size is None:
+            raise ValueError(
+                f"{name} is a pynapple TsGroup (spike times): pass bin_size= (seconds) to bin it, "
+                "or pass group.count(bin_size) or SpikeData.from_pynapple(group, bin_size=...)"
+            )
+    elif isinstance(data, (nap.TsdFrame, nap.Tsd)):
+        if bin_size is None:
+            bin_size = _counts_bin_size(data)
+    else:
+        raise TypeError(
+            f"{name} must be a SpikeData, a pynapple TsGroup (spike times) or a TsdFrame of counts, "
+            f"got pynapple {type(data).__name__}"
+        )
+    return SpikeData.from_pynapple(data, bin_size=bin_size, ep=ep, covariates=covariates)
+
+
+def as_target(data: Any, target: Any) -> Any:
+    """A pynapple ``Tsd`` / ``TsdFrame`` target bin-averaged onto the bins of `data` (SpikeData)."""
+    if not is_pynapple(target):
+        return target
+    nap = _import_pynapple("a pynapple target")
+    S, _ = _resample_covariates(nap, target, np.asarray(data.bin_centers), data.bin_size)
+    if not np.all(np.isfinite(S)):
+        raise ValueError("the pynapple target has no samples near some bins (NaN after resampling); "
+                         "restrict the spikes to the epochs where the target was recorded")
+    return S[:, 0] if isinstance(target, nap.Tsd) else S
+
+
+def pynapple_io(output: str | None = None, *, target: bool = False):
+    """Decorate an estimator method ``(self, data, ...)`` so that it takes pynapple objects.
+
+    A pynapple `data` is converted by :func:`as_spike_data` (a ``bin_size=`` keyword is taken
+    from the call when the method has none, else from the fitted model's ``bin_size_``);
+    with ``target=True`` the second argument / ``target=`` keyword may be a ``Tsd`` /
+    ``TsdFrame``. ``output="tsdframe"``: a ``(time, k)`` array result comes back as a
+    ``TsdFrame`` when `data` was pynapple; ``output="dataset"``: an xarray Dataset's ``mean``.
+    """
+    import functools
+    import inspect
+
+    def decorate(method):
+        takes_bin_size = "bin_size" in inspect.signature(method).parameters
+
+        @functools.wraps(method)
+        def wrapper(self, data, *args, **kwargs):
+            was = is_pynapple(data)
+            if was:
+                bs = kwargs.get("bin_size") if takes_bin_size else kwargs.pop("bin_size", None)
+                if bs is None:
+                    bs = getattr(self, "bin_size_", None)
+                data = as_spike_data(data, bin_size=bs)
+            if target:
+                if args:
+                    args = (as_target(data, args[0]),) + tuple(args[1:])
+                elif "target" in kwargs:
+                    kwargs["target"] = as_target(data, kwargs["target"])
+            out = method(self, data, *args, **kwargs)
+            if not was or output is None:
+                return out
+            if output == "tsdframe":
+                cols = getattr(self, "neuron_ids_", None)
+                arr = np.asarray(out)
+                if cols is None or len(cols) != arr.shape[-1]:
+                    cols = None
+                return to_tsdframe(data.bin_centers, arr, cols, data.bin_size)
+            if output == "dataset":
+                mean = np.asarray(out["mean"])
+                cols = [f"latent_{k}" for k in range(mean.shape[1])]
+                return to_tsdframe(data.bin_centers, mean, cols, data.bin_size)
+            return out
+
+        return wrapper
+
+    return decorate

@@ -812,6 +812,64 @@ class SpikeData:
             )
         return self._take(np.arange(lo, hi))
 
+    def restrict(self, ep: Any) -> SpikeData:
+        """Keep the bins whose centres lie inside epochs, as pynapple's ``restrict``.
+
+        Parameters
+        ----------
+        ep : pynapple.IntervalSet or array_like, shape (n, 2) or (2,)
+            Epochs ``[start, end)`` in seconds.
+
+        Returns
+        -------
+        SpikeData
+            Each stretch of adjacent kept bins becomes a trial (labelled by its index) when
+            the result has gaps and the data had no trials, so temporal filters stop at the
+            gaps; trial labels are kept otherwise (a trial cut in two becomes two trials).
+
+        Raises
+        ------
+        ValueError
+            If the epochs are malformed or hold no bin centre.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from bayesneuro.data import SpikeData
+        >>> data = SpikeData.from_counts(np.ones((10, 1)), bin_size=0.1)
+        >>> part = data.restrict([[0.0, 0.3], [0.6, 0.8]])
+        >>> part.bin_centers.round(2).tolist(), part.trials.tolist()
+        ([0.05, 0.15, 0.25, 0.65, 0.75], [0, 1])
+        """
+        if hasattr(ep, "start") and hasattr(ep, "end"):  # pynapple IntervalSet
+            iv = np.column_stack([np.asarray(ep.start, float), np.asarray(ep.end, float)])
+        else:
+            iv = np.asarray(ep, dtype=float)
+            if iv.shape == (2,):
+                iv = iv[None]
+        if iv.ndim != 2 or iv.shape[1] != 2 or iv.shape[0] == 0:
+            raise ValueError(f"ep must be an IntervalSet or (n, 2) [start, end) epochs, got shape {iv.shape}")
+        if not np.all(np.isfinite(iv)) or np.any(iv[:, 1] <= iv[:, 0]):
+            raise ValueError("ep has an epoch with NaN bounds or end <= start")
+        c = self._bin_centers
+        keep = np.zeros(c.size, bool)
+        for start, end in iv:
+            keep |= (c >= start) & (c < end)
+        idx = np.flatnonzero(keep)
+        if idx.size == 0:
+            raise ValueError(
+                f"no bin centre lies inside ep; the data span [{self.t_start}, "
+                f"{c[-1] + self._bin_size / 2}) s"
+            )
+        seg = self._seg[idx]
+        new_run = np.r_[True, (np.diff(idx) != 1) | (seg[1:] != seg[:-1])]
+        runs = np.cumsum(new_run) - 1
+        if self._trial_ids is None:
+            return self._take(idx, trial_ids=runs if runs[-1] > 0 else None)
+        tid = self._trial_ids[idx]
+        split = len(np.unique(runs)) != len(np.unique(tid, return_index=True)[1])
+        return self._take(idx, trial_ids=runs if split else "keep")
+
     def firing_rates(self) -> np.ndarray:
         """Mean firing rate of each neuron in spikes/s over the binned time, dims ``(neuron,)``."""
         return self._counts.sum(axis=0) / self.duration

@@ -19,7 +19,7 @@ from ._validation import _py
 if TYPE_CHECKING:
     from .data import SpikeData
 
-__all__ = ["LockedBox", "LockedBoxError", "Splits", "split"]
+__all__ = ["LockedBox", "LockedBoxError", "Splits", "split", "split_epochs"]
 
 _SET_NAMES = ("train", "test", "validation")
 
@@ -387,3 +387,55 @@ class Splits(NamedTuple):
     train: SpikeData
     test: SpikeData
     validation: LockedBox | None
+
+
+def split_epochs(data: SpikeData, train: Any, test: Any, validation: Any = None) -> Splits:
+    """Train / test / validation sets given as epochs (pynapple ``IntervalSet`` or ``(n, 2)`` arrays).
+
+    Parameters
+    ----------
+    data : SpikeData
+        The recording.
+    train, test : IntervalSet or array_like, shape (n, 2)
+        Epochs ``[start, end)`` in seconds of each set (each bin goes by its centre).
+    validation : IntervalSet or array_like, optional
+        Epochs of the locked validation set.
+
+    Returns
+    -------
+    Splits
+        As :meth:`SpikeData.split`; each set is ``data.restrict(epochs)``.
+
+    Raises
+    ------
+    ValueError
+        If two sets share a bin, or a set holds no bin.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bayesneuro.data import SpikeData
+    >>> from bayesneuro.splits import split_epochs
+    >>> data = SpikeData.from_counts(np.ones((100, 2)), bin_size=0.1)
+    >>> sets = split_epochs(data, train=[[0, 6]], test=[[6, 8]], validation=[[8, 10]])
+    >>> sets.train.n_time, sets.test.n_time, sets.validation.open().n_time
+    (60, 20, 20)
+    """
+    named = {"train": train, "test": test}
+    if validation is not None:
+        named["validation"] = validation
+    pieces, taken = {}, {}
+    for name, ep in named.items():
+        try:
+            pieces[name] = data.restrict(ep)
+        except ValueError as err:
+            raise ValueError(f"{name} epochs: {err}") from None
+        taken[name] = set(pieces[name].bin_centers.tolist())  # the same floats as data.bin_centers
+    names = list(taken)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            both = taken[a] & taken[b]
+            if both:
+                raise ValueError(f"{a} and {b} epochs share {len(both)} time bin(s); the sets must not overlap")
+    box = LockedBox(pieces["validation"]) if "validation" in pieces else None
+    return Splits(pieces["train"], pieces["test"], box)

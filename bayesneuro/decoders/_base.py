@@ -8,6 +8,7 @@ import numpy as np
 
 from . import scores as _scores
 from ._inputs import as_spike_data, label_array, target_array
+from .._pynapple import pynapple_io
 
 
 class Decoder:
@@ -23,6 +24,7 @@ class Decoder:
         if not getattr(self, "fitted_", False):
             raise RuntimeError(f"this {type(self).__name__} is not fitted yet; call fit(data, target) first")
 
+    @pynapple_io(target=True)
     def score(self, data: Any, target: Any, levels: Sequence[float] = _scores.LEVELS) -> dict[str, Any]:
         """Decode `data` and score the posterior against `target` on the decoded bins.
 

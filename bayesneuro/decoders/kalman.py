@@ -35,6 +35,7 @@ from ._base import Decoder, attach_index
 from ._inputs import as_spike_data, check_neurons, check_spiking, target_array
 from .lags import check_lags, lagged
 from .posterior import GaussianPosterior
+from .._pynapple import pynapple_io
 
 __all__ = ["KalmanDecoder", "fit_linear_dynamics", "fit_linear_emission"]
 
@@ -220,6 +221,7 @@ class KalmanDecoder(Decoder):
         return feats.reshape(feats.shape[0], -1), index
 
     # ------------------------------------------------------------------ fitting
+    @pynapple_io(target=True)
     def fit(self, data: Any, target: Any) -> KalmanDecoder:
         """Fit the state and observation models by least squares.
 
@@ -275,6 +277,7 @@ class KalmanDecoder(Decoder):
         return self
 
     # ----------------------------------------------------------------- decoding
+    @pynapple_io()
     def decode(self, data: Any) -> GaussianPosterior:
         """Gaussian posterior of the target in every decodable bin of `data`.
 

@@ -28,6 +28,7 @@ from ._inputs import as_spike_data, check_neurons, check_spiking, target_array
 from .grid import Grid
 from .posterior import GridPosterior
 from .tuning import TuningCurves, estimate_tuning_curves
+from .._pynapple import pynapple_io
 
 RATE_FLOOR = 1e-12  # Hz; a visited cell's rate of exactly 0 becomes this (as pynapple's EPS)
 _CHUNK = 16384
@@ -241,6 +242,7 @@ class NaiveBayesDecoder(Decoder):
         self.chunk_size = int(chunk_size)
 
     # ------------------------------------------------------------------ fitting
+    @pynapple_io(target=True)
     def fit(self, data: Any, target: Any) -> NaiveBayesDecoder:
         """Estimate tuning curves from training data.
 
@@ -317,12 +319,14 @@ class NaiveBayesDecoder(Decoder):
         data = as_spike_data(data, bs)
         return check_neurons(data, self.neuron_ids_)
 
+    @pynapple_io()
     def log_likelihood(self, data: Any) -> np.ndarray:
         """Unnormalised log likelihood plus log prior, ``(time, G)`` (``-inf`` off the visited cells)."""
         data = self._prepare(data)
         return log_posterior(data.counts, self.tuning_.rates, data.bin_size, self.log_prior_,
                              normalize=False, chunk_size=self.chunk_size)
 
+    @pynapple_io()
     def decode(self, data: Any) -> GridPosterior:
         """Posterior over the grid for every bin of `data`.
 

@@ -55,6 +55,7 @@ from ._base import Decoder, attach_index
 from ._inputs import as_spike_data, check_neurons, check_spiking, target_array
 from .kalman import _float_dtype, _jitter, _padded_length, _segments, fit_linear_dynamics
 from .posterior import GaussianPosterior
+from .._pynapple import pynapple_io
 
 __all__ = ["PointProcessDecoder", "PoissonTuning", "tuning_features", "point_process_update"]
 
@@ -339,6 +340,7 @@ class PointProcessDecoder(Decoder):
         self.n_iter = int(n_iter)
 
     # ------------------------------------------------------------------ fitting
+    @pynapple_io(target=True)
     def fit(self, data: Any, target: Any) -> PointProcessDecoder:
         """Fit each neuron's tuning (Poisson MAP) and the state's AR(1) dynamics.
 
@@ -420,6 +422,7 @@ class PointProcessDecoder(Decoder):
         return np.exp(coef[:, 0] + tuning_features(s, self.tuning) @ coef[:, 1:].T)
 
     # ----------------------------------------------------------------- decoding
+    @pynapple_io()
     def decode(self, data: Any) -> GaussianPosterior:
         """Gaussian posterior of the state in every bin of `data`, each segment filtered afresh.
 

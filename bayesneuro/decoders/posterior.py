@@ -163,6 +163,14 @@ class GridPosterior:
         coords.update({n: c for n, c in zip(self.grid.names, self.grid.centers)})
         return xr.DataArray(self.prob_grid(), dims=("time",) + tuple(self.grid.names), coords=coords, name="posterior")
 
+    def to_pynapple(self, level: float | None = None):
+        """The decoded trajectory as pynapple: a ``Tsd`` (one dim) or ``TsdFrame`` (columns = dim names).
+
+        With `level`, ``TsdFrame`` columns ``<name>``, ``<name>_lower``, ``<name>_upper`` add the
+        credible interval of :meth:`interval`. The point is :attr:`point` (``map`` or ``mean``).
+        """
+        return _trajectory(self.time, self.point, self.grid.names, None if level is None else self.interval(level))
+
     def __repr__(self) -> str:
         return f"GridPosterior(time={self.n_time}, {self.grid!r}, point={self.point_estimate!r})"
 
@@ -282,6 +290,13 @@ class GaussianPosterior:
             {"mean": (("time", "feature"), self.mean), "sd": (("time", "feature"), self.sd)}, coords=coords
         )
 
+    def to_pynapple(self, level: float | None = None):
+        """The decoded trajectory (posterior mean) as pynapple: a ``Tsd`` (one dim) or ``TsdFrame``.
+
+        With `level`, columns ``<name>_lower`` and ``<name>_upper`` add the credible interval.
+        """
+        return _trajectory(self.time, self.mean, self.names, None if level is None else self.interval(level))
+
     def __repr__(self) -> str:
         return f"GaussianPosterior(time={self.n_time}, dim={self.mean.shape[1]})"
 
@@ -340,5 +355,28 @@ class CategoricalPosterior:
 
         return xr.DataArray(self.prob, dims=("time", "class"), coords={"time": self.time, "class": self.classes}, name="posterior")
 
+    def to_pynapple(self):
+        """The most probable class per bin as a pynapple ``Tsd``; :attr:`prob` holds the rest."""
+        from .._pynapple import to_tsdframe
+
+        return to_tsdframe(self.time, self.point)
+
     def __repr__(self) -> str:
         return f"CategoricalPosterior(time={self.n_time}, classes={self.classes.tolist()})"
+
+
+def _trajectory(time, point, names, interval):
+    """A point trajectory (and optional interval) as a pynapple Tsd / TsdFrame."""
+    from .._pynapple import to_tsdframe
+
+    point = np.asarray(point)
+    if interval is None:
+        if point.shape[1] == 1:
+            return to_tsdframe(time, point[:, 0])
+        return to_tsdframe(time, point, list(names))
+    lo, hi = interval
+    cols, vals = [], []
+    for k, n in enumerate(names):
+        cols += [n, f"{n}_lower", f"{n}_upper"]
+        vals += [point[:, k], lo[:, k], hi[:, k]]
+    return to_tsdframe(time, np.column_stack(vals), cols)

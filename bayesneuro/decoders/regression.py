@@ -37,6 +37,7 @@ from ._base import Decoder, attach_index
 from ._inputs import as_spike_data, check_neurons, label_array, target_array
 from .lags import check_lags, lagged
 from .posterior import CategoricalPosterior, GaussianPosterior
+from .._pynapple import pynapple_io
 
 __all__ = ["RegressionDecoder", "regression_model", "FAMILIES"]
 
@@ -224,6 +225,7 @@ class RegressionDecoder(Decoder):
         return (X - self.feature_mean_) / self.feature_sd_, index
 
     # ------------------------------------------------------------------ fitting
+    @pynapple_io(target=True)
     def fit(
         self,
         data: Any,
@@ -383,6 +385,7 @@ class RegressionDecoder(Decoder):
             )
         return check_neurons(data, self.neuron_ids_)
 
+    @pynapple_io()
     def decode(self, data: Any):
         """Posterior predictive of the variable in every bin of `data` with a complete lag window.
 

@@ -32,6 +32,7 @@ from ._base import attach_index
 from .grid import Grid
 from .naive_bayes import NaiveBayesDecoder, likelihood_rows, log_factorial_total
 from .posterior import GridPosterior
+from .._pynapple import pynapple_io
 
 _SCAN_CHUNK = 16384
 EVIDENCE_MULTIPLES = (0.5, 1.0, 2.0, 4.0, 8.0)
@@ -537,6 +538,7 @@ class StateSpaceDecoder(NaiveBayesDecoder):
         )
         self.transition_ = None
 
+    @pynapple_io()
     def decode(self, data: Any) -> GridPosterior:
         """Smoothed (or filtered) posterior over the grid for every bin of `data`.
 

@@ -41,6 +41,7 @@ import numpy as np
 import xarray as xr
 
 from ..infer._model import as_key
+from .._pynapple import pynapple_io
 
 __all__ = [
     "CVResult",
@@ -473,6 +474,7 @@ class FactorAnalysis:
         self.init = init
         self.progress = progress
 
+    @pynapple_io()
     def fit(self, data: Any, *, key: Any) -> FactorAnalysis:
         """Fit to ``(time, neuron)`` data (a SpikeData or an array); returns self.
 
@@ -517,16 +519,19 @@ class FactorAnalysis:
         self._check_fitted()
         return self.loadings_ @ self.loadings_.T + np.diag(self.private_variance_)
 
+    @pynapple_io()
     def log_likelihood(self, data: Any) -> float:
         """Total Gaussian log-likelihood of ``(time, neuron)`` data under the fitted model."""
         Xc = self._data(data)
         S = Xc.T @ Xc / Xc.shape[0]
         return float(_fa_ll(jnp.asarray(self.loadings_), jnp.asarray(self.private_variance_), jnp.asarray(S))) * Xc.shape[0]
 
+    @pynapple_io()
     def score(self, data: Any) -> float:
         """Mean log-likelihood per bin (as ``sklearn.decomposition.FactorAnalysis.score``)."""
         return self.log_likelihood(data) / _as_matrix(data, min_time=1)[0].shape[0]
 
+    @pynapple_io("tsdframe")
     def transform(self, data: Any) -> np.ndarray:
         r"""Posterior factor means :math:`E[z \mid x] = L^\top C^{-1} (x - \mu)`, shape (time, latent)."""
         Xc = self._data(data)
@@ -786,6 +791,7 @@ class Dimensionality:
         self.max_dim, self.n_folds, self.n_boot, self.n_blocks = max_dim, n_folds, int(n_boot), n_blocks
         self.rule, self.bootstrap_cv, self.progress = rule, bootstrap_cv, progress
 
+    @pynapple_io()
     def fit(self, data: Any, *, key: Any, max_dim: int | None = None, n_boot: int | None = None) -> Dimensionality:
         """Estimate the statistics and their bootstrap distribution; returns self.
 

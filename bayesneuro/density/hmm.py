@@ -47,6 +47,7 @@ from numpyro.distributions import constraints
 from numpyro.infer import init_to_value
 
 from ..infer._model import as_key
+from .._pynapple import pynapple_io
 
 __all__ = [
     "HMMParams",
@@ -422,6 +423,7 @@ class PoissonHMM:
             out["transition_matrix"] = A / A.sum(axis=1, keepdims=True)
         return out
 
+    @pynapple_io()
     def fit(self, data: Any, *, key: Any, bin_size: float | None = None) -> PoissonHMM:
         """Fit to counts (a SpikeData, or a ``(time, neuron)`` array with `bin_size` in seconds).
 
@@ -498,10 +500,12 @@ class PoissonHMM:
         le = _jit_emissions(jnp.asarray(d.counts), jnp.asarray(p.rate * d.bin_size))
         return jnp.asarray(li), jnp.asarray(lA), le, jnp.asarray(d.starts)
 
+    @pynapple_io()
     def log_likelihood(self, data: Any) -> float:
         """:math:`\\log p(x)` of counts under the fitted (MAP) parameters, states summed out."""
         return float(_jit_forward(*self._terms(data))[0])
 
+    @pynapple_io()
     def score(self, data: Any) -> float:
         """Log-likelihood per bin (for held-out data)."""
         return self.log_likelihood(data) / _as_data(data, self.bin_size_).counts.shape[0]
@@ -510,6 +514,7 @@ class PoissonHMM:
         """Smoothed state probabilities :math:`p(z_t = k \\mid x)`, shape (time, state)."""
         return np.asarray(_jit_smoothed(*self._terms(data)))
 
+    @pynapple_io("tsdframe")
     def most_likely_states(self, data: Any) -> np.ndarray:
         """Viterbi path, shape (time,), each trial decoded on its own."""
         return np.asarray(_jit_viterbi(*self._terms(data))[0])

@@ -56,6 +56,7 @@ from ..infer import fit as _infer_fit
 from ..infer._model import as_key
 from ..infer.fit import progress_default
 from . import _maxent_mc as mc
+from .._pynapple import pynapple_io
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -591,6 +592,7 @@ class MaxEnt:
         self.ais_chains, self.ais_temperatures, self.progress = ais_chains, ais_temperatures, progress
 
     # fitting
+    @pynapple_io()
     def fit(self, data: Any, *, key: Any) -> MaxEnt:
         """Fit to words (SpikeData or counts, (time, neuron)); returns self."""
         rng = as_key(key)
@@ -664,6 +666,7 @@ class MaxEnt:
         return self.theta_ + eps @ L.T
 
     # likelihood
+    @pynapple_io()
     def log_likelihood(self, data: Any) -> np.ndarray:
         """Log-probability (nats) of each word at the posterior mode, shape (time,)."""
         self._check_fitted()
@@ -672,6 +675,7 @@ class MaxEnt:
             raise ValueError(f"data have {x.shape[1]} neurons but the model was fitted to {self.layout_.n}")
         return np.asarray(_energy(self.params_, jnp.asarray(x))) - self.log_partition_
 
+    @pynapple_io()
     def score(self, data: Any) -> float:
         """Mean log-likelihood per bin in bits."""
         return float(np.mean(self.log_likelihood(data)) / LN2)

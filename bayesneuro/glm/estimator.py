@@ -23,6 +23,7 @@ from . import scores as _scores
 from ._model import GROUP_LASSO_SITE, LINKS, OBSERVATIONS, GLMSpec, StimulusGroup, fft_size, fft_spectra, glm_model, linear_predictor, mask_self
 from .priors import GroupLasso, Prior, Ridge
 from .simulate import feedback_kernel, simulate_counts
+from .._pynapple import pynapple_io
 
 __all__ = ["PoissonGLM", "GLMSimulation"]
 
@@ -437,6 +438,7 @@ class PoissonGLM:
     # fitting
     # ------------------------------------------------------------------------------------------
 
+    @pynapple_io()
     def fit(
         self,
         data: SpikeData,
@@ -637,6 +639,7 @@ class PoissonGLM:
             )
         return eta
 
+    @pynapple_io("tsdframe")
     def predict_rate(self, data: SpikeData) -> np.ndarray:
         """Predicted rate in spikes/s, ``(time, neuron)``, at the point estimate ``params_``.
 
@@ -648,12 +651,14 @@ class PoissonGLM:
 
         return np.asarray(inverse_link(jnp.asarray(self._eta(data)), self.link))
 
+    @pynapple_io()
     def log_likelihood(self, data: SpikeData) -> np.ndarray:
         """Log-likelihood (nats) of each neuron's spikes in ``data`` at ``params_``, ``(neuron,)``."""
         self._check_data(data, fitting=False)
         mu = self.predict_rate(data) * data.bin_size
         return _scores.log_likelihood(self._targets(data), mu, self.observation, self.params_.get("concentration"))
 
+    @pynapple_io()
     def score(self, data: SpikeData, *, per_neuron: bool = False):
         """Log-likelihood gain over a homogeneous model, in bits per spike.
 

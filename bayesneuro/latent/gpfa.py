@@ -65,6 +65,8 @@ import numpy as np
 from jax import lax
 from jax.scipy.linalg import cho_solve, solve_triangular
 
+from .._pynapple import pynapple_io
+
 __all__ = [
     "KERNELS",
     "GPFAParams",
@@ -1457,6 +1459,7 @@ class GPFA:
 
     # ------------------------------------------------------------------------------------------
 
+    @pynapple_io()
     def fit(self, data, *, method: str | None = None, key: Any, progress: bool | None = None, **options) -> GPFA:
         """Fit by exact EM (Gaussian) or through :func:`bayesneuro.infer.fit` (Poisson).
 
@@ -1672,6 +1675,7 @@ class GPFA:
         trial = data.trial_ids if data.trial_ids is not None else np.zeros(data.n_time, np.int64)
         return {"time": data.bin_centers, "trial": ("time", np.asarray(trial))}
 
+    @pynapple_io("dataset")
     def transform(self, data, *, orthonormal: bool = True):
         """Posterior mean and standard deviation of the latents at every bin.
 
@@ -1739,6 +1743,7 @@ class GPFA:
                    "observation": self.observation, "method": self.method_},
         )
 
+    @pynapple_io()
     def log_likelihood(self, data, *, per_trial: bool = False):
         """Marginal log-likelihood of the (transformed) data under the fitted model.
 
@@ -1768,6 +1773,7 @@ class GPFA:
             out[idx] = np.asarray(_posterior(params, g, self.kernel).log_likelihood)
         return out if per_trial else float(out.sum())
 
+    @pynapple_io()
     def predict_left_out(self, data):
         """Leave-neuron-out prediction (Yu et al. 2009): each neuron from all the others.
 
@@ -1821,6 +1827,7 @@ class GPFA:
             expected = np.maximum(mean, 1e-6)
         return expected / bin_size
 
+    @pynapple_io("tsdframe")
     def predict_rate(self, data, *, observed_neurons: Any = None) -> np.ndarray:
         """Predicted rates in spikes/s, ``(time, neuron)``, of every fitted neuron.
 
@@ -1871,6 +1878,7 @@ class GPFA:
             out[idx, : g.shape[1]] = self._rates_from_moments(np.asarray(m), np.asarray(v)[None], data.bin_size)
         return self._flat(data, lengths, out)
 
+    @pynapple_io()
     def score(self, data, *, held_out_neurons: Any = None, per_neuron: bool = False):
         """Co-smoothing bits per spike of held-out neurons (Neural Latents Benchmark).
 

@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 from ..data import SpikeData
 from ..infer._model import as_key
 from . import _blocktri as bt
+from .._pynapple import pynapple_io
 
 __all__ = [
     "PoissonLDS",
@@ -914,6 +915,7 @@ class PoissonLDS:
 
     # -- fitting -------------------------------------------------------------------------------
 
+    @pynapple_io()
     def fit(
         self,
         data: SpikeData,
@@ -1103,6 +1105,7 @@ class PoissonLDS:
         cov = np.asarray(post.cov)[batch.seg, batch.pos]
         return mean, cov, float(np.sum(post.log_marginal))
 
+    @pynapple_io("dataset")
     def transform(self, data: SpikeData, *, neurons: Any = None) -> xr.Dataset:
         """Latent posterior means and standard deviations (Laplace, at the fitted parameters).
 
@@ -1130,6 +1133,7 @@ class PoissonLDS:
         ds.attrs["method"] = "laplace"
         return ds
 
+    @pynapple_io("tsdframe")
     def predict_rate(self, data: SpikeData, *, observed_neurons: Any = None) -> np.ndarray:
         """Posterior expected rates in spikes/s, ``(time, neuron)`` for every fitted neuron.
 
@@ -1145,10 +1149,12 @@ class PoissonLDS:
         v = np.einsum("nk,tkl,nl->tn", c, cov, c)
         return np.asarray(_expected_rate(jnp.asarray(m), jnp.asarray(v), self.link))
 
+    @pynapple_io()
     def log_likelihood(self, data: SpikeData) -> float:
         """Laplace approximation of ``log p(counts)`` (nats), summed over trials; for held-out data."""
         return self._laplace(data)[2]
 
+    @pynapple_io()
     def score(self, data: SpikeData, *, held_out_neurons: Any = None, per_neuron: bool = False):
         """Co-smoothing bits per spike of held-out neurons (Neural Latents Benchmark).
 

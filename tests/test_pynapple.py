@@ -1,0 +1,146 @@
+"""pynapple in and out of every model family.
+
+Each model is fitted twice on the same recording, once from a :class:`SpikeData` and once from
+pynapple objects (a ``TsGroup`` of spike times or a ``TsdFrame`` of counts, ``Tsd`` targets,
+``IntervalSet`` epochs); the results must agree, and per-bin outputs (rates, latents, decoded
+trajectories, states) must come back as pynapple objects holding the same numbers.
+"""
+
+import numpy as np
+import pytest
+
+import bayesneuro as bn
+from bayesneuro.decoders import KalmanDecoder, NaiveBayesDecoder
+from bayesneuro.density import FactorAnalysis, MaxEnt, PoissonHMM
+from bayesneuro.splits import split_epochs
+
+nap = pytest.importorskip("pynapple")
+
+BIN = 0.02
+DURATION = 120.0
+
+
+@pytest.fixture(scope="module")
+def recording():
+    """Six place-like cells on a 1-D track: spike times, the position, and both as pynapple."""
+    rng = np.random.default_rng(0)
+    dt = 0.001
+    t = np.arange(0, DURATION, dt)
+    pos = 0.5 + 0.45 * np.sin(2 * np.pi * t / 20.0)
+    centers = np.linspace(0.1, 0.9, 6)
+    rates = 2.0 + 30.0 * np.exp(-0.5 * ((pos[:, None] - centers) / 0.08) ** 2)
+    spikes = {i: t[rng.random(t.size) < rates[:, i] * dt] + dt / 2 for i in range(6)}
+    group = nap.TsGroup({i: nap.Ts(s) for i, s in spikes.items()}, time_support=nap.IntervalSet(0, DURATION))
+    # samples between bin edges (a sample on an edge would go either way by rounding)
+    position = nap.Tsd(t=t + dt / 2, d=pos, time_support=nap.IntervalSet(0, DURATION))
+    data = bn.SpikeData.from_pynapple(group, bin_size=BIN, covariates=position)
+    return group, position, data
+
+
+def test_tsgroup_needs_a_bin_size_and_names_it(recording):
+    group, _, _ = recording
+    with pytest.raises(ValueError, match="TsGroup .*pass bin_size="):
+        bn.PoissonGLM().fit(group, key=0, progress=False)
+
+
+def test_glm_from_tsgroup_and_rates_as_tsdframe(recording):
+    group, position, data = recording
+    basis = bn.bases.RaisedCosineLog(3, window=10, first_peak=0.0, history=False)
+    ref = bn.PoissonGLM(stimulus_basis=basis).fit(data, key=0, progress=False)
+    # the pynapple way: counts binned by pynapple, the covariate attached by bayesneuro
+    counts = group.count(BIN)
+    frame_data = bn.SpikeData.from_pynapple(counts, bin_size=BIN, covariates=position)
+    glm = bn.PoissonGLM(stimulus_basis=basis).fit(frame_data, key=0, progress=False)
+    for k in ref.params_:
+        np.testing.assert_allclose(np.asarray(glm.params_[k]), np.asarray(ref.params_[k]), atol=1e-8)
+    # a TsGroup straight into fit, with bin_size
+    glm2 = bn.PoissonGLM(stimulus_basis=None, history_basis=bn.bases.RaisedCosineLog(2, window=5, first_peak=0.0)).fit(group, bin_size=BIN, key=0, progress=False)
+    spikes_only = bn.SpikeData.from_pynapple(group, bin_size=BIN)
+    ref2 = bn.PoissonGLM(stimulus_basis=None, history_basis=bn.bases.RaisedCosineLog(2, window=5, first_peak=0.0)).fit(spikes_only, key=0, progress=False)
+    np.testing.assert_allclose(np.asarray(glm2.params_["bias"]), np.asarray(ref2.params_["bias"]), atol=1e-8)
+    rate = glm2.predict_rate(counts)
+    assert isinstance(rate, nap.TsdFrame)
+    assert list(rate.columns) == list(range(6))
+    np.testing.assert_allclose(rate.values, ref2.predict_rate(spikes_only), rtol=1e-10)
+    np.testing.assert_allclose(rate.t, data.bin_centers)
+    assert isinstance(ref2.predict_rate(spikes_only), np.ndarray)  # SpikeData in, arrays out, as before
+
+
+def test_gpfa_latents_as_tsdframe(recording):
+    group, _, data = recording
+    # five 0.8-s epochs (trials of 40 bins), as pynapple users cut a recording into trials
+    starts = np.arange(0.0, 100.0, 20.0)
+    short = data.restrict(nap.IntervalSet(start=starts, end=starts + 0.8))
+    assert short.n_trial == 5 and short.n_time == 200
+    gp = bn.GPFA(n_latents=2, max_iter=20).fit(short, key=0, progress=False)
+    frame = short.to_pynapple()
+    lat = gp.transform(frame)
+    ds = gp.transform(short)
+    assert isinstance(lat, nap.TsdFrame) and list(lat.columns) == ["latent_0", "latent_1"]
+    np.testing.assert_allclose(lat.values, ds["mean"].values, rtol=1e-8, atol=1e-10)
+    gp2 = bn.GPFA(n_latents=2, max_iter=20).fit(frame, key=0, progress=False)
+    np.testing.assert_allclose(gp2.transform(short)["mean"].values, ds["mean"].values, rtol=1e-6, atol=1e-8)
+
+
+def test_decoders_take_tsd_targets_and_return_trajectories(recording):
+    group, position, data = recording
+    train = data.time_slice(0, 90.0)
+    test = data.time_slice(90.0, DURATION)
+    ref = NaiveBayesDecoder(bins=20, range=(0, 1)).fit(train, "x0")
+    dec = NaiveBayesDecoder(bins=20, range=(0, 1)).fit(
+        group.restrict(nap.IntervalSet(0, 90.0)), position, bin_size=BIN
+    )
+    np.testing.assert_allclose(dec.decode(test).log_prob, ref.decode(test).log_prob, atol=1e-10)
+    post = dec.decode(test.to_pynapple())
+    traj = post.to_pynapple()
+    assert isinstance(traj, nap.Tsd)
+    np.testing.assert_allclose(traj.values, ref.decode(test).point[:, 0])
+    np.testing.assert_allclose(traj.t, test.bin_centers)
+    band = post.to_pynapple(level=0.9)
+    assert list(band.columns) == ["s0", "s0_lower", "s0_upper"]
+    assert np.all(band["s0_lower"].values <= band["s0_upper"].values)
+    # decoding works: the decoded position follows the true one, better than guessing the mean
+    # (six cells in 20-ms bins carry little per bin, so the bar is against chance, not perfection)
+    truth = position.bin_average(BIN, ep=nap.IntervalSet(90.0, DURATION)).values
+    n = min(truth.size, traj.values.size)
+    err = np.mean(np.abs(traj.values[:n] - truth[:n]))
+    chance = np.mean(np.abs(truth[:n] - train.covariates[:, 0].mean()))
+    assert err < 0.8 * chance
+    assert np.corrcoef(traj.values[:n], truth[:n])[0, 1] > 0.3
+    # a Gaussian posterior too
+    kal = KalmanDecoder().fit(train, position)
+    kt = kal.decode(test).to_pynapple(level=0.9)
+    assert isinstance(kt, nap.TsdFrame) and kt.shape == (test.n_time, 3)
+    np.testing.assert_allclose(kt.values[:, 0], KalmanDecoder().fit(train, "x0").decode(test).mean[:, 0])
+
+
+def test_density_models_take_tsdframes(recording):
+    _, _, data = recording
+    frame = data.to_pynapple()
+    fa = FactorAnalysis(n_factors=2).fit(frame, key=0)
+    ref = FactorAnalysis(n_factors=2).fit(data, key=0)
+    np.testing.assert_allclose(fa.transform(data), ref.transform(data), rtol=1e-8, atol=1e-10)
+    z = fa.transform(frame)
+    assert isinstance(z, nap.TsdFrame) and z.shape == (data.n_time, 2)
+    hmm = PoissonHMM(n_states=2, n_restarts=1, progress=False).fit(frame, key=0)
+    states = hmm.most_likely_states(frame)
+    assert isinstance(states, nap.Tsd)
+    ref_hmm = PoissonHMM(n_states=2, n_restarts=1, progress=False).fit(data, key=0)
+    np.testing.assert_array_equal(states.values, ref_hmm.most_likely_states(data))
+    me = MaxEnt("independent").fit(frame, key=0)
+    assert me.score(frame) == pytest.approx(MaxEnt("independent").fit(data, key=0).score(data), rel=1e-10)
+
+
+def test_epochs_restrict_and_split(recording):
+    group, _, data = recording
+    ep = nap.IntervalSet(start=[10.0, 50.0], end=[20.0, 60.0])
+    part = data.restrict(ep)
+    assert part.n_time == 1000 and part.n_trial == 2
+    np.testing.assert_array_equal(part.counts, bn.SpikeData.from_pynapple(group, bin_size=BIN, ep=ep).counts)
+    sets = split_epochs(data, train=nap.IntervalSet(0, 80.0), test=nap.IntervalSet(80.0, 100.0),
+                        validation=nap.IntervalSet(100.0, DURATION))
+    assert (sets.train.n_time, sets.test.n_time) == (4000, 1000)
+    with pytest.raises(ValueError, match="train and test epochs share"):
+        split_epochs(data, train=nap.IntervalSet(0, 80.0), test=nap.IntervalSet(70.0, 100.0))
+    with pytest.raises(ValueError, match="no bin centre lies inside ep"):
+        data.restrict(nap.IntervalSet(500.0, 600.0))
