@@ -223,6 +223,41 @@ def as_target(data: Any, target: Any) -> Any:
     return S[:, 0] if isinstance(target, nap.Tsd) else S
 
 
+_REGISTRIES: dict[str, dict] = {}
+
+
+def _call_keeping_warning_sites(method, /, *args, **kwargs):
+    """Call `method`, re-issuing its warnings so that they point where the user called it.
+
+    A decorated method runs one frame deeper than it was written for, so a warning issued with
+    ``stacklevel=2`` would name this module instead of the user's line. The warnings are
+    recorded and re-issued after the call (or after the exception it raised), those attributed
+    to this module moved to the caller of the wrapper; the user's filters apply to the re-issued
+    warnings. Under an ``"error"`` filter for a built-in warning class the method is called
+    directly, so that a warning still raises where it is issued.
+    """
+    import sys
+    import warnings
+
+    if any(f[0] == "error" and f[2].__module__ == "builtins" for f in warnings.filters):
+        return method(*args, **kwargs)
+    caught: list = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            return method(*args, **kwargs)
+    finally:
+        caller = sys._getframe(2)  # 0: here, 1: the wrapper, 2: who called the method
+        for w in caught:
+            if w.filename == __file__:
+                filename, lineno = caller.f_code.co_filename, caller.f_lineno
+                module = caller.f_globals.get("__name__")
+            else:
+                filename, lineno, module = w.filename, w.lineno, None
+            warnings.warn_explicit(w.message, w.category, filename, lineno, module=module,
+                                   registry=_REGISTRIES.setdefault(filename, {}))
+
+
 def pynapple_io(output: str | None = None, *, target: bool = False):
     """Decorate an estimator method ``(self, data, ...)`` so that it takes pynapple objects.
 
@@ -251,7 +286,7 @@ def pynapple_io(output: str | None = None, *, target: bool = False):
                     args = (as_target(data, args[0]),) + tuple(args[1:])
                 elif "target" in kwargs:
                     kwargs["target"] = as_target(data, kwargs["target"])
-            out = method(self, data, *args, **kwargs)
+            out = _call_keeping_warning_sites(method, self, data, *args, **kwargs)
             if not was or output is None:
                 return out
             if output == "tsdframe":

@@ -144,3 +144,11 @@ def test_epochs_restrict_and_split(recording):
         split_epochs(data, train=nap.IntervalSet(0, 80.0), test=nap.IntervalSet(70.0, 100.0))
     with pytest.raises(ValueError, match="no bin centre lies inside ep"):
         data.restrict(nap.IntervalSet(500.0, 600.0))
+
+
+def test_warnings_of_decorated_methods_point_at_the_caller():
+    # the pynapple wrapper adds a frame; a warning must still name the user's line, not it
+    data = bn.SpikeData(np.random.default_rng(1).poisson(1.0, (200, 2)), bin_size=0.01)
+    with pytest.warns(UserWarning, match="constant rate") as record:
+        bn.PoissonGLM(stimulus_basis=None).fit(data, key=0, progress=False)
+    assert [w.filename for w in record if "constant rate" in str(w.message)] == [__file__]
