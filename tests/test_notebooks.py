@@ -3,6 +3,10 @@
 The notebooks read real recordings from ``../shared/data`` beside the repository (or from
 ``BAYESNEURO_DATA``); the execution test skips when neither exists. They run with
 ``BAYESNEURO_FAST=1``: fewer neurons and trials and short sampler runs.
+
+When ``BAYESNEURO_EXECUTED_NOTEBOOKS`` names a folder, each notebook that ran without error is
+also written there, outputs included (CI sets it; ``docs/build.py`` renders those copies, so the
+documentation build never executes a notebook again).
 """
 
 import os
@@ -55,6 +59,11 @@ def test_notebook_runs(path, monkeypatch):
         if out.get("output_type") == "error"
     ]
     assert not errors, f"{path.name}: {errors[0].get('ename')}: {errors[0].get('evalue')}"
+    executed = os.environ.get("BAYESNEURO_EXECUTED_NOTEBOOKS")
+    if executed:
+        out = Path(executed)
+        out.mkdir(parents=True, exist_ok=True)
+        nbformat.write(nb, out / path.name)
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])

@@ -211,6 +211,8 @@ def renewal_model(
     isis : float array, shape (isi,), optional
         Observed ISIs (seconds); drawn when absent.
 
+    Notes
+    -----
     Sites: ``log_mean_isi`` and ``log_shape`` (latent, ``(neuron,)``; no ``log_shape`` for the
     exponential), deterministic ``mean_isi``, ``rate`` (1 / mean ISI, Hz), ``cv`` and ``shape``,
     and the observed ``isis`` (dim ``isi``).

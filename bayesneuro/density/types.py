@@ -179,6 +179,8 @@ def mixture_model(
         pointwise log-likelihood (for LOO) has one value per neuron; the features themselves
         are the data argument ``z`` (``constant_data`` in ArviZ).
 
+    Notes
+    -----
     Sites: ``raw_weights`` (latent, absent when ``n_types == 1``), ``weights`` (deterministic,
     0 on inactive types), ``means`` and ``scales`` (latent, ``(type, feature)``), ``features``.
 
