@@ -130,7 +130,7 @@ def main() -> None:
         return
     quick = args.quick
     size = dict(T=40_000 if quick else 400_000, N=32, F=16)
-    counts_ = [1, 2] if quick else [1, 2, 4]
+    counts_ = [1, 2, 4]
     tmp = tempfile.mkdtemp()
     facts = machine_facts()
     records = []
