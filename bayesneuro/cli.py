@@ -202,7 +202,6 @@ def run_fit(
         for fmt, final in outcfg.paths.items():
             staged[fmt] = tmp / final.name
         _io.save(idata, staged["nc"])
-        _report._umask_permissions(staged["nc"])
         title = f"bayesneuro fit: {cfg.path.name if cfg.path else outcfg.name}"
         for fmt in outcfg.report:
             _report.write_report(

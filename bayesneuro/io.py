@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import arviz as az
+
+from ._atomic import atomic_write
 
 __all__ = ["save", "load"]
 
@@ -46,20 +47,12 @@ def save(idata: az.InferenceData, path: str | os.PathLike) -> Path:
         raise TypeError(f"save expects arviz.InferenceData, got {type(idata).__name__}")
     if not path.parent.exists():
         raise FileNotFoundError(f"folder {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    def write(tmp: str) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             idata.to_netcdf(tmp, engine="h5netcdf")
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+
+    return atomic_write(path, write)
 
 
 def load(path: str | os.PathLike) -> az.InferenceData:

@@ -21,9 +21,7 @@ here runs. Binning and resampling are those of :meth:`SpikeData.from_spike_times
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -34,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from ._atomic import atomic_write
 from ._binning import _bin_average, _bin_spike_times
 from ._validation import _as_ids, _check_bin_size, _py
 from .data import SpikeData
@@ -992,9 +991,7 @@ def _write_processing(
     series = _time_arrays(idata)
     if not rows["variable"] and not series:
         raise ValueError("idata's posterior has no variables to write")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    def write(tmp: str) -> None:
         shutil.copyfile(path, tmp)
         shutil.copymode(path, tmp)
         if exists:
@@ -1007,13 +1004,8 @@ def _write_processing(
                 module = nwbfile.create_processing_module(name=name, description=description)
                 _add_results(module, rows, series, f"posterior summaries (hdi_prob={hdi_prob})")
                 io.write(nwbfile)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+
+    atomic_write(path, write)
     return path
 
 

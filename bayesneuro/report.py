@@ -19,7 +19,6 @@ import io
 import json
 import os
 import sys
-import tempfile
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -487,29 +486,10 @@ def _pdf_lines(s: dict) -> list[str]:
     return lines
 
 
-def _umask_permissions(path) -> None:
-    """Give a file made by ``mkstemp`` (mode 0600) the usual permissions under the umask."""
-    mask = os.umask(0)
-    os.umask(mask)
-    try:
-        os.chmod(path, 0o666 & ~mask)
-    except OSError:
-        pass
-
-
 def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        _umask_permissions(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    from ._atomic import atomic_write
+
+    atomic_write(path, write)
 
 
 def write_report(
