@@ -12,21 +12,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ._binning import _bin_average
-from ._validation import _as_ids, _check_bin_size, _runs
+from ._validation import _as_ids, _check_bin_size, _optional_import, _runs
 
 if TYPE_CHECKING:
     from .data import SpikeData
 
 
 def _import_pynapple(what: str):
-    try:
-        import pynapple as nap
-    except ImportError as err:  # pragma: no cover - pynapple is a test extra
-        raise ImportError(
-            f"{what} needs pynapple, which is not installed; "
-            "install it with `pip install bayesneuro[pynapple]`"
-        ) from err
-    return nap
+    return _optional_import("pynapple", "pynapple", what)
 
 
 def _from_pynapple(

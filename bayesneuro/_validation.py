@@ -219,3 +219,16 @@ def _check_sorted_per_unit(times: np.ndarray, codes: np.ndarray, neuron_ids: np.
             "meaning, sort first: order = np.argsort(times, kind='stable'); "
             "times, unit_ids = times[order], unit_ids[order]"
         )
+
+
+def _optional_import(module: str, extra: str, what: str):
+    """Import an optional dependency, or say which extra installs it and what needed it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:  # pragma: no cover - the optional packages are test extras
+        raise ImportError(
+            f"{what} needs {module}, which is not installed; install it with "
+            f"`pip install bayesneuro[{extra}]`"
+        ) from err

@@ -34,7 +34,7 @@ import numpy as np
 
 from ._atomic import atomic_write
 from ._binning import _bin_average, _bin_spike_times
-from ._validation import _as_ids, _check_bin_size, _py
+from ._validation import _as_ids, _check_bin_size, _optional_import, _py
 from .data import SpikeData
 
 __all__ = [
@@ -51,14 +51,7 @@ _SUMMARY_TABLE = "posterior_summary"
 
 
 def _import_pynwb(what: str):
-    try:
-        import pynwb
-    except ImportError as err:  # pragma: no cover - pynwb is a test extra
-        raise ImportError(
-            f"{what} needs pynwb, which is not installed; install it with "
-            "`pip install bayesneuro[nwb]`"
-        ) from err
-    return pynwb
+    return _optional_import("pynwb", "nwb", what)
 
 
 @dataclass(frozen=True, eq=False)
