@@ -1,5 +1,7 @@
 """Poisson GPFA: Laplace latents against a dense numpy log joint, recovery, SVI/NUTS, SBC, bad input."""
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -117,8 +119,11 @@ def test_ground_truth_recovery_map():
     x, y = np.asarray(x), np.asarray(y)
     train = bn.SpikeData.from_trials(y[:R], bin_size=DT)
     test = bn.SpikeData.from_trials(y[R:], bin_size=DT)
-    # L-BFGS from the coordinate-ascent start; 300 iterations are enough for these checks
-    with pytest.warns(RuntimeWarning, match="did not converge"):
+    # L-BFGS from the coordinate-ascent start, capped at 200 iterations: enough for these checks.
+    # Whether the cap is reached depends on the platform's floating point, so a "did not
+    # converge" warning is allowed here but not required.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*did not converge", category=RuntimeWarning)
         model = GPFA(3, observation="poisson", init_timescale=5 * DT).fit(train, method="map", key=0,
                                                                           progress=False, max_iter=200)
     ds = model.transform(train)
