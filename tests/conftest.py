@@ -34,3 +34,12 @@ def _fresh_jax_caches():
 
 # run as scripts in their own interpreter by the tests, never imported by pytest
 collect_ignore = ["_scale_worker.py"]
+
+
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto`` (set in pyproject.toml): one worker per core, at most four.
+
+    Each worker is a JAX process with its own XLA thread pool and compiled programs, so more
+    workers than cores, or than four on a big machine, only add memory and contention.
+    """
+    return max(1, min(4, os.cpu_count() or 1))
