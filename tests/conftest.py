@@ -43,3 +43,17 @@ def pytest_xdist_auto_num_workers(config):
     workers than cores, or than four on a big machine, only add memory and contention.
     """
     return max(1, min(4, os.cpu_count() or 1))
+
+
+# Tests that take minutes (whole notebooks, script runs and the 4-device worker, each in a
+# fresh interpreter) go first, so that under xdist no worker is left with one of them at
+# the end while the others sit idle.
+_LONG_FIRST = (
+    "tests/test_notebooks.py::test_notebook_runs",
+    "tests/test_scale.py::",
+    "tests/test_gallery.py::test_gallery_script_runs",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: not item.nodeid.startswith(_LONG_FIRST))
