@@ -600,6 +600,64 @@ class SpikeData:
     def __len__(self) -> int:
         return self.n_time
 
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(n_time, n_neuron)``, the shape of :attr:`counts`."""
+        return self._counts.shape
+
+    def __getitem__(self, key: Any) -> SpikeData:
+        """The time bins `key` (integers, a boolean mask or a slice) as a new SpikeData.
+
+        Runs of consecutive bins of one trial stay together; every other break becomes a trial
+        boundary, so that no filter, lag window or latent path reads across a gap. This is
+        what lets scikit-learn's model-selection helpers (``cross_val_score``, ``KFold``,
+        ``GridSearchCV``) split a recording into time bins, like rows of an array.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from bayesneuro import SpikeData
+        >>> d = SpikeData.from_counts(np.arange(12).reshape(6, 2), bin_size=0.1)
+        >>> part = d[[0, 1, 4, 5]]
+        >>> part.n_time, part.n_trial
+        (4, 2)
+        >>> d[1:3].counts.tolist()
+        [[2, 3], [4, 5]]
+        """
+        if isinstance(key, tuple):  # sklearn indexes rows as array[key, ...]
+            rest = [k for k in key[1:] if k is not Ellipsis and not (isinstance(k, slice) and k == slice(None))]
+            if len(key) == 0 or rest:
+                raise IndexError("SpikeData is indexed by time bins only: data[bins]")
+            key = key[0]
+        if isinstance(key, slice):
+            idx = np.arange(self.n_time)[key]
+        else:
+            arr = np.asarray(key)
+            if arr.dtype == bool:
+                if arr.shape != (self.n_time,):
+                    raise IndexError(f"a boolean mask over time must have {self.n_time} entries, got shape {arr.shape}")
+                idx = np.flatnonzero(arr)
+            elif arr.dtype.kind in "iu" and arr.ndim <= 1:
+                idx = np.atleast_1d(arr).astype(np.int64)
+                if idx.size and (idx.min() < -self.n_time or idx.max() >= self.n_time):
+                    raise IndexError(f"time index out of range for {self.n_time} bins")
+                idx = np.where(idx < 0, idx + self.n_time, idx)
+            else:
+                raise IndexError(f"SpikeData is indexed by integer bins, a boolean mask or a slice, got {arr.dtype}")
+        if idx.size == 0:
+            raise IndexError("the selection holds no time bins")
+        seg = self.segment_ids[idx]
+        new_run = np.r_[True, (np.diff(idx) != 1) | (seg[1:] != seg[:-1])]
+        runs = np.cumsum(new_run) - 1
+        if runs[-1] == 0 and self._trial_ids is None:
+            return self._take(idx)
+        if self._trial_ids is not None:
+            tid = self._trial_ids[idx]
+            labels = tid[new_run]
+            if np.unique(labels).size == labels.size:  # each trial kept in one piece: keep its label
+                return self._take(idx)
+        return self._take(idx, trial_ids=runs)
+
     def __repr__(self) -> str:
         parts = [
             f"n_time={self.n_time}",
