@@ -565,7 +565,7 @@ def _fit_options(model: ModelConfig, method: str | None) -> set[str]:
     if kind == "gpfa":
         if method is None:
             method = "em" if model.options.get("observation", "gaussian") == "gaussian" else "map"
-        return set() if method == "em" else _infer_options(method)
+        return {"max_iter", "tol", "squarem"} if method == "em" else _infer_options(method)
     if kind == "plds":
         extra = {"max_newton", "newton_tol"} if method == "laplace-em" else _infer_options(method)
         return {"n_iter", "tol"} | extra

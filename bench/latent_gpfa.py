@@ -4,13 +4,17 @@ Both tools fit the same model to the same simulated trials: Gaussian-process fac
 (Yu et al. 2009) of square-root spike counts, squared-exponential GP latents with GP noise
 ``eps = 1e-3``, diagonal noise with the floor ``0.01 * var``, timescales learnt in the M-step,
 from the SAME start (bayesneuro's deterministic factor-analysis initialisation, computed once in
-the parent and given to elephant), with the same convergence rule (elephant's, ``tol = 1e-8``,
-at most 500 iterations).
+the parent and given to elephant), with ``tol = 1e-8`` and at most 500 iterations. The
+convergence rules differ: elephant stops when the last step's gain falls below ``tol`` times the
+gain since step 2; bayesneuro (``bayesneuro.engine.em.run_em``, the one rule of every EM in the
+package) when one plain EM step changes the log-likelihood by at most ``tol * max(1, |ll|)``.
+The main row therefore compares the log-likelihoods reached (by one common function) as well
+as the times.
 
-- bayesneuro: ``GPFA(n_latents, max_iter=500, tol=1e-8, init_timescale=...).fit(data, key=0)``
+- bayesneuro: ``GPFA(n_latents, init_timescale=...).fit(data, max_iter=500, tol=1e-8)``
   on a ``SpikeData`` of the counts (its own factor-analysis start is the parent's, bit for bit),
   with the default SQUAREM-accelerated EM (tool ``bayesneuro``) and with plain EM,
-  ``acceleration=None`` (tool ``bayesneuro-em``: step for step elephant's algorithm). The main
+  ``squarem=False`` (tool ``bayesneuro-em``: step for step elephant's algorithm). The main
   row compares the tools at convergence (or 500 E-steps) and at their log-likelihoods.
 - elephant: ``elephant.gpfa.gpfa_core.em(params_init, seqs, max_iters=500, tol=1e-8,
   freq_ll=1)`` on whole trials (``seqs[k].y = sqrt(counts).T``). elephant's user-facing
@@ -151,7 +155,7 @@ def worker_bayesneuro(spec: dict, data: dict) -> dict:
     """``GPFA(...).fit`` twice (the first call compiles). *** bayesneuro plugs in here. ***
 
     Tool ``bayesneuro``: the default fit (SQUAREM-accelerated EM); ``bayesneuro-em``: plain EM
-    (``acceleration=None``), step for step elephant's algorithm.
+    (``squarem=False``), step for step elephant's algorithm.
     """
     import jax
 
@@ -163,19 +167,19 @@ def worker_bayesneuro(spec: dict, data: dict) -> dict:
     sd = bn.SpikeData.from_trials(counts, bin_size=BIN_SIZE)
     tol = None if spec["fixed_iters"] else TOL
     max_iter = spec["fixed_iters"] or MAX_ITER
-    acceleration = None if spec["tool"] == "bayesneuro-em" else "squarem"
+    squarem = spec["tool"] != "bayesneuro-em"
     out = {"calls": []}
     for _ in range(spec.get("repeats", 2)):
         t0 = time.perf_counter()
-        gpfa = GPFA(spec["n_latents"], eps=EPS, min_var_frac=MIN_VAR_FRAC, max_iter=max_iter, tol=tol,
-                    acceleration=acceleration, init_timescale=INIT_TIMESCALE).fit(sd, key=0, progress=False)
+        gpfa = GPFA(spec["n_latents"], eps=EPS, min_var_frac=MIN_VAR_FRAC, init_timescale=INIT_TIMESCALE).fit(
+            sd, max_iter=max_iter, tol=tol, squarem=squarem, progress=False)
         wall = time.perf_counter() - t0
         out["calls"].append({"wall_s": wall, "n_iter": int(gpfa.n_iter_), "converged": bool(gpfa.converged_),
                              "tool_log_likelihood": float(gpfa.log_likelihood_)})
     p = gpfa.params_
-    out["params"] = {"C": p.loadings, "d": p.offsets, "R": p.noise_var, "tau": p.timescales}
-    out["settings"] = (f"GPFA({spec['n_latents']}, eps={EPS}, min_var_frac={MIN_VAR_FRAC}, max_iter={max_iter}, "
-                       f"tol={tol}, acceleration={acceleration!r}, init_timescale={INIT_TIMESCALE}).fit(data, key=0)")
+    out["params"] = {"C": p.loadings, "d": p.offset, "R": p.observation_var, "tau": p.timescales}
+    out["settings"] = (f"GPFA({spec['n_latents']}, eps={EPS}, min_var_frac={MIN_VAR_FRAC}, "
+                       f"init_timescale={INIT_TIMESCALE}).fit(data, max_iter={max_iter}, tol={tol}, squarem={squarem})")
     return out
 
 
@@ -261,15 +265,15 @@ def launch(tool: str, size: tuple, data_path: Path, work: Path, *, fixed_iters: 
 
 def prepare(size: tuple, work: Path) -> tuple[Path, dict]:
     """Simulate the data of one size, compute the shared start, save both for the workers."""
-    from bayesneuro.latent.gpfa import init_gpfa_params
+    from bayesneuro.latent.gpfa_gaussian import init_gpfa_params
 
     n_trials, n_neurons, n_bins, n_latents = size
     sim = simulate(*size)
     init = init_gpfa_params(np.sqrt(sim["counts"].astype(float)), n_latents, timescale=INIT_TIMESCALE / BIN_SIZE,
                             eps=EPS, min_var_frac=MIN_VAR_FRAC)
     path = work / f"data_n{n_trials}_N{n_neurons}_T{n_bins}_q{n_latents}.npz"
-    np.savez(path, counts=sim["counts"], init_C=np.asarray(init.loadings), init_d=np.asarray(init.offsets),
-             init_R=np.asarray(init.noise_var), init_tau=np.asarray(init.timescales))
+    np.savez(path, counts=sim["counts"], init_C=np.asarray(init.loadings), init_d=np.asarray(init.offset),
+             init_R=np.asarray(init.observation_var), init_tau=np.asarray(init.timescales))
     silent = int(np.sum(sim["counts"].sum(axis=(0, 1)) == 0))
     return path, {"counts": sim["counts"], "silent_neurons": silent,
                   "mean_rate_hz": float(sim["counts"].mean() / BIN_SIZE)}
@@ -343,7 +347,7 @@ def tables(results: dict) -> str:
                      f"{r['log_likelihood']:.6f} | {_f(r.get('log_likelihood_minus_bayesneuro'), '+.2e')} | {taus} | "
                      f"{r['peak_rss_mib']:.0f} |")
     lines += ["", "bayesneuro: SQUAREM-accelerated EM (the default); bayesneuro-em: plain EM "
-                  "(`acceleration=None`), the same algorithm as elephant's. Iterations are E-steps (posteriors "
+                  "(`squarem=False`), the same algorithm as elephant's. Iterations are E-steps (posteriors "
                   "of all trials)."]
     if bn_r and "error" not in bn_r:
         el = find.get(("elephant", main, None))

@@ -1,4 +1,4 @@
-"""GPFA (bayesneuro.latent.gpfa): elephant's EM, dense Gaussian conditioning, ground truth, API.
+"""GPFA (bayesneuro.latent.gpfa, gpfa_gaussian): elephant's EM, dense Gaussian conditioning, ground truth, API.
 
 References used here: ``elephant.gpfa.gpfa_core`` (the same EM from the same start), a dense
 joint Gaussian of each trial built in numpy (posterior, marginal likelihood, leave-neuron-out
@@ -16,11 +16,10 @@ import pytest
 from scipy import stats
 
 import bayesneuro as bn
-from bayesneuro.latent import gpfa as G
-from bayesneuro.latent.gpfa import (
-    GPFA,
+from bayesneuro.latent import gpfa_gaussian as G
+from bayesneuro.latent.gpfa import GPFA, choose_n_latents
+from bayesneuro.latent.gpfa_gaussian import (
     GPFAParams,
-    choose_n_latents,
     fit_gpfa_em,
     gpfa_posterior,
     gpfa_log_likelihood,
@@ -54,7 +53,7 @@ def poisson_data(params: GPFAParams, n_trial: int, n_time: int, seed: int, bin_s
     """Counts whose square root follows the model's latent mean: rate = (C x + d)^2 per bin."""
     x, _ = gpfa_sample(jax.random.key(seed), params, n_trial, n_time)
     x = np.asarray(x)
-    root = np.clip(x @ np.asarray(params.loadings).T + np.asarray(params.offsets), 0.0, None)
+    root = np.clip(x @ np.asarray(params.loadings).T + np.asarray(params.offset), 0.0, None)
     counts = np.random.default_rng(seed).poisson(root**2)
     return bn.SpikeData.from_trials(counts, bin_size=bin_size), x
 
@@ -101,9 +100,9 @@ def elephant_inputs(params: GPFAParams, trials):
         "covType": "rbf",
         "gamma": 1.0 / np.asarray(params.timescales) ** 2,  # elephant: tau_bins = 1 / sqrt(gamma)
         "eps": np.asarray(params.eps).copy(),
-        "d": np.asarray(params.offsets).copy(),
+        "d": np.asarray(params.offset).copy(),
         "C": np.asarray(params.loadings).copy(),
-        "R": np.diag(np.asarray(params.noise_var)),
+        "R": np.diag(np.asarray(params.observation_var)),
         "notes": {"learnKernelParams": True, "learnGPNoise": False, "RforceDiagonal": True},
     }
     return seqs, pe
@@ -146,15 +145,15 @@ def test_em_matches_elephant(learn_timescales):
     # tol=-1e300 never stops early: a fixed number of iterations
     pe_out, _, lls, _ = gpfa_core.em(copy.deepcopy(pe), seqs, max_iters=n_iter, tol=-1e300, freq_ll=1)
     res = fit_gpfa_em(init, trials, max_iter=n_iter, tol=None, learn_timescales=learn_timescales,
-                      acceleration=None, progress=False)
+                      squarem=False, progress=False)
     assert res.n_iter == n_iter and len(res.log_likelihoods) == n_iter + 1
     # elephant stops its timescale search at L-BFGS-B's default tolerances; ours is exact
     rtol = 1e-6 if learn_timescales else 1e-10
     np.testing.assert_allclose(res.log_likelihoods[:-1], lls, rtol=rtol)
     p = res.params
     np.testing.assert_allclose(p.loadings, pe_out["C"], rtol=100 * rtol, atol=100 * rtol)
-    np.testing.assert_allclose(p.offsets, pe_out["d"], rtol=100 * rtol)
-    np.testing.assert_allclose(p.noise_var, np.diag(pe_out["R"]), rtol=100 * rtol)
+    np.testing.assert_allclose(p.offset, pe_out["d"], rtol=100 * rtol)
+    np.testing.assert_allclose(p.observation_var, np.diag(pe_out["R"]), rtol=100 * rtol)
     np.testing.assert_allclose(p.timescales, 1.0 / np.sqrt(pe_out["gamma"]), rtol=100 * rtol)
     # posteriors and log-likelihood at the final parameters, and the orthonormalised latents
     seqs_lat, ll_el = gpfa_core.exact_inference_with_ll(seqs, pe_out, get_ll=True)
@@ -194,7 +193,7 @@ def fitted():
     trials = [counts[k, : (20, 7)[k % 2]] for k in range(len(counts))]  # two lengths
     data = bn.SpikeData.from_trials(trials, bin_size=0.02, trial_ids=[f"t{k}" for k in range(len(trials))],
                                     neuron_ids=[f"n{i}" for i in range(8)])
-    return GPFA(2, max_iter=60).fit(data, key=0, progress=False), data
+    return GPFA(2).fit(data, key=0, progress=False, max_iter=60), data
 
 
 def test_estimator_matches_dense_conditioning(fitted):
@@ -202,7 +201,7 @@ def test_estimator_matches_dense_conditioning(fitted):
     gpfa, data = fitted
     latents = gpfa.transform(data, orthonormal=False)
     ortho = gpfa.transform(data)
-    lls = gpfa.log_likelihood(data, per_trial=True)
+    lls = gpfa.log_likelihood(data)
     pred = gpfa.predict_left_out(data)
     for k, tr in enumerate(data.iter_trials()):
         y = np.sqrt(tr.counts.astype(float))
@@ -221,9 +220,9 @@ def test_estimator_matches_dense_conditioning(fitted):
         if k < 2:
             for n in (0, 5):
                 m_n = dense_posterior(gpfa.params_, y, drop=n)[0]
-                expect = m_n @ gpfa.loadings_[n] + gpfa.offsets_[n]
+                expect = m_n @ gpfa.loadings_[n] + gpfa.offset_[n]
                 np.testing.assert_allclose(pred.values[sel, n], expect, atol=1e-8)
-    assert np.isclose(gpfa.log_likelihood(data), gpfa.log_likelihood_, rtol=1e-10)
+    assert np.isclose(gpfa.log_likelihood(data).sum(), gpfa.log_likelihood_, rtol=1e-10)
 
 
 # ----------------------------------------------------------------------------- ground truth
@@ -258,8 +257,8 @@ def test_squarem_reaches_the_em_fixed_point_in_fewer_esteps():
     truth = make_params(10, [2.0, 6.0], seed=6, noise=0.5)
     _, y = gpfa_sample(jax.random.key(6), truth, 15, 25)
     init = init_gpfa_params(y, 2, timescale=4.0)
-    plain = fit_gpfa_em(init, y, max_iter=3000, tol=1e-12, acceleration=None, progress=False)
-    fast = fit_gpfa_em(init, y, max_iter=3000, tol=1e-12, acceleration="squarem", progress=False)
+    plain = fit_gpfa_em(init, y, max_iter=3000, tol=1e-12, squarem=False, progress=False)
+    fast = fit_gpfa_em(init, y, max_iter=3000, tol=1e-12, squarem=True, progress=False)
     assert fast.converged
     ll = fast.log_likelihoods
     assert np.all(np.diff(ll) >= -1e-9 * np.abs(ll[1:]))
@@ -276,12 +275,12 @@ def test_squarem_reaches_the_em_fixed_point_in_fewer_esteps():
     np.testing.assert_allclose(np.sort(p.timescales), np.sort(q.timescales), rtol=1e-3)
     np.testing.assert_allclose(np.asarray(p.loadings) @ np.asarray(p.loadings).T,
                                np.asarray(q.loadings) @ np.asarray(q.loadings).T, atol=1e-3)
-    np.testing.assert_allclose(p.noise_var, q.noise_var, rtol=1e-3)
+    np.testing.assert_allclose(p.observation_var, q.observation_var, rtol=1e-3)
     # a budget that does not divide into cycles is honoured exactly, finished by plain steps
     short = fit_gpfa_em(init, y, max_iter=7, tol=None, progress=False)
     assert short.n_iter == 7 and not short.converged and short.n_estep[-1] == 8
-    with pytest.raises(ValueError, match="acceleration"):
-        fit_gpfa_em(init, y, acceleration="anderson", progress=False)
+    with pytest.raises(ValueError, match="squarem"):
+        fit_gpfa_em(init, y, squarem="anderson", progress=False)
 
 
 def test_choose_n_latents_picks_true_dimensionality():
@@ -302,9 +301,9 @@ def test_estimator_attributes_and_outputs(fitted):
     gpfa, data = fitted
     q = 2
     ll = gpfa.log_likelihood_trace_
-    assert gpfa.acceleration == "squarem" and 2 <= len(ll) <= gpfa.n_iter_ + 1
+    assert gpfa.squarem_ and 2 <= len(ll) <= gpfa.n_iter_ + 1
     assert np.all(np.diff(ll) >= -1e-9 * np.abs(ll[1:]))
-    assert gpfa.loadings_.shape == (8, q) and gpfa.offsets_.shape == gpfa.noise_var_.shape == (8,)
+    assert gpfa.loadings_.shape == (8, q) and gpfa.offset_.shape == gpfa.observation_var_.shape == (8,)
     np.testing.assert_allclose(gpfa.timescales_, gpfa.params_.timescales * 0.02)
     U = gpfa.orthonormal_loadings_
     np.testing.assert_allclose(U.T @ U, np.eye(q), atol=1e-12)
@@ -345,7 +344,7 @@ def test_cosmoothing_score_matches_dense_predictive(fitted):
     """
     gpfa, data = fitted
     p = gpfa.params_
-    C, R = np.asarray(p.loadings), np.asarray(p.noise_var)
+    C, R = np.asarray(p.loadings), np.asarray(p.observation_var)
     held = [2, 5]
     loo = np.zeros(data.counts.shape)
     given = np.zeros(data.counts.shape)
@@ -358,15 +357,15 @@ def test_cosmoothing_score_matches_dense_predictive(fitted):
         for k in range(y.shape[1]):
             mean, cov, _ = dense_posterior(p, y, drop=k)
             cov_t = np.einsum("itjt->tij", cov.reshape(q, T, q, T))
-            m = mean @ C[k] + np.asarray(p.offsets)[k]
+            m = mean @ C[k] + np.asarray(p.offset)[k]
             v = np.einsum("i,tij,j->t", C[k], cov_t, C[k]) + R[k]
             loo[sl, k] = (m**2 + v) / data.bin_size
         # held-out set: a model conditioned on the other neurons (drop them by infinite noise)
         keep = np.setdiff1d(np.arange(y.shape[1]), held)
-        sub = GPFAParams(p.loadings[keep], p.offsets[keep], p.noise_var[keep], p.timescales, p.eps)
+        sub = GPFAParams(p.loadings[keep], p.offset[keep], p.observation_var[keep], p.timescales, p.eps)
         mean, cov, _ = dense_posterior(sub, y[:, keep])
         cov_t = np.einsum("itjt->tij", cov.reshape(q, T, q, T))
-        m = mean @ C.T + np.asarray(p.offsets)
+        m = mean @ C.T + np.asarray(p.offset)
         v = np.einsum("ki,tij,kj->tk", C, cov_t, C) + R
         given[sl] = (m**2 + v) / data.bin_size
         start += T
@@ -383,7 +382,7 @@ def test_cosmoothing_score_matches_dense_predictive(fitted):
     np.testing.assert_allclose(gpfa.predict_rate(data, observed_neurons=rest), given, rtol=1e-8)
     assert np.isclose(gpfa.score(data, held_out_neurons=[ids[i] for i in held]),
                       bits(data.counts[:, held], given[:, held]), rtol=1e-8)
-    per = gpfa.score(data, per_neuron=True)
+    per = gpfa.evaluate(data)["bits_per_spike_per_neuron"]
     assert per.shape == (len(ids),) and np.all(np.isfinite(per))
     with pytest.raises(ValueError, match="held_out_neurons names every neuron"):
         gpfa.score(data, held_out_neurons=list(ids))
@@ -394,7 +393,7 @@ def test_cosmoothing_score_matches_dense_predictive(fitted):
 def test_fixed_timescales():
     truth = make_params(6, [3.0, 8.0], seed=5)
     data, _ = poisson_data(truth, 6, 12, seed=5)
-    gpfa = GPFA(2, learn_timescales=False, init_timescale=0.05, max_iter=5).fit(data, key=0, progress=False)
+    gpfa = GPFA(2, learn_timescales=False, init_timescale=0.05).fit(data, key=0, progress=False, max_iter=5)
     np.testing.assert_allclose(gpfa.timescales_, [0.05, 0.05])
     assert gpfa.n_iter_ == 5 and not gpfa.converged_
 
@@ -421,7 +420,7 @@ def test_bad_input_messages(fitted):
     with pytest.raises(ValueError, match=r"neurons \['dead'\] have zero variance"):
         GPFA(1).fit(bn.SpikeData.from_trials(counts, bin_size=0.01, neuron_ids=["a", "dead", "c"]), key=0)
     with pytest.raises(TypeError, match="key"):
-        GPFA(1).fit(ok, key=None)
+        GPFA(1, observation="poisson").fit(ok, method="laplace", key=None)
     with pytest.raises(ValueError, match=r"method must be one of \('em',\) for observation='gaussian'"):
         GPFA(1).fit(ok, method="vi", key=0)
     with pytest.raises(RuntimeError, match="not fitted"):
@@ -430,7 +429,7 @@ def test_bad_input_messages(fitted):
         gpfa.transform(bn.SpikeData.from_trials([ones], bin_size=0.02))
     for kwargs, msg in [({"n_latents": 0}, "n_latents"), ({"n_latents": 1, "kernel": "rbf"}, "kernel"),
                         ({"n_latents": 1, "observation": "negbin"}, "observation"),
-                        ({"n_latents": 1, "transform": "log"}, "transform"),
+                        ({"n_latents": 1, "count_transform": "log"}, "count_transform"),
                         ({"n_latents": 1, "eps": 0.0}, "eps"), ({"n_latents": 1, "init_timescale": -1.0}, "init_timescale")]:
         with pytest.raises(ValueError, match=msg):
             GPFA(**kwargs)
@@ -438,5 +437,5 @@ def test_bad_input_messages(fitted):
         choose_n_latents(ok, [1], n_folds=3, key=0)
     with pytest.raises(ValueError, match="n_latents=3 must be smaller"):
         choose_n_latents(ok, [1, 3], n_folds=2, key=0)
-    with pytest.raises(ValueError, match="noise_var must have shape"):
-        gpfa_posterior(gpfa.params_._replace(noise_var=np.ones(3)), np.ones((5, 8)))
+    with pytest.raises(ValueError, match="observation_var must have shape"):
+        gpfa_posterior(gpfa.params_._replace(observation_var=np.ones(3)), np.ones((5, 8)))

@@ -10,12 +10,12 @@ from scipy import optimize
 from scipy.special import gammaln
 
 import bayesneuro as bn
-from bayesneuro.latent.gpfa import (
-    GPFA,
+from bayesneuro.latent.gpfa import GPFA
+from bayesneuro.latent.gpfa_gaussian import gpfa_kernel
+from bayesneuro.latent.gpfa_poisson import (
     PoissonGPFAParams,
     _poisson_left_out,
     _poisson_sample,
-    gpfa_kernel,
     poisson_gpfa_posterior,
 )
 from bayesneuro.latent.plds import cosmoothing_bits_per_spike
@@ -42,7 +42,7 @@ def _dense_prior(p, T, kernel="se"):
 
 def _neg_log_joint(p, y, K, kernel="se"):
     """Negative log joint of one trial in numpy, its gradient and Hessian in latent-major x."""
-    C, d = np.asarray(p.loadings), np.asarray(p.offsets)
+    C, d = np.asarray(p.loadings), np.asarray(p.offset)
     q, T = C.shape[1], y.shape[0]
     Ki = np.linalg.inv(K)
     _, logdetK = np.linalg.slogdet(K)
@@ -96,7 +96,7 @@ def test_neuron_mask_drops_neurons(small):
     p, y = small
     keep = np.array([True, True, False, True, False])
     a = poisson_gpfa_posterior(p, y, bin_size=DT, neuron_mask=keep)
-    sub = PoissonGPFAParams(p.loadings[keep], p.offsets[keep], p.timescales, p.eps)
+    sub = PoissonGPFAParams(p.loadings[keep], p.offset[keep], p.timescales, p.eps)
     b = poisson_gpfa_posterior(sub, y[:, :, keep], bin_size=DT)
     np.testing.assert_allclose(a.mean, b.mean, atol=1e-10)
     np.testing.assert_allclose(a.cov, b.cov, atol=1e-10)
@@ -200,7 +200,7 @@ def test_svi_and_nuts_agree_with_laplace(tiny):
         idata = m.to_inference_data()
         _no_generic_dims(idata)
         assert idata.posterior["latents"].dims == ("chain", "draw", "trial", "time", "latent")
-        assert idata.log_likelihood["counts"].dims == ("chain", "draw", "trial", "time", "neuron")
+        assert idata.log_likelihood["counts"].dims == ("chain", "draw", "trial")
         ds = m.transform(tiny)
         assert ds.attrs["method"] == m.method_
         # Laplace is conditional on point parameters, SVI/NUTS integrate over them: posterior

@@ -68,7 +68,7 @@ def gpfa_data():
 
 @pytest.fixture(scope="module")
 def gpfa(gpfa_data):
-    return bn.GPFA(2, max_iter=20).fit(gpfa_data, key=0, progress=False)
+    return bn.GPFA(2).fit(gpfa_data, key=0, progress=False, max_iter=20)
 
 
 @pytest.fixture(params=["gpfa", "plds"])

@@ -72,13 +72,13 @@ def test_gpfa_latents_as_tsdframe(recording):
     starts = np.arange(0.0, 100.0, 20.0)
     short = data.restrict(nap.IntervalSet(start=starts, end=starts + 0.8))
     assert short.n_trial == 5 and short.n_time == 200
-    gp = bn.GPFA(n_latents=2, max_iter=20).fit(short, key=0, progress=False)
+    gp = bn.GPFA(n_latents=2).fit(short, key=0, progress=False, max_iter=20)
     frame = short.to_pynapple()
     lat = gp.transform(frame)
     ds = gp.transform(short)
     assert isinstance(lat, nap.TsdFrame) and list(lat.columns) == ["latent_0", "latent_1"]
     np.testing.assert_allclose(lat.values, ds["mean"].values, rtol=1e-8, atol=1e-10)
-    gp2 = bn.GPFA(n_latents=2, max_iter=20).fit(frame, key=0, progress=False)
+    gp2 = bn.GPFA(n_latents=2).fit(frame, key=0, progress=False, max_iter=20)
     np.testing.assert_allclose(gp2.transform(short)["mean"].values, ds["mean"].values, rtol=1e-6, atol=1e-8)
 
 

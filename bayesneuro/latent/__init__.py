@@ -7,8 +7,9 @@ latents linear dynamics with Poisson observations. The exact Gaussian linear dyn
 :mod:`bayesneuro.latent.kalman`, as pure JAX functions.
 """
 
-from . import kalman, plotting, scores
-from .gpfa import GPFA, GPFAParams, choose_n_latents
+from . import gpfa_gaussian, gpfa_poisson, kalman, plotting, scores
+from .gpfa import GPFA, choose_n_latents
+from .gpfa_gaussian import GPFAParams
 from .kalman import (
     LDSParams,
     fit_lds_em,
@@ -30,6 +31,8 @@ __all__ = [
     "choose_n_latents",
     "cosmoothing_bits_per_spike",
     "fit_lds_em",
+    "gpfa_gaussian",
+    "gpfa_poisson",
     "kalman",
     "plotting",
     "scores",

@@ -6,7 +6,7 @@ For trial ``r``, bin ``t`` and neuron ``n`` (``dt`` the bin size in seconds)::
     x[r, :, i]      = L_i z[r, :, i],  L_i L_i' = K_i               (GP prior, timescale tau_i)
     counts[r, t, n] ~ Poisson(dt * exp(C[n] . x[r, t] + d[n]))
 
-``K_i`` is :func:`~bayesneuro.latent.gpfa.gpfa_kernel` (unit variance, GP noise ``eps``), the
+``K_i`` is :func:`~bayesneuro.latent.gpfa_gaussian.gpfa_kernel` (unit variance, GP noise ``eps``), the
 loadings ``C`` have a standard normal prior (the latents' scale is fixed by ``K``), the offsets
 ``d`` (log spikes/s) a normal prior centred on the log mean rate, and each timescale a
 log-normal prior. Trials are padded to one length and the padding masked, so unequal trials
@@ -24,12 +24,18 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import numpyro
 import numpyro.distributions as dist
 
-from .gpfa import gpfa_kernel
+from .gpfa_gaussian import GPFAParams, _dtype, gpfa_kernel
+from .gpfa_poisson import PoissonGPFAParams, _poisson_laplace, fit_poisson_gpfa_em
 
-__all__ = ["poisson_gpfa_model", "poisson_gpfa_dims"]
+__all__ = ["poisson_gpfa_model", "poisson_gpfa_dims", "fit_poisson_gpfa"]
+
+_INIT_SWEEPS = 10  # Laplace-EM sweeps (posteriors <-> read-outs) before the shared-layer fit
+_EM_SWEEPS = 100  # ... at most, when MAP/Laplace learn the timescales by Laplace-EM
+_EM_RTOL = 1e-6  # ... stopping when its objective changes less (relative to max(1, |objective|))
 
 
 def poisson_gpfa_model(
@@ -85,13 +91,13 @@ def poisson_gpfa_model(
     L = jnp.linalg.cholesky(K)
     loadings = numpyro.sample("loadings", dist.Normal(0.0, 1.0).expand([n_neuron, q]).to_event(2))
     centre = jnp.log(10.0) if log_rate_mean is None else jnp.asarray(log_rate_mean)
-    offsets = numpyro.sample(
-        "offsets", dist.Normal(jnp.broadcast_to(centre, (n_neuron,)), 2.0).to_event(1)
+    offset = numpyro.sample(
+        "offset", dist.Normal(jnp.broadcast_to(centre, (n_neuron,)), 2.0).to_event(1)
     )
     with numpyro.plate("trial", n_trial, dim=-2), numpyro.plate("time", n_time, dim=-1):
         z = numpyro.sample("z", dist.Normal(0.0, 1.0).expand([q]).to_event(1))  # (trial, time, latent)
     x = numpyro.deterministic("latents", jnp.einsum("kts,rsk->rtk", L, z))
-    log_rate = x @ loadings.T + offsets  # (trial, time, neuron), log spikes/s
+    log_rate = x @ loadings.T + offset  # (trial, time, neuron), log spikes/s
     mu = jnp.exp(log_rate) * bin_size
     keep = jnp.ones(mu.shape, bool)
     if mask is not None:
@@ -109,7 +115,7 @@ def poisson_gpfa_dims() -> dict[str, list[str]]:
         "timescale_bins": ["latent"],
         "timescale": ["latent"],
         "loadings": ["neuron", "latent"],
-        "offsets": ["neuron"],
+        "offset": ["neuron"],
         "z": ["trial", "time", "latent"],
         "latents": ["trial", "time", "latent"],
         "counts": ["trial", "time", "neuron"],
@@ -118,3 +124,90 @@ def poisson_gpfa_dims() -> dict[str, list[str]]:
         "log_rate_mean": ["neuron"],
         "timescales": ["latent"],
     }
+
+
+def fit_poisson_gpfa(counts, mask, start: GPFAParams, *, bin_size: float, trials, neuron_ids, kernel: str,
+                     eps: float, learn_timescales: bool, init_timescale: float, method: str, key, progress: bool,
+                     options: dict):
+    """Fit :func:`poisson_gpfa_model` by ``method`` from a Gaussian GPFA of the square-root counts.
+
+    The Gaussian start's loadings are mapped to the log-rate scale (``d log(s^2) = 2 ds / s``,
+    ``s`` the mean square-root count), refined by Laplace-EM
+    (:func:`~bayesneuro.latent.gpfa_poisson.fit_poisson_gpfa_em`; with ``learn_timescales`` under
+    MAP/Laplace it also sets the timescales, empirical Bayes, since the joint mode of paths and
+    timescales has no penalty on short ones), and the paths whitened at the Laplace modes; that
+    start goes to :func:`bayesneuro.infer.fit` (timescales fixed for MAP/Laplace, learnt under
+    their prior for SVI/NUTS).
+
+    Parameters
+    ----------
+    counts : numpy.ndarray, shape (trial, time, neuron)
+        Zero-padded counts.
+    mask : numpy.ndarray of bool, shape (trial, time)
+        False on padded bins.
+    start : GPFAParams
+        Gaussian GPFA of the square-root counts (timescales in bins).
+    bin_size : float
+    trials, neuron_ids : array_like
+        Coordinates of the fit.
+    kernel, eps, learn_timescales, init_timescale
+        As :class:`~bayesneuro.latent.gpfa.GPFA` (``init_timescale`` in seconds).
+    method : {"map", "laplace", "svi", "nuts"}
+    key : jax.random key or None
+        None only for ``"map"`` (deterministic from this start).
+    progress : bool
+    options : dict
+        Method options of :func:`bayesneuro.infer.fit`.
+
+    Returns
+    -------
+    result : bayesneuro.infer.FitResult
+    em_params : PoissonGPFAParams
+        After Laplace-EM (its timescales are those of the fit unless SVI/NUTS learn them).
+    trace : numpy.ndarray
+        The Laplace-EM objective per sweep.
+    """
+    from numpyro.infer import init_to_value
+
+    from ..infer import fit as _fit
+
+    dt = float(bin_size)
+    lengths = mask.sum(axis=1)
+    n_trial, T, n_neuron = counts.shape
+    q = start.loadings.shape[1]
+    s_mean = np.maximum(np.asarray(start.offset), 0.1)
+    C0 = 2.0 * np.asarray(start.loadings) / s_mean[:, None]
+    d0 = np.log(counts.sum(axis=(0, 1)) / lengths.sum() / dt)
+    tau0 = np.asarray(start.timescales) if learn_timescales else np.full(q, init_timescale / dt)
+    learn_tau = learn_timescales and method in ("map", "laplace")
+    p0 = PoissonGPFAParams(jnp.asarray(C0), jnp.asarray(d0), jnp.asarray(tau0), jnp.asarray(start.eps))
+    em = fit_poisson_gpfa_em(p0, [counts[k, : lengths[k]] for k in range(n_trial)], bin_size=dt, kernel=kernel,
+                             offset_prior_mean=d0, learn_timescales=learn_tau,
+                             max_iter=_EM_SWEEPS if learn_tau else _INIT_SWEEPS, tol=_EM_RTOL, progress=False,
+                             warn=False)
+    p0 = em.params
+    # modes of the paths at the final parameters, whitened by the final timescales
+    L = np.linalg.cholesky(np.asarray(jax.vmap(lambda t, e: gpfa_kernel(kernel, t, e, T))(p0.timescales, p0.eps)))
+    z0 = np.zeros((n_trial, T, q))
+    w = jnp.ones(n_neuron)
+    for Tg in np.unique(lengths):
+        idx = np.flatnonzero(lengths == Tg)
+        x = np.asarray(_poisson_laplace(p0, jnp.asarray(counts[idx, :Tg], _dtype()), w, dt, kernel).mean)
+        for i in range(q):
+            z0[idx, :Tg, i] = np.linalg.solve(L[i, :Tg, :Tg], x[..., i].T).T
+    values = {"loadings": np.asarray(p0.loadings), "offset": np.asarray(p0.offset), "z": z0}
+    extra = {}
+    if learn_timescales and method in ("svi", "nuts"):
+        values["timescale_bins"] = np.asarray(p0.timescales)
+    else:
+        extra["timescales"] = np.asarray(p0.timescales)
+    options = dict(options)
+    options.setdefault("init_strategy", init_to_value(values={k: jnp.asarray(v) for k, v in values.items()}))
+    coords = {"trial": trials, "time": (np.arange(T) + 0.5) * dt, "neuron": neuron_ids, "latent": np.arange(q)}
+    result = _fit(
+        poisson_gpfa_model, method=method, key=jax.random.key(0) if key is None else key, coords=coords,
+        dims=poisson_gpfa_dims(), progress=progress, counts=counts.astype(np.float64), mask=mask,
+        log_rate_mean=d0, n_latents=q, n_trial=n_trial, n_time=T, n_neuron=n_neuron, bin_size=dt,
+        kernel=kernel, eps=eps, timescale_prior=init_timescale / dt, **extra, **options,
+    )
+    return result, p0, em.objective

@@ -1,0 +1,475 @@
+r"""Poisson GPFA: the model's maths as pure JAX functions, and its Laplace-EM.
+
+For trial ``r``, bin ``t`` and neuron ``n`` (``dt`` the bin size in seconds), with the GP prior of
+:mod:`bayesneuro.latent.gpfa_gaussian` (:func:`~bayesneuro.latent.gpfa_gaussian.gpfa_kernel`,
+timescales in bins):
+
+.. math::
+
+    x_i(\cdot) \sim \mathcal{GP}(0, K_i), \qquad
+    y_{rtn} \mid x \sim \operatorname{Poisson}\!\big(dt\, e^{C_n x_{rt} + d_n}\big),
+
+``d`` in log spikes/s. The latents of a trial have no closed-form posterior; the Laplace
+approximation is found by Newton's method on the whitened paths ``z`` (``x_i = L_i z_i``,
+``L_i L_i^T = K_i``), whose Hessian ``I + L^T W L`` is positive definite
+(:func:`poisson_gpfa_posterior`). :func:`fit_poisson_gpfa_em` is Laplace-EM: the E-step takes the
+Laplace posterior of every trial, the M-step each neuron's read-out ``(C_n, d_n)`` under the
+expected Poisson likelihood (with the priors ``C ~ N(0, 1)`` and ``d_n ~ N(centre_n, 2^2)`` of
+the NumPyro model :func:`~bayesneuro.latent._gpfa_model.poisson_gpfa_model`) and, optionally,
+the timescales maximising the expected GP prior under the Laplace moments (empirical Bayes, as
+the M-step of Gaussian GPFA). The estimator :class:`bayesneuro.latent.gpfa.GPFA` with
+``observation="poisson"`` uses it to start MAP, Laplace, SVI or NUTS through
+:func:`bayesneuro.infer.fit`.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache, partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.scipy.linalg import cho_solve
+
+from ..engine.newton import newton
+from .gpfa_gaussian import (
+    _LOG_TAU_BOUNDS,
+    _check_kernel,
+    _cov_factor,
+    _dtype,
+    _group,
+    _newton_batch,
+    _timescale_objective,
+    gpfa_kernel,
+)
+
+_NEWTON_TOL = 5e-15  # Laplace modes: stop when half the Newton decrement is below this (relative)
+
+__all__ = [
+    "PoissonGPFAParams",
+    "PoissonGPFAPosterior",
+    "PoissonGPFAEMResult",
+    "poisson_gpfa_posterior",
+    "poisson_gpfa_sample",
+    "poisson_gpfa_em_step",
+    "fit_poisson_gpfa_em",
+]
+
+
+class PoissonGPFAParams(NamedTuple):
+    """Parameters of Poisson GPFA, ``counts ~ Poisson(dt exp(C x + d))``, timescales in bins.
+
+    Attributes
+    ----------
+    loadings : Array
+        :math:`C`, shape ``(neuron, latent)``.
+    offset : Array
+        :math:`d`, shape ``(neuron,)``, log spikes/s.
+    timescales : Array
+        :math:`\\tau`, shape ``(latent,)``, in bins.
+    eps : Array
+        GP noise variances, shape ``(latent,)``, in ``(0, 1)``.
+    """
+
+    loadings: jax.Array
+    offset: jax.Array
+    timescales: jax.Array
+    eps: jax.Array
+
+
+class PoissonGPFAPosterior(NamedTuple):
+    """Laplace posterior of the latents of equal-length trials at fixed parameters.
+
+    Attributes
+    ----------
+    mean : Array
+        Posterior modes, shape ``(trial, time, latent)``.
+    cov : Array
+        Inverse Hessian of the negative log joint at the mode, per trial,
+        shape ``(trial, latent, time, latent, time)``.
+    log_marginal : Array
+        Laplace approximation of ``log p(counts)`` of each trial, shape ``(trial,)``.
+    """
+
+    mean: jax.Array
+    cov: jax.Array
+    log_marginal: jax.Array
+
+
+class PoissonGPFAEMResult(NamedTuple):
+    """Output of :func:`fit_poisson_gpfa_em`.
+
+    Attributes
+    ----------
+    params : PoissonGPFAParams
+        The parameters after the last M-step.
+    objective : numpy.ndarray
+        Before each M-step: the Laplace log marginal likelihood of the counts plus the log
+        priors of loadings and offset (what the M-steps increase, up to the Laplace
+        approximation), one entry per sweep.
+    n_iter : int
+        Sweeps taken (E-step and M-step).
+    converged : bool
+        Whether the ``tol`` criterion stopped the run before ``max_iter`` sweeps.
+    """
+
+    params: PoissonGPFAParams
+    objective: np.ndarray
+    n_iter: int
+    converged: bool
+
+
+def _chol_solve(H, g):
+    """Newton step ``H^{-1} g`` for the positive definite ``I + L^T W L`` (``g`` (latent, time))."""
+    return cho_solve((jnp.linalg.cholesky(H), True), g.reshape(-1)).reshape(g.shape)
+
+
+def _poisson_chol(params, n_time: int, kernel: str) -> jax.Array:
+    K = jax.vmap(lambda tau, e: gpfa_kernel(kernel, tau, e, n_time))(params.timescales, params.eps)
+    return jnp.linalg.cholesky(K)  # (latent, time, time)
+
+
+@partial(jax.jit, static_argnames=("kernel", "max_iter"))
+def _poisson_laplace(params: PoissonGPFAParams, y, weight, bin_size, kernel: str, max_iter: int = 100):
+    """Newton's method on the whitened paths ``z`` (``x_i = L_i z_i``) of each trial.
+
+    ``f(z) = sum_{t,n} w_n (dt e^{eta} - y eta) + |z|^2 / 2``, ``eta = C x + d``; the Hessian
+    ``I + L^T W L`` (``W`` block-diagonal in time) is positive definite, so Newton with
+    step halving (:func:`bayesneuro.engine.newton.newton`) converges; ``weight`` (neuron,) in
+    {0, 1} drops neurons (co-smoothing).
+    """
+    C, d = params.loadings, params.offset
+    q, N = C.shape[1], C.shape[0]
+    T = y.shape[1]
+    L = _poisson_chol(params, T, kernel)
+    log_dt = jnp.log(bin_size)
+    eye = jnp.eye(q * T, dtype=C.dtype)
+
+    def eta_of(z):  # z (latent, time) -> (time, neuron)
+        return jnp.einsum("its,is->ti", L, z) @ C.T + d + log_dt
+
+    def f(z, yr):
+        eta = eta_of(z)
+        return jnp.sum(weight * (jnp.exp(eta) - yr * eta)) + 0.5 * jnp.sum(z**2)
+
+    def grad_hess(z, yr):
+        eta = eta_of(z)
+        lam = jnp.exp(eta) * weight
+        gx = (lam - yr * weight) @ C  # (time, latent)
+        g = jnp.einsum("its,ti->is", L, gx) + z
+        W = jnp.einsum("ni,tn,nj->tij", C, lam, C)
+        H = jnp.einsum("its,tij,jtu->isju", L, W, L).reshape(q * T, q * T) + eye
+        return g, H
+
+    def one(yr):
+        res = newton(f, jnp.zeros((q, T), C.dtype), yr, derivatives=grad_hess, solve=_chol_solve,
+                     max_iter=max_iter, tol=_NEWTON_TOL)
+        z, fz = res.x, res.value
+        _, H = grad_hess(z, yr)
+        Lh = jnp.linalg.cholesky(H)
+        G = _cov_factor(Lh, L).reshape(q * T, q * T)
+        cov = (G.T @ G).reshape(q, T, q, T)
+        const = jnp.sum(weight * jax.scipy.special.gammaln(yr + 1.0))
+        log_marg = -fz - const - jnp.sum(jnp.log(jnp.diag(Lh)))
+        return jnp.einsum("its,is->ti", L, z), cov, log_marg
+
+    mean, cov, lm = jax.vmap(one)(y)
+    return PoissonGPFAPosterior(mean, cov, lm)
+
+
+def _poisson_left_out(params: PoissonGPFAParams, y, bin_size, kernel: str):
+    """Rates (spikes/s) of each neuron, ``E[exp(C_k x + d_k)]`` under the posterior without it.
+
+    A Python loop over neurons (one jitted Laplace pass each), not ``lax.map``: a map around the
+    Newton while loop is a nested loop, which deadlocked XLA's CPU runtime."""
+    N = params.loadings.shape[0]
+    out = []
+    for k in range(N):
+        w = jnp.ones(N, params.loadings.dtype).at[k].set(0.0)
+        out.append(_poisson_rates_given(params, y, bin_size, kernel, w)[..., k])
+    return jnp.stack(out, axis=-1)
+
+
+def _check_poisson_params(params) -> PoissonGPFAParams:
+    if not isinstance(params, PoissonGPFAParams):
+        raise TypeError(f"params must be a PoissonGPFAParams, got {type(params).__name__}")
+    p = PoissonGPFAParams(*(jnp.asarray(np.asarray(x, dtype=np.float64)) for x in params))
+    if p.loadings.ndim != 2:
+        raise ValueError(f"loadings must be (neuron, latent), got shape {p.loadings.shape}")
+    N, q = p.loadings.shape
+    for name, x, shape in [("offset", p.offset, (N,)), ("timescales", p.timescales, (q,)), ("eps", p.eps, (q,))]:
+        if x.shape != shape:
+            raise ValueError(f"{name} must have shape {shape}, got {x.shape}")
+    if not all(bool(jnp.all(jnp.isfinite(x))) for x in p):
+        raise ValueError("PoissonGPFAParams contain NaN or infinite values")
+    if bool(jnp.any(p.timescales <= 0)) or bool(jnp.any((p.eps <= 0) | (p.eps >= 1))):
+        raise ValueError("timescales must be positive and eps in (0, 1)")
+    return p
+
+
+def poisson_gpfa_posterior(params: PoissonGPFAParams, counts, *, bin_size: float, kernel: str = "se",
+                           neuron_mask=None) -> PoissonGPFAPosterior:
+    r"""Laplace posterior of the latents of Poisson GPFA at fixed parameters (equal-length trials).
+
+    The mode of :math:`\log p(y \mid x) + \log \mathcal N(x; 0, K)` by Newton's method in the
+    whitened coordinates, and the inverse Hessian there.
+
+    Parameters
+    ----------
+    params : PoissonGPFAParams
+    counts : array_like, shape (trial, time, neuron) or (time, neuron)
+    bin_size : float
+        Seconds per bin.
+    kernel : {"se", "matern32", "matern52"}
+    neuron_mask : array_like of bool, shape (neuron,), optional
+        False for neurons left out of the likelihood.
+
+    Returns
+    -------
+    PoissonGPFAPosterior
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> from bayesneuro.latent.gpfa_poisson import PoissonGPFAParams, poisson_gpfa_posterior
+    >>> p = PoissonGPFAParams(jnp.ones((3, 1)), jnp.full(3, 2.0), jnp.array([3.0]), jnp.array([1e-3]))
+    >>> post = poisson_gpfa_posterior(p, jnp.ones((2, 8, 3)), bin_size=0.1)
+    >>> post.mean.shape, post.cov.shape
+    ((2, 8, 1), (2, 1, 8, 1, 8))
+    """
+    params = _check_poisson_params(params)
+    y = np.asarray(counts, dtype=np.float64)
+    (group,), _ = _group(y[None] if y.ndim == 2 else y, params.loadings.shape[0])
+    N = params.loadings.shape[0]
+    w = jnp.ones(N) if neuron_mask is None else jnp.asarray(np.asarray(neuron_mask, bool), _dtype())
+    if w.shape != (N,):
+        raise ValueError(f"neuron_mask must have shape ({N},), got {w.shape}")
+    return _poisson_laplace(params, group, w, float(bin_size), _check_kernel(kernel))
+
+
+@jax.jit
+def _poisson_expected_readout_step(m, V, y, valid, C, d, centre, bin_size):
+    """Laplace-EM M-step of each neuron's ``(C_n, d_n)``: expected Poisson log-likelihood.
+
+    Minimises ``sum_valid (dt E[e^{eta}] - y E[eta]) + |C_n|^2 / 2 + (d_n - centre_n)^2 / 8``
+    with ``x_t ~ N(m_t, V_t)`` (``m`` ``(bins, latent)``, ``V`` ``(bins, latent, latent)``),
+    so ``E[e^{eta}] = exp(C_n m_t + d_n + C_n V_t C_n / 2)``; 20 damped Newton steps.
+    """
+    q = m.shape[1]
+    X = jnp.concatenate([m, jnp.ones((m.shape[0], 1), m.dtype)], axis=1)
+    prior = jnp.concatenate([jnp.ones(q), jnp.array([0.25])])
+
+    def one(w, yn, c):
+        target = jnp.concatenate([jnp.zeros(q), c[None]])
+
+        def f(w):
+            eta = X @ w + jnp.log(bin_size)
+            quad = 0.5 * jnp.einsum("i,tij,j->t", w[:q], V, w[:q])
+            return jnp.sum(valid * (jnp.exp(eta + quad) - yn * eta)) + 0.5 * jnp.sum(prior * (w - target) ** 2)
+
+        def body(w, _):
+            g, H = jax.grad(f)(w), jax.hessian(f)(w)
+            step = -jnp.linalg.solve(H, g)
+            step = step / jnp.maximum(1.0, jnp.linalg.norm(step))
+            return jnp.where(f(w + step) <= f(w), w + step, w + 0.1 * step), None
+
+        return lax.scan(body, w, None, length=20)[0]
+
+    w = jax.vmap(one, in_axes=(0, 1, 0))(jnp.concatenate([C, d[:, None]], axis=1), y, centre)
+    return w[:, :-1], w[:, -1]
+
+
+@partial(jax.jit, static_argnames="kernel")
+def _poisson_timescale_step(timescales, eps, P: tuple, n: tuple, kernel: str):
+    """Laplace-EM M-step of the timescales: the Gaussian-GPFA objective with Laplace moments."""
+    lo, hi = _LOG_TAU_BOUNDS
+    objective = jax.vmap(lambda x, e, P_i: _timescale_objective(x, e, P_i, list(n), kernel, True))
+    log_tau = _newton_batch(lambda x: objective(x, eps, list(P)), jnp.clip(jnp.log(timescales), lo, hi), lo, hi)
+    return jnp.exp(log_tau)
+
+
+@partial(jax.jit, static_argnums=(2, 3, 4))
+def _poisson_sample(key, params, n_trials, n_time, kernel, bin_size):
+    L = _poisson_chol(params, n_time, kernel)
+    kx, ky = jax.random.split(key)
+    q = params.loadings.shape[1]
+    x = jnp.einsum("itu,niu->nti", L, jax.random.normal(kx, (n_trials, q, n_time), params.loadings.dtype))
+    return x, jax.random.poisson(ky, bin_size * jnp.exp(x @ params.loadings.T + params.offset))
+
+
+@partial(jax.jit, static_argnames="kernel")
+def _poisson_rates_given(params: PoissonGPFAParams, y, bin_size, kernel: str, weight):
+    """Rates (spikes/s) of every neuron, ``E[exp(C x + d)]`` under the posterior given the neurons
+    with ``weight`` 1."""
+    post = _poisson_laplace(params, y, weight, bin_size, kernel)
+    V = jnp.einsum("ritjt->rtij", post.cov)
+    C = params.loadings
+    return jnp.exp(post.mean @ C.T + params.offset + 0.5 * jnp.einsum("ki,rtij,kj->rtk", C, V, C))
+
+
+
+
+def poisson_gpfa_sample(key, params: PoissonGPFAParams, n_trials: int, n_time: int, *, bin_size: float,
+                        kernel: str = "se"):
+    """Draw latents and counts from Poisson GPFA (``key``: a ``jax.random`` key).
+
+    Returns
+    -------
+    latents : Array, shape (n_trials, n_time, latent)
+    counts : Array, shape (n_trials, n_time, neuron)
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp
+    >>> from bayesneuro.latent.gpfa_poisson import PoissonGPFAParams, poisson_gpfa_sample
+    >>> p = PoissonGPFAParams(jnp.ones((3, 1)), jnp.full(3, 2.0), jnp.array([3.0]), jnp.array([1e-3]))
+    >>> x, y = poisson_gpfa_sample(jax.random.key(0), p, 4, 10, bin_size=0.05)
+    >>> x.shape, y.shape
+    ((4, 10, 1), (4, 10, 3))
+    """
+    params = _check_poisson_params(params)
+    if int(n_trials) < 1 or int(n_time) < 1:
+        raise ValueError(f"n_trials and n_time must be >= 1, got {n_trials}, {n_time}")
+    return _poisson_sample(key, params, int(n_trials), int(n_time), _check_kernel(kernel), float(bin_size))
+
+
+def _laplace_em_step(params: PoissonGPFAParams, groups: tuple, centre, bin_size, *, kernel: str,
+                     learn_timescales: bool):
+    """One Laplace-EM sweep on trials grouped by length: ``(new params, objective at params)``."""
+    C = params.loadings
+    N, q = C.shape
+    w = jnp.ones(N, C.dtype)
+    posts = [_poisson_laplace(params, y, w, bin_size, kernel) for y in groups]
+    lml = sum(jnp.sum(p.log_marginal) for p in posts)
+    objective = lml - 0.5 * jnp.sum(C**2) - jnp.sum((params.offset - centre) ** 2) / 8.0
+    m = jnp.concatenate([p.mean.reshape(-1, q) for p in posts])
+    V = jnp.concatenate([jnp.einsum("ritjt->rtij", p.cov).reshape(-1, q, q) for p in posts])
+    y = jnp.concatenate([g.reshape(-1, N) for g in groups])
+    Cn, dn = _poisson_expected_readout_step(m, V, y, jnp.ones(y.shape[0], y.dtype), C, params.offset, centre,
+                                            bin_size)
+    new = params._replace(loadings=Cn, offset=dn)
+    if learn_timescales:
+        # sum over trials of E[x_i x_i^T] under the Laplace posterior, (latent, time, time)
+        P = tuple(jnp.einsum("ritis->its", p.cov) + jnp.einsum("rti,rsi->its", p.mean, p.mean) for p in posts)
+        n = tuple(g.shape[0] for g in groups)
+        new = new._replace(timescales=_poisson_timescale_step(params.timescales, params.eps, P, n, kernel))
+    return new, objective
+
+
+def poisson_gpfa_em_step(params: PoissonGPFAParams, counts, *, bin_size: float, kernel: str = "se",
+                         offset_prior_mean=None, learn_timescales: bool = True):
+    """One Laplace-EM sweep; returns the new parameters and the objective of the *old* ones.
+
+    Parameters
+    ----------
+    params : PoissonGPFAParams
+    counts : list of array_like (time, neuron), or array_like (trial, time, neuron)
+        Trials of any lengths (equal lengths are conditioned together).
+    bin_size : float
+        Seconds per bin.
+    kernel : {"se", "matern32", "matern52"}
+    offset_prior_mean : array_like, shape (neuron,), optional
+        Centre of the normal prior (sd 2) of the offsets, log spikes/s; default: each neuron's
+        log mean rate.
+    learn_timescales : bool
+        Update the timescales (else keep them).
+
+    Returns
+    -------
+    params : PoissonGPFAParams
+    objective : float
+        Laplace log marginal likelihood plus log priors of the read-outs, at the old parameters.
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp
+    >>> from bayesneuro.latent.gpfa_poisson import PoissonGPFAParams, poisson_gpfa_sample, poisson_gpfa_em_step
+    >>> p = PoissonGPFAParams(jnp.array([[0.5], [-0.3], [0.4]]), jnp.log(jnp.full(3, 20.0)), jnp.array([3.0]),
+    ...                       jnp.array([1e-3]))
+    >>> _, y = poisson_gpfa_sample(jax.random.key(0), p, 5, 15, bin_size=0.05)
+    >>> p1, f0 = poisson_gpfa_em_step(p, y, bin_size=0.05)
+    >>> p2, f1 = poisson_gpfa_em_step(p1, y, bin_size=0.05)
+    >>> f1 >= f0
+    True
+    """
+    params = _check_poisson_params(params)
+    groups, _ = _group(counts, params.loadings.shape[0])
+    centre = _centre(groups, offset_prior_mean, float(bin_size))
+    step = _em_step_program(_check_kernel(kernel), bool(learn_timescales))
+    new, obj = step(params, groups, centre, jnp.asarray(float(bin_size), centre.dtype))
+    return new, float(obj)
+
+
+def _centre(groups, offset_prior_mean, bin_size: float):
+    if offset_prior_mean is not None:
+        return jnp.asarray(np.asarray(offset_prior_mean, np.float64))
+    y = np.concatenate([np.asarray(g).reshape(-1, g.shape[-1]) for g in groups])
+    return jnp.asarray(np.log(y.mean(axis=0) / bin_size))
+
+
+def fit_poisson_gpfa_em(params: PoissonGPFAParams, counts, *, bin_size: float, kernel: str = "se",
+                        offset_prior_mean=None, learn_timescales: bool = True, max_iter: int = 100,
+                        tol: float | None = 1e-6, progress: bool | None = None,
+                        warn: bool = True) -> PoissonGPFAEMResult:
+    """Fit Poisson GPFA by Laplace-EM from ``params`` (see the module docstring).
+
+    Parameters
+    ----------
+    params : PoissonGPFAParams
+        Starting point (the estimator starts from the Gaussian GPFA of the square-root counts).
+    counts : list of array_like (time, neuron), or array_like (trial, time, neuron)
+        Trials of any lengths.
+    bin_size : float
+        Seconds per bin.
+    kernel : {"se", "matern32", "matern52"}
+    offset_prior_mean : array_like, shape (neuron,), optional
+        Centre of the offsets' prior, log spikes/s; default each neuron's log mean rate.
+    learn_timescales : bool
+        Update the timescales in the M-step.
+    max_iter : int
+        Maximum number of sweeps.
+    tol : float or None
+        Stop once one sweep changes the objective by at most ``tol * max(1, |objective|)``
+        (the rule of :func:`bayesneuro.engine.em.run_em`, which runs the loop); None runs
+        ``max_iter`` sweeps.
+    progress : bool, optional
+        tqdm bar; default :func:`bayesneuro.infer.fit.progress_default`.
+    warn : bool
+        Warn (:class:`~bayesneuro.diagnostics.ConvergenceWarning`) at ``max_iter`` without
+        convergence or when the objective decreases (possible: the E-step is approximate).
+
+    Returns
+    -------
+    PoissonGPFAEMResult
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp
+    >>> from bayesneuro.latent.gpfa_poisson import PoissonGPFAParams, poisson_gpfa_sample, fit_poisson_gpfa_em
+    >>> p = PoissonGPFAParams(jnp.array([[0.5], [-0.3], [0.4]]), jnp.log(jnp.full(3, 20.0)), jnp.array([3.0]),
+    ...                       jnp.array([1e-3]))
+    >>> _, y = poisson_gpfa_sample(jax.random.key(0), p, 5, 15, bin_size=0.05)
+    >>> fit = fit_poisson_gpfa_em(p, y, bin_size=0.05, max_iter=5, progress=False)
+    >>> fit.n_iter <= 5, bool(fit.objective[-1] >= fit.objective[0])
+    (True, True)
+    """
+    from ..engine.em import run_em
+
+    if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
+        raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
+    params = _check_poisson_params(params)
+    groups, _ = _group(counts, params.loadings.shape[0])
+    centre = _centre(groups, offset_prior_mean, float(bin_size))
+    step = _em_step_program(_check_kernel(kernel), bool(learn_timescales))
+    params, trace = run_em(step, params, groups, centre, jnp.asarray(float(bin_size), centre.dtype),
+                           max_iter=int(max_iter), tol=tol, progress=progress, desc="Poisson GPFA Laplace-EM",
+                           warn=warn)
+    return PoissonGPFAEMResult(params, trace.objective, int(trace.n_iter), bool(trace.converged))
+
+
+@lru_cache(maxsize=None)
+def _em_step_program(kernel: str, learn_timescales: bool):
+    """The jitted Laplace-EM sweep for one setting (fits share the compiled programs)."""
+    return jax.jit(partial(_laplace_em_step, kernel=kernel, learn_timescales=learn_timescales))
