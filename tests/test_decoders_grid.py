@@ -328,7 +328,7 @@ def test_state_space_fit_learns_the_walk_and_restarts_at_trials():
         ss.decode(SpikeData.from_counts(counts, bin_size=0.04))
     emp = StateSpaceDecoder(bins=30, range=(0, 1), transition="empirical").fit(data, "x")
     assert np.allclose(emp.transition_.sum(axis=1)[emp.tuning_.visited], 1.0)
-    assert emp.score(data, "x")["median_error"] < 0.05
+    assert emp.evaluate(data, "x")["median_error"] < 0.05
 
 
 # --------------------------------------------------------------- posterior summaries
@@ -450,14 +450,14 @@ def test_plots_draw_what_they_are_given():
     p = rng.dirichlet(np.ones(10), size=40)
     post = GridPosterior(np.log(p), grid, 0.1 * np.arange(40), point_estimate="mean")
     truth = rng.uniform(0, 1, 40)
-    ax = plotting.plot_trajectory(post, truth, level=0.9)
+    ax = plotting.plot_trajectory(post, truth, prob=0.9)
     lo, hi = post.interval(0.9)
     band = ax.collections[0].get_paths()[0].vertices
     assert np.isclose(band[:, 1].max(), hi[:, 0].max()) and np.isclose(band[:, 1].min(), lo[:, 0].min())
     np.testing.assert_allclose(ax.lines[0].get_ydata(), post.mean[:, 0])
     ax = plotting.plot_posterior(post, truth)
     np.testing.assert_allclose(ax.images[0].get_array(), p.T)
-    ax = plotting.plot_reliability(post, truth, levels=[0.2, 0.5, 0.8])
+    ax = plotting.plot_reliability(post, truth, probs=[0.2, 0.5, 0.8])
     np.testing.assert_allclose(ax.lines[1].get_ydata(), [np.mean(post.covers(truth, lv)) for lv in (0.2, 0.5, 0.8)])
     t = rng.integers(0, 3, 200)
     d = np.where(rng.uniform(size=200) < 0.7, t, rng.integers(0, 3, 200))

@@ -68,14 +68,14 @@ def train(model):
 def _np_params(dec):
     p = dec.params_
     return {k: np.asarray(getattr(p, k), dtype=np.float64) for k in
-            ("initial_mean", "initial_cov", "dynamics", "dynamics_bias", "emission", "emission_bias",
-             "dynamics_cov", "emission_cov")}
+            ("initial_mean", "initial_cov", "dynamics", "dynamics_bias", "loadings", "offset",
+             "dynamics_cov", "observation_cov")}
 
 
 def textbook_kalman(p, Z):
     """Plain numpy Kalman filter (covariance form) and RTS smoother for one segment."""
     A, b, W = p["dynamics"], p["dynamics_bias"], p["dynamics_cov"]
-    H, c, Q = p["emission"], p["emission_bias"], p["emission_cov"]
+    H, c, Q = p["loadings"], p["offset"], p["observation_cov"]
     T, d = Z.shape[0], A.shape[0]
     mf, Pf, mp, Pp = (np.empty((T, d)), np.empty((T, d, d)), np.empty((T, d)), np.empty((T, d, d)))
     m, P = p["initial_mean"], p["initial_cov"]
@@ -99,7 +99,7 @@ def textbook_kalman(p, Z):
 def brute_force(p, Z):
     """Dense Gaussian conditioning of the joint of all states and observations of one segment."""
     A, b, W = p["dynamics"], p["dynamics_bias"], p["dynamics_cov"]
-    H, c, Q = p["emission"], p["emission_bias"], p["emission_cov"]
+    H, c, Q = p["loadings"], p["offset"], p["observation_cov"]
     T, d = Z.shape[0], A.shape[0]
     n = H.shape[0]
     # states x = M e + mu, with e = (x0 - m0, w_1, ..., w_{T-1}) independent
@@ -175,11 +175,11 @@ def test_least_squares_recovers_true_parameters(model, train):
     np.testing.assert_allclose(p["dynamics"], A_TRUE, atol=0.01)
     np.testing.assert_allclose(p["dynamics_bias"], B_TRUE, atol=0.02)
     np.testing.assert_allclose(p["dynamics_cov"], W_TRUE, atol=0.01)
-    np.testing.assert_allclose(p["emission"], H, atol=0.05)
-    np.testing.assert_allclose(p["emission_bias"], c, atol=0.3)
+    np.testing.assert_allclose(p["loadings"], H, atol=0.05)
+    np.testing.assert_allclose(p["offset"], c, atol=0.3)
     # rounding the simulated observations to counts adds independent Uniform(-1/2, 1/2) noise
     Q_eff = Q + np.eye(len(c)) / 12
-    np.testing.assert_allclose(p["emission_cov"], Q_eff, atol=0.04 * np.abs(Q_eff).max())
+    np.testing.assert_allclose(p["observation_cov"], Q_eff, atol=0.04 * np.abs(Q_eff).max())
     m_inf, P_inf = _stationary()
     np.testing.assert_allclose(p["initial_mean"], m_inf, atol=0.3)
     np.testing.assert_allclose(p["initial_cov"], P_inf, rtol=0.15, atol=0.05)
@@ -208,7 +208,7 @@ def test_coverage_is_calibrated(model, train, smooth):
     n_trial, n_time = 300, 20
     test, S = simulate(n_trial, n_time, 7, H, c, Q)
     post = dec.decode(test)
-    score = dec.score(test, ["px", "vx"])
+    score = dec.evaluate(test, ["px", "vx"])
     for level in (0.5, 0.9, 0.95):
         cov = score["coverage"][level]
         inside = post.covers(S, level).reshape(n_trial, n_time)
@@ -288,4 +288,4 @@ def test_sqrt_transform_and_plain_arrays(model, train):
     post = dec.decode(np.asarray(data.counts[:50]))  # a plain array takes the training bin size
     assert post.names == ("s0", "s1")
     assert post.mean.shape == (50, 2)
-    assert dec.score(data.time_slice(0, 50.0), S[:1000])["r2"].min() > 0.5
+    assert dec.evaluate(data.time_slice(0, 50.0), S[:1000])["r2"].min() > 0.5

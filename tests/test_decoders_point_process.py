@@ -139,7 +139,7 @@ def test_tracks_truth_with_reasonable_coverage(fitted, test_set, smooth):
     err = np.abs(post.mean[:, 0] - x)
     assert np.median(err) < 0.03  # the range is 1
     assert np.mean(err) < 0.05
-    cov = dec.score(data, "x")["coverage"]
+    cov = dec.evaluate(data, "x")["coverage"]
     # Gaussian approximation of a non-Gaussian posterior: nominal 0.9, accept 0.8-0.97
     assert 0.8 <= cov[0.9] <= 0.97, cov
     assert 0.4 <= cov[0.5] <= 0.6, cov
@@ -241,7 +241,7 @@ def test_linear_tuning_2d_velocity():
     np.testing.assert_allclose(np.asarray(dec.tuning_.intercept), b0, atol=0.1)
     assert np.all(np.asarray(dec.tuning_.quadratic) == 0)
     np.testing.assert_allclose(dec.dynamics_, A, atol=0.03)
-    score = dec.score(test, ["vx", "vy"])
+    score = dec.evaluate(test, ["vx", "vy"])
     assert score["r2"].min() > 0.7
     assert 0.8 <= score["coverage"][0.9] <= 0.97
 

@@ -49,8 +49,8 @@ def _standardized(dec, data, y=None):
 def test_gaussian_map_and_laplace_equal_conjugate_solution():
     data, y = _linear_data(0)
     noise, s, sb = 0.5, 0.8, 3.0
-    dec = RegressionDecoder(prior_scale=s, intercept_scale=sb, noise_sd=noise, method="laplace")
-    dec.fit(data, y, key=1, num_samples=4000)
+    dec = RegressionDecoder(prior_scale=s, intercept_scale=sb, noise_sd=noise)
+    dec.fit(data, y, method="laplace", key=1, num_samples=4000)
     Z, idx, ys = _standardized(dec, data, y)
     sig = noise / dec.target_sd_  # noise sd on the standardised scale, per output
     Xa = np.column_stack([np.ones(len(Z)), Z])
@@ -58,7 +58,7 @@ def test_gaussian_map_and_laplace_equal_conjugate_solution():
 
     # MAP (method override) = posterior mean of the conjugate model = ridge with alpha sigma^2/s^2
     mp = RegressionDecoder(prior_scale=s, intercept_scale=sb, noise_sd=noise).fit(
-        data, y, key=1, method="map", gtol=1e-10
+        data, y, key=1, method="map", tol=1e-10
     )
     laplace_cov = dec.result_.info["cov"]
     order = dec.result_.info["unravel"](np.arange(laplace_cov.shape[0]))
@@ -78,7 +78,7 @@ def test_gaussian_map_and_laplace_equal_conjugate_solution():
 
     # sklearn Ridge with an (almost) unpenalised intercept, single noise level
     wide = RegressionDecoder(prior_scale=s, intercept_scale=1e6, noise_sd=noise)
-    wide.fit(data, y, key=0, method="map", gtol=1e-10)
+    wide.fit(data, y, key=0, method="map", tol=1e-10)
     for k in range(y.shape[1]):
         ridge = Ridge(alpha=sig[k] ** 2 / s**2, tol=1e-12).fit(Z, ys[:, k])
         np.testing.assert_allclose(wide.coef()["weights"][:, k], ridge.coef_, atol=1e-6)
@@ -98,8 +98,8 @@ def test_classifier_map_equals_sklearn_logistic_regression(family):
     if family == "bernoulli":
         names = np.where(labels == 0, "a", "b")
     s = 0.7
-    dec = RegressionDecoder(family=family, prior_scale=s, intercept_scale=1e4, method="map")
-    dec.fit(data, names, key=0, gtol=1e-10)
+    dec = RegressionDecoder(family=family, prior_scale=s, intercept_scale=1e4)
+    dec.fit(data, names, method="map", key=0, tol=1e-10)
     assert dec._discrete and dec.classes_.tolist() == sorted(set(names.tolist()))
     Z, _ = dec._features(data)
     sk = LogisticRegression(C=s**2, tol=1e-12, max_iter=10_000).fit(Z, names)
@@ -112,7 +112,7 @@ def test_classifier_map_equals_sklearn_logistic_regression(family):
     else:
         np.testing.assert_allclose(w, sk.coef_.T, atol=1e-5)
     assert post.point.tolist() == sk.predict(Z).tolist()
-    scores = dec.score(data, names)
+    scores = dec.evaluate(data, names)
     assert 0 < scores["accuracy"] <= 1 and scores["n_bins"] == data.n_time
 
 
@@ -128,8 +128,8 @@ def test_target_at_lag_two_is_decoded_only_with_lag_two():
     train, test, _ = data.split(fractions=(0.5, 0.5))
     r2 = {}
     for lags in ([0, 1], [0, 1, 2]):
-        dec = RegressionDecoder(lags=lags, method="map").fit(train, "stim", key=0)
-        r2[len(lags)] = dec.score(test, "stim")["r2"][0]
+        dec = RegressionDecoder(lags=lags).fit(train, "stim", method="map", key=0)
+        r2[len(lags)] = dec.evaluate(test, "stim")["r2"][0]
     assert r2[3] > 0.9
     assert r2[2] < 0.1
 
@@ -145,7 +145,7 @@ def test_lag_windows_never_cross_trials():
     y = rng.normal(size=(18, 2))
     lags = [-1, 0, 2]
     # the noise sd is fixed: 9 bins and 10 coefficients fit exactly, so a learnt sigma has no mode
-    dec = RegressionDecoder(lags=lags, method="map", transform="sqrt", noise_sd=1.0).fit(data, y, key=0)
+    dec = RegressionDecoder(lags=lags, transform="sqrt", noise_sd=1.0).fit(data, y, method="map", key=0)
     expected = np.flatnonzero(valid_bins(data.segment_ids, lags))
     np.testing.assert_array_equal(dec.train_index_, expected)
     # the first bin of each trial (lag -1) and the last two (lag +2) are dropped
@@ -192,8 +192,8 @@ def _calibration_data():
 
 def test_gaussian_intervals_are_calibrated():
     train, test = _calibration_data()
-    dec = RegressionDecoder(method="laplace").fit(train, "y", key=2, num_samples=2000)
-    cov = dec.score(test, "y")["coverage"]
+    dec = RegressionDecoder().fit(train, "y", method="laplace", key=2, num_samples=2000)
+    cov = dec.evaluate(test, "y")["coverage"]
     n = test.n_time
     for level, c in cov.items():
         tol = 3.5 * np.sqrt(level * (1 - level) / n) + 0.005
@@ -204,7 +204,7 @@ def test_categorical_probabilities_are_calibrated():
     data, labels, p_true = _logistic_data(6, 3500, n_neuron=4, n_class=3, scale=1.0)
     train = SpikeData.from_counts(data.counts[:500], bin_size=0.05)
     test = SpikeData.from_counts(data.counts[500:], bin_size=0.05)
-    dec = RegressionDecoder(family="categorical", method="laplace").fit(train, labels[:500], key=3, num_samples=500)
+    dec = RegressionDecoder(family="categorical").fit(train, labels[:500], method="laplace", key=3, num_samples=500)
     prob = dec.decode(test).prob
     truth = labels[500:]
     onehot = np.eye(3)[truth]
@@ -226,7 +226,7 @@ def test_categorical_probabilities_are_calibrated():
 # ---------------------------------------------------------------- (5) NUTS and SVI
 def test_svi_agrees_with_laplace_gaussian():
     data, _ = _calibration_data()
-    lap = RegressionDecoder(method="laplace").fit(data, "y", key=0, num_samples=2000)
+    lap = RegressionDecoder().fit(data, "y", method="laplace", key=0, num_samples=2000)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="svi: the ELBO was still improving")  # short run
         svi = RegressionDecoder().fit(
@@ -254,7 +254,7 @@ def test_nuts_agrees_with_laplace_categorical():
             ("laplace", {"num_samples": 500}),
             ("nuts", {"num_warmup": 150, "num_samples": 200, "num_chains": 1}),
         ]:
-            fits[method] = RegressionDecoder(family="categorical", method=method).fit(data, labels, key=0, **opts)
+            fits[method] = RegressionDecoder(family="categorical").fit(data, labels, method=method, key=0, **opts)
     probs = {m: d.decode(data).prob for m, d in fits.items()}
     for method in ("map", "nuts"):
         assert np.max(np.abs(probs[method] - probs["laplace"])) < 0.05, method
@@ -273,10 +273,10 @@ def test_nuts_agrees_with_laplace_categorical():
 # ---------------------------------------------------------------- (6) bad input
 def test_bad_input_raises_clear_errors():
     data, y = _linear_data(10, n_time=60, n_neuron=3, n_dim=1)
-    dec = RegressionDecoder(lags=[-3, 0], method="map")
+    dec = RegressionDecoder(lags=[-3, 0])
     with pytest.raises(RuntimeError, match="not fitted"):
         dec.decode(data)
-    dec.fit(data, y, key=0)
+    dec.fit(data, y, method="map", key=0)
     other = SpikeData.from_counts(data.counts, bin_size=0.05, neuron_ids=[0, 1, 7])
     with pytest.raises(ValueError, match=r"missing 1 training neuron\(s\) \[2\].*not seen in training \[7\]"):
         dec.decode(other)
@@ -286,30 +286,30 @@ def test_bad_input_raises_clear_errors():
     y_nan = y.copy()
     y_nan[5] = np.nan
     with pytest.raises(ValueError, match="NaN"):
-        RegressionDecoder(method="map").fit(data, y_nan, key=0)
+        RegressionDecoder().fit(data, y_nan, method="map", key=0)
     try:
         with_cov = SpikeData.from_counts(data.counts, bin_size=0.05, covariates=y_nan, feature_names=["x"])
     except ValueError:
         pass  # the data refuse NaN covariates themselves
     else:
         with pytest.raises(ValueError, match="NaN"):
-            RegressionDecoder(method="map").fit(with_cov, "x", key=0)
+            RegressionDecoder().fit(with_cov, "x", method="map", key=0)
     # too short for the lags, at fit and at decode
     with pytest.raises(ValueError, match="lag window"):
-        RegressionDecoder(lags=[0, 70], method="map").fit(data, y, key=0)
+        RegressionDecoder(lags=[0, 70]).fit(data, y, method="map", key=0)
     with pytest.raises(ValueError, match="lag window"):
         dec.decode(SpikeData.from_counts(data.counts[:3], bin_size=0.05))
     # classes: unseen labels in the test target, one class, bernoulli with three
     labels = np.tile([0, 1], 30)
-    clf = RegressionDecoder(family="bernoulli", method="map").fit(data, labels, key=0)
+    clf = RegressionDecoder(family="bernoulli").fit(data, labels, method="map", key=0)
     with pytest.raises(ValueError, match="not trained on"):
         clf.score(data, np.tile([0, 2], 30))
     with pytest.raises(ValueError, match="single class"):
-        RegressionDecoder(family="categorical", method="map").fit(data, np.zeros(60, int), key=0)
+        RegressionDecoder(family="categorical").fit(data, np.zeros(60, int), method="map", key=0)
     with pytest.raises(ValueError, match="exactly two classes"):
-        RegressionDecoder(family="bernoulli", method="map").fit(data, np.arange(60) % 3, key=0)
+        RegressionDecoder(family="bernoulli").fit(data, np.arange(60) % 3, method="map", key=0)
     with pytest.raises(ValueError, match="NaN"):
-        RegressionDecoder(family="categorical", method="map").fit(data, np.where(labels == 0, np.nan, 1.0), key=0)
+        RegressionDecoder(family="categorical").fit(data, np.where(labels == 0, np.nan, 1.0), method="map", key=0)
     # constructor and options
     with pytest.raises(ValueError, match="family"):
         RegressionDecoder(family="poisson")
@@ -318,6 +318,6 @@ def test_bad_input_raises_clear_errors():
     with pytest.raises(ValueError, match="noise_sd"):
         RegressionDecoder(family="categorical", noise_sd=1.0)
     with pytest.raises(ValueError, match="unknown option"):
-        RegressionDecoder(method="map").fit(data, y, key=0, num_steps=10)
-    with pytest.raises(TypeError, match="key"):
-        RegressionDecoder(method="map").fit(data, y, key=None)
+        RegressionDecoder().fit(data, y, method="map", key=0, num_steps=10)
+    with pytest.raises(TypeError, match="key"):  # laplace draws from the posterior: it needs a key
+        RegressionDecoder().fit(data, y, method="laplace", key=None)

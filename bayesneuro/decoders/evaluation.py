@@ -4,7 +4,8 @@
   and trains on the rest, with `gap` bins dropped on the training side of every boundary with
   the test block, and the training blocks kept as separate segments, so that no lag window or
   temporal prior reads across a boundary.
-- :func:`cross_validate` fits a fresh copy of a decoder per fold and scores it.
+- :func:`cross_validate` fits a fresh clone of a decoder per fold (each with its own key) and
+  evaluates it.
 - :func:`lag_curve` scores a decoder of the variable at bin ``t`` from spikes at ``t + lag`` for
   each lag (positive lags: spikes after the variable, as for a stimulus; negative: before, as
   for a movement).
@@ -13,13 +14,13 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any, Sequence
 
+import jax
 import numpy as np
 
 from ..data import SpikeData
-from ..infer._model import as_key
+from ..estimator import PROBS, clone, resolve_key, split_key
 from ..splits import _piece_labels
 from ._inputs import as_spike_data, label_array, target_array
 from .lags import check_lags
@@ -91,19 +92,32 @@ def kfold(data: SpikeData, n_folds: int = 5, *, by: str = "time", gap: int = 0) 
     return out
 
 
-def _metric(scores: dict, metric: str) -> float:
+def _metric(ev: dict, metric: str | None) -> float:
+    """One number from an ``evaluate`` dict: ``None``/``"score"`` is the log score (nats/bin)."""
+    if metric is None or metric in ("score", "mean_log_density"):
+        return float(ev["mean_log_density"])
     if metric.startswith("coverage_"):
-        return scores["coverage"][float(metric.split("_", 1)[1]) / 100]
+        return ev["coverage"][float(metric.split("_", 1)[1]) / 100]
     if metric == "r2":
-        return float(np.nanmean(scores["r2"]))
-    if metric not in scores:
-        raise ValueError(f"unknown metric {metric!r}; use one of {sorted(k for k in scores if k != 'coverage')} or coverage_90")
-    return float(scores[metric])
+        return float(np.nanmean(ev["r2"]))
+    if metric not in ev:
+        raise ValueError(
+            f"unknown metric {metric!r}; use 'score' or one of {sorted(k for k in ev if k != 'coverage')}"
+            " or coverage_90"
+        )
+    return float(ev[metric])
 
 
 def _gap_for(decoder: Any) -> int:
     lags = getattr(decoder, "lags", 0)
     return int(np.max(np.abs(check_lags(lags)))) if lags is not None else 0
+
+
+def _fit_kwargs(fit_kwargs: dict | None) -> dict:
+    kw = dict(fit_kwargs or {})
+    if "key" in kw:
+        raise TypeError("pass key= to the evaluation function itself (it gives each fit its own key), not in fit_kwargs")
+    return kw
 
 
 def cross_validate(
@@ -114,13 +128,23 @@ def cross_validate(
     n_folds: int = 5,
     by: str = "time",
     gap: int | None = None,
+    key: Any = None,
+    metric: str | None = None,
+    probs: Sequence[float] = PROBS,
     fit_kwargs: dict | None = None,
-) -> list[dict]:
-    """Fit a fresh copy of `decoder` on each fold's training set and score it on its test set.
+) -> dict[str, Any]:
+    """Fit a fresh clone of `decoder` on each fold's training set and evaluate it on its test set.
+
+    Folds are contiguous blocks or whole trials (:func:`kfold`), with `gap` training bins
+    dropped next to each test block and the training blocks kept as separate segments, so no
+    lag window or temporal prior reads across a boundary. Each fold fits
+    ``bayesneuro.estimator.clone(decoder)`` (the decoder itself is not modified) with its own
+    key, ``split_key(key, n_folds)[k]``, so the same `key` reproduces the whole run.
 
     Parameters
     ----------
-    decoder : decoder instance (unfitted settings are copied; it is not modified)
+    decoder : Decoder
+        Any decoder (its constructor arguments are cloned; it may be fitted or not).
     data : SpikeData
     target : str or sequence of str
         Covariate name(s) of `data` (arrays would not follow the folds).
@@ -128,23 +152,60 @@ def cross_validate(
         As in :func:`kfold`.
     gap : int, optional
         Default: the decoder's largest absolute lag.
+    key : jax.random key or int, optional
+        Split into one key per fold; needed when the decoder's fit draws random numbers
+        (e.g. ``RegressionDecoder`` with ``method="laplace"``).
+    metric : str, optional
+        Entry of the ``evaluate`` dict reported as ``value`` (e.g. ``"median_error"``,
+        ``"accuracy"``, ``"r2"``, ``"coverage_90"``); default the score.
+    probs : sequence of float, default (0.5, 0.9, 0.95)
+        Credible masses whose coverage ``evaluate`` reports.
     fit_kwargs : dict, optional
-        Extra arguments for ``fit`` (e.g. ``key``).
+        Other arguments of ``fit`` (``method``, ``progress``, method options); not ``key``.
 
     Returns
     -------
-    list of dict
-        One score dict per fold (see :func:`bayesneuro.decoders.scores.evaluate`).
+    dict
+        - ``score``: ndarray ``(n_folds,)``, each fold's ``decoder.score`` on its test set
+          (mean log posterior density of the truth, nats/bin, higher is better);
+        - ``value``: ndarray ``(n_folds,)``, `metric` per fold (equal to ``score`` by default);
+        - ``metric``: the name of ``value`` (``"score"`` by default);
+        - ``folds``: list of the ``n_folds`` ``evaluate`` dicts
+          (:func:`bayesneuro.decoders.scores.evaluate`);
+        - ``n_bins``: ndarray ``(n_folds,)``, decoded test bins per fold.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bayesneuro import SpikeData
+    >>> from bayesneuro.decoders import NaiveBayesDecoder
+    >>> from bayesneuro.decoders.evaluation import cross_validate
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.uniform(0, 1, 2000)
+    >>> counts = rng.poisson(0.1 + 2 * np.exp(-((x[:, None] - np.linspace(0, 1, 6)) ** 2) / 0.02))
+    >>> data = SpikeData.from_counts(counts, bin_size=0.1, covariates=x, feature_names=["x"])
+    >>> cv = cross_validate(NaiveBayesDecoder(bins=10, range=(0, 1)), data, "x", n_folds=4, metric="median_error")
+    >>> cv["score"].shape, bool(np.all(cv["value"] < 0.2)), cv["metric"]
+    ((4,), True, 'median_error')
     """
     if not (isinstance(target, str) or all(isinstance(t, str) for t in target)):
         raise TypeError("cross_validate needs the target as covariate name(s) of the data")
+    kw = _fit_kwargs(fit_kwargs)
     gap = _gap_for(decoder) if gap is None else gap
-    out = []
-    for train, test in kfold(data, n_folds, by=by, gap=gap):
-        dec = copy.deepcopy(decoder)
-        dec.fit(train, target, **(fit_kwargs or {}))
-        out.append(dec.score(test, target))
-    return out
+    folds = kfold(data, n_folds, by=by, gap=gap)
+    keys = split_key(key, len(folds))
+    evals = []
+    for (train, test), k in zip(folds, keys):
+        dec = clone(decoder)
+        dec.fit(train, target, key=k, **kw)
+        evals.append(dec.evaluate(test, target, probs=probs))
+    return {
+        "score": np.array([_metric(ev, None) for ev in evals]),
+        "value": np.array([_metric(ev, metric) for ev in evals]),
+        "metric": "score" if metric is None else metric,
+        "folds": evals,
+        "n_bins": np.array([ev["n_bins"] for ev in evals]),
+    }
 
 
 def _shifted(data: SpikeData, values: np.ndarray, lag: int) -> SpikeData:
@@ -187,17 +248,34 @@ def lag_curve(
     lags: Sequence[int],
     *,
     metric: str = "median_error",
+    key: Any = None,
     fit_kwargs: dict | None = None,
 ) -> dict[str, Any]:
     """Decoding score as a function of the lag between spikes and variable.
 
-    For each lag, a fresh copy of `decoder` decodes the variable at bin ``t`` from the counts at
-    ``t + lag`` (pairs are formed within each trial or block only).
+    For each lag, a fresh clone of `decoder` (``bayesneuro.estimator.clone``) decodes the
+    variable at bin ``t`` from the counts at ``t + lag`` (pairs are formed within each trial or
+    block only).
+
+    Parameters
+    ----------
+    decoder : Decoder
+    train, test : SpikeData
+    target : str, sequence of str or array_like
+    lags : sequence of int
+    metric : str, default "median_error"
+        Entry of the ``evaluate`` dict to report (``"score"``: the log score, nats/bin).
+    key : jax.random key or int, optional
+        Split into one key per lag (``split_key(key, len(lags))``); needed when the decoder's
+        fit draws random numbers.
+    fit_kwargs : dict, optional
+        Other arguments of ``fit``; not ``key``.
 
     Returns
     -------
     dict
-        ``lags``, ``value`` (the metric per lag) and ``scores`` (full score dicts).
+        ``lags``, ``value`` (the metric per lag), ``score`` (the log score per lag),
+        ``metric`` and ``scores`` (the ``evaluate`` dicts).
 
     Examples
     --------
@@ -212,24 +290,26 @@ def lag_curve(
     >>> data = SpikeData.from_counts(counts, bin_size=0.1, covariates=x, feature_names=["x"])
     >>> train, test, _ = data.split(fractions=(0.7, 0.3))
     >>> curve = lag_curve(NaiveBayesDecoder(bins=10, range=(0, 1)), train, test, "x", [0, 1, 2, 3])
-    >>> int(curve["lags"][np.argmin(curve["value"])])
-    2
+    >>> int(curve["lags"][np.argmin(curve["value"])]), int(curve["lags"][np.argmax(curve["score"])])
+    (2, 2)
     """
+    kw = _fit_kwargs(fit_kwargs)
     lags = check_lags(lags)
     tr_v = _values(decoder, train, target)
     te_v = _values(decoder, test, target)
     names = _names(tr_v)
+    tgt = names[0] if len(names) == 1 else names
     vals, all_scores = [], []
-    for lag in lags:
+    for lag, k in zip(lags, split_key(key, lags.size)):
         dtr = _shifted(train, tr_v, int(lag))
         dte = _shifted(test, te_v, int(lag))
-        dec = copy.deepcopy(decoder)
-        tgt = names[0] if len(names) == 1 else names
-        dec.fit(dtr, tgt, **(fit_kwargs or {}))
-        sc = dec.score(dte, tgt)
-        all_scores.append(sc)
-        vals.append(_metric(sc, metric))
-    return {"lags": lags, "value": np.array(vals), "metric": metric, "scores": all_scores}
+        dec = clone(decoder)
+        dec.fit(dtr, tgt, key=k, **kw)
+        ev = dec.evaluate(dte, tgt)
+        all_scores.append(ev)
+        vals.append(_metric(ev, metric))
+    return {"lags": lags, "value": np.array(vals), "score": np.array([_metric(ev, None) for ev in all_scores]),
+            "metric": metric, "scores": all_scores}
 
 
 def neuron_curve(
@@ -239,7 +319,7 @@ def neuron_curve(
     target: Any,
     n_neurons: Sequence[int],
     *,
-    key: Any,
+    key: Any = None,
     n_repeats: int = 5,
     metric: str = "median_error",
     fit_kwargs: dict | None = None,
@@ -251,22 +331,26 @@ def neuron_curve(
     n_neurons : sequence of int
         Subset sizes (each at most the number of neurons).
     key : jax.random key or int
-        Draws the subsets (the same key gives the same subsets).
+        Required: draws the subsets (the same key gives the same subsets) and gives each fit
+        of a clone of `decoder` its own key.
     n_repeats : int, default 5
         Subsets per size.
+    metric : str, default "median_error"
+        Entry of the ``evaluate`` dict to report (``"score"``: the log score, nats/bin).
+    fit_kwargs : dict, optional
+        Other arguments of ``fit``; not ``key``.
 
     Returns
     -------
     dict
-        ``n_neurons``, ``value`` (``(size, repeat)`` metric values), ``mean``, ``sd``.
+        ``n_neurons``, ``value`` (``(size, repeat)`` metric values), ``mean``, ``sd``, ``metric``.
     """
-    import jax
-
+    kw = _fit_kwargs(fit_kwargs)
+    rng_key = resolve_key(key, needed=True, why="neuron_curve (random subsets of neurons)")
     sizes = np.asarray(n_neurons, dtype=int)
     n_all = train.n_neuron
     if np.any(sizes < 1) or np.any(sizes > n_all):
         raise ValueError(f"n_neurons must lie in 1..{n_all}, got {sizes.tolist()}")
-    rng_key = as_key(key)
     ids = np.asarray(train.neuron_ids)
     tr_v, te_v = _values(decoder, train, target), _values(decoder, test, target)
     names = _names(tr_v)
@@ -279,10 +363,10 @@ def neuron_curve(
             rng_key, sub = jax.random.split(rng_key)
             pick = np.sort(np.asarray(jax.random.permutation(sub, n_all))[:m])
             keep = ids[pick]
-            dec = copy.deepcopy(decoder)
+            dec = clone(decoder)
             dtr = dtr0.select_neurons(keep)
             active = np.asarray(dtr.counts).sum(axis=0) > 0
             dtr, dte = dtr.select_neurons(keep[active]), dte0.select_neurons(keep[active])
-            dec.fit(dtr, tgt, **(fit_kwargs or {}))
-            out[i, r] = _metric(dec.score(dte, tgt), metric)
+            dec.fit(dtr, tgt, key=jax.random.fold_in(sub, 1), **kw)
+            out[i, r] = _metric(dec.evaluate(dte, tgt), metric)
     return {"n_neurons": sizes, "value": out, "mean": out.mean(axis=1), "sd": out.std(axis=1, ddof=1) if n_repeats > 1 else np.zeros(sizes.size), "metric": metric}

@@ -30,6 +30,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
+from ..estimator import resolve_key
 from ..latent.kalman import kalman_filter, kalman_smoother, make_lds_params
 from ._base import Decoder, attach_index
 from ._inputs import as_spike_data, check_neurons, check_spiking, target_array
@@ -37,7 +38,7 @@ from .lags import check_lags, lagged
 from .posterior import GaussianPosterior
 from .._pynapple import pynapple_io
 
-__all__ = ["KalmanDecoder", "fit_linear_dynamics", "fit_linear_emission"]
+__all__ = ["KalmanDecoder", "fit_linear_dynamics", "fit_linear_observation"]
 
 
 def _float_dtype():
@@ -119,15 +120,15 @@ def fit_linear_dynamics(
     return A, b, W, n_pairs
 
 
-def fit_linear_emission(states: Any, features: Any, ridge: float = 1e-6) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def fit_linear_observation(states: Any, features: Any, ridge: float = 1e-6) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Least-squares observation model ``z = H s + c + q`` and the residual covariance ``Q``.
 
     Examples
     --------
     >>> import numpy as np
-    >>> from bayesneuro.decoders.kalman import fit_linear_emission
+    >>> from bayesneuro.decoders.kalman import fit_linear_observation
     >>> s = np.arange(5.0)[:, None]
-    >>> H, c, Q = fit_linear_emission(s, np.c_[2 * s + 1, -s], ridge=0.0)
+    >>> H, c, Q = fit_linear_observation(s, np.c_[2 * s + 1, -s], ridge=0.0)
     >>> np.round(H, 6).ravel().tolist(), np.round(c, 6).tolist()
     ([2.0, -1.0], [1.0, 0.0])
     """
@@ -167,8 +168,8 @@ class KalmanDecoder(Decoder):
     Attributes
     ----------
     params_ : LDSParams
-        The fitted model: ``dynamics`` A, ``dynamics_bias`` b, ``dynamics_cov`` W, ``emission``
-        H, ``emission_bias`` c, ``emission_cov`` Q (full), ``initial_mean`` / ``initial_cov``
+        The fitted model: ``dynamics`` A, ``dynamics_bias`` b, ``dynamics_cov`` W, ``loadings``
+        H, ``offset`` c, ``observation_cov`` Q (full), ``initial_mean`` / ``initial_cov``
         (the mean and covariance of the training target, where every segment starts).
     lags_ : ndarray of int
     names_ : tuple of str
@@ -181,8 +182,11 @@ class KalmanDecoder(Decoder):
     With more than one lag, neighbouring bins' feature vectors share counts (bin ``t``'s lag 0
     is bin ``t + 1``'s lag -1), while the model treats each bin's observation noise as
     independent. The filter then counts some evidence twice and its posterior is typically
-    overconfident; check ``score(...)["coverage"]`` on held-out data. With ``lags=0`` and data
+    overconfident; check ``evaluate(...)["coverage"]`` on held-out data. With ``lags=0`` and data
     from the model the posterior is exact (and calibrated).
+
+    ``fit(data, target, *, method="least_squares", key=None, progress=None)``: closed-form
+    (ridge) least squares; no random numbers, no options.
 
     Examples
     --------
@@ -197,32 +201,45 @@ class KalmanDecoder(Decoder):
     >>> post = dec.decode(data)
     >>> post.mean.shape, post.cov.shape
     ((2000, 1), (2000, 1, 1))
-    >>> bool(dec.score(data, "x")["r2"][0] > 0.8)
+    >>> bool(dec.evaluate(data, "x")["r2"][0] > 0.8)
     True
     """
+
+    METHODS = ("least_squares",)
+    _FIT_OPTIONS = {"least_squares": {}}
+    _observed_name = "features"
 
     def __init__(self, lags: Any = 0, smooth: bool = True, ridge: float = 1e-6, transform: str | None = None):
         check_lags(lags)
         if transform not in (None, "sqrt"):
             raise ValueError(f"transform must be None or 'sqrt', got {transform!r}")
-        if not (np.isfinite(ridge) and ridge >= 0):
+        if isinstance(ridge, bool) or not (np.isfinite(ridge) and ridge >= 0):
             raise ValueError(f"ridge must be a finite number >= 0, got {ridge!r}")
         self.lags = lags
-        self.smooth = bool(smooth)
-        self.ridge = float(ridge)
+        self.smooth = smooth
+        self.ridge = ridge
         self.transform = transform
 
     # ------------------------------------------------------------------ features
-    def _features(self, data) -> tuple[np.ndarray, np.ndarray]:
+    def _features(self, data, lags=None) -> tuple[np.ndarray, np.ndarray]:
         x = np.asarray(data.counts, dtype=np.float64)
         if self.transform == "sqrt":
             x = np.sqrt(x)
-        feats, index = lagged(x, data.segment_ids, self.lags_)
+        feats, index = lagged(x, data.segment_ids, self.lags_ if lags is None else lags)
         return feats.reshape(feats.shape[0], -1), index
 
     # ------------------------------------------------------------------ fitting
     @pynapple_io(target=True)
-    def fit(self, data: Any, target: Any) -> KalmanDecoder:
+    def fit(
+        self,
+        data: Any,
+        target: Any,
+        *,
+        method: str = "least_squares",
+        key: Any = None,
+        progress: bool | None = None,
+        **options: Any,
+    ) -> KalmanDecoder:
         """Fit the state and observation models by least squares.
 
         Parameters
@@ -231,6 +248,12 @@ class KalmanDecoder(Decoder):
             Training counts (with trials or blocks: the dynamics never pair bins across them).
         target : str, sequence of str, or array_like
             Covariate name(s) of `data`, or an array ``(time,)`` / ``(time, dim)``.
+        method : {"least_squares"}, default "least_squares"
+            Closed-form ridge least squares (the only method; it takes no options).
+        key : jax.random key or int, optional
+            Not needed: the fit draws no random numbers.
+        progress : bool, optional
+            Accepted for a uniform interface; the fit is closed-form.
 
         Returns
         -------
@@ -243,38 +266,78 @@ class KalmanDecoder(Decoder):
             NaN or inf in the target, a constant target dimension, a neuron that never spikes,
             or a recording too short for the fits.
         """
+        self._check_fit_args(method, options)
+        resolve_key(key, needed=False)
         data = as_spike_data(data, name="training data")
         values, names = target_array(data, target)
         sd = values.std(axis=0)
         const = [names[k] for k in np.flatnonzero(sd <= 1e-12 * np.maximum(np.abs(values).max(axis=0), 1.0))]
         if const:
             raise ValueError(f"target dimension(s) {const} are constant in the training data; nothing to decode")
-        self.lags_ = check_lags(self.lags)
+        lags = check_lags(self.lags)
+        ridge = float(self.ridge)
         d = values.shape[1]
         dtype = _float_dtype()
-        A, b, W, _ = fit_linear_dynamics(values, data.segment_ids, self.ridge)
+        A, b, W, _ = fit_linear_dynamics(values, data.segment_ids, ridge)
         check_spiking(data)
-        feats, index = self._features(data)
+        feats, index = self._features(data, lags)
         if index.size < d + 2:
             raise ValueError(
                 f"too few bins with a complete lag window to fit the observation model: {index.size}"
                 f" (need at least {d + 2}); use fewer lags or a longer recording"
             )
-        H, c, Q = fit_linear_emission(values[index], feats, self.ridge)
+        H, c, Q = fit_linear_observation(values[index], feats, ridge)
         m0 = values.mean(axis=0)
         P0 = np.atleast_2d(np.cov(values, rowvar=False, bias=True))
         cast = lambda a: jnp.asarray(a, dtype)  # noqa: E731
         self.params_ = make_lds_params(
-            cast(A), cast(H), dynamics_cov=cast(_jitter(W, self.ridge, dtype)),
-            emission_cov=cast(_jitter(Q, self.ridge, dtype)), initial_mean=cast(m0),
-            initial_cov=cast(_jitter(P0, self.ridge, dtype)), dynamics_bias=cast(b), emission_bias=cast(c),
+            cast(A), cast(H), dynamics_cov=cast(_jitter(W, ridge, dtype)),
+            observation_cov=cast(_jitter(Q, ridge, dtype)), initial_mean=cast(m0),
+            initial_cov=cast(_jitter(P0, ridge, dtype)), dynamics_bias=cast(b), offset=cast(c),
         )
+        self.lags_ = lags
         self.names_ = names
         self.n_dim_ = d
         self.neuron_ids_ = np.asarray(data.neuron_ids)
         self.bin_size_ = float(data.bin_size)
-        self.fitted_ = True
+        self._set_training_log_likelihood(data, values)
         return self
+
+    def _pointwise_log_likelihood(self, data: Any, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Gaussian log density of each decoded bin's feature vector given the true state.
+
+        ``log N(z_t; H s_t + c, Q)`` with the fitted ``loadings`` H, ``offset`` c and full
+        ``observation_cov`` Q: the features are the (lagged, optionally square-rooted) counts,
+        so this is the log-likelihood of the counts under the decoder's Gaussian model.
+        """
+        data = check_neurons(data, self.neuron_ids_)
+        feats, index = self._features(data)
+        s = np.asarray(truth, dtype=np.float64).reshape(data.n_time, -1)[index]
+        p = self.params_
+        H, c = np.asarray(p.loadings, dtype=np.float64), np.asarray(p.offset, dtype=np.float64)
+        Q = np.asarray(p.observation_cov, dtype=np.float64)
+        L = np.linalg.cholesky(Q)
+        z = np.linalg.solve(L, (feats - s @ H.T - c).T)
+        logdet = 2.0 * np.sum(np.log(np.diag(L)))
+        ll = -0.5 * (np.sum(z**2, axis=0) + logdet + Q.shape[0] * np.log(2 * np.pi))
+        return ll, index
+
+    def _posterior_variables(self):
+        p = {k: np.asarray(v, dtype=np.float64) for k, v in self.params_._asdict().items() if v is not None}
+        variables = {
+            "dynamics": (("state", "state_from"), p["dynamics"]),
+            "dynamics_bias": (("state",), p["dynamics_bias"]),
+            "dynamics_cov": (("state", "state_from"), p["dynamics_cov"]),
+            "loadings": (("feature", "state"), p["loadings"]),
+            "offset": (("feature",), p["offset"]),
+            "observation_cov": (("feature", "feature_from"), p["observation_cov"]),
+            "initial_mean": (("state",), p["initial_mean"]),
+            "initial_cov": (("state", "state_from"), p["initial_cov"]),
+        }
+        feature = [f"n{n}_lag{int(lag)}" for lag in self.lags_ for n in self.neuron_ids_.tolist()]
+        names = list(self.names_)
+        coords = {"state": names, "state_from": names, "feature": feature, "feature_from": feature}
+        return variables, coords
 
     # ----------------------------------------------------------------- decoding
     @pynapple_io()
@@ -310,7 +373,7 @@ class KalmanDecoder(Decoder):
             y[:n] = feats[a:b]
             mask = jnp.asarray(np.arange(L) < n)
             y = jnp.asarray(y, dtype)
-            if self.smooth:
+            if bool(self.smooth):
                 res = kalman_smoother(self.params_, y, mask=mask)
                 m, P = res.smoothed_means, res.smoothed_covs
             else:
@@ -320,7 +383,4 @@ class KalmanDecoder(Decoder):
             cov[a:b] = np.asarray(P)[:n]
         post = GaussianPosterior(mean, cov, np.asarray(data.bin_centers)[index], self.names_)
         return attach_index(post, index)
-
-    def __repr__(self) -> str:
-        return f"KalmanDecoder(lags={self.lags!r}, smooth={self.smooth}, ridge={self.ridge}, transform={self.transform!r})"
 

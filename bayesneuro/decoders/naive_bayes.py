@@ -15,6 +15,7 @@ It is one ``(time, neuron) @ (neuron, G)`` product in log space (no factorials, 
 
 from __future__ import annotations
 
+import warnings
 from functools import partial
 from typing import Any
 
@@ -23,11 +24,12 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import special
 
+from ..estimator import resolve_key
 from ._base import Decoder, attach_index
 from ._inputs import as_spike_data, check_neurons, check_spiking, target_array
 from .grid import Grid
 from .posterior import GridPosterior
-from .tuning import TuningCurves, estimate_tuning_curves
+from .tuning import NEWTON_MAX_ITER, TuningCurves, estimate_tuning_curves
 from .._pynapple import pynapple_io
 
 RATE_FLOOR = 1e-12  # Hz; a visited cell's rate of exactly 0 becomes this (as pynapple's EPS)
@@ -181,6 +183,13 @@ class NaiveBayesDecoder(Decoder):
     chunk_size : int, default 16384
         Bins per compiled call.
 
+    Notes
+    -----
+    ``fit(data, target, *, method="plugin", key=None, progress=None, max_iter=..., tol=...)``:
+    the one method estimates the tuning curves once and plugs them into Bayes' rule; it draws
+    no random numbers (``key`` is accepted and not needed). ``max_iter`` and ``tol`` are the
+    Newton options of the ``tuning="glm"`` fit.
+
     Attributes
     ----------
     tuning_ : TuningCurves
@@ -203,9 +212,14 @@ class NaiveBayesDecoder(Decoder):
     >>> post = dec.decode(test)
     >>> post.log_prob.shape
     (1000, 20)
-    >>> dec.score(test, "x")["median_error"] < 0.05
+    >>> dec.evaluate(test, "x")["median_error"] < 0.05
+    True
+    >>> dec.score(test, "x") > 0  # nats/bin: log density of the truth (the variable spans 1)
     True
     """
+
+    METHODS = ("plugin",)
+    _FIT_OPTIONS = {"plugin": {"max_iter": NEWTON_MAX_ITER, "tol": None}}
 
     def __init__(
         self,
@@ -226,7 +240,7 @@ class NaiveBayesDecoder(Decoder):
             raise ValueError(f"tuning must be 'histogram' or 'glm', got {tuning!r}")
         if point not in ("map", "mean"):
             raise ValueError(f"point must be 'map' or 'mean', got {point!r}")
-        if int(chunk_size) != chunk_size or chunk_size < 1:
+        if isinstance(chunk_size, bool) or int(chunk_size) != chunk_size or chunk_size < 1:
             raise ValueError(f"chunk_size must be a positive whole number, got {chunk_size}")
         self.bins = bins
         self.range = range
@@ -239,11 +253,20 @@ class NaiveBayesDecoder(Decoder):
         self.prior = prior
         self.min_occupancy = min_occupancy
         self.point = point
-        self.chunk_size = int(chunk_size)
+        self.chunk_size = chunk_size
 
     # ------------------------------------------------------------------ fitting
     @pynapple_io(target=True)
-    def fit(self, data: Any, target: Any) -> NaiveBayesDecoder:
+    def fit(
+        self,
+        data: Any,
+        target: Any,
+        *,
+        method: str = "plugin",
+        key: Any = None,
+        progress: bool | None = None,
+        **options: Any,
+    ) -> NaiveBayesDecoder:
         """Estimate tuning curves from training data.
 
         Parameters
@@ -252,6 +275,16 @@ class NaiveBayesDecoder(Decoder):
             Training counts.
         target : str, sequence of str, or array_like
             The variable: covariate name(s) of `data`, or an array ``(time,)`` / ``(time, dim)``.
+        method : {"plugin"}, default "plugin"
+            Estimate the tuning curves once and plug them into Bayes' rule.
+        key : jax.random key or int, optional
+            Not needed: the fit draws no random numbers.
+        progress : bool, optional
+            Accepted for a uniform interface; the fit shows no progress bar.
+        **options
+            ``max_iter`` (default 40) and ``tol`` (default 1e-14 in float64, see
+            :func:`~bayesneuro.decoders.tuning.newton_tol`): Newton iterations and relative
+            tolerance of the ``tuning="glm"`` fit (:func:`bayesneuro.engine.newton.newton`).
 
         Returns
         -------
@@ -263,6 +296,8 @@ class NaiveBayesDecoder(Decoder):
         ValueError
             Target outside the grid's range, a neuron that never spikes, mismatched lengths.
         """
+        opts = self._check_fit_args(method, options)
+        resolve_key(key, needed=False)
         data = as_spike_data(data, name="training data")
         values, names = target_array(data, target)
         check_spiking(data)
@@ -275,10 +310,11 @@ class NaiveBayesDecoder(Decoder):
         tc = estimate_tuning_curves(
             data.counts, values, grid, data.bin_size, method=self.tuning, sigma=self.sigma,
             n_basis=self.n_basis, smoothness=self.smoothness, min_occupancy=self.min_occupancy,
-            neuron_ids=data.neuron_ids,
+            neuron_ids=data.neuron_ids, max_iter=opts["max_iter"], tol=opts["tol"],
         )
         self._set_tuning(tc, data.bin_size)
         self._fit_extra(data, values)
+        self._set_training_log_likelihood(data, values)
         return self
 
     def _fit_extra(self, data, values) -> None:
@@ -290,7 +326,7 @@ class NaiveBayesDecoder(Decoder):
         self.neuron_ids_ = np.asarray(tc.neuron_ids)
         self.bin_size_ = float(bin_size)
         self.log_prior_ = _prior_vector(self.prior, tc)
-        self.fitted_ = True
+        self._train_log_likelihood = None
 
     @classmethod
     def from_tuning_curves(cls, tuning: Any, bin_size: float | None = None, **options: Any) -> NaiveBayesDecoder:
@@ -320,11 +356,49 @@ class NaiveBayesDecoder(Decoder):
         return check_neurons(data, self.neuron_ids_)
 
     @pynapple_io()
-    def log_likelihood(self, data: Any) -> np.ndarray:
-        """Unnormalised log likelihood plus log prior, ``(time, G)`` (``-inf`` off the visited cells)."""
+    def cell_log_likelihood(self, data: Any) -> np.ndarray:
+        """Unnormalised log likelihood plus log prior in every cell, ``(time, G)`` (``-inf`` off the visited cells).
+
+        The terms ``log k!`` are left out (they are the same in every cell); see
+        :meth:`log_likelihood` for the log-likelihood of the counts at the true variable.
+        """
         data = self._prepare(data)
         return log_posterior(data.counts, self.tuning_.rates, data.bin_size, self.log_prior_,
-                             normalize=False, chunk_size=self.chunk_size)
+                             normalize=False, chunk_size=int(self.chunk_size))
+
+    def _pointwise_log_likelihood(self, data: Any, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Poisson log pmf of each bin's counts at the rates of the cell holding the truth.
+
+        Rates are floored at :data:`RATE_FLOOR` as in decoding; a truth in a cell never visited
+        in training has no defined rate, and its bin gets ``nan`` (with a warning).
+        """
+        data = self._prepare(data)
+        values = self.grid_.check_inside(np.asarray(truth, dtype=np.float64).reshape(data.n_time, -1), "target")
+        cells = self.grid_.locate(values)
+        rates = self.tuning_.rates[:, cells].T  # (time, neuron), nan in unvisited cells
+        unvisited = ~self.tuning_.visited[cells]
+        if unvisited.any():
+            warnings.warn(
+                f"{int(unvisited.sum())} of {cells.size} bins have the target in a grid cell never visited in"
+                " training, where the tuning is undefined: their log-likelihood is nan",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+        mu = np.maximum(np.where(np.isfinite(rates), rates, np.nan), RATE_FLOOR) * data.bin_size
+        k = np.asarray(data.counts, dtype=np.float64)
+        ll = np.sum(k * np.log(mu) - mu - special.gammaln(k + 1.0), axis=1)
+        return np.where(unvisited, np.nan, ll), np.arange(data.n_time)
+
+    def _posterior_variables(self):
+        grid = self.grid_
+        names = tuple(grid.names)
+        variables = {
+            "rates": (("neuron",) + names, self.tuning_.rates.reshape((-1,) + grid.shape)),
+            "log_prior": (names, self.log_prior_.reshape(grid.shape)),
+        }
+        coords = {"neuron": np.asarray(self.neuron_ids_)}
+        coords.update({n: c for n, c in zip(names, grid.centers)})
+        return variables, coords
 
     @pynapple_io()
     def decode(self, data: Any) -> GridPosterior:
@@ -341,6 +415,6 @@ class NaiveBayesDecoder(Decoder):
         """
         data = self._prepare(data)
         lp = log_posterior(data.counts, self.tuning_.rates, data.bin_size, self.log_prior_,
-                           chunk_size=self.chunk_size)
+                           chunk_size=int(self.chunk_size))
         post = GridPosterior(lp, self.grid_, data.bin_centers, point_estimate=self.point)
         return attach_index(post, np.arange(data.n_time))

@@ -22,6 +22,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..estimator import PROB
 from .posterior import CategoricalPosterior, GridPosterior
 from .scores import reliability
 
@@ -60,8 +61,8 @@ def _window(post: Any, window: Any) -> np.ndarray:
     return idx
 
 
-def plot_trajectory(posterior: Any, target: Any = None, *, dim: int = 0, level: float = 0.9, window: Any = None, ax=None):
-    """Decoded variable with its `level` credible band, over the truth.
+def plot_trajectory(posterior: Any, target: Any = None, *, dim: int = 0, prob: float = PROB, window: Any = None, ax=None):
+    """Decoded variable with its credible band of mass `prob`, over the truth.
 
     Parameters
     ----------
@@ -70,7 +71,8 @@ def plot_trajectory(posterior: Any, target: Any = None, *, dim: int = 0, level: 
         True values of the decoded bins.
     dim : int, default 0
         Which dimension to draw.
-    level : float, default 0.9
+    prob : float, default 0.9
+        Credible mass of the band.
     window : (t0, t1), optional
         Time window in seconds.
 
@@ -87,7 +89,7 @@ def plot_trajectory(posterior: Any, target: Any = None, *, dim: int = 0, level: 
     ax = _ax(ax)
     idx = _window(posterior, window)
     t = posterior.time[idx]
-    lo, hi = posterior.interval(level)
+    lo, hi = posterior.interval(prob)
     point = posterior.point[idx, dim]
     circular = isinstance(posterior, GridPosterior) and posterior.grid.circular[dim]
     if circular:
@@ -100,7 +102,7 @@ def plot_trajectory(posterior: Any, target: Any = None, *, dim: int = 0, level: 
         ax.plot(t, point, ".", ms=2, color=DECODED_COLOR, label="decoded")
     else:
         ax.fill_between(t, lo[idx, dim], hi[idx, dim], color=DECODED_COLOR, alpha=0.25, lw=0,
-                        label=f"{int(round(level * 100))}% credible")
+                        label=f"{int(round(prob * 100))}% credible")
         ax.plot(t, point, color=DECODED_COLOR, lw=1, label="decoded")
     if target is not None:
         tv = np.asarray(target, dtype=np.float64)
@@ -148,13 +150,13 @@ def plot_posterior(posterior: GridPosterior, target: Any = None, *, dim: int = 0
     return ax
 
 
-def plot_reliability(posterior: Any, target: Any, *, levels: Sequence[float] | None = None, ax=None, label: str | None = None):
-    """Empirical coverage of credible regions against their nominal level.
+def plot_reliability(posterior: Any, target: Any, *, probs: Sequence[float] | None = None, ax=None, label: str | None = None):
+    """Empirical coverage of credible regions against their nominal mass (`probs`, default 0.05 to 0.95).
 
     Points on the diagonal: calibrated; below it: over-confident; above: too cautious.
     """
     ax = _ax(ax, figsize=(3.5, 3.5))
-    nominal, emp = reliability(posterior, target, levels)
+    nominal, emp = reliability(posterior, target, probs)
     ax.plot([0, 1], [0, 1], ":", color="0.5", lw=1)
     ax.plot(nominal, emp, "o-", ms=3, label=label)
     ax.set_xlabel("nominal coverage")
@@ -230,7 +232,7 @@ def plot_neuron_curve(curve: dict, *, ax=None, label: str | None = None):
     return ax
 
 
-def plot_tuning_curves(tuning: Any, *, neurons: Any = None, level: float = 0.9, ncols: int = 5, axes=None):
+def plot_tuning_curves(tuning: Any, *, neurons: Any = None, prob: float = PROB, ncols: int = 5, axes=None):
     """Tuning curves (Hz) with credible bands; 2-D variables as rate maps.
 
     Parameters
@@ -238,8 +240,8 @@ def plot_tuning_curves(tuning: Any, *, neurons: Any = None, level: float = 0.9, 
     tuning : TuningCurves
     neurons : sequence of ids, optional
         Default: all (up to 20).
-    level : float
-        Band level (skipped for curves given without uncertainty).
+    prob : float, default 0.9
+        Credible mass of the band (skipped for curves given without uncertainty).
     """
     import matplotlib.pyplot as plt
 
@@ -259,7 +261,7 @@ def plot_tuning_curves(tuning: Any, *, neurons: Any = None, level: float = 0.9, 
     axes = np.asarray(axes).reshape(-1)
     grid = tuning.grid
     try:
-        lo, hi = tuning.band(level)
+        lo, hi = tuning.band(prob)
     except ValueError:
         lo = hi = None
     for ax, p, nid in zip(axes, pos, sel.tolist()):

@@ -12,7 +12,8 @@ with :math:`M_n = 0` for ``tuning="linear"`` (e.g. velocity tuning) and a symmet
 negative definite). The tuning is fitted per neuron by Poisson regression of the counts on
 :math:`[1, s, s_i s_j]` with a :math:`\mathcal{N}(0, \sigma^2)` prior on every coefficient
 (``prior_scale`` :math:`\sigma`) of the regression on the standardised target
-:math:`u = (s - \bar s) / \mathrm{sd}(s)` (so the prior is unit-free): the MAP, by a damped Newton method vmapped over neurons. The
+:math:`u = (s - \bar s) / \mathrm{sd}(s)` (so the prior is unit-free): the MAP, by the damped
+Newton method of :func:`bayesneuro.engine.newton.newton` vmapped over neurons. The
 state follows the least-squares AR(1) model of :func:`~bayesneuro.decoders.kalman.fit_linear_dynamics`,
 :math:`s_t = A s_{t-1} + b + w_t`, :math:`w_t \sim \mathcal{N}(0, W)`, fitted within trials.
 
@@ -43,6 +44,7 @@ neural encoding by point process adaptive filtering. *Neural Computation* 16, 97
 from __future__ import annotations
 
 import numbers
+import warnings
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -50,11 +52,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from scipy import special
 
+from ..engine.newton import newton
+from ..estimator import resolve_key
 from ._base import Decoder, attach_index
 from ._inputs import as_spike_data, check_neurons, check_spiking, target_array
 from .kalman import _float_dtype, _jitter, _padded_length, _segments, fit_linear_dynamics
 from .posterior import GaussianPosterior
+from .tuning import newton_tol
 from .._pynapple import pynapple_io
 
 __all__ = ["PointProcessDecoder", "PoissonTuning", "tuning_features", "point_process_update"]
@@ -136,34 +142,29 @@ def _unstandardise(b0, lin, M, mean, sd):
 # ----------------------------------------------------------------------------- tuning fit
 
 
-def _poisson_objective(v, X, y, log_dt, prec):
+def _neg_log_posterior(v, X, y, log_dt, prec):
+    """Negative Poisson log-likelihood plus the Normal prior's penalty (up to constants)."""
     eta = X @ v + log_dt
-    val = jnp.sum(y * eta - jnp.exp(eta)) - 0.5 * v @ prec @ v
-    return jnp.where(jnp.isfinite(val), val, -jnp.inf)
+    return -(jnp.sum(y * eta - jnp.exp(eta)) - 0.5 * v @ prec @ v)
 
 
-@partial(jax.jit, static_argnames=("n_iter",))
-def _newton_map(X, Y, log_dt, prec, v0, n_iter: int = 50):
-    """MAP of independent Poisson regressions (one per column of Y), damped Newton, vmapped."""
-    steps = 2.0 ** -jnp.arange(12, dtype=X.dtype)
+def _neg_log_posterior_derivatives(v, X, y, log_dt, prec):
+    mu = jnp.exp(X @ v + log_dt)
+    return -(X.T @ (y - mu) - prec @ v), (X * mu[:, None]).T @ X + prec
+
+
+@partial(jax.jit, static_argnames=("max_iter",))
+def _newton_map(X, Y, log_dt, prec, v0, max_iter: int, tol):
+    """MAP of independent Poisson regressions (one per column of Y), damped Newton, vmapped.
+
+    Returns the coefficients, the largest absolute gradient of each log posterior and whether
+    each fit converged.
+    """
 
     def one(y, v):
-        def body(_, v):
-            eta = X @ v + log_dt
-            mu = jnp.exp(eta)
-            grad = X.T @ (y - mu) - prec @ v
-            hess = (X * mu[:, None]).T @ X + prec
-            delta = jnp.linalg.solve(hess, grad)
-            cand = v[None, :] + steps[:, None] * delta[None, :]
-            vals = jax.vmap(lambda c: _poisson_objective(c, X, y, log_dt, prec))(cand)
-            k = jnp.argmax(vals)
-            better = vals[k] > _poisson_objective(v, X, y, log_dt, prec)
-            return jnp.where(better, cand[k], v)
-
-        v = lax.fori_loop(0, n_iter, body, v)
-        eta = X @ v + log_dt
-        grad = X.T @ (y - jnp.exp(eta)) - prec @ v
-        return v, jnp.max(jnp.abs(grad))
+        res = newton(_neg_log_posterior, v, X, y, log_dt, prec, derivatives=_neg_log_posterior_derivatives,
+                     max_iter=max_iter, tol=tol)
+        return res.x, jnp.max(jnp.abs(res.grad)), res.converged
 
     return jax.vmap(one, in_axes=(1, 0))(Y, v0)
 
@@ -289,8 +290,12 @@ class PointProcessDecoder(Decoder):
         Standard deviation of the Normal prior on every tuning coefficient (including the
         intercept) on the standardised target ``(s - mean) / sd``, so the prior does not depend
         on the target's units; the fit is the MAP.
-    n_iter : int, default 50
-        Newton iterations of the tuning fit.
+
+    Notes
+    -----
+    ``fit(data, target, *, method="map", key=None, progress=None, max_iter=50, tol=None)``:
+    the tuning is the MAP by Newton's method (at most ``max_iter`` iterations per neuron,
+    relative tolerance ``tol``), the dynamics closed-form least squares; no random numbers.
 
     Attributes
     ----------
@@ -301,6 +306,8 @@ class PointProcessDecoder(Decoder):
     grad_norm_ : ndarray, shape (neuron,)
         Largest absolute gradient of each neuron's log posterior at the end of the fit
         (near 0 when converged).
+    converged_ : ndarray of bool, shape (neuron,)
+        Whether each neuron's Newton fit met the stopping rule.
     dynamics_, dynamics_bias_, dynamics_cov_ : ndarray
         The state model A, b, W.
     initial_mean_, initial_cov_ : ndarray
@@ -323,25 +330,34 @@ class PointProcessDecoder(Decoder):
     >>> post = dec.decode(data)
     >>> post.mean.shape
     (3000, 1)
-    >>> bool(dec.score(data, "x")["median_error"] < 0.1)
+    >>> bool(dec.evaluate(data, "x")["median_error"] < 0.1)
     True
     """
 
-    def __init__(self, tuning: str = "quadratic", smooth: bool = True, prior_scale: float = 10.0, n_iter: int = 50):
+    METHODS = ("map",)
+    _FIT_OPTIONS = {"map": {"max_iter": 50, "tol": None}}
+
+    def __init__(self, tuning: str = "quadratic", smooth: bool = True, prior_scale: float = 10.0):
         if tuning not in ("quadratic", "linear"):
             raise ValueError(f"tuning must be 'quadratic' or 'linear', got {tuning!r}")
         if isinstance(prior_scale, bool) or not (isinstance(prior_scale, numbers.Real) and np.isfinite(prior_scale) and prior_scale > 0):
             raise ValueError(f"prior_scale must be a positive number, got {prior_scale!r}")
-        if isinstance(n_iter, bool) or not isinstance(n_iter, (int, np.integer)) or n_iter < 1:
-            raise ValueError(f"n_iter must be a positive integer, got {n_iter!r}")
         self.tuning = tuning
-        self.smooth = bool(smooth)
-        self.prior_scale = float(prior_scale)
-        self.n_iter = int(n_iter)
+        self.smooth = smooth
+        self.prior_scale = prior_scale
 
     # ------------------------------------------------------------------ fitting
     @pynapple_io(target=True)
-    def fit(self, data: Any, target: Any) -> PointProcessDecoder:
+    def fit(
+        self,
+        data: Any,
+        target: Any,
+        *,
+        method: str = "map",
+        key: Any = None,
+        progress: bool | None = None,
+        **options: Any,
+    ) -> PointProcessDecoder:
         """Fit each neuron's tuning (Poisson MAP) and the state's AR(1) dynamics.
 
         Parameters
@@ -350,6 +366,16 @@ class PointProcessDecoder(Decoder):
             Training counts.
         target : str, sequence of str, or array_like
             Covariate name(s) of `data`, or an array ``(time,)`` / ``(time, dim)``.
+        method : {"map"}, default "map"
+            The tuning's MAP by Newton's method (the only method).
+        key : jax.random key or int, optional
+            Not needed: the fit draws no random numbers.
+        progress : bool, optional
+            Accepted for a uniform interface; the fit shows no progress bar.
+        **options
+            ``max_iter`` (default 50): Newton iterations per neuron; ``tol`` (default 1e-14 in
+            float64, see :func:`~bayesneuro.decoders.tuning.newton_tol`): relative tolerance of the
+            Newton stopping rule (:func:`bayesneuro.engine.newton.newton`).
 
         Returns
         -------
@@ -362,6 +388,10 @@ class PointProcessDecoder(Decoder):
             NaN or inf in the target, a constant target dimension, a neuron that never spikes,
             or too few bins.
         """
+        opts = self._check_fit_args(method, options)
+        if isinstance(opts["max_iter"], bool) or not isinstance(opts["max_iter"], (int, np.integer)) or opts["max_iter"] < 1:
+            raise ValueError(f"max_iter must be a positive integer, got {opts['max_iter']!r}")
+        resolve_key(key, needed=False)
         data = as_spike_data(data, name="training data")
         values, names = target_array(data, target)
         sd = values.std(axis=0)
@@ -387,15 +417,26 @@ class PointProcessDecoder(Decoder):
         Tinv = np.eye(Z.shape[1])  # w = Tinv v (coefficients on [1, F] from those on Z)
         Tinv[0, 1:] = -mu / sig
         Tinv[1:, 1:] = np.diag(1 / sig)
-        prec = Tinv.T @ Tinv / self.prior_scale**2
+        prec = Tinv.T @ Tinv / float(self.prior_scale) ** 2
         Y = np.asarray(data.counts, dtype=np.float64)
         v0 = np.zeros((Y.shape[1], Z.shape[1]))
         v0[:, 0] = np.log(Y.mean(axis=0) / data.bin_size)
-        v, gn = _newton_map(
+        v, gn, conv = _newton_map(
             jnp.asarray(Z, dtype), jnp.asarray(Y, dtype), jnp.asarray(np.log(data.bin_size), dtype),
-            jnp.asarray(prec, dtype), jnp.asarray(v0, dtype), n_iter=self.n_iter,
+            jnp.asarray(prec, dtype), jnp.asarray(v0, dtype), max_iter=int(opts["max_iter"]),
+            tol=jnp.asarray(newton_tol(dtype) if opts["tol"] is None else opts["tol"], dtype),
         )
         self.grad_norm_ = np.asarray(gn, dtype=np.float64)
+        self.converged_ = np.asarray(conv, dtype=bool)
+        if not self.converged_.all():
+            from ..diagnostics import ConvergenceWarning
+
+            warnings.warn(
+                f"the tuning fit of {int((~self.converged_).sum())} neuron(s) did not converge in"
+                f" max_iter={opts['max_iter']} Newton iterations (see grad_norm_); raise max_iter",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
         b0, lin, M = _unstandardise(*_coef_to_tuning(np.asarray(v, dtype=np.float64) @ Tinv.T, d, self.tuning),
                                     s_mean, s_sd)
         self.coef_ = _tuning_to_coef(b0, lin, M, self.tuning)
@@ -408,8 +449,32 @@ class PointProcessDecoder(Decoder):
         self.n_dim_ = d
         self.neuron_ids_ = np.asarray(data.neuron_ids)
         self.bin_size_ = float(data.bin_size)
-        self.fitted_ = True
+        self._set_training_log_likelihood(data, values)
         return self
+
+    def _pointwise_log_likelihood(self, data: Any, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Poisson log pmf of each bin's counts at the fitted rates of the true state."""
+        data = check_neurons(data, self.neuron_ids_)
+        mu = self.rates(np.asarray(truth, dtype=np.float64).reshape(data.n_time, -1)) * data.bin_size
+        k = np.asarray(data.counts, dtype=np.float64)
+        with np.errstate(divide="ignore"):
+            ll = np.sum(k * np.log(mu) - mu - special.gammaln(k + 1.0), axis=1)
+        return ll, np.arange(data.n_time)
+
+    def _posterior_variables(self):
+        names = list(self.names_)
+        variables = {
+            "intercept": (("neuron",), np.asarray(self.tuning_.intercept, dtype=np.float64)),
+            "linear": (("neuron", "state"), np.asarray(self.tuning_.linear, dtype=np.float64)),
+            "quadratic": (("neuron", "state", "state_from"), np.asarray(self.tuning_.quadratic, dtype=np.float64)),
+            "dynamics": (("state", "state_from"), np.asarray(self.dynamics_, dtype=np.float64)),
+            "dynamics_bias": (("state",), np.asarray(self.dynamics_bias_, dtype=np.float64)),
+            "dynamics_cov": (("state", "state_from"), np.asarray(self.dynamics_cov_, dtype=np.float64)),
+            "initial_mean": (("state",), np.asarray(self.initial_mean_, dtype=np.float64)),
+            "initial_cov": (("state", "state_from"), np.asarray(self.initial_cov_, dtype=np.float64)),
+        }
+        coords = {"neuron": np.asarray(self.neuron_ids_), "state": names, "state_from": names}
+        return variables, coords
 
     def rates(self, values: Any) -> np.ndarray:
         """Fitted rates in Hz at the given states, shape ``(time, neuron)``."""
@@ -451,13 +516,10 @@ class PointProcessDecoder(Decoder):
         m, P = _decode_segments(
             self.tuning_, c(self.dynamics_), c(self.dynamics_bias_), c(self.dynamics_cov_),
             c(self.initial_mean_), c(self.initial_cov_), c(stack), jnp.asarray(mask), c(data.bin_size),
-            smooth=self.smooth,
+            smooth=bool(self.smooth),
         )
         m, P = np.asarray(m), np.asarray(P)
         mean = np.concatenate([m[k, : bb - a] for k, (a, bb) in enumerate(segs)])
         cov = np.concatenate([P[k, : bb - a] for k, (a, bb) in enumerate(segs)])
         post = GaussianPosterior(mean, cov, data.bin_centers, self.names_)
         return attach_index(post, np.arange(data.n_time))
-
-    def __repr__(self) -> str:
-        return f"PointProcessDecoder(tuning={self.tuning!r}, smooth={self.smooth}, prior_scale={self.prior_scale})"

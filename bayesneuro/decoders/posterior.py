@@ -4,8 +4,8 @@ Every decoder's ``decode`` returns one of these. They share one interface, which
 :mod:`bayesneuro.decoders.scores` use:
 
 - ``point``: a point estimate per bin, shape ``(time, dim)`` (or ``(time,)`` labels);
-- ``interval(level)``: per-dimension credible intervals ``(lower, upper)``;
-- ``covers(target, level)``: whether the true value lies in the credible region at `level`;
+- ``interval(prob)``: per-dimension credible intervals ``(lower, upper)`` of mass `prob`;
+- ``covers(target, prob)``: whether the true value lies in the credible region of mass `prob`;
 - ``log_density(target)``: the log posterior density of the true value (a proper score);
 - ``time``: the bin centres decoded.
 """
@@ -17,14 +17,15 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from ..estimator import PROB
 from .grid import Grid
 
 
-def _check_level(level: float) -> float:
-    level = float(level)
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"level must be in (0, 1), got {level}")
-    return level
+def _check_prob(prob: float) -> float:
+    prob = float(prob)
+    if not 0.0 < prob < 1.0:
+        raise ValueError(f"prob (the credible mass) must be in (0, 1), got {prob}")
+    return prob
 
 
 def _as_target(target: Any, n_time: int, n_dim: int) -> np.ndarray:
@@ -109,45 +110,45 @@ class GridPosterior:
         axes = tuple(1 + k for k in range(self.grid.n_dim) if k != dim)
         return p.sum(axis=axes) if axes else p
 
-    def interval(self, level: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
+    def interval(self, prob: float = PROB) -> tuple[np.ndarray, np.ndarray]:
         """Credible intervals per dimension, each ``(time, dim)``.
 
         Linear axes: equal-tailed, from the marginal CDF interpolated within cells. Circular
-        axes: the shortest arc of whole cells holding at least `level` of the marginal mass;
+        axes: the shortest arc of whole cells holding at least `prob` of the marginal mass;
         ``upper`` may exceed the range's end when the arc wraps (subtract the period).
         """
-        level = _check_level(level)
+        prob = _check_prob(prob)
         lo = np.empty((self.n_time, self.grid.n_dim))
         hi = np.empty_like(lo)
         for k in range(self.grid.n_dim):
             m = self.marginal(k)
             e = self.grid.edges[k]
             if self.grid.circular[k]:
-                lo[:, k], hi[:, k] = _shortest_arc(m, e, level)
+                lo[:, k], hi[:, k] = _shortest_arc(m, e, prob)
             else:
-                lo[:, k] = _quantile(m, e, (1 - level) / 2)
-                hi[:, k] = _quantile(m, e, (1 + level) / 2)
+                lo[:, k] = _quantile(m, e, (1 - prob) / 2)
+                hi[:, k] = _quantile(m, e, (1 + prob) / 2)
         return lo, hi
 
     def _cells(self, target: Any) -> tuple[np.ndarray, np.ndarray]:
         t = _as_target(target, self.n_time, self.grid.n_dim)
         return t, self.grid.locate(t)
 
-    def covers(self, target: Any, level: float = 0.9) -> np.ndarray:
-        """Whether each true value lies in the credible region at `level`, shape ``(time,)``.
+    def covers(self, target: Any, prob: float = PROB) -> np.ndarray:
+        """Whether each true value lies in the credible region of mass `prob`, shape ``(time,)``.
 
         One linear dimension: the equal-tailed interval (exact, as a 0/1 value). Otherwise: the
-        highest-posterior-density region, the most probable cells holding `level` of the mass.
+        highest-posterior-density region, the most probable cells holding `prob` of the mass.
         The cell at the region's edge is only partly needed; a true value in it counts as the
         fraction of that cell's mass the region needs, so the mean over bins is the expected
         coverage of a region cut inside the cell. Values are in ``[0, 1]``.
         """
-        level = _check_level(level)
+        prob = _check_prob(prob)
         t, cell = self._cells(target)
         if self.grid.n_dim == 1 and not self.grid.circular[0]:
-            lo, hi = self.interval(level)
+            lo, hi = self.interval(prob)
             return ((t[:, 0] >= lo[:, 0]) & (t[:, 0] <= hi[:, 0])).astype(np.float64)
-        return _hpd_membership(self.prob, cell, level)
+        return _hpd_membership(self.prob, cell, prob)
 
     def log_density(self, target: Any) -> np.ndarray:
         """Log posterior density at the true value (per unit volume of the variable)."""
@@ -163,13 +164,13 @@ class GridPosterior:
         coords.update({n: c for n, c in zip(self.grid.names, self.grid.centers)})
         return xr.DataArray(self.prob_grid(), dims=("time",) + tuple(self.grid.names), coords=coords, name="posterior")
 
-    def to_pynapple(self, level: float | None = None):
+    def to_pynapple(self, prob: float | None = None):
         """The decoded trajectory as pynapple: a ``Tsd`` (one dim) or ``TsdFrame`` (columns = dim names).
 
-        With `level`, ``TsdFrame`` columns ``<name>``, ``<name>_lower``, ``<name>_upper`` add the
+        With `prob`, ``TsdFrame`` columns ``<name>``, ``<name>_lower``, ``<name>_upper`` add the
         credible interval of :meth:`interval`. The point is :attr:`point` (``map`` or ``mean``).
         """
-        return _trajectory(self.time, self.point, self.grid.names, None if level is None else self.interval(level))
+        return _trajectory(self.time, self.point, self.grid.names, None if prob is None else self.interval(prob))
 
     def __repr__(self) -> str:
         return f"GridPosterior(time={self.n_time}, {self.grid!r}, point={self.point_estimate!r})"
@@ -189,8 +190,8 @@ def _quantile(m: np.ndarray, edges: np.ndarray, q: float) -> np.ndarray:
     return edges[0] + (j + np.clip(frac, 0.0, 1.0)) * w
 
 
-def _shortest_arc(m: np.ndarray, edges: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
-    """Shortest arc of whole cells with mass >= level, per row (start, end) in variable units."""
+def _shortest_arc(m: np.ndarray, edges: np.ndarray, mass: float) -> tuple[np.ndarray, np.ndarray]:
+    """Shortest arc of whole cells with mass >= `mass`, per row (start, end) in variable units."""
     n_t, n = m.shape
     m = m / m.sum(axis=1, keepdims=True)
     doubled = np.concatenate([m, m], axis=1)
@@ -198,7 +199,7 @@ def _shortest_arc(m: np.ndarray, edges: np.ndarray, level: float) -> tuple[np.nd
     # Row-offset trick: every row's cumsum lies in [0, 2], so adding 3*row sorts the flat array.
     off = 3.0 * np.arange(n_t)[:, None]
     flat = (cum + off).ravel()
-    starts = cum[:, :n] + off + level - 1e-12
+    starts = cum[:, :n] + off + mass - 1e-12
     end = np.searchsorted(flat, starts.ravel(), side="left").reshape(n_t, n) - np.arange(n_t)[:, None] * (2 * n + 1)
     length = end - np.arange(n)[None, :]
     length = np.clip(length, 1, n)
@@ -209,15 +210,15 @@ def _shortest_arc(m: np.ndarray, edges: np.ndarray, level: float) -> tuple[np.nd
     return lo, lo + blen * w
 
 
-def _hpd_membership(p: np.ndarray, cell: np.ndarray, level: float) -> np.ndarray:
-    """Expected membership of the true cell in the HPD region of mass `level` (see covers)."""
+def _hpd_membership(p: np.ndarray, cell: np.ndarray, mass: float) -> np.ndarray:
+    """Expected membership of the true cell in the HPD region of mass `mass` (see covers)."""
     rows = np.arange(p.shape[0])
     p = p / p.sum(axis=1, keepdims=True)
     pt = p[rows, cell]
     # mass strictly more probable than the true cell, and mass tied with it
     above = np.where(p > pt[:, None], p, 0.0).sum(axis=1)
     tied = np.where(p == pt[:, None], p, 0.0).sum(axis=1)
-    need = level - above
+    need = mass - above
     frac = np.clip(need / np.where(tied > 0, tied, 1.0), 0.0, 1.0)
     return np.where(need <= 0, 0.0, frac)
 
@@ -256,21 +257,21 @@ class GaussianPosterior:
         """Marginal posterior standard deviations, ``(time, dim)``."""
         return np.sqrt(np.einsum("tii->ti", self.cov))
 
-    def interval(self, level: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
+    def interval(self, prob: float = PROB) -> tuple[np.ndarray, np.ndarray]:
         """Equal-tailed marginal credible intervals, each ``(time, dim)``."""
-        z = stats.norm.ppf(0.5 + _check_level(level) / 2)
+        z = stats.norm.ppf(0.5 + _check_prob(prob) / 2)
         return self.mean - z * self.sd, self.mean + z * self.sd
 
-    def covers(self, target: Any, level: float = 0.9) -> np.ndarray:
-        """1-D: inside the interval. More dims: inside the ellipsoid of mass `level`."""
-        level = _check_level(level)
+    def covers(self, target: Any, prob: float = PROB) -> np.ndarray:
+        """1-D: inside the interval. More dims: inside the ellipsoid of mass `prob`."""
+        prob = _check_prob(prob)
         t = _as_target(target, self.n_time, self.mean.shape[1])
         if t.shape[1] == 1:
-            lo, hi = self.interval(level)
+            lo, hi = self.interval(prob)
             return ((t >= lo) & (t <= hi))[:, 0].astype(np.float64)
         d = t - self.mean
         m2 = np.einsum("ti,ti->t", d, np.linalg.solve(self.cov, d[..., None])[..., 0])
-        return (m2 <= stats.chi2.ppf(level, t.shape[1])).astype(np.float64)
+        return (m2 <= stats.chi2.ppf(prob, t.shape[1])).astype(np.float64)
 
     def log_density(self, target: Any) -> np.ndarray:
         """Gaussian log density of the true value."""
@@ -290,12 +291,12 @@ class GaussianPosterior:
             {"mean": (("time", "feature"), self.mean), "sd": (("time", "feature"), self.sd)}, coords=coords
         )
 
-    def to_pynapple(self, level: float | None = None):
+    def to_pynapple(self, prob: float | None = None):
         """The decoded trajectory (posterior mean) as pynapple: a ``Tsd`` (one dim) or ``TsdFrame``.
 
-        With `level`, columns ``<name>_lower`` and ``<name>_upper`` add the credible interval.
+        With `prob`, columns ``<name>_lower`` and ``<name>_upper`` add the credible interval.
         """
-        return _trajectory(self.time, self.mean, self.names, None if level is None else self.interval(level))
+        return _trajectory(self.time, self.mean, self.names, None if prob is None else self.interval(prob))
 
     def __repr__(self) -> str:
         return f"GaussianPosterior(time={self.n_time}, dim={self.mean.shape[1]})"
@@ -336,18 +337,18 @@ class CategoricalPosterior:
             raise ValueError(f"target has classes {unknown[:5]} the decoder was not trained on ({self.classes.tolist()})")
         return np.array([lookup[x] for x in t.tolist()], dtype=np.int64)
 
-    def covers(self, target: Any, level: float = 0.9) -> np.ndarray:
-        """Expected membership of the true class in the smallest class set of mass `level`."""
-        return _hpd_membership(self.prob, self._index(target), _check_level(level))
+    def covers(self, target: Any, prob: float = PROB) -> np.ndarray:
+        """Expected membership of the true class in the smallest class set of mass `prob`."""
+        return _hpd_membership(self.prob, self._index(target), _check_prob(prob))
 
     def log_density(self, target: Any) -> np.ndarray:
         """Log posterior probability of the true class."""
         idx = self._index(target)
         return np.log(np.maximum(self.prob[np.arange(self.n_time), idx], np.finfo(float).tiny))
 
-    def interval(self, level: float = 0.9):
+    def interval(self, prob: float = PROB):
         """Not defined for classes; use ``covers``."""
-        raise TypeError("a categorical posterior has no intervals; use covers(target, level)")
+        raise TypeError("a categorical posterior has no intervals; use covers(target, prob)")
 
     def to_dataarray(self):
         """Class probabilities as an ``xarray.DataArray`` with dims ``(time, class)``."""

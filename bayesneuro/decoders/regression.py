@@ -30,6 +30,9 @@ import numpyro.distributions as dist
 from numpyro.infer import init_to_value
 from scipy import special
 
+import jax
+
+from ..estimator import resolve_key
 from ..infer import fit as _infer_fit
 from ..infer.fit import _OPTIONS as _METHOD_OPTIONS
 from ..infer.fit import METHODS
@@ -132,8 +135,6 @@ class RegressionDecoder(Decoder):
     intercept_scale : float, default 10.0
         Sd of the Normal prior on the intercepts (standardised units; logits). Make it very wide
         (e.g. 1e4) to leave the intercept effectively unpenalised, as sklearn does.
-    method : {"map", "laplace", "svi", "nuts"}, default "laplace"
-        Inference method of :func:`bayesneuro.infer.fit`.
     transform : {None, "sqrt"}, default None
         Transform of the counts before lagging (``"sqrt"`` stabilises Poisson variance).
     standardize : bool, default True
@@ -171,11 +172,16 @@ class RegressionDecoder(Decoder):
     >>> counts = rng.poisson(np.exp(0.5 + 0.4 * np.outer(x, [1.0, -1.0, 0.5])))
     >>> data = SpikeData.from_counts(counts, bin_size=0.1, covariates=x, feature_names=["x"])
     >>> train, test, _ = data.split(fractions=(0.5, 0.5))
-    >>> dec = RegressionDecoder(lags=0, method="map").fit(train, "x", key=0, progress=False)
+    >>> dec = RegressionDecoder(lags=0).fit(train, "x", method="map", progress=False)
     >>> post = dec.decode(test)
-    >>> post.mean.shape, bool(dec.score(test, "x")["r2"][0] > 0.3)
+    >>> post.mean.shape, bool(dec.evaluate(test, "x")["r2"][0] > 0.3)
     ((300, 1), True)
+    >>> lap = RegressionDecoder(lags=0).fit(train, "x", method="laplace", key=0, progress=False)
+    >>> bool(lap.score(test, "x") > -2.0)  # nats/bin
+    True
     """
+
+    METHODS = METHODS
 
     def __init__(
         self,
@@ -183,15 +189,12 @@ class RegressionDecoder(Decoder):
         lags: Any = 0,
         prior_scale: float = 1.0,
         intercept_scale: float = 10.0,
-        method: str = "laplace",
         transform: str | None = None,
         standardize: bool = True,
         noise_sd: Any = None,
     ):
         if family not in FAMILIES:
             raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
-        if method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         if transform not in TRANSFORMS:
             raise ValueError(f"transform must be None or 'sqrt', got {transform!r}")
         if noise_sd is not None:
@@ -200,23 +203,31 @@ class RegressionDecoder(Decoder):
             sd = np.atleast_1d(np.asarray(noise_sd, dtype=np.float64))
             if sd.ndim != 1 or not np.all(np.isfinite(sd)) or np.any(sd <= 0):
                 raise ValueError(f"noise_sd must be a positive number or one per target dimension, got {noise_sd!r}")
+        check_lags(lags)
+        _positive("prior_scale", prior_scale)
+        _positive("intercept_scale", intercept_scale)
         self.family = family
-        self.lags = check_lags(lags)
-        self.prior_scale = _positive("prior_scale", prior_scale)
-        self.intercept_scale = _positive("intercept_scale", intercept_scale)
-        self.method = method
+        self.lags = lags
+        self.prior_scale = prior_scale
+        self.intercept_scale = intercept_scale
         self.transform = transform
-        self.standardize = bool(standardize)
+        self.standardize = standardize
         self.noise_sd = noise_sd
-        self._discrete = family != "gaussian"
-        self.result_ = None
+
+    @property
+    def _discrete(self) -> bool:
+        return self.family != "gaussian"
+
+    @property
+    def _observed_name(self) -> str:
+        return "target"
 
     # ------------------------------------------------------------------ features
     def _raw_features(self, data) -> tuple[np.ndarray, np.ndarray]:
         counts = np.asarray(data.counts, dtype=np.float64)
         if self.transform == "sqrt":
             counts = np.sqrt(counts)
-        feats, index = lagged(counts, data.segment_ids, self.lags)  # (n_valid, lag, neuron)
+        feats, index = lagged(counts, data.segment_ids, check_lags(self.lags))  # (n_valid, lag, neuron)
         return feats.reshape(feats.shape[0], -1), index
 
     def _features(self, data) -> tuple[np.ndarray, np.ndarray]:
@@ -231,8 +242,8 @@ class RegressionDecoder(Decoder):
         data: Any,
         target: Any,
         *,
-        key: Any,
-        method: str | None = None,
+        method: str = "map",
+        key: Any = None,
         progress: bool | None = None,
         **options: Any,
     ) -> RegressionDecoder:
@@ -245,15 +256,16 @@ class RegressionDecoder(Decoder):
         target : str, sequence of str or array_like
             Gaussian: covariate name(s) or an array ``(time,)`` / ``(time, dim)``. Bernoulli and
             categorical: one label per bin (covariate name or array of ints or strings).
-        key : jax.random key or int
-            Required; the same key gives the same fit.
-        method : {"map", "laplace", "svi", "nuts"}, optional
-            Overrides the constructor's method.
+        method : {"map", "laplace", "svi", "nuts"}, default "map"
+            Inference method of :func:`bayesneuro.infer.fit`. ``"map"`` is deterministic (one
+            draw: the posterior mode); the others draw random numbers (posterior draws).
+        key : jax.random key or int, optional
+            Required for ``"laplace"``, ``"svi"`` and ``"nuts"``; the same key gives the same fit.
         progress : bool, optional
             Show progress bars; default from ``BAYESNEURO_PROGRESS`` (on).
         **options
             Options of the method (:func:`bayesneuro.infer.fit`), e.g. ``num_samples``,
-            ``num_steps``, ``num_warmup``, ``num_chains``, ``max_iter``. The default start
+            ``num_steps``, ``num_warmup``, ``num_chains``, ``max_iter``, ``tol``. The default start
             (``init_strategy``) is all weights and intercepts at zero and ``sigma`` at 1.
 
         Returns
@@ -266,8 +278,9 @@ class RegressionDecoder(Decoder):
         ValueError
             A target with NaN, too few bins for the lags, fewer than two classes (three or more
             for bernoulli), an option the method does not take.
+        TypeError
+            No `key` for a method that draws random numbers.
         """
-        method = self.method if method is None else method
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         bad = sorted(set(options) - set(_METHOD_OPTIONS[method]))
@@ -275,21 +288,24 @@ class RegressionDecoder(Decoder):
             raise ValueError(
                 f"unknown option(s) {bad} for method={method!r}; it takes {sorted(_METHOD_OPTIONS[method])}"
             )
+        rng = resolve_key(key, needed=method != "map", why=f"method={method!r}")
+        if rng is None:  # MAP from the zero start draws nothing: any key gives the same fit
+            rng = jax.random.key(0)
+        lags = check_lags(self.lags)
         data = as_spike_data(data, name="training data")
         X, index = self._raw_features(data)
         if X.shape[0] < 2:
             raise ValueError(
                 f"only {X.shape[0]} training bin(s) have a complete lag window for lags"
-                f" {self.lags.tolist()}; use fewer lags or more data"
+                f" {lags.tolist()}; use fewer lags or more data"
             )
-        if self.standardize:
+        if bool(self.standardize):
             mean = X.mean(axis=0)
             sd = X.std(axis=0)
             sd = np.where(sd > 0, sd, 1.0)  # constant features: only centred
         else:
             mean, sd = np.zeros(X.shape[1]), np.ones(X.shape[1])
         Z = (X - mean) / sd
-        self._discrete = self.family != "gaussian"
         if self.family == "gaussian":
             y, names = target_array(data, target)
             if not np.all(np.isfinite(y)):
@@ -324,11 +340,11 @@ class RegressionDecoder(Decoder):
             noise = None
             self.classes_ = classes
             out_dim, out_coords = "class", classes
-        self.lags_ = self.lags
+        self.lags_ = lags
         self.neuron_ids_ = np.asarray(data.neuron_ids)
         self.bin_size_ = float(data.bin_size)
         self.feature_mean_, self.feature_sd_ = mean, sd
-        self.feature_names_ = [f"n{n}_lag{int(lag)}" for lag in self.lags for n in self.neuron_ids_.tolist()]
+        self.feature_names_ = [f"n{n}_lag{int(lag)}" for lag in lags for n in self.neuron_ids_.tolist()]
         self.train_index_ = index
         self.n_out_ = n_out
 
@@ -347,15 +363,15 @@ class RegressionDecoder(Decoder):
         model_data = dict(
             features=Z, target=obs, family=self.family, n_out=int(n_out),
             # arrays, not static numbers: refits with other scales reuse the compiled program
-            prior_scale=np.asarray(self.prior_scale), intercept_scale=np.asarray(self.intercept_scale),
+            prior_scale=np.asarray(float(self.prior_scale)), intercept_scale=np.asarray(float(self.intercept_scale)),
         )
         if noise is not None:
             model_data["noise_sd"] = noise
         self.result_ = _infer_fit(
-            regression_model, method=method, key=key, coords=coords, dims=dims, progress=progress,
+            regression_model, method=method, key=rng, coords=coords, dims=dims, progress=progress,
             model_kwargs=model_data, **options,
         )
-        self.fitted_ = True
+        self._train_time = data.bin_centers[index]
         return self
 
     # ------------------------------------------------------------------ decoding
@@ -447,17 +463,86 @@ class RegressionDecoder(Decoder):
         p = self.result_.params
         return {"weights": np.asarray(p["weights"]), "bias": np.asarray(p["bias"])}
 
-    def to_inference_data(self, *, log_likelihood: bool = True):
+    def to_inference_data(self):
         """InferenceData of the fit: ``weights`` with dims ``(feature, output | class)``.
 
-        ``feature`` coords are ``"n{neuron}_lag{lag}"``; ``time`` the decoded training bins.
+        ``feature`` coords are ``"n{neuron}_lag{lag}"``; ``time`` the decoded training bins. The
+        ``log_likelihood`` group holds one variable, ``target``, with dims
+        ``(chain, draw, time)``: the log-likelihood of each training bin's target (in target
+        units, summed over outputs) under each posterior draw, so ``az.loo`` runs.
         """
+        import arviz as az
+        import xarray as xr
+
         self._check_fitted()
-        return self.result_.to_inference_data(log_likelihood=log_likelihood)
+        idata = self.result_.to_inference_data(log_likelihood=False)
+        kw = self.result_.model_kwargs
+        W, b, sigma = self._draws()
+        ll = self._log_lik_draws(np.asarray(kw["features"], dtype=np.float64), np.asarray(kw["target"]), W, b, sigma)
+        n_chain = self.result_.n_chain
+        ds = xr.Dataset(
+            {"target": (("chain", "draw", "time"), ll.reshape(n_chain, -1, ll.shape[1]))},
+            coords={"chain": np.arange(n_chain), "draw": np.arange(ll.shape[0] // n_chain),
+                    "time": np.asarray(self._train_time)},
+        )
+        groups = {g: idata[g] for g in idata.groups() if g != "log_likelihood"}
+        return az.InferenceData(**groups, log_likelihood=ds)
+
+    # ------------------------------------------------------------------ likelihood
+    def _log_lik_draws(self, Z: np.ndarray, y: np.ndarray, W: np.ndarray, b: np.ndarray, sigma) -> np.ndarray:
+        """``(draw, time)`` log-likelihood of the targets `y` given standardised features `Z`.
+
+        `y`: standardised values ``(time, output)`` (gaussian; the result is in target units)
+        or class indices ``(time,)``.
+        """
+        S, n_out = b.shape
+        T = Z.shape[0]
+        out = np.empty((S, T))
+        step = max(1, _CHUNK_ELEMENTS // max(1, T * n_out))
+        for a in range(0, S, step):
+            eta = np.einsum("tf,sfk->stk", Z, W[a : a + step]) + b[a : a + step, None, :]
+            if self.family == "gaussian":
+                sig = sigma[a : a + step, None, :]
+                z = (y[None] - eta) / sig
+                ll = -0.5 * z**2 - np.log(sig) - 0.5 * np.log(2 * np.pi) - np.log(self.target_sd_)
+                out[a : a + step] = ll.sum(axis=-1)
+            elif self.family == "bernoulli":
+                e = eta[..., 0]
+                out[a : a + step] = y[None] * e - np.logaddexp(0.0, e)
+            else:
+                lse = special.logsumexp(eta, axis=-1)
+                out[a : a + step] = np.take_along_axis(eta, np.broadcast_to(y[None, :, None], eta.shape[:2] + (1,)),
+                                                       axis=-1)[..., 0] - lse
+        return out
+
+    def _pointwise_log_likelihood(self, data: Any, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``log p(target_t | lagged counts_t)`` at the point estimate (MAP or posterior mean).
+
+        The regression decoder models the target given the spikes, so its likelihood is the
+        decoding model's own: Gaussian (target units, summed over outputs) or the log
+        probability of the true class.
+        """
+        data = self._prepare(data)
+        Z, index = self._features(data)
+        p = self.result_.params
+        W = np.asarray(p["weights"], dtype=np.float64)
+        b = np.asarray(p["bias"], dtype=np.float64)
+        if self.family == "bernoulli":
+            W, b = W[:, None], b[None]
+        sigma = None
+        if self.family == "gaussian":
+            sigma = np.asarray(p["sigma"] if "sigma" in p else self.result_.model_kwargs["noise_sd"], dtype=np.float64)
+            sigma = np.broadcast_to(sigma, b.shape)[None]
+            y = (np.asarray(truth, dtype=np.float64).reshape(data.n_time, -1)[index] - self.target_mean_) / self.target_sd_
+        else:
+            y = CategoricalPosterior(np.ones((index.size, self.classes_.size)), self.classes_, index)._index(
+                np.asarray(truth)[index])
+        return self._log_lik_draws(Z, y, W[None], b[None], sigma)[0], index
 
     def __repr__(self) -> str:
-        state = "unfitted" if self.result_ is None else f"fitted by {self.result_.method}"
+        result = getattr(self, "result_", None)
+        state = "unfitted" if result is None else f"fitted by {result.method}"
         return (
-            f"RegressionDecoder(family={self.family!r}, lags={self.lags.tolist()}, "
+            f"RegressionDecoder(family={self.family!r}, lags={check_lags(self.lags).tolist()}, "
             f"prior_scale={self.prior_scale:g}; {state})"
         )

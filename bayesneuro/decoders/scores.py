@@ -1,19 +1,27 @@
 """Scores for decoded posteriors on held-out data.
 
-Point-estimate scores (R², median error, accuracy) and calibration scores of the posterior itself:
-the coverage of credible regions (a calibrated decoder's 90% regions hold the truth in 90% of
-held-out bins) and the mean log density of the truth (a proper score).
+:func:`log_score` is the score of every decoder (``decoder.score``): the mean log posterior
+density of the true value per decoded bin, in nats/bin, higher is better (a proper score: it
+rewards a posterior both for being near the truth and for being honest about its uncertainty).
+The other functions are the entries of ``decoder.evaluate``: point-estimate scores (R², median
+error, accuracy) and the coverage of credible regions (a calibrated decoder's 90% regions hold the
+truth in 90% of held-out bins).
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Sequence
 
 import numpy as np
 
-from .posterior import CategoricalPosterior, GridPosterior
+from ..estimator import PROBS
+from .posterior import CategoricalPosterior, GaussianPosterior, GridPosterior
 
-LEVELS = (0.5, 0.9, 0.95)
+#: Floor of the log probability of the true cell or class in :func:`log_score`: the log of the
+#: smallest positive double, so a decoder that rules the truth out scores a large negative but
+#: finite number in that bin.
+LOG_PROB_FLOOR = float(np.log(np.finfo(np.float64).tiny))
 
 
 def _2d(a: Any) -> np.ndarray:
@@ -77,45 +85,137 @@ def accuracy(target: Any, point: Any) -> float:
     return float(np.mean(t == p))
 
 
-def coverage(posterior: Any, target: Any, levels: Sequence[float] = LEVELS) -> dict[float, float]:
-    """Empirical coverage of the posterior's credible regions at each level.
+def pointwise_log_score(posterior: Any, target: Any) -> np.ndarray:
+    """Log posterior density of the true value in each decoded bin (nats), floored.
+
+    The per-bin terms of :func:`log_score`; see there. Bins whose posterior rules the truth out
+    get the floor and a ``RuntimeWarning``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bayesneuro.decoders import GaussianPosterior
+    >>> from bayesneuro.decoders.scores import pointwise_log_score
+    >>> post = GaussianPosterior(np.zeros((2, 1)), np.ones((2, 1, 1)), np.arange(2))
+    >>> np.round(pointwise_log_score(post, [0.0, 1.0]), 4)
+    array([-0.9189, -1.4189])
+    """
+    if isinstance(posterior, GridPosterior):
+        _, cell = posterior._cells(target)
+        log_p = posterior.log_prob[np.arange(posterior.n_time), cell]
+        log_vol = float(np.log(np.prod(posterior.grid.widths)))
+    elif isinstance(posterior, CategoricalPosterior):
+        idx = posterior._index(np.asarray(target))
+        with np.errstate(divide="ignore"):
+            log_p = np.log(posterior.prob[np.arange(posterior.n_time), idx])
+        log_vol = 0.0
+    elif isinstance(posterior, GaussianPosterior):
+        return np.asarray(posterior.log_density(target), dtype=np.float64)
+    else:
+        return np.asarray(posterior.log_density(target), dtype=np.float64)
+    log_p = np.asarray(log_p, dtype=np.float64)
+    low = ~(log_p >= LOG_PROB_FLOOR)  # also catches NaN
+    if low.any():
+        what = "cell" if isinstance(posterior, GridPosterior) else "class"
+        warnings.warn(
+            f"{int(low.sum())} of {log_p.size} decoded bins give the true {what} a posterior probability"
+            f" of (almost) zero{' (e.g. a cell never visited in training)' if what == 'cell' else ''};"
+            f" their log probability is floored at {LOG_PROB_FLOOR:.1f}",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        log_p = np.where(low, LOG_PROB_FLOOR, log_p)
+    return log_p - log_vol
+
+
+def log_score(posterior: Any, target: Any) -> float:
+    r"""Mean log posterior density of the true value per decoded bin, in nats/bin (higher is better).
+
+    This is ``score`` of every decoder: a proper scoring rule, maximised in expectation by the
+    true posterior, so it ranks decoders by how much probability they put where the truth is.
+
+    - Grid posteriors: :math:`\log(p_g / V)` of the cell :math:`g` holding the truth, with
+      :math:`p_g` its posterior probability and :math:`V` the cell volume (the product of the cell
+      widths, in units of the variable), i.e. the log of the piecewise-constant density.
+    - Gaussian posteriors: the Gaussian log density of the truth.
+    - Categorical posteriors: the log probability of the true class.
+
+    A grid cell or class of probability zero (the truth in a cell never visited in training)
+    would give :math:`-\infty`; its log probability is floored at :data:`LOG_PROB_FLOOR`
+    (about -708) instead, with a ``RuntimeWarning``, so one such bin gives a large negative but
+    finite score. Densities depend on the units of the variable: compare decoders of the same
+    target in the same units.
+
+    Parameters
+    ----------
+    posterior : GridPosterior, GaussianPosterior or CategoricalPosterior
+    target : array_like
+        True values (or labels) of the decoded bins.
+
+    Returns
+    -------
+    float
+        Nats per bin.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bayesneuro.decoders import Grid, GridPosterior
+    >>> from bayesneuro.decoders.scores import log_score
+    >>> grid = Grid.regular(bins=4, range=(0.0, 1.0))
+    >>> post = GridPosterior(np.log(np.full((3, 4), 0.25)), grid, np.arange(3))
+    >>> log_score(post, [0.1, 0.5, 0.9])  # uniform on [0, 1]: density 1
+    0.0
+    """
+    return float(np.mean(pointwise_log_score(posterior, target)))
+
+
+def coverage(posterior: Any, target: Any, probs: Sequence[float] = PROBS) -> dict[float, float]:
+    """Empirical coverage of the posterior's credible regions at each credible mass.
 
     Parameters
     ----------
     posterior : GridPosterior, GaussianPosterior or CategoricalPosterior
     target : array_like
         True values for the decoded bins.
-    levels : sequence of float
+    probs : sequence of float, default (0.5, 0.9, 0.95)
+        Credible masses.
 
     Returns
     -------
     dict
-        ``{level: share of bins whose region holds the truth}``.
+        ``{prob: share of bins whose region holds the truth}``.
     """
-    return {float(lv): float(np.mean(posterior.covers(target, lv))) for lv in levels}
+    return {float(p): float(np.mean(posterior.covers(target, p))) for p in probs}
 
 
 def reliability(
-    posterior: Any, target: Any, levels: Sequence[float] | None = None
+    posterior: Any, target: Any, probs: Sequence[float] | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Nominal against empirical coverage over a range of levels (a reliability curve).
+    """Nominal against empirical coverage over a range of credible masses (a reliability curve).
+
+    Parameters
+    ----------
+    probs : sequence of float, optional
+        Nominal masses; default 0.05, 0.10, ..., 0.95.
 
     Returns
     -------
     nominal, empirical : ndarray
         A calibrated decoder has ``empirical ≈ nominal``.
     """
-    nominal = np.linspace(0.05, 0.95, 19) if levels is None else np.asarray(levels, dtype=np.float64)
-    emp = np.array([np.mean(posterior.covers(target, lv)) for lv in nominal])
+    nominal = np.linspace(0.05, 0.95, 19) if probs is None else np.asarray(probs, dtype=np.float64)
+    emp = np.array([np.mean(posterior.covers(target, p)) for p in nominal])
     return nominal, emp
 
 
-def evaluate(posterior: Any, target: Any, levels: Sequence[float] = LEVELS) -> dict[str, Any]:
-    """All scores of a posterior against the truth, as a dict.
+def evaluate(posterior: Any, target: Any, probs: Sequence[float] = PROBS) -> dict[str, Any]:
+    """All scores of a posterior against the truth, as a dict (``decoder.evaluate``).
 
     Continuous targets: ``r2`` (per linear dimension; circular ones are ``nan``), ``median_error``,
-    ``mean_log_density``, ``coverage``. Discrete targets: ``accuracy``, ``mean_log_density``
-    (log probability of the true class), ``coverage``.
+    ``mean_log_density`` (:func:`log_score`, nats/bin), ``coverage`` (``{prob: share}``),
+    ``n_bins``. Discrete targets: ``accuracy``, ``mean_log_density`` (mean log probability of
+    the true class), ``coverage``, ``n_bins``.
     """
     out: dict[str, Any] = {}
     if isinstance(posterior, CategoricalPosterior):
@@ -133,7 +233,7 @@ def evaluate(posterior: Any, target: Any, levels: Sequence[float] = LEVELS) -> d
         out["r2"] = rr
         out["median_error"] = median_error(t, point, periods)
         target = t
-    out["mean_log_density"] = float(np.mean(posterior.log_density(target)))
-    out["coverage"] = coverage(posterior, target, levels)
+    out["mean_log_density"] = log_score(posterior, target)
+    out["coverage"] = coverage(posterior, target, probs)
     out["n_bins"] = int(posterior.n_time)
     return out

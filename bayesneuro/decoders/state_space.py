@@ -30,7 +30,7 @@ import numpy as np
 
 from ._base import attach_index
 from .grid import Grid
-from .naive_bayes import NaiveBayesDecoder, likelihood_rows, log_factorial_total
+from .naive_bayes import _CHUNK, NaiveBayesDecoder, likelihood_rows, log_factorial_total
 from .posterior import GridPosterior
 from .._pynapple import pynapple_io
 
@@ -444,8 +444,13 @@ class StateSpaceDecoder(NaiveBayesDecoder):
         Forward-backward smoothing (uses spikes after each bin); False gives the causal filter.
     pseudo_count : float, default 1.0
         Weight of the random walk in the empirical transition.
-    **options
-        As :class:`NaiveBayesDecoder` (grid, tuning, prior at the start of each trial, ...).
+    bins, range, circular, grid, tuning, sigma, n_basis, smoothness, prior, min_occupancy, point, chunk_size
+        As :class:`NaiveBayesDecoder` (``prior`` is the prior at the start of each trial).
+
+    Notes
+    -----
+    ``fit`` is :meth:`NaiveBayesDecoder.fit` (method ``"plugin"``, no random numbers) followed
+    by learning the random walk.
 
     Attributes
     ----------
@@ -469,7 +474,9 @@ class StateSpaceDecoder(NaiveBayesDecoder):
     >>> train, test, _ = data.split(fractions=(0.7, 0.3))
     >>> ss = StateSpaceDecoder(bins=25, range=(0, 1)).fit(train, "x")
     >>> nb = NaiveBayesDecoder(bins=25, range=(0, 1)).fit(train, "x")
-    >>> ss.score(test, "x")["median_error"] < nb.score(test, "x")["median_error"]
+    >>> ss.evaluate(test, "x")["median_error"] < nb.evaluate(test, "x")["median_error"]
+    True
+    >>> ss.score(test, "x") > nb.score(test, "x")  # nats/bin
     True
     """
 
@@ -479,15 +486,29 @@ class StateSpaceDecoder(NaiveBayesDecoder):
         sigma_walk: Any = None,
         smooth: bool = True,
         pseudo_count: float = 1.0,
-        **options: Any,
+        bins: Any = 40,
+        range: Any = None,
+        circular: Any = False,
+        grid: Grid | None = None,
+        tuning: str = "histogram",
+        sigma: Any = None,
+        n_basis: Any = None,
+        smoothness: Any = "auto",
+        prior: Any = "uniform",
+        min_occupancy: float | None = None,
+        point: str = "map",
+        chunk_size: int = _CHUNK,
     ):
         if transition not in ("random_walk", "empirical"):
             raise ValueError(f"transition must be 'random_walk' or 'empirical', got {transition!r}")
-        super().__init__(**options)
+        super().__init__(
+            bins=bins, range=range, circular=circular, grid=grid, tuning=tuning, sigma=sigma, n_basis=n_basis,
+            smoothness=smoothness, prior=prior, min_occupancy=min_occupancy, point=point, chunk_size=chunk_size,
+        )
         self.transition = transition
         self.sigma_walk = sigma_walk
-        self.smooth = bool(smooth)
-        self.pseudo_count = float(pseudo_count)
+        self.smooth = smooth
+        self.pseudo_count = pseudo_count
 
     def _fit_extra(self, data, values) -> None:
         grid = self.grid_
@@ -511,7 +532,7 @@ class StateSpaceDecoder(NaiveBayesDecoder):
             C = np.zeros((grid.n_cells, grid.n_cells))
             np.add.at(C, (cells[:-1][same], cells[1:][same]), 1.0)
             vis = self.tuning_.visited
-            C = C * vis[None, :] + self.pseudo_count * dense_transition(grid, sig, vis)
+            C = C * vis[None, :] + float(self.pseudo_count) * dense_transition(grid, sig, vis)
             Z = C.sum(axis=1, keepdims=True)
             self.transition_ = np.where(Z > 0, C / np.where(Z > 0, Z, 1.0), 0.0)
 
@@ -523,7 +544,7 @@ class StateSpaceDecoder(NaiveBayesDecoder):
         for m in EVIDENCE_MULTIPLES:
             _, ev = forward_backward(
                 rows, self.grid_, self.tuning_.visited, sigma=sig0 * m, log_init=self.log_prior_,
-                segment_ids=data.segment_ids, smooth=False, n_time=data.n_time, chunk_size=self.chunk_size,
+                segment_ids=data.segment_ids, smooth=False, n_time=data.n_time, chunk_size=int(self.chunk_size),
             )
             self.evidence_trace_[float(m)] = ev
             if ev > best_ev:
@@ -555,9 +576,16 @@ class StateSpaceDecoder(NaiveBayesDecoder):
         rows = likelihood_rows(data.counts, self.tuning_.rates, data.bin_size, self.tuning_.visited)
         lp, log_ev = forward_backward(
             rows, self.grid_, self.tuning_.visited, sigma=self.sigma_walk_, transition=self.transition_,
-            log_init=self.log_prior_, segment_ids=data.segment_ids, smooth=self.smooth,
-            n_time=data.n_time, chunk_size=self.chunk_size,
+            log_init=self.log_prior_, segment_ids=data.segment_ids, smooth=bool(self.smooth),
+            n_time=data.n_time, chunk_size=int(self.chunk_size),
         )
         self.log_evidence_ = log_ev - log_factorial_total(data.counts)
         post = GridPosterior(lp, self.grid_, data.bin_centers, point_estimate=self.point)
         return attach_index(post, np.arange(data.n_time))
+
+    def _posterior_variables(self):
+        variables, coords = super()._posterior_variables()
+        if self.sigma_walk_ is not None:
+            variables["sigma_walk"] = (("state",), np.asarray(self.sigma_walk_, dtype=np.float64))
+            coords["state"] = list(self.grid_.names)
+        return variables, coords

@@ -26,6 +26,8 @@ defined tuning: ``visited`` marks them and the decoders give them zero prior pro
 
 from __future__ import annotations
 
+import warnings
+from functools import partial
 from typing import Any
 
 import jax
@@ -33,12 +35,23 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import ndimage, sparse, stats
 
+from ..engine.newton import newton
+from ..estimator import PROB
 from .grid import Grid
 
 _ALPHAS = np.logspace(-2, 5, 15)
 _RIDGE = 1e-4
-_NEWTON_STEPS = 40
-_STEP_SIZES = 0.5 ** np.arange(0, 12)
+#: Default Newton iteration cap of the GLM tuning fit (and of the grid decoders' ``fit``).
+NEWTON_MAX_ITER = 40
+
+
+def newton_tol(dtype: Any) -> float:
+    """Default relative Newton tolerance of the decoders' tuning fits: 1e-14 in float64.
+
+    Tight enough that the fit is the optimum to rounding; in float32 (where the objective is
+    only known to about 1e-7) it is ``8 * eps``, about 1e-6.
+    """
+    return max(1e-14, 8.0 * float(np.finfo(np.dtype(dtype)).eps))
 
 
 class TuningCurves:
@@ -101,20 +114,20 @@ class TuningCurves:
         """Number of neurons."""
         return self.rates.shape[0]
 
-    def band(self, level: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
-        """Equal-tailed credible band of each rate, ``(lower, upper)``, each ``(neuron, G)``.
+    def band(self, prob: float = PROB) -> tuple[np.ndarray, np.ndarray]:
+        """Equal-tailed credible band of mass `prob` of each rate, ``(lower, upper)``, each ``(neuron, G)``.
 
         Raises
         ------
         ValueError
             For curves given without an uncertainty estimate.
         """
-        if not 0 < level < 1:
-            raise ValueError(f"level must be in (0, 1), got {level}")
+        if not 0 < prob < 1:
+            raise ValueError(f"prob (the credible mass) must be in (0, 1), got {prob}")
         if self._band is None:
             raise ValueError("these tuning curves carry no uncertainty (they were given, not estimated)")
         kind, a, b = self._band
-        q = np.array([(1 - level) / 2, (1 + level) / 2])
+        q = np.array([(1 - prob) / 2, (1 + prob) / 2])
         if kind == "gamma":
             with np.errstate(divide="ignore", invalid="ignore"):
                 lo = stats.gamma.ppf(q[0], a, scale=1.0 / b)
@@ -263,43 +276,38 @@ def spline_basis(grid: Grid, n_basis: Any) -> tuple[np.ndarray, np.ndarray]:
     return B, P
 
 
-def _glm_newton(B, P, occupancy, spikes, alpha, w0):
-    """MAP weights, Hessian and Laplace log evidence of one neuron at smoothness `alpha`."""
+def _glm_objective(w, B, Lam, occupancy, spikes):
+    """Negative log posterior of one neuron's spline weights (up to a constant)."""
+    eta = B @ w
+    return jnp.sum(occupancy * jnp.exp(eta) - spikes * eta) + 0.5 * w @ Lam @ w
+
+
+def _glm_derivatives(w, B, Lam, occupancy, spikes):
+    mu = occupancy * jnp.exp(B @ w)
+    return B.T @ (mu - spikes) + Lam @ w, (B.T * mu) @ B + Lam
+
+
+def _glm_newton(B, P, occupancy, spikes, alpha, w0, max_iter, tol):
+    """MAP weights, Hessian, Laplace log evidence and convergence flag of one neuron at smoothness `alpha`."""
     K = B.shape[1]
-    Lam = alpha * P + _RIDGE * jnp.eye(K)
-    steps = jnp.asarray(_STEP_SIZES, dtype=B.dtype)
-
-    def objective(w):
-        eta = B @ w
-        return jnp.sum(occupancy * jnp.exp(eta) - spikes * eta) + 0.5 * w @ Lam @ w
-
-    def body(_, w):
-        eta = B @ w
-        mu = occupancy * jnp.exp(eta)
-        g = B.T @ (mu - spikes) + Lam @ w
-        H = (B.T * mu) @ B + Lam
-        step = jnp.linalg.solve(H, g)
-        trial = w[None, :] - steps[:, None] * step[None, :]
-        vals = jax.vmap(objective)(trial)
-        vals = jnp.where(jnp.isfinite(vals), vals, jnp.inf)
-        best = jnp.argmin(vals)
-        return jnp.where(vals[best] <= objective(w), trial[best], w)
-
-    w = jax.lax.fori_loop(0, _NEWTON_STEPS, body, w0)
+    Lam = alpha * P + _RIDGE * jnp.eye(K, dtype=B.dtype)
+    res = newton(_glm_objective, w0, B, Lam, occupancy, spikes, derivatives=_glm_derivatives,
+                 max_iter=max_iter, tol=tol)
+    w = res.x
     eta = B @ w
     H = (B.T * (occupancy * jnp.exp(eta))) @ B + Lam
     _, logdet_h = jnp.linalg.slogdet(H)
     _, logdet_l = jnp.linalg.slogdet(Lam)
-    log_ev = -objective(w) + 0.5 * logdet_l - 0.5 * logdet_h
-    return w, H, log_ev
+    log_ev = -res.value + 0.5 * logdet_l - 0.5 * logdet_h
+    return w, H, log_ev, res.converged
 
 
-@jax.jit
-def _glm_all(B, P, occupancy, spikes, alphas, w0):
-    """Per neuron and smoothness: weights, Hessians, log evidence (vmapped)."""
-    per_alpha = jax.vmap(_glm_newton, in_axes=(None, None, None, None, 0, 0))
-    per_neuron = jax.vmap(per_alpha, in_axes=(None, None, None, 0, None, 0))
-    return per_neuron(B, P, occupancy, spikes, alphas, w0)
+@partial(jax.jit, static_argnames=("max_iter",))
+def _glm_all(B, P, occupancy, spikes, alphas, w0, max_iter, tol):
+    """Per neuron and smoothness: weights, Hessians, log evidence, convergence (vmapped)."""
+    per_alpha = jax.vmap(_glm_newton, in_axes=(None, None, None, None, 0, 0, None, None))
+    per_neuron = jax.vmap(per_alpha, in_axes=(None, None, None, 0, None, 0, None, None))
+    return per_neuron(B, P, occupancy, spikes, alphas, w0, max_iter, tol)
 
 
 def glm_tuning(
@@ -309,26 +317,44 @@ def glm_tuning(
     n_basis: Any,
     smoothness: Any,
     visited: np.ndarray,
+    max_iter: int = NEWTON_MAX_ITER,
+    tol: float | None = None,
 ) -> tuple[np.ndarray, tuple, np.ndarray]:
-    """GLM rates ``(neuron, G)``, lognormal band parameters, and the chosen smoothness per neuron."""
+    """GLM rates ``(neuron, G)``, lognormal band parameters, and the chosen smoothness per neuron.
+
+    Each neuron's MAP weights at each smoothness are found by :func:`bayesneuro.engine.newton.newton`
+    (at most `max_iter` iterations, relative tolerance `tol`, default :func:`newton_tol`); a fit that stops before
+    converging raises a ``ConvergenceWarning``.
+    """
     B, P = spline_basis(grid, n_basis)
     alphas = _ALPHAS if smoothness == "auto" else np.atleast_1d(np.asarray(smoothness, dtype=np.float64))
     if np.any(alphas <= 0) or not np.all(np.isfinite(alphas)):
         raise ValueError(f"smoothness must be 'auto' or a positive number, got {smoothness!r}")
     n = spikes.shape[0]
     dtype = jnp.zeros(()).dtype
+    tol = newton_tol(dtype) if tol is None else tol
     occ = np.where(visited, occupancy, 0.0)
     spk = np.where(visited[None, :], spikes, 0.0)
     # Start from the constant log rate (the B-splines sum to one inside the range).
     mean_rate = np.maximum(spk.sum(axis=1) / max(occ.sum(), 1e-300), 1e-3)
     w0 = np.repeat(np.log(mean_rate)[:, None, None], alphas.size, axis=1) * np.ones((1, 1, B.shape[1]))
-    w, H, log_ev = _glm_all(
+    w, H, log_ev, conv = _glm_all(
         jnp.asarray(B, dtype), jnp.asarray(P, dtype), jnp.asarray(occ, dtype), jnp.asarray(spk, dtype),
-        jnp.asarray(alphas, dtype), jnp.asarray(w0, dtype),
+        jnp.asarray(alphas, dtype), jnp.asarray(w0, dtype), int(max_iter), jnp.asarray(tol, dtype),
     )
     log_ev = np.asarray(log_ev)
     best = np.argmax(np.where(np.isfinite(log_ev), log_ev, -np.inf), axis=1)
     rows = np.arange(n)
+    stuck = ~np.asarray(conv)[rows, best]
+    if stuck.any():
+        from ..diagnostics import ConvergenceWarning
+
+        warnings.warn(
+            f"the GLM tuning fit of {int(stuck.sum())} neuron(s) did not converge in max_iter={max_iter}"
+            " Newton iterations; raise max_iter",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
     w = np.asarray(w)[rows, best]
     H = np.asarray(H)[rows, best]
     eta = w @ B.T
@@ -350,6 +376,8 @@ def estimate_tuning_curves(
     smoothness: Any = "auto",
     min_occupancy: float | None = None,
     neuron_ids: Any = None,
+    max_iter: int = NEWTON_MAX_ITER,
+    tol: float | None = None,
 ) -> TuningCurves:
     """Tuning curves of every neuron over `grid` from binned counts and the variable.
 
@@ -374,6 +402,11 @@ def estimate_tuning_curves(
     min_occupancy : float, optional
         Seconds a cell needs in training to count as visited; default one bin.
     neuron_ids : array_like, optional
+    max_iter : int, default 40
+        ``glm``: Newton iterations per neuron and smoothness.
+    tol : float, optional
+        ``glm``: relative tolerance of the Newton stopping rule; default :func:`newton_tol`
+        (1e-14 in float64).
 
     Returns
     -------
@@ -409,7 +442,7 @@ def estimate_tuning_curves(
     if n_basis is None:
         cap = 16 if grid.n_dim == 1 else 10
         n_basis = [min(s, cap) if c else max(4, min(s, cap)) for s, c in zip(grid.shape, grid.circular)]
-    rates, band, alpha = glm_tuning(occupancy, spikes, grid, n_basis, smoothness, visited)
+    rates, band, alpha = glm_tuning(occupancy, spikes, grid, n_basis, smoothness, visited, max_iter, tol)
     tc = TuningCurves(rates, grid, occupancy=occupancy, visited=visited, neuron_ids=neuron_ids,
                       method="glm", band=band)
     tc.smoothness = alpha
