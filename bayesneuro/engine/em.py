@@ -64,6 +64,7 @@ contract:
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from typing import Any, Callable, NamedTuple
@@ -164,7 +165,10 @@ def _canonical(tree):
 
 
 def _jit(fun: Callable) -> Callable:
-    return fun if hasattr(fun, "lower") else jax.jit(fun)
+    """``fun`` jitted, unless it already is (or is a ``functools.partial`` of a jitted function:
+    its static keywords then reuse the program compiled for earlier calls)."""
+    inner = fun.func if isinstance(fun, functools.partial) else fun
+    return fun if hasattr(inner, "lower") else jax.jit(fun)
 
 
 def run_em(
@@ -186,9 +190,11 @@ def run_em(
     step : callable
         ``step(state, *args) -> (new_state, objective)``: one EM iteration, pure JAX;
         ``objective`` (a scalar to maximise: log-likelihood or evidence lower bound) is that of
-        ``state``, the input. It is jitted here unless it already is (has ``.lower``); keep
-        static settings (strings, flags) in a closure or ``static_argnames`` of your own jit,
-        and pass only arrays in ``args``.
+        ``state``, the input. It is jitted here unless it already is (a ``jax.jit`` function,
+        or a ``functools.partial`` of one). Keep static settings (strings, flags) in a closure
+        or in ``static_argnames`` of your own jit, and pass only arrays in ``args``. A
+        module-level function or a jitted one keeps its compiled program from one fit to the
+        next; a fresh ``lambda`` compiles once per call of :func:`run_em`.
     init : pytree of arrays
         The starting state (a NamedTuple of parameters, say).
     *args

@@ -15,13 +15,13 @@ One stopping rule, everywhere
     With :math:`\delta = \tfrac12 g^\top H^{-1} g` (half the Newton decrement: the decrease a
     full step predicts) and :math:`\epsilon = \text{tol} \cdot \max(1, |f|)`, iterations stop,
     converged, once :math:`\delta \le \epsilon` at the current point; that last full step is
-    still taken when it does not increase :math:`f` (no Armijo test), which costs one more
+    still taken unless it increases :math:`f` by more than :math:`\epsilon` (its gain is often
+    below the rounding of :math:`f`, so there is no Armijo test), which costs one more
     evaluation and, Newton converging quadratically, leaves an error of the order of
     :math:`\epsilon` rather than :math:`\sqrt{\epsilon}` in :math:`x`. A full (unhalved) step
     that decreased :math:`f` by at most :math:`\epsilon` counts the same: one last step, then
-    stop, converged. When no step
-    length in ``max_halvings`` halvings decreases :math:`f` they stop too, counted as converged
-    only when :math:`\delta` is at the level of rounding
+    stop, converged. When no step length in ``max_halvings`` halvings decreases :math:`f` they
+    stop too, counted as converged only when :math:`\delta` is at the level of rounding
     (:math:`\delta \le \max(\epsilon, \sqrt{\varepsilon_\text{mach}} \max(1, |f|))`).
 
 Everything is one ``lax.while_loop`` whose every pass tries one step length (no loop nested
@@ -238,11 +238,14 @@ def newton(
 
     def body(state):
         i, k, a, x, f, g, step, dec, final_next, _, _ = state
-        final = (0.5 * dec <= threshold(f)) | final_next  # converged: a last step if it does no harm
+        eps = threshold(f)
+        final = (0.5 * dec <= eps) | final_next  # converged: one last step, unless it does harm
         xa = jax.tree.map(lambda u, s: u - (a * s).astype(u.dtype), x, step)
         fa = jnp.asarray(objective(xa, *args), dtype)
         finite = jnp.isfinite(fa)
-        accept = finite & ((fa <= f - _ARMIJO * a * dec) | (final & (fa <= f)))
+        # the last step's gain is at most eps, often below the rounding of f: no Armijo test then,
+        # only no increase beyond eps (a change of f within tol is no change)
+        accept = finite & ((fa <= f - _ARMIJO * a * dec) | (final & (fa <= f + eps)))
         give_up = ~accept & (final | (k >= max_halvings))
 
         def take(_):
