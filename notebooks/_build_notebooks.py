@@ -1344,7 +1344,7 @@ the Laplace posterior. Both are computed from the cell statistics (time spent an
 nb_hist = NaiveBayesDecoder(bins=60, circular=True, sigma=np.deg2rad(6)).fit(train, "angle")
 nb_glm = NaiveBayesDecoder(bins=60, circular=True, tuning="glm", n_basis=20).fit(train, "angle")
 order = np.argsort(-train.firing_rates())[:10]
-axes = plotting.plot_tuning_curves(nb_glm.tuning_, neurons=train.neuron_ids[order], level=0.95, ncols=5)
+axes = plotting.plot_tuning_curves(nb_glm.tuning_, neurons=train.neuron_ids[order], prob=0.95, ncols=5)
 for ax, p in zip(axes, order):
     ax.plot(nb_hist.grid_.centers[0], nb_hist.tuning_.rates[p], color="0.3", lw=0.8)
 plt.gcf().suptitle("GLM tuning curves with 95% bands (red) and the smoothed histogram (grey)")
@@ -1370,11 +1370,11 @@ DECODERS = [("naive Bayes", nb_hist), ("state space", ss), ("state space, eviden
 results = {}
 for name, dec in DECODERS:
     t0 = time.perf_counter()
-    sc = dec.score(test, "angle")
+    sc = dec.evaluate(test, "angle")  # score(test, "angle") alone is sc["mean_log_density"]
     results[name] = sc
     cov = ", ".join(f"{int(k * 100)}%: {v:.3f}" for k, v in sc["coverage"].items())
     print(f"{name:27s} median error {np.rad2deg(sc['median_error']):5.1f} deg | coverage {cov} "
-          f"| log density {sc['mean_log_density']:.2f} | {time.perf_counter() - t0:.2f} s")
+          f"| score {sc['mean_log_density']:.2f} nats/bin | {time.perf_counter() - t0:.2f} s")
 """),
     code(r"""
 post_ss = ss.decode(test)
@@ -1384,9 +1384,9 @@ fig, axes = plt.subplots(3, 1, figsize=(10, 8), sharex=True, constrained_layout=
 w = (test.bin_centers[0] + 5, test.bin_centers[0] + 35)
 plotting.plot_posterior(post_ss, truth, window=w, ax=axes[0])
 axes[0].set_title("state-space posterior over the head angle (truth in white)")
-plotting.plot_trajectory(post_ss, truth, level=0.9, window=w, ax=axes[1])
+plotting.plot_trajectory(post_ss, truth, prob=0.9, window=w, ax=axes[1])
 axes[1].set_title("state space: posterior mean and 90% credible arc")
-plotting.plot_trajectory(post_nb, truth, level=0.9, window=w, ax=axes[2])
+plotting.plot_trajectory(post_nb, truth, prob=0.9, window=w, ax=axes[2])
 axes[2].set_title("naive Bayes, bin by bin")
 plt.show()
 """),
@@ -1394,7 +1394,7 @@ plt.show()
 ## 5. Is the posterior calibrated?
 
 A calibrated decoder's 90% credible regions contain the true angle in 90% of held-out bins. The
-reliability curve draws empirical against nominal coverage over many levels. On a ring, the region
+reliability curve draws empirical against nominal coverage over many credible masses. On a ring, the region
 is the set of most probable cells (highest posterior density).
 """),
     code(r"""
@@ -1446,9 +1446,8 @@ from bayesneuro.decoders import RegressionDecoder
 def quadrant(d):
     return (np.floor(np.mod(d.covariates[:, 0] + np.pi / 4, 2 * np.pi) / (np.pi / 2)).astype(int))
 
-clf = RegressionDecoder(family="categorical", lags=[-2, -1, 0, 1, 2], transform="sqrt", prior_scale=0.5,
-                        method="laplace")
-clf.fit(train, quadrant(train), key=1, num_samples=200 if FAST else 1000)
+clf = RegressionDecoder(family="categorical", lags=[-2, -1, 0, 1, 2], transform="sqrt", prior_scale=0.5)
+clf.fit(train, quadrant(train), method="laplace", key=1, num_samples=200 if FAST else 1000)
 post_q = clf.decode(test)
 true_q = quadrant(test)[post_q.index]
 sc_q = scores.evaluate(post_q, true_q)
@@ -1466,7 +1465,7 @@ Everything above was chosen on train and test. Now the final numbers, on data ne
 """),
     code(r"""
 val = validation.open()
-final = {name: dec.score(val, "angle") for name, dec in DECODERS}
+final = {name: dec.evaluate(val, "angle") for name, dec in DECODERS}
 for name, sc in final.items():
     cov = ", ".join(f"{int(k * 100)}%: {v:.3f}" for k, v in sc["coverage"].items())
     print(f"{name:27s} median error {np.rad2deg(sc['median_error']):5.1f} deg | coverage {cov} | {sc['n_bins']} bins")
@@ -1488,7 +1487,7 @@ Numbers from the full run (all 35 minutes, 10 interleaved blocks) and, in bracke
   the neurons were conditionally independent Poisson given the angle, and the angle a random walk.
   Its 90% regions hold the truth in only 46% of test bins [FAST 55%]. Choosing the step by marginal
   likelihood (`sigma_walk="evidence"`: twice the trajectory's step here) improves the coverage (60%)
-  and the log density of the truth (-1.19 against -2.93 per bin), but does not make it calibrated. The reliability
+  and the score, the mean log density of the truth (-1.19 against -2.93 nats/bin), but does not make it calibrated. The reliability
   curve is how one sees this; a point-error score alone would rank the state-space decoder best
   without a hint that its credible arcs are too narrow.
 - **Lag.** The naive-Bayes error is lowest when the spikes are paired with the angle 60 ms *earlier*

@@ -96,7 +96,7 @@ def test_decoders_take_tsd_targets_and_return_trajectories(recording):
     assert isinstance(traj, nap.Tsd)
     np.testing.assert_allclose(traj.values, ref.decode(test).point[:, 0])
     np.testing.assert_allclose(traj.t, test.bin_centers)
-    band = post.to_pynapple(level=0.9)
+    band = post.to_pynapple(prob=0.9)
     assert list(band.columns) == ["s0", "s0_lower", "s0_upper"]
     assert np.all(band["s0_lower"].values <= band["s0_upper"].values)
     # decoding works: the decoded position follows the true one, better than guessing the mean
@@ -109,7 +109,7 @@ def test_decoders_take_tsd_targets_and_return_trajectories(recording):
     assert np.corrcoef(traj.values[:n], truth[:n])[0, 1] > 0.3
     # a Gaussian posterior too
     kal = KalmanDecoder().fit(train, position)
-    kt = kal.decode(test).to_pynapple(level=0.9)
+    kt = kal.decode(test).to_pynapple(prob=0.9)
     assert isinstance(kt, nap.TsdFrame) and kt.shape == (test.n_time, 3)
     np.testing.assert_allclose(kt.values[:, 0], KalmanDecoder().fit(train, "x0").decode(test).mean[:, 0])
 
