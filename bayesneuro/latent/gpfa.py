@@ -784,6 +784,23 @@ class GPFA(Estimator):
         x, y = gpfa_sample(key, self.params_, n_trials, n_time, kernel=self.kernel)
         return GPFASimulation(np.asarray(y), np.asarray(x))
 
+    def summary_statistics(self) -> dict:
+        """Basis-invariant summaries of the fit (what :func:`~bayesneuro.density.compare_states` compares).
+
+        Returns
+        -------
+        dict of xarray.DataArray
+            ``timescale`` (s, ascending) and ``variance_explained`` (descending), dim ``latent``
+            (rank order: the latents themselves are identified only up to order and sign).
+        """
+        import xarray as xr
+
+        self._check_fitted()
+        rank = {"latent": np.arange(self.n_latents)}
+        return {"timescale": xr.DataArray(np.sort(np.asarray(self.timescales_)), dims="latent", coords=rank),
+                "variance_explained": xr.DataArray(np.sort(np.asarray(self.variance_explained_))[::-1],
+                                                   dims="latent", coords=rank)}
+
     def _draw_log_likelihood(self) -> np.ndarray:
         """Per-trial Laplace ``log p(counts)`` of the training data at each draw, ``(chain, draw, trial)``."""
         s = self.result_.samples
