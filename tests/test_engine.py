@@ -258,6 +258,19 @@ def test_em_squarem_same_fixed_point_fewer_steps(fa_data):
     np.testing.assert_allclose(cov(fast), ref.get_covariance(), rtol=0, atol=1e-6)
 
 
+def test_em_squarem_rejected_jumps_fall_back_to_plain_em(fa_data):
+    # three factors for two: a slow, partly flat likelihood on which some jumps overshoot
+    _, S, n, (L0, psi0) = fa_data
+    init = (jnp.asarray(np.linalg.cholesky(S)[:, :3]), psi0)
+    fast, tf = run_em(fa_step, init, S, n, max_iter=300, tol=None, squarem=True, project=fa_project,
+                      progress=False)
+    plain, tp = run_em(fa_step, init, S, n, max_iter=300, tol=None, progress=False)
+    assert tf.n_iter == tp.n_iter == 300
+    assert len(tf.objective) < tf.n_iter  # some jumps were rejected (their objective is not kept)
+    assert np.all(np.diff(tf.objective) >= 0.0)
+    assert float(fa_log_likelihood(fast, S, n)) > float(fa_log_likelihood(plain, S, n))
+
+
 def test_em_step_is_compiled_once(fa_data):
     _, S, n, init = fa_data
     jax.clear_caches()

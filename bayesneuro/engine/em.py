@@ -46,9 +46,8 @@ convergence of any EM algorithm. *Scandinavian Journal of Statistics* 35(2), 335
 
 Examples
 --------
-EM for the mean and variance of a Gaussian with missing-at-random structure is overkill; a
-two-component mixture of known unit-variance components with an unknown weight shows the
-contract:
+The weight of a two-component mixture of known unit-variance Gaussians: the step returns the
+new weight and the log-likelihood of the old one.
 
 >>> import jax.numpy as jnp
 >>> from jax.scipy.stats import norm
