@@ -33,30 +33,6 @@ __all__ = ["main", "run_fit", "fit_model", "FitRun"]
 # ------------------------------------------------------------------------------------ fitting
 
 
-def _fa_inference_data(fa, data):
-    """InferenceData of a fitted FactorAnalysis (point estimates: one chain, one draw)."""
-    import arviz as az
-    import numpy as np
-
-    n_lat = fa.loadings_.shape[1]
-    return az.from_dict(
-        posterior={
-            "mean": np.asarray(fa.mean_)[None, None],
-            "loadings": np.asarray(fa.loadings_)[None, None],
-            "private_variance": np.asarray(fa.private_variance_)[None, None],
-        },
-        coords={"neuron": np.asarray(fa.neuron_ids_), "latent": np.arange(n_lat)},
-        dims={"mean": ["neuron"], "loadings": ["neuron", "latent"], "private_variance": ["neuron"]},
-        attrs={
-            "inference_library": "bayesneuro",
-            "method": "em",
-            "log_likelihood": float(fa.log_likelihood_),
-            "n_iter": int(fa.n_iter_),
-            "converged": int(bool(fa.converged_)),
-        },
-    )
-
-
 def fit_model(config, model, data, *, progress: bool | None = None):
     """Fit a model built by :func:`bayesneuro.config.build_model` as the configuration says.
 
@@ -91,12 +67,7 @@ def fit_model(config, model, data, *, progress: bool | None = None):
         res = _fit(model, method=method, key=key, coords=coords, dims=dims, progress=progress,
                    model_kwargs=kwargs, **opts)
         return res.to_inference_data(), res
-    if kind in ("glm", "gpfa", "plds"):
-        model.fit(data, method=method, key=key, progress=progress, **opts)
-        return model.to_inference_data(), model
-    model.fit(data, key=key)  # hmm (method and options given to the constructor), maxent, fa
-    if kind == "fa":
-        return _fa_inference_data(model, data), model
+    model.fit(data, method=method, key=key, progress=progress, **opts)
     return model.to_inference_data(), model
 
 

@@ -101,8 +101,9 @@ KINDS: dict[str, _Kind] = {
                   description="PoissonLDS: Poisson linear dynamical system"),
     "hmm": _Kind("bayesneuro.density:PoissonHMM", ("map", "laplace", "nuts"), "map",
                  reserved=("progress", "method"), description="PoissonHMM: population states"),
-    "maxent": _Kind("bayesneuro.density:MaxEnt", ("laplace",), "laplace",
-                    description="MaxEnt: maximum-entropy model of binary words (MAP + Laplace)"),
+    "maxent": _Kind("bayesneuro.density:MaxEnt", ("auto", "exact", "mc"), "auto",
+                    description="MaxEnt: maximum-entropy model of binary words (MAP + Laplace; exact "
+                                "log Z up to 20 neurons, Monte Carlo above)"),
     "fa": _Kind("bayesneuro.density:FactorAnalysis", ("em",), "em",
                 description="FactorAnalysis: maximum likelihood by EM"),
     "custom": _Kind("", ("map", "laplace", "svi", "nuts"), "map",
@@ -559,9 +560,16 @@ def _parse_fit(t: dict, model: ModelConfig) -> FitConfig:
 
 def _fit_options(model: ModelConfig, method: str | None) -> set[str]:
     kind = model.kind
-    if kind in ("glm", "custom", "hmm"):
+    if kind in ("glm", "custom"):
         out = _infer_options(method)
         return out | {"neurons"} if kind == "glm" else out
+    if kind == "hmm":  # MAP restarts, then the method's own options for laplace / nuts
+        return {"n_restarts", "max_iter"} | (set() if method == "map" else _infer_options(method) - {"max_iter"})
+    if kind == "maxent":
+        return {"num_samples", "n_chains", "max_iter", "learning_rate", "n_sweeps", "n_samples_mc", "ais_chains",
+                "ais_temperatures"}
+    if kind == "fa":
+        return {"max_iter", "tol", "init"}
     if kind == "gpfa":
         if method is None:
             method = "em" if model.options.get("observation", "gaussian") == "gaussian" else "map"
@@ -882,8 +890,9 @@ def build_model(config: Config, *, progress: bool | None = None):
     Returns
     -------
     estimator or callable
-        ``PoissonGLM``, ``GPFA``, ``PoissonLDS``, ``PoissonHMM`` (with the fit method and
-        options), ``MaxEnt``, ``FactorAnalysis``; for ``custom`` the model function.
+        ``PoissonGLM``, ``GPFA``, ``PoissonLDS``, ``PoissonHMM``, ``MaxEnt``,
+        ``FactorAnalysis`` (structure only: the method and its options go to ``fit``); for
+        ``custom`` the model function.
 
     Raises
     ------
@@ -910,9 +919,6 @@ def build_model(config: Config, *, progress: bool | None = None):
     named, _ = _params(cls.__init__)
     if "progress" in named:
         options["progress"] = progress
-    if m.kind == "hmm":
-        options["method"] = config.fit.method
-        options.update(config.fit.options)
     try:
         return cls(**options)
     except (TypeError, ValueError) as err:

@@ -329,12 +329,12 @@ def _model_figures(model: Any, data: Any) -> list[tuple[str, Callable[[], Any]]]
             fig, ax = plt.subplots(figsize=(3.0 + 0.3 * L.shape[1], min(6.0, 1.0 + 0.15 * L.shape[0])))
             lim = float(np.abs(L).max()) or 1.0
             im = ax.imshow(L, aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim)
-            ax.set_xlabel("factor")
+            ax.set_xlabel("latent")
             ax.set_ylabel("neuron")
             fig.colorbar(im, ax=ax)
             fig.tight_layout()
 
-        out.append(("factor loadings", loadings))
+        out.append(("loadings", loadings))
     return out
 
 

@@ -8,9 +8,9 @@ as the best of ``--repeats`` runs. Ratios are peer time / bayesneuro time (> 1: 
    ``NeuronStatistics.fit``, which returns the same point estimates (checked equal) *and* 1,000
    posterior draws of every statistic (a trial bootstrap), and against bayesneuro's own per-neuron
    functions ``isi_cv`` / ``local_variation`` / ``fano_factor`` (point estimates, like elephant).
-2. **Factor analysis.** Gaussian data with 5 factors: ``FactorAnalysis(5).fit`` vs sklearn's
+2. **Factor analysis.** Gaussian data with 5 latents: ``FactorAnalysis(5).fit`` vs sklearn's
    ``FactorAnalysis(5).fit`` (log-likelihood per bin reported for both), and cross-validated
-   dimensionality over 0..10 factors with 5 folds: ``cross_validate_dimensionality`` vs a loop of
+   dimensionality over 0..10 latents with 5 folds: ``cross_validate_dimensionality`` vs a loop of
    sklearn ``cross_val_score`` (same folds).
 
 Usage::
@@ -117,12 +117,12 @@ def fa_section(T: int, N: int, repeats: int) -> dict:
     L = rng.normal(size=(N, 5))
     X = rng.normal(size=(T, 5)) @ L.T + rng.normal(size=(T, N)) * rng.uniform(0.5, 2, N)
 
-    t_bn, bn_fa = best_of(lambda: FactorAnalysis(5, progress=False).fit(X, key=0), repeats)
+    t_bn, bn_fa = best_of(lambda: FactorAnalysis(5).fit(X, progress=False), repeats)
     t_sk, sk_fa = best_of(lambda: SkFA(5, random_state=0).fit(X), repeats)
     ll_bn, ll_sk = float(bn_fa.score(X)), float(sk_fa.score(X))
 
     def bn_cv():  # no trials: 5 contiguous blocks, the same folds as KFold(5)
-        return cross_validate_dimensionality(X, max_dim=10, n_folds=5, key=0, progress=False)
+        return cross_validate_dimensionality(X, max_dim=10, n_folds=5, progress=False)
 
     def sk_cv():
         return np.array([0.0] + [cross_val_score(SkFA(d, random_state=0), X, cv=KFold(5)).mean()

@@ -1626,7 +1626,7 @@ for ax, name in zip(axes, ["rate", "lv", "refractory_violations"]):
     ax.set_xlabel(name)
 axes[1].axvline(1.0, color="k", lw=0.8, ls="--")  # Poisson
 axes[0].set_ylabel("neuron")
-fig.suptitle("posterior means and 95% intervals (trial bootstrap)")
+fig.suptitle("posterior means and 90% intervals (trial bootstrap)")
 plt.show()
 """),
     md(r"""
@@ -1678,26 +1678,26 @@ plt.show()
     md(r"""
 ### A5. Dimensionality over neurons
 
-Factor analysis on 20-ms counts of the neurons firing at least 1 Hz: the number of factors is chosen
+Factor analysis on 20-ms counts of the neurons firing at least 1 Hz: the number of latents is chosen
 by cross-validated likelihood (folds are whole trials), the **participation ratio**
 $(\sum\lambda)^2 / \sum\lambda^2$ of the covariance eigenvalues measures how spread the variance is,
-the **shared dimensionality** counts the factors needed for 95% of the shared variance, and the
+the **shared dimensionality** counts the latent dimensions needed for 95% of the shared variance, and the
 **percent shared variance** says how much of each neuron's variance is shared with the population.
 Intervals come from a block bootstrap over trials.
 """),
     code(r"""
 busy = trains.neuron_ids[stats.estimates_["rate"].values >= 1.0]
 counts20 = trains.select_neurons(busy).to_spike_data(0.02)
-dim = density.Dimensionality(max_dim=6 if FAST else 15, n_boot=30 if FAST else 200, progress=False)
-dim.fit(counts20, key=4)
+dim = density.Dimensionality(max_dim=6 if FAST else 15)
+dim.fit(counts20, key=4, n_boot=30 if FAST else 200, progress=False)
 post = dim.posterior_statistics(key=5, num_samples=30 if FAST else 200)
 for name in ["participation_ratio", "shared_dimensionality", "mean_percent_shared_variance"]:
     d = post[name].values
-    print(f"{name:30s} {np.mean(d):6.2f}  95% [{np.quantile(d, 0.025):.2f}, {np.quantile(d, 0.975):.2f}]")
-print("factors chosen by cross-validation:", dim.estimates_["n_dim"])
+    print(f"{name:30s} {np.mean(d):6.2f}  90% [{np.quantile(d, 0.05):.2f}, {np.quantile(d, 0.95):.2f}]")
+print("latents chosen by cross-validation:", dim.estimates_["n_dim"])
 cv = dim.cv_
 plt.errorbar(cv.dims, cv.mean, yerr=cv.se, fmt="o-")
-plt.xlabel("number of factors")
+plt.xlabel("number of latents")
 plt.ylabel("held-out log-likelihood per bin")
 plt.show()
 """),
@@ -1705,16 +1705,16 @@ plt.show()
 ### A6. Early vs late in the session
 
 One call fits the statistics separately to the first and the second half of the trials and returns
-the posterior of each difference, late minus early, with 95% intervals. A neuron "changed" when its
+the posterior of each difference, late minus early, with 90% intervals. A neuron "changed" when its
 interval excludes 0.
 """),
     code(r"""
 half = np.where(np.arange(len(keep)) < len(keep) // 2, "early", "late")
 early_late = density.compare_states(density.NeuronStatistics(), trains, half, key=1, num_samples=N_DRAWS,
-                                    progress=False)
+                                    fit_kwargs={"num_samples": N_DRAWS}, progress=False)
 diff = early_late.differences()
 changed = diff.assign(changed=(diff.lower > 0) | (diff.upper < 0)).groupby("statistic")["changed"].sum()
-print("neurons whose statistic changed (95% interval of late - early excludes 0):")
+print("neurons whose statistic changed (90% interval of late - early excludes 0):")
 print(changed.astype(int).to_dict())
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.4))
 density.plot_states(early_late, "rate", ax=axes[0])
@@ -1749,7 +1749,7 @@ for name, d in states.items():
     print(f"{name:5s}", d)
 rates = density.compare_states(density.NeuronStatistics(),
                                {k: density.SpikeTrains.from_spike_data(v) for k, v in states.items()},
-                               key=5, num_samples=N_DRAWS, progress=False)
+                               key=5, num_samples=N_DRAWS, fit_kwargs={"num_samples": N_DRAWS}, progress=False)
 r = rates.differences().query("statistic == 'rate'")
 for s, g in r.groupby("state"):
     print(f"{s} - wake: rate higher in {(g.lower > 0).sum()}, lower in {(g.upper < 0).sum()} of {len(g)} neurons")
@@ -1788,7 +1788,7 @@ by construction, so the test is the connected third-order correlations and, for 
 Ising models, the synchrony distribution, all on the held-out bins.
 """),
     code(r"""
-fitted = {kind: density.MaxEnt(kind, progress=False).fit(train_words, key=7)
+fitted = {kind: density.MaxEnt(kind).fit(train_words, key=7, progress=False)
           for kind in ("independent", "ising", "k-pairwise")}
 observed = density.observed_moments(test_words)
 density.plot_moments(observed, fitted)
@@ -1808,15 +1808,16 @@ The same call, `compare_states`, now fits factor analysis (dimensionality) and t
 bits the population's joint distribution departs from independence, in the Ising model.
 """),
     code(r"""
-dims = density.compare_states(density.Dimensionality(max_dim=8, n_boot=20 if FAST else 200, progress=False),
-                              states, key=8, num_samples=20 if FAST else 200, progress=False)
+dims = density.compare_states(density.Dimensionality(max_dim=8), states, key=8,
+                              num_samples=20 if FAST else 200, progress=False,
+                              fit_kwargs={"n_boot": 20 if FAST else 200, "progress": False})
 stat_names = ["participation_ratio", "mean_percent_shared_variance"]
 print(dims.summary().query("statistic in @stat_names").dropna(axis=1, how="all").round(2).to_string(index=False))
 print(dims.differences().query("statistic in @stat_names").dropna(axis=1, how="all").round(2).to_string(index=False))
 
-couplings = density.compare_states(density.MaxEnt("ising", progress=False),
+couplings = density.compare_states(density.MaxEnt("ising"),
                                    {k: density.binarize(v)[:, cells] for k, v in states.items()},
-                                   key=9, num_samples=N_DRAWS, progress=False)
+                                   key=9, num_samples=N_DRAWS, fit_kwargs={"progress": False}, progress=False)
 print(couplings.differences().query("statistic in ['mean_coupling', 'multi_information']")
       [["statistic", "state", "mean", "lower", "upper"]].round(3).to_string(index=False))
 fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
@@ -1841,7 +1842,8 @@ selection = density.select_n_states(first, second, [1, 2, 3] if FAST else [1, 2,
                                     bin_size=0.02, n_restarts=2 if FAST else 5, progress=False)
 print(selection.table[["test_log_likelihood", "test_se", "bic"]].round(4))
 print("states chosen:", selection.n_states, "| best held-out:", selection.n_states_max)
-hmm = density.PoissonHMM(selection.n_states, n_restarts=2 if FAST else 5, progress=False).fit(first, key=11, bin_size=0.02)
+hmm = density.PoissonHMM(selection.n_states).fit(first, key=11, bin_size=0.02, n_restarts=2 if FAST else 5,
+                                                progress=False)
 path = hmm.most_likely_states(second)
 occupancy = np.bincount(path, minlength=selection.n_states) / path.size
 print("state occupancy in the held-out half:", np.round(occupancy, 2))

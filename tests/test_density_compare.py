@@ -37,12 +37,12 @@ def test_rate_differences_are_calibrated():
     r1[0] = 2 * r0[0]
     mk = lambda r: SpikeTrains([np.sort(rng.uniform(0, T, rng.poisson(x * T))) for x in r], segments=[[0, T]])
     cmp = compare_states(NeuronStatistics(), {"pre": mk(r0), "post": mk(r1)}, key=1, num_samples=2000,
-                         progress=False, fit_kwargs={})
+                         progress=False, fit_kwargs={"num_samples": 2000})
     diff = cmp.difference("rate", "post")
     lo, hi = np.quantile(diff.values, [0.05, 0.95], axis=0)
     truth = r1 - r0
     assert np.sum((lo < truth) & (truth < hi)) >= n * 0.9 - 3 * np.sqrt(n * 0.09)
-    tab = cmp.differences(level=0.9).query("statistic == 'rate'").set_index("neuron")
+    tab = cmp.differences(prob=0.9).query("statistic == 'rate'").set_index("neuron")
     assert tab.loc[0, "p_greater"] > 0.99 and tab.loc[0, "lower"] > 0
     assert cmp.uncertainty == "posterior" and cmp.states == ["pre", "post"]
 
@@ -55,7 +55,7 @@ def test_inference_data_and_plot():
     rng = np.random.default_rng(2)
     mk = lambda: SpikeTrains([np.sort(rng.uniform(0, 20, 100)) for _ in range(3)], segments=[[0, 10], [10, 20]])
     cmp = compare_states(NeuronStatistics(), {"a": mk(), "b": mk(), "c": mk()}, key=3, num_samples=200,
-                         reference="b", progress=False)
+                         reference="b", progress=False, fit_kwargs={"num_samples": 200})
     idata = cmp.to_inference_data()
     assert idata.posterior["rate"].dims == ("chain", "draw", "state", "neuron")
     assert list(idata.posterior["rate_diff"].contrast.values) == ["a - b", "c - b"]
@@ -93,7 +93,8 @@ def test_bootstrap_for_models_without_posterior():
 
 
 def test_default_statistics_of_poisson_lds():
-    """PoissonLDS has default statistics (basis-invariant dynamics); slower dynamics in state 1."""
+    """PoissonLDS has default statistics (summary_statistics: basis-invariant dynamics); slower
+    dynamics in state 1."""
     from bayesneuro.latent import PoissonLDS
     from bayesneuro.latent.plds import PLDSParams
 
@@ -104,7 +105,7 @@ def test_default_statistics_of_poisson_lds():
         sim = PoissonLDS.from_params(p, bin_size=0.02).simulate(30, 40, key=int(a * 100))
         sims.append(sim.data)
     cmp = compare_states(PoissonLDS(1), {"fast": sims[0], "slow": sims[1]}, key=0, n_boot=8,
-                         fit_kwargs={"n_iter": 30, "progress": False}, progress=False)
+                         fit_kwargs={"max_iter": 30, "progress": False}, progress=False)
     mod = cmp.draws["eigenvalue_modulus"]
     assert mod.dims[:2] == ("state", "draw")
     d = cmp.differences().query("statistic == 'eigenvalue_modulus'").iloc[0]

@@ -41,7 +41,7 @@ def fa_data():
 
 @pytest.fixture(scope="module")
 def fa3(fa_data):
-    return FactorAnalysis(3, progress=False).fit(fa_data[0], key=0)
+    return FactorAnalysis(3).fit(fa_data[0], progress=False)
 
 
 # -- PCA and participation ratio ------------------------------------------------------------------
@@ -94,27 +94,27 @@ def test_fa_log_likelihood_and_transform_vs_dense(fa_data, fa3):
     X = fa_data[0][:300]
     C = fa3.covariance_
     ref = multivariate_normal(fa3.mean_, C).logpdf(X).sum()
-    assert fa3.log_likelihood(X) == pytest.approx(ref, rel=1e-10)
+    assert fa3.log_likelihood(X).sum() == pytest.approx(ref, rel=1e-10)
     beta = fa3.loadings_.T @ np.linalg.inv(C)
     np.testing.assert_allclose(fa3.transform(X), (X - fa3.mean_) @ beta.T, atol=1e-10)
 
 
 def test_fa_recovers_simulated_model():
     X, L, psi = simulate_fa(n_time=20000, seed=2)
-    fa = FactorAnalysis(3, progress=False).fit(X, key=0)
+    fa = FactorAnalysis(3).fit(X, progress=False)
     # shared covariance: sampling error ~ 1/sqrt(20000) ~ 0.7%; allow 5%
     shared = L @ L.T
     assert np.linalg.norm(fa.loadings_ @ fa.loadings_.T - shared) / np.linalg.norm(shared) < 0.05
-    np.testing.assert_allclose(fa.private_variance_, psi, rtol=0.15)
+    np.testing.assert_allclose(fa.observation_var_, psi, rtol=0.15)
     # a random start reaches the same optimum
-    fr = FactorAnalysis(3, init="random", progress=False).fit(X, key=3)
+    fr = FactorAnalysis(3).fit(X, key=3, init="random", progress=False)
     assert fr.score(X) == pytest.approx(fa.score(X), abs=1e-6)
 
 
 def test_fa_zero_factors_is_independent_gaussian(fa_data):
     X = fa_data[0]
-    fa0 = FactorAnalysis(0, progress=False).fit(X, key=0)
-    np.testing.assert_allclose(fa0.private_variance_, X.var(axis=0), rtol=1e-12)
+    fa0 = FactorAnalysis(0).fit(X, progress=False)
+    np.testing.assert_allclose(fa0.observation_var_, X.var(axis=0), rtol=1e-12)
     assert fa0.shared_dimensionality() == 0
     assert fa0.transform(X).shape == (X.shape[0], 0)
 
@@ -161,7 +161,7 @@ def dim_fit():
     X, _, _ = simulate_fa(n_time=1200, n_neuron=8, n_factor=2, seed=6)
     data = SpikeData(np.round(X - X.min()).astype(int), bin_size=0.1, neuron_ids=np.arange(10, 18),
                      trial_ids=np.repeat(np.arange(24), 50))
-    return data, Dimensionality(max_dim=3, n_boot=40, progress=False).fit(data, key=0)
+    return data, Dimensionality(max_dim=3).fit(data, key=0, n_boot=40, progress=False)
 
 
 def test_dimensionality_estimates(dim_fit):
@@ -206,7 +206,7 @@ def test_bootstrap_moments_match_resampled_data():
 
 def test_dimensionality_bootstrap_cv_and_blocks():
     X, _, _ = simulate_fa(n_time=600, n_neuron=6, n_factor=1, seed=8)
-    est = Dimensionality(max_dim=2, n_boot=8, n_blocks=10, bootstrap_cv=True, progress=False).fit(X, key=0)
+    est = Dimensionality(max_dim=2).fit(X, key=0, n_boot=8, n_blocks=10, bootstrap_cv=True, progress=False)
     ds = est.bootstrap_["n_dim"].values
     assert ds.shape == (8,) and np.all((ds >= 0) & (ds <= 2))
     assert np.mean(ds == 1) >= 0.5
@@ -225,11 +225,11 @@ def test_fa_on_golub_m1_against_lab_model(shared_data):
     X = np.concatenate([s.T for s in clouds.spikes]).astype(float)  # (552, 86)
     Z = (X - im.mu_u) @ im.Sigma_u.T  # the lab's z-scoring (Sigma_u is diag(1 / sd))
     lab = FactorAnalysis(10)
-    lab.mean_, lab.loadings_, lab.private_variance_ = np.zeros(86), im.L, im.Ph
+    lab.mean_, lab.loadings_, lab.observation_var_ = np.zeros(86), im.L, im.Ph
     # our posterior mean under their parameters reproduces their factorActivity exactly
     orth = im.D @ im.V.T
     np.testing.assert_allclose(lab.transform(Z[:69]) @ orth.T, clouds.factorActivity[0].T, atol=1e-10)
-    ours = FactorAnalysis(10, progress=False).fit(Z, key=0)
+    ours = FactorAnalysis(10).fit(Z, progress=False)
     assert ours.converged_
     lab.mean_ = Z.mean(axis=0)
     # Their model was fitted to the calibration block, ours to these 552 bins by ML, so ours must
@@ -240,7 +240,7 @@ def test_fa_on_golub_m1_against_lab_model(shared_data):
     assert np.linalg.norm(ours.covariance_ - C_lab) / np.linalg.norm(C_lab) < 0.6  # observed 0.45
     angles = np.degrees(subspace_angles(ours.loadings_, im.L))
     assert angles.min() < 20  # the dominant shared dimension agrees (observed 10.6 degrees)
-    assert np.corrcoef(ours.private_variance_, im.Ph)[0, 1] > 0.5  # observed 0.68
+    assert np.corrcoef(ours.observation_var_, im.Ph)[0, 1] > 0.5  # observed 0.68
 
 
 # -- similarity matrix -----------------------------------------------------------------------------
@@ -285,17 +285,17 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="NaN or infinite"):
         pca(np.where(np.eye(100, 5) > 0, np.nan, X))
     with pytest.raises(ValueError, match="2-D"):
-        FactorAnalysis(1).fit(X[:, 0], key=0)
+        FactorAnalysis(1).fit(X[:, 0])
     with pytest.raises(ValueError, match="at least 2 time bins"):
-        FactorAnalysis(1).fit(X[:1], key=0)
+        FactorAnalysis(1).fit(X[:1])
     with pytest.raises(ValueError, match="constant"):
-        FactorAnalysis(1).fit(np.c_[X, np.ones(100)], key=0)
+        FactorAnalysis(1).fit(np.c_[X, np.ones(100)])
     with pytest.raises(ValueError, match="smaller than the number of neurons"):
-        FactorAnalysis(5).fit(X, key=0)
-    with pytest.raises(ValueError, match="n_factors must be"):
+        FactorAnalysis(5).fit(X)
+    with pytest.raises(ValueError, match="n_latents must be"):
         FactorAnalysis(-1)
     with pytest.raises(TypeError, match="key"):
-        FactorAnalysis(1).fit(X, key=None)
+        FactorAnalysis(1).fit(X, key=None, init="random")
     with pytest.raises(RuntimeError, match="not fitted"):
         FactorAnalysis(1).score(X)
     with pytest.raises(ValueError, match="max_dim"):

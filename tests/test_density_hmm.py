@@ -83,7 +83,7 @@ def sim3():
 
 @pytest.fixture(scope="module")
 def hmm3(sim3):
-    return PoissonHMM(3, n_restarts=3, progress=False).fit(sim3[0], key=0)
+    return PoissonHMM(3).fit(sim3[0], key=0, n_restarts=3, progress=False)
 
 
 def test_recovery_within_posterior_sds(sim3, hmm3):
@@ -104,20 +104,20 @@ def test_recovery_within_posterior_sds(sim3, hmm3):
 
 def test_segments_restart(sim3, hmm3):
     data = sim3[0]
-    total = sum(hmm3.log_likelihood(tr) for tr in data.iter_trials())
-    assert hmm3.log_likelihood(data) == pytest.approx(total, rel=1e-10)
+    total = sum(hmm3.log_likelihood(tr).sum() for tr in data.iter_trials())
+    assert hmm3.log_likelihood(data).sum() == pytest.approx(total, rel=1e-10)
     path = np.concatenate([hmm3.most_likely_states(tr) for tr in data.iter_trials()])
     np.testing.assert_array_equal(hmm3.most_likely_states(data), path)
     post = hmm3.posterior_states(data)
     np.testing.assert_allclose(post.sum(axis=1), 1.0, atol=1e-10)
-    assert hmm3.score(data) == pytest.approx(hmm3.log_likelihood(data) / data.n_time)
+    assert hmm3.score(data) == pytest.approx(hmm3.log_likelihood(data).sum() / data.n_time)
 
 
 def test_inference_data(hmm3, sim3):
     idata = hmm3.to_inference_data()
     ll = idata.log_likelihood["counts"]
-    assert ll.dims == ("chain", "draw", "time")
-    assert float(ll.sum()) == pytest.approx(hmm3.log_likelihood(sim3[0]), rel=1e-8)
+    assert ll.dims == ("chain", "draw", "trial")
+    assert float(ll.sum()) == pytest.approx(hmm3.log_likelihood(sim3[0]).sum(), rel=1e-8)
     for group in idata.groups():
         for name in idata[group].dims:
             assert "_dim_" not in name
@@ -142,7 +142,7 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="n_states"):
         PoissonHMM(0)
     with pytest.raises(ValueError, match="method"):
-        PoissonHMM(2, method="svi")
+        PoissonHMM(2).fit(x, method="svi", key=0, bin_size=0.1)
     with pytest.raises(ValueError, match="at least 2 bins per trial"):
         PoissonHMM(2).fit(SpikeData(x, bin_size=0.1, trial_ids=np.r_[0, np.ones(9, int)]), key=0)
     with pytest.raises(RuntimeError, match="not fitted"):
@@ -162,8 +162,8 @@ def test_compare_states_dwell_times():
         A = np.array([[stay, 1 - stay], [1 - stay, stay]])
         _, x = sample_poisson_hmm(jax.random.key(1), np.array([0.5, 0.5]), A, R, np.r_[True, np.zeros(1999, bool)])
         data[name] = SpikeData.from_counts(np.asarray(x), bin_size=0.1)
-    cmp = compare_states(PoissonHMM(2, method="laplace", n_restarts=2, progress=False), data, key=0,
-                         num_samples=200, progress=False)
+    cmp = compare_states(PoissonHMM(2), data, key=0, num_samples=200, progress=False,
+                         fit_kwargs={"method": "laplace", "n_restarts": 2, "progress": False})
     assert cmp.draws["rate"].dims == ("state", "draw", "hidden_state", "neuron")
     d = cmp.differences().query("statistic == 'dwell_time'")
     truth = 0.1 / 0.2 - 0.1 / 0.02

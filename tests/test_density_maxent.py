@@ -75,7 +75,7 @@ def ising_data():
 
 @pytest.fixture(scope="module")
 def ising_fit(ising_data):
-    return maxent.MaxEnt("ising", prior_scale=1e3, progress=False).fit(ising_data, key=0)
+    return maxent.MaxEnt("ising", prior_scale=1e3).fit(ising_data, key=0, progress=False)
 
 
 def test_max_ent_property(ising_fit, ising_data):
@@ -88,9 +88,9 @@ def test_independent_and_synchrony_closed_forms(ising_data):
     from scipy.special import comb
 
     n = ising_data.shape[1]
-    ind = maxent.MaxEnt("independent", prior_scale=1e3, progress=False).fit(ising_data, key=0)
+    ind = maxent.MaxEnt("independent", prior_scale=1e3).fit(ising_data, key=0, progress=False)
     assert np.allclose(ind.predicted_moments().rates, ising_data.mean(0), atol=1e-6)
-    syn = maxent.MaxEnt("synchrony", prior_scale=1e3, progress=False).fit(ising_data, key=0)
+    syn = maxent.MaxEnt("synchrony", prior_scale=1e3).fit(ising_data, key=0, progress=False)
     pk = np.bincount(ising_data.sum(1).astype(int), minlength=n + 1) / len(ising_data)
     assert np.allclose(syn.predicted_moments().synchrony, pk, atol=1e-6)
     words = np.array(list(itertools.product([0, 1], repeat=n)), dtype=float)
@@ -101,7 +101,7 @@ def test_independent_and_synchrony_closed_forms(ising_data):
 
 def test_laplace_precision_vs_finite_differences(ising_data):
     x = ising_data[:, :4]
-    m = maxent.MaxEnt("k-pairwise", prior_scale=2.0, progress=False).fit(x, key=0)
+    m = maxent.MaxEnt("k-pairwise", prior_scale=2.0).fit(x, key=0, progress=False)
     lay, T = m.layout_, m.n_bins_
     target = lay.target(m.statistics_)
 
@@ -123,8 +123,8 @@ def test_ais_log_partition_within_se(ising_fit):
 
 
 def test_mc_agrees_with_exact(ising_fit, ising_data):
-    m = maxent.MaxEnt("ising", method="mc", prior_scale=1e3, n_chains=400, n_iter=1500, progress=False)
-    m.fit(ising_data, key=2)
+    m = maxent.MaxEnt("ising", prior_scale=1e3)
+    m.fit(ising_data, method="mc", key=2, n_chains=400, max_iter=1500, progress=False)
     sd = np.sqrt(np.diag(ising_fit.cov_))
     z = (m.theta_ - ising_fit.theta_) / sd
     assert np.max(np.abs(z)) < 1.0  # MC error well inside the posterior SD
@@ -161,9 +161,9 @@ def test_bad_input():
         maxent.MaxEnt("potts")
     x = (np.random.default_rng(0).random((50, 21)) < 0.5).astype(int)
     with pytest.raises(ValueError, match="N <= 20"):
-        maxent.MaxEnt("ising", method="exact").fit(x, key=0)
+        maxent.MaxEnt("ising").fit(x, method="exact", key=0)
     with pytest.raises(TypeError, match="key"):
-        maxent.MaxEnt("ising").fit(x[:, :3], key=None)
+        maxent.MaxEnt("ising").fit(x[:, :3], method="mc", key=None)
 
 
 def test_mc_recovers_known_couplings_of_30_neurons():
@@ -171,8 +171,8 @@ def test_mc_recovers_known_couplings_of_30_neurons():
     the true fields and couplings (ground truth), within a few sampling SDs."""
     n, T = 30, 20000
     x, h, J = _ising_data(n, T, key=7, scale=0.25)
-    m = maxent.MaxEnt("ising", method="mc", prior_scale=1e3, n_chains=300, n_iter=1500, progress=False)
-    m.fit(x, key=1)
+    m = maxent.MaxEnt("ising", prior_scale=1e3)
+    m.fit(x, method="mc", key=1, n_chains=300, max_iter=1500, progress=False)
     assert m.method_ == "mc"
     iu = np.triu_indices(n, 1)
     Jhat = np.asarray(m.params_.J)

@@ -79,7 +79,7 @@ def _ml_reference(family, x):
 def test_map_with_flat_prior_is_maximum_likelihood(family):
     rng = np.random.default_rng(3)
     isis = [rng.gamma(2.5, 0.04, 250), rng.lognormal(-2.0, 0.7, 180)]
-    m = RenewalModel(family, **FLAT).fit(isis, key=0, method="map", progress=False, gtol=1e-9)
+    m = RenewalModel(family, **FLAT).fit(isis, key=0, method="map", progress=False, tol=1e-9)
     for j, x in enumerate(isis):
         mu, k = _ml_reference(family, x)
         np.testing.assert_allclose(m.result_.params["mean_isi"][j], mu, rtol=1e-6)
@@ -179,7 +179,7 @@ def test_interval_coverage_of_true_shape():
     k_true = rng.uniform(1.5, 6.0, n_neuron)
     isis = [rng.gamma(k, 0.1 / k, 80) for k in k_true]
     m = RenewalModel("gamma").fit(isis, key=2, progress=False, num_samples=2000)
-    tab = m.summary(level=level)
+    tab = m.summary(prob=level)
     covered = int(np.sum((tab["shape_lower"] <= k_true) & (k_true <= tab["shape_upper"])))
     lo, hi = stats.binom.ppf([0.001, 0.999], n_neuron, level)
     assert lo <= covered <= hi, covered
@@ -232,7 +232,7 @@ def test_bad_arguments():
         RenewalModel("gamma", shape_prior=(0.0, -1.0))
     with pytest.raises(TypeError, match="key"):
         RenewalModel("gamma").fit(good, key=None, progress=False)
-    with pytest.raises(ValueError, match="not fitted"):
+    with pytest.raises(RuntimeError, match="not fitted"):
         RenewalModel("gamma").posterior_statistics(key=0, num_samples=3)
     with pytest.raises(ValueError, match="at least two distinct"):
         compare_renewal(good, key=0, families=("gamma",))

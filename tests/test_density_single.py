@@ -218,8 +218,8 @@ def test_bad_input_messages():
         NeuronStatistics().summary()
     with pytest.raises(ValueError, match="unknown statistic"):
         st.features(names=("rate", "spikiness"))
-    with pytest.raises(ValueError, match="level"):
-        st.summary(level=95)
+    with pytest.raises(ValueError, match="prob"):
+        st.summary(prob=95)
     with pytest.raises(TypeError, match="SpikeTrains, SpikeData"):
         NeuronStatistics().fit(np.zeros((3, 2)), key=0)
     with pytest.warns(UserWarning, match="resolution"):
@@ -246,7 +246,7 @@ def test_trial_bootstrap_covers_overdispersed_rates_and_poisson_does_not():
     assert seg.resample_ == "segments"
     lo, hi = np.quantile(seg.posterior_["rate"].values, [0.05, 0.95], axis=0)
     assert np.sum((lo < 10) & (10 < hi)) >= floor
-    pois = NeuronStatistics(resample="intervals").fit(tr, key=0, num_samples=1000)
+    pois = NeuronStatistics().fit(tr, method="intervals", key=0, num_samples=1000)
     lo, hi = np.quantile(pois.posterior_["rate"].values, [0.05, 0.95], axis=0)
     assert np.sum((lo < 10) & (10 < hi)) < 0.6 * n
     # estimates are the same either way

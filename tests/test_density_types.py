@@ -53,7 +53,7 @@ def three_clusters():
     centres = np.array([[0.0, 0.0], [3.0, 0.0], [0.0, 3.0]])
     truth = np.repeat(np.arange(3), 20)
     x = centres[truth] + rng.normal(0, 0.3, (60, 2))
-    return x, truth, NeuronTypes(max_types=4, n_restarts=3).fit(x, key=0, feature_names=["a", "b"], progress=False)
+    return x, truth, NeuronTypes(max_types=4).fit(x, key=0, n_restarts=3, feature_names=["a", "b"], progress=False)
 
 
 def test_three_clusters_chosen_and_recovered(three_clusters):
@@ -84,7 +84,7 @@ def test_posterior_statistics_contract(three_clusters):
 def test_one_gaussian_gives_one_type():
     rng = np.random.default_rng(4)
     x = rng.normal(0, 1, (60, 2))
-    nt = NeuronTypes(max_types=4, n_restarts=3).fit(x, key=1, progress=False)
+    nt = NeuronTypes(max_types=4).fit(x, key=1, n_restarts=3, progress=False)
     assert nt.n_types_ == 1
 
 
@@ -99,7 +99,7 @@ def test_one_gaussian_gives_one_type():
 )
 def test_bad_inputs(x, kwargs, match):
     with pytest.raises(ValueError, match=match):
-        NeuronTypes(2, n_restarts=1, **kwargs).fit(x, key=0, progress=False)
+        NeuronTypes(2, **kwargs).fit(x, key=0, n_restarts=1, progress=False)
 
 
 def test_bad_max_types():

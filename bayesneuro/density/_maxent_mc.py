@@ -129,7 +129,7 @@ def boltzmann_learning(
     *,
     unpack: Callable,
     statistics: Callable,
-    n_iter: int,
+    max_iter: int,
     learning_rate: float,
     n_sweeps: int = 1,
     average_from: float = 0.5,
@@ -161,8 +161,8 @@ def boltzmann_learning(
         ``theta -> (h, J, V)`` full parameters (a stable function object: it is a static arg).
     statistics : callable
         ``x (chain, neuron) -> (chain, param)`` free sufficient statistics.
-    n_iter, learning_rate, n_sweeps, average_from
-        Iterations, Adam's initial step, sweeps per iteration, averaging start (fraction).
+    max_iter, learning_rate, n_sweeps, average_from
+        Iterations (all of them run: stochastic gradient steps have no convergence test), Adam's initial step, sweeps per iteration, averaging start (fraction).
     progress : bool
         tqdm bar over chunks of iterations.
 
@@ -175,16 +175,16 @@ def boltzmann_learning(
     """
     from tqdm.auto import tqdm
 
-    n_iter = int(n_iter)
-    start_avg = int(average_from * n_iter)
-    opt, run = _learning_chunk(unpack, statistics, int(n_sweeps), start_avg, float(learning_rate), n_iter)
+    max_iter = int(max_iter)
+    start_avg = int(average_from * max_iter)
+    opt, run = _learning_chunk(unpack, statistics, int(n_sweeps), start_avg, float(learning_rate), max_iter)
     state = LearningState(theta0, opt.init(theta0), chains0, jnp.zeros_like(theta0),
                           jnp.zeros((), theta0.dtype), jnp.zeros((), jnp.int32))
-    chunk = max(1, min(200, n_iter))
+    chunk = max(1, min(200, max_iter))
     done = 0
-    with tqdm(total=n_iter, desc="Boltzmann learning", disable=not progress) as bar:
-        while done < n_iter:
-            m = min(chunk, n_iter - done)
+    with tqdm(total=max_iter, desc="Boltzmann learning", disable=not progress) as bar:
+        while done < max_iter:
+            m = min(chunk, max_iter - done)
             key, k = jax.random.split(key)
             state = run(state, jax.random.split(k, m), target, prior_precision)
             done += m

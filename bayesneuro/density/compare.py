@@ -11,27 +11,31 @@ Where the draws come from
   :mod:`bayesneuro.density`) supplies posterior draws (or, for models without a posterior, its
   own bootstrap draws).
 - Any other estimator, e.g. :class:`~bayesneuro.latent.GPFA` or
-  :class:`~bayesneuro.latent.PoissonLDS`, is refitted on bootstrap resamples of each state's
-  trials (or of contiguous time blocks when a state has fewer than ``min_units`` trials), and a
-  ``statistics(fitted) -> dict`` function (defaults are given for GPFA and PoissonLDS: latent
-  timescales, dynamics eigenvalue moduli, decay times and rotation frequencies, all invariant to
-  the latent basis) is evaluated on each refit.
+  :class:`~bayesneuro.latent.PoissonLDS`, is refitted (a :func:`~bayesneuro.estimator.clone`
+  with its own key) on bootstrap resamples of each state's trials (or of contiguous time blocks
+  when a state has fewer than ``min_units`` trials), and a ``statistics(fitted) -> dict``
+  function is evaluated on each refit; by default the fitted model's own
+  ``summary_statistics()`` (for the latent models: basis-invariant summaries such as latent
+  timescales and dynamics eigenvalue moduli).
 
-The states are fitted independently, so their posteriors are independent and the draws of a
-difference are differences of independently drawn pairs.
+Models are used only through their estimator interface: ``fit(data, *, key, **fit_kwargs)``,
+``posterior_statistics(*, key, num_samples)`` or ``summary_statistics()``. Each state gets its
+own key (:func:`~bayesneuro.estimator.split_key`). The states are fitted independently, so their
+posteriors are independent and the draws of a difference are differences of independently drawn
+pairs.
 """
 
 from __future__ import annotations
 
-import copy
 import warnings
+from collections import Counter
 from typing import Any
 
 import jax
 import numpy as np
 import xarray as xr
 
-from ..infer._model import as_key
+from ..estimator import PROB, clone, resolve_key, split_key
 from .trains import SpikeTrains
 
 __all__ = ["StateComparison", "compare_states", "split_by_state", "plot_states"]
@@ -154,23 +158,6 @@ def split_by_state(data: Any, states: Any) -> dict:
 # -- bootstrap for estimators without posterior statistics --------------------------------
 
 
-def _default_statistics(model: Any):
-    from ..latent import GPFA, PoissonLDS
-
-    if isinstance(model, PoissonLDS):
-        def stats(m):
-            s = m.dynamics_summary()
-            return {"eigenvalue_modulus": np.abs(s.eigenvalues), "timescale": s.timescales,
-                    "frequency": np.abs(s.frequencies)}
-        return stats, "latent"
-    if isinstance(model, GPFA):
-        def stats(m):
-            return {"timescale": np.sort(np.asarray(m.timescales_)),
-                    "variance_explained": np.sort(np.asarray(m.variance_explained_))[::-1]}
-        return stats, "latent"
-    return None, None
-
-
 def _resample_units(data, n_units_min: int, n_blocks: int):
     """Index lists of the resampling units of a SpikeData: its trials, or contiguous blocks."""
     seg = data.segment_ids
@@ -195,25 +182,38 @@ def _resampled(data, units, pick):
                      trial_ids=tid)
 
 
-def _bootstrap_statistics(model, data, statistics, dim, key, n_boot, fit_kwargs, min_units, n_blocks):
+def _bootstrap_statistics(model, data, statistics, key, n_boot, fit_kwargs, min_units, n_blocks, name):
+    """Refit clones of `model` on `n_boot` resamples of `data`; draws of ``statistics(refit)``.
+
+    Warnings of the refits are collected and re-issued once each with the number of refits that
+    raised them (a resample can make a fit ill-posed; that is worth knowing, once).
+    """
     units = _resample_units(data, min_units, n_blocks)
     if len(units) < 2:
         raise ValueError("a state has fewer than 2 resampling units (trials or time blocks)")
     draws: dict = {}
-    for b in range(n_boot):
-        kb, kf = jax.random.split(jax.random.fold_in(key, b))
-        pick = np.asarray(jax.random.choice(kb, len(units), (len(units),)))
-        m = copy.deepcopy(model)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            m.fit(_resampled(data, units, pick), key=kf, **fit_kwargs)
+    dims: dict = {}
+    caught: Counter = Counter()
+    for kb in split_key(key, n_boot):
+        k_pick, k_fit = jax.random.split(kb)
+        pick = np.asarray(jax.random.choice(k_pick, len(units), (len(units),)))
+        m = clone(model)
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always")
+            m.fit(_resampled(data, units, pick), key=k_fit, **fit_kwargs)
+        caught.update((w.category, str(w.message)) for w in record)
         for k, v in statistics(m).items():
+            if isinstance(v, xr.DataArray):
+                dims.setdefault(k, v.dims)
             draws.setdefault(k, []).append(np.asarray(v, dtype=float))
+    for (category, message), count in caught.items():
+        warnings.warn(f"{message} [in {count} of {n_boot} bootstrap refits of state {name!r}]", category,
+                      stacklevel=3)
     out = {}
     for k, v in draws.items():
         arr = np.stack(v)
-        dims = ("draw",) + tuple(f"{dim}" if i == 0 else f"{dim}_{i}" for i in range(arr.ndim - 1))
-        out[k] = xr.DataArray(arr, dims=dims, coords={"draw": np.arange(arr.shape[0])})
+        names = dims.get(k) or tuple("component" if i == 0 else f"component_{i}" for i in range(arr.ndim - 1))
+        out[k] = xr.DataArray(arr, dims=("draw",) + tuple(names), coords={"draw": np.arange(arr.shape[0])})
     return out
 
 
@@ -264,8 +264,8 @@ class StateComparison:
         return self.draws[statistic]
 
     @staticmethod
-    def _reduce(da: xr.DataArray, level: float) -> xr.Dataset:
-        q = [(1 - level) / 2, (1 + level) / 2]
+    def _reduce(da: xr.DataArray, prob: float) -> xr.Dataset:
+        q = [(1 - prob) / 2, (1 + prob) / 2]
         with warnings.catch_warnings():  # an undefined statistic (all draws NaN) stays NaN
             warnings.filterwarnings("ignore", "All-NaN slice", RuntimeWarning)
             warnings.filterwarnings("ignore", "Mean of empty slice", RuntimeWarning)
@@ -277,8 +277,8 @@ class StateComparison:
             "upper": qs.isel(quantile=1, drop=True),
         })
 
-    def summary(self, level: float = 0.95):
-        """Posterior mean and equal-tailed `level` interval of every statistic in every state.
+    def summary(self, prob: float = PROB):
+        """Posterior mean and equal-tailed `prob` interval of every statistic in every state.
 
         Returns
         -------
@@ -287,19 +287,19 @@ class StateComparison:
         """
         import pandas as pd
 
-        _check_level(level)
+        _check_prob(prob)
         frames = []
         for name, da in self.draws.items():
-            df = _frame(self._reduce(da, level))
+            df = _frame(self._reduce(da, prob))
             df.insert(0, "statistic", name)
             frames.append(df)
         return pd.concat(frames, ignore_index=True)
 
-    def differences(self, level: float = 0.95, reference: Any = None):
+    def differences(self, prob: float = PROB, reference: Any = None):
         """Differences of every statistic from the reference state.
 
         Columns: ``statistic``, ``state``, the statistic's coordinates, ``mean``, ``lower``,
-        ``upper`` (the equal-tailed `level` interval of the difference) and ``p_greater``, the
+        ``upper`` (the equal-tailed `prob` interval of the difference) and ``p_greater``, the
         posterior probability that the state's value exceeds the reference's.
 
         Returns
@@ -308,7 +308,7 @@ class StateComparison:
         """
         import pandas as pd
 
-        _check_level(level)
+        _check_prob(prob)
         ref = self.reference if reference is None else reference
         frames = []
         for name in self.draws:
@@ -316,7 +316,7 @@ class StateComparison:
                 if s == ref:
                     continue
                 d = self.difference(name, s, ref)
-                red = self._reduce(d, level)
+                red = self._reduce(d, prob)
                 red["p_greater"] = (d > 0).mean("draw").where(d.notnull().any("draw"))
                 df = _frame(red)
                 df.insert(0, "state", s)
@@ -361,9 +361,9 @@ def _frame(ds: xr.Dataset):
     return ds.to_dataframe().reset_index()
 
 
-def _check_level(level: float) -> None:
-    if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level}")
+def _check_prob(prob: float) -> None:
+    if not 0 < prob < 1:
+        raise ValueError(f"prob must be in (0, 1), got {prob}")
 
 
 # -- the entry point -----------------------------------------------------------------------
@@ -374,7 +374,7 @@ def compare_states(
     data: Any,
     states: Any = None,
     *,
-    key: Any,
+    key: Any = None,
     num_samples: int = 1000,
     reference: Any = None,
     statistics: Any = None,
@@ -391,30 +391,36 @@ def compare_states(
     model : estimator
         An unfitted model: any :mod:`bayesneuro.density` model (``NeuronStatistics``,
         ``RenewalModel``, ``MaxEnt``, ``Dimensionality``, ``PoissonHMM``, ...), or any estimator
-        with ``fit(data, *, key, ...)`` (e.g. ``GPFA``, ``PoissonLDS``) together with
-        `statistics`. A deep copy is fitted per state; `model` itself is left as it is.
+        with ``fit(data, *, key, ...)`` (e.g. ``GPFA``, ``PoissonLDS``) that offers
+        ``summary_statistics()`` or is given `statistics`. A
+        :func:`~bayesneuro.estimator.clone` is fitted per state (and per bootstrap refit);
+        `model` itself is left as it is.
     data : SpikeData, SpikeTrains or dict
         One recording split by `states`, or ``{state: data}``.
     states : array_like or dict, optional
         See :func:`split_by_state`.
     key : jax.random key or int
-        Required; each state gets its own key folded from it.
+        Required (posterior draws, bootstrap resamples); each state gets its own key
+        (:func:`~bayesneuro.estimator.split_key`), used for its fit and its draws.
     num_samples : int
-        Posterior draws per state (models with ``posterior_statistics``).
+        Draws per state taken from ``posterior_statistics`` (models that have it).
     reference : optional
         The state differences are taken from; default the first.
     statistics : callable, optional
         ``statistics(fitted_model) -> dict[str, array]`` evaluated on bootstrap refits, for
-        models without ``posterior_statistics``. Defaults exist for GPFA and PoissonLDS.
+        models without ``posterior_statistics``; default the fitted model's
+        ``summary_statistics()``. Values that are ``xarray.DataArray`` keep their dims; others
+        get ``component``, ``component_1``, ....
     n_boot : int
         Bootstrap refits per state (bootstrap only).
     min_units, n_blocks : int
         Bootstrap resamples a state's trials when it has at least `min_units` of them, and
         otherwise `n_blocks` contiguous time blocks.
     fit_kwargs : dict, optional
-        Passed to every ``fit`` (e.g. ``{"num_samples": 500}``, ``{"progress": False}``).
+        Passed to every ``fit`` (the method and its options, e.g. ``{"method": "laplace"}``,
+        ``{"num_samples": 500}``, ``{"max_iter": 50, "progress": False}``).
     progress : bool, optional
-        A tqdm bar over states (and bootstrap refits); default from ``BAYESNEURO_PROGRESS``.
+        A tqdm bar over states; default from ``BAYESNEURO_PROGRESS``.
 
     Returns
     -------
@@ -425,6 +431,13 @@ def compare_states(
     ValueError
         Fewer than two states, an empty state, an unknown reference, a model that offers no
         statistics.
+    TypeError
+        No key, or a model without ``fit``.
+
+    Warns
+    -----
+    Warnings of bootstrap refits are re-issued once each, with the number of refits that raised
+    them.
 
     Examples
     --------
@@ -438,14 +451,14 @@ def compare_states(
     >>> after = SpikeTrains([np.sort(rng.uniform(0, 100, 500)), np.sort(rng.uniform(0, 100, 1000))],
     ...                     segments=[[0, 100]])
     >>> cmp = compare_states(NeuronStatistics(fano_window=10.0), {"before": before, "after": after}, key=0,
-    ...                      num_samples=400, progress=False)
+    ...                      num_samples=400, fit_kwargs={"num_samples": 400}, progress=False)
     >>> d = cmp.differences().query("statistic == 'rate'")
     >>> [bool(lo < 0 < hi) for lo, hi in zip(d.lower, d.upper)]  # neuron 0 unchanged, 1 up
     [True, False]
     """
     from ..infer.fit import progress_default
 
-    rng = as_key(key)
+    rng = resolve_key(key, needed=True, why="compare_states (posterior draws or bootstrap resamples)")
     parts = split_by_state(data, states)
     names = list(parts)
     ref = names[0] if reference is None else reference
@@ -453,36 +466,32 @@ def compare_states(
         raise ValueError(f"reference {ref!r} is not a state; states are {names}")
     fit_kwargs = dict(fit_kwargs or {})
     progress = progress_default() if progress is None else bool(progress)
-    has_post = callable(getattr(model, "posterior_statistics", None))
-    if not has_post:
-        if statistics is None:
-            statistics, dim = _default_statistics(model)
-            if statistics is None:
-                raise ValueError(
-                    f"{type(model).__name__} has no posterior_statistics(); pass statistics="
-                    "a function of the fitted model returning a dict of arrays"
-                )
-        else:
-            dim = "component"
     if not hasattr(model, "fit"):
         raise TypeError(f"model must be an estimator with fit(data, *, key), got {type(model).__name__}")
+    has_post = callable(getattr(model, "posterior_statistics", None))
+    if not has_post and statistics is None:
+        if not callable(getattr(model, "summary_statistics", None)):
+            raise ValueError(
+                f"{type(model).__name__} has no posterior_statistics() or summary_statistics(); pass "
+                "statistics=a function of the fitted model returning a dict of arrays"
+            )
+
+        def statistics(m):
+            return m.summary_statistics()
+
     from tqdm.auto import tqdm
 
     per_state: dict = {}
     models: dict = {}
-    for i, name in enumerate(tqdm(names, desc="states", disable=not progress)):
-        k_fit, k_stat = jax.random.split(jax.random.fold_in(rng, i))
-        m = copy.deepcopy(model)
+    for name, k in zip(tqdm(names, desc="states", disable=not progress), split_key(rng, len(names))):
+        k_fit, k_stat = jax.random.split(k)
+        m = clone(model)
+        m.fit(parts[name], key=k_fit, **fit_kwargs)
         if has_post:
-            if "num_samples" in _fit_parameters(m) and "num_samples" not in fit_kwargs:
-                m.fit(parts[name], key=k_fit, num_samples=num_samples, **fit_kwargs)
-            else:
-                m.fit(parts[name], key=k_fit, **fit_kwargs)
             st = m.posterior_statistics(key=k_stat, num_samples=num_samples)
         else:
-            m.fit(parts[name], key=k_fit, **fit_kwargs)
-            st = _bootstrap_statistics(model, parts[name], statistics, dim, k_stat, int(n_boot),
-                                       fit_kwargs, int(min_units), int(n_blocks))
+            st = _bootstrap_statistics(model, parts[name], statistics, k_stat, int(n_boot), fit_kwargs,
+                                       int(min_units), int(n_blocks), name)
         models[name] = m
         per_state[name] = st
     stat_names = [k for k in per_state[names[0]] if all(k in per_state[n] for n in names)]
@@ -502,21 +511,12 @@ def compare_states(
     return StateComparison(draws, names, ref, models, "posterior" if has_post else "bootstrap")
 
 
-def _fit_parameters(model) -> set:
-    import inspect
-
-    try:
-        return set(inspect.signature(model.fit).parameters)
-    except (TypeError, ValueError):
-        return set()
-
-
 # -- plot ----------------------------------------------------------------------------------
 
 
-def plot_states(comparison: StateComparison, statistic: str, *, level: float = 0.95, ax=None,
+def plot_states(comparison: StateComparison, statistic: str, *, prob: float = PROB, ax=None,
                 sel: dict | None = None, max_lines: int = 40):
-    """Posterior mean and `level` interval of one statistic across states.
+    """Posterior mean and equal-tailed `prob` interval of one statistic across states.
 
     A scalar statistic is drawn as points with error bars; one with further dims (e.g.
     ``neuron``) as one thin line per coordinate (at most `max_lines`) plus their mean.
@@ -530,7 +530,8 @@ def plot_states(comparison: StateComparison, statistic: str, *, level: float = 0
     da = comparison._get(statistic)
     if sel:
         da = da.sel(**sel)
-    red = StateComparison._reduce(da, level)
+    _check_prob(prob)
+    red = StateComparison._reduce(da, prob)
     if ax is None:
         _, ax = plt.subplots(figsize=(4.5, 3.2))
     x = np.arange(len(comparison.states))
@@ -550,5 +551,5 @@ def plot_states(comparison: StateComparison, statistic: str, *, level: float = 0
         ax.legend(frameon=False, fontsize=8)
     ax.set_xticks(x, [str(s) for s in comparison.states])
     ax.set_ylabel(statistic)
-    ax.set_title(f"{statistic}: mean and {int(level * 100)}% interval per state", fontsize=9)
+    ax.set_title(f"{statistic}: mean and {round(prob * 100)}% interval per state", fontsize=9)
     return ax

@@ -5,7 +5,7 @@ How many dimensions does a population's covariability occupy? Three complementar
 - **participation ratio** of the covariance eigenvalues :math:`\lambda_i`,
   :math:`\mathrm{PR} = (\sum_i \lambda_i)^2 / \sum_i \lambda_i^2`: between 1 (one dominant
   direction) and :math:`N` (isotropic), with no threshold to choose;
-- the **cross-validated factor-analysis dimension**: the number of factors :math:`d` of
+- the **cross-validated factor-analysis dimension**: the number of latents :math:`d` of
   :math:`x \sim \mathcal N(\mu, L L^\top + \Psi)` with the highest held-out log-likelihood;
 - the **shared dimensionality** (Williamson et al. 2016): the number of eigen-dimensions of the
   shared covariance :math:`L L^\top` needed to explain 95% of the shared variance, and the
@@ -40,8 +40,9 @@ import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
-from ..infer._model import as_key
 from .._pynapple import pynapple_io
+from ..engine.em import run_em
+from ..estimator import Estimator, resolve_key
 
 __all__ = [
     "CVResult",
@@ -240,7 +241,7 @@ def shared_dimensionality(loadings: Any, *, threshold: float = 0.95) -> int:
     return int(np.searchsorted(np.cumsum(mu) / total, threshold - 1e-12) + 1)
 
 
-def percent_shared_variance(loadings: Any, private_variance: Any) -> np.ndarray:
+def percent_shared_variance(loadings: Any, observation_var: Any) -> np.ndarray:
     r"""Percent shared variance per neuron, :math:`100\,[LL^\top]_{ii} / ([LL^\top]_{ii} + \Psi_{ii})`.
 
     Examples
@@ -250,9 +251,9 @@ def percent_shared_variance(loadings: Any, private_variance: Any) -> np.ndarray:
     [50.0, 80.0]
     """
     L = np.asarray(loadings, dtype=np.float64)
-    psi = np.asarray(private_variance, dtype=np.float64)
+    psi = np.asarray(observation_var, dtype=np.float64)
     if L.ndim != 2 or psi.shape != (L.shape[0],):
-        raise ValueError(f"loadings (neuron, latent) and private_variance (neuron,) disagree: {L.shape}, {psi.shape}")
+        raise ValueError(f"loadings (neuron, latent) and observation_var (neuron,) disagree: {L.shape}, {psi.shape}")
     shared = np.sum(L**2, axis=1)
     return 100.0 * shared / (shared + psi)
 
@@ -267,12 +268,12 @@ class FAState(NamedTuple):
     ----------
     loadings : jax.Array, shape (batch, neuron, latent)
         :math:`L`.
-    private_variance : jax.Array, shape (batch, neuron)
-        Diagonal of :math:`\\Psi`.
+    observation_var : jax.Array, shape (batch, neuron)
+        Diagonal of :math:`\\Psi` (each neuron's private, observation noise variance).
     """
 
     loadings: jax.Array
-    private_variance: jax.Array
+    observation_var: jax.Array
 
 
 def _fa_terms(L, psi):
@@ -307,18 +308,28 @@ def _em_step(L, psi, S, floor):
     return L_new, psi_new
 
 
-@functools.partial(jax.jit, static_argnums=(3,))
-def _em_chunk(L, psi, S, n_steps, floor):
-    """``n_steps`` EM steps on each of a batch of covariances; returns the new state and log-liks."""
+@functools.lru_cache(maxsize=None)
+def _em_chunk_step(n_steps: int):
+    """The step :func:`~bayesneuro.engine.em.run_em` iterates: `n_steps` EM steps on each of a batch.
+
+    ``step(state, S, floor) -> (new_state, objective)``; the objective, at the input state, is the
+    sum over the batch of the mean log-likelihood per sample (the batch members are independent
+    models, so this is their joint objective and EM climbs it).
+    """
 
     def one(L, psi, S, floor):
         def body(carry, _):
             return _em_step(*carry, S, floor), None
 
         (L, psi), _ = jax.lax.scan(body, (L, psi), None, length=n_steps)
-        return L, psi, _fa_ll(L, psi, S)
+        return L, psi
 
-    return jax.vmap(one)(L, psi, S, floor)
+    @jax.jit
+    def step(state: FAState, S, floor):
+        objective = jnp.sum(jax.vmap(_fa_ll)(state.loadings, state.observation_var, S))
+        return FAState(*jax.vmap(one)(state.loadings, state.observation_var, S, floor)), objective
+
+    return step
 
 
 _batched_ll = jax.jit(jax.vmap(_fa_ll))
@@ -336,15 +347,16 @@ def _pca_init(S: np.ndarray, d: int, floor: np.ndarray) -> tuple[np.ndarray, np.
 
 def fit_fa_covariance(
     cov: Any,
-    n_factors: int,
+    n_latents: int,
     *,
-    key: Any,
+    key: Any = None,
     init: str | tuple = "pca",
     max_iter: int = 10000,
     tol: float = 1e-9,
-    min_private_var: float = 0.01,
+    min_observation_var: float = 0.01,
     chunk: int = 50,
     progress: bool | None = None,
+    warn: bool = True,
 ) -> tuple[FAState, np.ndarray, int, bool]:
     """Maximum-likelihood factor analysis by EM of a batch of covariance matrices.
 
@@ -352,19 +364,23 @@ def fit_fa_covariance(
     ----------
     cov : array_like, shape (batch, neuron, neuron)
         Sample covariances (``ddof=0``, about the mean the model uses).
-    n_factors : int
-        Number of factors ``d >= 0``.
-    key : jax.random key or int
-        Used by ``init="random"`` (scaled Gaussian loadings, as Yu's ``fastfa``).
-    init : {"pca", "random"} or (loadings, private_variance)
+    n_latents : int
+        Number of latents ``d >= 0``.
+    key : jax.random key or int, optional
+        Required by ``init="random"`` only (scaled Gaussian loadings, as Yu's ``fastfa``).
+    init : {"pca", "random"} or (loadings, observation_var)
         Starting point (a pair warm-starts every batch member).
     max_iter, tol, chunk
-        EM runs in jitted chunks of `chunk` steps until the per-sample log-likelihood of every
-        batch member changes by less than ``tol * max(1, |ll|)`` over a chunk, or `max_iter`.
-    min_private_var : float
-        Floor on each private variance as a fraction of that neuron's variance.
+        EM runs through :func:`bayesneuro.engine.em.run_em`, one call per jitted chunk of `chunk`
+        EM steps (vmapped over the batch), until the summed per-sample log-likelihood of the
+        batch changes by at most ``tol * max(1, |ll|)`` over a chunk, or `max_iter` EM steps
+        (then a ``ConvergenceWarning``).
+    min_observation_var : float
+        Floor on each observation variance as a fraction of that neuron's variance.
     progress : bool, optional
         tqdm bar over chunks.
+    warn : bool
+        Warn (``ConvergenceWarning``) when `max_iter` is reached before convergence.
 
     Returns
     -------
@@ -374,78 +390,56 @@ def fit_fa_covariance(
     n_iter : int
     converged : bool
     """
-    from tqdm.auto import tqdm
-
-    from ..infer.fit import progress_default
-
     S = np.asarray(cov, dtype=np.float64)
     B, n, _ = S.shape
-    d = int(n_factors)
+    d = int(n_latents)
     var = np.diagonal(S, axis1=-2, axis2=-1)
-    floor = np.maximum(min_private_var * var, 1e-9 * var.mean(axis=-1, keepdims=True) + 1e-300)
+    floor = np.maximum(min_observation_var * var, 1e-9 * var.mean(axis=-1, keepdims=True) + 1e-300)
     if isinstance(init, tuple):
         L0 = np.broadcast_to(np.asarray(init[0], dtype=np.float64), (B, n, d)).copy()
         psi0 = np.maximum(np.broadcast_to(np.asarray(init[1], dtype=np.float64), (B, n)), floor)
     elif init == "pca":
         L0, psi0 = _pca_init(S, d, floor)
     elif init == "random":
+        key = resolve_key(key, needed=True, why="init='random'")
         scale = np.exp(np.linalg.slogdet(S)[1] / n)[:, None, None]
-        L0 = np.asarray(jax.random.normal(as_key(key), (B, n, d), dtype=jnp.float64)) * np.sqrt(scale / max(d, 1))
+        L0 = np.asarray(jax.random.normal(key, (B, n, d), dtype=jnp.float64)) * np.sqrt(scale / max(d, 1))
         psi0 = np.maximum(var, floor)
     else:
-        raise ValueError(f"init must be 'pca', 'random' or a (loadings, private_variance) pair, got {init!r}")
+        raise ValueError(f"init must be 'pca', 'random' or a (loadings, observation_var) pair, got {init!r}")
     if d == 0:
         psi = var.copy()
         return FAState(jnp.zeros((B, n, 0)), jnp.asarray(psi)), np.asarray(
             _batched_ll(jnp.zeros((B, n, 0)), jnp.asarray(psi), jnp.asarray(S))), 0, True
-    progress = progress_default() if progress is None else bool(progress)
-    L, psi, Sj, fl = jnp.asarray(L0), jnp.asarray(psi0), jnp.asarray(S), jnp.asarray(floor)
-    prev = np.asarray(_batched_ll(L, psi, Sj))
-    n_iter, converged = 0, False
-    bar = tqdm(total=max_iter, desc=f"FA EM (d={d})", disable=not progress, leave=False)
-    try:
-        while n_iter < max_iter:
-            L, psi, ll = _em_chunk(L, psi, Sj, chunk, fl)
-            ll = np.asarray(ll)
-            n_iter += chunk
-            bar.update(chunk)
-            if not np.all(np.isfinite(ll)):
-                raise FloatingPointError("FA EM: the log-likelihood became non-finite; check for constant neurons")
-            if np.all(np.abs(ll - prev) < tol * np.maximum(1.0, np.abs(ll))):
-                converged = True
-                break
-            prev = ll
-    finally:
-        bar.close()
-    return FAState(L, psi), ll, n_iter, converged
+    Sj = jnp.asarray(S)
+    state, trace = run_em(_em_chunk_step(int(chunk)), FAState(jnp.asarray(L0), jnp.asarray(psi0)), Sj,
+                          jnp.asarray(floor), max_iter=-(-int(max_iter) // int(chunk)), tol=tol, progress=progress,
+                          desc=f"FA EM (d={d})", warn=warn)
+    ll = np.asarray(_batched_ll(state.loadings, state.observation_var, Sj))
+    return state, ll, trace.n_iter * int(chunk), bool(trace.converged)
 
 
 # -- estimator ---------------------------------------------------------------------------------
 
 
-class FactorAnalysis:
+class FactorAnalysis(Estimator):
     r"""Factor analysis :math:`x \sim \mathcal N(\mu, L L^\top + \Psi)` fitted by EM (maximum likelihood).
 
     Parameters
     ----------
-    n_factors : int
-        Number of latent factors ``d >= 0`` (0: independent neurons).
-    max_iter, tol : int, float
-        EM stopping rule (see :func:`fit_fa_covariance`).
-    min_private_var : float
-        Floor on private variances, as a fraction of each neuron's variance (0.01 as ``fastfa``).
-    init : {"pca", "random"}
-        Starting point of EM.
-    progress : bool, optional
-        tqdm bar; default :func:`bayesneuro.infer.fit.progress_default`.
+    n_latents : int
+        Number of latents ``d >= 0`` (0: independent neurons).
+    min_observation_var : float
+        Floor on each observation variance :math:`\Psi_{ii}`, as a fraction of that neuron's
+        variance (0.01 as ``fastfa``).
 
     Attributes
     ----------
     mean_ : numpy.ndarray, shape (neuron,)
     loadings_ : numpy.ndarray, shape (neuron, latent)
         :math:`L`, determined up to an orthogonal rotation of the latents.
-    private_variance_ : numpy.ndarray, shape (neuron,)
-        Diagonal of :math:`\Psi`.
+    observation_var_ : numpy.ndarray, shape (neuron,)
+        Diagonal of :math:`\Psi`: each neuron's private (observation noise) variance.
     log_likelihood_ : float
         Total log-likelihood of the training data.
     n_iter_ : int
@@ -458,53 +452,70 @@ class FactorAnalysis:
     >>> from bayesneuro.density.dimensionality import FactorAnalysis
     >>> rng = np.random.default_rng(0)
     >>> x = rng.normal(size=(2000, 1)) @ np.ones((1, 5)) + rng.normal(size=(2000, 5))
-    >>> fa = FactorAnalysis(1, progress=False).fit(x, key=0)
+    >>> fa = FactorAnalysis(1).fit(x, progress=False)
     >>> np.round(np.abs(fa.loadings_.ravel()), 1).tolist(), bool(fa.converged_)
     ([1.0, 1.0, 1.0, 1.0, 1.0], True)
     """
 
-    def __init__(self, n_factors: int, *, max_iter: int = 10000, tol: float = 1e-9,
-                 min_private_var: float = 0.01, init: str = "pca", progress: bool | None = None) -> None:
-        if isinstance(n_factors, bool) or not isinstance(n_factors, (int, np.integer)) or n_factors < 0:
-            raise ValueError(f"n_factors must be a non-negative integer, got {n_factors!r}")
-        self.n_factors = int(n_factors)
-        self.max_iter = max_iter
-        self.tol = tol
-        self.min_private_var = min_private_var
-        self.init = init
-        self.progress = progress
+    score_unit = "nats/bin"
+    log_likelihood_dim = "time"
+
+    def __init__(self, n_latents: int, *, min_observation_var: float = 0.01) -> None:
+        if isinstance(n_latents, bool) or not isinstance(n_latents, (int, np.integer)) or n_latents < 0:
+            raise ValueError(f"n_latents must be a non-negative integer, got {n_latents!r}")
+        self.n_latents = n_latents
+        self.min_observation_var = min_observation_var
 
     @pynapple_io()
-    def fit(self, data: Any, *, key: Any) -> FactorAnalysis:
+    def fit(self, data: Any, *, method: str = "em", key: Any = None, progress: bool | None = None,
+            max_iter: int = 10000, tol: float = 1e-9, init: str = "pca") -> FactorAnalysis:
         """Fit to ``(time, neuron)`` data (a SpikeData or an array); returns self.
+
+        Parameters
+        ----------
+        data : SpikeData or array_like, shape (time, neuron)
+        method : {"em"}
+            EM on the sample covariance (:func:`fit_fa_covariance`).
+        key : jax.random key or int, optional
+            Required by ``init="random"`` only.
+        progress : bool, optional
+            tqdm bar; default :func:`bayesneuro.infer.fit.progress_default`.
+        max_iter, tol : int, float
+            EM stopping rule (see :func:`fit_fa_covariance`).
+        init : {"pca", "random"}
+            Starting point of EM.
 
         Raises
         ------
         ValueError
-            Fewer than 2 bins, NaN, a constant neuron, or more factors than neurons.
+            Fewer than 2 bins, NaN, a constant neuron, or as many latents as neurons.
+        TypeError
+            ``init="random"`` without a key.
         """
-        key = as_key(key)
+        if method != "em":
+            raise ValueError(f"method must be 'em', got {method!r}")
         X, _, ids = _as_matrix(data)
         _check_not_constant(X, ids)
-        if self.n_factors >= X.shape[1]:
-            raise ValueError(f"n_factors={self.n_factors} must be smaller than the number of neurons ({X.shape[1]})")
+        d = int(self.n_latents)
+        if d >= X.shape[1]:
+            raise ValueError(f"n_latents={d} must be smaller than the number of neurons ({X.shape[1]})")
         mu = X.mean(axis=0)
         Xc = X - mu
         S = Xc.T @ Xc / X.shape[0]
         state, ll, n_iter, conv = fit_fa_covariance(
-            S[None], self.n_factors, key=key, init=self.init, max_iter=self.max_iter, tol=self.tol,
-            min_private_var=self.min_private_var, progress=self.progress,
+            S[None], d, key=key, init=init, max_iter=max_iter, tol=tol,
+            min_observation_var=self.min_observation_var, progress=progress,
         )
         self.mean_ = mu
         self.loadings_ = np.asarray(state.loadings[0])
-        self.private_variance_ = np.asarray(state.private_variance[0])
+        self.observation_var_ = np.asarray(state.observation_var[0])
         self.log_likelihood_ = float(ll[0]) * X.shape[0]
         self.n_iter_, self.converged_, self.neuron_ids_ = n_iter, conv, ids
-        return self
+        self._train_ll = self._pointwise(X)
+        from ..data import SpikeData
 
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "loadings_"):
-            raise RuntimeError("FactorAnalysis is not fitted; call .fit(data, key=...) first")
+        self._time = np.asarray(data.coords["time"]) if isinstance(data, SpikeData) else np.arange(X.shape[0])
+        return self
 
     def _data(self, data: Any) -> np.ndarray:
         self._check_fitted()
@@ -517,27 +528,44 @@ class FactorAnalysis:
     def covariance_(self) -> np.ndarray:
         r"""Model covariance :math:`L L^\top + \Psi`, shape (neuron, neuron)."""
         self._check_fitted()
-        return self.loadings_ @ self.loadings_.T + np.diag(self.private_variance_)
+        return self.loadings_ @ self.loadings_.T + np.diag(self.observation_var_)
+
+    def _pointwise(self, X: np.ndarray) -> np.ndarray:
+        Xc = X - self.mean_
+        L, psi = self.loadings_, self.observation_var_
+        xp = Xc / psi
+        quad = np.sum(Xc * xp, axis=1)
+        logdet = np.sum(np.log(psi))
+        if L.shape[1]:
+            beta, _, logdet = _fa_terms(jnp.asarray(L), jnp.asarray(psi))
+            quad = quad - np.sum((xp @ L) * (Xc @ np.asarray(beta).T), axis=1)
+        return -0.5 * (Xc.shape[1] * _LOG_2PI + float(logdet) + quad)
 
     @pynapple_io()
-    def log_likelihood(self, data: Any) -> float:
-        """Total Gaussian log-likelihood of ``(time, neuron)`` data under the fitted model."""
-        Xc = self._data(data)
-        S = Xc.T @ Xc / Xc.shape[0]
-        return float(_fa_ll(jnp.asarray(self.loadings_), jnp.asarray(self.private_variance_), jnp.asarray(S))) * Xc.shape[0]
+    def log_likelihood(self, data: Any) -> np.ndarray:
+        """Gaussian log-likelihood (nats) of each time bin under the fitted model, shape (time,)."""
+        self._data(data)
+        return self._pointwise(_as_matrix(data, min_time=1)[0])
 
     @pynapple_io()
     def score(self, data: Any) -> float:
-        """Mean log-likelihood per bin (as ``sklearn.decomposition.FactorAnalysis.score``)."""
-        return self.log_likelihood(data) / _as_matrix(data, min_time=1)[0].shape[0]
+        """Mean log-likelihood per bin in nats/bin (as ``sklearn.decomposition.FactorAnalysis.score``)."""
+        return float(np.mean(self.log_likelihood(data)))
+
+    @pynapple_io()
+    def evaluate(self, data: Any) -> dict:
+        """``log_likelihood`` (total, nats), ``log_likelihood_per_bin`` (as :meth:`score`) and ``n_bins``."""
+        ll = self.log_likelihood(data)
+        return {"log_likelihood": float(ll.sum()), "log_likelihood_per_bin": float(ll.mean()),
+                "n_bins": int(ll.size)}
 
     @pynapple_io("tsdframe")
     def transform(self, data: Any) -> np.ndarray:
-        r"""Posterior factor means :math:`E[z \mid x] = L^\top C^{-1} (x - \mu)`, shape (time, latent)."""
+        r"""Posterior latent means :math:`E[z \mid x] = L^\top C^{-1} (x - \mu)`, shape (time, latent)."""
         Xc = self._data(data)
-        if self.n_factors == 0:
+        if self.loadings_.shape[1] == 0:
             return np.zeros((Xc.shape[0], 0))
-        beta, _, _ = _fa_terms(jnp.asarray(self.loadings_), jnp.asarray(self.private_variance_))
+        beta, _, _ = _fa_terms(jnp.asarray(self.loadings_), jnp.asarray(self.observation_var_))
         return Xc @ np.asarray(beta).T
 
     def shared_dimensionality(self, threshold: float = 0.95) -> int:
@@ -548,23 +576,63 @@ class FactorAnalysis:
     def percent_shared_variance(self) -> np.ndarray:
         """:func:`percent_shared_variance` of each neuron, shape (neuron,)."""
         self._check_fitted()
-        return percent_shared_variance(self.loadings_, self.private_variance_)
+        return percent_shared_variance(self.loadings_, self.observation_var_)
 
-    def __repr__(self) -> str:
-        state = "fitted" if hasattr(self, "loadings_") else "unfitted"
-        return f"FactorAnalysis(n_factors={self.n_factors}, {state})"
+    def summary_statistics(self) -> dict:
+        """Summaries that do not depend on the arbitrary rotation of the latents (what
+        :func:`~bayesneuro.density.compare_states` compares, by bootstrap refits).
+
+        Returns
+        -------
+        dict of xarray.DataArray
+            ``shared_variance`` (latent): eigenvalues of :math:`L L^\\top`, descending;
+            ``percent_shared_variance`` and ``observation_var`` (neuron);
+            ``shared_dimensionality`` (scalar).
+        """
+        self._check_fitted()
+        ids = {"neuron": np.asarray(self.neuron_ids_)}
+        mu = np.sort(np.linalg.svd(self.loadings_, compute_uv=False) ** 2)[::-1]
+        return {
+            "shared_variance": xr.DataArray(mu, dims="latent", coords={"latent": np.arange(mu.size)}),
+            "percent_shared_variance": xr.DataArray(self.percent_shared_variance(), dims="neuron", coords=ids),
+            "observation_var": xr.DataArray(np.asarray(self.observation_var_), dims="neuron", coords=ids),
+            "shared_dimensionality": xr.DataArray(float(self.shared_dimensionality())),
+        }
+
+    def to_inference_data(self):
+        """The fitted parameters as ArviZ InferenceData (maximum likelihood: one chain, one draw).
+
+        ``posterior``: ``mean`` and ``observation_var`` (neuron), ``loadings`` (neuron, latent);
+        ``log_likelihood``: ``data`` (chain, draw, time), the log-likelihood of each training bin.
+        """
+        import arviz as az
+
+        self._check_fitted()
+        ids = np.asarray(self.neuron_ids_)
+        coords = {"chain": [0], "draw": [0], "neuron": ids, "latent": np.arange(self.loadings_.shape[1])}
+        post = xr.Dataset(
+            {"mean": (("chain", "draw", "neuron"), np.asarray(self.mean_)[None, None]),
+             "loadings": (("chain", "draw", "neuron", "latent"), np.asarray(self.loadings_)[None, None]),
+             "observation_var": (("chain", "draw", "neuron"), np.asarray(self.observation_var_)[None, None])},
+            coords=coords,
+            attrs={"inference_library": "bayesneuro", "method": "em", "log_likelihood": float(self.log_likelihood_),
+                   "n_iter": int(self.n_iter_), "converged": int(bool(self.converged_))},
+        )
+        ll = xr.Dataset({"data": (("chain", "draw", "time"), self._train_ll[None, None])},
+                        coords={"chain": [0], "draw": [0], "time": self._time})
+        return az.InferenceData(posterior=post, log_likelihood=ll)
 
 
 # -- cross-validation ---------------------------------------------------------------------------
 
 
 class CVResult(NamedTuple):
-    """Held-out log-likelihood of factor analysis per number of factors.
+    """Held-out log-likelihood of factor analysis per number of latents.
 
     Attributes
     ----------
     dims : numpy.ndarray, shape (dim,)
-        Candidate numbers of factors ``0 .. max_dim``.
+        Candidate numbers of latents ``0 .. max_dim``.
     mean : numpy.ndarray, shape (dim,)
         Held-out log-likelihood per bin, averaged over folds.
     se : numpy.ndarray, shape (dim,)
@@ -632,8 +700,11 @@ def _cv_scores(w, n, s, o, fold_of_unit, n_folds, dims, key, progress, **fa_kw) 
     _, S_test, _ = _moments(test_w, n, s, o, centre=mean)
     out = np.empty((n_folds * B, len(dims)))
     for i, d in enumerate(dims):
-        state, _, _, _ = fit_fa_covariance(S_train, int(d), key=jax.random.fold_in(key, int(d)), progress=progress, **fa_kw)
-        out[:, i] = np.asarray(_batched_ll(state.loadings, state.private_variance, jnp.asarray(S_test)))
+        k = None if key is None else jax.random.fold_in(key, int(d))
+        # over-sized models converge slowly, and their held-out score is settled long before
+        # tol is met: the cap is expected here, so no warning
+        state, _, _, _ = fit_fa_covariance(S_train, int(d), key=k, progress=progress, warn=False, **fa_kw)
+        out[:, i] = np.asarray(_batched_ll(state.loadings, state.observation_var, jnp.asarray(S_test)))
     out[empty] = np.nan
     return out.reshape(n_folds, B, len(dims)).transpose(1, 0, 2)
 
@@ -664,11 +735,11 @@ def cross_validate_dimensionality(
     *,
     max_dim: int,
     n_folds: int = 5,
-    key: Any,
+    key: Any = None,
     progress: bool | None = None,
     **fa_kw,
 ) -> CVResult:
-    """Held-out factor-analysis log-likelihood for ``0 .. max_dim`` factors.
+    """Held-out factor-analysis log-likelihood for ``0 .. max_dim`` latents.
 
     Folds are whole trials (assigned to folds at random by `key`) when the data have trials,
     otherwise `n_folds` contiguous time blocks (so that autocorrelation does not leak between
@@ -679,13 +750,14 @@ def cross_validate_dimensionality(
     ----------
     data : SpikeData or array_like, shape (time, neuron)
     max_dim : int
-        Largest number of factors tried (smaller than the number of neurons).
+        Largest number of latents tried (smaller than the number of neurons).
     n_folds : int
         At least 2.
-    key : jax.random key or int
+    key : jax.random key or int, optional
+        Required when the data have trials (they are assigned to folds at random).
     progress : bool, optional
     **fa_kw
-        ``max_iter``, ``tol``, ``min_private_var`` of :func:`fit_fa_covariance`.
+        ``max_iter``, ``tol``, ``min_observation_var`` of :func:`fit_fa_covariance`.
 
     Returns
     -------
@@ -707,8 +779,8 @@ def cross_validate_dimensionality(
     >>> cross_validate_dimensionality(x, max_dim=4, key=0, progress=False).n_dim
     2
     """
-    key = as_key(key)
     X, seg, ids = _as_matrix(data)
+    key = resolve_key(key, needed=seg is not None, why="assigning trials to folds at random")
     _check_not_constant(X, ids)
     if isinstance(n_folds, bool) or not isinstance(n_folds, (int, np.integer)) or n_folds < 2:
         raise ValueError(f"n_folds must be an integer >= 2, got {n_folds!r}")
@@ -719,7 +791,7 @@ def cross_validate_dimensionality(
     if n_units < n_folds:
         what = "trials" if seg is not None else "time bins"
         raise ValueError(f"n_folds={n_folds} needs at least as many {what}; the data have {n_units}")
-    k_fold, k_fit = jax.random.split(key)
+    k_fold, k_fit = jax.random.split(key) if key is not None else (None, None)
     fold = _fold_assignment(n_units, n_folds, k_fold, shuffle=seg is not None)
     n, s, o = _unit_stats(X, unit)
     dims = np.arange(max_dim + 1)
@@ -730,36 +802,32 @@ def cross_validate_dimensionality(
 # -- the estimator with bootstrap uncertainty --------------------------------------------------
 
 
-class Dimensionality:
+class Dimensionality(Estimator):
     """Dimensionality of population activity, with bootstrap uncertainty.
 
     ``fit`` computes, on ``(time, neuron)`` data:
 
     - ``participation_ratio``: of the covariance eigenvalues;
-    - ``n_dim``: the number of FA factors chosen by cross-validation (:func:`cross_validate_dimensionality`,
+    - ``n_dim``: the number of FA latents chosen by cross-validation (:func:`cross_validate_dimensionality`,
       by the maximum or, with ``rule="1se"``, the 1-SE rule);
-    - ``shared_dimensionality``: of the FA model with ``n_dim`` factors (95% of shared variance);
+    - ``shared_dimensionality``: of the FA model with ``n_dim`` latents (95% of shared variance);
     - ``percent_shared_variance``: per neuron, and its mean over neurons ``mean_percent_shared_variance``.
 
     Uncertainty: a nonparametric bootstrap over trials (or, without trials, over `n_blocks`
     contiguous time blocks, keeping short-range autocorrelation inside blocks). Each draw
     resamples the units with replacement and recomputes every statistic; the FA statistics use
-    ``n_dim`` factors fixed at the full-data choice unless ``bootstrap_cv=True``, which reruns the
+    ``n_dim`` latents fixed at the full-data choice unless ``bootstrap_cv=True``, which reruns the
     cross-validation in every draw (folds over the original units, so copies of a unit never
     straddle a fold; costs ``n_folds * (max_dim + 1)`` fits per draw, vmapped).
+
+    :meth:`score`, :meth:`log_likelihood` and :meth:`to_inference_data` are those of the
+    full-data factor-analysis model ``fa_`` (Gaussian log-likelihood per time bin).
 
     Parameters
     ----------
     max_dim : int
-        Largest number of factors tried by cross-validation (capped at ``n_neuron - 1``).
-    n_folds : int
-    n_boot : int
-        Bootstrap draws (0: point estimates only).
-    n_blocks : int
-        Time blocks for data without trials (bootstrap units).
+        Largest number of latents tried by cross-validation (capped at ``n_neuron - 1``).
     rule : {"max", "1se"}
-    bootstrap_cv : bool
-    progress : bool, optional
 
     Attributes
     ----------
@@ -767,8 +835,8 @@ class Dimensionality:
         Point estimates on the full data.
     cv_ : CVResult
     fa_ : FactorAnalysis
-        The full-data model with ``n_dim`` factors.
-    bootstrap_ : xarray.Dataset
+        The full-data model with ``n_dim`` latents.
+    bootstrap_ : xarray.Dataset or None
         Draws of each statistic (dim ``draw``, plus ``neuron`` for percent shared variance).
 
     Examples
@@ -777,35 +845,55 @@ class Dimensionality:
     >>> from bayesneuro.density.dimensionality import Dimensionality
     >>> rng = np.random.default_rng(0)
     >>> x = rng.normal(size=(1000, 2)) @ rng.normal(size=(2, 8)) + rng.normal(size=(1000, 8))
-    >>> est = Dimensionality(max_dim=4, n_boot=20, progress=False).fit(x, key=0)
+    >>> est = Dimensionality(max_dim=4).fit(x, key=0, n_boot=20, progress=False)
     >>> est.estimates_["n_dim"], est.posterior_statistics(key=0, num_samples=10)["participation_ratio"].dims
     (2, ('draw',))
     """
 
-    def __init__(self, *, max_dim: int = 10, n_folds: int = 5, n_boot: int = 200, n_blocks: int = 20,
-                 rule: str = "max", bootstrap_cv: bool = False, progress: bool | None = None) -> None:
+    score_unit = "nats/bin"
+    log_likelihood_dim = "time"
+
+    def __init__(self, *, max_dim: int = 10, rule: str = "max") -> None:
         if rule not in ("max", "1se"):
             raise ValueError(f"rule must be 'max' or '1se', got {rule!r}")
-        if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 0:
-            raise ValueError(f"n_boot must be a non-negative integer, got {n_boot!r}")
-        self.max_dim, self.n_folds, self.n_boot, self.n_blocks = max_dim, n_folds, int(n_boot), n_blocks
-        self.rule, self.bootstrap_cv, self.progress = rule, bootstrap_cv, progress
+        self.max_dim = max_dim
+        self.rule = rule
 
     @pynapple_io()
-    def fit(self, data: Any, *, key: Any, max_dim: int | None = None, n_boot: int | None = None) -> Dimensionality:
+    def fit(self, data: Any, *, method: str = "em", key: Any = None, progress: bool | None = None,
+            n_folds: int = 5, n_boot: int = 200, n_blocks: int = 20, bootstrap_cv: bool = False) -> Dimensionality:
         """Estimate the statistics and their bootstrap distribution; returns self.
 
-        `max_dim` and `n_boot` override the constructor's values for this fit.
+        Parameters
+        ----------
+        data : SpikeData or array_like, shape (time, neuron)
+        method : {"em"}
+            Factor analysis by EM.
+        key : jax.random key or int, optional
+            Required with ``n_boot > 0`` (bootstrap draws) or trials (random folds).
+        progress : bool, optional
+        n_folds : int
+            Cross-validation folds.
+        n_boot : int
+            Bootstrap draws (0: point estimates only).
+        n_blocks : int
+            Time blocks for data without trials (bootstrap units).
+        bootstrap_cv : bool
+            Rerun the cross-validation in every bootstrap draw.
         """
-        key = as_key(key)
+        if method != "em":
+            raise ValueError(f"method must be 'em', got {method!r}")
+        if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 0:
+            raise ValueError(f"n_boot must be a non-negative integer, got {n_boot!r}")
         X, seg, ids = _as_matrix(data)
+        key = resolve_key(key, needed=n_boot > 0 or seg is not None,
+                          why=f"n_boot={n_boot} (bootstrap draws)" if n_boot > 0 else "assigning trials to folds")
         _check_not_constant(X, ids)
-        max_dim = min(self.max_dim if max_dim is None else max_dim, X.shape[1] - 1)
-        n_boot = self.n_boot if n_boot is None else int(n_boot)
-        k_cv, k_boot, k_bcv = jax.random.split(key, 3)
-        cv = cross_validate_dimensionality(data, max_dim=max_dim, n_folds=self.n_folds, key=k_cv, progress=self.progress)
+        max_dim = min(self.max_dim, X.shape[1] - 1)
+        k_cv, k_boot, k_bcv = jax.random.split(key, 3) if key is not None else (None, None, None)
+        cv = cross_validate_dimensionality(data, max_dim=max_dim, n_folds=n_folds, key=k_cv, progress=progress)
         d = cv.n_dim if self.rule == "max" else cv.n_dim_1se
-        fa = FactorAnalysis(d, progress=self.progress).fit(X, key=k_cv)
+        fa = FactorAnalysis(d).fit(data, progress=progress)
         cov = np.cov(X, rowvar=False, ddof=0)
         psv = fa.percent_shared_variance()
         self.estimates_ = {
@@ -816,11 +904,13 @@ class Dimensionality:
             "mean_percent_shared_variance": float(psv.mean()),
         }
         self.cv_, self.fa_, self.neuron_ids_ = cv, fa, ids
-        self.bootstrap_ = self._bootstrap(X, seg, n_boot, d, fa, k_boot, k_bcv, max_dim) if n_boot else None
+        self.bootstrap_ = (self._bootstrap(X, seg, n_boot, d, fa, k_boot, k_bcv, max_dim, n_folds, n_blocks,
+                                           bootstrap_cv, progress) if n_boot else None)
         return self
 
-    def _bootstrap(self, X, seg, n_boot, d, fa, k_boot, k_bcv, max_dim) -> xr.Dataset:
-        unit = _units(X, seg, self.n_blocks)
+    def _bootstrap(self, X, seg, n_boot, d, fa, k_boot, k_bcv, max_dim, n_folds, n_blocks, bootstrap_cv,
+                   progress) -> xr.Dataset:
+        unit = _units(X, seg, n_blocks)
         U = int(unit.max()) + 1
         if U < 2:
             raise ValueError("the bootstrap needs at least 2 trials (or time blocks)")
@@ -829,10 +919,10 @@ class Dimensionality:
         w = np.stack([np.bincount(p, minlength=U) for p in pick]).astype(np.float64)
         _, S, _ = _moments(w, n, s, o)
         pr = np.asarray(_pr_of_cov(jnp.asarray(S)))
-        if self.bootstrap_cv:
-            fold = _fold_assignment(U, self.n_folds, jax.random.fold_in(k_bcv, 0), shuffle=seg is not None)
+        if bootstrap_cv:
+            fold = _fold_assignment(U, n_folds, jax.random.fold_in(k_bcv, 0), shuffle=seg is not None)
             dims = np.arange(max_dim + 1)
-            scores = _cv_scores(w, n, s, o, fold, self.n_folds, dims, k_bcv, self.progress)
+            scores = _cv_scores(w, n, s, o, fold, n_folds, dims, k_bcv, progress)
             ds = np.array([getattr(_summarise_cv(dims, sc), "n_dim" if self.rule == "max" else "n_dim_1se")
                            for sc in scores])
         else:
@@ -844,12 +934,12 @@ class Dimensionality:
             idx = np.flatnonzero(ds == dd)
             if dd == 0:
                 continue
-            init = (fa.loadings_, fa.private_variance_) if dd == d else "pca"
-            state, _, _, _ = fit_fa_covariance(S[idx], int(dd), key=k_bcv, init=init, progress=self.progress)
+            init = (fa.loadings_, fa.observation_var_) if dd == d else "pca"
+            state, _, _, _ = fit_fa_covariance(S[idx], int(dd), init=init, progress=progress)
             for j, i in enumerate(idx):
                 L = np.asarray(state.loadings[j])
                 d_shared[i] = shared_dimensionality(L)
-                psv[i] = percent_shared_variance(L, np.asarray(state.private_variance[j]))
+                psv[i] = percent_shared_variance(L, np.asarray(state.observation_var[j]))
         coords = {"draw": np.arange(n_boot), "neuron": self.neuron_ids_}
         return xr.Dataset(
             {
@@ -862,36 +952,63 @@ class Dimensionality:
             coords=coords,
         )
 
-    def posterior_statistics(self, *, key: Any, num_samples: int) -> dict:
+    @pynapple_io()
+    def log_likelihood(self, data: Any) -> np.ndarray:
+        """Log-likelihood (nats) of each time bin under the full-data FA model ``fa_``, shape (time,)."""
+        self._check_fitted()
+        return self.fa_.log_likelihood(data)
+
+    @pynapple_io()
+    def score(self, data: Any) -> float:
+        """Mean log-likelihood per bin (nats/bin) under the full-data FA model ``fa_``."""
+        self._check_fitted()
+        return self.fa_.score(data)
+
+    @pynapple_io()
+    def evaluate(self, data: Any) -> dict:
+        """:meth:`FactorAnalysis.evaluate` of ``fa_`` plus the point estimates (``estimates_``)."""
+        self._check_fitted()
+        return {**self.fa_.evaluate(data), **self.estimates_}
+
+    def posterior_statistics(self, *, key: Any = None, num_samples: int) -> dict:
         """Bootstrap draws of each statistic (for :func:`compare_states`).
 
         Returns ``participation_ratio``, ``n_dim``, ``shared_dimensionality``,
         ``mean_percent_shared_variance`` (each dims ``("draw",)``) and ``percent_shared_variance``
         (``("draw", "neuron")``), `num_samples` draws taken with replacement (by `key`) from the
-        stored bootstrap draws (all of them, in order, when `num_samples` equals their number).
-        ``n_dim`` is constant across draws unless ``bootstrap_cv=True``.
+        stored bootstrap draws (all of them, in order, when `num_samples` equals their number;
+        `key` is needed otherwise). ``n_dim`` is constant across draws unless the fit used
+        ``bootstrap_cv=True``.
         """
-        if not hasattr(self, "bootstrap_"):
-            raise RuntimeError("Dimensionality is not fitted; call .fit(data, key=...) first")
+        self._check_fitted()
         if self.bootstrap_ is None:
             raise ValueError("fitted with n_boot=0: there are no bootstrap draws")
         n = self.bootstrap_.sizes["draw"]
         num_samples = int(num_samples)
-        idx = np.arange(n) if num_samples == n else np.asarray(jax.random.choice(as_key(key), n, (num_samples,)))
+        key = resolve_key(key, needed=num_samples != n, why="resampling the bootstrap draws")
+        idx = np.arange(n) if num_samples == n else np.asarray(jax.random.choice(key, n, (num_samples,)))
         ds = self.bootstrap_.isel(draw=idx).assign_coords(draw=np.arange(num_samples))
         return {k: ds[k] for k in ds.data_vars}
 
     def to_inference_data(self):
-        """The bootstrap draws as ArviZ InferenceData (one chain; a bootstrap, not a posterior)."""
+        """ArviZ InferenceData: ``posterior`` holds the bootstrap draws of every statistic (one
+        chain; a bootstrap, not a posterior; the point estimates as one draw when ``n_boot=0``),
+        ``log_likelihood`` that of ``fa_`` on the training bins (one draw, dims chain, draw, time).
+        """
         import arviz as az
 
-        if getattr(self, "bootstrap_", None) is None:
-            raise RuntimeError("no bootstrap draws: fit with n_boot > 0 first")
-        return az.InferenceData(posterior=self.bootstrap_.expand_dims(chain=[0]))
+        self._check_fitted()
+        if self.bootstrap_ is not None:
+            post = self.bootstrap_.expand_dims(chain=[0])
+        else:
+            e = self.estimates_
+            post = xr.Dataset({k: (("chain", "draw") + (("neuron",) if np.ndim(v) else ()), np.asarray(v)[None, None])
+                               for k, v in e.items()}, coords={"chain": [0], "draw": [0], "neuron": self.neuron_ids_})
+        return az.InferenceData(posterior=post, log_likelihood=self.fa_.to_inference_data().log_likelihood)
 
     def __repr__(self) -> str:
-        if not hasattr(self, "estimates_"):
-            return "Dimensionality(unfitted)"
+        if not getattr(self, "estimates_", None):
+            return super().__repr__()
         e = self.estimates_
         return (f"Dimensionality(participation_ratio={e['participation_ratio']:.3g}, n_dim={e['n_dim']}, "
                 f"shared_dimensionality={e['shared_dimensionality']})")

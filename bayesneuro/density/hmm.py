@@ -46,8 +46,9 @@ from jax.scipy.special import logsumexp
 from numpyro.distributions import constraints
 from numpyro.infer import init_to_value
 
-from ..infer._model import as_key
 from .._pynapple import pynapple_io
+from ..estimator import Estimator, resolve_key
+from ..infer._model import as_key
 
 __all__ = [
     "HMMParams",
@@ -73,7 +74,7 @@ class HMMParams(NamedTuple):
     ----------
     initial_probs : Array, shape (state,)
         :math:`\\pi`.
-    transition_matrix : Array, shape (state, state)
+    transition_matrix : Array, shape (hidden_state_from, hidden_state)
         :math:`A_{jk} = p(z_t = k \\mid z_{t-1} = j)`; rows sum to one.
     rate : Array, shape (state, neuron)
         :math:`\\lambda` in spikes/s.
@@ -242,7 +243,7 @@ def poisson_hmm_model(
     r"""Poisson HMM over trials laid end to end: NumPyro model (states marginalised).
 
     Sites: ``initial_probs`` (hidden_state,) :math:`\sim \mathrm{Dir}(c_0)`; ``transition_matrix``
-    (hidden_state, hidden_state_to), rows :math:`\sim \mathrm{Dir}(c + s e_k)`; ``rate`` (hidden_state, neuron) in Hz
+    (hidden_state_from, hidden_state), rows :math:`\sim \mathrm{Dir}(c + s e_k)`; ``rate`` (hidden_state, neuron) in Hz
     :math:`\sim \mathrm{Gamma}(a, b)` (shape, rate in seconds: the default Gamma(2, 0.1) has mean
     20 Hz and adds about one spike per 10 s of a state); ``counts`` (time, neuron)
     :math:`\sim` :class:`PoissonHMMCounts`. With one state the Dirichlet sites are absent.
@@ -272,7 +273,8 @@ def poisson_hmm_model(
     numpyro.sample("counts", PoissonHMMCounts(pi, A, rate * bin_size, starts), obs=counts)
 
 
-_DIMS = {"initial_probs": ["hidden_state"], "transition_matrix": ["hidden_state", "hidden_state_to"], "rate": ["hidden_state", "neuron"],
+_DIMS = {"initial_probs": ["hidden_state"], "transition_matrix": ["hidden_state_from", "hidden_state"],
+         "rate": ["hidden_state", "neuron"],
          "counts": ["time", "neuron"], "starts": ["time"]}
 
 _SITES = ("rate", "initial_probs", "transition_matrix")
@@ -346,7 +348,7 @@ def _relabel(params: dict, K: int, reference: np.ndarray | None = None) -> dict:
 # -- estimator -------------------------------------------------------------------------------
 
 
-class PoissonHMM:
+class PoissonHMM(Estimator):
     """Hidden Markov model of population count vectors, fitted through :func:`bayesneuro.infer.fit`.
 
     Parameters
@@ -355,13 +357,6 @@ class PoissonHMM:
         Number of hidden states ``K >= 1``.
     init_concentration, transition_concentration, stickiness, rate_shape, rate_rate : float
         Priors of :func:`poisson_hmm_model`.
-    method : {"map", "laplace", "nuts"}
-        Inference method. MAP runs `n_restarts` L-BFGS fits from random starts and keeps the
-        best; "laplace" and "nuts" then start from that mode.
-    n_restarts : int
-    progress : bool, optional
-    **fit_options
-        Options for :func:`bayesneuro.infer.fit` (e.g. ``num_samples``, ``num_warmup``, ``max_iter``).
 
     Attributes
     ----------
@@ -372,6 +367,7 @@ class PoissonHMM:
     map_objectives_ : numpy.ndarray
         Negative log joint at the optimum of each restart (spread = local optima).
     bin_size_ : float
+    neuron_ids_ : numpy.ndarray
 
     Examples
     --------
@@ -380,39 +376,45 @@ class PoissonHMM:
     >>> A = np.array([[0.95, 0.05], [0.05, 0.95]])
     >>> _, x = sample_poisson_hmm(jax.random.key(1), np.array([0.5, 0.5]), A,
     ...                           np.array([[0.5, 2.0], [3.0, 0.5]]), np.r_[True, np.zeros(399, bool)])
-    >>> hmm = PoissonHMM(2, n_restarts=2, progress=False).fit(np.asarray(x), key=0, bin_size=0.1)
+    >>> hmm = PoissonHMM(2).fit(np.asarray(x), key=0, bin_size=0.1, n_restarts=2, progress=False)
     >>> bool(np.allclose(hmm.params_.rate * 0.1, [[0.5, 2.0], [3.0, 0.5]], atol=0.4))
     True
     """
 
+    score_unit = "nats/bin"
+    log_likelihood_dim = "trial"
+
     def __init__(self, n_states: int, *, init_concentration: float = 2.0, transition_concentration: float = 2.0,
-                 stickiness: float = 0.0, rate_shape: float = 2.0, rate_rate: float = 0.1,
-                 method: str = "map", n_restarts: int = 5, progress: bool | None = None, **fit_options) -> None:
+                 stickiness: float = 0.0, rate_shape: float = 2.0, rate_rate: float = 0.1) -> None:
         if isinstance(n_states, bool) or not isinstance(n_states, (int, np.integer)) or n_states < 1:
             raise ValueError(f"n_states must be an integer >= 1, got {n_states!r}")
-        if method not in ("map", "laplace", "nuts"):
-            raise ValueError(f"method must be 'map', 'laplace' or 'nuts', got {method!r}")
-        if isinstance(n_restarts, bool) or not isinstance(n_restarts, (int, np.integer)) or n_restarts < 1:
-            raise ValueError(f"n_restarts must be an integer >= 1, got {n_restarts!r}")
         for name, v in dict(init_concentration=init_concentration, transition_concentration=transition_concentration,
                             rate_shape=rate_shape, rate_rate=rate_rate).items():
             if not (np.isfinite(v) and v > 0):
                 raise ValueError(f"{name} must be a positive number, got {v!r}")
         if not (np.isfinite(stickiness) and stickiness >= 0):
             raise ValueError(f"stickiness must be >= 0, got {stickiness!r}")
-        self.n_states = int(n_states)
-        self.priors = dict(init_concentration=float(init_concentration),
-                           transition_concentration=float(transition_concentration), stickiness=float(stickiness),
-                           rate_shape=float(rate_shape), rate_rate=float(rate_rate))
-        self.method, self.n_restarts, self.progress, self.fit_options = method, int(n_restarts), progress, fit_options
+        self.n_states = n_states
+        self.init_concentration = init_concentration
+        self.transition_concentration = transition_concentration
+        self.stickiness = stickiness
+        self.rate_shape = rate_shape
+        self.rate_rate = rate_rate
+
+    @property
+    def _priors(self) -> dict:
+        return dict(init_concentration=float(self.init_concentration),
+                    transition_concentration=float(self.transition_concentration),
+                    stickiness=float(self.stickiness), rate_shape=float(self.rate_shape),
+                    rate_rate=float(self.rate_rate))
 
     # ---- fitting
 
     def _model_kwargs(self, d: _Data) -> dict:
-        return dict(counts=d.counts, starts=d.starts, n_states=self.n_states, bin_size=d.bin_size, **self.priors)
+        return dict(counts=d.counts, starts=d.starts, n_states=int(self.n_states), bin_size=d.bin_size, **self._priors)
 
     def _random_init(self, key, d: _Data) -> dict:
-        K, N = self.n_states, d.counts.shape[1]
+        K, N = int(self.n_states), d.counts.shape[1]
         mean_rate = (d.counts.mean(axis=0) + 0.5 / d.counts.shape[0]) / d.bin_size
         k1, k2 = jax.random.split(key)
         rate = mean_rate * np.exp(0.7 * np.asarray(jax.random.normal(k1, (K, N))))
@@ -423,21 +425,61 @@ class PoissonHMM:
             out["transition_matrix"] = A / A.sum(axis=1, keepdims=True)
         return out
 
+    def _quantile_init(self, d: _Data) -> dict:
+        """Deterministic start: bins split into K groups by population count, each group's mean rates."""
+        K, T = int(self.n_states), d.counts.shape[0]
+        order = np.argsort(d.counts.sum(axis=1), kind="stable")
+        rate = np.stack([d.counts[g].mean(axis=0) for g in np.array_split(order, K)])
+        out = {"rate": (rate + 0.5 / T) / d.bin_size}
+        if K > 1:
+            out["initial_probs"] = np.full(K, 1.0 / K)
+            out["transition_matrix"] = 0.8 * np.eye(K) + 0.2 / K
+        return out
+
     @pynapple_io()
-    def fit(self, data: Any, *, key: Any, bin_size: float | None = None) -> PoissonHMM:
+    def fit(self, data: Any, *, method: str = "map", key: Any = None, progress: bool | None = None,
+            bin_size: float | None = None, n_restarts: int = 5, max_iter: int = 2000, **options) -> PoissonHMM:
         """Fit to counts (a SpikeData, or a ``(time, neuron)`` array with `bin_size` in seconds).
+
+        Parameters
+        ----------
+        data : SpikeData or array_like, shape (time, neuron)
+        method : {"map", "laplace", "nuts"}
+            MAP runs `n_restarts` L-BFGS fits and keeps the best; "laplace" and "nuts" then
+            start from that mode.
+        key : jax.random key or int, optional
+            Required when random numbers are drawn: ``n_restarts > 1`` (random starts) or
+            ``method`` "laplace" / "nuts" (posterior draws).
+        progress : bool, optional
+        bin_size : float, optional
+            Seconds, for a plain array.
+        n_restarts : int
+            MAP starts. One start is deterministic (the bins split into ``n_states`` groups by
+            population count); more are drawn at random from `key`, and the best mode is kept
+            (the likelihood has local optima).
+        max_iter : int
+            L-BFGS iterations of each MAP start.
+        **options
+            Options of the final fit's method for :func:`bayesneuro.infer.fit` (e.g.
+            ``num_samples``, ``num_warmup``).
 
         Raises
         ------
         ValueError
-            Negative, non-integer or NaN counts, a trial shorter than 2 bins, or `bin_size`
-            given with a SpikeData.
+            Unknown method, negative, non-integer or NaN counts, a trial shorter than 2 bins, or
+            `bin_size` given with a SpikeData.
+        TypeError
+            No `key` where one is needed.
         """
+        from ..data import SpikeData
         from ..infer import fit as infer_fit
 
-        key = as_key(key)
-        from ..data import SpikeData
-
+        if method not in ("map", "laplace", "nuts"):
+            raise ValueError(f"method must be 'map', 'laplace' or 'nuts', got {method!r}")
+        if isinstance(n_restarts, bool) or not isinstance(n_restarts, (int, np.integer)) or n_restarts < 1:
+            raise ValueError(f"n_restarts must be an integer >= 1, got {n_restarts!r}")
+        why = f"n_restarts={n_restarts} (random starts)" if n_restarts > 1 else f"method={method!r} (posterior draws)"
+        key = resolve_key(key, needed=n_restarts > 1 or method != "map", why=why)
         if bin_size is not None and isinstance(data, SpikeData):
             raise ValueError("bin_size is taken from the SpikeData; pass it only with a plain array")
         d = _as_data(data, bin_size)
@@ -445,49 +487,50 @@ class PoissonHMM:
             warnings.warn(f"neurons {np.flatnonzero(d.counts.sum(axis=0) == 0).tolist()} have no spikes; their "
                           "rates are set by the prior", UserWarning, stacklevel=2)
         kw = self._model_kwargs(d)
-        opts = dict(self.fit_options)
-        k_restart, k_final = jax.random.split(key)
+        # a MAP run from a full init_to_value start draws no random numbers: any key serves
+        k_restart, k_final = jax.random.split(key) if key is not None else (None, None)
+        if n_restarts == 1:
+            starts = [(jax.random.key(0), self._quantile_init(d))]
+        else:
+            starts = []
+            for k in jax.random.split(k_restart, n_restarts):
+                k_init, k_fit = jax.random.split(k)
+                starts.append((k_fit, self._random_init(k_init, d)))
         best, objectives = None, []
-        for k in jax.random.split(k_restart, self.n_restarts):
-            k_init, k_fit = jax.random.split(k)
+        for k_fit, init in starts:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
-                res = infer_fit(poisson_hmm_model, method="map", key=k_fit, progress=self.progress,
-                                init_strategy=init_to_value(values=self._random_init(k_init, d)),
-                                max_iter=opts.get("max_iter", 2000), model_kwargs=kw)
+                res = infer_fit(poisson_hmm_model, method="map", key=k_fit, progress=progress,
+                                init_strategy=init_to_value(values=init), max_iter=max_iter, model_kwargs=kw)
             objectives.append(float(res.info["objective"]))
             if best is None or objectives[-1] < min(objectives[:-1]):
                 best = res
         point = {k: v[0, 0] for k, v in best.samples.items()}
-        if self.method != "map":
-            extra = {k: v for k, v in opts.items() if k != "max_iter"}
-            best = infer_fit(poisson_hmm_model, method=self.method, key=k_final, progress=self.progress,
-                             init_strategy=init_to_value(values=point), model_kwargs=kw, **extra)
-        mode = _relabel({k: v for k, v in point.items() if k in _SITES}, self.n_states)
+        if method != "map":
+            best = infer_fit(poisson_hmm_model, method=method, key=k_final, progress=progress,
+                             init_strategy=init_to_value(values=point), model_kwargs=kw, **options)
+        mode = _relabel({k: v for k, v in point.items() if k in _SITES}, int(self.n_states))
         self.params_ = self._params(mode)
         self._set_result(best, d)
         self.map_objectives_ = np.asarray(objectives)
-        self.bin_size_, self._data = d.bin_size, d
+        self.bin_size_, self._data, self._progress, self._laplace = d.bin_size, d, progress, None
         self.neuron_ids_ = d.coords["neuron"]
         return self
 
     def _set_result(self, res, d: _Data) -> None:
+        K = int(self.n_states)
         lead = {k: v for k, v in res.samples.items() if k in _SITES}
-        new = {**res.samples, **_relabel(lead, self.n_states, reference=self.params_.rate)}
-        coords = {"time": d.coords["time"], "neuron": d.coords["neuron"], "hidden_state": np.arange(self.n_states),
-                  "hidden_state_to": np.arange(self.n_states)}
+        new = {**res.samples, **_relabel(lead, K, reference=self.params_.rate)}
+        coords = {"time": d.coords["time"], "neuron": d.coords["neuron"], "hidden_state": np.arange(K),
+                  "hidden_state_from": np.arange(K)}
         self.result_ = dataclasses.replace(res, samples=new, coords=coords, dims=dict(_DIMS), _idata=None)
 
     def _params(self, p: dict) -> HMMParams:
-        K = self.n_states
+        K = int(self.n_states)
         return HMMParams(np.asarray(p.get("initial_probs", np.ones(K))),
                          np.asarray(p.get("transition_matrix", np.ones((K, K)))), np.asarray(p["rate"]))
 
     # ---- inference on (new) data
-
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "params_"):
-            raise RuntimeError("PoissonHMM is not fitted; call .fit(data, key=...) first")
 
     def _terms(self, data: Any, params: HMMParams | None = None):
         self._check_fitted()
@@ -500,15 +543,41 @@ class PoissonHMM:
         le = _jit_emissions(jnp.asarray(d.counts), jnp.asarray(p.rate * d.bin_size))
         return jnp.asarray(li), jnp.asarray(lA), le, jnp.asarray(d.starts)
 
+    def _per_trial(self, per_bin: np.ndarray, starts: np.ndarray) -> np.ndarray:
+        return np.bincount(np.cumsum(starts) - 1, weights=per_bin)
+
     @pynapple_io()
-    def log_likelihood(self, data: Any) -> float:
-        """:math:`\\log p(x)` of counts under the fitted (MAP) parameters, states summed out."""
-        return float(_jit_forward(*self._terms(data))[0])
+    def log_likelihood(self, data: Any) -> np.ndarray:
+        """:math:`\\log p(x)` of each trial (segment) under the fitted (MAP) parameters, states summed out.
+
+        Returns
+        -------
+        numpy.ndarray, shape (trial,)
+            Nats; ``.sum()`` is the log-likelihood of all the data (trials restart from
+            :math:`\\pi` and are independent).
+        """
+        terms = self._terms(data)
+        return self._per_trial(np.asarray(_jit_forward(*terms)[2]), np.asarray(terms[3]))
 
     @pynapple_io()
     def score(self, data: Any) -> float:
-        """Log-likelihood per bin (for held-out data)."""
-        return self.log_likelihood(data) / _as_data(data, self.bin_size_).counts.shape[0]
+        """Log-likelihood per bin, in nats/bin (higher is better; for held-out data)."""
+        return float(self.log_likelihood(data).sum() / _as_data(data, self.bin_size_).counts.shape[0])
+
+    @pynapple_io()
+    def evaluate(self, data: Any) -> dict:
+        """Fit metrics on `data`.
+
+        Returns
+        -------
+        dict
+            ``log_likelihood`` (total, nats), ``log_likelihood_per_bin`` (nats/bin, as
+            :meth:`score`), ``log_likelihood_per_trial`` (array), ``n_bins``.
+        """
+        ll = self.log_likelihood(data)
+        n = _as_data(data, self.bin_size_).counts.shape[0]
+        return {"log_likelihood": float(ll.sum()), "log_likelihood_per_bin": float(ll.sum() / n),
+                "log_likelihood_per_trial": ll, "n_bins": int(n)}
 
     def posterior_states(self, data: Any) -> np.ndarray:
         """Smoothed state probabilities :math:`p(z_t = k \\mid x)`, shape (time, state)."""
@@ -519,47 +588,44 @@ class PoissonHMM:
         """Viterbi path, shape (time,), each trial decoded on its own."""
         return np.asarray(_jit_viterbi(*self._terms(data))[0])
 
-    def _pointwise(self, data: Any) -> np.ndarray:
-        return np.asarray(_jit_forward(*self._terms(data))[2])
-
     # ---- posterior summaries
 
     def _draws(self, *, key, num_samples: int) -> dict:
         from ..infer import fit as infer_fit
 
         if self.result_.method == "map":
-            if getattr(self, "_laplace", None) is None or self._laplace.n_draw != num_samples:
+            if self._laplace is None or self._laplace.n_draw != num_samples:
                 point = {k: v[0, 0] for k, v in self.result_.samples.items()}
-                res = infer_fit(poisson_hmm_model, method="laplace", key=key, progress=self.progress,
+                res = infer_fit(poisson_hmm_model, method="laplace", key=key, progress=self._progress,
                                 init_strategy=init_to_value(values=point), num_samples=num_samples,
                                 model_kwargs=self._model_kwargs(self._data))
                 lead = {k: v for k, v in res.samples.items() if k in _SITES}
                 self._laplace = dataclasses.replace(
-                    res, samples={**res.samples, **_relabel(lead, self.n_states, reference=self.params_.rate)})
+                    res, samples={**res.samples, **_relabel(lead, int(self.n_states), reference=self.params_.rate)})
             return self._laplace.flat_samples()
         flat = self.result_.flat_samples()
         n = next(iter(flat.values())).shape[0]
-        idx = np.arange(n) if n == num_samples else np.asarray(jax.random.choice(as_key(key), n, (num_samples,)))
+        idx = np.arange(n) if n == num_samples else np.asarray(jax.random.choice(key, n, (num_samples,)))
         return {k: v[idx] for k, v in flat.items()}
 
     def posterior_statistics(self, *, key: Any, num_samples: int) -> dict:
         """Posterior draws of the interpretable per-state summaries (for :func:`compare_states`).
 
-        - ``rate`` (draw, state, neuron): firing rate of each neuron in each state, Hz;
-        - ``dwell_time`` (draw, state): expected time in a state per visit,
+        - ``rate`` (draw, hidden_state, neuron): firing rate of each neuron in each state, Hz;
+        - ``dwell_time`` (draw, hidden_state): expected time in a state per visit,
           :math:`\\Delta / (1 - A_{kk})` seconds (infinite with one state);
-        - ``occupancy`` (draw, state): fraction of the training bins spent in each state (mean
-          smoothed probability under the draw's parameters).
+        - ``occupancy`` (draw, hidden_state): fraction of the training bins spent in each state
+          (mean smoothed probability under the draw's parameters).
 
         Draws come from the fit's posterior (Laplace or NUTS), resampled with `key` to
         `num_samples`; after a MAP fit a Laplace approximation at the mode is computed (once,
         by `key`). States are ordered by total rate in every draw.
         """
         self._check_fitted()
-        key = as_key(key)
+        key = resolve_key(key, needed=True, why="posterior_statistics (posterior draws)")
         num_samples = int(num_samples)
         draws = self._draws(key=key, num_samples=num_samples)
-        K, bs = self.n_states, self.bin_size_
+        K, bs = int(self.n_states), self.bin_size_
         rate = np.asarray(draws["rate"])
         A = np.asarray(draws["transition_matrix"]) if K > 1 else np.ones((num_samples, 1, 1))
         pi = np.asarray(draws["initial_probs"]) if K > 1 else np.ones((num_samples, 1))
@@ -584,32 +650,28 @@ class PoissonHMM:
         }
 
     def to_inference_data(self):
-        """ArviZ InferenceData of the fit; ``log_likelihood`` holds :math:`\\log p(x_t \\mid x_{<t})` per bin.
+        """ArviZ InferenceData of the fit; ``log_likelihood`` holds ``counts`` (chain, draw, trial).
 
-        The per-bin terms sum to the log-likelihood of each draw; they are conditional on the past,
-        so LOO over them is a one-step-ahead predictive check rather than exchangeable LOO.
+        Each value is the log-likelihood :math:`\\log p(x_{\\text{trial}})` of one trial
+        (segment) under the draw's parameters, states summed out; trials restart from
+        :math:`\\pi`, so they are the independent units LOO leaves out. The transition matrix has
+        dims ``(hidden_state_from, hidden_state)``.
         """
         self._check_fitted()
         idata = self.result_.to_inference_data(log_likelihood=False)
         flat = self.result_.flat_samples()
         n = next(iter(flat.values())).shape[0]
+        starts = self._data.starts
         rows = []
         for i in range(n):
             p = self._params({k: flat[k][i] for k in flat})
-            rows.append(self._pointwise_params(p))
+            rows.append(self._per_trial(np.asarray(_jit_forward(*self._terms(self._data, p))[2]), starts))
         ll = np.stack(rows).reshape(self.result_.n_chain, self.result_.n_draw, -1)
-        ds = xr.Dataset({"counts": (("chain", "draw", "time"), ll)},
+        ds = xr.Dataset({"counts": (("chain", "draw", "trial"), ll)},
                         coords={"chain": np.arange(ll.shape[0]), "draw": np.arange(ll.shape[1]),
-                                "time": self._data.coords["time"]})
+                                "trial": np.arange(ll.shape[2])})
         idata.add_groups(log_likelihood=ds)
         return idata
-
-    def _pointwise_params(self, p: HMMParams) -> np.ndarray:
-        return np.asarray(_jit_forward(*self._terms(self._data, p))[2])
-
-    def __repr__(self) -> str:
-        state = "fitted" if hasattr(self, "params_") else "unfitted"
-        return f"PoissonHMM(n_states={self.n_states}, method={self.method!r}, {state})"
 
 
 # -- model selection ---------------------------------------------------------------------------
@@ -651,19 +713,23 @@ def _block_se(diff: np.ndarray, starts: np.ndarray) -> float:
     return float(np.sqrt(U / (U - 1) * np.sum(resid**2)) / n.sum())
 
 
-def select_n_states(train: Any, test: Any, candidates, *, key: Any, bin_size: float | None = None,
-                    **hmm_kwargs) -> StateSelection:
+def select_n_states(train: Any, test: Any, candidates, *, key: Any = None, bin_size: float | None = None,
+                    n_restarts: int = 5, max_iter: int = 2000, progress: bool | None = None,
+                    **priors) -> StateSelection:
     """Fit a :class:`PoissonHMM` per candidate number of states and score it on held-out data.
 
     Parameters
     ----------
     train, test : SpikeData or array_like, shape (time, neuron)
     candidates : iterable of int
-    key : jax.random key or int
+    key : jax.random key or int, optional
+        Required with ``n_restarts > 1``; each candidate's fit gets its own key.
     bin_size : float, optional
         For plain arrays.
-    **hmm_kwargs
-        Passed to :class:`PoissonHMM` (priors, ``n_restarts``, ``progress``; fitted by MAP).
+    n_restarts, max_iter, progress
+        Options of :meth:`PoissonHMM.fit` (fitted by MAP).
+    **priors
+        Prior parameters of :class:`PoissonHMM`.
 
     Returns
     -------
@@ -682,16 +748,17 @@ def select_n_states(train: Any, test: Any, candidates, *, key: Any, bin_size: fl
     """
     import pandas as pd
 
-    key = as_key(key)
     cands = [int(c) for c in candidates]
     if not cands:
         raise ValueError("candidates is empty")
     d_test = _as_data(test, bin_size)
     rows, pointwise = [], []
-    for i, K in enumerate(cands):
-        hmm = PoissonHMM(K, method="map", **hmm_kwargs).fit(train, key=jax.random.fold_in(key, i), bin_size=bin_size)
+    keys = [None] * len(cands) if key is None else [jax.random.fold_in(as_key(key), i) for i in range(len(cands))]
+    for K, k in zip(cands, keys):
+        hmm = PoissonHMM(K, **priors).fit(train, method="map", key=k, bin_size=bin_size, n_restarts=n_restarts,
+                                         max_iter=max_iter, progress=progress)
         tr = hmm._data
-        ll_train = hmm.log_likelihood(tr)
+        ll_train = float(hmm.log_likelihood(tr).sum())
         pw = np.asarray(_jit_forward(*hmm._terms(test))[2])
         pointwise.append(pw)
         N = tr.counts.shape[1]

@@ -52,8 +52,8 @@ import xarray as xr
 from jax.scipy.special import gammaln, logsumexp
 from numpyro.infer import init_to_value
 
+from ..estimator import Estimator, resolve_key, split_key
 from ..infer import fit as _infer_fit
-from ..infer._model import as_key
 from ..infer.fit import progress_default
 from . import _maxent_mc as mc
 from .._pynapple import pynapple_io
@@ -534,29 +534,16 @@ def _prior_scales(prior_scale) -> tuple:
     return out
 
 
-class MaxEnt:
+class MaxEnt(Estimator):
     r"""Maximum-entropy model of binary population words, with a Laplace posterior.
 
     Parameters
     ----------
     kind : {"independent", "synchrony", "ising", "k-pairwise"}
         Statistics matched (see the module docstring; gauge :math:`V(0..2) = 0` for k-pairwise).
-    method : {"auto", "exact", "mc"}
-        ``"exact"``: exact :math:`\log Z` (enumeration for pairwise kinds, N <= 20), MAP by
-        ``bayesneuro.infer.fit``. ``"mc"``: Boltzmann learning with persistent Gibbs chains and
-        an AIS estimate of :math:`\log Z`. ``"auto"``: exact when possible. Independent and
-        synchrony models have closed forms and are always exact.
     prior_scale : float or dict
         SD :math:`\sigma` of the Normal(0, sigma^2) priors (default 5; a dict sets ``"h"``,
         ``"J"``, ``"V"`` separately).
-    num_samples : int
-        Laplace draws stored for :meth:`to_inference_data`.
-    n_chains, n_iter, learning_rate, n_sweeps : MC learning settings.
-    n_samples_mc : int
-        Gibbs sweeps kept (per chain) at the estimate, for Cov[s] and moments.
-    ais_chains, ais_temperatures : AIS settings.
-    progress : bool, optional
-        tqdm bars; default from ``BAYESNEURO_PROGRESS``.
 
     Attributes
     ----------
@@ -568,34 +555,67 @@ class MaxEnt:
         :math:`\log Z` at the mode (SE 0 when exact).
     method_ : str
         ``"exact"`` or ``"mc"``.
+    samples_ : ndarray or None
+        Laplace draws of the free parameters (``num_samples`` of them when `fit` had a key).
 
     Examples
     --------
     >>> import numpy as np
     >>> x = (np.random.default_rng(0).random((500, 4)) < 0.3).astype(int)
-    >>> m = MaxEnt("ising", progress=False).fit(x, key=0)
+    >>> m = MaxEnt("ising").fit(x, progress=False)
     >>> bool(np.allclose(m.predicted_moments().rates, x.mean(0), atol=1e-3))
     True
     """
 
-    def __init__(self, kind: str = "ising", *, method: str = "auto", prior_scale: Any = 5.0,
-                 num_samples: int = 1000, n_chains: int = 500, n_iter: int = 2000,
-                 learning_rate: float = 0.05, n_sweeps: int = 1, n_samples_mc: int = 40,
-                 ais_chains: int = 500, ais_temperatures: int = 1000, progress: bool | None = None):
+    score_unit = "nats/bin"
+    log_likelihood_dim = "time"
+
+    def __init__(self, kind: str = "ising", *, prior_scale: Any = 5.0):
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-        if method not in ("auto", "exact", "mc"):
-            raise ValueError(f"method must be 'auto', 'exact' or 'mc', got {method!r}")
-        self.kind, self.method, self.prior_scale = kind, method, prior_scale
-        self.num_samples, self.n_chains, self.n_iter = num_samples, n_chains, n_iter
-        self.learning_rate, self.n_sweeps, self.n_samples_mc = learning_rate, n_sweeps, n_samples_mc
-        self.ais_chains, self.ais_temperatures, self.progress = ais_chains, ais_temperatures, progress
+        _prior_scales(prior_scale)
+        self.kind = kind
+        self.prior_scale = prior_scale
 
     # fitting
     @pynapple_io()
-    def fit(self, data: Any, *, key: Any) -> MaxEnt:
-        """Fit to words (SpikeData or counts, (time, neuron)); returns self."""
-        rng = as_key(key)
+    def fit(self, data: Any, *, method: str = "auto", key: Any = None, progress: bool | None = None,
+            num_samples: int = 1000, n_chains: int = 500, max_iter: int = 2000, learning_rate: float = 0.05,
+            n_sweeps: int = 1, n_samples_mc: int = 40, ais_chains: int = 500,
+            ais_temperatures: int = 1000) -> MaxEnt:
+        r"""Fit to words (SpikeData or counts, (time, neuron)); returns self.
+
+        Parameters
+        ----------
+        data : SpikeData or array_like, shape (time, neuron)
+        method : {"auto", "exact", "mc"}
+            ``"exact"``: exact :math:`\log Z` (enumeration for pairwise kinds, N <= 20), MAP by
+            ``bayesneuro.infer.fit``. ``"mc"``: Boltzmann learning with persistent Gibbs chains
+            and an AIS estimate of :math:`\log Z`. ``"auto"``: exact when possible. Independent
+            and synchrony models have closed forms and are always exact.
+        key : jax.random key or int, optional
+            Required by ``"mc"`` (Gibbs sampling, AIS). With a key, `num_samples` Laplace draws
+            are stored for :meth:`to_inference_data`; without one (exact mode) none are.
+        progress : bool, optional
+            tqdm bars; default from ``BAYESNEURO_PROGRESS``.
+        num_samples : int
+            Laplace draws stored (with a key).
+        n_chains, max_iter, learning_rate, n_sweeps : MC learning settings
+            Persistent chains, learning iterations, step size and Gibbs sweeps per iteration.
+        n_samples_mc : int
+            Gibbs sweeps kept (per chain) at the estimate, for Cov[s] and moments.
+        ais_chains, ais_temperatures : AIS settings.
+
+        Raises
+        ------
+        ValueError
+            Unknown method, a neuron that never or always spikes, too few bins or neurons, or
+            ``method="exact"`` with more than 20 neurons for a pairwise kind.
+        TypeError
+            No key where one is needed.
+        """
+        if method not in ("auto", "exact", "mc"):
+            raise ValueError(f"method must be 'auto', 'exact' or 'mc', got {method!r}")
         x = binarize(data)
         T, n = x.shape
         if T < 2:
@@ -604,12 +624,13 @@ class MaxEnt:
             raise ValueError(f"kind={self.kind!r} needs at least {3 if self.kind == 'k-pairwise' else 2} "
                              f"neurons, got {n}")
         closed = self.kind in ("independent", "synchrony")
-        if self.method == "exact" and not closed:
+        if method == "exact" and not closed:
             _check_exact_size(n)
-        method = "exact" if closed or (self.method == "auto" and n <= MAX_EXACT_NEURONS) else self.method
-        if method == "auto":
-            method = "mc"
-        progress = progress_default() if self.progress is None else bool(self.progress)
+        resolved = "exact" if closed or (method == "auto" and n <= MAX_EXACT_NEURONS) else method
+        if resolved == "auto":
+            resolved = "mc"
+        rng = resolve_key(key, needed=resolved == "mc", why="method='mc' (Gibbs sampling)")
+        progress = progress_default() if progress is None else bool(progress)
         scales = _prior_scales(self.prior_scale)
         layout = _Layout(self.kind, n)
         stats = sufficient_statistics(x)
@@ -618,15 +639,21 @@ class MaxEnt:
                                       zip(_split(layout, np.zeros(layout.size)).values(),
                                           [s for s, u in zip(scales, (layout.use_h, layout.use_J,
                                                                       bool(layout.v_free.size))) if u])])
-        k_fit, k_samp, k_ais, k_draw = jax.random.split(rng, 4)
+        # exact mode draws nothing but the optional Laplace draws: any key serves the MAP
+        k_fit, k_samp, k_ais, k_draw = jax.random.split(rng if rng is not None else jax.random.key(0), 4)
         h_init = jnp.log(stats.mean) - jnp.log1p(-stats.mean)
-        self.layout_, self.n_bins_, self.neuron_ids_, self.method_ = layout, T, _neuron_ids(data, n), method
+        self.layout_, self.n_bins_, self.neuron_ids_, self.method_ = layout, T, _neuron_ids(data, n), resolved
         self.statistics_ = stats
-        if method == "exact":
-            init = {"h": h_init} if layout.use_h else {}
+        self._words = x
+        from ..data import SpikeData
+
+        self._time = np.asarray(data.coords["time"]) if isinstance(data, SpikeData) else np.arange(T)
+        if resolved == "exact":
+            free = _split(layout, np.zeros(layout.size))
+            init = {k: (h_init if k == "h" else jnp.zeros(v.shape[-1])) for k, v in free.items()}
             res = _infer_fit(maxent_model, method="map", key=k_fit, progress=progress, target=target,
                              n_bins=jnp.asarray(float(T)), n_neuron=n, kind=self.kind, prior_scale=scales,
-                             init_strategy=init_to_value(values=init) if init else None, gtol=1e-9)
+                             init_strategy=init_to_value(values=init), tol=1e-9)
             theta = jnp.concatenate([jnp.asarray(res.params[k]) for k in ("h", "J", "V") if k in res.params])
             cov_s = _hessian_log_z(layout, theta)
             self.log_partition_ = float(log_partition(layout.unpack(theta), self.kind))
@@ -634,35 +661,31 @@ class MaxEnt:
             self.mc_samples_ = None
         else:
             theta0 = layout.pack(MaxEntParams(h_init, jnp.zeros(layout.n_pair), jnp.zeros(n + 1)))
-            chains0 = (jax.random.uniform(k_samp, (self.n_chains, n)) < stats.mean).astype(jnp.float64)
+            chains0 = (jax.random.uniform(k_samp, (n_chains, n)) < stats.mean).astype(jnp.float64)
             theta, state = mc.boltzmann_learning(
                 k_fit, theta0, chains0, target, prior_prec / T, unpack=layout.unpack_dense,
-                statistics=layout.statistics, n_iter=self.n_iter, learning_rate=self.learning_rate,
-                n_sweeps=self.n_sweeps, progress=progress)
+                statistics=layout.statistics, max_iter=max_iter, learning_rate=learning_rate,
+                n_sweeps=n_sweeps, progress=progress)
             h, J, V = layout.unpack_dense(theta)
-            samples, _ = mc.gibbs_samples(k_samp, state.chains, h, J, V, n_burn=20, n_keep=self.n_samples_mc)
+            samples, _ = mc.gibbs_samples(k_samp, state.chains, h, J, V, n_burn=20, n_keep=n_samples_mc)
             samples = np.asarray(samples).reshape(-1, n)
             cov_s = jnp.asarray(np.cov(np.asarray(layout.statistics(jnp.asarray(samples))), rowvar=False))
             self.mc_samples_ = samples
             q = np.clip(samples.mean(0), 1e-3, 1 - 1e-3)
-            ais = mc.ais_log_partition(k_ais, h, J, V, h0=jnp.log(q / (1 - q)), n_chains=self.ais_chains,
-                                       n_temperatures=self.ais_temperatures)
+            ais = mc.ais_log_partition(k_ais, h, J, V, h0=jnp.log(q / (1 - q)), n_chains=ais_chains,
+                                       n_temperatures=ais_temperatures)
             self.log_partition_, self.log_partition_se_ = ais.log_partition, ais.se
         prec = T * cov_s + jnp.diag(prior_prec)
         self.theta_ = np.asarray(theta)
         self.precision_ = np.asarray(0.5 * (prec + prec.T))
         self.cov_ = np.linalg.inv(self.precision_)
         self.params_ = layout.unpack(jnp.asarray(self.theta_))
-        self.samples_ = self._draws(k_draw, self.num_samples)
+        self.samples_ = self._draws(k_draw, num_samples) if rng is not None and num_samples > 0 else None
         return self
-
-    def _check_fitted(self):
-        if not hasattr(self, "theta_"):
-            raise RuntimeError("MaxEnt is not fitted; call .fit(data, key=...) first")
 
     def _draws(self, key, num: int) -> np.ndarray:
         L = np.linalg.cholesky(self.cov_)
-        eps = np.asarray(jax.random.normal(as_key(key), (int(num), self.theta_.size)))
+        eps = np.asarray(jax.random.normal(key, (int(num), self.theta_.size)))
         return self.theta_ + eps @ L.T
 
     # likelihood
@@ -677,14 +700,36 @@ class MaxEnt:
 
     @pynapple_io()
     def score(self, data: Any) -> float:
-        """Mean log-likelihood per bin in bits."""
-        return float(np.mean(self.log_likelihood(data)) / LN2)
+        """Mean log-likelihood per bin at the posterior mode, in nats/bin (higher is better)."""
+        return float(np.mean(self.log_likelihood(data)))
+
+    @pynapple_io()
+    def evaluate(self, data: Any) -> dict:
+        """Held-out metrics of the words in `data`.
+
+        Returns
+        -------
+        dict
+            ``log_likelihood_per_bin`` (nats/bin, as :meth:`score`), ``bits_per_bin`` (the
+            same in bits), ``gain_bits`` (mean per-bin log2-likelihood gain over an independent
+            model fitted to the same training words with the same prior), ``gain_se`` (its SE
+            over bins, plus the AIS :math:`\\log Z` SE in MC mode), ``log_partition_se``,
+            ``n_bins``.
+        """
+        ll = self.log_likelihood(data) / LN2
+        ind = MaxEnt("independent", prior_scale=self.prior_scale).fit(self._words, progress=False)
+        d = ll - ind.log_likelihood(data) / LN2
+        se_z = self.log_partition_se_ / LN2
+        return {"log_likelihood_per_bin": float(ll.mean() * LN2), "bits_per_bin": float(ll.mean()),
+                "gain_bits": float(d.mean()),
+                "gain_se": float(np.sqrt(d.var(ddof=1) / d.size + se_z**2)) if d.size > 1 else float("nan"),
+                "log_partition_se": float(self.log_partition_se_), "n_bins": int(d.size)}
 
     # moments and samples
     def sample(self, n: int, *, key: Any) -> np.ndarray:
         """Draw ``n`` words (n, neuron) from the model at the mode (exact or by Gibbs sampling)."""
         self._check_fitted()
-        rng, N = as_key(key), self.layout_.n
+        rng, N = resolve_key(key, needed=True, why="sample"), self.layout_.n
         if self.method_ == "exact" and N <= MAX_EXACT_NEURONS:
             size, n_chunks = _chunks(N)
             words = jnp.concatenate([_words(c, size, N, jnp.float64) for c in range(n_chunks)])
@@ -716,7 +761,7 @@ class MaxEnt:
         the entropy of independent neurons at the model's own firing rates.
         """
         self._check_fitted()
-        th = self._draws(key, num_samples)
+        th = self._draws(resolve_key(key, needed=True, why="posterior_statistics (Laplace draws)"), num_samples)
         blocks, draw = _split(self.layout_, th), np.arange(int(num_samples))
         ids = self.neuron_ids_
         out = {}
@@ -738,11 +783,19 @@ class MaxEnt:
         return out
 
     def to_inference_data(self):
-        """The stored Laplace draws as ArviZ InferenceData (one chain)."""
+        """ArviZ InferenceData of the fit (one chain).
+
+        ``posterior``: the stored Laplace draws of ``h`` (neuron), ``J`` (pair), ``V``
+        (n_active), or the mode as one draw when the fit had no key. ``log_likelihood``:
+        ``words`` (chain, draw, time), the log-probability of each training word; per posterior
+        draw in exact mode (:math:`\\log Z` of every draw by enumeration), at the mode in MC mode
+        (one draw: :math:`\\log Z` is only estimated there).
+        """
         import arviz as az
 
         self._check_fitted()
-        blocks = _split(self.layout_, self.samples_)
+        theta = self.theta_[None] if self.samples_ is None else self.samples_
+        blocks = _split(self.layout_, theta)
         iu = np.triu_indices(self.layout_.n, 1)
         ids = self.neuron_ids_
         coords = {"neuron": ids, "pair": [f"{ids[i]}-{ids[j]}" for i, j in zip(*iu)],
@@ -750,40 +803,50 @@ class MaxEnt:
         dims = {"h": ("neuron",), "J": ("pair",), "V": ("n_active",)}
         ds = xr.Dataset({k: (("chain", "draw") + dims[k], v[None]) for k, v in blocks.items()},
                         coords={k: v for k, v in coords.items() if any(k in dims[b] for b in blocks)})
-        return az.InferenceData(posterior=ds)
+        x = jnp.asarray(self._words)
+        if self.method_ == "exact":
+            lay, kind = self.layout_, self.kind
 
-    def __repr__(self) -> str:
-        if not hasattr(self, "theta_"):
-            return f"MaxEnt(kind={self.kind!r}, unfitted)"
-        return f"MaxEnt(kind={self.kind!r}, method={self.method_!r}, n_neuron={self.layout_.n})"
+            @jax.jit
+            def ll(t):
+                p = lay.unpack(t)
+                return _energy(p, x) - log_partition(p, kind)
+
+            values = np.asarray(jax.lax.map(ll, jnp.asarray(theta)))
+        else:
+            values = self.log_likelihood(self._words)[None]
+        lik = xr.Dataset({"words": (("chain", "draw", "time"), values[None])},
+                         coords={"chain": [0], "draw": np.arange(values.shape[0]), "time": self._time})
+        return az.InferenceData(posterior=ds, log_likelihood=lik)
 
 
-def compare_population_models(train: Any, test: Any, *, kinds: Sequence[str] = KINDS, key: Any,
-                              **options) -> "pd.DataFrame":
+def compare_population_models(train: Any, test: Any, *, kinds: Sequence[str] = KINDS, key: Any = None,
+                              prior_scale: Any = 5.0, **fit_options) -> "pd.DataFrame":
     """Held-out bits per bin of each kind and its gain over the independent model.
 
     Columns: ``bits_per_bin`` (mean test log2-likelihood), ``se`` (SE over bins),
     ``gain_bits`` (mean per-bin difference from ``"independent"``), ``gain_se`` (SE over bins of
-    that difference, plus the AIS log Z SE in MC mode), ``method``. ``options`` go to
-    :class:`MaxEnt`.
+    that difference, plus the AIS log Z SE in MC mode), ``method``. `prior_scale` goes to
+    :class:`MaxEnt`, ``fit_options`` (``method``, ``progress``, MC settings) to
+    :meth:`MaxEnt.fit`; `key` (split per kind) is needed when a kind is fitted by ``"mc"``.
 
     Examples
     --------
     >>> import numpy as np
     >>> x = (np.random.default_rng(1).random((400, 3)) < 0.3).astype(int)
-    >>> t = compare_population_models(x[:200], x[200:], kinds=("independent",), key=0, progress=False)
+    >>> t = compare_population_models(x[:200], x[200:], kinds=("independent",), progress=False)
     >>> float(t.loc["independent", "gain_bits"])
     0.0
     """
     import pandas as pd
 
-    rng = as_key(key)
     kinds = list(kinds)
     if "independent" not in kinds:
         kinds = ["independent"] + kinds
+    keys = split_key(key, len(kinds))
     rows, ll = {}, {}
-    for kind, k in zip(kinds, jax.random.split(rng, len(kinds))):
-        m = MaxEnt(kind, **options).fit(train, key=k)
+    for kind, k in zip(kinds, keys):
+        m = MaxEnt(kind, prior_scale=prior_scale).fit(train, key=k, **fit_options)
         ll[kind] = m.log_likelihood(test) / LN2
         rows[kind] = (m.method_, m.log_partition_se_ / LN2)
     T = ll["independent"].size
@@ -819,7 +882,7 @@ def plot_moments(observed: Moments, predicted: dict, *, axes: Any = None):
     >>> import matplotlib; matplotlib.use("Agg")
     >>> import numpy as np
     >>> x = (np.random.default_rng(0).random((300, 4)) < 0.3).astype(int)
-    >>> m = MaxEnt("ising", progress=False).fit(x, key=0)
+    >>> m = MaxEnt("ising").fit(x, progress=False)
     >>> ax = plot_moments(observed_moments(x), {"ising": m})
     >>> [a.get_xlabel() for a in ax]
     ['observed covariance', 'observed triplet correlation', 'number of active neurons K']

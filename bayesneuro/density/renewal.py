@@ -41,8 +41,8 @@ from numpyro.distributions import constraints
 from numpyro.distributions.util import promote_shapes, validate_sample
 from numpyro.infer import init_to_value
 
+from ..estimator import PROB, Estimator, resolve_key, split_key
 from ..infer import fit as _infer_fit
-from ..infer._model import as_key
 from ..infer.fit import progress_default
 
 __all__ = [
@@ -289,7 +289,7 @@ def _as_isis(isis: Any, neuron_ids: Any, min_isi: int) -> tuple[list[np.ndarray]
 # ------------------------------------------------------------------------------------ model
 
 
-class RenewalModel:
+class RenewalModel(Estimator):
     """Bayesian renewal model of the ISIs of each neuron, in one family.
 
     Parameters
@@ -327,19 +327,33 @@ class RenewalModel:
     True
     """
 
+    score_unit = "nats/isi"
+    log_likelihood_dim = "isi"
+
     def __init__(self, family: str = "gamma", *, mean_prior: tuple = MEAN_PRIOR,
                  shape_prior: tuple | None = None, min_isi: int = 3):
         _check_family(family)
-        self.family = family
-        self.mean_prior = _prior(mean_prior, "mean_prior")
-        sp = SHAPE_PRIORS.get(family, (0.0, 1.0)) if shape_prior is None else shape_prior
-        self.shape_prior = _prior(sp, "shape_prior")
-        self.min_isi = int(min_isi)
-        if self.min_isi < 2:
+        _prior(mean_prior, "mean_prior")
+        if shape_prior is not None:
+            _prior(shape_prior, "shape_prior")
+        if int(min_isi) < 2:
             raise ValueError(f"min_isi must be >= 2, got {min_isi}")
+        self.family = family
+        self.mean_prior = mean_prior
+        self.shape_prior = shape_prior
+        self.min_isi = min_isi
 
-    def fit(self, isis: Any, *, key: Any, neuron_ids: Any = None, method: str = "laplace",
-            progress: bool | None = None, **infer_options) -> RenewalModel:
+    @property
+    def _mean_prior(self) -> tuple:
+        return _prior(self.mean_prior, "mean_prior")
+
+    @property
+    def _shape_prior(self) -> tuple:
+        sp = SHAPE_PRIORS.get(self.family, (0.0, 1.0)) if self.shape_prior is None else self.shape_prior
+        return _prior(sp, "shape_prior")
+
+    def fit(self, isis: Any, *, method: str = "laplace", key: Any = None, progress: bool | None = None,
+            neuron_ids: Any = None, **infer_options) -> RenewalModel:
         """Fit the model to every neuron's ISIs.
 
         Parameters
@@ -347,15 +361,15 @@ class RenewalModel:
         isis : sequence of 1-D arrays, or SpikeTrains
             ISIs in seconds, one array per neuron; or any object with ``.isis()`` and
             ``.neuron_ids`` (ISIs never cross segment boundaries there).
-        key : jax.random key or int
-            Required.
-        neuron_ids : array_like, optional
-            Neuron labels (default ``0 .. n - 1``, or the object's ``neuron_ids``).
         method : {"laplace", "map", "svi", "nuts"}
             Inference method of :func:`bayesneuro.infer.fit`; LOO needs posterior draws (not
             ``"map"``).
+        key : jax.random key or int, optional
+            Required unless ``method="map"`` (the others draw from the posterior).
         progress : bool, optional
             Progress bars (default from ``BAYESNEURO_PROGRESS``).
+        neuron_ids : array_like, optional
+            Neuron labels (default ``0 .. n - 1``, or the object's ``neuron_ids``).
         **infer_options
             Options of the method (e.g. ``num_samples``).
 
@@ -368,8 +382,13 @@ class RenewalModel:
         ------
         ValueError
             NaN, infinite or non-positive ISIs, or a neuron with fewer than ``min_isi`` ISIs.
+        TypeError
+            No key for a method that draws.
         """
-        arrays, ids = _as_isis(isis, neuron_ids, self.min_isi)
+        arrays, ids = _as_isis(isis, neuron_ids, int(self.min_isi))
+        key = resolve_key(key, needed=method != "map", why=f"method={method!r} (posterior draws)")
+        if key is None:  # MAP from the complete moment start below draws nothing: any key serves
+            key = jax.random.key(0)
         n_isi = np.array([a.size for a in arrays], dtype=np.int64)
         flat = np.concatenate(arrays)
         index = np.repeat(np.arange(len(arrays)), n_isi)
@@ -385,7 +404,7 @@ class RenewalModel:
             coords={"neuron": ids, "isi": np.arange(flat.size)}, dims=dims,
             progress=progress_default() if progress is None else progress,
             model_kwargs=dict(neuron_index=index, n_neuron=len(arrays), family=self.family,
-                              mean_prior=self.mean_prior, shape_prior=self.shape_prior, isis=flat),
+                              mean_prior=self._mean_prior, shape_prior=self._shape_prior, isis=flat),
             **infer_options,
         )
         self.neuron_ids_ = ids
@@ -406,9 +425,39 @@ class RenewalModel:
             start["log_shape"] = np.log(np.clip(1.0 / np.maximum(cv, 1e-6) ** 2, 1e-2, 1e4))
         return start
 
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "result_"):
-            raise ValueError(f"this RenewalModel({self.family!r}) is not fitted; call .fit(isis, key=...) first")
+    # -- likelihood -----------------------------------------------------------------------------
+
+    def _held_out(self, isis: Any) -> list[np.ndarray]:
+        self._check_fitted()
+        ids = self.neuron_ids_ if not (hasattr(isis, "isis") and callable(isis.isis)) else None
+        arrays, got = _as_isis(isis, ids, 1)
+        if len(arrays) != len(self.neuron_ids_) or not np.array_equal(np.asarray(got), self.neuron_ids_):
+            raise ValueError(f"the ISIs are of neurons {np.asarray(got).tolist()} but the model was fitted to "
+                             f"{self.neuron_ids_.tolist()}")
+        return arrays
+
+    def log_likelihood(self, isis: Any) -> np.ndarray:
+        """Log density (nats) of each ISI at the fitted estimate (posterior mean of each neuron's
+        mean ISI and shape; the MAP after ``method="map"``), shape (isi,), neurons in order."""
+        arrays = self._held_out(isis)
+        p = self.result_.params
+        idx = np.repeat(np.arange(len(arrays)), [a.size for a in arrays])
+        mu = jnp.asarray(p["mean_isi"])[idx]
+        k = None if self.family == "exponential" else jnp.asarray(p["shape"])[idx]
+        return np.asarray(family_distribution(self.family, mu, k).log_prob(jnp.asarray(np.concatenate(arrays))))
+
+    def score(self, isis: Any) -> float:
+        """Mean log density per ISI at the fitted estimate, in nats/isi (higher is better)."""
+        return float(np.mean(self.log_likelihood(isis)))
+
+    def evaluate(self, isis: Any) -> dict:
+        """``log_likelihood_per_isi`` (as :meth:`score`), ``log_likelihood_per_neuron`` (sum over
+        each neuron's ISIs, shape (neuron,)) and ``n_isi`` (neuron,)."""
+        arrays = self._held_out(isis)
+        ll = self.log_likelihood(isis)
+        n = np.array([a.size for a in arrays])
+        return {"log_likelihood_per_isi": float(ll.mean()),
+                "log_likelihood_per_neuron": np.add.reduceat(ll, np.r_[0, np.cumsum(n)[:-1]]), "n_isi": n}
 
     def to_inference_data(self):
         """ArviZ InferenceData of the fit (dims ``neuron`` and ``isi``; coord ``isi_neuron``).
@@ -488,14 +537,15 @@ class RenewalModel:
         num_samples = int(num_samples)
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-        idx = np.asarray(jax.random.choice(as_key(key), n, (num_samples,), replace=num_samples > n))
+        key = resolve_key(key, needed=True, why="posterior_statistics (resampling draws)")
+        idx = np.asarray(jax.random.choice(key, n, (num_samples,), replace=num_samples > n))
         names = ["mean_isi", "rate", "cv"] + ([] if self.family == "exponential" else ["shape"])
         coords = {"draw": np.arange(num_samples), "neuron": self.neuron_ids_}
         return {k: xr.DataArray(np.asarray(flat[k])[idx], dims=("draw", "neuron"), coords=coords,
                                 name=k) for k in names}
 
-    def summary(self, level: float = 0.9):
-        """Posterior mean and equal-tailed `level` interval of each quantity, per neuron.
+    def summary(self, prob: float = PROB):
+        """Posterior mean and equal-tailed `prob` interval of each quantity, per neuron.
 
         Returns
         -------
@@ -506,8 +556,10 @@ class RenewalModel:
         import pandas as pd
 
         self._check_fitted()
+        if not 0 < prob < 1:
+            raise ValueError(f"prob must be in (0, 1), got {prob}")
         flat = self.result_.flat_samples()
-        q = [(1 - level) / 2, (1 + level) / 2]
+        q = [(1 - prob) / 2, (1 + prob) / 2]
         cols = {}
         for k in ["mean_isi", "rate", "cv"] + ([] if self.family == "exponential" else ["shape"]):
             v = np.asarray(flat[k])
@@ -524,11 +576,6 @@ class RenewalModel:
         k = None if self.family == "exponential" else jnp.asarray(flat["shape"][:, j])[:, None]
         x = jnp.asarray(x, dtype=mu.dtype)
         return np.asarray(jnp.exp(family_distribution(self.family, mu, k).log_prob(x[None, :])).mean(0))
-
-    def __repr__(self) -> str:
-        state = f"n_neuron={len(self.neuron_ids_)}, method={self.result_.method!r}" if hasattr(
-            self, "result_") else "unfitted"
-        return f"RenewalModel({self.family!r}, {state})"
 
 
 def _prior(p: Any, name: str) -> tuple:
@@ -558,7 +605,7 @@ class RenewalComparison(NamedTuple):
     models: dict
 
 
-def compare_renewal(isis: Any, *, key: Any, families: Sequence[str] = FAMILIES, neuron_ids: Any = None,
+def compare_renewal(isis: Any, *, key: Any = None, families: Sequence[str] = FAMILIES, neuron_ids: Any = None,
                     method: str = "laplace", progress: bool | None = None,
                     **infer_options) -> RenewalComparison:
     """Fit several renewal families and compare them per neuron by PSIS-LOO.
@@ -568,7 +615,7 @@ def compare_renewal(isis: Any, *, key: Any, families: Sequence[str] = FAMILIES, 
     isis : sequence of 1-D arrays, or SpikeTrains
         As in :meth:`RenewalModel.fit`.
     key : jax.random key or int
-        Required; each family's fit gets its own subkey.
+        Required (posterior draws); each family's fit gets its own subkey.
     families : sequence of str
         At least two of :data:`FAMILIES`.
     neuron_ids : array_like, optional
@@ -608,7 +655,7 @@ def compare_renewal(isis: Any, *, key: Any, families: Sequence[str] = FAMILIES, 
         warnings.warn(f"compare_renewal keeps a (draw, ISI) log-likelihood per family: {n_draws} draws x "
                       f"{sum(a.size for a in arrays)} ISIs x {len(families)} families is about {gib:.1f} GiB; "
                       "pass a smaller num_samples or fewer neurons if memory is short", stacklevel=2)
-    keys = jax.random.split(as_key(key), len(families))
+    keys = split_key(resolve_key(key, needed=True, why="compare_renewal (posterior draws for LOO)"), len(families))
     models = {f: RenewalModel(f).fit(arrays, key=k, neuron_ids=ids, method=method, progress=progress,
                                      **infer_options) for f, k in zip(families, keys)}
     rows = []

@@ -42,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
-from ..infer._model import as_key
+from ..estimator import PROB, Estimator, resolve_key
 from .trains import SpikeTrains
 
 __all__ = [
@@ -257,7 +257,7 @@ def _bb_windows(key, counts, num_samples):
 # -- estimator ----------------------------------------------------------------------------
 
 
-class NeuronStatistics:
+class NeuronStatistics(Estimator):
     """Per-neuron firing statistics with posterior draws.
 
     Parameters
@@ -272,14 +272,6 @@ class NeuronStatistics:
         Gamma shape and rate of the prior on firing rates. Default Jeffreys ``(0.5, 0)``.
     min_isi : int
         Neurons with fewer ISIs get NaN ISI statistics, with a warning that names them.
-    resample : {"auto", "segments", "intervals"}
-        What the posterior treats as exchangeable. ``"segments"``: whole segments (trials), one
-        Dirichlet weight per trial shared by all its ISIs, windows and spikes (a cluster
-        Bayesian bootstrap), so trial-to-trial variability widens every interval, rates
-        included. ``"intervals"``: the Gamma posterior for rates, Bayesian bootstrap over ISIs,
-        blocks of ISI pairs and windows, Beta posteriors for the two fractions: right for one
-        stationary stretch of recording. ``"auto"`` (default): segments when there are at least
-        10, intervals otherwise.
 
     Attributes
     ----------
@@ -290,6 +282,16 @@ class NeuronStatistics:
         Draws ``(draw, neuron)`` of the six statistics.
     resample_ : str
         ``"segments"`` or ``"intervals"``, as used.
+    duration_ : float
+        Seconds of recording the statistics came from.
+
+    Notes
+    -----
+    The likelihood behind :meth:`log_likelihood`, :meth:`score` and the ``log_likelihood`` group
+    of :meth:`to_inference_data` is that of the rates: each neuron's spike count in a recording
+    of duration :math:`T` is Poisson with mean :math:`\\lambda T`, and the rate's posterior is
+    Gamma(:math:`a_0 + n`, :math:`b_0 + T`) (whatever ``method`` gave the draws of the other
+    statistics).
 
     Examples
     --------
@@ -301,45 +303,67 @@ class NeuronStatistics:
     >>> st = NeuronStatistics(fano_window=1.0).fit(tr, key=0, num_samples=200)
     >>> st.estimates_["cv"].values.round(1).tolist()  # Poisson-like vs clock-like
     [1.0, 0.0]
-    >>> lo, hi = st.summary().loc[(0, "rate"), ["lower", "upper"]]
+    >>> lo, hi = st.summary(prob=0.95).loc[(0, "rate"), ["lower", "upper"]]
     >>> bool(8 < lo < 10 < hi < 12)  # 95% interval of the rate, Hz
     True
     """
 
+    score_unit = "nats/neuron"
+    log_likelihood_dim = "neuron"
+
     def __init__(self, *, refractory: float = 0.0015, burst_isi: float = 0.006,
                  fano_window: float | None = None, rate_prior: tuple[float, float] = (0.5, 0.0),
-                 min_isi: int = 3, resample: str = "auto"):
-        self.refractory = float(refractory)
-        self.burst_isi = float(burst_isi)
-        self.fano_window = fano_window
-        self.rate_prior = tuple(float(x) for x in rate_prior)
-        self.min_isi = int(min_isi)
-        if resample not in ("auto", "segments", "intervals"):
-            raise ValueError(f"resample must be 'auto', 'segments' or 'intervals', got {resample!r}")
-        self.resample = resample
-        if self.refractory < 0 or self.burst_isi <= 0:
+                 min_isi: int = 3):
+        if float(refractory) < 0 or float(burst_isi) <= 0:
             raise ValueError("refractory must be >= 0 and burst_isi > 0 (seconds)")
-        if self.rate_prior[0] <= 0 or self.rate_prior[1] < 0:
+        a0, b0 = (float(x) for x in rate_prior)
+        if a0 <= 0 or b0 < 0:
             raise ValueError(f"rate_prior must be (shape > 0, rate >= 0), got {rate_prior}")
+        self.refractory = refractory
+        self.burst_isi = burst_isi
+        self.fano_window = fano_window
+        self.rate_prior = rate_prior
+        self.min_isi = min_isi
 
-    def fit(self, trains: Any, *, key: Any, num_samples: int = 1000) -> NeuronStatistics:
+    def fit(self, trains: Any, *, method: str = "auto", key: Any = None, progress: bool | None = None,
+            num_samples: int = 1000) -> NeuronStatistics:
         """Compute the estimates and draw `num_samples` posterior draws per statistic.
 
         Parameters
         ----------
         trains : SpikeTrains, SpikeData or pynapple.TsGroup
             Spike times (SpikeData: bin centres, so ISIs below one bin are lost).
+        method : {"auto", "segments", "intervals"}
+            What the posterior treats as exchangeable. ``"segments"``: whole segments (trials),
+            one Dirichlet weight per trial shared by all its ISIs, windows and spikes (a cluster
+            Bayesian bootstrap), so trial-to-trial variability widens every interval, rates
+            included. ``"intervals"``: the Gamma posterior for rates, Bayesian bootstrap over
+            ISIs, blocks of ISI pairs and windows, Beta posteriors for the two fractions: right
+            for one stationary stretch of recording. ``"auto"`` (default): segments when there
+            are at least 10, intervals otherwise.
         key : jax.random key or int
-            Required.
+            Required (posterior draws).
+        progress : bool, optional
+            Unused (the draws are one vectorised computation); accepted for the common ``fit``
+            signature.
         num_samples : int
             Posterior draws.
+
+        Raises
+        ------
+        ValueError
+            Unknown method, ``num_samples < 1``, ``"segments"`` with fewer than 2 segments.
+        TypeError
+            No key.
         """
+        if method not in ("auto", "segments", "intervals"):
+            raise ValueError(f"method must be 'auto', 'segments' or 'intervals', got {method!r}")
         trains = as_spike_trains(trains)
-        rng = as_key(key)
+        rng = resolve_key(key, needed=True, why="NeuronStatistics.fit (posterior draws)")
         num_samples = int(num_samples)
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-        if trains.resolution > self.refractory > 0:
+        if trains.resolution > float(self.refractory) > 0:
             warnings.warn(
                 f"the spike times have resolution {trains.resolution} s, coarser than the refractory "
                 f"period {self.refractory} s: violations cannot be seen", stacklevel=2,
@@ -369,12 +393,12 @@ class NeuronStatistics:
             "refractory_violations": np.array([refractory_violations(i, self.refractory) if not f else np.nan
                                                for i, f in zip(isis, few)]),
         }
-        resample = self.resample
+        resample = method
         if resample == "auto":
             resample = "segments" if trains.n_segment >= 10 else "intervals"
         if resample == "segments":
             if trains.n_segment < 2:
-                raise ValueError("resample='segments' needs at least 2 segments (trials)")
+                raise ValueError("method='segments' needs at least 2 segments (trials)")
             draws = self._segment_draws(trains, counts, win_seg, rng, num_samples)
         else:
             draws = self._interval_draws(isis, pairs, counts, n_spk, n_isi, T, rng, num_samples)
@@ -397,6 +421,7 @@ class NeuronStatistics:
         self.estimates_["rate"].attrs["units"] = "Hz"
         self.posterior_["rate"].attrs["units"] = "Hz"
         self.neuron_ids_ = ids
+        self.duration_ = float(T)
         return self
 
     def _interval_draws(self, isis, pairs, counts, n_spk, n_isi, T, rng, num_samples):
@@ -484,12 +509,65 @@ class NeuronStatistics:
                 "refractory_violations": np.asarray(jax.random.beta(k_r, 0.5 + A[:, 11], 0.5 + A[:, 0] - A[:, 11])),
             }
 
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "posterior_"):
-            raise RuntimeError("NeuronStatistics is not fitted; call .fit(trains, key=...) first")
+    # -- likelihood of the rates ------------------------------------------------------------------
 
-    def summary(self, level: float = 0.95):
-        """Estimate, posterior mean and equal-tailed interval per ``(neuron, statistic)``.
+    def _counts(self, trains: Any) -> tuple[np.ndarray, float]:
+        self._check_fitted()
+        trains = as_spike_trains(trains)
+        if trains.n_neuron != len(self.neuron_ids_):
+            raise ValueError(f"trains have {trains.n_neuron} neurons but the model was fitted to "
+                             f"{len(self.neuron_ids_)}")
+        return np.asarray(trains.n_spikes, dtype=float), float(trains.duration)
+
+    def _gamma(self) -> tuple[np.ndarray, float]:
+        a0, b0 = (float(x) for x in self.rate_prior)
+        return a0 + np.asarray(self.estimates_["n_spikes"].values, dtype=float), b0 + self.duration_
+
+    def log_likelihood(self, trains: Any) -> np.ndarray:
+        """Poisson log-probability (nats) of each neuron's spike count in `trains`, shape (neuron,).
+
+        At the fitted estimate: the posterior mean rate :math:`(a_0 + n)/(b_0 + T)` times the
+        duration of `trains`.
+        """
+        from scipy.stats import poisson
+
+        n_new, t_new = self._counts(trains)
+        shape, rate = self._gamma()
+        return poisson.logpmf(n_new, shape / rate * t_new)
+
+    def _log_predictive(self, trains: Any) -> np.ndarray:
+        from scipy.stats import nbinom
+
+        n_new, t_new = self._counts(trains)
+        shape, rate = self._gamma()
+        return nbinom.logpmf(n_new, shape, rate / (rate + t_new))
+
+    def score(self, trains: Any) -> float:
+        """Log posterior predictive probability of each neuron's spike count in `trains`, averaged
+        over neurons, in nats/neuron (higher is better; a proper score for held-out data).
+
+        The count of a neuron in a recording of duration :math:`T'` has the negative binomial
+        predictive of the Gamma(:math:`a_0 + n`, :math:`b_0 + T`) rate posterior.
+        """
+        return float(np.mean(self._log_predictive(trains)))
+
+    def evaluate(self, trains: Any) -> dict:
+        """Held-out metrics per neuron.
+
+        Returns
+        -------
+        dict
+            ``log_predictive`` (neuron,): the terms of :meth:`score`; ``log_likelihood``
+            (neuron,): :meth:`log_likelihood`; ``n_spikes`` (neuron,) and ``duration`` (s) of
+            `trains`; ``score`` (nats/neuron).
+        """
+        n_new, t_new = self._counts(trains)
+        lp = self._log_predictive(trains)
+        return {"log_predictive": lp, "log_likelihood": self.log_likelihood(trains), "n_spikes": n_new,
+                "duration": t_new, "score": float(np.mean(lp))}
+
+    def summary(self, prob: float = PROB):
+        """Estimate, posterior mean and equal-tailed `prob` interval per ``(neuron, statistic)``.
 
         Returns
         -------
@@ -499,10 +577,10 @@ class NeuronStatistics:
         import pandas as pd
 
         self._check_fitted()
-        if not 0 < level < 1:
-            raise ValueError(f"level must be in (0, 1), got {level}")
+        if not 0 < prob < 1:
+            raise ValueError(f"prob must be in (0, 1), got {prob}")
         rows = []
-        q = [(1 - level) / 2, (1 + level) / 2]
+        q = [(1 - prob) / 2, (1 + prob) / 2]
         for j, nid in enumerate(self.neuron_ids_.tolist()):
             for s in STATISTICS:
                 d = self.posterior_[s].values[:, j]
@@ -548,25 +626,32 @@ class NeuronStatistics:
     def posterior_statistics(self, *, key: Any = None, num_samples: int | None = None) -> dict:
         """Posterior draws per statistic, each ``(draw, neuron)`` (for :func:`compare_states`).
 
-        `num_samples` draws are taken (with replacement, by `key`) from the stored ones when it
-        differs from their number.
+        `num_samples` draws are taken (with replacement, by `key`, which is then required) from
+        the stored ones when it differs from their number.
         """
         self._check_fitted()
         out = {k: self.posterior_[k] for k in STATISTICS}
         n = self.posterior_.sizes["draw"]
         if num_samples is not None and int(num_samples) != n:
-            idx = np.asarray(jax.random.choice(as_key(key if key is not None else 0), n, (int(num_samples),)))
+            key = resolve_key(key, needed=True, why="resampling the posterior draws")
+            idx = np.asarray(jax.random.choice(key, n, (int(num_samples),)))
             out = {k: v.isel(draw=idx).assign_coords(draw=np.arange(len(idx))) for k, v in out.items()}
         return out
 
     def to_inference_data(self):
-        """The posterior draws as ArviZ InferenceData (one chain), for ``az.summary`` and plots."""
+        """The posterior draws as ArviZ InferenceData (one chain), for ``az.summary`` and plots.
+
+        ``posterior``: the draws ``(chain, draw, neuron)`` of every statistic; ``constant_data``:
+        the estimates; ``log_likelihood``: ``n_spikes`` ``(chain, draw, neuron)``, the Poisson
+        log-probability of each neuron's training spike count at the draw's rate.
+        """
         import arviz as az
+        from scipy.stats import poisson
 
         self._check_fitted()
         post = self.posterior_.expand_dims(chain=[0])
-        return az.InferenceData(posterior=post, constant_data=self.estimates_)
-
-    def __repr__(self) -> str:
-        state = f"n_neuron={len(self.neuron_ids_)}" if hasattr(self, "neuron_ids_") else "unfitted"
-        return f"NeuronStatistics({state})"
+        n = np.asarray(self.estimates_["n_spikes"].values, dtype=float)
+        ll = poisson.logpmf(n[None], self.posterior_["rate"].values * self.duration_)
+        lik = xr.Dataset({"n_spikes": (("chain", "draw", "neuron"), ll[None])},
+                         coords={"chain": [0], "draw": self.posterior_["draw"].values, "neuron": self.neuron_ids_})
+        return az.InferenceData(posterior=post, constant_data=self.estimates_, log_likelihood=lik)

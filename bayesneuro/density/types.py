@@ -53,8 +53,8 @@ from numpyro.distributions import constraints
 from numpyro.distributions.transforms import biject_to
 from numpyro.infer import init_to_value
 
+from ..estimator import Estimator, resolve_key
 from ..infer import fit as _infer_fit
-from ..infer._model import as_key
 from ..infer.fit import progress_default
 
 __all__ = [
@@ -380,15 +380,13 @@ def _tidy_draws(res, n_types: int, reference: np.ndarray) -> xr.Dataset:
 # ------------------------------------------------------------------------------------ estimator
 
 
-class NeuronTypes:
+class NeuronTypes(Estimator):
     """Cluster neurons into types with a Bayesian Gaussian mixture on their features.
 
     Parameters
     ----------
     max_types : int
         Largest number of types considered (capped at the number of neurons).
-    method : {"laplace", "nuts"}
-        Posterior around the best mode of each K.
     prior_concentration : float, optional
         Dirichlet concentration of the weights; default 1 (``"loo"``) or ``1 / max_types``
         (``"sparse"``).
@@ -403,8 +401,6 @@ class NeuronTypes:
     features : sequence of str, optional
         Which variables/columns to use from a Dataset or DataFrame (default: all numeric
         per-neuron ones).
-    n_restarts : int
-        k-means++ starts per K (one for K = 1).
 
     Attributes
     ----------
@@ -432,48 +428,50 @@ class NeuronTypes:
     >>> import numpy as np
     >>> rng = np.random.default_rng(0)
     >>> x = np.concatenate([rng.normal(0, 0.3, (20, 2)), rng.normal(3, 0.3, (20, 2))])
-    >>> nt = NeuronTypes(max_types=3, n_restarts=2).fit(x, key=0, progress=False)
+    >>> nt = NeuronTypes(max_types=3).fit(x, key=0, n_restarts=2, progress=False)
     >>> nt.n_types_, sorted(np.bincount(nt.labels_).tolist())
     (2, [20, 20])
     """
 
-    def __init__(self, max_types: int = 6, *, method: str = "laplace", prior_concentration: float | None = None,
+    score_unit = "nats/neuron"
+    log_likelihood_dim = "neuron"
+
+    def __init__(self, max_types: int = 6, *, prior_concentration: float | None = None,
                  selection: str = "loo", parsimony: float = 1.0, log_features: Any = (),
-                 features: Sequence[str] | None = None, n_restarts: int = 5):
+                 features: Sequence[str] | None = None):
         if int(max_types) != max_types or max_types < 1:
             raise ValueError(f"max_types must be an integer >= 1, got {max_types}")
-        if method not in ("laplace", "nuts"):
-            raise ValueError(f"method must be 'laplace' or 'nuts', got {method!r}")
         if selection not in ("loo", "sparse"):
             raise ValueError(f"selection must be 'loo' or 'sparse', got {selection!r}")
         if prior_concentration is not None and not prior_concentration > 0:
             raise ValueError(f"prior_concentration must be > 0, got {prior_concentration}")
-        if n_restarts < 1:
-            raise ValueError(f"n_restarts must be >= 1, got {n_restarts}")
-        self.max_types = int(max_types)
-        self.method = method
+        self.max_types = max_types
         self.prior_concentration = prior_concentration
         self.selection = selection
-        self.parsimony = float(parsimony)
+        self.parsimony = parsimony
         self.log_features = log_features
         self.features = features
-        self.n_restarts = int(n_restarts)
 
     # -- fitting ------------------------------------------------------------------------------
 
-    def fit(self, data: Any, *, key: Any, feature_names: Any = None, neuron_ids: Any = None,
-            progress: bool | None = None, **infer_options) -> NeuronTypes:
+    def fit(self, data: Any, *, method: str = "laplace", key: Any = None, progress: bool | None = None,
+            n_restarts: int = 5, feature_names: Any = None, neuron_ids: Any = None,
+            **infer_options) -> NeuronTypes:
         """Fit the mixture for each K and choose the number of types.
 
         Parameters
         ----------
         data : array (neuron, feature), xarray.Dataset, xarray.DataArray or pandas.DataFrame
             Per-neuron features (e.g. ``NeuronStatistics().fit(...).estimates_``).
+        method : {"laplace", "nuts"}
+            Posterior around the best mode of each K.
         key : jax.random key or int
-            Required (restarts and posterior draws).
+            Required (k-means++ restarts and posterior draws).
+        progress : bool, optional
+        n_restarts : int
+            k-means++ starts per K (one for K = 1).
         feature_names, neuron_ids : array_like, optional
             Labels, overriding those of the data.
-        progress : bool, optional
         **infer_options
             Options of the final fit's method (e.g. ``num_samples``, ``num_warmup``).
 
@@ -490,6 +488,11 @@ class NeuronTypes:
         """
         from tqdm.auto import tqdm
 
+        if method not in ("laplace", "nuts"):
+            raise ValueError(f"method must be 'laplace' or 'nuts', got {method!r}")
+        if isinstance(n_restarts, bool) or int(n_restarts) != n_restarts or n_restarts < 1:
+            raise ValueError(f"n_restarts must be an integer >= 1, got {n_restarts}")
+        n_restarts = int(n_restarts)
         feats = _as_features(data, self.features, feature_names, neuron_ids)
         x = feats.values.copy()
         log_mask = self._log_mask(feats.names)
@@ -504,22 +507,22 @@ class NeuronTypes:
         z = (x - center) / scale
         n, d = z.shape
         progress = progress_default() if progress is None else bool(progress)
-        k_max = min(self.max_types, n)
+        k_max = min(int(self.max_types), n)
         ks = list(range(1, k_max + 1)) if self.selection == "loo" else [k_max]
         alpha = self.prior_concentration
         if alpha is None:
             alpha = 1.0 if self.selection == "loo" else 1.0 / k_max
-        keys = jax.random.split(as_key(key), len(ks))
+        keys = jax.random.split(resolve_key(key, needed=True, why="NeuronTypes.fit (restarts and draws)"), len(ks))
         fits, draws = {}, {}
-        bar = tqdm(total=sum(1 if k == 1 else self.n_restarts for k in ks) + len(ks), disable=not progress,
+        bar = tqdm(total=sum(1 if k == 1 else n_restarts for k in ks) + len(ks), disable=not progress,
                    desc="NeuronTypes")
         for k, kk in zip(ks, keys):
             data_kw = dict(n_neuron=n, n_feature=d, n_types=k_max, concentration=float(alpha),
                            active=np.arange(k_max) < k, z=z)
-            mode = self._best_mode(z, k, k_max, kk, data_kw, bar)
+            mode = self._best_mode(z, k, k_max, kk, data_kw, bar, n_restarts)
             opts = dict(infer_options)
             opts.setdefault("init_strategy", init_to_value(values=mode))
-            fits[k] = _infer_fit(mixture_model, method=self.method, key=jax.random.fold_in(kk, 1),
+            fits[k] = _infer_fit(mixture_model, method=method, key=jax.random.fold_in(kk, 1),
                                  coords={"neuron": feats.neuron_ids, "feature": feats.names,
                                          "type": np.arange(k_max)},
                                  dims={"weights": ["type"], "raw_weights": ["type"], "means": ["type", "feature"],
@@ -542,7 +545,7 @@ class NeuronTypes:
                 warnings.filterwarnings("ignore", message=".*inplace keyword.*")
                 table = az.compare({f"K={k}": f.to_inference_data() for k, f in fits.items()}, ic="loo")
             self.loo_table_ = table
-            within = table["elpd_diff"] <= self.parsimony * table["dse"] + 1e-12
+            within = table["elpd_diff"] <= float(self.parsimony) * table["dse"] + 1e-12
             chosen = min(int(name[2:]) for name in table.index[within.to_numpy()])
         else:
             self.loo_table_ = None
@@ -562,11 +565,11 @@ class NeuronTypes:
             raise ValueError(f"log_features {unknown} are not among the features {names.tolist()}")
         return np.isin(names, wanted)
 
-    def _best_mode(self, z, n_types, n_pad, key, data_kw, bar) -> dict:
+    def _best_mode(self, z, n_types, n_pad, key, data_kw, bar, n_restarts) -> dict:
         """Constrained mode of the best of several k-means++ starts (Laplace objective)."""
-        seeds = np.asarray(jax.random.randint(key, (self.n_restarts,), 0, 2**31 - 1))
+        seeds = np.asarray(jax.random.randint(key, (n_restarts,), 0, 2**31 - 1))
         best, best_obj = None, np.inf
-        for r in range(1 if n_types == 1 else self.n_restarts):
+        for r in range(1 if n_types == 1 else n_restarts):
             rng = np.random.default_rng(int(seeds[r]))
             start = _padded_start(_kmeanspp_start(z, n_types, rng), n_pad, rng)
             try:
@@ -608,9 +611,57 @@ class NeuronTypes:
 
     # -- outputs ------------------------------------------------------------------------------
 
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "result_"):
-            raise ValueError("this NeuronTypes is not fitted; call .fit(features, key=...) first")
+    # -- likelihood of (held-out) neurons ---------------------------------------------------------
+
+    def _standardised(self, data: Any) -> np.ndarray:
+        self._check_fitted()
+        feats = _as_features(data, self.features, None, None)
+        x = feats.values.copy()
+        if x.shape[1] != self.feature_names_.size:
+            raise ValueError(f"data have {x.shape[1]} features but the model was fitted to "
+                             f"{self.feature_names_.size} ({self.feature_names_.tolist()})")
+        for j in np.flatnonzero(self._log_mask_):
+            if np.any(x[:, j] <= 0):
+                raise ValueError(f"feature {self.feature_names_[j]!r} is log-transformed but has values <= 0")
+            x[:, j] = np.log(x[:, j])
+        return (x - self.center_) / self.scale_
+
+    def _draw_params(self) -> MixtureParams:
+        flat = self.posterior_.stack(sample=("chain", "draw")).transpose("sample", ...)
+        return MixtureParams(*(jnp.asarray(flat[k].values) for k in ("weights", "means", "scales")))
+
+    def log_likelihood(self, data: Any) -> np.ndarray:
+        """Log density (nats) of each neuron's standardised features under the mixture at the
+        posterior mean weights, means and scales, shape (neuron,).
+
+        Features are log-transformed and standardised with the training centre and scale, as in
+        ``fit`` (the model's data ``z``, as in the ``log_likelihood`` group).
+        """
+        z = self._standardised(data)
+        p = self._draw_params()
+        mean = MixtureParams(*(a.mean(0) for a in p))
+        return np.asarray(mixture_log_likelihood(z, mean))
+
+    def _log_predictive(self, data: Any) -> np.ndarray:
+        z = self._standardised(data)
+        lp = jax.vmap(lambda w, m, s: mixture_log_likelihood(z, MixtureParams(w, m, s)))(*self._draw_params())
+        return np.asarray(logsumexp(lp, axis=0) - np.log(lp.shape[0]))
+
+    def score(self, data: Any) -> float:
+        """Log posterior predictive density of each neuron's standardised features (averaged over
+        the posterior draws), averaged over neurons, in nats/neuron (higher is better).
+        """
+        return float(np.mean(self._log_predictive(data)))
+
+    def evaluate(self, data: Any) -> dict:
+        """``log_predictive`` (neuron,): the terms of :meth:`score`; ``log_likelihood`` (neuron,);
+        ``membership`` (neuron, type): posterior type probabilities of each neuron; ``score``."""
+        z = self._standardised(data)
+        p = self._draw_params()
+        mem = np.asarray(jax.vmap(lambda w, m, s: membership_probabilities(z, MixtureParams(w, m, s)))(*p).mean(0))
+        lp = self._log_predictive(data)
+        return {"log_predictive": lp, "log_likelihood": self.log_likelihood(data), "membership": mem,
+                "score": float(lp.mean())}
 
     def posterior_statistics(self, *, key: Any, num_samples: int = 1000) -> dict:
         """Posterior draws of the type summary statistics (for ``compare_states``).
@@ -629,7 +680,8 @@ class NeuronTypes:
         self._check_fitted()
         flat = self.posterior_.stack(sample=("chain", "draw")).transpose("sample", ...)
         n = flat.sizes["sample"]
-        idx = np.asarray(jax.random.choice(as_key(key), n, (int(num_samples),), replace=int(num_samples) > n))
+        key = resolve_key(key, needed=True, why="posterior_statistics (resampling draws)")
+        idx = np.asarray(jax.random.choice(key, n, (int(num_samples),), replace=int(num_samples) > n))
         w = flat["weights"].values[idx]
         m = self._to_original(flat["means"].values[idx])
         types = self.posterior_["type"].values
@@ -659,10 +711,6 @@ class NeuronTypes:
                                                          coords={"neuron": self.neuron_ids_,
                                                                  "feature": self.feature_names_}))
 
-    def __repr__(self) -> str:
-        state = f"n_types_={self.n_types_}" if hasattr(self, "n_types_") else "unfitted"
-        return f"NeuronTypes(max_types={self.max_types}, method={self.method!r}, {state})"
-
 
 def plot_types(model: NeuronTypes, x: str, y: str, *, ax=None):
     """Scatter of two features, coloured by most likely type, opacity the membership probability.
@@ -686,7 +734,7 @@ def plot_types(model: NeuronTypes, x: str, y: str, *, ax=None):
     >>> import numpy as np
     >>> rng = np.random.default_rng(0)
     >>> feats = np.concatenate([rng.normal(0, 0.3, (10, 2)), rng.normal(3, 0.3, (10, 2))])
-    >>> nt = NeuronTypes(2, n_restarts=1).fit(feats, key=0, feature_names=["a", "b"], progress=False)
+    >>> nt = NeuronTypes(2).fit(feats, key=0, n_restarts=1, feature_names=["a", "b"], progress=False)
     >>> plot_types(nt, "a", "b").get_xlabel()
     'a'
     """
