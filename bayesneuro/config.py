@@ -908,7 +908,7 @@ def build_model(config: Config, *, progress: bool | None = None):
     >>> cfg = parse_config({"data": {"path": path, "bin_size": 0.01}, "model": {"kind": "glm",
     ...     "options": {"history_basis": {"type": "RaisedCosineLog", "n_basis": 3, "window": 20}}}})
     >>> build_model(cfg)
-    PoissonGLM(observation='poisson', link='exp', history_basis=RaisedCosineLog(n_basis=3, ...); unfitted)
+    PoissonGLM(history_basis=RaisedCosineLog(n_basis=3, ...))
     """
     m = config.model
     if m.kind == "custom":

@@ -322,7 +322,7 @@ def worker_bayesneuro(counts: np.ndarray, alpha: float, options: dict) -> dict:
                             prior=bn.glm.Ridge.from_penalty(alpha), bias_prior=None)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            glm.fit(data, method="map", key=0, progress=False, **fit_options)
+            glm.fit(data, method="map", progress=False, **fit_options)
         params = _block(glm.params_)
         wall = time.perf_counter() - t0
         info = glm.result_.info

@@ -619,8 +619,8 @@ models = {
     "+ history": make_glm(history=True),
     "+ coupling": make_glm(history=True, coupling=True),
 }
-for i, (label, glm) in enumerate(models.items()):
-    glm.fit(train, method="map", key=i)
+for label, glm in models.items():
+    glm.fit(train, method="map")  # MAP draws no random numbers: no key needed
     info = glm.result_.info
     print(f"{label:11s} converged: {info['converged']} after {info['n_iter']} L-BFGS iterations")
 """),
@@ -629,10 +629,12 @@ for i, (label, glm) in enumerate(models.items()):
 
 `score` gives the log-likelihood of the test spikes relative to a constant-rate model of each cell,
 in bits per spike: how much the model tells us about the timing of each spike beyond the mean rate.
+It is one number for all cells; `evaluate` gives it per cell (with the pseudo-R2 and the
+log-likelihood).
 """),
     code(r"""
 bits = pd.DataFrame(
-    {label: glm.score(test, per_neuron=True) for label, glm in models.items()},
+    {label: glm.evaluate(test)["bits_per_spike_per_neuron"] for label, glm in models.items()},
     index=pd.Index(data.neuron_ids, name="cell"),
 )
 bits.loc["all cells"] = [glm.score(test) for glm in models.values()]

@@ -48,7 +48,7 @@ def test_group_lasso_map_satisfies_the_optimality_conditions(sparse_population):
     filters: the gradient balances the penalty's gradient exactly."""
     data, truth, hist_basis, stim_basis = sparse_population
     lam = 15.0
-    glm = _glm(hist_basis, stim_basis, lam).fit(data, key=0, progress=False, gtol=1e-7)
+    glm = _glm(hist_basis, stim_basis, lam).fit(data, key=0, progress=False, tol=1e-7)
     assert glm.result_.info["converged"]
     B = np.asarray(hist_basis.matrix())
     G = B.T @ B
@@ -107,7 +107,7 @@ def test_proximal_solver_equals_sklearn_lasso():
     f = lambda b: jnp.sum((yj - Xj @ b) ** 2) / (2 * len(y))  # noqa: E731
     F = lambda b: f(b) + alpha * jnp.sum(jnp.abs(b))  # noqa: E731
     soft = lambda v, s: jnp.sign(v) * jnp.maximum(jnp.abs(v) - alpha * s, 0.0)  # noqa: E731
-    res = minimize_proximal(f, F, soft, jnp.zeros(30), gtol=1e-10, progress=False)
+    res = minimize_proximal(f, F, soft, jnp.zeros(30), tol=1e-10, progress=False)
     assert res.converged
     np.testing.assert_allclose(np.asarray(res.x), ref, atol=1e-6)
     assert ((np.asarray(res.x) == 0) == (ref == 0)).all()

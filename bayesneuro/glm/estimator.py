@@ -16,9 +16,9 @@ from numpyro.infer import init_to_value
 
 from .. import bases as _bases
 from ..data import SpikeData
+from ..estimator import PROB, Estimator, resolve_key
 from ..infer import Proximal
 from ..infer import fit as _fit
-from ..infer._model import as_key
 from . import scores as _scores
 from ._model import GROUP_LASSO_SITE, LINKS, OBSERVATIONS, GLMSpec, StimulusGroup, fft_size, fft_spectra, glm_model, linear_predictor, mask_self
 from .priors import GroupLasso, Prior, Ridge
@@ -106,7 +106,7 @@ def _group_soft_threshold(z: dict, step, threshold) -> dict:
     return {**z, "coupling_weights": v * shrink}
 
 
-class PoissonGLM:
+class PoissonGLM(Estimator):
     r"""Generalised linear encoding model of a population: stimulus, spike-history and coupling filters.
 
     For each neuron ``n``, the rate in spikes/s is
@@ -122,6 +122,10 @@ class PoissonGLM:
     share one design, so the whole population is one model with weights per neuron and one
     compilation, fitted by any method of :func:`bayesneuro.infer.fit`.
 
+    The constructor holds the model's structure only (bases, priors, observation model), each
+    argument stored as passed; how to fit it (method, ``max_iter``, ``tol``, draws) goes to
+    :meth:`fit`.
+
     Parameters
     ----------
     stimulus_basis : Basis, dict, or None
@@ -135,15 +139,16 @@ class PoissonGLM:
     coupling : bool, default False
         Add coupling filters from every other neuron (on ``coupling_basis``).
     coupling_basis : Basis, optional
-        Basis of the coupling filters; defaults to ``history_basis``.
+        Basis of the coupling filters; None: the ``history_basis``.
     observation : {"poisson", "bernoulli", "negative-binomial"}
         Count distribution per bin. Bernoulli models ``P(spike) = 1 - exp(-rate * dt)``.
     link : {"exp", "softplus"}
         Inverse link from the linear predictor to the rate.
-    prior : Prior, default ``Ridge(1.0)``
-        Prior of every filter's basis weights, unless set per block below.
+    prior : Prior, optional
+        Prior of every filter's basis weights, unless set per block below; None: ``Ridge(1.0)``.
     stimulus_prior, history_prior, coupling_prior : Prior, optional
-        Per-block priors, e.g. ``coupling_prior=ARD()`` for a sparse network (NUTS / SVI).
+        Per-block priors, e.g. ``coupling_prior=ARD()`` for a sparse network (NUTS / SVI);
+        None: ``prior``.
     bias_prior : (float, float) or None, default (0.0, 10.0)
         Normal ``(loc, scale)`` prior of the bias (log spikes/s for the exp link). None: flat,
         so MAP leaves the bias unpenalised as in sklearn and statsmodels.
@@ -156,6 +161,10 @@ class PoissonGLM:
 
     Attributes
     ----------
+    score_unit : str
+        ``"bits/spike"``: :meth:`score` is the held-out information gain per spike.
+    log_likelihood_dim : str
+        ``"time"``: :meth:`log_likelihood` has one value per time bin (summed over neurons).
     result_ : FitResult
         The fit (draws shaped ``(chain, draw, ...)``).
     params_ : dict
@@ -170,10 +179,17 @@ class PoissonGLM:
     >>> rng = np.random.default_rng(0)
     >>> data = bn.SpikeData.from_counts(rng.poisson(0.05, size=(2000, 3)), bin_size=0.005)
     >>> glm = bn.PoissonGLM(history_basis=bn.bases.RaisedCosineLog(3, window=20), coupling=True)
-    >>> _ = glm.fit(data, method="map", key=0, progress=False)
+    >>> _ = glm.fit(data, method="map", progress=False)  # MAP draws no random numbers: no key
     >>> glm.predict_rate(data).shape
     (2000, 3)
+    >>> glm.log_likelihood(data).shape  # one value per time bin
+    (2000,)
+    >>> type(glm.score(data))
+    <class 'float'>
     """
+
+    score_unit = "bits/spike"
+    log_likelihood_dim = "time"
 
     def __init__(
         self,
@@ -193,58 +209,102 @@ class PoissonGLM:
     ):
         if filter_mode not in ("fft", "design"):
             raise ValueError(f"filter_mode must be 'fft' or 'design', got {filter_mode!r}")
-        self.filter_mode = filter_mode
         if observation not in OBSERVATIONS:
             raise ValueError(f"observation must be one of {OBSERVATIONS}, got {observation!r}")
         if link not in LINKS:
             raise ValueError(f"link must be one of {LINKS}, got {link!r}")
-        prior = _check_prior("prior", Ridge(1.0) if prior is None else prior)
-        self.prior = prior
-        self.stimulus_prior = _check_prior("stimulus_prior", stimulus_prior or prior)
-        self.history_prior = _check_prior("history_prior", history_prior or prior)
-        self.coupling_prior = _check_prior("coupling_prior", coupling_prior or prior)
-        for which in ("stimulus_prior", "history_prior"):
-            if isinstance(getattr(self, which), GroupLasso):
+        for name, value in (("prior", prior), ("stimulus_prior", stimulus_prior),
+                            ("history_prior", history_prior), ("coupling_prior", coupling_prior)):
+            if value is not None:
+                _check_prior(name, value)
+        base = Ridge(1.0) if prior is None else prior
+        for which, value in (("stimulus_prior", stimulus_prior), ("history_prior", history_prior)):
+            if isinstance(base if value is None else value, GroupLasso):
                 raise ValueError(
                     f"GroupLasso is a prior on coupling filters (pass coupling_prior=GroupLasso(...)); "
                     f"{which} cannot be GroupLasso (use ARD or Horseshoe for sparse stimulus filters)"
                 )
         if isinstance(stimulus_basis, Mapping):
-            stimulus_basis = {str(k): _check_basis(f"stimulus_basis[{k!r}]", v) for k, v in stimulus_basis.items()}
-            for k in stimulus_basis:
-                if k in _RESERVED:
-                    raise ValueError(f"stimulus_basis: feature name {k!r} is reserved; rename the covariate")
+            for k, v in stimulus_basis.items():
+                _check_basis(f"stimulus_basis[{k!r}]", v)
+                if str(k) in _RESERVED:
+                    raise ValueError(f"stimulus_basis: feature name {str(k)!r} is reserved; rename the covariate")
         elif stimulus_basis is not None:
             _check_basis("stimulus_basis", stimulus_basis)
-        self.stimulus_basis = stimulus_basis
-        self.history_basis = None if history_basis is None else _check_basis("history_basis", history_basis)
-        self.coupling = bool(coupling)
+        if history_basis is not None:
+            _check_basis("history_basis", history_basis)
         if coupling_basis is not None:
             _check_basis("coupling_basis", coupling_basis)
-        self.coupling_basis = coupling_basis if coupling_basis is not None else self.history_basis
-        if self.coupling and self.coupling_basis is None:
+        if coupling and coupling_basis is None and history_basis is None:
             raise ValueError("coupling=True needs a coupling_basis (or a history_basis to share)")
         if bias_prior is not None:
             loc, scale = (float(v) for v in bias_prior)
             if not (math.isfinite(loc) and math.isfinite(scale) and scale > 0):
                 raise ValueError(f"bias_prior must be (loc, scale > 0), got {bias_prior}")
-            bias_prior = (loc, scale)
-        self.bias_prior = bias_prior
+        self.stimulus_basis = stimulus_basis
+        self.history_basis = history_basis
+        self.coupling = coupling
+        self.coupling_basis = coupling_basis
         self.observation = observation
         self.link = link
-        self.result_ = None
-        self._tidx = None  # modelled neurons during a fit
+        self.prior = prior
+        self.stimulus_prior = stimulus_prior
+        self.history_prior = history_prior
+        self.coupling_prior = coupling_prior
+        self.bias_prior = bias_prior
+        self.filter_mode = filter_mode
 
-    def _tix(self, data: SpikeData) -> np.ndarray:
-        """Positions of the modelled neurons among the data's (all, outside a fit)."""
-        return np.arange(data.n_neuron) if self._tidx is None else self._tidx
+    # ------------------------------------------------------------------------------------------
+    # effective structure (the constructor arguments with their defaults filled in)
+    # ------------------------------------------------------------------------------------------
+
+    def _block_prior(self, block: Prior | None) -> Prior:
+        if block is not None:
+            return block
+        return Ridge(1.0) if self.prior is None else self.prior
+
+    @property
+    def _stim_prior(self) -> Prior:
+        return self._block_prior(self.stimulus_prior)
+
+    @property
+    def _hist_prior(self) -> Prior:
+        return self._block_prior(self.history_prior)
+
+    @property
+    def _coup_prior(self) -> Prior:
+        return self._block_prior(self.coupling_prior)
+
+    @property
+    def _coupled(self) -> bool:
+        return bool(self.coupling)
+
+    @property
+    def _coup_basis(self) -> _bases.Basis | None:
+        """The coupling filters' basis: ``coupling_basis``, else the history basis (same object)."""
+        return self.history_basis if self.coupling_basis is None else self.coupling_basis
+
+    @property
+    def _stim_bases(self):
+        """``stimulus_basis`` with the keys of a dict as strings."""
+        sb = self.stimulus_basis
+        return {str(k): v for k, v in sb.items()} if isinstance(sb, Mapping) else sb
+
+    @property
+    def _bias(self) -> tuple[float, float] | None:
+        return None if self.bias_prior is None else tuple(float(v) for v in self.bias_prior)
+
+    @staticmethod
+    def _all(data: SpikeData, tidx) -> np.ndarray:
+        """Positions of the modelled neurons among the data's (`tidx`; None: all of them)."""
+        return np.arange(data.n_neuron) if tidx is None else np.asarray(tidx)
 
     # ------------------------------------------------------------------------------------------
     # design
     # ------------------------------------------------------------------------------------------
 
     def _groups(self, feature_names: tuple[str, ...]) -> list[tuple[str, tuple[str, ...], _bases.Basis, Prior]]:
-        sb = self.stimulus_basis
+        sb = self._stim_bases
         if isinstance(sb, dict):
             missing = [k for k in sb if k not in feature_names]
             if missing:
@@ -252,47 +312,49 @@ class PoissonGLM:
                     f"stimulus_basis names covariates {missing} that the data do not have "
                     f"(its feature_names are {list(feature_names)})"
                 )
-            return [(k, (k,), _with_history(b, False), self.stimulus_prior) for k, b in sb.items()]
+            return [(k, (k,), _with_history(b, False), self._stim_prior) for k, b in sb.items()]
         if not feature_names:
             if sb is not None:
                 raise ValueError("stimulus_basis is set but the data have no covariates")
             return []
         basis = _bases.Identity(1) if sb is None else _with_history(sb, False)
-        return [("stimulus", tuple(feature_names), basis, self.stimulus_prior)]
+        return [("stimulus", tuple(feature_names), basis, self._stim_prior)]
 
-    def _spec(self, data: SpikeData) -> GLMSpec:
+    def _spec(self, data: SpikeData, tidx=None) -> GLMSpec:
+        """Static configuration of the model of the neurons at `tidx` (None: all) of `data`."""
+        tidx = self._all(data, tidx)
         groups = self._groups(data.feature_names)
-        if self.history_basis is None and not self.coupling and not groups:
+        if self.history_basis is None and not self._coupled and not groups:
             warnings.warn(
                 "the GLM has no stimulus, history or coupling terms: it fits a constant rate per neuron",
                 stacklevel=3,
             )
         return GLMSpec(
-            n_neuron=len(self._tix(data)),
+            n_neuron=len(tidx),
             n_source=data.n_neuron,
             bin_size=data.bin_size,
             observation=self.observation,
             link=self.link,
             stimulus=tuple(StimulusGroup(n, f, b.n_basis, p) for n, f, b, p in groups),
             history_basis=0 if self.history_basis is None else self.history_basis.n_basis,
-            history_prior=self.history_prior,
-            coupling_basis=self.coupling_basis.n_basis if self.coupling else 0,
-            coupling_prior=self.coupling_prior,
-            coupling_shares_history=self.coupling_basis is self.history_basis,
-            bias_prior=self.bias_prior,
-            self_index=tuple(int(i) for i in self._tix(data)),
+            history_prior=self._hist_prior,
+            coupling_basis=self._coup_basis.n_basis if self._coupled else 0,
+            coupling_prior=self._coup_prior,
+            coupling_shares_history=self._coup_basis is self.history_basis,
+            bias_prior=self._bias,
+            self_index=tuple(int(i) for i in tidx),
             coupling_gram=self._coupling_gram(),
             **self._fft_spec(),
         )
 
     def _coupling_gram(self) -> tuple:
-        if not (self.coupling and isinstance(self.coupling_prior, GroupLasso)):
+        if not (self._coupled and isinstance(self._coup_prior, GroupLasso)):
             return ()
-        B = np.asarray(_with_history(self.coupling_basis, True).matrix(), dtype=float)
+        B = np.asarray(_with_history(self._coup_basis, True).matrix(), dtype=float)
         return tuple(map(tuple, B.T @ B))
 
     def _fft_spec(self) -> dict:
-        if self.filter_mode != "fft" or (self.history_basis is None and not self.coupling):
+        if self.filter_mode != "fft" or (self.history_basis is None and not self._coupled):
             return {}
 
         def rows(basis):
@@ -301,7 +363,7 @@ class PoissonGLM:
             return tuple(map(tuple, np.asarray(_with_history(basis, True).matrix(), dtype=float)))
 
         hist = rows(self.history_basis)
-        coup = rows(self.coupling_basis) if self.coupling else ()
+        coup = rows(self._coup_basis) if self._coupled else ()
         return dict(
             filter_mode="fft",
             history_matrix=hist,
@@ -310,16 +372,18 @@ class PoissonGLM:
         )
 
     def _max_lag(self) -> int:
-        return max((b.window for b in (self.history_basis, self.coupling_basis if self.coupling else None) if b is not None), default=0)
+        return max((b.window for b in (self.history_basis, self._coup_basis if self._coupled else None) if b is not None), default=0)
 
-    def _check_data(self, data: SpikeData, *, fitting: bool) -> None:
+    def _check_data(self, data: SpikeData, *, fitting: bool, tidx=None) -> None:
+        """Check `data` for a fit of the neurons at `tidx` (None: all), or against the fit."""
         if not isinstance(data, SpikeData):
             raise TypeError(f"data must be a bayesneuro.SpikeData, got {type(data).__name__}")
-        windows = [b.window for b in (self.history_basis, self.coupling_basis) if b is not None]
-        if isinstance(self.stimulus_basis, dict):
-            windows += [b.window for b in self.stimulus_basis.values()]
-        elif self.stimulus_basis is not None:
-            windows.append(self.stimulus_basis.window)
+        windows = [b.window for b in (self.history_basis, self._coup_basis) if b is not None]
+        sb = self._stim_bases
+        if isinstance(sb, dict):
+            windows += [b.window for b in sb.values()]
+        elif sb is not None:
+            windows.append(sb.window)
         longest = max(windows, default=1)
         if data.n_time <= longest:
             raise ValueError(
@@ -332,7 +396,8 @@ class PoissonGLM:
                 "use smaller bins or observation='poisson'"
             )
         if fitting:
-            silent = data.neuron_ids[self._tix(data)][data.counts[:, self._tix(data)].sum(axis=0) == 0]
+            tidx = self._all(data, tidx)
+            silent = data.neuron_ids[tidx][data.counts[:, tidx].sum(axis=0) == 0]
             if silent.size:
                 raise ValueError(
                     f"neurons {silent.tolist()} have no spikes in the training data, so their rate "
@@ -388,7 +453,7 @@ class PoissonGLM:
         if not spikes:
             return out
         counts = jnp.asarray(data.counts, dtype)
-        if self.filter_mode == "fft" and (self.history_basis is not None or self.coupling):
+        if self.filter_mode == "fft" and (self.history_basis is not None or self._coupled):
             bounds = np.flatnonzero(np.diff(seg)) + 1
             gap = self._max_lag()
             spikes = counts
@@ -401,28 +466,28 @@ class PoissonGLM:
             return out
         if self.history_basis is not None:
             out["history"] = _bases.convolve(counts, _with_history(self.history_basis, True), history=True, trial_ids=seg)
-        if self.coupling and self.coupling_basis is not self.history_basis:
-            out["coupling"] = _bases.convolve(counts, _with_history(self.coupling_basis, True), history=True, trial_ids=seg)
+        if self._coupled and self._coup_basis is not self.history_basis:
+            out["coupling"] = _bases.convolve(counts, _with_history(self._coup_basis, True), history=True, trial_ids=seg)
         return out
 
-    def _coords_dims(self, data: SpikeData) -> tuple[dict, dict]:
-        coords = {"neuron": data.neuron_ids[self._tix(data)], "time": data.bin_centers, "source": data.neuron_ids}
+    def _coords_dims(self, data: SpikeData, tidx) -> tuple[dict, dict]:
+        coords = {"neuron": data.neuron_ids[tidx], "time": data.bin_centers, "source": data.neuron_ids}
         dims = {"stimulus": ["time", "stimulus_coef"]}
         groups = self._groups(data.feature_names)
-        if groups and groups[0][0] == "stimulus" and not isinstance(self.stimulus_basis, dict):
+        if groups and groups[0][0] == "stimulus" and not isinstance(self._stim_bases, dict):
             coords["feature"] = np.asarray(groups[0][1])
         dims["spectra"] = ["frequency", "block", "source_part"]
         dims["rows"] = ["time"]
         if self.history_basis is not None:
             dims["history"] = ["time", "source", "history_basis"]
-        if self.coupling and self.coupling_basis is not self.history_basis:
+        if self._coupled and self._coup_basis is not self.history_basis:
             dims["coupling"] = ["time", "source", "coupling_basis"]
-        elif self.coupling:
+        elif self._coupled:
             dims["history"] = ["time", "source", "coupling_basis"]
         return coords, dims
 
-    def _init_values(self, data: SpikeData, spec: GLMSpec) -> dict:
-        rate = np.maximum(data.counts[:, self._tix(data)].mean(axis=0), 0.5 / data.n_time) / data.bin_size
+    def _init_values(self, data: SpikeData, spec: GLMSpec, tidx) -> dict:
+        rate = np.maximum(data.counts[:, tidx].mean(axis=0), 0.5 / data.n_time) / data.bin_size
         if self.link == "exp":
             bias = np.log(rate)
         else:  # softplus^{-1}
@@ -444,7 +509,7 @@ class PoissonGLM:
         data: SpikeData,
         *,
         method: str = "map",
-        key: Any,
+        key: Any = None,
         neurons: Any = None,
         progress: bool | None = None,
         **options,
@@ -457,15 +522,19 @@ class PoissonGLM:
             Counts (time x neuron) and covariates (the stimulus); trials stop the filters.
         method : {"map", "laplace", "svi", "nuts"}
             Inference method of :func:`bayesneuro.infer.fit`; MAP is the everyday path.
-        key : jax.random key or int
-            Required; the same key gives the same fit.
+        key : jax.random key or int, optional
+            Needed by the methods that draw random numbers: ``"laplace"`` (its posterior
+            draws), ``"svi"``, ``"nuts"``, and ``"map"`` with your own ``init_strategy``; the
+            same key gives the same fit. MAP from the GLM's own starting point needs none.
         neurons : sequence of neuron ids, optional
             The neurons to model (default: all). Every neuron of ``data`` still acts as a
             coupling source, so one neuron can be fitted with input from the whole population.
         progress : bool, optional
             Progress bars (default from ``BAYESNEURO_PROGRESS``).
         **options
-            Method options (``max_iter``, ``num_samples``, ``num_chains``, ...).
+            Method options of :func:`bayesneuro.infer.fit`: ``max_iter`` (iteration cap) and
+            ``tol`` (gradient tolerance) for MAP and Laplace, ``num_samples``, ``num_steps``,
+            ``num_chains``, ..., and ``shard``.
 
         Returns
         -------
@@ -474,6 +543,8 @@ class PoissonGLM:
 
         Raises
         ------
+        TypeError
+            ``key`` is None for a method that draws random numbers.
         ValueError
             For a neuron without spikes, a constant covariate, a recording shorter than a
             filter, a prior that has no MAP (ARD, Horseshoe) with ``"map"``/``"laplace"``, or
@@ -481,59 +552,66 @@ class PoissonGLM:
         """
         if not isinstance(data, SpikeData):
             raise TypeError(f"data must be a bayesneuro.SpikeData, got {type(data).__name__}")
-        self._tidx = self._target_index(data, neurons)
-        try:
-            self._check_data(data, fitting=True)
-            spec = self._spec(data)
-            if method in ("map", "laplace"):
-                bad = [n for n, (_, _, p) in spec.weight_sites().items() if not p.supports_map]
-                if bad:
-                    raise ValueError(
-                        f"priors of {bad} ({', '.join(type(spec.weight_sites()[b][2]).__name__ for b in bad)}) "
-                        f"have no meaningful mode; fit them with method='nuts' or 'svi', or use Ridge/Smooth for {method!r}"
-                    )
-            if method == "laplace":
-                bad = [n for n, (_, _, p) in spec.weight_sites().items() if not p.supports_laplace]
-                if bad:
-                    raise ValueError(
-                        f"the posterior of {bad} ({type(spec.weight_sites()[bad[0]][2]).__name__}) has no "
-                        "curvature at a zero filter, so there is no Laplace approximation: use method='map' "
-                        "for the sparse network, or 'nuts' / 'svi' for uncertainty"
-                    )
-            arrays = self._features(data)
-            coords, dims = self._coords_dims(data)
-            options.setdefault("init_strategy", init_to_value(values=self._init_values(data, spec)))
-            if method in ("map", "laplace"):
-                options.setdefault("preconditioner", self._preconditioner(data, spec, arrays))
-            if method == "map" and isinstance(spec.coupling_prior, GroupLasso) and spec.coupling_basis:
-                options.setdefault("proximal", self._group_lasso_proximal(data, spec, options["preconditioner"]))
-            result = _fit(
-                glm_model,
-                method=method,
-                key=key,
-                coords=coords,
-                dims=dims,
-                progress=progress,
-                counts=np.asarray(data.counts[:, self._tix(data)], dtype=jnp.zeros(()).dtype),
-                spec=spec,
-                **arrays,
-                **options,
-            )
-            self.result_ = result
-            self.spec_ = spec
-            self.params_ = {k: np.asarray(v) for k, v in result.params.items()}
-            self.neuron_ids_ = data.neuron_ids[self._tix(data)].copy()
-            self.source_ids_ = data.neuron_ids.copy()
-            self.target_index_ = self._tix(data).copy()
-            self.feature_names_ = tuple(data.feature_names)
-            self.bin_size_ = data.bin_size
-            self.groups_ = self._groups(data.feature_names)
-        finally:
-            self._tidx = None
+        if method == "map":
+            # from the GLM's own starting point (every site given) MAP draws nothing at random
+            needed, why = "init_strategy" in options, "method='map' with your own init_strategy"
+        elif method == "laplace":
+            needed, why = True, "method='laplace' (its posterior draws)"
+        else:
+            needed, why = True, f"method={method!r}"
+        rng = resolve_key(key, needed=needed, why=why)
+        if rng is None:
+            rng = 0  # unused by the result: the start is fixed and MAP has no random step
+        tidx = self._target_index(data, neurons)
+        self._check_data(data, fitting=True, tidx=tidx)
+        spec = self._spec(data, tidx)
+        if method in ("map", "laplace"):
+            bad = [n for n, (_, _, p) in spec.weight_sites().items() if not p.supports_map]
+            if bad:
+                raise ValueError(
+                    f"priors of {bad} ({', '.join(type(spec.weight_sites()[b][2]).__name__ for b in bad)}) "
+                    f"have no meaningful mode; fit them with method='nuts' or 'svi', or use Ridge/Smooth for {method!r}"
+                )
+        if method == "laplace":
+            bad = [n for n, (_, _, p) in spec.weight_sites().items() if not p.supports_laplace]
+            if bad:
+                raise ValueError(
+                    f"the posterior of {bad} ({type(spec.weight_sites()[bad[0]][2]).__name__}) has no "
+                    "curvature at a zero filter, so there is no Laplace approximation: use method='map' "
+                    "for the sparse network, or 'nuts' / 'svi' for uncertainty"
+                )
+        arrays = self._features(data)
+        coords, dims = self._coords_dims(data, tidx)
+        options.setdefault("init_strategy", init_to_value(values=self._init_values(data, spec, tidx)))
+        if method in ("map", "laplace"):
+            options.setdefault("preconditioner", self._preconditioner(data, spec, arrays, tidx))
+        if method == "map" and isinstance(spec.coupling_prior, GroupLasso) and spec.coupling_basis:
+            options.setdefault("proximal", self._group_lasso_proximal(data, spec, options["preconditioner"], tidx))
+        result = _fit(
+            glm_model,
+            method=method,
+            key=rng,
+            coords=coords,
+            dims=dims,
+            progress=progress,
+            counts=np.asarray(data.counts[:, tidx], dtype=jnp.zeros(()).dtype),
+            spec=spec,
+            **arrays,
+            **options,
+        )
+        self.result_ = result
+        self.spec_ = spec
+        self.params_ = {k: np.asarray(v) for k, v in result.params.items()}
+        self.neuron_ids_ = data.neuron_ids[tidx].copy()
+        self.source_ids_ = data.neuron_ids.copy()
+        self.target_index_ = np.array(tidx, copy=True)
+        self.feature_names_ = tuple(data.feature_names)
+        self.bin_size_ = data.bin_size
+        self.groups_ = self._groups(data.feature_names)
         self._eta(data, arrays=arrays)  # raises if the fitted rates overflow
         return self
 
-    def _preconditioner(self, data: SpikeData, spec: GLMSpec, arrays: dict):
+    def _preconditioner(self, data: SpikeData, spec: GLMSpec, arrays: dict, tidx):
         """Linear change of variables for the MAP optimiser: centred, whitened features.
 
         Weights of a block are ``w = A z / sqrt(Y_n)`` with ``A`` the inverse square root of the
@@ -546,7 +624,6 @@ class PoissonGLM:
         from .priors import Flat
 
         dtype = jnp.zeros(()).dtype
-        tidx = self._tix(data)
         y_tot = np.maximum(data.counts[:, tidx].sum(axis=0), 1.0)
         scale = jnp.asarray(1.0 / np.sqrt(y_tot), dtype)  # (neuron,)
         sites = spec.weight_sites()
@@ -568,7 +645,7 @@ class PoissonGLM:
                 maps[name] = (jnp.asarray(inv_sqrt(cov), dtype), jnp.asarray(mean, dtype))
         ybar = data.counts.mean(axis=0)
         yvar = np.where(data.counts.var(axis=0) > 0, data.counts.var(axis=0), 1.0)
-        for name, basis in (("history_weights", self.history_basis), ("coupling_weights", self.coupling_basis)):
+        for name, basis in (("history_weights", self.history_basis), ("coupling_weights", self._coup_basis)):
             if name not in sites or not isinstance(sites[name][2], (Ridge, Flat, GroupLasso)):
                 continue
             B = np.asarray(_with_history(basis, True).matrix(), dtype=float)
@@ -582,7 +659,7 @@ class PoissonGLM:
         mask = mask_self(jnp.ones((data.n_neuron, 1, len(tidx)), dtype), spec.self_index)[:, 0, :]
         return (_precondition, ({"scale": scale, "mask": mask, "maps": maps},))
 
-    def _group_lasso_proximal(self, data: SpikeData, spec: GLMSpec, preconditioner) -> Proximal:
+    def _group_lasso_proximal(self, data: SpikeData, spec: GLMSpec, preconditioner, tidx) -> Proximal:
         """The group-lasso penalty's proximal step in the preconditioned variables.
 
         With ``w[m, :, n] = (B'B)^{-1/2} z[m, :, n] * s_n / sd_m`` (the preconditioner), the
@@ -592,7 +669,6 @@ class PoissonGLM:
         if preconditioner is None or preconditioner[1][0]["maps"].get("coupling_weights") is None:
             raise ValueError("GroupLasso at MAP needs the GLM's own preconditioner (do not pass preconditioner=None)")
         dtype = jnp.zeros(()).dtype
-        tidx = self._tix(data)
         y_tot = np.maximum(data.counts[:, tidx].sum(axis=0), 1.0)
         yvar = np.where(data.counts.var(axis=0) > 0, data.counts.var(axis=0), 1.0)
         thr = spec.coupling_prior.strength / np.sqrt(y_tot)[None, :] / np.sqrt(yvar)[:, None]  # (source, neuron)
@@ -616,10 +692,6 @@ class PoissonGLM:
     def _targets(self, data: SpikeData) -> np.ndarray:
         """Counts of the modelled neurons, ``(time, neuron)``."""
         return data.counts[:, self.target_index_]
-
-    def _check_fitted(self) -> None:
-        if self.result_ is None:
-            raise RuntimeError("the GLM is not fitted yet; call fit(data, method=..., key=...) first")
 
     # ------------------------------------------------------------------------------------------
     # predictions and scores
@@ -651,42 +723,106 @@ class PoissonGLM:
 
         return np.asarray(inverse_link(jnp.asarray(self._eta(data)), self.link))
 
-    @pynapple_io()
-    def log_likelihood(self, data: SpikeData) -> np.ndarray:
-        """Log-likelihood (nats) of each neuron's spikes in ``data`` at ``params_``, ``(neuron,)``."""
+    def _pointwise_log_likelihood(self, data: SpikeData) -> np.ndarray:
+        """Log-likelihood (nats) of each bin and modelled neuron at ``params_``, ``(time, neuron)``."""
         self._check_data(data, fitting=False)
         mu = self.predict_rate(data) * data.bin_size
-        return _scores.log_likelihood(self._targets(data), mu, self.observation, self.params_.get("concentration"))
+        return _scores.pointwise_log_likelihood(
+            self._targets(data), mu, self.observation, self.params_.get("concentration")
+        )
 
     @pynapple_io()
-    def score(self, data: SpikeData, *, per_neuron: bool = False):
-        """Log-likelihood gain over a homogeneous model, in bits per spike.
+    def log_likelihood(self, data: SpikeData) -> np.ndarray:
+        """Log-likelihood (nats) of each time bin of ``data`` at ``params_``, ``(time,)``.
 
-        ``(LL_model - LL_null) / (n_spikes * ln 2)``, with the null a constant rate per neuron
-        equal to its mean rate in ``data`` (Poisson; Bernoulli for ``observation="bernoulli"``).
-        Score held-out data: on training data it rewards overfitting.
+        Summed over the modelled neurons: given the fit (and the observed spikes that drive
+        the history and coupling terms), bins are independent, so a bin is the unit of
+        ``log_likelihood_dim = "time"``. ``log_likelihood(data).sum()`` is the total;
+        :meth:`evaluate` gives it per neuron.
+        """
+        return self._pointwise_log_likelihood(data).sum(axis=1)
+
+    @pynapple_io()
+    def score(self, data: SpikeData) -> float:
+        """Log-likelihood gain over a homogeneous model, in bits/spike (higher is better).
+
+        ``(LL_model - LL_null) / (n_spikes * ln 2)`` summed over the modelled neurons, with
+        the null a constant rate per neuron equal to its mean rate in ``data`` (Poisson;
+        Bernoulli for ``observation="bernoulli"``). Score held-out data: on training data it
+        rewards overfitting. :meth:`evaluate` gives the value per neuron and the pseudo-R2.
 
         Parameters
         ----------
         data : SpikeData
             Data to score, with the neurons and covariates of the fit.
-        per_neuron : bool
-            Return one value per neuron instead of the population total.
-        """
-        ll = self.log_likelihood(data)
-        null = _scores.null_log_likelihood(self._targets(data), self.observation)
-        return _scores.bits_per_spike(ll, null, self._targets(data).sum(axis=0), per_neuron=per_neuron)
 
+        Returns
+        -------
+        float
+            Bits per spike (unit ``score_unit = "bits/spike"``).
+        """
+        ll = self._pointwise_log_likelihood(data).sum(axis=0)
+        targets = self._targets(data)
+        null = _scores.null_log_likelihood(targets, self.observation)
+        return float(_scores.bits_per_spike(ll, null, targets.sum(axis=0)))
+
+    @pynapple_io()
+    def evaluate(self, data: SpikeData) -> dict:
+        """Every goodness-of-fit measure of ``data`` at ``params_``, in total and per neuron.
+
+        Parameters
+        ----------
+        data : SpikeData
+            Data to evaluate (held out), with the neurons and covariates of the fit.
+
+        Returns
+        -------
+        dict
+            ``bits_per_spike`` (float, as :meth:`score`), ``bits_per_spike_per_neuron``
+            (array over the modelled neurons; NaN for a neuron without spikes),
+            ``pseudo_r2`` and ``pseudo_r2_per_neuron`` (deviance explained, as
+            :meth:`pseudo_r2`; NaN for ``observation="negative-binomial"``),
+            ``log_likelihood`` (float, nats) and ``log_likelihood_per_neuron``, ``n_spikes``
+            (per neuron).
+        """
+        ll = self._pointwise_log_likelihood(data).sum(axis=0)
+        targets = self._targets(data)
+        null = _scores.null_log_likelihood(targets, self.observation)
+        n_spikes = targets.sum(axis=0)
+        out = {
+            "bits_per_spike": float(_scores.bits_per_spike(ll, null, n_spikes)),
+            "bits_per_spike_per_neuron": _scores.bits_per_spike(ll, null, n_spikes, per_neuron=True),
+        }
+        if self.observation == "negative-binomial":
+            out["pseudo_r2"], out["pseudo_r2_per_neuron"] = float("nan"), np.full(ll.shape, np.nan)
+        else:
+            sat = _scores.saturated_log_likelihood(targets, self.observation)
+            out["pseudo_r2"] = float(_scores.pseudo_r2(ll, null, sat))
+            out["pseudo_r2_per_neuron"] = _scores.pseudo_r2(ll, null, sat, per_neuron=True)
+        out["log_likelihood"] = float(ll.sum())
+        out["log_likelihood_per_neuron"] = ll
+        out["n_spikes"] = np.asarray(n_spikes)
+        return out
+
+    @pynapple_io()
     def pseudo_r2(self, data: SpikeData, *, per_neuron: bool = False):
         """Deviance explained, ``1 - D_model / D_null`` (as sklearn's ``PoissonRegressor.score``).
 
         For Poisson and Bernoulli observations; the null is the constant-rate model of ``data``.
+
+        Parameters
+        ----------
+        data : SpikeData
+            Data to evaluate, with the neurons and covariates of the fit.
+        per_neuron : bool
+            One value per modelled neuron instead of the pooled value.
         """
         if self.observation == "negative-binomial":
             raise ValueError("pseudo_r2 is defined here for poisson and bernoulli observations")
-        ll = self.log_likelihood(data)
-        null = _scores.null_log_likelihood(self._targets(data), self.observation)
-        sat = _scores.saturated_log_likelihood(self._targets(data), self.observation)
+        ll = self._pointwise_log_likelihood(data).sum(axis=0)
+        targets = self._targets(data)
+        null = _scores.null_log_likelihood(targets, self.observation)
+        sat = _scores.saturated_log_likelihood(targets, self.observation)
         return _scores.pseudo_r2(ll, null, sat, per_neuron=per_neuron)
 
     # ------------------------------------------------------------------------------------------
@@ -700,8 +836,8 @@ class PoissonGLM:
             out.append((f"{name}_weights", name, basis, False))
         if self.history_basis is not None:
             out.append(("history_weights", "history", self.history_basis, True))
-        if self.coupling:
-            out.append(("coupling_weights", "coupling", self.coupling_basis, True))
+        if self._coupled:
+            out.append(("coupling_weights", "coupling", self._coup_basis, True))
         return out
 
     def filter_draws(self) -> xr.Dataset:
@@ -735,7 +871,7 @@ class PoissonGLM:
             data_vars[name] = xr.DataArray(filt, dims=dims, coords=coords)
         return xr.Dataset(data_vars)
 
-    def filters(self, *, prob: float = 0.9) -> xr.Dataset:
+    def filters(self, *, prob: float = PROB) -> xr.Dataset:
         """Filters in time with central credible bands: ``{name}``, ``{name}_lower``, ``{name}_upper``.
 
         ``{name}`` is the posterior mean (the MAP estimate for ``method="map"``, whose bands are
@@ -744,7 +880,8 @@ class PoissonGLM:
         Parameters
         ----------
         prob : float
-            Probability mass of the central band (default 0.9: 5% and 95% quantiles).
+            Credible mass of the central band (default :data:`bayesneuro.estimator.PROB`, 0.9:
+            the 5% and 95% quantiles).
         """
         if not 0 < prob < 1:
             raise ValueError(f"prob must be in (0, 1), got {prob}")
@@ -763,7 +900,7 @@ class PoissonGLM:
         return ds
 
     def _coupling_draws(self) -> xr.DataArray:
-        if not self.coupling:
+        if not self._coupled:
             raise ValueError("the GLM has no coupling filters (coupling=False)")
         return self.filter_draws()["coupling"].sum("coupling_lag")
 
@@ -775,16 +912,22 @@ class PoissonGLM:
         """
         return self._coupling_draws().mean(("chain", "draw"))
 
-    def coupling_network(self, *, prob: float = 0.9) -> xr.DataArray:
+    def coupling_network(self, *, prob: float = PROB) -> xr.DataArray:
         """Edges whose integrated coupling has a central ``prob`` interval excluding zero.
 
         Returns a boolean ``(neuron, source)`` DataArray: True where ``source`` has a credible
         effect on ``neuron``. Needs posterior draws (Laplace, SVI or NUTS), or a MAP fit with a
         :class:`~bayesneuro.glm.GroupLasso` coupling prior, whose edges are the filters that are
         not exactly zero (``prob`` is then unused).
+
+        Parameters
+        ----------
+        prob : float
+            Credible mass of the central interval (default :data:`bayesneuro.estimator.PROB`).
         """
-        if self.result_ is not None and self.result_.method == "map":
-            if not isinstance(self.coupling_prior, GroupLasso):
+        self._check_fitted()
+        if self.result_.method == "map":
+            if not isinstance(self._coup_prior, GroupLasso):
                 raise ValueError(
                     "coupling_network needs posterior draws (fit with method='laplace', 'svi' or 'nuts') "
                     "or a sparse MAP (coupling_prior=GroupLasso(...))"
@@ -804,7 +947,7 @@ class PoissonGLM:
     # ------------------------------------------------------------------------------------------
 
     def simulate(
-        self, data: SpikeData, *, key: Any, max_rate: float | None = None, runaway_bins: int = 10
+        self, data: SpikeData, *, key: Any = None, max_rate: float | None = None, runaway_bins: int = 10
     ) -> GLMSimulation:
         """Simulate spikes with the history and coupling feedback running, at ``params_``.
 
@@ -818,19 +961,19 @@ class PoissonGLM:
         data : SpikeData
             Provides covariates, bins and trials (with the fitted neurons and features).
         key : jax.random key or int
-            Required.
+            Required (the spikes are drawn at random).
         max_rate : float, optional
             Cap in spikes/s; default ``max(1000, 0.5 / bin_size)``.
         runaway_bins : int, default 10
             Consecutive bins at the cap that make a runaway.
         """
+        key = resolve_key(key, needed=True, why="simulate")
         self._check_data(data, fitting=False)
         if len(self.target_index_) != len(self.source_ids_):
             raise ValueError(
                 "simulate needs every coupling source modelled (the GLM was fitted to a subset of "
                 "neurons: fit it with neurons=None)"
             )
-        key = as_key(key)
         max_rate = max(1000.0, 0.5 / data.bin_size) if max_rate is None else float(max_rate)
         arrays = self._features(data, spikes=False)
         params = {k: jnp.asarray(v) for k, v in self.params_.items()}
@@ -838,10 +981,10 @@ class PoissonGLM:
         drive = jnp.broadcast_to(
             linear_predictor(spec_drive, params, {"stimulus": arrays.get("stimulus")}), (data.n_time, self.spec_.n_neuron)
         )
-        filt = self._filters_of(self.params_) if (self.history_basis is not None or self.coupling) else None
+        filt = self._filters_of(self.params_) if (self.history_basis is not None or self._coupled) else None
         hist = None if self.history_basis is None else filt["history"].transpose("history_lag", "neuron").values
         coup = None
-        if self.coupling:
+        if self._coupled:
             coup = filt["coupling"].transpose("coupling_lag", "source", "neuron").values
         kernel = None if filt is None else feedback_kernel(hist, coup, self.spec_.self_index, self.spec_.n_neuron)
         counts, rates, first, n_capped = simulate_counts(
@@ -879,8 +1022,17 @@ class PoissonGLM:
 
         The posterior holds the basis weights (``*_weights``) and the filters
         (``{name}_filter``, dims as in :meth:`filter_draws`). The design arrays are left out of
-        ``constant_data`` (they can be rebuilt from the data); ``log_likelihood`` is pointwise
-        over ``(time, neuron)``.
+        ``constant_data`` (they can be rebuilt from the data). The ``log_likelihood`` group
+        holds one variable, ``counts``, with dims ``(chain, draw, time)``: the log-likelihood
+        of each time bin summed over the modelled neurons, the unit of
+        :meth:`log_likelihood`, so ``az.loo`` and ``az.compare`` rank GLMs of the same
+        neurons (with and without coupling, say) by held-out time bins. The per-neuron values
+        stay in ``result_.to_inference_data()``.
+
+        Parameters
+        ----------
+        log_likelihood : bool
+            Include the ``log_likelihood`` group.
         """
         self._check_fitted()
         idata = self.result_.to_inference_data(log_likelihood=log_likelihood)
@@ -890,6 +1042,9 @@ class PoissonGLM:
         for name, da in draws.data_vars.items():
             post[f"{name}_filter"] = da.assign_coords(chain=post.chain, draw=post.draw)
         idata.posterior = post
+        if "log_likelihood" in idata.groups():
+            lik = idata.log_likelihood
+            idata.log_likelihood = xr.Dataset({"counts": lik["counts"].sum("neuron")}, attrs=lik.attrs)
         if hasattr(idata, "constant_data"):
             keep = [v for v in idata.constant_data.data_vars if v not in ("stimulus", "history", "coupling", "spectra", "rows")]
             if keep:
@@ -902,14 +1057,3 @@ class PoissonGLM:
         """``arviz.summary`` of the fit's sites (see :meth:`FitResult.summary`)."""
         self._check_fitted()
         return self.result_.summary(**kwargs)
-
-    def __repr__(self) -> str:
-        parts = [f"observation={self.observation!r}", f"link={self.link!r}"]
-        if self.stimulus_basis is not None:
-            parts.append(f"stimulus_basis={self.stimulus_basis!r}")
-        if self.history_basis is not None:
-            parts.append(f"history_basis={self.history_basis!r}")
-        if self.coupling:
-            parts.append("coupling=True")
-        state = "unfitted" if self.result_ is None else f"fitted by {self.result_.method}"
-        return f"PoissonGLM({', '.join(parts)}; {state})"

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..data import SpikeData
+from ..estimator import PROB
 
 __all__ = ["plot_filters", "plot_coupling", "plot_rates", "plot_raster"]
 
@@ -137,7 +138,7 @@ def plot_filters(
     name: str | None = None,
     neurons: Sequence[Any] | None = None,
     sources: Sequence[Any] | None = None,
-    prob: float = 0.9,
+    prob: float = PROB,
     axes=None,
     max_panels: int = 100,
 ):
@@ -166,7 +167,7 @@ def plot_filters(
     sources : sequence, optional
         Ids of the source neurons of the coupling rows; default ``neurons`` if given, else
         every source.
-    prob : float, default 0.9
+    prob : float, default :data:`bayesneuro.estimator.PROB` (0.9)
         Probability mass of the bands.
     axes : array of matplotlib Axes, optional
         ``rows x columns`` axes to draw on (any shape with that many); default a new figure.

@@ -5,18 +5,28 @@ from __future__ import annotations
 import numpy as np
 from scipy import special, stats
 
-__all__ = ["log_likelihood", "null_log_likelihood", "saturated_log_likelihood", "bits_per_spike", "pseudo_r2"]
+__all__ = [
+    "pointwise_log_likelihood",
+    "log_likelihood",
+    "null_log_likelihood",
+    "saturated_log_likelihood",
+    "bits_per_spike",
+    "pseudo_r2",
+]
 
 
-def log_likelihood(counts, mu, observation: str = "poisson", concentration=None) -> np.ndarray:
-    """Log-likelihood per neuron of ``counts`` ``(time, neuron)`` with expected counts ``mu``.
+def pointwise_log_likelihood(counts, mu, observation: str = "poisson", concentration=None) -> np.ndarray:
+    """Log-likelihood (nats) of each bin and neuron of ``counts`` ``(time, neuron)``, same shape.
+
+    ``mu`` holds the expected counts (rate x bin size); ``concentration`` the negative-binomial
+    shape per neuron.
 
     Examples
     --------
     >>> import numpy as np
-    >>> from bayesneuro.glm.scores import log_likelihood
-    >>> log_likelihood(np.array([[0], [2]]), np.array([[1.0], [1.0]])).round(4).tolist()
-    [-2.6931]
+    >>> from bayesneuro.glm.scores import pointwise_log_likelihood
+    >>> pointwise_log_likelihood(np.array([[0], [2]]), np.array([[1.0], [1.0]])).round(4).tolist()
+    [[-1.0], [-1.6931]]
     """
     y = np.asarray(counts, dtype=float)
     mu = np.asarray(mu, dtype=float)
@@ -29,7 +39,22 @@ def log_likelihood(counts, mu, observation: str = "poisson", concentration=None)
         ll = stats.nbinom.logpmf(y, c, c / (c + mu))
     else:
         raise ValueError(f"unknown observation model {observation!r}")
-    return ll.sum(axis=0)
+    return ll
+
+
+def log_likelihood(counts, mu, observation: str = "poisson", concentration=None) -> np.ndarray:
+    """Log-likelihood per neuron of ``counts`` ``(time, neuron)`` with expected counts ``mu``.
+
+    The sum over time of :func:`pointwise_log_likelihood`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bayesneuro.glm.scores import log_likelihood
+    >>> log_likelihood(np.array([[0], [2]]), np.array([[1.0], [1.0]])).round(4).tolist()
+    [-2.6931]
+    """
+    return pointwise_log_likelihood(counts, mu, observation, concentration).sum(axis=0)
 
 
 def null_log_likelihood(counts, observation: str = "poisson") -> np.ndarray:

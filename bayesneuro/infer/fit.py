@@ -32,10 +32,10 @@ GUIDES = {
 
 # Options each method takes, with defaults. Anything else passed to ``fit`` is data for the model.
 _OPTIONS: dict[str, dict[str, Any]] = {
-    "map": {"max_iter": 2000, "gtol": 1e-6, "init_strategy": None, "preconditioner": None, "proximal": None},
+    "map": {"max_iter": 2000, "tol": 1e-6, "init_strategy": None, "preconditioner": None, "proximal": None},
     "laplace": {
         "max_iter": 2000,
-        "gtol": 1e-6,
+        "tol": 1e-6,
         "init_strategy": None,
         "preconditioner": None,
         "num_samples": 1000,
@@ -145,11 +145,12 @@ def fit(
     **kwargs
         Method options (others are passed to the model as data):
 
-        - map: ``max_iter=2000``, ``gtol=1e-6``, ``init_strategy``, ``preconditioner``
+        - map: ``max_iter=2000`` (iteration cap), ``tol=1e-6`` (on the largest gradient
+          component, in the optimiser's variables), ``init_strategy``, ``preconditioner``
           (a *linear* map ``P`` from a dict of unconstrained site values to another, or a pair
           ``(P, args)`` called as ``P(z, *args)`` so that refits with new ``args`` arrays reuse
           the compiled program; L-BFGS then runs on ``z`` with ``u = u_init + P(z)``, and
-          ``gtol`` applies to the gradient in ``z``. A good ``P`` whitens the curvature, e.g.
+          ``tol`` applies to the gradient in ``z``. A good ``P`` whitens the curvature, e.g.
           standardised features for GLMs).
           ``proximal`` (a :class:`Proximal`: non-smooth penalties such as a group lasso are
           optimised by FISTA, so penalised weights reach exact zeros; ``max_iter`` then counts
@@ -264,6 +265,61 @@ def _check_finite(data: dict) -> None:
                 raise ValueError(f"model argument {name!r} contains {bad}")
 
 
+class _Layout(NamedTuple):
+    """The flat unconstrained parameter vector of a model on one data layout.
+
+    Shared by :func:`fit` (MAP, Laplace) and :func:`~bayesneuro.infer.fit_streaming`.
+    """
+
+    transforms: dict  # site -> bijection from the unconstrained space
+    unravel: Callable  # flat vector -> dict of unconstrained site values
+    constrain: Callable  # jitted (n, d) flat unconstrained draws -> dict of constrained draws
+
+    def log_jacobian(self, z: dict, params: dict) -> jax.Array:
+        """``log |d constrain / d z|`` at the unconstrained values `z` (constrained: `params`)."""
+        return sum(jnp.sum(self.transforms[n].log_abs_det_jacobian(z[n], params[n])) for n in z)
+
+
+def _layout(model: Callable, data: dict, method: str) -> _Layout:
+    """Trace `model` on `data`, check its latent sites suit `method`, and flatten them."""
+    trace = _model.trace_model(model, data)
+    _model.check_continuous(trace, method)
+    latents = _model.latent_sites(trace)
+    if not latents:
+        raise ValueError(f"the model has no latent sites to fit (method={method!r})")
+    tfs = _model.transforms(trace)
+    _, unravel = ravel_pytree(_model.unconstrain({n: s["value"] for n, s in latents.items()}, tfs))
+    constrain = jax.jit(jax.vmap(lambda u: _model.constrain(unravel(u), tfs)))
+    return _Layout(tfs, unravel, constrain)
+
+
+def _gaussian_at_mode(hess, x, value: float, key, num_samples: int, unravel) -> tuple[jax.Array, dict]:
+    """Laplace: ``num_samples`` flat draws from ``N(x, hess^-1)`` and the approximation's details.
+
+    `value` is the negative log density at the mode `x`. Returns the draws ``(num_samples, d)``
+    and ``info`` entries ``mode``, ``cov``, ``unravel``, ``log_marginal_likelihood``.
+    """
+    hess = 0.5 * (hess + hess.T)
+    chol = jnp.linalg.cholesky(hess)
+    if not bool(jnp.all(jnp.isfinite(chol))):
+        raise np.linalg.LinAlgError(
+            "laplace: the Hessian of the negative log posterior at the mode is not positive "
+            "definite, so there is no Gaussian approximation there. The posterior may be "
+            "improper or flat in some direction: add priors, or use method='nuts'."
+        )
+    d = x.shape[0]
+    eps = jax.random.normal(key, (num_samples, d), dtype=x.dtype)
+    # u = mode + L^{-T} eps has covariance (L L^T)^{-1} = H^{-1}
+    u = x + jax.scipy.linalg.solve_triangular(chol, eps.T, lower=True, trans="T").T
+    cov = jax.scipy.linalg.cho_solve((chol, True), jnp.eye(d, dtype=hess.dtype))
+    log_det_h = 2.0 * float(jnp.sum(jnp.log(jnp.diag(chol))))
+    info = dict(
+        mode=unravel(x), cov=np.asarray(cov), unravel=unravel,
+        log_marginal_likelihood=-value + 0.5 * d * np.log(2.0 * np.pi) - 0.5 * log_det_h,
+    )
+    return u, info
+
+
 class _Program(NamedTuple):
     """Compiled pieces of MAP and Laplace for one model and one set of data shapes."""
 
@@ -299,13 +355,8 @@ def _program(model, data: dict, method: str) -> tuple[_Program, dict]:
         cache_key = None
     if cache_key is not None and cache_key in _PROGRAMS:
         return _PROGRAMS[cache_key], arrays
-    trace = _model.trace_model(model, data)
-    _model.check_continuous(trace, method)
-    latents = _model.latent_sites(trace)
-    if not latents:
-        raise ValueError(f"the model has no latent sites to fit (method={method!r})")
-    tfs = _model.transforms(trace)
-    _, unravel = ravel_pytree(_model.unconstrain({n: s["value"] for n, s in latents.items()}, tfs))
+    layout = _layout(model, data, method)
+    tfs, unravel = layout.transforms, layout.unravel
 
     def neg_log_joint(u, arr):
         params = _model.constrain(unravel(u), tfs)
@@ -314,8 +365,7 @@ def _program(model, data: dict, method: str) -> tuple[_Program, dict]:
     def potential(u, arr):
         z = unravel(u)
         params = _model.constrain(z, tfs)
-        log_jac = sum(jnp.sum(tfs[n].log_abs_det_jacobian(z[n], params[n])) for n in z)
-        return -log_density(model, (), {**static, **arr}, params)[0] - log_jac
+        return -log_density(model, (), {**static, **arr}, params)[0] - layout.log_jacobian(z, params)
 
     def complete(latent_draws, key, arr):
         return _model.complete_samples(model, {**static, **arr}, latent_draws, key)
@@ -325,7 +375,7 @@ def _program(model, data: dict, method: str) -> tuple[_Program, dict]:
         neg_log_joint,
         potential,
         jax.jit(jax.hessian(potential)),
-        jax.jit(jax.vmap(lambda u: _model.constrain(unravel(u), tfs))),
+        layout.constrain,
         jax.jit(complete),
     )
     if cache_key is not None:
@@ -350,13 +400,13 @@ def _initial_point(model, data, rng, init_strategy) -> jax.Array:
     return ravel_pytree(_model.unconstrain({n: s["value"] for n, s in latents.items()}, tfs))[0]
 
 
-def _not_converged_warning(method, opt):
+def _not_converged_warning(method: str, message: str, grad_norm: float, n_iter: int, stacklevel: int = 4):
     warnings.warn(
-        f"{method}: the optimiser did not converge ({opt.message}; gradient norm {opt.grad_norm:.2e} "
-        f"after {opt.n_iter} iterations). Raise max_iter, rescale covariates, or use "
+        f"{method}: the optimiser did not converge ({message}; gradient norm {grad_norm:.2e} "
+        f"after {n_iter} iterations). Raise max_iter, rescale covariates, or use "
         "stronger priors.",
         RuntimeWarning,
-        stacklevel=4,
+        stacklevel=stacklevel + 1,
     )
 
 
@@ -388,7 +438,7 @@ def _flat_prox(operator, unravel):
 
 
 def _optimum(
-    model, data, rng, progress, method, max_iter, gtol, init_strategy, jacobian, preconditioner=None,
+    model, data, rng, progress, method, max_iter, tol, init_strategy, jacobian, preconditioner=None,
     proximal=None,
 ):
     prog, arrays = _program(model, data, method)
@@ -413,22 +463,22 @@ def _optimum(
             x0, args = jnp.zeros_like(u0), (arrays, u0, pargs)
         opt = minimize_proximal(
             smooth, full, prox, x0, args=args, prox_args=tuple(proximal.args), max_iter=max_iter,
-            gtol=gtol, progress=progress, desc=f"{desc} (FISTA)",
+            tol=tol, progress=progress, desc=f"{desc} (FISTA)",
         )
         if to_u is not None:
             opt = opt._replace(x=to_u(opt.x, u0, pargs))
     elif preconditioner is None:
-        opt = minimize(fun, u0, args=(arrays,), max_iter=max_iter, gtol=gtol, progress=progress, desc=desc)
+        opt = minimize(fun, u0, args=(arrays,), max_iter=max_iter, tol=tol, progress=progress, desc=desc)
     else:
         pfun, pargs = preconditioner if isinstance(preconditioner, tuple) else (preconditioner, ())
         fun_z, to_u = _preconditioned(fun, prog.unravel, pfun)
         opt = minimize(
-            fun_z, jnp.zeros_like(u0), args=(arrays, u0, pargs), max_iter=max_iter, gtol=gtol,
+            fun_z, jnp.zeros_like(u0), args=(arrays, u0, pargs), max_iter=max_iter, tol=tol,
             progress=progress, desc=desc,
         )
         opt = opt._replace(x=to_u(opt.x, u0, pargs))
     if not opt.converged:
-        _not_converged_warning(method, opt)
+        _not_converged_warning(method, opt.message, opt.grad_norm, opt.n_iter)
     info = dict(
         converged=opt.converged, n_iter=opt.n_iter, objective=opt.value,
         grad_norm=opt.grad_norm, message=opt.message,
@@ -436,10 +486,10 @@ def _optimum(
     return prog, arrays, opt, info
 
 
-def _fit_map(model, data, rng, progress, *, max_iter, gtol, init_strategy, preconditioner, proximal):
+def _fit_map(model, data, rng, progress, *, max_iter, tol, init_strategy, preconditioner, proximal):
     k_init, k_det = jax.random.split(rng)
     prog, arrays, opt, info = _optimum(
-        model, data, k_init, progress, "map", max_iter, gtol, init_strategy, jacobian=False,
+        model, data, k_init, progress, "map", max_iter, tol, init_strategy, jacobian=False,
         preconditioner=preconditioner, proximal=proximal,
     )
     point = prog.constrain(opt.x[None])
@@ -447,32 +497,15 @@ def _fit_map(model, data, rng, progress, *, max_iter, gtol, init_strategy, preco
     return FitResult("map", samples, model, data, None, info)
 
 
-def _fit_laplace(model, data, rng, progress, *, max_iter, gtol, init_strategy, preconditioner, num_samples):
+def _fit_laplace(model, data, rng, progress, *, max_iter, tol, init_strategy, preconditioner, num_samples):
     k_init, k_draw, k_det = jax.random.split(rng, 3)
     prog, arrays, opt, info = _optimum(
-        model, data, k_init, progress, "laplace", max_iter, gtol, init_strategy, jacobian=True,
+        model, data, k_init, progress, "laplace", max_iter, tol, init_strategy, jacobian=True,
         preconditioner=preconditioner,
     )
-    hess = prog.hessian(opt.x, arrays)
-    hess = 0.5 * (hess + hess.T)
-    chol = jnp.linalg.cholesky(hess)
-    if not bool(jnp.all(jnp.isfinite(chol))):
-        raise np.linalg.LinAlgError(
-            "laplace: the Hessian of the negative log posterior at the mode is not positive "
-            "definite, so there is no Gaussian approximation there. The posterior may be "
-            "improper or flat in some direction: add priors, or use method='nuts'."
-        )
-    d = opt.x.shape[0]
-    eps = jax.random.normal(k_draw, (num_samples, d), dtype=opt.x.dtype)
-    # u = mode + L^{-T} eps has covariance (L L^T)^{-1} = H^{-1}
-    u = opt.x + jax.scipy.linalg.solve_triangular(chol, eps.T, lower=True, trans="T").T
+    u, gauss = _gaussian_at_mode(prog.hessian(opt.x, arrays), opt.x, opt.value, k_draw, num_samples, prog.unravel)
     samples = stack_chain(prog.complete(prog.constrain(u), k_det, arrays))
-    cov = jax.scipy.linalg.cho_solve((chol, True), jnp.eye(d, dtype=hess.dtype))
-    log_det_h = 2.0 * float(jnp.sum(jnp.log(jnp.diag(chol))))
-    info.update(
-        mode=prog.unravel(opt.x), cov=np.asarray(cov), unravel=prog.unravel,
-        log_marginal_likelihood=-opt.value + 0.5 * d * np.log(2.0 * np.pi) - 0.5 * log_det_h,
-    )
+    info.update(gauss)
     return FitResult("laplace", samples, model, data, None, info)
 
 

@@ -49,7 +49,7 @@ class OptResult(NamedTuple):
 
 
 @functools.lru_cache(maxsize=64)
-def _chunk_runner(fun: Callable, memory_size: int, gtol: float, ftol: float):
+def _chunk_runner(fun: Callable, memory_size: int, tol: float, ftol: float):
     """A jitted run of up to ``n_left`` L-BFGS iterations of ``fun(x, *args)``.
 
     Cached per objective function, so repeated fits of the same model and data
@@ -69,7 +69,7 @@ def _chunk_runner(fun: Callable, memory_size: int, gtol: float, ftol: float):
             x = optax.apply_updates(x, updates)
             new_value = otu.tree_get(state, "value")
             gnorm = jnp.max(jnp.abs(otu.tree_get(state, "grad")))
-            g_ok = gnorm <= gtol
+            g_ok = gnorm <= tol
             f_ok = jnp.abs(prev - new_value) <= ftol * jnp.maximum(1.0, jnp.abs(new_value))
             bad = ~jnp.isfinite(new_value)
             code = jnp.where(bad, 3, jnp.where(g_ok, 1, jnp.where(f_ok, 2, 0)))
@@ -95,7 +95,7 @@ def minimize(
     *,
     args: tuple = (),
     max_iter: int = 2000,
-    gtol: float = 1e-6,
+    tol: float = 1e-6,
     ftol: float | None = None,
     memory_size: int = 20,
     progress: bool = True,
@@ -104,7 +104,7 @@ def minimize(
 ) -> OptResult:
     r"""Minimise ``fun(x, *args)`` over ``x`` with L-BFGS until the gradient or the objective stalls.
 
-    Stops when :math:`\|\nabla f\|_\infty \le \mathrm{gtol}` (converged)
+    Stops when :math:`\|\nabla f\|_\infty \le \mathrm{tol}` (converged)
     or when one iteration changes :math:`f` by less than
     :math:`\mathrm{ftol}\,\max(1, |f|)` (converged: no further progress possible
     at this precision), or after ``max_iter`` iterations (not converged).
@@ -121,7 +121,7 @@ def minimize(
         Extra arguments of ``fun`` (arrays; traced, not static).
     max_iter : int
         Iteration cap.
-    gtol : float
+    tol : float
         Absolute tolerance on the largest gradient component. When rounding keeps
         the gradient above it (float32, huge objectives), the ``ftol`` stall test
         ends the run instead.
@@ -164,7 +164,7 @@ def minimize(
             f"(objective={float(value0)}). Check the data for extreme values and the priors "
             "for impossible settings, or pass a different init."
         )
-    opt, run_chunk = _chunk_runner(fun, memory_size, float(gtol), float(ftol))
+    opt, run_chunk = _chunk_runner(fun, memory_size, float(tol), float(ftol))
     # strong types: optax's initial state holds weakly typed scalars, which would make the
     # jitted chunk compile a second time once the state comes back from it
     x, state = x0, jax.tree.map(lambda v: jnp.asarray(v, dtype=jnp.result_type(v)), opt.init(x0))
@@ -197,7 +197,7 @@ def minimize(
 
 
 @functools.lru_cache(maxsize=64)
-def _fista_runner(smooth: Callable, full: Callable, prox: Callable, gtol: float, ftol: float):
+def _fista_runner(smooth: Callable, full: Callable, prox: Callable, tol: float, ftol: float):
     """A jitted run of up to ``n_left`` monotone FISTA iterations (cached per objective)."""
     vg = jax.value_and_grad(smooth)
 
@@ -229,7 +229,7 @@ def _fista_runner(smooth: Callable, full: Callable, prox: Callable, gtol: float,
             f_new = jnp.where(better, f_p, f_x)
             y_new = x_new + (t / t_new) * (p - x_new) + ((t - 1.0) / t_new) * (x_new - x)
             resid = lip * jnp.max(jnp.abs(p - y))  # the gradient mapping at y
-            g_ok = resid <= gtol
+            g_ok = resid <= tol
             f_ok = better & (jnp.abs(f_x - f_new) <= ftol * jnp.maximum(1.0, jnp.abs(f_new))) & (i > 0)
             bad = ~jnp.isfinite(f_new)
             code = jnp.where(bad, 3, jnp.where(g_ok, 1, jnp.where(f_ok, 2, 0)))
@@ -253,7 +253,7 @@ def minimize_proximal(
     args: tuple = (),
     prox_args: tuple = (),
     max_iter: int = 5000,
-    gtol: float = 1e-6,
+    tol: float = 1e-6,
     ftol: float | None = None,
     progress: bool = True,
     desc: str = "FISTA",
@@ -265,7 +265,7 @@ def minimize_proximal(
     whenever the objective would rise. ``prox(v, step, *prox_args)`` must return
     :math:`\arg\min_x g(x) + \|x - v\|^2 / (2\,\mathrm{step})`; ``full(x, *args)`` is the whole
     objective ``smooth + g`` (monitored, never differentiated). Stops when the gradient mapping
-    :math:`\|(y - \mathrm{prox}(y - s\nabla f(y)))/s\|_\infty \le \mathrm{gtol}` (the optimality
+    :math:`\|(y - \mathrm{prox}(y - s\nabla f(y)))/s\|_\infty \le \mathrm{tol}` (the optimality
     condition of the composite problem), when an accepted step changes the objective by less
     than :math:`\mathrm{ftol}\max(1, |F|)`, or after ``max_iter`` iterations.
 
@@ -279,7 +279,7 @@ def minimize_proximal(
         Starting point, shape ``(n_param,)``.
     args, prox_args : tuple
         Extra (traced) arguments of the objectives and of ``prox``.
-    max_iter, gtol, ftol, progress, desc, chunk
+    max_iter, tol, ftol, progress, desc, chunk
         As in :func:`minimize`.
 
     Returns
@@ -310,7 +310,7 @@ def minimize_proximal(
             f"{desc}: the objective or its gradient is not finite at the starting point "
             f"(objective={float(f0)}). Check the data for extreme values, or pass a different init."
         )
-    run_chunk = _fista_runner(smooth, full, prox, float(gtol), float(ftol))
+    run_chunk = _fista_runner(smooth, full, prox, float(tol), float(ftol))
     dtype = x0.dtype
     x, y = x0, x0
     f_x, t, lip = jnp.asarray(f0, dtype), jnp.asarray(1.0, dtype), jnp.asarray(1.0, dtype)

@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import arviz as az
-import jax
 import numpy as np
 
 from .. import __version__
@@ -203,8 +202,3 @@ class FitResult:
 def stack_chain(draws: dict, n_chain: int = 1) -> dict:
     """Reshape ``(n, ...)`` draws to ``(n_chain, n // n_chain, ...)`` numpy arrays."""
     return {k: np.asarray(v).reshape((n_chain, -1) + np.shape(v)[1:]) for k, v in draws.items()}
-
-
-def tree_to_numpy(tree):
-    """Numpy copy of a pytree of arrays."""
-    return jax.tree_util.tree_map(np.asarray, tree)

@@ -19,18 +19,16 @@ time bins depend on each other (an HMM, a linear dynamical system) cannot be spl
 
 from __future__ import annotations
 
-import warnings
 from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.flatten_util import ravel_pytree
 from numpyro import handlers
 from tqdm.auto import tqdm
 
 from . import _model
-from .fit import _check_finite, _initial_point, progress_default
+from .fit import _check_finite, _gaussian_at_mode, _initial_point, _layout, _not_converged_warning, progress_default
 from .result import FitResult, stack_chain
 
 __all__ = ["fit_streaming", "chunk_slices"]
@@ -82,7 +80,7 @@ def fit_streaming(
     time_axes: Mapping[str, int],
     chunk_size: int,
     max_iter: int = 1000,
-    gtol: float = 1e-6,
+    tol: float = 1e-6,
     num_samples: int = 1000,
     init_strategy: Any = None,
     shard: Any = None,
@@ -109,8 +107,8 @@ def fit_streaming(
     chunk_size : int
         Time bins per chunk: the device holds about one or two chunks of every time-indexed
         argument at a time.
-    max_iter, gtol : int, float
-        L-BFGS iterations and the gradient tolerance (infinity norm).
+    max_iter, tol : int, float
+        L-BFGS iteration cap and the gradient tolerance (infinity norm).
     num_samples : int
         Laplace draws.
     init_strategy : callable, optional
@@ -192,15 +190,10 @@ def fit_streaming(
             return shard_data(part, shard)
         return {k: jnp.asarray(v) for k, v in part.items()}
 
-    k_init, k_draw, k_det = jax.random.split(rng, 3)
+    k_init, k_draw, _ = jax.random.split(rng, 3)
     first = {**static, **chunk(slices[0])}
-    trace = _model.trace_model(model, first)
-    _model.check_continuous(trace, method)
-    latents = _model.latent_sites(trace)
-    if not latents:
-        raise ValueError(f"the model has no latent sites to fit (method={method!r})")
-    tfs = _model.transforms(trace)
-    _, unravel = ravel_pytree(_model.unconstrain({n: s["value"] for n, s in latents.items()}, tfs))
+    layout = _layout(model, first, method)
+    tfs, unravel = layout.transforms, layout.unravel
     jacobian = method == "laplace"
 
     def prior_term(u, arr):
@@ -208,7 +201,7 @@ def fit_streaming(
         params = _model.constrain(z, tfs)
         lp, _ = _site_terms(model, {**static, **arr}, params)
         if jacobian:
-            lp = lp + sum(jnp.sum(tfs[n].log_abs_det_jacobian(z[n], params[n])) for n in z)
+            lp = lp + layout.log_jacobian(z, params)
         return -lp
 
     def lik_term(u, arr):
@@ -240,53 +233,32 @@ def fit_streaming(
     try:
         opt = scipy_minimize(
             objective, u0, jac=True, method="L-BFGS-B", callback=lambda *_: bar.update(1),
-            options={"maxiter": max_iter, "gtol": gtol, "ftol": 1e-15, "maxcor": 20},
+            options={"maxiter": max_iter, "gtol": tol, "ftol": 1e-15, "maxcor": 20},
         )
     finally:
         bar.close()
     x = jnp.asarray(opt.x)
     grad_norm = float(np.max(np.abs(opt.jac))) if opt.jac is not None else float("nan")
-    converged = bool(opt.success) or grad_norm <= gtol
+    converged = bool(opt.success) or grad_norm <= tol
     if not converged:
-        warnings.warn(
-            f"{method}: the optimiser did not converge ({opt.message}; gradient norm {grad_norm:.2e} "
-            f"after {opt.nit} iterations). Raise max_iter, rescale covariates, or use stronger priors.",
-            RuntimeWarning,
-            stacklevel=2,
-        )
+        _not_converged_warning(method, str(opt.message), grad_norm, int(opt.nit), stacklevel=2)
     info = dict(
         converged=converged, n_iter=int(opt.nit), objective=float(opt.fun), grad_norm=grad_norm,
         message=str(opt.message), n_chunks=len(slices), chunk_size=int(chunk_size),
     )
-    constrain = jax.jit(jax.vmap(lambda u: _model.constrain(unravel(u), tfs)))
     if method == "map":
-        draws = constrain(x[None])
+        draws = layout.constrain(x[None])
     else:
-        prior_h = jax.jit(jax.hessian(prior_term))
         lik_h = jax.jit(jax.hessian(lik_term))
-        hess = prior_h(x, prior_arr)
+        hess = jax.jit(jax.hessian(prior_term))(x, prior_arr)
         for sl in slices:
             hess = hess + lik_h(x, chunk(sl))
-        hess = 0.5 * (hess + hess.T)
-        chol = jnp.linalg.cholesky(hess)
-        if not bool(jnp.all(jnp.isfinite(chol))):
-            raise np.linalg.LinAlgError(
-                "laplace: the Hessian of the negative log posterior at the mode is not positive "
-                "definite; add priors, or use method='map'."
-            )
-        d = x.shape[0]
-        eps = jax.random.normal(k_draw, (num_samples, d), dtype=x.dtype)
-        draws = constrain(x + jax.scipy.linalg.solve_triangular(chol, eps.T, lower=True, trans="T").T)
-        cov = jax.scipy.linalg.cho_solve((chol, True), jnp.eye(d, dtype=hess.dtype))
-        log_det_h = 2.0 * float(jnp.sum(jnp.log(jnp.diag(chol))))
-        info.update(
-            mode=unravel(x), cov=np.asarray(cov), unravel=unravel,
-            log_marginal_likelihood=-float(opt.fun) + 0.5 * d * np.log(2.0 * np.pi) - 0.5 * log_det_h,
-        )
+        u, gauss = _gaussian_at_mode(hess, x, float(opt.fun), k_draw, num_samples, unravel)
+        draws = layout.constrain(u)
+        info.update(gauss)
     # deterministic sites from the first chunk's shapes would be wrong for time-indexed ones:
     # keep the latent sites only
     samples = stack_chain({k: np.asarray(v) for k, v in draws.items()})
-    del k_det
     result = FitResult(method, samples, model, dict(data), None, info)
     result.coords = dict(coords or {})
     result.dims = dict(dims or {})
