@@ -212,8 +212,18 @@ class Estimator:
         self.__dict__.update(fresh.__dict__)
         return self
 
+    #: Whether ``fit`` takes a target (decoders) besides the spike data.
+    _requires_target: bool = False
+
     def __sklearn_clone__(self):
         return clone(self)
+
+    def __sklearn_tags__(self):
+        """scikit-learn's estimator tags (read by its model-selection helpers; sklearn imported lazily)."""
+        from sklearn.utils import Tags, TargetTags
+
+        return Tags(estimator_type=None, target_tags=TargetTags(required=self._requires_target),
+                    non_deterministic=False, requires_fit=True)
 
     def _check_fitted(self) -> None:
         if not self.is_fitted:

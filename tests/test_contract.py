@@ -162,14 +162,19 @@ def _call(case: Case, method: str, est, data):
         return f(data) if case.target is None else f(data, case.target)
 
 
+class _Fitted(dict):
+    """Each case fitted once with key=0, on first use (shared by the checks that only read it)."""
+
+    def __missing__(self, name):
+        case = next(c for c in CASES if c.name == name)
+        data = case.data()
+        self[name] = (_fit(case, case.make(), data, key=0), data)
+        return self[name]
+
+
 @pytest.fixture(scope="module")
 def fitted():
-    """Each case fitted once with key=0 (shared by the checks that only read the fit)."""
-    out = {}
-    for case in CASES:
-        data = case.data()
-        out[case.name] = (_fit(case, case.make(), data, key=0), data)
-    return out
+    return _Fitted()
 
 
 # -- tests -----------------------------------------------------------------------------------
@@ -259,26 +264,61 @@ def test_log_likelihood_and_inference_data(case, fitted):
     assert var.sizes[dim] == ll.shape[0]
     if var.sizes["chain"] * var.sizes["draw"] == 1:  # a point fit: the group is log_likelihood(data)
         np.testing.assert_allclose(var.values.reshape(-1), ll, rtol=1e-6, atol=1e-8)
+    if var.sizes["chain"] * var.sizes["draw"] > 1:  # PSIS-LOO needs posterior draws
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            loo = az.loo(idata)
+        assert np.isfinite(float(loo.elpd_loo))
+
+
+def test_az_compare_ranks_glms_with_and_without_coupling():
+    """Posterior fits of the same data: az.compare ranks them by the same pointwise terms."""
+    rng = np.random.default_rng(7)
+    t, n = 1500, 2
+    counts = np.zeros((t, n), int)
+    for i in range(1, t):  # neuron 1 fires after neuron 0
+        counts[i, 0] = rng.poisson(0.2)
+        counts[i, 1] = rng.poisson(0.05 + 0.8 * counts[i - 1, 0])
+    data = bn.SpikeData.from_counts(counts, bin_size=0.01)
+    basis = bn.bases.Identity(2)
+    fits = {}
+    for name, coupling in (("independent", False), ("coupled", True)):
+        glm = bn.PoissonGLM(history_basis=basis, coupling=coupling)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            glm.fit(data, method="laplace", key=1, progress=False, num_samples=200)
+        idata = glm.to_inference_data()
+        assert idata.log_likelihood[next(iter(idata.log_likelihood.data_vars))].sizes["draw"] > 1
+        fits[name] = idata
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        loo = az.loo(idata)
-    assert np.isfinite(float(loo.elpd_loo)) or var.sizes["draw"] == 1
+        table = az.compare(fits)
+    assert table.index[0] == "coupled"
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if c.target is not None], ids=[c.name for c in CASES if c.target is not None])
-def test_cross_validate_takes_any_decoder(case):
+_CV_CASES = [c for c in CASES if c.data in (_glm_data, _trial_data, _place_data, _word_data)]
+
+
+@pytest.mark.parametrize("case", _CV_CASES, ids=[c.name for c in _CV_CASES])
+def test_cross_validate_takes_any_estimator_of_binned_data(case):
     from bayesneuro.decoders.evaluation import cross_validate
 
     data = case.data()
     est = case.make()
+    by = "trials" if case.data is _trial_data else "time"
+    kw = {k: v for k, v in case.fit_kwargs.items()}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        a = cross_validate(est, data, case.target, n_folds=2, key=0, fit_kwargs={**case.fit_kwargs, "progress": False})
-        b = cross_validate(est, data, case.target, n_folds=2, key=0, fit_kwargs={**case.fit_kwargs, "progress": False})
+        a = cross_validate(est, data, case.target, n_folds=2, by=by, key=0, fit_kwargs={**kw, "progress": False})
+        b = cross_validate(est, data, case.target, n_folds=2, by=by, key=0, fit_kwargs={**kw, "progress": False})
     assert not est.is_fitted, "cross_validate must fit clones, not the estimator itself"
     sa, sb = np.asarray(a["score"], float), np.asarray(b["score"], float)
     assert sa.shape == (2,) and np.all(np.isfinite(sa))
+    assert a["unit"] == type(est).score_unit
     np.testing.assert_allclose(sa, sb, rtol=1e-10)
+    if case.needs_key:
+        with pytest.raises(TypeError, match="key"):
+            cross_validate(est, data, case.target, n_folds=2, by=by, key=None, fit_kwargs={**kw, "progress": False})
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if c.compare], ids=[c.name for c in CASES if c.compare])

@@ -34,6 +34,7 @@ class Decoder(Estimator, metaclass=abc.ABCMeta):
     score_unit = "nats/bin"
     #: One log-likelihood value per decoded time bin.
     log_likelihood_dim = "time"
+    _requires_target = True
     #: Methods ``fit`` accepts (the first is the default).
     METHODS: tuple[str, ...] = ()
     #: Options ``fit`` accepts for each method, with their defaults.

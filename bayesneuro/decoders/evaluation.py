@@ -123,7 +123,7 @@ def _fit_kwargs(fit_kwargs: dict | None) -> dict:
 def cross_validate(
     decoder: Any,
     data: SpikeData,
-    target: Any,
+    target: Any = None,
     *,
     n_folds: int = 5,
     by: str = "time",
@@ -133,7 +133,11 @@ def cross_validate(
     probs: Sequence[float] = PROBS,
     fit_kwargs: dict | None = None,
 ) -> dict[str, Any]:
-    """Fit a fresh clone of `decoder` on each fold's training set and evaluate it on its test set.
+    """Fit a fresh clone of an estimator on each fold's training set and evaluate it on its test set.
+
+    Any estimator of the contract (:mod:`bayesneuro.estimator`) works: a decoder with its
+    `target`, or any other model (``PoissonGLM``, ``GPFA``, ``PoissonLDS``, the density models
+    of binned counts) with ``target=None``.
 
     Folds are contiguous blocks or whole trials (:func:`kfold`), with `gap` training bins
     dropped next to each test block and the training blocks kept as separate segments, so no
@@ -143,11 +147,13 @@ def cross_validate(
 
     Parameters
     ----------
-    decoder : Decoder
-        Any decoder (its constructor arguments are cloned; it may be fitted or not).
+    decoder : estimator
+        Any decoder, or any other estimator with ``target=None`` (its constructor arguments
+        are cloned; it may be fitted or not).
     data : SpikeData
-    target : str or sequence of str
-        Covariate name(s) of `data` (arrays would not follow the folds).
+    target : str or sequence of str, optional
+        Covariate name(s) of `data` (arrays would not follow the folds); None for estimators
+        that take no target.
     n_folds, by
         As in :func:`kfold`.
     gap : int, optional
@@ -166,13 +172,16 @@ def cross_validate(
     Returns
     -------
     dict
-        - ``score``: ndarray ``(n_folds,)``, each fold's ``decoder.score`` on its test set
-          (mean log posterior density of the truth, nats/bin, higher is better);
+        - ``score``: ndarray ``(n_folds,)``, each fold's ``score`` on its test set, in the
+          estimator's ``score_unit`` (decoders: mean log posterior density of the truth,
+          nats/bin; higher is always better);
         - ``value``: ndarray ``(n_folds,)``, `metric` per fold (equal to ``score`` by default);
         - ``metric``: the name of ``value`` (``"score"`` by default);
         - ``folds``: list of the ``n_folds`` ``evaluate`` dicts
-          (:func:`bayesneuro.decoders.scores.evaluate`);
-        - ``n_bins``: ndarray ``(n_folds,)``, decoded test bins per fold.
+          (:func:`bayesneuro.decoders.scores.evaluate` for decoders; empty for an estimator
+          without ``evaluate``);
+        - ``n_bins``: ndarray ``(n_folds,)``, decoded (or scored) test bins per fold;
+        - ``unit``: the estimator's ``score_unit``.
 
     Examples
     --------
@@ -188,9 +197,14 @@ def cross_validate(
     >>> cv["score"].shape, bool(np.all(cv["value"] < 0.2)), cv["metric"]
     ((4,), True, 'median_error')
     """
+    kw = _fit_kwargs(fit_kwargs)
+    if target is None:
+        if getattr(decoder, "_requires_target", False):
+            raise TypeError(f"{type(decoder).__name__} decodes a target: pass target= (covariate name(s) of the data)")
+        return _cross_validate_untargeted(decoder, data, n_folds=n_folds, by=by, gap=0 if gap is None else gap,
+                                          key=key, metric=metric, fit_kwargs=kw)
     if not (isinstance(target, str) or all(isinstance(t, str) for t in target)):
         raise TypeError("cross_validate needs the target as covariate name(s) of the data")
-    kw = _fit_kwargs(fit_kwargs)
     gap = _gap_for(decoder) if gap is None else gap
     folds = kfold(data, n_folds, by=by, gap=gap)
     keys = split_key(key, len(folds))
@@ -205,6 +219,35 @@ def cross_validate(
         "metric": "score" if metric is None else metric,
         "folds": evals,
         "n_bins": np.array([ev["n_bins"] for ev in evals]),
+        "unit": type(decoder).score_unit,
+    }
+
+
+def _cross_validate_untargeted(est: Any, data: SpikeData, *, n_folds: int, by: str, gap: int, key: Any,
+                               metric: str | None, fit_kwargs: dict) -> dict[str, Any]:
+    """cross_validate for an estimator that takes no target: ``score(test)`` per fold."""
+    folds = kfold(data, n_folds, by=by, gap=gap)
+    keys = split_key(key, len(folds))
+    scores, values, evals = [], [], []
+    for (train, test), k in zip(folds, keys):
+        m = clone(est)
+        m.fit(train, key=k, **fit_kwargs)
+        scores.append(float(m.score(test)))
+        ev = m.evaluate(test) if (metric is not None and callable(getattr(m, "evaluate", None))) else {}
+        evals.append(ev)
+        if metric is None:
+            values.append(scores[-1])
+        else:
+            if metric not in ev:
+                raise ValueError(f"unknown metric {metric!r}; {type(est).__name__}.evaluate gives {sorted(ev)}")
+            values.append(float(np.nanmean(np.asarray(ev[metric], dtype=float))))
+    return {
+        "score": np.array(scores),
+        "value": np.array(values),
+        "metric": "score" if metric is None else metric,
+        "folds": evals,
+        "n_bins": np.array([te.n_time for _, te in folds]),
+        "unit": type(est).score_unit,
     }
 
 
