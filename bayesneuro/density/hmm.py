@@ -454,9 +454,9 @@ class PoissonHMM(Estimator):
         bin_size : float, optional
             Seconds, for a plain array.
         n_restarts : int
-            MAP starts. One start is deterministic (the bins split into ``n_states`` groups by
-            population count); more are drawn at random from `key`, and the best mode is kept
-            (the likelihood has local optima).
+            MAP starts; the best mode is kept (the likelihood has local optima). ``1``: one
+            deterministic start (the bins split into ``n_states`` groups by population count, each
+            group's mean rates), no key needed; more: that many random starts drawn from `key`.
         max_iter : int
             L-BFGS iterations of each MAP start.
         **options
