@@ -17,7 +17,8 @@ from scipy import stats
 
 import bayesneuro as bn
 from bayesneuro.latent import gpfa_gaussian as G
-from bayesneuro.latent.gpfa import GPFA, choose_n_latents
+from bayesneuro.latent.gpfa import GPFA
+from bayesneuro.latent.gpfa_select import choose_n_latents
 from bayesneuro.latent.gpfa_gaussian import (
     GPFAParams,
     fit_gpfa_em,

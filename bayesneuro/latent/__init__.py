@@ -7,8 +7,9 @@ latents linear dynamics with Poisson observations. The exact Gaussian linear dyn
 :mod:`bayesneuro.latent.kalman`, as pure JAX functions.
 """
 
-from . import gpfa_gaussian, gpfa_poisson, kalman, plotting, scores
-from .gpfa import GPFA, choose_n_latents
+from . import gpfa_gaussian, gpfa_poisson, gpfa_select, kalman, plotting, scores
+from .gpfa import GPFA
+from .gpfa_select import choose_n_latents
 from .gpfa_gaussian import GPFAParams
 from .kalman import (
     LDSParams,
@@ -33,6 +34,7 @@ __all__ = [
     "fit_lds_em",
     "gpfa_gaussian",
     "gpfa_poisson",
+    "gpfa_select",
     "kalman",
     "plotting",
     "scores",
