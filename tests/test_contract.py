@@ -117,7 +117,7 @@ def _cases() -> list[Case]:
              n_units=lambda d: d.n_trial),
         Case("MaxEnt", lambda: den.MaxEnt(kind="ising"), _word_data, {}, n_units=lambda d: d.n_time),
         Case("NeuronStatistics", lambda: den.NeuronStatistics(), _trains, {"num_samples": 100}, needs_key=True),
-        Case("RenewalModel", lambda: den.RenewalModel(family="gamma"), _trains, {}),
+        Case("RenewalModel", lambda: den.RenewalModel(family="gamma"), _trains, {}, needs_key=True),  # laplace draws
         Case("NeuronTypes", lambda: den.NeuronTypes(max_types=2), _features, {"n_restarts": 1},
              needs_key=True, n_units=lambda d: d.shape[0], compare=False),
     ]
