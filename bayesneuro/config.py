@@ -575,8 +575,8 @@ def _fit_options(model: ModelConfig, method: str | None) -> set[str]:
             method = "em" if model.options.get("observation", "gaussian") == "gaussian" else "map"
         return {"max_iter", "tol", "squarem"} if method == "em" else _infer_options(method)
     if kind == "plds":
-        extra = {"max_newton", "newton_tol"} if method == "laplace-em" else _infer_options(method)
-        return {"n_iter", "tol"} | extra
+        extra = {"max_iter", "tol", "max_newton", "newton_tol"} if method == "laplace-em" else _infer_options(method)
+        return {"smoothing"} | extra
     return set()
 
 

@@ -9,7 +9,7 @@ Sections (``--sections``, default all):
   rules) and its tables are copied into this report.
 - ``lds``: Gaussian LDS (exact Kalman smoother + EM), bayesneuro ``fit_lds_em`` vs dynamax
   ``LinearGaussianSSM.fit_em``: same data, same start (bayesneuro's ``init_lds_params`` with a
-  FULL emission covariance, because dynamax's M-step always learns a full ``R``), same number
+  FULL observation covariance, because dynamax's M-step always learns a full ``R``), same number
   of EM iterations; final parameters of both scored by bayesneuro's exact ``lds_log_likelihood``
   and dynamax's ``marginal_log_prob`` (they agree).
 - ``estep``: Poisson LDS latent posterior with the TRUE parameters: bayesneuro's Laplace
@@ -95,7 +95,7 @@ def plds_true_params(n_neurons: int, n_latents: int, seed: int = SEED) -> dict:
     C = rng.normal(scale=0.5, size=(n_neurons, n_latents))
     d = rng.uniform(np.log(10.0), np.log(40.0), n_neurons)
     return dict(initial_mean=np.zeros(n_latents), initial_cov=S0, dynamics=A, dynamics_bias=np.zeros(n_latents),
-                input_weights=np.zeros((n_latents, 0)), noise_cov=Q, emission=C, emission_bias=d)
+                input_weights=np.zeros((n_latents, 0)), dynamics_cov=Q, loadings=C, offset=d)
 
 
 def simulate_plds(size: tuple, seed: int = SEED) -> dict:
@@ -104,10 +104,10 @@ def simulate_plds(size: tuple, seed: int = SEED) -> dict:
     rng = np.random.default_rng([seed, n, N, T, K, 1])
     x = np.empty((n, T, K))
     x[:, 0] = rng.multivariate_normal(p["initial_mean"], p["initial_cov"], n)
-    L = np.linalg.cholesky(p["noise_cov"])
+    L = np.linalg.cholesky(p["dynamics_cov"])
     for t in range(1, T):
         x[:, t] = x[:, t - 1] @ p["dynamics"].T + rng.normal(size=(n, K)) @ L.T
-    counts = rng.poisson(BIN_SIZE * np.exp(x @ p["emission"].T + p["emission_bias"]))
+    counts = rng.poisson(BIN_SIZE * np.exp(x @ p["loadings"].T + p["offset"]))
     return {"counts": counts, "latents": x, **{"true_" + k: v for k, v in p.items()}}
 
 
@@ -118,12 +118,12 @@ def simulate_lds(size: tuple, seed: int = SEED) -> dict:
     rng = np.random.default_rng([seed, n, N, T, K, 2])
     x = np.empty((n, T, K))
     x[:, 0] = rng.multivariate_normal(p["initial_mean"], p["initial_cov"], n)
-    L = np.linalg.cholesky(p["noise_cov"])
+    L = np.linalg.cholesky(p["dynamics_cov"])
     for t in range(1, T):
         x[:, t] = x[:, t - 1] @ p["dynamics"].T + rng.normal(size=(n, K)) @ L.T
     R = rng.uniform(0.2, 0.6, N)
-    y = x @ p["emission"].T + p["emission_bias"] + rng.normal(size=(n, T, N)) * np.sqrt(R)
-    return {"emissions": y, "latents": x}
+    y = x @ p["loadings"].T + p["offset"] + rng.normal(size=(n, T, N)) * np.sqrt(R)
+    return {"observations": y, "latents": x}
 
 
 # ----------------------------------------------------------------------------- workers
@@ -140,21 +140,21 @@ def _bn_lds_params(data, prefix="init_"):
     from bayesneuro.latent.kalman import LDSParams
 
     g = lambda k: np.asarray(data[prefix + k])  # noqa: E731
-    return LDSParams(g("initial_mean"), g("initial_cov"), g("dynamics"), g("dynamics_bias"), None, g("emission"),
-                     g("emission_bias"), None, g("dynamics_cov"), g("emission_cov"))
+    return LDSParams(g("initial_mean"), g("initial_cov"), g("dynamics"), g("dynamics_bias"), None, g("loadings"),
+                     g("offset"), None, g("dynamics_cov"), g("observation_cov"))
 
 
 def _dx_lds(data, params):
     import jax.numpy as jnp
     from dynamax.linear_gaussian_ssm import LinearGaussianSSM
 
-    K, N = params.dynamics.shape[0], params.emission.shape[0]
+    K, N = params.dynamics.shape[0], params.loadings.shape[0]
     model = LinearGaussianSSM(K, N)
     p, props = model.initialize(
         initial_mean=jnp.asarray(params.initial_mean), initial_covariance=jnp.asarray(params.initial_cov),
         dynamics_weights=jnp.asarray(params.dynamics), dynamics_bias=jnp.asarray(params.dynamics_bias),
-        dynamics_covariance=jnp.asarray(params.dynamics_cov), emission_weights=jnp.asarray(params.emission),
-        emission_bias=jnp.asarray(params.emission_bias), emission_covariance=jnp.asarray(params.emission_cov))
+        dynamics_covariance=jnp.asarray(params.dynamics_cov), emission_weights=jnp.asarray(params.loadings),
+        emission_bias=jnp.asarray(params.offset), emission_covariance=jnp.asarray(params.observation_cov))
     return model, p, props
 
 
@@ -181,13 +181,13 @@ def worker_lds_bayesneuro(spec, data):
     _x64()
     from bayesneuro.latent.kalman import fit_lds_em
 
-    y = np.asarray(data["emissions"])
+    y = np.asarray(data["observations"])
     init = _bn_lds_params(data)
     out = {"calls": []}
     for _ in range(2):
         t0 = time.perf_counter()
-        res = fit_lds_em(init, y, n_iter=spec["iters"], progress=False)
-        np.asarray(res.params.emission)
+        res = fit_lds_em(init, y, max_iter=spec["iters"], progress=False)
+        np.asarray(res.params.loadings)
         out["calls"].append({"wall_s": time.perf_counter() - t0, "n_iter": len(res.log_likelihoods) - 1})
     out["trace"] = [float(v) for v in res.log_likelihoods]
     out.update(_lds_scores(res.params, y))
@@ -221,7 +221,7 @@ def _patch_dynamax_initial_cov():
 def worker_lds_dynamax(spec, data):
     _x64()
     _patch_dynamax_initial_cov()
-    y = np.asarray(data["emissions"])
+    y = np.asarray(data["observations"])
     model, p0, props = _dx_lds(data, _bn_lds_params(data))
     out = {"calls": []}
     for _ in range(2):
@@ -287,10 +287,10 @@ def worker_estep_dynamax(spec, data):
                                                   conditional_moments_gaussian_smoother)
 
     tp = _plds_params(data)
-    A, b, C, d = (jnp.asarray(v) for v in (tp.dynamics, tp.dynamics_bias, tp.emission, tp.emission_bias))
+    A, b, C, d = (jnp.asarray(v) for v in (tp.dynamics, tp.dynamics_bias, tp.loadings, tp.offset))
     params = ParamsGGSSM(
         initial_mean=jnp.asarray(tp.initial_mean), initial_covariance=jnp.asarray(tp.initial_cov),
-        dynamics_function=lambda x: A @ x + b, dynamics_covariance=jnp.asarray(tp.noise_cov),
+        dynamics_function=lambda x: A @ x + b, dynamics_covariance=jnp.asarray(tp.dynamics_cov),
         emission_mean_function=lambda x: BIN_SIZE * jnp.exp(C @ x + d),
         emission_cov_function=lambda x: jnp.diag(BIN_SIZE * jnp.exp(C @ x + d)),
         emission_dist=lambda mean, cov: tfd.Independent(tfd.Poisson(rate=jnp.clip(mean, 1e-12)), 1))
@@ -316,7 +316,7 @@ def worker_plds_fit(spec, data):
     out = {"calls": []}
     for _ in range(2):
         t0 = time.perf_counter()
-        m = PoissonLDS(int(spec["n_latents"])).fit(sd, key=0, n_iter=spec["iters"], tol=-1.0, progress=False)
+        m = PoissonLDS(int(spec["n_latents"])).fit(sd, max_iter=spec["iters"], tol=None, progress=False)
         out["calls"].append({"wall_s": time.perf_counter() - t0, "n_iter": int(m.n_iter_)})
     out["log_likelihood_trace"] = [float(v) for v in m.log_likelihood_trace_]
     return out
@@ -374,9 +374,9 @@ def section_lds(sz, work, timeout):
 
     size = sz["lds"]
     sim = simulate_lds(size)
-    init = init_lds_params(sim["emissions"], size[3], diagonal_emission_cov=False)
+    init = init_lds_params(sim["observations"], size[3], diagonal_observation_cov=False)
     path = work / "lds.npz"
-    np.savez(path, emissions=sim["emissions"], **{"init_" + k: np.asarray(v) for k, v in init._asdict().items()
+    np.savez(path, observations=sim["observations"], **{"init_" + k: np.asarray(v) for k, v in init._asdict().items()
                                                   if v is not None})
     recs = []
     for tool in ["lds_bayesneuro", "lds_dynamax"]:

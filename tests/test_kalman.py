@@ -35,13 +35,13 @@ def random_params(seed, *, full_R, inputs):
         A,
         rng.normal(size=(N, L)),
         dynamics_cov=_pd(rng, L, 0.3),
-        emission_cov=_pd(rng, N, 0.5) if full_R else rng.uniform(0.2, 1.0, N),
+        observation_cov=_pd(rng, N, 0.5) if full_R else rng.uniform(0.2, 1.0, N),
         initial_mean=rng.normal(size=L),
         initial_cov=_pd(rng, L),
         dynamics_bias=rng.normal(size=L),
-        emission_bias=rng.normal(size=N),
+        offset=rng.normal(size=N),
         input_weights=rng.normal(size=(L, F)) if inputs else None,
-        emission_input_weights=rng.normal(size=(N, F)) if inputs else None,
+        observation_input_weights=rng.normal(size=(N, F)) if inputs else None,
     )
 
 
@@ -62,10 +62,10 @@ def dense_joint(p: LDSParams, u):
     for t in range(T):
         noise[t * L : (t + 1) * L, t * L : (t + 1) * L] = p.initial_cov if t == 0 else p.dynamics_cov
     Sx = G @ noise @ G.T
-    Cb = np.kron(np.eye(T), p.emission)
-    R = np.diag(p.emission_cov) if p.emission_cov.ndim == 1 else p.emission_cov
-    drive = u @ p.emission_input_weights.T if p.emission_input_weights is not None else np.zeros((T, N))
-    my = Cb @ mx + (drive + p.emission_bias).reshape(-1)
+    Cb = np.kron(np.eye(T), p.loadings)
+    R = np.diag(p.observation_cov) if p.observation_cov.ndim == 1 else p.observation_cov
+    drive = u @ p.observation_input_weights.T if p.observation_input_weights is not None else np.zeros((T, N))
+    my = Cb @ mx + (drive + p.offset).reshape(-1)
     return mx, my, Sx, Sx @ Cb.T, Cb @ Sx @ Cb.T + np.kron(np.eye(T), R)
 
 
@@ -169,7 +169,7 @@ def test_sample_same_key_same_draw_and_matches_moments():
     np.testing.assert_array_equal(x1, x2)
     np.testing.assert_array_equal(y1, y2)
     assert not np.allclose(y1, lds_sample(jax.random.key(8), p, 3, inputs=u)[1])
-    # Monte Carlo: every emission mean within 5 standard errors of the dense mean
+    # Monte Carlo: every observation mean within 5 standard errors of the dense mean
     n = 4000
     ys = jax.vmap(lambda k: lds_sample(k, p, 3, inputs=u)[1])(jax.random.split(jax.random.key(9), n))
     _, my, _, _, Syy = dense_joint(p, u)
@@ -192,18 +192,18 @@ def test_em_log_likelihood_never_decreases():
     masks = [np.ones(n, bool) for n in lengths]
     masks[2][[3, 20]] = False
     data = dict(inputs=us, mask=masks)
-    start = init_lds_params(ys, N_LATENT, diagonal_emission_cov=False, **data)
-    fit = fit_lds_em(start, ys, n_iter=15, progress=False, **data)
+    start = init_lds_params(ys, N_LATENT, diagonal_observation_cov=False, **data)
+    fit = fit_lds_em(start, ys, max_iter=15, progress=False, **data)
     lls = fit.log_likelihoods
     assert lls.shape == (16,) and not fit.converged
     assert np.all(np.diff(lls) >= -1e-9 * np.abs(lls[1:])), np.diff(lls)
     np.testing.assert_allclose(lds_em_step(fit.params, ys, **data)[1], lls[-1], rtol=1e-12)
     # held parameters stay put, and the step still raises the likelihood
-    fixed = ("emission_bias", "dynamics_cov", "input_weights")
+    fixed = ("offset", "dynamics_cov", "input_weights")
     new, ll0 = lds_em_step(start, ys, fixed=fixed, **data)
     for name in fixed:
         np.testing.assert_array_equal(getattr(new, name), getattr(start, name))
-    assert not np.allclose(new.emission_input_weights, start.emission_input_weights)
+    assert not np.allclose(new.observation_input_weights, start.observation_input_weights)
     assert lds_em_step(new, ys, fixed=fixed, **data)[1] >= ll0
 
 
@@ -213,17 +213,17 @@ def test_em_recovers_dynamics_and_held_out_likelihood():
         0.95 * np.array([[np.cos(rot), -np.sin(rot)], [np.sin(rot), np.cos(rot)]]),
         np.random.default_rng(20).normal(size=(6, 2)),
         dynamics_cov=0.1 * np.eye(2),
-        emission_cov=np.full(6, 0.3),
-        emission_bias=np.linspace(-1, 1, 6),
+        observation_cov=np.full(6, 0.3),
+        offset=np.linspace(-1, 1, 6),
     )
     keys = jax.random.split(jax.random.key(21), 20)
     Y = jax.vmap(lambda k: lds_sample(k, true, 150)[1])(keys)  # (trial, time, neuron)
     train, test = Y[:10], Y[10:]
-    fit = fit_lds_em(init_lds_params(train, 2), train, n_iter=300, tol=1e-8, progress=False)
+    fit = fit_lds_em(init_lds_params(train, 2), train, max_iter=300, tol=1e-8, progress=False)
     lls = fit.log_likelihoods
     assert fit.converged and len(lls) < 300
     assert np.all(np.diff(lls) >= -1e-9 * np.abs(lls[1:]))
-    assert fit.params.emission_cov.shape == (6,)  # a diagonal R stays diagonal
+    assert fit.params.observation_cov.shape == (6,)  # a diagonal R stays diagonal
     held = lambda q, data: sum(float(lds_log_likelihood(q, y)) for y in data)  # noqa: E731
     np.testing.assert_allclose(held(fit.params, train), lls[-1], rtol=1e-10)
     # the MLE beats the truth on its own training data
@@ -250,7 +250,7 @@ def small():
     return p, dense_sample(np.random.default_rng(41), dense_joint(p, np.zeros((10, 0))))
 
 
-def test_bad_emissions(small):
+def test_bad_observations(small):
     p, y = small
     bad = y.copy()
     bad[3, 1] = np.nan
@@ -259,16 +259,16 @@ def test_bad_emissions(small):
     mask = np.ones(10, bool)
     mask[3] = False
     assert np.isfinite(kalman_filter(p, bad, mask=mask).log_likelihood)
-    with pytest.raises(ValueError, match=r"emissions have 2 neurons but params.emission \(C\) has 3 rows"):
+    with pytest.raises(ValueError, match=r"observations have 2 neurons but params.loadings \(C\) has 3 rows"):
         kalman_smoother(p, y[:, :2])
-    with pytest.raises(ValueError, match=r"emissions must be 2-D \(time, neuron\)"):
+    with pytest.raises(ValueError, match=r"observations must be 2-D \(time, neuron\)"):
         kalman_filter(p, y[:, 0])
     with pytest.raises(ValueError, match=r"mask must be a boolean \(time,\) array with time=10"):
         kalman_filter(p, y, mask=np.ones(9, bool))
     with pytest.raises(ValueError, match=r"mask must be a boolean"):
         kalman_filter(p, y, mask=np.ones(10))
-    with pytest.raises(ValueError, match=r"trial 1: emissions have 2 neurons"):
-        fit_lds_em(p, [y, y[:, :2]], n_iter=1, progress=False)
+    with pytest.raises(ValueError, match=r"trial 1: observations have 2 neurons"):
+        fit_lds_em(p, [y, y[:, :2]], max_iter=1, progress=False)
 
 
 def test_bad_inputs(small):
@@ -290,19 +290,19 @@ def test_bad_params(small):
     p, y = small
     with pytest.raises(ValueError, match=r"dynamics_cov \(Q\) must be positive definite; .*-1"):
         kalman_filter(p._replace(dynamics_cov=-jnp.eye(N_LATENT)), y)
-    with pytest.raises(ValueError, match=r"emission_cov \(R\) \(a diagonal given as a vector\) must be positive"):
-        kalman_filter(p._replace(emission_cov=jnp.zeros(N_NEURON)), y)
+    with pytest.raises(ValueError, match=r"observation_cov \(R\) \(a diagonal given as a vector\) must be positive"):
+        kalman_filter(p._replace(observation_cov=jnp.zeros(N_NEURON)), y)
     with pytest.raises(ValueError, match=r"initial_cov \(S0\) must be symmetric"):
         kalman_filter(p._replace(initial_cov=jnp.array([[1.0, 0.5], [0.0, 1.0]])), y)
     with pytest.raises(ValueError, match=r"params.dynamics must have shape \(2, 2\)"):
         kalman_filter(p._replace(dynamics=jnp.eye(3)), y)
-    with pytest.raises(ValueError, match=r"emission_cov \(R\) must have shape \(3, 3\) or \(3,\)"):
-        kalman_filter(p._replace(emission_cov=jnp.ones(2)), y)
-    with pytest.raises(ValueError, match=r"params.emission contains NaN"):
-        kalman_filter(p._replace(emission=p.emission.at[0, 0].set(jnp.inf)), y)
-    with pytest.raises(ValueError, match=r"input_weights has 2 features but params.emission_input_weights has 3"):
+    with pytest.raises(ValueError, match=r"observation_cov \(R\) must have shape \(3, 3\) or \(3,\)"):
+        kalman_filter(p._replace(observation_cov=jnp.ones(2)), y)
+    with pytest.raises(ValueError, match=r"params.loadings contains NaN"):
+        kalman_filter(p._replace(loadings=p.loadings.at[0, 0].set(jnp.inf)), y)
+    with pytest.raises(ValueError, match=r"input_weights has 2 features but params.observation_input_weights has 3"):
         make_lds_params(
-            p.dynamics, p.emission, input_weights=np.zeros((2, 2)), emission_input_weights=np.zeros((3, 3))
+            p.dynamics, p.loadings, input_weights=np.zeros((2, 2)), observation_input_weights=np.zeros((3, 3))
         )
     with pytest.raises(ValueError, match=r"params must be an LDSParams"):
         kalman_filter(tuple(p), y)
@@ -320,11 +320,11 @@ def test_bad_sampling_and_em_arguments(small):
         lds_em_step(p, y, fixed="dynamics")
     with pytest.raises(ValueError, match=r"every time bin is masked"):
         lds_em_step(p, y, mask=np.zeros(10, bool))
-    with pytest.raises(ValueError, match=r"n_iter must be a non-negative integer"):
-        fit_lds_em(p, y, n_iter=-1, progress=False)
+    with pytest.raises(ValueError, match=r"max_iter must be a non-negative integer"):
+        fit_lds_em(p, y, max_iter=-1, progress=False)
     flat = y.copy()
     flat[:, 2] = 1.0
     with pytest.raises(ValueError, match=r"neurons \[2\] have zero variance"):
         init_lds_params(flat, 2)
-    with pytest.raises(ValueError, match=r"n_latent must be an integer between 1 and the number of neurons \(3\)"):
+    with pytest.raises(ValueError, match=r"n_latents must be an integer between 1 and the number of neurons \(3\)"):
         init_lds_params(y, 4)

@@ -226,7 +226,7 @@ def test_loadings_heatmaps(gpfa, plds):
     for model, orth, expected in (
         (gpfa, True, gpfa.orthonormal_loadings_),
         (gpfa, False, gpfa.loadings_),
-        (plds, True, plds.emission_),
+        (plds, True, plds.loadings_),
     ):
         ax = plot_loadings(model, orthonormal=orth)
         image = ax.images[0]
@@ -250,7 +250,7 @@ def test_variance_explained_gpfa(gpfa):
 
 def test_variance_explained_plds_is_the_stationary_log_rate_share():
     model = _plds(k=3, a=_rotation(3, rho=0.9))
-    a, q, c = model.dynamics_, model.noise_cov_, model.emission_
+    a, q, c = model.dynamics_, model.dynamics_cov_, model.loadings_
     sigma, term = np.zeros((3, 3)), q.copy()
     for _ in range(600):  # stationary covariance as the series sum_k A^k Q A^kT
         sigma += term

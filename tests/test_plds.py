@@ -220,16 +220,16 @@ def test_cosmoothing_beats_constant_rate_and_nears_truth(recovery):
     constant = cosmoothing_bits_per_spike(test.data.counts[:, held], np.broadcast_to(train_rate, (test.data.n_time, 6)), DT)
     assert constant <= 0.0 < true
     assert fitted > constant and fitted > 0.85 * true
-    per = model.score(test.data, held_out_neurons=held, per_neuron=True)
+    per = model.evaluate(test.data, held_out_neurons=held)["bits_per_spike_per_neuron"]
     assert per.shape == (6,)
     # held-out evidence of the fit is within 0.5% of the true parameters'
-    assert model.log_likelihood(test.data) > 1.005 * truth.log_likelihood(test.data)
+    assert model.log_likelihood(test.data).sum() > 1.005 * truth.log_likelihood(test.data).sum()
 
 
 def test_leave_one_neuron_out_score_is_each_neuron_from_the_rest(recovery):
     truth, _, test, model = recovery
-    per = model.score(test.data, per_neuron=True)
-    one_by_one = [model.score(test.data, held_out_neurons=[k], per_neuron=True)[0] for k in range(24, 30)]
+    per = model.evaluate(test.data)["bits_per_spike_per_neuron"]
+    one_by_one = [model.evaluate(test.data, held_out_neurons=[k])["bits_per_spike_per_neuron"][0] for k in range(24, 30)]
     np.testing.assert_allclose(per[24:30], one_by_one, rtol=1e-10)
     pooled = model.score(test.data)
     assert 0.0 < pooled < truth.score(test.data) * 1.02
@@ -241,7 +241,9 @@ def test_fit_outputs(recovery):
     assert rates.shape == (train.data.n_time, 30) and np.all(rates > 0)
     idata = model.to_inference_data()
     assert idata.posterior["dynamics"].dims == ("chain", "draw", "latent", "latent_from")
-    assert idata.posterior["emission"].dims == ("chain", "draw", "neuron", "latent")
+    assert idata.posterior["loadings"].dims == ("chain", "draw", "neuron", "latent")
+    assert idata.log_likelihood["counts"].dims == ("chain", "draw", "trial")
+    np.testing.assert_allclose(idata.log_likelihood["counts"].values[0, 0], model.log_likelihood(train.data), rtol=1e-8)
     summary = model.dynamics_summary()
     np.testing.assert_allclose(summary.fixed_point, np.linalg.solve(np.eye(2) - model.dynamics_, model.dynamics_bias_))
     sim = model.simulate(2, 50, key=1)
@@ -292,6 +294,9 @@ def test_nuts_gives_named_inference_data(tiny):
     np.testing.assert_allclose(idata.posterior["time"].values, data.bin_centers)
     assert idata.posterior["dynamics"].dims == ("chain", "draw", "latent", "latent_from")
     assert np.all(np.isfinite(model.dynamics_)) and model.log_likelihood_trace_ is None
+    # per-trial Laplace log p(counts) at every posterior draw, for az.loo / az.compare
+    lik = idata.log_likelihood["counts"]
+    assert lik.dims == ("chain", "draw", "trial") and lik.shape == (1, 60, 1) and np.all(np.isfinite(lik.values))
     assert not any("_dim_" in d for group in idata.groups() for d in idata[group].dims)
 
 
@@ -325,7 +330,7 @@ def test_bad_input_messages():
     with pytest.raises(ValueError, match=r"unknown options \['num_steps'\] for laplace-em"):
         PoissonLDS(1).fit(data, key=0, num_steps=3)
     with pytest.raises(TypeError, match="key"):
-        PoissonLDS(1).fit(data, key=None)
+        PoissonLDS(1).fit(data, method="svi", key=None)
     with pytest.raises(ValueError, match="n_latents must be a positive integer"):
         PoissonLDS(0)
     with pytest.raises(ValueError, match="link must be one of"):

@@ -40,7 +40,7 @@ def laplace_draws(key, counts, scale=1.0, shift=0.0):
 
 def test_prior_variance_is_what_the_test_assumes():
     # stationary variance Q / (1 - a^2) = 1, the initial variance: the paths are stationary
-    assert PARAMS.noise_cov[0, 0] / (1 - PARAMS.dynamics[0, 0] ** 2) == pytest.approx(1.0)
+    assert PARAMS.dynamics_cov[0, 0] / (1 - PARAMS.dynamics[0, 0] ** 2) == pytest.approx(1.0)
 
 
 def test_laplace_latent_posterior_is_calibrated():

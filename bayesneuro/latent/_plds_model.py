@@ -5,7 +5,7 @@ r"""The Poisson LDS as a NumPyro model, and a structured (Gauss-Markov) guide fo
 to end on one ``time`` axis, as in :class:`~bayesneuro.data.SpikeData`; ``starts`` marks the
 first bin of each trial, where the path restarts from the initial distribution. The latent path
 is one sample site, ``latents`` with dims ``(time, latent)``, whose prior is the LDS
-(:class:`LDSPath`). ``Q`` and ``S0`` are diagonal here (``noise_scale``, ``initial_scale``);
+(:class:`LDSPath`). ``Q`` and ``S0`` are diagonal here (``dynamics_scale``, ``initial_scale``);
 with ``A`` and ``C`` free this loses no generality, as the latent space can always be rotated
 and scaled so that ``Q`` is diagonal.
 
@@ -49,7 +49,7 @@ class LDSPath(dist.Distribution):
     dynamics : Array, shape (K, K)
     drive : Array, shape (T, K)
         ``B u_t + b`` per bin (unused at trial starts).
-    noise_scale : Array, shape (K,)
+    dynamics_scale : Array, shape (K,)
     starts : Array, shape (T,), bool
         True at the first bin of each trial (``starts[0]`` must be True).
     """
@@ -59,26 +59,26 @@ class LDSPath(dist.Distribution):
         "initial_scale": constraints.independent(constraints.positive, 1),
         "dynamics": constraints.independent(constraints.real, 2),
         "drive": constraints.independent(constraints.real, 2),
-        "noise_scale": constraints.independent(constraints.positive, 1),
+        "dynamics_scale": constraints.independent(constraints.positive, 1),
     }
-    reparametrized_params = ["initial_mean", "initial_scale", "dynamics", "drive", "noise_scale"]
+    reparametrized_params = ["initial_mean", "initial_scale", "dynamics", "drive", "dynamics_scale"]
     support = constraints.independent(constraints.real, 2)
-    pytree_data_fields = ("initial_mean", "initial_scale", "dynamics", "drive", "noise_scale", "starts")
+    pytree_data_fields = ("initial_mean", "initial_scale", "dynamics", "drive", "dynamics_scale", "starts")
 
-    def __init__(self, initial_mean, initial_scale, dynamics, drive, noise_scale, starts, *, validate_args=None):
+    def __init__(self, initial_mean, initial_scale, dynamics, drive, dynamics_scale, starts, *, validate_args=None):
         self.initial_mean, self.initial_scale = initial_mean, initial_scale
-        self.dynamics, self.drive, self.noise_scale = dynamics, drive, noise_scale
+        self.dynamics, self.drive, self.dynamics_scale = dynamics, drive, dynamics_scale
         self.starts = starts
         super().__init__(batch_shape=(), event_shape=drive.shape, validate_args=validate_args)
 
     def sample(self, key, sample_shape=()):
         eps = jax.random.normal(key, tuple(sample_shape) + self.event_shape)
         flat, _ = _flat_lead(eps, 2)
-        args = (self.initial_mean, self.initial_scale, self.dynamics, self.drive, self.noise_scale, self.starts)
+        args = (self.initial_mean, self.initial_scale, self.dynamics, self.drive, self.dynamics_scale, self.starts)
         return _lds_paths(flat, *args).reshape(eps.shape)
 
     def log_prob(self, value):
-        args = (self.initial_mean, self.initial_scale, self.dynamics, self.drive, self.noise_scale, self.starts)
+        args = (self.initial_mean, self.initial_scale, self.dynamics, self.drive, self.dynamics_scale, self.starts)
         return _lds_log_prob(value, *args)
 
 
@@ -164,7 +164,7 @@ def _path_factor(prior_diag, sub, lam_diag, lam_lower):
 
 
 @jax.jit
-def lds_precision(initial_mean, initial_cov, dynamics, drive, noise_cov, starts):
+def lds_precision(initial_mean, initial_cov, dynamics, drive, dynamics_cov, starts):
     r"""Natural parameters of the LDS prior over a path: ``p(x) ∝ exp(-x^T J x / 2 + h^T x)``.
 
     Parameters
@@ -174,7 +174,7 @@ def lds_precision(initial_mean, initial_cov, dynamics, drive, noise_cov, starts)
     dynamics : Array, shape (K, K)
     drive : Array, shape (T, K)
         ``B u_t + b``.
-    noise_cov : Array, shape (K, K)
+    dynamics_cov : Array, shape (K, K)
     starts : Array, shape (T,), bool
         Trial starts (no transition into these bins).
 
@@ -186,7 +186,7 @@ def lds_precision(initial_mean, initial_cov, dynamics, drive, noise_cov, starts)
         Sub-diagonal blocks ``J[t + 1, t]`` (zero across trial boundaries).
     h : Array, shape (T, K)
     """
-    q_inv = jnp.linalg.inv(noise_cov)
+    q_inv = jnp.linalg.inv(dynamics_cov)
     s0_inv = jnp.linalg.inv(initial_cov)
     a = dynamics
     start = starts[:, None, None]
@@ -220,10 +220,10 @@ def plds_model(
 
     Priors (weakly informative; rates in spikes/s, the exp link's log-rates near
     ``bias_loc``): ``dynamics ~ N(0.9 I, 0.25^2)`` elementwise, ``dynamics_bias ~ N(0, 0.1^2)``,
-    ``noise_scale ~ HalfNormal(0.3)``, ``initial_mean ~ N(0, 1)``,
-    ``initial_scale ~ HalfNormal(1)``, ``input_weights ~ N(0, 1)``, ``emission ~ N(0, 1)``,
-    ``emission_bias ~ N(bias_loc, 2^2)``; ``latents ~ LDSPath``; and
-    ``spikes[t, n] ~ Poisson(bin_size * f(emission[n] . latents[t] + emission_bias[n]))``.
+    ``dynamics_scale ~ HalfNormal(0.3)``, ``initial_mean ~ N(0, 1)``,
+    ``initial_scale ~ HalfNormal(1)``, ``input_weights ~ N(0, 1)``, ``loadings ~ N(0, 1)``,
+    ``offset ~ N(bias_loc, 2^2)``; ``latents ~ LDSPath``; and
+    ``spikes[t, n] ~ Poisson(bin_size * f(loadings[n] . latents[t] + offset[n]))``.
 
     Parameters
     ----------
@@ -238,7 +238,7 @@ def plds_model(
     inputs : Array, shape (time, feature), optional
         ``u``; adds ``input_weights`` (latent, feature).
     bias_loc : Array, shape (neuron,), optional
-        Prior mean of ``emission_bias``; default 2 (about 7 spikes/s with the exp link).
+        Prior mean of ``offset``; default 2 (about 7 spikes/s with the exp link).
     n_neurons : int, optional
         Number of neurons when `spikes` is None.
 
@@ -261,7 +261,7 @@ def plds_model(
     eye = jnp.eye(k)
     a = numpyro.sample("dynamics", dist.Normal(0.9 * eye, 0.25).to_event(2))
     b = numpyro.sample("dynamics_bias", dist.Normal(jnp.zeros(k), 0.1).to_event(1))
-    q = numpyro.sample("noise_scale", dist.HalfNormal(0.3 * jnp.ones(k)).to_event(1))
+    q = numpyro.sample("dynamics_scale", dist.HalfNormal(0.3 * jnp.ones(k)).to_event(1))
     m0 = numpyro.sample("initial_mean", dist.Normal(jnp.zeros(k), 1.0).to_event(1))
     s0 = numpyro.sample("initial_scale", dist.HalfNormal(jnp.ones(k)).to_event(1))
     weights = None
@@ -269,9 +269,9 @@ def plds_model(
         weights = numpyro.sample("input_weights", dist.Normal(jnp.zeros((k, inputs.shape[-1])), 1.0).to_event(2))
     drive = _drive(b, inputs, weights, n_time)
     x = numpyro.sample("latents", LDSPath(m0, s0, a, drive, q, starts))
-    c = numpyro.sample("emission", dist.Normal(jnp.zeros((n, k)), 1.0).to_event(2))
+    c = numpyro.sample("loadings", dist.Normal(jnp.zeros((n, k)), 1.0).to_event(2))
     loc = 2.0 * jnp.ones(n) if bias_loc is None else bias_loc
-    d = numpyro.sample("emission_bias", dist.Normal(loc, 2.0).to_event(1))
+    d = numpyro.sample("offset", dist.Normal(loc, 2.0).to_event(1))
     eta = x @ c.T + d
     rate = jnp.exp(eta) if link == "exp" else jax.nn.softplus(eta)
     with numpyro.plate("time", n_time, dim=-2), numpyro.plate("neuron", n, dim=-1):
@@ -284,11 +284,11 @@ def plds_dims(has_inputs: bool = False) -> dict[str, list[str]]:
         "latents": ["time", "latent"],
         "dynamics": ["latent", "latent_from"],
         "dynamics_bias": ["latent"],
-        "noise_scale": ["latent"],
+        "dynamics_scale": ["latent"],
         "initial_mean": ["latent"],
         "initial_scale": ["latent"],
-        "emission": ["neuron", "latent"],
-        "emission_bias": ["neuron"],
+        "loadings": ["neuron", "latent"],
+        "offset": ["neuron"],
         "starts": ["time"],
         "bias_loc": ["neuron"],
     }
@@ -298,14 +298,15 @@ def plds_dims(has_inputs: bool = False) -> dict[str, list[str]]:
     return dims
 
 
-_POSITIVE = ("noise_scale", "initial_scale")
+_POSITIVE = ("dynamics_scale", "initial_scale")
 
 
 def plds_guide(init_values: dict | None = None, *, init_scale: float = 0.05) -> Callable:
     r"""A structured guide for :func:`plds_model`: mean-field parameters, Gauss-Markov path.
 
-    The parameters get independent normals (log-normals for the scales). Given a draw of them,
-    the path is Gaussian with a free mean ``latents_loc`` (T, K) and precision
+    The parameters get independent normals (log-normals for the scales; variational
+    parameters ``<site>_guide_loc`` and ``<site>_guide_scale``). Given a draw of them, the path
+    is Gaussian with a free mean ``latents_loc`` (T, K) and precision
     ``J(theta) + blockdiag(L_t L_t^T)``: the LDS prior's block-tridiagonal precision
     (:func:`lds_precision`) plus learnt per-bin blocks, the structure of the exact Laplace
     posterior (whose blocks are ``C^T diag(w_t) C``). ``L_t`` is lower-triangular with diagonal
@@ -318,7 +319,7 @@ def plds_guide(init_values: dict | None = None, *, init_scale: float = 0.05) -> 
     init_values : dict, optional
         Starting values by site name (constrained), e.g. from a PCA initialisation; the path
         mean starts at ``init_values["latents"]`` (default 0). Other sites start near the prior
-        centre (``emission`` at orthogonal cosine columns, so that the latents are not symmetric).
+        centre (``loadings`` at orthogonal cosine columns, so that the latents are not symmetric).
     init_scale : float
         Starting standard deviation of the parameters' normals.
 
@@ -336,7 +337,7 @@ def plds_guide(init_values: dict | None = None, *, init_scale: float = 0.05) -> 
         sites: dict[str, Any] = {
             "dynamics": 0.9 * jnp.eye(k),
             "dynamics_bias": jnp.zeros(k),
-            "noise_scale": 0.3 * jnp.ones(k),
+            "dynamics_scale": 0.3 * jnp.ones(k),
             "initial_mean": jnp.zeros(k),
             "initial_scale": jnp.ones(k),
         }
@@ -344,22 +345,22 @@ def plds_guide(init_values: dict | None = None, *, init_scale: float = 0.05) -> 
             sites["input_weights"] = jnp.zeros((k, inputs.shape[-1]))
         # distinct, orthogonal columns (cosines), so that the latents do not start symmetric
         grid = (jnp.arange(n)[:, None] + 0.5) * (jnp.arange(k)[None, :] + 0.5) * jnp.pi / n
-        sites["emission"] = 0.3 * jnp.cos(grid)
-        sites["emission_bias"] = loc_d
+        sites["loadings"] = 0.3 * jnp.cos(grid)
+        sites["offset"] = loc_d
         draws = {}
         for name, default in sites.items():
             start = jnp.asarray(init_values.get(name, default), dtype=jnp.result_type(float))
             positive = name in _POSITIVE
-            loc = numpyro.param(f"{name}_loc", jnp.log(start) if positive else start)
+            loc = numpyro.param(f"{name}_guide_loc", jnp.log(start) if positive else start)
             scale = numpyro.param(
-                f"{name}_scale", jnp.full(start.shape, init_scale), constraint=constraints.positive
+                f"{name}_guide_scale", jnp.full(start.shape, init_scale), constraint=constraints.positive
             )
             d = dist.LogNormal(loc, scale) if positive else dist.Normal(loc, scale)
             draws[name] = numpyro.sample(name, d.to_event(start.ndim))
         drive = _drive(draws["dynamics_bias"], inputs, draws.get("input_weights"), n_time)
         diag, sub, _ = lds_precision(
             draws["initial_mean"], jnp.diag(draws["initial_scale"] ** 2), draws["dynamics"], drive,
-            jnp.diag(draws["noise_scale"] ** 2), starts,
+            jnp.diag(draws["dynamics_scale"] ** 2), starts,
         )
         lam_diag = numpyro.param("latents_factor_diag", jnp.ones((n_time, k)), constraint=constraints.positive)
         lam_lower = numpyro.param("latents_factor_lower", jnp.zeros((n_time, k, k)))

@@ -11,7 +11,7 @@ The model, for one trial of ``n_time`` bins, with dims ``time``, ``latent``, ``n
 
 :math:`R` is a full ``(neuron, neuron)`` matrix or, given as a ``(neuron,)`` vector, a diagonal;
 the diagonal case updates in latent space (Woodbury), so its cost grows linearly with the number
-of neurons. The input at ``t = 0`` enters only the emission.
+of neurons. The input at ``t = 0`` enters only the observations.
 
 Every public function validates its arguments in Python (shapes always; finiteness and positive
 definiteness when the values are concrete, i.e. outside :func:`jax.jit`) and then calls a pure
@@ -37,7 +37,7 @@ from __future__ import annotations
 import math
 import operator
 from collections.abc import Iterable, Sequence
-from functools import partial
+from functools import lru_cache, partial
 from typing import NamedTuple
 
 import jax
@@ -45,7 +45,6 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 from jax.scipy.linalg import cho_solve, solve_triangular
-from tqdm.auto import tqdm
 
 __all__ = [
     "LDSParams",
@@ -80,15 +79,15 @@ class LDSParams(NamedTuple):
         :math:`b`, shape ``(latent,)``.
     input_weights : Array or None
         :math:`B`, shape ``(latent, feature)``; ``None`` when inputs do not drive the latents.
-    emission : Array
+    loadings : Array
         :math:`C`, shape ``(neuron, latent)``.
-    emission_bias : Array
+    offset : Array
         :math:`d`, shape ``(neuron,)``.
-    emission_input_weights : Array or None
-        :math:`D`, shape ``(neuron, feature)``; ``None`` when inputs do not enter the emission.
+    observation_input_weights : Array or None
+        :math:`D`, shape ``(neuron, feature)``; ``None`` when inputs do not enter the observations.
     dynamics_cov : Array
         :math:`Q`, shape ``(latent, latent)``, positive definite.
-    emission_cov : Array
+    observation_cov : Array
         :math:`R`: a ``(neuron, neuron)`` positive definite matrix, or a ``(neuron,)`` vector of
         positive variances for a diagonal :math:`R`.
     """
@@ -98,11 +97,11 @@ class LDSParams(NamedTuple):
     dynamics: jax.Array
     dynamics_bias: jax.Array
     input_weights: jax.Array | None
-    emission: jax.Array
-    emission_bias: jax.Array
-    emission_input_weights: jax.Array | None
+    loadings: jax.Array
+    offset: jax.Array
+    observation_input_weights: jax.Array | None
     dynamics_cov: jax.Array
-    emission_cov: jax.Array
+    observation_cov: jax.Array
 
 
 class FilterResult(NamedTuple):
@@ -166,7 +165,7 @@ class EMResult(NamedTuple):
         after ``k`` EM steps, so entry 0 is the starting point and the last entry belongs to
         ``params``. EM never decreases it (up to rounding).
     converged : bool
-        Whether the ``tol`` criterion stopped the run before ``n_iter`` steps.
+        Whether the ``tol`` criterion stopped the run before ``max_iter`` steps.
     """
 
     params: LDSParams
@@ -185,17 +184,17 @@ def _offsets(params: LDSParams, inputs):
     """Per-bin additive terms: ``B u_t + b`` (row 0 unused) and ``D u_t + d``."""
     n_time = inputs.shape[0]
     dyn = jnp.broadcast_to(params.dynamics_bias, (n_time, params.dynamics.shape[0]))
-    emi = jnp.broadcast_to(params.emission_bias, (n_time, params.emission.shape[0]))
+    emi = jnp.broadcast_to(params.offset, (n_time, params.loadings.shape[0]))
     if params.input_weights is not None:
         dyn = dyn + inputs @ params.input_weights.T
-    if params.emission_input_weights is not None:
-        emi = emi + inputs @ params.emission_input_weights.T
+    if params.observation_input_weights is not None:
+        emi = emi + inputs @ params.observation_input_weights.T
     return dyn, emi
 
 
 def _update(params: LDSParams, m, P, e):
-    """Condition ``N(m, P)`` on one emission with residual ``e = y - C m - D u - d``."""
-    C, R = params.emission, params.emission_cov
+    """Condition ``N(m, P)`` on one observation with residual ``e = y - C m - D u - d``."""
+    C, R = params.loadings, params.observation_cov
     n_neuron, n_latent = C.shape
     if R.ndim == 1:
         # latent-space (Woodbury) form: with P = G G^T and W = R^{-1/2} C G,
@@ -224,16 +223,16 @@ def _update(params: LDSParams, m, P, e):
     return m_f, P_f, ll
 
 
-def _filter(params: LDSParams, emissions, inputs, mask) -> FilterResult:
+def _filter(params: LDSParams, observations, inputs, mask) -> FilterResult:
     A, Q = params.dynamics, params.dynamics_cov
     dyn_off, emi_off = _offsets(params, inputs)
-    emissions = jnp.where(mask[:, None], emissions, 0.0)
+    observations = jnp.where(mask[:, None], observations, 0.0)
     next_off = jnp.concatenate([dyn_off[1:], jnp.zeros_like(dyn_off[:1])])
 
     def step(carry, xs):
         m, P = carry
         y, eo, do_next, seen = xs
-        m_f, P_f, ll = _update(params, m, P, y - params.emission @ m - eo)
+        m_f, P_f, ll = _update(params, m, P, y - params.loadings @ m - eo)
         m_f = jnp.where(seen, m_f, m)
         P_f = jnp.where(seen, P_f, P)
         ll = jnp.where(seen, ll, 0.0)
@@ -242,12 +241,12 @@ def _filter(params: LDSParams, emissions, inputs, mask) -> FilterResult:
         return (m_next, P_next), (m_f, P_f, m, P, ll)
 
     init = (params.initial_mean, _sym(params.initial_cov))
-    _, (mf, Pf, mp, Pp, lls) = lax.scan(step, init, (emissions, emi_off, next_off, mask))
+    _, (mf, Pf, mp, Pp, lls) = lax.scan(step, init, (observations, emi_off, next_off, mask))
     return FilterResult(mf, Pf, mp, Pp, jnp.sum(lls))
 
 
-def _smoother(params: LDSParams, emissions, inputs, mask) -> SmootherResult:
-    return _rts(params, _filter(params, emissions, inputs, mask))
+def _smoother(params: LDSParams, observations, inputs, mask) -> SmootherResult:
+    return _rts(params, _filter(params, observations, inputs, mask))
 
 
 def _rts(params: LDSParams, filt: FilterResult) -> SmootherResult:
@@ -276,7 +275,7 @@ def _rts(params: LDSParams, filt: FilterResult) -> SmootherResult:
 
 def _sample(key, params: LDSParams, inputs):
     n_time = inputs.shape[0]
-    n_neuron, n_latent = params.emission.shape
+    n_neuron, n_latent = params.loadings.shape
     dyn_off, emi_off = _offsets(params, inputs)
     # one draw for all the noise, sliced: a single PRNG call compiles much faster than three
     n_x = n_time * n_latent
@@ -284,7 +283,7 @@ def _sample(key, params: LDSParams, inputs):
     zx = z[:n_x].reshape(n_time, n_latent)
     x0 = params.initial_mean + jnp.linalg.cholesky(params.initial_cov) @ zx[0]
     w = zx[1:] @ jnp.linalg.cholesky(params.dynamics_cov).T
-    R = params.emission_cov
+    R = params.observation_cov
     v = z[n_x:].reshape(n_time, n_neuron)
     v = v * jnp.sqrt(R) if R.ndim == 1 else v @ jnp.linalg.cholesky(R).T
 
@@ -294,7 +293,7 @@ def _sample(key, params: LDSParams, inputs):
 
     _, xs = lax.scan(step, x0, (dyn_off[1:], w))
     latents = jnp.concatenate([x0[None], xs])
-    return latents, latents @ params.emission.T + emi_off + v
+    return latents, latents @ params.loadings.T + emi_off + v
 
 
 _filter_jit = jax.jit(_filter)
@@ -319,12 +318,12 @@ class _Stats(NamedTuple):
     log_likelihood: jax.Array
 
 
-def _trial_stats(params: LDSParams, emissions, inputs, mask) -> _Stats:
-    post = _smoother(params, emissions, inputs, mask)
+def _trial_stats(params: LDSParams, observations, inputs, mask) -> _Stats:
+    post = _smoother(params, observations, inputs, mask)
     m, P, X = post.smoothed_means, post.smoothed_covs, post.smoothed_cross_covs
     n_time, n_latent = m.shape
     w = mask.astype(m.dtype)
-    y = jnp.where(mask[:, None], emissions, 0.0) * w[:, None]
+    y = jnp.where(mask[:, None], observations, 0.0) * w[:, None]
     ones = jnp.ones((n_time, 1), m.dtype)
     z = jnp.concatenate([m, inputs, ones], axis=1)
     zd = jnp.concatenate([m[:-1], inputs[1:], ones[:-1]], axis=1)
@@ -347,9 +346,9 @@ def _trial_stats(params: LDSParams, emissions, inputs, mask) -> _Stats:
 
 
 @jax.jit
-def _group_stats(params: LDSParams, emissions, inputs, masks) -> _Stats:
+def _group_stats(params: LDSParams, observations, inputs, masks) -> _Stats:
     """Statistics of equal-length trials stacked on a leading ``trial`` axis, summed."""
-    stats = jax.vmap(_trial_stats, in_axes=(None, 0, 0, 0))(params, emissions, inputs, masks)
+    stats = jax.vmap(_trial_stats, in_axes=(None, 0, 0, 0))(params, observations, inputs, masks)
     return jax.tree.map(lambda s: s.sum(0), stats)
 
 
@@ -393,16 +392,16 @@ def _m_step(params: LDSParams, stats: _Stats, fixed: frozenset) -> LDSParams:
     )
     C, D, d, R = _block_update(
         stats.emi_yy, stats.emi_yz, stats.emi_zz, stats.emi_n,
-        params.emission, params.emission_bias, params.emission_input_weights,
-        n_feature, fixed, ("emission", "emission_input_weights", "emission_bias"),
+        params.loadings, params.offset, params.observation_input_weights,
+        n_feature, fixed, ("loadings", "observation_input_weights", "offset"),
     )
     s = stats.init_x / stats.n_trial
     m0 = params.initial_mean if "initial_mean" in fixed else s
     S0 = stats.init_xx / stats.n_trial - jnp.outer(m0, s) - jnp.outer(s, m0) + jnp.outer(m0, m0)
     new = dict(
         initial_mean=m0, initial_cov=_sym(S0), dynamics=A, dynamics_bias=b, input_weights=B,
-        emission=C, emission_bias=d, emission_input_weights=D, dynamics_cov=Q,
-        emission_cov=jnp.diag(R) if params.emission_cov.ndim == 1 else R,
+        loadings=C, offset=d, observation_input_weights=D, dynamics_cov=Q,
+        observation_cov=jnp.diag(R) if params.observation_cov.ndim == 1 else R,
     )
     return params._replace(**{k: v for k, v in new.items() if k not in fixed})
 
@@ -443,21 +442,21 @@ def _check_params(params) -> LDSParams:
     arrays = {k: v for k, v in params._asdict().items() if v is not None}
     dtype = jnp.result_type(float, *arrays.values())
     p = params._replace(**{k: jnp.asarray(v, dtype) for k, v in arrays.items()})
-    n_neuron, n_latent = p.emission.shape if p.emission.ndim == 2 else (None, None)
+    n_neuron, n_latent = p.loadings.shape if p.loadings.ndim == 2 else (None, None)
     if n_neuron is None:
-        raise ValueError(f"params.emission (C) must be 2-D (neuron, latent), got shape {p.emission.shape}")
+        raise ValueError(f"params.loadings (C) must be 2-D (neuron, latent), got shape {p.loadings.shape}")
     L, N = n_latent, n_neuron
-    fw = [w.shape[-1] for w in (p.input_weights, p.emission_input_weights) if w is not None and w.ndim == 2]
+    fw = [w.shape[-1] for w in (p.input_weights, p.observation_input_weights) if w is not None and w.ndim == 2]
     if len(fw) == 2 and fw[0] != fw[1]:
         raise ValueError(
-            f"params.input_weights has {fw[0]} features but params.emission_input_weights has {fw[1]}; "
+            f"params.input_weights has {fw[0]} features but params.observation_input_weights has {fw[1]}; "
             "both take the same inputs"
         )
     F = fw[0] if fw else "feature"
     expected = {
         "initial_mean": (L,), "initial_cov": (L, L), "dynamics": (L, L), "dynamics_bias": (L,),
-        "input_weights": (L, F), "emission": (N, L), "emission_bias": (N,),
-        "emission_input_weights": (N, F), "dynamics_cov": (L, L),
+        "input_weights": (L, F), "loadings": (N, L), "offset": (N,),
+        "observation_input_weights": (N, F), "dynamics_cov": (L, L),
     }
     for name, shape in expected.items():
         v = getattr(p, name)
@@ -466,42 +465,42 @@ def _check_params(params) -> LDSParams:
                 f"params.{name} must have shape {shape} (latent={L}, neuron={N}"
                 + (f", feature={F}" if name.endswith("input_weights") else "") + f"), got {v.shape}"
             )
-    if p.emission_cov.shape not in ((N, N), (N,)):
+    if p.observation_cov.shape not in ((N, N), (N,)):
         raise ValueError(
-            f"params.emission_cov (R) must have shape ({N}, {N}) or ({N},) for a diagonal, "
-            f"got {p.emission_cov.shape}"
+            f"params.observation_cov (R) must have shape ({N}, {N}) or ({N},) for a diagonal, "
+            f"got {p.observation_cov.shape}"
         )
     for name, v in p._asdict().items():
         if v is not None and _concrete(v) and not np.all(np.isfinite(np.asarray(v))):
             raise ValueError(f"params.{name} contains NaN or inf")
     _check_pd("params.initial_cov (S0)", p.initial_cov)
     _check_pd("params.dynamics_cov (Q)", p.dynamics_cov)
-    _check_pd("params.emission_cov (R)", p.emission_cov)
+    _check_pd("params.observation_cov (R)", p.observation_cov)
     return p
 
 
 def _n_feature(params: LDSParams) -> int:
-    for w in (params.input_weights, params.emission_input_weights):
+    for w in (params.input_weights, params.observation_input_weights):
         if w is not None:
             return w.shape[1]
     return 0
 
 
-def _check_trial(params: LDSParams, emissions, inputs, mask, where: str = ""):
-    """One trial's ``(emissions, inputs, mask)`` as arrays; ``inputs`` is ``(time, 0)`` if absent."""
-    dtype = params.emission.dtype
-    y = jnp.asarray(emissions, dtype)
-    N = params.emission.shape[0]
+def _check_trial(params: LDSParams, observations, inputs, mask, where: str = ""):
+    """One trial's ``(observations, inputs, mask)`` as arrays; ``inputs`` is ``(time, 0)`` if absent."""
+    dtype = params.loadings.dtype
+    y = jnp.asarray(observations, dtype)
+    N = params.loadings.shape[0]
     if y.ndim != 2:
-        raise ValueError(f"{where}emissions must be 2-D (time, neuron), got shape {y.shape}")
+        raise ValueError(f"{where}observations must be 2-D (time, neuron), got shape {y.shape}")
     if y.shape[1] != N:
         raise ValueError(
-            f"{where}emissions have {y.shape[1]} neurons but params.emission (C) has {N} rows; "
-            "emissions must be (time, neuron)"
+            f"{where}observations have {y.shape[1]} neurons but params.loadings (C) has {N} rows; "
+            "observations must be (time, neuron)"
         )
     T = y.shape[0]
     if T < 1:
-        raise ValueError(f"{where}emissions must have at least one time bin")
+        raise ValueError(f"{where}observations must have at least one time bin")
     if mask is None:
         m = jnp.ones(T, bool)
     else:
@@ -515,7 +514,7 @@ def _check_trial(params: LDSParams, emissions, inputs, mask, where: str = ""):
         if bad.any():
             t, n = np.argwhere(bad)[0]
             raise ValueError(
-                f"{where}emissions contain {int(bad.sum())} NaN/inf values in observed bins "
+                f"{where}observations contain {int(bad.sum())} NaN/inf values in observed bins "
                 f"(first at time {t}, neuron {n}); pass mask=False for missing bins instead"
             )
     F = _n_feature(params)
@@ -526,7 +525,7 @@ def _check_trial(params: LDSParams, emissions, inputs, mask, where: str = ""):
     u = jnp.asarray(inputs, dtype)
     if not F:
         raise ValueError(
-            "inputs were given but params.input_weights and params.emission_input_weights are both None; "
+            "inputs were given but params.input_weights and params.observation_input_weights are both None; "
             "set at least one (make_lds_params(..., input_weights=...))"
         )
     if u.ndim != 2 or u.shape != (T, F):
@@ -536,14 +535,14 @@ def _check_trial(params: LDSParams, emissions, inputs, mask, where: str = ""):
     return y, u, m
 
 
-def _as_trials(emissions, inputs, mask):
+def _as_trials(observations, inputs, mask):
     """Split possibly-batched arguments into per-trial lists."""
-    if isinstance(emissions, (list, tuple)):
-        n = len(emissions)
-        ys = list(emissions)
+    if isinstance(observations, (list, tuple)):
+        n = len(observations)
+        ys = list(observations)
         split = lambda a, name: [None] * n if a is None else _listlike(a, n, name)  # noqa: E731
         return ys, split(inputs, "inputs"), split(mask, "mask")
-    arr = np.asarray(emissions) if _concrete(emissions) else emissions
+    arr = np.asarray(observations) if _concrete(observations) else observations
     if arr.ndim == 3:
         n = arr.shape[0]
         return list(arr), [None] * n if inputs is None else _listlike(inputs, n, "inputs"), (
@@ -551,7 +550,7 @@ def _as_trials(emissions, inputs, mask):
     if arr.ndim == 2:
         return [arr], [inputs], [mask]
     raise ValueError(
-        "emissions must be (time, neuron), (trial, time, neuron) or a list of (time, neuron) arrays, "
+        "observations must be (time, neuron), (trial, time, neuron) or a list of (time, neuron) arrays, "
         f"got shape {arr.shape}"
     )
 
@@ -563,17 +562,17 @@ def _listlike(a, n, name):
     return out
 
 
-def _check_trials(params: LDSParams, emissions, inputs, mask) -> list:
-    ys, us, ms = _as_trials(emissions, inputs, mask)
+def _check_trials(params: LDSParams, observations, inputs, mask) -> list:
+    ys, us, ms = _as_trials(observations, inputs, mask)
     if not ys:
-        raise ValueError("emissions is an empty list of trials")
+        raise ValueError("observations is an empty list of trials")
     prefix = (lambda i: f"trial {i}: ") if len(ys) > 1 else (lambda i: "")
     return [_check_trial(params, y, u, m, prefix(i)) for i, (y, u, m) in enumerate(zip(ys, us, ms))]
 
 
-def _prepare_trials(params: LDSParams, emissions, inputs, mask):
-    """Validated trials grouped by length: a list of stacked ``(emissions, inputs, masks)``."""
-    trials = _check_trials(params, emissions, inputs, mask)
+def _prepare_trials(params: LDSParams, observations, inputs, mask):
+    """Validated trials grouped by length: a list of stacked ``(observations, inputs, masks)``."""
+    trials = _check_trials(params, observations, inputs, mask)
     by_len: dict[int, list] = {}
     for tr in trials:
         by_len.setdefault(tr[0].shape[0], []).append(tr)
@@ -591,16 +590,16 @@ def _prepare_trials(params: LDSParams, emissions, inputs, mask):
 
 def make_lds_params(
     dynamics,
-    emission,
+    loadings,
     *,
     dynamics_cov=None,
-    emission_cov=None,
+    observation_cov=None,
     initial_mean=None,
     initial_cov=None,
     dynamics_bias=None,
-    emission_bias=None,
+    offset=None,
     input_weights=None,
-    emission_input_weights=None,
+    observation_input_weights=None,
 ) -> LDSParams:
     """Build a validated :class:`LDSParams` from ``A`` and ``C``, with defaults for the rest.
 
@@ -608,18 +607,18 @@ def make_lds_params(
     ----------
     dynamics : array_like
         :math:`A`, shape ``(latent, latent)``.
-    emission : array_like
+    loadings : array_like
         :math:`C`, shape ``(neuron, latent)``.
     dynamics_cov : array_like, optional
         :math:`Q`; default the identity.
-    emission_cov : array_like, optional
+    observation_cov : array_like, optional
         :math:`R`, a ``(neuron, neuron)`` matrix or a ``(neuron,)`` diagonal; default ones
         (a diagonal).
     initial_mean, initial_cov : array_like, optional
         :math:`m_0` and :math:`S_0`; default zeros and the identity.
-    dynamics_bias, emission_bias : array_like, optional
+    dynamics_bias, offset : array_like, optional
         :math:`b` and :math:`d`; default zeros.
-    input_weights, emission_input_weights : array_like, optional
+    input_weights, observation_input_weights : array_like, optional
         :math:`B` ``(latent, feature)`` and :math:`D` ``(neuron, feature)``; default ``None``
         (no inputs).
 
@@ -637,14 +636,14 @@ def make_lds_params(
     >>> import jax.numpy as jnp
     >>> from bayesneuro.latent.kalman import make_lds_params
     >>> p = make_lds_params(0.9 * jnp.eye(2), jnp.ones((3, 2)))
-    >>> p.emission_cov.shape, p.dynamics_cov.shape
+    >>> p.observation_cov.shape, p.dynamics_cov.shape
     ((3,), (2, 2))
     """
     A = jnp.asarray(dynamics)
-    C = jnp.asarray(emission)
+    C = jnp.asarray(loadings)
     if A.ndim != 2 or C.ndim != 2:
         raise ValueError(
-            f"dynamics must be (latent, latent) and emission (neuron, latent); got {A.shape} and {C.shape}"
+            f"dynamics must be (latent, latent) and loadings (neuron, latent); got {A.shape} and {C.shape}"
         )
     n_neuron, n_latent = C.shape
     dtype = jnp.result_type(float, A, C)
@@ -654,22 +653,22 @@ def make_lds_params(
         dynamics=A,
         dynamics_bias=jnp.zeros(n_latent, dtype) if dynamics_bias is None else dynamics_bias,
         input_weights=input_weights,
-        emission=C,
-        emission_bias=jnp.zeros(n_neuron, dtype) if emission_bias is None else emission_bias,
-        emission_input_weights=emission_input_weights,
+        loadings=C,
+        offset=jnp.zeros(n_neuron, dtype) if offset is None else offset,
+        observation_input_weights=observation_input_weights,
         dynamics_cov=jnp.eye(n_latent, dtype=dtype) if dynamics_cov is None else dynamics_cov,
-        emission_cov=jnp.ones(n_neuron, dtype) if emission_cov is None else emission_cov,
+        observation_cov=jnp.ones(n_neuron, dtype) if observation_cov is None else observation_cov,
     )
     return _check_params(params)
 
 
-def kalman_filter(params: LDSParams, emissions, inputs=None, mask=None) -> FilterResult:
+def kalman_filter(params: LDSParams, observations, inputs=None, mask=None) -> FilterResult:
     """Kalman filter: filtered and one-step predicted moments and the marginal log-likelihood.
 
     Parameters
     ----------
     params : LDSParams
-    emissions : array_like
+    observations : array_like
         :math:`y`, shape ``(time, neuron)``. Values at masked bins are ignored (NaN allowed there).
     inputs : array_like, optional
         :math:`u`, shape ``(time, feature)``; required when ``params`` has input weights.
@@ -684,7 +683,7 @@ def kalman_filter(params: LDSParams, emissions, inputs=None, mask=None) -> Filte
     Raises
     ------
     ValueError
-        On shape mismatches, NaN/inf in observed emissions or inputs, or covariances that are
+        On shape mismatches, NaN/inf in observed bins or inputs, or covariances that are
         not positive definite.
 
     Examples
@@ -698,12 +697,12 @@ def kalman_filter(params: LDSParams, emissions, inputs=None, mask=None) -> Filte
     ((50, 2), (50, 2, 2), True)
     """
     params = _check_params(params)
-    y, u, m = _check_trial(params, emissions, inputs, mask)
+    y, u, m = _check_trial(params, observations, inputs, mask)
     return _filter_jit(params, y, u, m)
 
 
-def kalman_smoother(params: LDSParams, emissions, inputs=None, mask=None) -> SmootherResult:
-    """Rauch-Tung-Striebel smoother: posterior moments of every latent given all emissions.
+def kalman_smoother(params: LDSParams, observations, inputs=None, mask=None) -> SmootherResult:
+    """Rauch-Tung-Striebel smoother: posterior moments of every latent given all observations.
 
     Takes the same arguments, and raises the same errors, as :func:`kalman_filter`.
     ``smoothed_cross_covs[t]`` is :math:`\\mathrm{Cov}[x_{t+1}, x_t \\mid y]` (rows
@@ -725,11 +724,11 @@ def kalman_smoother(params: LDSParams, emissions, inputs=None, mask=None) -> Smo
     ((50, 2), (49, 2, 2))
     """
     params = _check_params(params)
-    y, u, m = _check_trial(params, emissions, inputs, mask)
+    y, u, m = _check_trial(params, observations, inputs, mask)
     return _rts_jit(params, _filter_jit(params, y, u, m))  # shares the filter's compiled code
 
 
-def lds_log_likelihood(params: LDSParams, emissions, inputs=None, mask=None) -> jax.Array:
+def lds_log_likelihood(params: LDSParams, observations, inputs=None, mask=None) -> jax.Array:
     """Marginal log-likelihood :math:`\\log p(y_{0:T-1})` of one trial (observed bins only).
 
     Same arguments and errors as :func:`kalman_filter`; differentiable in ``params``.
@@ -740,15 +739,15 @@ def lds_log_likelihood(params: LDSParams, emissions, inputs=None, mask=None) -> 
     >>> from bayesneuro.latent.kalman import make_lds_params, lds_sample, lds_log_likelihood
     >>> p = make_lds_params(0.9 * jnp.eye(2), jnp.ones((3, 2)))
     >>> _, y = lds_sample(jax.random.key(0), p, 50)
-    >>> noisier = p._replace(emission_cov=10.0 * p.emission_cov)
+    >>> noisier = p._replace(observation_cov=10.0 * p.observation_cov)
     >>> bool(lds_log_likelihood(p, y) > lds_log_likelihood(noisier, y))
     True
     """
-    return kalman_filter(params, emissions, inputs, mask).log_likelihood
+    return kalman_filter(params, observations, inputs, mask).log_likelihood
 
 
 def lds_sample(key: jax.Array, params: LDSParams, n_time: int, inputs=None) -> tuple[jax.Array, jax.Array]:
-    """Draw latents and emissions for one trial.
+    """Draw latents and observations for one trial.
 
     Parameters
     ----------
@@ -764,7 +763,7 @@ def lds_sample(key: jax.Array, params: LDSParams, n_time: int, inputs=None) -> t
     -------
     latents : Array
         Shape ``(time, latent)``.
-    emissions : Array
+    observations : Array
         Shape ``(time, neuron)``.
 
     Raises
@@ -790,16 +789,16 @@ def lds_sample(key: jax.Array, params: LDSParams, n_time: int, inputs=None) -> t
     if n_time < 1:
         raise ValueError(f"n_time must be >= 1, got {n_time}")
     params = _check_params(params)
-    _, u, _ = _check_trial(params, jnp.zeros((n_time, params.emission.shape[0])), inputs, None)
+    _, u, _ = _check_trial(params, jnp.zeros((n_time, params.loadings.shape[0])), inputs, None)
     return _sample_jit(key, params, u)
 
 
 def init_lds_params(
-    emissions, n_latent: int, *, inputs=None, mask=None, diagonal_emission_cov: bool = True
+    observations, n_latents: int, *, inputs=None, mask=None, diagonal_observation_cov: bool = True
 ) -> LDSParams:
-    """Starting parameters for EM from principal components of the emissions.
+    """Starting parameters for EM from principal components of the observations.
 
-    ``C`` spans the top ``n_latent`` principal components (scaled so the projected latents have
+    ``C`` spans the top ``n_latents`` principal components (scaled so the projected latents have
     unit variance), ``d`` is the mean, ``R`` the residual variance (floored at 1% of each
     neuron's variance), ``A`` and ``Q`` a least-squares AR(1) fit of the projected latents,
     :math:`m_0 = 0`, :math:`S_0 = I`, ``b = 0``; with ``inputs``, ``B`` and ``D`` start at zero.
@@ -807,13 +806,13 @@ def init_lds_params(
 
     Parameters
     ----------
-    emissions : array_like or list of array_like
+    observations : array_like or list of array_like
         ``(time, neuron)``, ``(trial, time, neuron)`` or a list of ``(time, neuron)`` trials.
-    n_latent : int
+    n_latents : int
         Number of latent dimensions, at most the number of neurons.
     inputs, mask : optional
         As in :func:`fit_lds_em`.
-    diagonal_emission_cov : bool
+    diagonal_observation_cov : bool
         Start with (and so let EM keep) a diagonal ``R``.
 
     Returns
@@ -823,30 +822,30 @@ def init_lds_params(
     Raises
     ------
     ValueError
-        On bad shapes or values, ``n_latent`` out of range, or a neuron with zero variance.
+        On bad shapes or values, ``n_latents`` out of range, or a neuron with zero variance.
 
     Examples
     --------
     >>> import numpy as np
     >>> from bayesneuro.latent.kalman import init_lds_params
     >>> y = np.random.default_rng(0).normal(size=(100, 4))
-    >>> init_lds_params(y, 2).emission.shape
+    >>> init_lds_params(y, 2).loadings.shape
     (4, 2)
     """
-    ys, us, ms = _as_trials(emissions, inputs, mask)
+    ys, us, ms = _as_trials(observations, inputs, mask)
     if not ys:
-        raise ValueError("emissions is an empty list of trials")
+        raise ValueError("observations is an empty list of trials")
     n_neuron = np.shape(ys[0])[-1]
-    is_int = isinstance(n_latent, (int, np.integer)) and not isinstance(n_latent, (bool, np.bool_))
-    if not is_int or not 1 <= n_latent <= n_neuron:
+    is_int = isinstance(n_latents, (int, np.integer)) and not isinstance(n_latents, (bool, np.bool_))
+    if not is_int or not 1 <= n_latents <= n_neuron:
         raise ValueError(
-            f"n_latent must be an integer between 1 and the number of neurons ({n_neuron}), got {n_latent!r}"
+            f"n_latents must be an integer between 1 and the number of neurons ({n_neuron}), got {n_latents!r}"
         )
     F = 0 if us[0] is None else np.shape(us[0])[-1]
     probe = make_lds_params(
-        jnp.zeros((n_latent, n_latent)), jnp.zeros((n_neuron, n_latent)),
-        input_weights=jnp.zeros((n_latent, F)) if F else None,
-        emission_input_weights=jnp.zeros((n_neuron, F)) if F else None,
+        jnp.zeros((n_latents, n_latents)), jnp.zeros((n_neuron, n_latents)),
+        input_weights=jnp.zeros((n_latents, F)) if F else None,
+        observation_input_weights=jnp.zeros((n_neuron, F)) if F else None,
     )
     trials = _check_trials(probe, ys, us, ms)
     obs = np.concatenate([np.asarray(y, np.float64)[np.asarray(m)] for y, _, m in trials])
@@ -859,29 +858,29 @@ def init_lds_params(
         )
     d = obs.mean(0)
     _, s, vt = np.linalg.svd(obs - d, full_matrices=False)
-    scale = s[:n_latent] / np.sqrt(obs.shape[0])
+    scale = s[:n_latents] / np.sqrt(obs.shape[0])
     scale = np.where(scale > 0, scale, 1.0)
-    C = vt[:n_latent].T * scale
+    C = vt[:n_latents].T * scale
     R = np.maximum(var - (C**2).sum(1), 0.01 * var)
     past, fut = [], []
     for y, _, m in trials:
-        x = (np.asarray(y, np.float64) - d) @ vt[:n_latent].T / scale
+        x = (np.asarray(y, np.float64) - d) @ vt[:n_latents].T / scale
         both = np.asarray(m)[1:] & np.asarray(m)[:-1]
         past.append(x[:-1][both])
         fut.append(x[1:][both])
     past, fut = np.concatenate(past), np.concatenate(fut)
-    if past.shape[0] > n_latent:
+    if past.shape[0] > n_latents:
         A = np.linalg.lstsq(past, fut, rcond=None)[0].T
-        Q = np.cov((fut - past @ A.T).T, bias=True).reshape(n_latent, n_latent)
+        Q = np.cov((fut - past @ A.T).T, bias=True).reshape(n_latents, n_latents)
     else:
-        A, Q = 0.9 * np.eye(n_latent), 0.1 * np.eye(n_latent)
-    Q = Q + 1e-3 * np.eye(n_latent)
-    dtype = probe.emission.dtype
+        A, Q = 0.9 * np.eye(n_latents), 0.1 * np.eye(n_latents)
+    Q = Q + 1e-3 * np.eye(n_latents)
+    dtype = probe.loadings.dtype
     return make_lds_params(
         jnp.asarray(A, dtype), jnp.asarray(C, dtype), dynamics_cov=jnp.asarray(Q, dtype),
-        emission_cov=jnp.asarray(R if diagonal_emission_cov else np.diag(R), dtype),
-        emission_bias=jnp.asarray(d, dtype), input_weights=probe.input_weights,
-        emission_input_weights=probe.emission_input_weights,
+        observation_cov=jnp.asarray(R if diagonal_observation_cov else np.diag(R), dtype),
+        offset=jnp.asarray(d, dtype), input_weights=probe.input_weights,
+        observation_input_weights=probe.observation_input_weights,
     )
 
 
@@ -900,20 +899,27 @@ def _check_fixed(fixed) -> frozenset:
     return fixed
 
 
-def _em_step(params: LDSParams, groups, fixed: frozenset) -> tuple[LDSParams, float]:
+def _em_body(params: LDSParams, groups, fixed: frozenset):
+    """One whole EM step (every group's E-step, the sum, the M-step): ``(new_params, log-lik)``."""
     stats = [_group_stats(params, *g) for g in groups]
-    # small arrays: summing on the host avoids compiling an eager add per leaf
-    total = stats[0] if len(stats) == 1 else jax.tree.map(lambda *s: np.sum(s, axis=0), *stats)
-    return _m_step(params, total, fixed), float(total.log_likelihood)
+    total = stats[0] if len(stats) == 1 else jax.tree.map(lambda *s: sum(s[1:], s[0]), *stats)
+    return _m_step(params, total, fixed), total.log_likelihood
 
 
-def _total_log_likelihood(params: LDSParams, groups) -> float:
-    # reuses the compiled E-step rather than compiling a filter-only program for one call
-    return float(sum(_group_stats(params, *g).log_likelihood for g in groups))
+@lru_cache(maxsize=None)
+def _em_program(fixed: frozenset):
+    """The EM step for the held names ``fixed``, jitted as ONE program (cached per ``fixed``, so
+    refits with the same shapes reuse the compilation): ``step(params, groups)``."""
+    return jax.jit(lambda params, groups: _em_body(params, groups, fixed))
+
+
+def _em_step(params: LDSParams, groups, fixed: frozenset) -> tuple[LDSParams, float]:
+    new, ll = _em_program(fixed)(params, groups)
+    return new, float(ll)
 
 
 def lds_em_step(
-    params: LDSParams, emissions, *, inputs=None, mask=None, fixed: Sequence[str] = ()
+    params: LDSParams, observations, *, inputs=None, mask=None, fixed: Sequence[str] = ()
 ) -> tuple[LDSParams, float]:
     """One EM step: smooth every trial under ``params``, then maximise the expected log-joint.
 
@@ -928,7 +934,7 @@ def lds_em_step(
     ----------
     params : LDSParams
         Current parameters.
-    emissions : array_like or list of array_like
+    observations : array_like or list of array_like
         ``(time, neuron)``, ``(trial, time, neuron)``, or a list of ``(time, neuron)`` trials
         of any lengths (trials of equal length are vmapped together).
     inputs : array_like or list of array_like, optional
@@ -937,7 +943,7 @@ def lds_em_step(
         Matching boolean ``(time,)`` per trial; ``False`` marks a missing bin.
     fixed : collection of str
         :class:`LDSParams` field names to hold at their current values (e.g.
-        ``("dynamics_bias", "emission_bias")`` for centred data, or ``("dynamics_cov",)``).
+        ``("dynamics_bias", "offset")`` for centred data, or ``("dynamics_cov",)``).
         Input weights that are ``None`` stay ``None``.
 
     Returns
@@ -963,14 +969,14 @@ def lds_em_step(
     """
     params = _check_params(params)
     fixed = _check_fixed(fixed)
-    return _em_step(params, _prepare_trials(params, emissions, inputs, mask), fixed)
+    return _em_step(params, _prepare_trials(params, observations, inputs, mask), fixed)
 
 
 def fit_lds_em(
     params: LDSParams,
-    emissions,
+    observations,
     *,
-    n_iter: int = 100,
+    max_iter: int = 100,
     inputs=None,
     mask=None,
     fixed: Sequence[str] = (),
@@ -979,17 +985,20 @@ def fit_lds_em(
 ) -> EMResult:
     """Fit an LDS by maximum likelihood with EM (see :func:`lds_em_step` for the M-step).
 
+    The loop is :func:`bayesneuro.engine.em.run_em`: the whole EM step (the E-step of every
+    trial and the M-step) runs as one compiled program per call.
+
     Parameters
     ----------
     params : LDSParams
         Starting point, e.g. from :func:`init_lds_params`.
-    emissions, inputs, mask, fixed
+    observations, inputs, mask, fixed
         As in :func:`lds_em_step`.
-    n_iter : int
+    max_iter : int
         Maximum number of EM steps.
     tol : float, optional
-        Stop once one step raises the log-likelihood by less than ``tol * |log-likelihood|``.
-        Default: run all ``n_iter`` steps.
+        Stop once one step changes the log-likelihood by at most ``tol * max(1, |log-likelihood|)``
+        (the rule of :func:`~bayesneuro.engine.em.run_em`). Default: run all ``max_iter`` steps.
     progress : bool, optional
         Show a tqdm bar; default :func:`bayesneuro.infer.fit.progress_default`.
 
@@ -1011,42 +1020,25 @@ def fit_lds_em(
     >>> from bayesneuro.latent.kalman import make_lds_params, lds_sample, init_lds_params, fit_lds_em
     >>> p = make_lds_params(jnp.array([[0.9, 0.2], [-0.2, 0.9]]), jnp.ones((4, 2)).at[0, 1].set(-1.0))
     >>> trials = [lds_sample(k, p, 100)[1] for k in jax.random.split(jax.random.key(0), 3)]
-    >>> fit = fit_lds_em(init_lds_params(trials, 2), trials, n_iter=20, progress=False)
+    >>> fit = fit_lds_em(init_lds_params(trials, 2), trials, max_iter=20, progress=False)
     >>> len(fit.log_likelihoods), bool(fit.log_likelihoods[-1] > fit.log_likelihoods[0])
     (21, True)
     """
-    from bayesneuro.infer.fit import progress_default  # lazy: keeps this module free of numpyro
+    from bayesneuro.engine.em import run_em  # lazy: keeps this module free of numpyro
 
-    if isinstance(n_iter, (bool, np.bool_)) or not isinstance(n_iter, (int, np.integer)) or n_iter < 0:
-        raise ValueError(f"n_iter must be a non-negative integer, got {n_iter!r}")
+    if isinstance(max_iter, (bool, np.bool_)) or not isinstance(max_iter, (int, np.integer)) or max_iter < 0:
+        raise ValueError(f"max_iter must be a non-negative integer, got {max_iter!r}")
     if tol is not None and not (isinstance(tol, (int, float)) and math.isfinite(tol) and tol >= 0):
         raise ValueError(f"tol must be a non-negative number or None, got {tol!r}")
-    progress = progress_default() if progress is None else bool(progress)
     params = _check_params(params)
     fixed = _check_fixed(fixed)
-    groups = _prepare_trials(params, emissions, inputs, mask)
-    lls, converged = [], False
-    bar = tqdm(total=n_iter, desc="LDS EM", disable=not progress, leave=False)
-    try:
-        for _ in range(n_iter):
-            new, ll = _em_step(params, groups, fixed)
-            if not math.isfinite(ll):
-                raise FloatingPointError(
-                    f"LDS EM: the log-likelihood became non-finite after {len(lls)} steps; check for "
-                    "near-constant neurons or a collapsing covariance, or hold it with fixed="
-                )
-            lls.append(ll)
-            bar.update(1)
-            bar.set_postfix(log_likelihood=f"{ll:.6g}")
-            if tol is not None and len(lls) > 1 and lls[-1] - lls[-2] < tol * abs(lls[-1]):
-                converged = True
-                break
-            params = new
-    finally:
-        bar.close()
-    if not converged:
-        final = _total_log_likelihood(params, groups)
-        if not math.isfinite(final):
-            raise FloatingPointError("LDS EM: the log-likelihood of the final parameters is not finite")
-        lls.append(final)
-    return EMResult(params, np.asarray(lls), converged)
+    groups = _prepare_trials(params, observations, inputs, mask)
+    step = _em_program(fixed)
+    params, trace = run_em(step, params, groups, max_iter=int(max_iter), tol=tol, progress=progress, desc="LDS EM")
+    final = float(step(params, groups)[1])
+    if not math.isfinite(final):
+        raise FloatingPointError(
+            "LDS EM: the log-likelihood of the final parameters is not finite; check for near-constant "
+            "neurons or a collapsing covariance, or hold it with fixed="
+        )
+    return EMResult(params, np.append(np.asarray(trace.objective, float), final), bool(trace.converged))

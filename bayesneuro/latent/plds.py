@@ -33,9 +33,10 @@ import numpy as np
 import xarray as xr
 from jax.scipy.special import gammaln
 from scipy import stats as _stats
-from tqdm.auto import tqdm
 
 from ..data import SpikeData
+from ..engine.newton import newton
+from ..estimator import Estimator, resolve_key
 from ..infer._model import as_key
 from . import _blocktri as bt
 from .._pynapple import pynapple_io
@@ -76,11 +77,11 @@ class PLDSParams(NamedTuple):
         ``b``.
     input_weights : Array, shape (K, P)
         ``B`` (``P = 0`` without inputs).
-    noise_cov : Array, shape (K, K)
+    dynamics_cov : Array, shape (K, K)
         ``Q``, covariance of the innovations.
-    emission : Array, shape (N, K)
+    loadings : Array, shape (N, K)
         ``C``, loadings of the log-rates (exp link) on the latents.
-    emission_bias : Array, shape (N,)
+    offset : Array, shape (N,)
         ``d``; with the exp link, the log-rate (spikes/s) at ``x = 0``.
     """
 
@@ -89,9 +90,9 @@ class PLDSParams(NamedTuple):
     dynamics: jax.Array
     dynamics_bias: jax.Array
     input_weights: jax.Array
-    noise_cov: jax.Array
-    emission: jax.Array
-    emission_bias: jax.Array
+    dynamics_cov: jax.Array
+    loadings: jax.Array
+    offset: jax.Array
 
 
 class LaplacePosterior(NamedTuple):
@@ -192,8 +193,8 @@ def neg_log_joint(latents, params: PLDSParams, counts, inputs, mask, *, bin_size
     lp = _gauss_logpdf(x[:1] - params.initial_mean, params.initial_cov)
     if x.shape[0] > 1:
         pred = x[:-1] @ params.dynamics.T + inputs[1:] @ params.input_weights.T + params.dynamics_bias
-        lp = lp + _gauss_logpdf(x[1:] - pred, params.noise_cov)
-    eta = jnp.where(mask[:, None], x @ params.emission.T + params.emission_bias, 0.0)
+        lp = lp + _gauss_logpdf(x[1:] - pred, params.dynamics_cov)
+    eta = jnp.where(mask[:, None], x @ params.loadings.T + params.offset, 0.0)
     ll = jnp.where(mask[:, None], _poisson_ll(counts, eta, bin_size, link), 0.0)
     return -(lp + jnp.sum(ll))
 
@@ -216,7 +217,7 @@ def _sym_inv(m):
 
 def _prior_blocks(params: PLDSParams, n_time: int):
     """Block-tridiagonal precision of the LDS prior over one path of ``n_time`` bins."""
-    q_inv = _sym_inv(params.noise_cov)
+    q_inv = _sym_inv(params.dynamics_cov)
     s0_inv = _sym_inv(params.initial_cov)
     a = params.dynamics
     k = a.shape[0]
@@ -240,56 +241,15 @@ def latent_hessian(latents, params: PLDSParams, counts, inputs, mask, *, bin_siz
     sub : Array, shape (time - 1, K, K)
     """
     diag, sub = _prior_blocks(params, latents.shape[0])
-    eta = jnp.where(mask[:, None], latents @ params.emission.T + params.emission_bias, 0.0)
+    eta = jnp.where(mask[:, None], latents @ params.loadings.T + params.offset, 0.0)
     w = jnp.where(mask[:, None], _curvature(counts, eta, bin_size, link), 0.0)
-    c = params.emission
+    c = params.loadings
     return diag + jnp.einsum("tn,nk,nl->tkl", w, c, c), sub
 
 
-def _newton(obj, direction, x0, max_iter, tol):
-    """Damped Newton: ``direction(x) -> (step, decrement)``; backtracking (Armijo) on ``obj``.
-
-    Stops when half the Newton decrement ``g^T H^{-1} g`` falls below ``tol`` (nats), after
-    ``max_iter`` iterations, or when no step length decreases ``obj`` (converged to rounding).
-    Each pass of the single ``while_loop`` tries one step length (1, 1/2, ... down to
-    ``2^-40``, until the Armijo test holds), so the line search is not a loop nested in the
-    Newton loop: nested while loops intermittently deadlocked XLA's CPU runtime (GPFA EM).
-    Returns ``(x, n_iter)``.
-    """
-
-    def direct(x):
-        step, dec = direction(x)
-        return jnp.where(jnp.isfinite(step), step, 0.0), dec
-
-    def cond(state):
-        i, _, _, _, _, _, _, dec_taken = state
-        return (i < max_iter) & (0.5 * dec_taken > tol)
-
-    def body(state):
-        i, x, f, step, dec, a, k, dec_taken = state
-        xa = x - a * step
-        fa = obj(xa)
-        end = (fa <= f - 1e-4 * a * dec) | (k >= 40)  # Armijo, or 40 halvings done
-        ok = end & (fa <= f) & jnp.isfinite(fa) & jnp.isfinite(dec)
-        x_new, f_new = jnp.where(ok, xa, x), jnp.where(ok, fa, f)
-        step_new, dec_new = direct(x_new)
-        return (
-            i + end.astype(i.dtype),
-            x_new,
-            f_new,
-            jnp.where(end, step_new, step),
-            jnp.where(end, dec_new, dec),
-            jnp.where(end, jnp.ones_like(a), 0.5 * a),
-            jnp.where(end, 0, k + 1),
-            jnp.where(end, jnp.where(ok, dec, 0.0), dec_taken),
-        )
-
-    f0 = obj(x0)
-    s0, d0 = direct(x0)
-    inf = jnp.asarray(jnp.inf, f0.dtype)
-    init = (jnp.zeros((), jnp.int32), x0, f0, s0, d0, jnp.ones_like(f0), jnp.zeros((), jnp.int32), inf)
-    n, x, *_ = jax.lax.while_loop(cond, body, init)
-    return x, n
+def _blocktri_solve(hess, grad):
+    """Newton step ``H^{-1} g`` for a block-tridiagonal ``H = (diag, sub)``, in O(T K^3)."""
+    return bt.solve(bt.cholesky(*hess), grad)
 
 
 def trial_laplace(
@@ -297,8 +257,9 @@ def trial_laplace(
 ) -> LaplacePosterior:
     """Laplace posterior of one trial's path: Newton mode, selected inverse of the Hessian.
 
-    Each Newton iteration factors the block-tridiagonal Hessian in O(T K^3) and halves the
-    step until the log joint increases (Armijo).
+    The mode is found by :func:`bayesneuro.engine.newton.newton` with the analytic
+    block-tridiagonal Hessian (:func:`latent_hessian`) and a block-tridiagonal solve, so each
+    iteration costs O(T K^3); steps are halved until the log joint increases (Armijo).
 
     Parameters
     ----------
@@ -312,7 +273,9 @@ def trial_laplace(
     max_iter : int
         Most Newton iterations.
     tol : float
-        Stop when half the Newton decrement (the predicted gain, nats) is below this.
+        Relative tolerance of the engine's stopping rule: stop when half the Newton decrement
+        (the predicted gain, nats) is at most ``tol * max(1, |log joint|)``, after taking that
+        last step (Newton converges quadratically, so the mode is then exact to rounding).
 
     Returns
     -------
@@ -320,20 +283,23 @@ def trial_laplace(
         Without the trial axis.
     """
     kw = dict(bin_size=bin_size, link=link)
-    obj = functools.partial(neg_log_joint, params=params, counts=counts, inputs=inputs, mask=mask, **kw)
-    grad = jax.grad(obj)
 
-    def direction(x):
-        g = grad(x)
-        step = bt.solve(bt.cholesky(*latent_hessian(x, params, counts, inputs, mask, **kw)), g)
-        return step, jnp.sum(g * step)
+    def objective(x, p, y, u, m):
+        return neg_log_joint(x, p, y, u, m, **kw)
 
-    x, n = _newton(obj, direction, init, max_iter, tol)
+    def derivatives(x, p, y, u, m):
+        return jax.grad(objective)(x, p, y, u, m), latent_hessian(x, p, y, u, m, **kw)
+
+    res = newton(
+        objective, init, params, counts, inputs, mask, derivatives=derivatives, solve=_blocktri_solve,
+        max_iter=max_iter, tol=tol,
+    )
+    x = res.x
     chol = bt.cholesky(*latent_hessian(x, params, counts, inputs, mask, **kw))
     cov, cross = bt.selected_inverse(chol)
     d = x.size
-    log_marginal = -obj(x) + 0.5 * d * jnp.log(2.0 * jnp.pi) - 0.5 * bt.logdet(chol)
-    return LaplacePosterior(x, cov, cross, log_marginal, n)
+    log_marginal = -res.value + 0.5 * d * jnp.log(2.0 * jnp.pi) - 0.5 * bt.logdet(chol)
+    return LaplacePosterior(x, cov, cross, log_marginal, res.n_iter)
 
 
 @functools.partial(jax.jit, static_argnames=("link", "max_iter"))
@@ -365,7 +331,7 @@ def laplace_posterior(
 # ----------------------------------------------------------------------------------------------
 
 
-def _emission_objective(theta, y, mu, cov, mask, bin_size, link):
+def _loadings_objective(theta, y, mu, cov, mask, bin_size, link):
     """Minus the expected Poisson log-likelihood of one neuron under the Gaussian posterior."""
     c, d = theta[:-1], theta[-1]
     m = mu @ c + d
@@ -379,21 +345,13 @@ def _emission_objective(theta, y, mu, cov, mask, bin_size, link):
     return -jnp.sum(jnp.where(mask, val, 0.0))
 
 
-def _fit_emission(params: PLDSParams, post: LaplacePosterior, counts, mask, bin_size, link, max_iter):
-    """Newton per neuron on ``(C_n, d_n)`` (concave objective; vmapped over neurons)."""
-    theta0 = jnp.concatenate([params.emission, params.emission_bias[:, None]], axis=1)
+def _fit_loadings(params: PLDSParams, post: LaplacePosterior, counts, mask, bin_size, link, max_iter):
+    """Newton per neuron on ``(C_n, d_n)`` (concave objective; the engine's dense Newton, vmapped)."""
+    theta0 = jnp.concatenate([params.loadings, params.offset[:, None]], axis=1)
 
     def one(theta, y):
-        obj = lambda th: _emission_objective(th, y, post.mean, post.cov, mask, bin_size, link)  # noqa: E731
-        grad, hess = jax.grad(obj), jax.hessian(obj)
-
-        def direction(th):
-            g, h = grad(th), hess(th)
-            h = 0.5 * (h + h.T) + 1e-10 * jnp.trace(h) / h.shape[0] * jnp.eye(h.shape[0], dtype=h.dtype)
-            step = jax.scipy.linalg.cho_solve((jnp.linalg.cholesky(h), True), g)
-            return step, jnp.sum(g * step)
-
-        return _newton(obj, direction, theta, max_iter, 1e-10)[0]
+        obj = lambda th, y: _loadings_objective(th, y, post.mean, post.cov, mask, bin_size, link)  # noqa: E731
+        return newton(obj, theta, y, max_iter=max_iter, tol=1e-10).x
 
     theta = jax.vmap(one, in_axes=(0, 2))(theta0, counts)
     return theta[:, :-1], theta[:, -1]
@@ -418,7 +376,7 @@ def m_step(
     post : LaplacePosterior
         Batch posterior (with the trial axis).
     params : PLDSParams
-        Current parameters (the start of the emission Newton iterations).
+        Current parameters (the start of the loadings Newton iterations).
     counts, inputs, mask
         Padded batch, as in :func:`laplace_posterior`.
     bin_size, link
@@ -456,17 +414,29 @@ def m_step(
     wmat = jnp.linalg.solve(szz + ridge, sxz.T).T  # [A, B, b]
     q = (sxx - wmat @ sxz.T) / jnp.sum(w)
     q = 0.5 * (q + q.T) + jitter * eye
-    c, d = _fit_emission(params, post, counts, mask, bin_size, link, max_iter)
+    c, d = _fit_loadings(params, post, counts, mask, bin_size, link, max_iter)
     return PLDSParams(m0, s0, wmat[:, :k], wmat[:, -1], wmat[:, k:-1], q, c, d)
 
 
-_m_step = jax.jit(m_step, static_argnames=("link", "max_iter"))
+@functools.lru_cache(maxsize=None)
+def _em_program(link: str, max_newton: int):
+    """One whole Laplace-EM iteration (E-step and M-step) as ONE jitted program of
+    ``(params, path)``, for :func:`bayesneuro.engine.em.run_em`.
 
+    ``step((params, path), counts, inputs, mask, bin_size, newton_tol)`` returns the new
+    parameters with the posterior mode (the next E-step's Newton start) and the Laplace
+    ``log p(y)`` at the *old* parameters. Cached per (link, max_newton), so refits reuse it.
+    """
 
-def _em_step(params, init, counts, inputs, mask, bin_size, link, max_newton, tol):
-    """One EM iteration; E and M are compiled apart, so later E-steps reuse the compilation."""
-    post = laplace_posterior(params, counts, inputs, mask, init, bin_size=bin_size, link=link, max_iter=max_newton, tol=tol)
-    return _m_step(post, params, counts, inputs, mask, bin_size=bin_size, link=link), post
+    def step(state, counts, inputs, mask, bin_size, newton_tol):
+        params, path = state
+        post = laplace_posterior(
+            params, counts, inputs, mask, path, bin_size=bin_size, link=link, max_iter=max_newton, tol=newton_tol
+        )
+        new = m_step(post, params, counts, inputs, mask, bin_size=bin_size, link=link)
+        return (new, post.mean), jnp.sum(post.log_marginal)
+
+    return jax.jit(step)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -519,7 +489,7 @@ def simulate_plds(key, params: PLDSParams, *, n_trials: int, n_time: int, bin_si
         raise ValueError(f"inputs must have shape ({n_trials}, {n_time}, {n_in}), got {inputs.shape}")
     k0, k1, k2 = jax.random.split(key, 3)
     x0 = jax.random.multivariate_normal(k0, p.initial_mean, p.initial_cov, (n_trials,))
-    eps = jax.random.multivariate_normal(k1, jnp.zeros(k), p.noise_cov, (n_time - 1, n_trials))
+    eps = jax.random.multivariate_normal(k1, jnp.zeros(k), p.dynamics_cov, (n_time - 1, n_trials))
 
     def step(x, blocks):
         e, u = blocks
@@ -528,7 +498,7 @@ def simulate_plds(key, params: PLDSParams, *, n_trials: int, n_time: int, bin_si
 
     _, xs = jax.lax.scan(step, x0, (eps, jnp.swapaxes(inputs[:, 1:], 0, 1)))
     x = jnp.concatenate([x0[None], xs], axis=0).swapaxes(0, 1)
-    rates = _rate(x @ p.emission.T + p.emission_bias, link)
+    rates = _rate(x @ p.loadings.T + p.offset, link)
     counts = jax.random.poisson(k2, rates * bin_size)
     return np.asarray(x), np.asarray(counts).astype(np.int64), np.asarray(rates)
 
@@ -681,9 +651,11 @@ class _Batch(NamedTuple):
 
 
 _EM_OPTIONS = {"max_newton": 50, "newton_tol": 1e-10}
+_DRAW_SITES = ("initial_mean", "initial_scale", "dynamics", "dynamics_bias", "input_weights", "dynamics_scale",
+               "loadings", "offset")
 
 
-class PoissonLDS:
+class PoissonLDS(Estimator):
     r"""Poisson linear dynamical system: latent linear dynamics behind population spike counts.
 
     .. math::
@@ -705,24 +677,26 @@ class PoissonLDS:
         ``f``, from the linear predictor to the rate in spikes/s.
     inputs : bool or sequence of str, default False
         Drive the latents with the data's covariates ``u`` (True: all of them; names: those).
-    smoothing : float, default 0.05
-        Gaussian smoothing (s.d., seconds) of the counts for the PCA initialisation.
 
     Attributes
     ----------
-    dynamics_, dynamics_bias_, input_weights_, noise_cov_ : numpy.ndarray
-        ``A`` (K, K), ``b`` (K,), ``B`` (K, P), ``Q`` (K, K).
-    emission_, emission_bias_ : numpy.ndarray
-        ``C`` (neuron, K), ``d`` (neuron,).
+    dynamics_, dynamics_bias_, input_weights_, dynamics_cov_ : numpy.ndarray
+        ``A`` (latent, latent_from), ``b`` (latent,), ``B`` (latent, feature),
+        ``Q`` (latent, latent_from).
+    loadings_, offset_ : numpy.ndarray
+        ``C`` (neuron, latent), ``d`` (neuron,).
     initial_mean_, initial_cov_ : numpy.ndarray
-        ``m0`` (K,), ``S0`` (K, K).
+        ``m0`` (latent,), ``S0`` (latent, latent_from).
     params_ : PLDSParams
         All of them.
     log_likelihood_trace_ : numpy.ndarray or None
         Laplace-EM: the Laplace-approximated ``log p(y)`` of the training data at the
         initialisation and after each iteration (increases overall); None for svi/nuts.
-    converged_ : bool
-        Laplace-EM: whether the relative change of the log-likelihood fell below ``tol``.
+    n_iter_ : int or None
+        Laplace-EM: EM iterations run.
+    converged_ : bool or None
+        Laplace-EM: whether the change of the log-likelihood fell below ``tol`` times its
+        magnitude (:func:`bayesneuro.engine.em.run_em`).
     result_ : FitResult or None
         The :func:`bayesneuro.infer.fit` result (svi/nuts); point estimates are its
         posterior means.
@@ -744,28 +718,31 @@ class PoissonLDS:
     ...     np.zeros(2), np.zeros((2, 0)), 0.02 * np.eye(2),
     ...     np.random.default_rng(0).normal(size=(12, 2)), np.full(12, 2.5)), bin_size=0.02)
     >>> sim = true.simulate(3, 100, key=0)
-    >>> model = PoissonLDS(2).fit(sim.data, key=0, n_iter=30, progress=False)
+    >>> model = PoissonLDS(2).fit(sim.data, max_iter=30, progress=False)
     >>> model.transform(sim.data)["mean"].dims
     ('time', 'latent')
+    >>> model.log_likelihood(sim.data).shape  # one Laplace log p(counts) per trial
+    (3,)
     """
 
-    def __init__(self, n_latents: int, *, link: str = "exp", inputs: bool | Sequence[str] = False, smoothing: float = 0.05):
+    #: :meth:`score` is co-smoothing bits per spike.
+    score_unit = "bits/spike"
+    #: :meth:`log_likelihood` has one value per trial (the latent paths tie a trial's bins).
+    log_likelihood_dim = "trial"
+
+    def __init__(self, n_latents: int, *, link: str = "exp", inputs: bool | Sequence[str] = False):
         if isinstance(n_latents, bool) or not isinstance(n_latents, (int, np.integer)) or n_latents < 1:
             raise ValueError(f"n_latents must be a positive integer, got {n_latents!r}")
         if link not in LINKS:
             raise ValueError(f"link must be one of {LINKS}, got {link!r}")
-        if not isinstance(inputs, bool):
+        if not isinstance(inputs, (bool, np.bool_)):
             if isinstance(inputs, str) or not all(isinstance(f, str) for f in inputs):
                 raise ValueError(f"inputs must be True/False or a sequence of feature names, got {inputs!r}")
-            inputs = tuple(inputs)
-            if not inputs:
+            if not len(inputs):
                 raise ValueError("inputs names no features; use inputs=False for a model without inputs")
-        if not (isinstance(smoothing, (int, float)) and smoothing > 0):
-            raise ValueError(f"smoothing must be a positive number of seconds, got {smoothing!r}")
-        self.n_latents = int(n_latents)
+        self.n_latents = n_latents
         self.link = link
         self.inputs = inputs
-        self.smoothing = float(smoothing)
         self.params_ = None
         self.result_ = None
         self.log_likelihood_trace_ = None
@@ -797,7 +774,7 @@ class PoissonLDS:
             raise ValueError(f"params have {n_in} inputs, so give {n_in} feature_names (got {len(names)})")
         model = cls(k, link=link, inputs=names if n_in else False)
         model._set_params(p)
-        model.neuron_ids_ = np.arange(p.emission.shape[0]) if neuron_ids is None else np.asarray(neuron_ids)
+        model.neuron_ids_ = np.arange(p.loadings.shape[0]) if neuron_ids is None else np.asarray(neuron_ids)
         model.feature_names_ = names
         model.bin_size_ = float(bin_size)
         model.method_ = "given"
@@ -808,20 +785,20 @@ class PoissonLDS:
         self.params_ = p
         self.initial_mean_, self.initial_cov_ = p.initial_mean, p.initial_cov
         self.dynamics_, self.dynamics_bias_ = p.dynamics, p.dynamics_bias
-        self.input_weights_, self.noise_cov_ = p.input_weights, p.noise_cov
-        self.emission_, self.emission_bias_ = p.emission, p.emission_bias
+        self.input_weights_, self.dynamics_cov_ = p.input_weights, p.dynamics_cov
+        self.loadings_, self.offset_ = p.loadings, p.offset
 
     # -- data handling -------------------------------------------------------------------------
 
     def _features(self, data: SpikeData) -> tuple[str, ...]:
-        if self.inputs is False:
+        if isinstance(self.inputs, (bool, np.bool_)) and not self.inputs:
             return ()
         if data.covariates is None:
             raise ValueError(
                 "the model was built with inputs but the data have no covariates; add them "
                 "(data.with_covariates(...)) or use PoissonLDS(..., inputs=False)"
             )
-        if self.inputs is True:
+        if isinstance(self.inputs, (bool, np.bool_)):
             return tuple(data.feature_names)
         missing = [f for f in self.inputs if f not in data.feature_names]
         if missing:
@@ -850,10 +827,6 @@ class PoissonLDS:
                 "transition per trial (drop those trials)"
             )
         return self._features(data)
-
-    def _check_fitted(self) -> None:
-        if self.params_ is None:
-            raise RuntimeError("the PoissonLDS is not fitted yet; call fit(data, key=...) first")
 
     def _check_data(self, data: SpikeData) -> None:
         self._check_fitted()
@@ -907,9 +880,9 @@ class PoissonLDS:
         """
         p = self.params_
         if neurons is not None:
-            keep = np.zeros(p.emission.shape[0], bool)
+            keep = np.zeros(p.loadings.shape[0], bool)
             keep[neurons] = True
-            p = p._replace(emission=np.where(keep[:, None], p.emission, 0.0))
+            p = p._replace(loadings=np.where(keep[:, None], p.loadings, 0.0))
         dtype = jnp.zeros(()).dtype
         return PLDSParams(*(jnp.asarray(v, dtype) for v in p))
 
@@ -921,10 +894,11 @@ class PoissonLDS:
         data: SpikeData,
         *,
         method: str = "laplace-em",
-        key: Any,
-        n_iter: int = 200,
-        tol: float = 1e-6,
+        key: Any = None,
         progress: bool | None = None,
+        max_iter: int = 200,
+        tol: float | None = 1e-6,
+        smoothing: float = 0.05,
         **options,
     ) -> PoissonLDS:
         """Fit the PLDS to (trialled) spike counts.
@@ -940,17 +914,22 @@ class PoissonLDS:
             (options of :func:`bayesneuro.infer.fit`: ``num_steps``, ``learning_rate``, ...).
             ``"nuts"``: NUTS on small problems (``num_warmup``, ``num_samples``, ...).
             Both start from the PCA initialisation.
-        key : jax.random key or int
-            Required (Laplace-EM uses no randomness; svi and nuts do).
-        n_iter : int
-            Most EM iterations (laplace-em).
-        tol : float
-            EM stops when the log-likelihood changes by less than ``tol`` times its magnitude.
+        key : jax.random key or int, optional
+            Required by ``"svi"`` and ``"nuts"``; Laplace-EM draws no random numbers.
         progress : bool, optional
             Progress bar (default from ``BAYESNEURO_PROGRESS``).
+        max_iter : int
+            Most EM iterations (laplace-em).
+        tol : float or None
+            Laplace-EM stops when the log-likelihood changes by at most ``tol`` times its
+            magnitude (the rule of :func:`bayesneuro.engine.em.run_em`); None runs all
+            ``max_iter`` iterations.
+        smoothing : float, default 0.05
+            Gaussian smoothing (s.d., seconds) of the counts for the PCA initialisation.
         **options
-            laplace-em: ``max_newton=50`` (Newton iterations per E-step),
-            ``newton_tol=1e-10`` (nats). svi/nuts: passed to :func:`bayesneuro.infer.fit`.
+            laplace-em: ``max_newton=50`` (Newton iterations per E-step), ``newton_tol=1e-10``
+            (relative tolerance of :func:`bayesneuro.engine.newton.newton`). svi/nuts: passed
+            to :func:`bayesneuro.infer.fit`.
 
         Returns
         -------
@@ -962,6 +941,8 @@ class PoissonLDS:
         ValueError
             More latents than neurons, a silent neuron, a trial shorter than 2 bins, inputs
             without covariates, an unknown method or option.
+        TypeError
+            ``key`` missing for svi/nuts.
         FloatingPointError
             If the EM parameters become non-finite.
         """
@@ -970,14 +951,16 @@ class PoissonLDS:
         methods = ("laplace-em", "svi", "nuts")
         if method not in methods:
             raise ValueError(f"method must be one of {methods}, got {method!r}")
-        key = as_key(key)
+        key = resolve_key(key, needed=method != "laplace-em", why=f"method={method!r}")
+        if not (isinstance(smoothing, (int, float)) and not isinstance(smoothing, bool) and smoothing > 0):
+            raise ValueError(f"smoothing must be a positive number of seconds, got {smoothing!r}")
         features = self._check_fit_data(data)
         progress = progress_default() if progress is None else bool(progress)
         batch = self._batch(data, features)
         flat_inputs = np.asarray(batch.inputs)[batch.seg, batch.pos]
         init, x0 = _initial_params(
-            data.counts, flat_inputs, batch.seg, n_latents=self.n_latents, bin_size=data.bin_size,
-            smoothing=self.smoothing, link=self.link,
+            data.counts, flat_inputs, batch.seg, n_latents=int(self.n_latents), bin_size=data.bin_size,
+            smoothing=float(smoothing), link=self.link,
         )
         self.neuron_ids_ = data.neuron_ids.copy()
         self.feature_names_ = features
@@ -985,13 +968,20 @@ class PoissonLDS:
         self.method_ = method
         self.result_ = None
         self.log_likelihood_trace_ = None
+        self._idata = None
+        self._train_trials = np.asarray(data.trials).copy()
+        self._train_log_lik = None
+        self._train_batch = None
         if method == "laplace-em":
             unknown = set(options) - set(_EM_OPTIONS)
             if unknown:
                 raise ValueError(f"unknown options {sorted(unknown)} for laplace-em; it takes {sorted(_EM_OPTIONS)}")
+            if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 0:
+                raise ValueError(f"max_iter must be a non-negative integer, got {max_iter!r}")
             opts = {**_EM_OPTIONS, **options}
-            self._fit_em(init, x0, batch, data.bin_size, int(n_iter), float(tol), progress, opts)
+            self._fit_em(init, x0, batch, data.bin_size, int(max_iter), tol, progress, opts)
         else:
+            self._train_batch = batch
             self._fit_bayes(data, method, key, init, x0, features, progress, options)
         if not all(np.all(np.isfinite(v)) for v in self.params_):
             raise FloatingPointError(
@@ -1000,41 +990,34 @@ class PoissonLDS:
             )
         return self
 
-    def _fit_em(self, init, x0, batch: _Batch, bin_size, n_iter, tol, progress, opts) -> None:
+    def _fit_em(self, init, x0, batch: _Batch, bin_size, max_iter, tol, progress, opts) -> None:
+        from ..engine.em import run_em
+
         dtype = jnp.zeros(()).dtype
         params = PLDSParams(*(jnp.asarray(v, dtype) for v in init))
-        path = np.zeros(batch.mask.shape + (self.n_latents,))
+        path = np.zeros(batch.mask.shape + (int(self.n_latents),))
         path[batch.seg, batch.pos] = x0
         path = jnp.asarray(path, dtype)
-        args = (batch.counts, batch.inputs, batch.mask, bin_size, self.link, int(opts["max_newton"]), float(opts["newton_tol"]))
-        trace, converged = [], False
-        bar = tqdm(total=n_iter, desc="Laplace-EM", disable=not progress, leave=False)
-        try:
-            for _ in range(n_iter):
-                new, post = _em_step(params, path, *args)
-                trace.append(float(post.log_marginal.sum()))
-                bar.update(1)
-                bar.set_postfix(log_lik=f"{trace[-1]:.6g}")
-                if not all(bool(jnp.all(jnp.isfinite(v))) for v in new):
-                    raise FloatingPointError(
-                        "Laplace-EM: the parameters became non-finite (the rates overflow); check the "
-                        "data's bin size and rates, or use fewer latents"
-                    )
-                params, path = new, post.mean
-                if len(trace) > 1 and abs(trace[-1] - trace[-2]) <= tol * abs(trace[-2]):
-                    converged = True
-                    break
-        finally:
-            bar.close()
+        max_newton, newton_tol = int(opts["max_newton"]), float(opts["newton_tol"])
+        step = _em_program(self.link, max_newton)
+        args = (batch.counts, batch.inputs, batch.mask, jnp.asarray(bin_size, dtype), jnp.asarray(newton_tol, dtype))
+        (params, path), trace = run_em(
+            step, (params, path), *args, max_iter=max_iter, tol=tol, progress=progress, desc="Laplace-EM",
+        )
+        if not all(bool(jnp.all(jnp.isfinite(v))) for v in params):
+            raise FloatingPointError(
+                "Laplace-EM: the parameters became non-finite (the rates overflow); check the "
+                "data's bin size and rates, or use fewer latents"
+            )
         post = laplace_posterior(
             params, batch.counts, batch.inputs, batch.mask, path, bin_size=bin_size, link=self.link,
-            max_iter=int(opts["max_newton"]), tol=float(opts["newton_tol"]),
+            max_iter=max_newton, tol=newton_tol,
         )
-        trace.append(float(post.log_marginal.sum()))
         self._set_params(params)
-        self.log_likelihood_trace_ = np.asarray(trace)
-        self.n_iter_ = len(trace) - 1
-        self.converged_ = converged
+        self._train_log_lik = np.asarray(post.log_marginal, float)
+        self.log_likelihood_trace_ = np.append(np.asarray(trace.objective, float), float(post.log_marginal.sum()))
+        self.n_iter_ = int(trace.n_iter)
+        self.converged_ = bool(trace.converged)
 
     def _fit_bayes(self, data, method, key, init, x0, features, progress, options) -> None:
         from numpyro.infer import init_to_value
@@ -1045,9 +1028,9 @@ class PoissonLDS:
         dtype = jnp.zeros(()).dtype
         values = {
             "dynamics": init.dynamics, "dynamics_bias": init.dynamics_bias,
-            "noise_scale": np.sqrt(np.diag(init.noise_cov)), "initial_mean": init.initial_mean,
-            "initial_scale": np.sqrt(np.diag(init.initial_cov)), "emission": init.emission,
-            "emission_bias": init.emission_bias, "latents": x0,
+            "dynamics_scale": np.sqrt(np.diag(init.dynamics_cov)), "initial_mean": init.initial_mean,
+            "initial_scale": np.sqrt(np.diag(init.initial_cov)), "loadings": init.loadings,
+            "offset": init.offset, "latents": x0,
         }
         if features:
             values["input_weights"] = init.input_weights
@@ -1071,7 +1054,7 @@ class PoissonLDS:
         result = _fit(
             plds_model, method=method, key=key, coords=coords, dims=plds_dims(bool(features)),
             progress=progress, spikes=np.asarray(data.counts, dtype), starts=starts,
-            bin_size=float(data.bin_size), n_latents=self.n_latents, link=self.link, inputs=cov_inputs,
+            bin_size=float(data.bin_size), n_latents=int(self.n_latents), link=self.link, inputs=cov_inputs,
             bias_loc=np.asarray(bias_loc, dtype), **options,
         )
         draws = result.flat_samples()
@@ -1083,8 +1066,8 @@ class PoissonLDS:
         m = result.params
         self._set_params(PLDSParams(
             m["initial_mean"], mean_cov(draws["initial_scale"]), m["dynamics"], m["dynamics_bias"],
-            m["input_weights"] if features else np.zeros((k, 0)), mean_cov(draws["noise_scale"]),
-            m["emission"], m["emission_bias"],
+            m["input_weights"] if features else np.zeros((k, 0)), mean_cov(draws["dynamics_scale"]),
+            m["loadings"], m["offset"],
         ))
         self.result_ = result
         self.n_iter_ = None
@@ -1093,17 +1076,21 @@ class PoissonLDS:
     # -- posterior, prediction, scores ---------------------------------------------------------
 
     def _laplace(self, data: SpikeData, neurons: np.ndarray | None = None):
-        """Laplace posterior of the data's paths at the fitted parameters (flat layout)."""
+        """Laplace posterior of the data's paths at the fitted parameters (flat layout).
+
+        Returns the path means ``(time, K)``, covariances ``(time, K, K)`` and the Laplace
+        ``log p(counts)`` of each trial ``(trial,)`` in the data's trial order.
+        """
         self._check_data(data)
         batch = self._batch(data, self.feature_names_)
-        init = jnp.zeros(batch.mask.shape + (self.n_latents,), batch.counts.dtype)
+        init = jnp.zeros(batch.mask.shape + (int(self.n_latents),), batch.counts.dtype)
         post = laplace_posterior(
             self._jparams(neurons), batch.counts, batch.inputs, batch.mask, init,
             bin_size=data.bin_size, link=self.link,
         )
         mean = np.asarray(post.mean)[batch.seg, batch.pos]
         cov = np.asarray(post.cov)[batch.seg, batch.pos]
-        return mean, cov, float(np.sum(post.log_marginal))
+        return mean, cov, np.asarray(post.log_marginal, dtype=float)
 
     @pynapple_io("dataset")
     def transform(self, data: SpikeData, *, neurons: Any = None) -> xr.Dataset:
@@ -1144,38 +1131,27 @@ class PoissonLDS:
         self._check_data(data)
         idx = None if observed_neurons is None else self._neuron_index(data, observed_neurons, "observed_neurons")
         mean, cov, _ = self._laplace(data, idx)
-        c, d = self.emission_, self.emission_bias_
+        c, d = self.loadings_, self.offset_
         m = mean @ c.T + d
         v = np.einsum("nk,tkl,nl->tn", c, cov, c)
         return np.asarray(_expected_rate(jnp.asarray(m), jnp.asarray(v), self.link))
 
     @pynapple_io()
-    def log_likelihood(self, data: SpikeData) -> float:
-        """Laplace approximation of ``log p(counts)`` (nats), summed over trials; for held-out data."""
-        return self._laplace(data)[2]
+    def log_likelihood(self, data: SpikeData) -> np.ndarray:
+        """Laplace approximation of ``log p(counts)`` (nats) of each trial, at the fitted parameters.
 
-    @pynapple_io()
-    def score(self, data: SpikeData, *, held_out_neurons: Any = None, per_neuron: bool = False):
-        """Co-smoothing bits per spike of held-out neurons (Neural Latents Benchmark).
-
-        Latents are inferred from the other (held-in) neurons only; the held-out neurons'
-        rates are predicted from them and scored by :func:`cosmoothing_bits_per_spike`
-        against their mean rate in ``data`` (0 = no better than a constant rate).
-
-        Parameters
-        ----------
-        data : SpikeData
-            Held-out trials, with every fitted neuron (held-out counts are only scored).
-        held_out_neurons : sequence of neuron ids, optional
-            The neurons to predict, all from the rest at once. Default: every neuron in turn,
-            each from all the others (leave-one-neuron-out; one Laplace pass per neuron).
-        per_neuron : bool
-            One value per held-out neuron instead of the pooled score.
+        The latent path of a trial ties its bins together, so the observation unit is the trial
+        (``log_likelihood_dim = "trial"``); ``.sum()`` is the total. For held-out data.
 
         Returns
         -------
-        float or numpy.ndarray
+        numpy.ndarray, shape (trial,)
+            In the order of ``data.trials``.
         """
+        return self._laplace(data)[2]
+
+    def _cosmoothing(self, data: SpikeData, held_out_neurons: Any):
+        """Held-out neuron indices and their rates predicted from the other neurons."""
         self._check_data(data)
         if held_out_neurons is None:
             if data.n_neuron < 2:
@@ -1191,7 +1167,62 @@ class PoissonLDS:
             if rest.size == 0:
                 raise ValueError("held_out_neurons names every neuron; keep some to infer the latents from")
             rates = self.predict_rate(data, observed_neurons=data.neuron_ids[rest])
-        return cosmoothing_bits_per_spike(data.counts[:, held], rates[:, held], data.bin_size, per_neuron=per_neuron)
+        return held, rates
+
+    @pynapple_io()
+    def score(self, data: SpikeData, *, held_out_neurons: Any = None) -> float:
+        """Co-smoothing score of held-out neurons in bits/spike (Neural Latents Benchmark); higher is better.
+
+        Latents are inferred from the other (held-in) neurons only; the held-out neurons'
+        rates are predicted from them and scored by :func:`cosmoothing_bits_per_spike`
+        against their mean rate in ``data`` (0 = no better than a constant rate). Per-neuron
+        values and the log-likelihood are in :meth:`evaluate`.
+
+        Parameters
+        ----------
+        data : SpikeData
+            Held-out trials, with every fitted neuron (held-out counts are only scored).
+        held_out_neurons : sequence of neuron ids, optional
+            The neurons to predict, all from the rest at once. Default: every neuron in turn,
+            each from all the others (leave-one-neuron-out; one Laplace pass per neuron).
+
+        Returns
+        -------
+        float
+            Bits per spike (``score_unit``).
+        """
+        held, rates = self._cosmoothing(data, held_out_neurons)
+        return float(cosmoothing_bits_per_spike(data.counts[:, held], rates[:, held], data.bin_size))
+
+    @pynapple_io()
+    def evaluate(self, data: SpikeData, *, held_out_neurons: Any = None) -> dict:
+        """Co-smoothing per neuron and pooled, and the Laplace log-likelihood of ``data``.
+
+        Parameters
+        ----------
+        data : SpikeData
+            Held-out trials, with every fitted neuron.
+        held_out_neurons : sequence of neuron ids, optional
+            As in :meth:`score` (default: leave-one-neuron-out).
+
+        Returns
+        -------
+        dict
+            ``"bits_per_spike"`` (float, :meth:`score`), ``"bits_per_spike_per_neuron"``
+            (numpy.ndarray over ``"held_out_neurons"``, NaN for a neuron without spikes),
+            ``"held_out_neurons"`` (their ids), ``"log_likelihood"`` (float, nats: the sum of
+            :meth:`log_likelihood`) and ``"log_likelihood_per_spike"`` (nats per spike).
+        """
+        held, rates = self._cosmoothing(data, held_out_neurons)
+        y, r = data.counts[:, held], rates[:, held]
+        ll = float(self.log_likelihood(data).sum())
+        return {
+            "bits_per_spike": float(cosmoothing_bits_per_spike(y, r, data.bin_size)),
+            "bits_per_spike_per_neuron": cosmoothing_bits_per_spike(y, r, data.bin_size, per_neuron=True),
+            "held_out_neurons": data.neuron_ids[held],
+            "log_likelihood": ll,
+            "log_likelihood_per_spike": ll / max(float(data.counts.sum()), 1.0),
+        }
 
     # -- simulation and dynamics ---------------------------------------------------------------
 
@@ -1258,25 +1289,42 @@ class PoissonLDS:
     # -- ArviZ ---------------------------------------------------------------------------------
 
     def to_inference_data(self):
-        """``arviz.InferenceData`` of the fit.
+        """``arviz.InferenceData`` of the fit, with a per-trial ``log_likelihood`` group.
 
-        svi/nuts: the :class:`~bayesneuro.infer.FitResult`'s InferenceData. laplace-em: a
-        ``posterior`` group holding the point estimates (one chain, one draw) with dims
-        ``latent``, ``latent_from`` (the columns of ``A``, ``Q``, ``S0``), ``feature``, ``neuron``.
+        laplace-em: a ``posterior`` group holding the point estimates (one chain, one draw)
+        with dims ``latent``, ``latent_from`` (the second axis of ``A``, ``Q``, ``S0``),
+        ``feature``, ``neuron``. svi/nuts: the :class:`~bayesneuro.infer.FitResult`'s
+        InferenceData (every sampled site, the path ``latents`` included).
+
+        The ``log_likelihood`` group holds one variable, ``counts`` (as the Poisson GPFA's), with dims
+        ``(chain, draw, trial)``: the Laplace ``log p(counts of the trial)`` of each training
+        trial with the latent path integrated out, at the point estimate (laplace-em) or at
+        every posterior draw of the parameters (svi/nuts). So ``az.loo`` / ``az.compare`` rank
+        a PoissonLDS against a :class:`~bayesneuro.GPFA` fitted to the same trials. A model
+        made by :meth:`from_params` has no training data, so no such group.
         """
         import arviz as az
 
         self._check_fitted()
+        if getattr(self, "_idata", None) is not None:
+            return self._idata
+        trials = getattr(self, "_train_trials", None)
         if self.result_ is not None:
-            return self.result_.to_inference_data()
-        k = self.n_latents
+            idata = self.result_.to_inference_data(log_likelihood=False)
+            ll = self._draws_log_likelihood()
+            ds = xr.Dataset({"counts": (("chain", "draw", "trial"), ll)},
+                            coords={"chain": np.arange(ll.shape[0]), "draw": np.arange(ll.shape[1]), "trial": trials})
+            idata.add_groups({"log_likelihood": ds})
+            self._idata = idata
+            return idata
+        k = int(self.n_latents)
         lat = ["latent"]
         sq = ["latent", "latent_from"]
         variables = {
             "initial_mean": (lat, self.initial_mean_), "initial_cov": (sq, self.initial_cov_),
             "dynamics": (sq, self.dynamics_), "dynamics_bias": (lat, self.dynamics_bias_),
-            "noise_cov": (sq, self.noise_cov_), "emission": (["neuron", "latent"], self.emission_),
-            "emission_bias": (["neuron"], self.emission_bias_),
+            "dynamics_cov": (sq, self.dynamics_cov_), "loadings": (["neuron", "latent"], self.loadings_),
+            "offset": (["neuron"], self.offset_),
         }
         coords = {"chain": [0], "draw": [0], "latent": np.arange(k), "latent_from": np.arange(k), "neuron": self.neuron_ids_}
         if self.feature_names_:
@@ -1291,11 +1339,45 @@ class PoissonLDS:
             {n: (["chain", "draw", *dims], np.asarray(v)[None, None]) for n, (dims, v) in variables.items()},
             coords=coords, attrs=attrs,
         )
-        return az.InferenceData(posterior=post)
+        groups = {"posterior": post}
+        train_ll = getattr(self, "_train_log_lik", None)
+        if train_ll is not None:
+            groups["log_likelihood"] = xr.Dataset(
+                {"counts": (("chain", "draw", "trial"), np.asarray(train_ll, float)[None, None])},
+                coords={"chain": [0], "draw": [0], "trial": trials}, attrs=attrs,
+            )
+        self._idata = az.InferenceData(**groups)
+        return self._idata
+
+    def _draws_log_likelihood(self) -> np.ndarray:
+        """Laplace ``log p(counts)`` per training trial at each posterior draw, ``(chain, draw, trial)``."""
+        batch = self._train_batch
+        samples = self.result_.samples
+        n_chain, n_draw = self.result_.n_chain, self.result_.n_draw
+        k = int(self.n_latents)
+        dtype = batch.counts.dtype
+        flat = {name: jnp.asarray(np.reshape(v, (n_chain * n_draw,) + np.shape(v)[2:]), dtype)
+                for name, v in samples.items() if name != "latents" and name in _DRAW_SITES}
+
+        def one(d):
+            weights = d["input_weights"] if "input_weights" in d else jnp.zeros((k, 0), dtype)
+            p = PLDSParams(
+                d["initial_mean"], jnp.diag(d["initial_scale"] ** 2), d["dynamics"], d["dynamics_bias"], weights,
+                jnp.diag(d["dynamics_scale"] ** 2), d["loadings"], d["offset"],
+            )
+            init = jnp.zeros(batch.mask.shape + (k,), dtype)
+            return laplace_posterior(
+                p, batch.counts, batch.inputs, batch.mask, init, bin_size=self.bin_size_, link=self.link
+            ).log_marginal
+
+        ll = jax.lax.map(one, flat)
+        return np.asarray(ll, float).reshape(n_chain, n_draw, -1)
 
     def __repr__(self) -> str:
-        parts = [f"n_latents={self.n_latents}", f"link={self.link!r}"]
-        if self.inputs is not False:
+        parts = [f"n_latents={self.n_latents}"]
+        if self.link != "exp":
+            parts.append(f"link={self.link!r}")
+        if not (isinstance(self.inputs, (bool, np.bool_)) and not self.inputs):
             parts.append(f"inputs={self.inputs!r}")
         state = "unfitted" if self.params_ is None else f"fitted by {self.method_}"
         return f"PoissonLDS({', '.join(parts)}; {state})"

@@ -431,15 +431,15 @@ def _loadings(model, orthonormal: bool) -> tuple[np.ndarray, str]:
         if orthonormal:
             return np.asarray(model.orthonormal_loadings_, float), "orthonormal loadings U"
         return np.asarray(model.loadings_, float), "loadings C"
-    return np.asarray(model.emission_, float), "emission C (log-rate per unit latent)"
+    return np.asarray(model.loadings_, float), "loadings C (log-rate per unit latent)"
 
 
 def plot_loadings(model, *, orthonormal: bool = True, ax=None):
     """The neuron x latent loadings as a heatmap with colour limits symmetric about zero.
 
     GPFA: the orthonormal loadings ``U`` (``orthonormal=True``, matching the latents of
-    ``transform``) or the model's ``C`` (``loadings_``). PoissonLDS: the emission matrix ``C``
-    (``emission_``), in the basis of its ``transform``; ``orthonormal`` applies to GPFA only.
+    ``transform``) or the model's ``C`` (``loadings_``). PoissonLDS: the loading matrix ``C``
+    (``loadings_``), in the basis of its ``transform``; ``orthonormal`` applies to GPFA only.
 
     Parameters
     ----------
@@ -517,14 +517,14 @@ def _plds_variance_explained(model) -> np.ndarray:
         If ``A`` has an eigenvalue of modulus >= 1 (no stationary covariance).
     """
     _check_model(model, dynamics=True)
-    sigma = _stationary_cov(np.asarray(model.dynamics_, float), np.asarray(model.noise_cov_, float))
+    sigma = _stationary_cov(np.asarray(model.dynamics_, float), np.asarray(model.dynamics_cov_, float))
     if sigma is None:
         rho = float(np.max(np.abs(np.linalg.eigvals(model.dynamics_))))
         raise ValueError(
             f"the dynamics are not stable (max |eigenvalue of A| = {rho:.4g} >= 1), so the latents have "
             "no stationary covariance and the variance explained is undefined"
         )
-    c = np.asarray(model.emission_, float)
+    c = np.asarray(model.loadings_, float)
     lam = np.linalg.eigvalsh(c @ sigma @ c.T)[::-1][: model.n_latents]
     lam = np.clip(lam, 0.0, None)
     return lam / lam.sum()
@@ -690,7 +690,7 @@ def plot_flow_field(model, *, latents=(0, 1), data: SpikeData | None = None, gri
         pad = 0.1 * np.where(hi > lo, hi - lo, 1.0)
         lo, hi = lo - pad, hi + pad
     else:
-        sigma = _stationary_cov(a, np.asarray(model.noise_cov_, float))
+        sigma = _stationary_cov(a, np.asarray(model.dynamics_cov_, float))
         if sigma is None:
             sigma = np.asarray(model.initial_cov_, float)
         half = 3.0 * np.sqrt(np.diag(sigma)[[i, j]])
