@@ -1257,6 +1257,24 @@ class PoissonLDS(Estimator):
         k, n = self.n_latents, y.shape[-1]
         return PLDSSimulation(data, x.reshape(-1, k), r.reshape(-1, n))
 
+    def summary_statistics(self) -> dict:
+        """Basis-invariant summaries of the dynamics (what :func:`~bayesneuro.density.compare_states` compares).
+
+        Returns
+        -------
+        dict of xarray.DataArray
+            ``eigenvalue_modulus`` (|eigenvalue| of ``A``, descending), ``timescale`` (s) and
+            ``frequency`` (|rotation frequency|, Hz) of the same modes, dim ``latent`` (mode rank:
+            the latents themselves are identified only up to an invertible transform).
+        """
+        import xarray as xr
+
+        s = self.dynamics_summary()
+        rank = {"latent": np.arange(self.n_latents)}
+        return {"eigenvalue_modulus": xr.DataArray(np.abs(s.eigenvalues), dims="latent", coords=rank),
+                "timescale": xr.DataArray(np.asarray(s.timescales, float), dims="latent", coords=rank),
+                "frequency": xr.DataArray(np.abs(np.asarray(s.frequencies, float)), dims="latent", coords=rank)}
+
     def dynamics_summary(self) -> DynamicsSummary:
         """Eigenvalues of ``A`` with their decay timescales (s) and rotation frequencies (Hz).
 
