@@ -36,6 +36,7 @@ from ._atomic import atomic_write
 from ._binning import _bin_average, _bin_spike_times
 from ._validation import _as_ids, _check_bin_size, _optional_import, _py
 from .data import SpikeData
+from .estimator import PROB
 
 __all__ = [
     "NWBInfo",
@@ -130,7 +131,7 @@ def _units_table(nwbfile: Any, name: str) -> Any:
     if len(hits) == 1:
         return hits[0]
     if not tables:
-        raise ValueError(f"the NWB file has no units table (no pynwb Units anywhere in it)")
+        raise ValueError("the NWB file has no units table (no pynwb Units anywhere in it)")
     names = sorted({t.name for t in tables})
     if len(hits) > 1:
         raise ValueError(f"the NWB file has {len(hits)} units tables named {name!r}")
@@ -781,7 +782,7 @@ def write_nwb_results(
     mode: str = "sidecar",
     overwrite: bool = False,
     units: str = "units",
-    hdi_prob: float = 0.94,
+    prob: float = PROB,
 ) -> Path:
     """Store fit results with the NWB file they came from.
 
@@ -807,7 +808,7 @@ def write_nwb_results(
         DynamicTable ``posterior_summary`` with one row per element of every posterior
         variable without a ``time`` dim (columns ``variable``, ``index`` (the element's
         coordinates as ArviZ labels them, ``""`` for scalars), ``mean``, ``sd`` and the HDI
-        bounds, e.g. ``hdi_3%``, ``hdi_97%``, as in ``az.summary(..., kind="stats")``), and for
+        bounds, e.g. ``hdi_5%``, ``hdi_95%`` for the default ``prob=0.9``, as in ``az.summary(..., kind="stats")``), and for
         every posterior or posterior-predictive variable with a ``time`` dim a TimeSeries
         ``<var>_mean`` (and ``<var>_sd`` when there is more than one draw) over chains and
         draws, ``time`` first, with timestamps from the ``time`` coordinate; its ``comments``
@@ -819,7 +820,7 @@ def write_nwb_results(
         replaced module is not reclaimed).
     units : str, default "units"
         The Units table whose ``object_id`` the side-car records.
-    hdi_prob : float, default 0.94
+    prob : float, default 0.9
         Probability of the HDI in the summary table.
 
     Returns
@@ -867,7 +868,7 @@ def write_nwb_results(
         return _write_sidecar(path, idata, name, link, overwrite)
     if description is None:
         description = f"posterior summaries written by bayesneuro {link['bayesneuro_version']}"
-    return _write_processing(path, idata, name, str(description), overwrite, hdi_prob)
+    return _write_processing(path, idata, name, str(description), overwrite, prob)
 
 
 def _write_sidecar(path: Path, idata: Any, name: str, link: dict, overwrite: bool) -> Path:
@@ -886,7 +887,7 @@ def _write_sidecar(path: Path, idata: Any, name: str, link: dict, overwrite: boo
     return save(az.InferenceData(**groups), target)
 
 
-def _summary_rows(idata: Any, hdi_prob: float) -> dict[str, list]:
+def _summary_rows(idata: Any, prob: float) -> dict[str, list]:
     import arviz as az
 
     rows: dict[str, list] = {"variable": [], "index": []}
@@ -896,7 +897,7 @@ def _summary_rows(idata: Any, hdi_prob: float) -> dict[str, list]:
             continue
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            summary = az.summary(idata, var_names=[var], kind="stats", hdi_prob=hdi_prob,
+            summary = az.summary(idata, var_names=[var], kind="stats", hdi_prob=prob,
                                  round_to="none")
         for label in summary.index:
             rows["variable"].append(str(var))
@@ -966,7 +967,7 @@ def _add_results(module: Any, rows: dict[str, list], series: list, table_descrip
 
 
 def _write_processing(
-    path: Path, idata: Any, name: str, description: str, overwrite: bool, hdi_prob: float
+    path: Path, idata: Any, name: str, description: str, overwrite: bool, prob: float
 ) -> Path:
     pynwb = _import_pynwb("write_nwb_results")
     import h5py
@@ -980,7 +981,7 @@ def _write_processing(
             f"the NWB file already has a processing module {name!r}; pass overwrite=True to "
             "replace it, or choose another name"
         )
-    rows = _summary_rows(idata, hdi_prob)
+    rows = _summary_rows(idata, prob)
     series = _time_arrays(idata)
     if not rows["variable"] and not series:
         raise ValueError("idata's posterior has no variables to write")
@@ -995,7 +996,7 @@ def _write_processing(
             with pynwb.NWBHDF5IO(tmp, "a") as io:
                 nwbfile = io.read()
                 module = nwbfile.create_processing_module(name=name, description=description)
-                _add_results(module, rows, series, f"posterior summaries (hdi_prob={hdi_prob})")
+                _add_results(module, rows, series, f"posterior summaries (prob={prob})")
                 io.write(nwbfile)
 
     atomic_write(path, write)

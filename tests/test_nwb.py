@@ -339,12 +339,12 @@ def test_processing_module_round_trip(nwb_copy):
     idata = fake_idata()
     assert bnwb.write_nwb_results(nwb_copy, idata, mode="processing") == nwb_copy
     rows, series = read_module(nwb_copy)
-    summary = az.summary(idata, var_names=["mu", "w"], kind="stats", round_to="none")
-    assert list(rows) == ["variable", "index", "mean", "sd", "hdi_3%", "hdi_97%"]
+    summary = az.summary(idata, var_names=["mu", "w"], kind="stats", round_to="none", hdi_prob=0.9)
+    assert list(rows) == ["variable", "index", "mean", "sd", "hdi_5%", "hdi_95%"]  # prob=0.9 by default
     labels = [v if i == "" else f"{v}[{i}]" for v, i in zip(rows["variable"], rows["index"])]
     assert labels == summary.index.tolist()
     assert rows["index"][1] == "3, x"
-    for col in ("mean", "sd", "hdi_3%", "hdi_97%"):
+    for col in ("mean", "sd", "hdi_5%", "hdi_95%"):
         np.testing.assert_allclose(rows[col], summary[col].to_numpy(), rtol=1e-12)
     time = idata.posterior["time"].values
     for var, group in (("rate", "posterior"), ("counts", "posterior_predictive")):
@@ -409,6 +409,7 @@ def test_write_errors(nwb_copy, tmp_path):
     assert sorted(os.listdir(nwb_copy.parent)) == ["session.nwb"]
 
 
+@pytest.mark.slow  # ~8 s: a fit written into the NWB file
 def test_fit_result_written_back(nwb_copy):
     """A real (tiny) fit: per-neuron rates by MAP, written as a processing module."""
     import jax

@@ -1053,7 +1053,7 @@ class PoissonGLM(Estimator):
                 del idata.constant_data
         return idata
 
-    def summary(self, **kwargs):
-        """``arviz.summary`` of the fit's sites (see :meth:`FitResult.summary`)."""
+    def summary(self, prob: float = PROB, **kwargs):
+        """``arviz.summary`` of the fit's sites, intervals of mass `prob` (see :meth:`FitResult.summary`)."""
         self._check_fitted()
-        return self.result_.summary(**kwargs)
+        return self.result_.summary(prob, **kwargs)

@@ -8,6 +8,7 @@ from typing import Any, Callable
 import arviz as az
 import numpy as np
 
+from ..estimator import PROB
 from .. import __version__
 from . import _model
 from .convert import build_inference_data
@@ -153,12 +154,22 @@ class FitResult:
             k: np.asarray(v).reshape((self.n_chain, self.n_draw) + np.shape(v)[1:]) for k, v in out.items()
         }
 
-    def summary(self, **kwargs):
+    def summary(self, prob: float = PROB, **kwargs):
         """``arviz.summary`` of the posterior (a pandas DataFrame).
 
         For MAP (a single draw) the table has one column, ``map``, with the estimate.
-        Keyword arguments go to ``arviz.summary`` (e.g. ``var_names``, ``hdi_prob``).
+
+        Parameters
+        ----------
+        prob : float, default 0.9
+            Mass of the highest-density intervals (bayesneuro's one default,
+            :data:`bayesneuro.estimator.PROB`, not ArviZ's 0.94).
+        **kwargs
+            Other arguments of ``arviz.summary`` (e.g. ``var_names``, ``kind``).
         """
+        if "hdi_prob" in kwargs:
+            raise TypeError("pass the credible mass as prob= (bayesneuro's one name for it), not hdi_prob=")
+        kwargs["hdi_prob"] = float(prob)
         idata = self.to_inference_data(log_likelihood=False)
         if self.method == "map":
             import pandas as pd
