@@ -412,7 +412,6 @@ def test_write_errors(nwb_copy, tmp_path):
 @pytest.mark.slow  # ~8 s: a fit written into the NWB file
 def test_fit_result_written_back(nwb_copy):
     """A real (tiny) fit: per-neuron rates by MAP, written as a processing module."""
-    import jax
     import numpyro
     import numpyro.distributions as dist
 

@@ -266,7 +266,6 @@ def _estep_stats(params: GPFAParams, y, kernel: str):
     """
     C, d, R = params.loadings, params.offset, params.observation_var
     n, T, N = y.shape
-    q = C.shape[1]
     L = _prior_chol(params, T, kernel)
     rinv = 1.0 / R
     Ls = _precision_chol(C, rinv, L)
@@ -381,7 +380,7 @@ def _predictive(params: GPFAParams, y, kernel: str, weight, variance: bool = Tru
     ``C E[x | y_obs] + d`` and ``diag(C Sigma_t C^T) + R`` (None without ``variance``, which
     saves the ``(latent time)^3`` solve)."""
     C, d = params.loadings, params.offset
-    q, T = C.shape[1], y.shape[1]
+    T = y.shape[1]
     L = _prior_chol(params, T, kernel)
     rinv = weight / params.observation_var
     Ls = _precision_chol(C, rinv, L)

@@ -141,7 +141,7 @@ def _poisson_laplace(params: PoissonGPFAParams, y, weight, bin_size, kernel: str
     {0, 1} drops neurons (co-smoothing).
     """
     C, d = params.loadings, params.offset
-    q, N = C.shape[1], C.shape[0]
+    q = C.shape[1]
     T = y.shape[1]
     L = _poisson_chol(params, T, kernel)
     log_dt = jnp.log(bin_size)
