@@ -27,6 +27,8 @@ def test_split_by_bins_trials_intervals_and_segments():
     assert ps["a"].n_spikes.tolist() == [2, 1] and ps["b"].duration == 1.0
 
 
+@pytest.mark.slow  # ~12 s: coverage over 20 neurons, 2000 draws (compiles the posterior)
+@pytest.mark.filterwarnings("ignore:fewer than 2 windows. the Fano factor is NaN:UserWarning")  # one segment, no fano_window
 def test_rate_differences_are_calibrated():
     """20 neurons, true rate ratio varies; the 90% interval of the rate difference must hold
     the true difference for >= 90% - 3 binomial SE of them, and a doubled rate is detected."""
@@ -47,6 +49,7 @@ def test_rate_differences_are_calibrated():
     assert cmp.uncertainty == "posterior" and cmp.states == ["pre", "post"]
 
 
+@pytest.mark.slow  # ~30 s: three states of posterior statistics
 def test_inference_data_and_plot():
     import arviz as az
     import matplotlib
@@ -92,6 +95,12 @@ def test_bootstrap_for_models_without_posterior():
     assert set(cmp.summary().query("statistic == 'total'")["state"]) == {0.0, 1.0}
 
 
+# 30 Laplace-EM iterations per bootstrap fit: the cap is reached, and the approximate (Laplace)
+# E-step can lower the objective by a hair; the test checks the compared statistics
+@pytest.mark.slow  # ~30 s: 2 states x 8 bootstrap Laplace-EM fits
+@pytest.mark.filterwarnings(
+    "ignore:Laplace-EM. (stopped at max_iter|the objective decreased):bayesneuro.diagnostics.ConvergenceWarning"
+)
 def test_default_statistics_of_poisson_lds():
     """PoissonLDS has default statistics (summary_statistics: basis-invariant dynamics); slower
     dynamics in state 1."""

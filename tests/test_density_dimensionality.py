@@ -122,6 +122,7 @@ def test_fa_zero_factors_is_independent_gaussian(fa_data):
 # -- cross-validation ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # ~7 s: cross-validated FA over n_latents
 def test_cv_recovers_three_factors(fa_data):
     cv = cross_validate_dimensionality(fa_data[0], max_dim=5, key=0, progress=False)
     assert cv.n_dim == 3
@@ -130,6 +131,7 @@ def test_cv_recovers_three_factors(fa_data):
     np.testing.assert_allclose(cv.mean, cv.fold_scores.mean(axis=0))
 
 
+@pytest.mark.slow  # ~4 s: cross-validated FA over n_latents
 def test_cv_negative_control_independent_neurons():
     X = np.random.default_rng(5).normal(size=(1500, 10)) * np.linspace(1, 2, 10)
     cv = cross_validate_dimensionality(X, max_dim=3, key=0, progress=False)
@@ -164,6 +166,7 @@ def dim_fit():
     return data, Dimensionality(max_dim=3).fit(data, key=0, n_boot=40, progress=False)
 
 
+@pytest.mark.slow  # ~7 s with the module fixture: Dimensionality bootstrap
 def test_dimensionality_estimates(dim_fit):
     data, est = dim_fit
     e = est.estimates_
@@ -174,6 +177,7 @@ def test_dimensionality_estimates(dim_fit):
     assert e["shared_dimensionality"] in (1, 2)
 
 
+@pytest.mark.slow  # shares the ~7 s Dimensionality bootstrap
 def test_dimensionality_posterior_statistics_contract(dim_fit):
     data, est = dim_fit
     stats = est.posterior_statistics(key=1, num_samples=30)
@@ -204,6 +208,7 @@ def test_bootstrap_moments_match_resampled_data():
     np.testing.assert_allclose(S[0], np.cov(Xr, rowvar=False, ddof=0), atol=1e-12)
 
 
+@pytest.mark.slow  # ~10 s: bootstrap with cross-validation
 def test_dimensionality_bootstrap_cv_and_blocks():
     X, _, _ = simulate_fa(n_time=600, n_neuron=6, n_factor=1, seed=8)
     est = Dimensionality(max_dim=2).fit(X, key=0, n_boot=8, n_blocks=10, bootstrap_cv=True, progress=False)

@@ -86,6 +86,7 @@ def hmm3(sim3):
     return PoissonHMM(3).fit(sim3[0], key=0, n_restarts=3, progress=False)
 
 
+@pytest.mark.slow  # ~20 s with the module fixture: PoissonHMM fit with posterior
 def test_recovery_within_posterior_sds(sim3, hmm3):
     stats = hmm3.posterior_statistics(key=1, num_samples=300)
     sd = stats["rate"].std("draw").values
@@ -102,6 +103,7 @@ def test_recovery_within_posterior_sds(sim3, hmm3):
     assert np.all(np.abs(stats["dwell_time"].median("draw").values - BIN / (1 - A_kk)) < 0.5 * BIN / (1 - A_kk))
 
 
+@pytest.mark.slow  # shares the ~10 s PoissonHMM fit
 def test_segments_restart(sim3, hmm3):
     data = sim3[0]
     total = sum(hmm3.log_likelihood(tr).sum() for tr in data.iter_trials())
@@ -113,6 +115,7 @@ def test_segments_restart(sim3, hmm3):
     assert hmm3.score(data) == pytest.approx(hmm3.log_likelihood(data).sum() / data.n_time)
 
 
+@pytest.mark.slow  # shares the ~10 s PoissonHMM fit
 def test_inference_data(hmm3, sim3):
     idata = hmm3.to_inference_data()
     ll = idata.log_likelihood["counts"]
@@ -151,6 +154,7 @@ def test_bad_inputs():
         PoissonHMM(2).fit(x, key=None, bin_size=0.1)
 
 
+@pytest.mark.slow  # ~15 s: PoissonHMM fits per state
 def test_compare_states_dwell_times():
     """compare_states with a Poisson HMM: the hidden states keep their own dim, and the interval of
     the dwell-time difference between a sticky and a switching chain holds the true -4.5 s."""

@@ -78,12 +78,14 @@ def ising_fit(ising_data):
     return maxent.MaxEnt("ising", prior_scale=1e3).fit(ising_data, key=0, progress=False)
 
 
+@pytest.mark.slow  # ~12 s with the module fixture: MaxEnt fit of the Ising model
 def test_max_ent_property(ising_fit, ising_data):
     pred, obs = ising_fit.predicted_moments(), maxent.observed_moments(ising_data)
     assert np.allclose(pred.rates, obs.rates, atol=1e-6)
     assert np.allclose(pred.covariance, obs.covariance, atol=1e-6)
 
 
+@pytest.mark.slow  # ~10 s: fits of two models
 def test_independent_and_synchrony_closed_forms(ising_data):
     from scipy.special import comb
 
@@ -99,6 +101,7 @@ def test_independent_and_synchrony_closed_forms(ising_data):
     assert np.allclose(np.exp(lp), pk[k] / comb(n, k), atol=1e-6)
 
 
+@pytest.mark.slow  # ~5 s
 def test_laplace_precision_vs_finite_differences(ising_data):
     x = ising_data[:, :4]
     m = maxent.MaxEnt("k-pairwise", prior_scale=2.0).fit(x, key=0, progress=False)
@@ -116,12 +119,14 @@ def test_laplace_precision_vs_finite_differences(ising_data):
     assert np.max(np.abs(grad(m.theta_))) < 1e-3  # the MAP is the mode (gradient is O(T))
 
 
+@pytest.mark.slow  # shares the ~12 s Ising fit
 def test_ais_log_partition_within_se(ising_fit):
     h, J, V = ising_fit.layout_.unpack_dense(jnp.asarray(ising_fit.theta_))
     res = mc.ais_log_partition(jax.random.PRNGKey(3), h, J, V, h0=h, n_chains=300, n_temperatures=300)
     assert abs(res.log_partition - ising_fit.log_partition_) < 4 * res.se + 1e-9
 
 
+@pytest.mark.slow  # ~9 s: Monte Carlo fit (and shares the Ising fit)
 def test_mc_agrees_with_exact(ising_fit, ising_data):
     m = maxent.MaxEnt("ising", prior_scale=1e3)
     m.fit(ising_data, method="mc", key=2, n_chains=400, max_iter=1500, progress=False)
@@ -131,6 +136,7 @@ def test_mc_agrees_with_exact(ising_fit, ising_data):
     assert abs(m.log_partition_ - ising_fit.log_partition_) < 4 * m.log_partition_se_ + 0.02
 
 
+@pytest.mark.slow  # ~10 s: four fits
 def test_held_out_gain_and_negative_control(ising_data):
     t = maxent.compare_population_models(ising_data[:2000], ising_data[2000:], kinds=("ising",), key=0,
                                          progress=False)
@@ -140,6 +146,7 @@ def test_held_out_gain_and_negative_control(ising_data):
     assert t0.loc["ising", "gain_bits"] < 2 * t0.loc["ising", "gain_se"]
 
 
+@pytest.mark.slow  # shares the ~12 s Ising fit
 def test_posterior_statistics_contract(ising_fit):
     st = ising_fit.posterior_statistics(key=0, num_samples=20)
     assert st["J"].dims == ("draw", "pair") and st["J"].coords["pair"].values[0] == "0-1"
@@ -166,6 +173,7 @@ def test_bad_input():
         maxent.MaxEnt("ising").fit(x[:, :3], method="mc", key=None)
 
 
+@pytest.mark.slow  # ~9 s: Monte Carlo fit of 30 neurons
 def test_mc_recovers_known_couplings_of_30_neurons():
     """Above the exact limit: Boltzmann learning on Gibbs-simulated words of 30 neurons recovers
     the true fields and couplings (ground truth), within a few sampling SDs."""
@@ -182,6 +190,7 @@ def test_mc_recovers_known_couplings_of_30_neurons():
     assert np.sqrt(np.mean((np.asarray(m.params_.h) - h) ** 2)) < 0.1
 
 
+@pytest.mark.slow  # shares the ~12 s Ising fit
 def test_plot_moments_draws_the_given_values(ising_fit, ising_data):
     import matplotlib
 

@@ -98,6 +98,7 @@ def gamma_vs_exp():
                                       progress=False)
 
 
+@pytest.mark.slow  # ~17 s with the module fixture: posterior fits of two families, LOO
 def test_loo_picks_gamma_on_gamma_data(gamma_vs_exp):
     _, ids, cmp = gamma_vs_exp
     tab = cmp.table.loc[["g0", "g1", "g2"]]
@@ -105,6 +106,7 @@ def test_loo_picks_gamma_on_gamma_data(gamma_vs_exp):
     assert (tab["elpd_diff"] > 3 * tab["dse"]).all()  # decisively, in SEs of the difference
 
 
+@pytest.mark.slow  # shares the ~17 s fits of the module fixture
 def test_loo_negative_control_exponential_data(gamma_vs_exp):
     # the gamma nests the exponential: on Poisson ISIs it may win, but never by more than 2 SE
     _, _, cmp = gamma_vs_exp
@@ -113,6 +115,7 @@ def test_loo_negative_control_exponential_data(gamma_vs_exp):
     assert not strong.any()
 
 
+@pytest.mark.slow  # shares the ~17 s fits of the module fixture
 def test_table_matches_per_neuron_loo(gamma_vs_exp):
     isis, ids, cmp = gamma_vs_exp
     m = cmp.models["gamma"]
@@ -124,6 +127,7 @@ def test_table_matches_per_neuron_loo(gamma_vs_exp):
     np.testing.assert_allclose(cmp.table["elpd_gamma"].sum(), total, rtol=1e-10)
 
 
+@pytest.mark.slow  # shares the ~17 s fits of the module fixture
 def test_inference_data_and_pointwise_log_likelihood(gamma_vs_exp):
     isis, ids, cmp = gamma_vs_exp
     m = cmp.models["gamma"]
@@ -140,6 +144,7 @@ def test_inference_data_and_pointwise_log_likelihood(gamma_vs_exp):
     np.testing.assert_allclose(sel, stats.gamma(k, scale=mu / k).logpdf(isis[j]), rtol=1e-10)
 
 
+@pytest.mark.slow  # shares the ~17 s fits of the module fixture
 def test_posterior_statistics_contract(gamma_vs_exp):
     _, ids, cmp = gamma_vs_exp
     m = cmp.models["gamma"]
@@ -156,6 +161,7 @@ def test_posterior_statistics_contract(gamma_vs_exp):
     assert set(e) == {"mean_isi", "rate", "cv"} and np.all(e["cv"].values == 1.0)
 
 
+@pytest.mark.slow  # shares the ~17 s fits of the module fixture
 def test_plot_isi_fits(gamma_vs_exp):
     import matplotlib
 
@@ -172,6 +178,7 @@ def test_plot_isi_fits(gamma_vs_exp):
     plt.close("all")
 
 
+@pytest.mark.slow  # ~6 s: coverage over many fits
 def test_interval_coverage_of_true_shape():
     """40 independent neurons in one fit: each 90% interval covers its true gamma shape."""
     rng = np.random.default_rng(5)
@@ -245,6 +252,9 @@ def test_bad_arguments():
         m.pdf([0.1], 5)
 
 
+# 50 ISIs and 20 draws: arviz's PSIS-LOO warns about Pareto k, which this test does not check
+@pytest.mark.slow  # ~9 s: posterior fits of two families
+@pytest.mark.filterwarnings("ignore:Estimated shape parameter of Pareto distribution is greater than:UserWarning")
 def test_memory_warning_for_many_draws_times_isis(monkeypatch):
     from bayesneuro.density import renewal
 

@@ -92,6 +92,7 @@ def test_cv_lv_fano_equal_elephant():
     assert float(fano_factor(counts)) == pytest.approx(float(ff_el), rel=1e-12)
 
 
+@pytest.mark.slow  # ~20 s: first posterior fit of the module compiles
 def test_estimates_of_statistics_in_trains():
     """NeuronStatistics' point estimates equal the direct formulas on segment-respecting ISIs."""
     rng = np.random.default_rng(4)
@@ -133,6 +134,8 @@ def test_autocorrelogram_brute_force():
 # -- posteriors ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # ~7 s: 20000 draws (and compiles the posterior)
+@pytest.mark.filterwarnings("ignore:fewer than 2 windows. the Fano factor is NaN:UserWarning")  # one segment, no fano_window
 def test_rate_posterior_is_the_gamma_posterior():
     tr = SpikeTrains([np.linspace(0.01, 9.99, 37)], segments=[[0, 10]])
     st = NeuronStatistics().fit(tr, key=1, num_samples=20000)
@@ -142,6 +145,8 @@ def test_rate_posterior_is_the_gamma_posterior():
     assert sps.kstest(d, post.cdf).pvalue > 1e-3
 
 
+@pytest.mark.slow  # ~3-15 s: 20000 draws (compiles the posterior when first)
+@pytest.mark.filterwarnings("ignore:fewer than 2 windows. the Fano factor is NaN:UserWarning")  # one segment, no fano_window
 def test_beta_posteriors_of_isi_fractions():
     isi = np.r_[np.full(7, 0.001), np.full(93, 0.05)]
     tr = SpikeTrains([np.cumsum(np.r_[0.01, isi])], segments=[[0, 10]])
@@ -152,6 +157,7 @@ def test_beta_posteriors_of_isi_fractions():
     assert float(st.estimates_["refractory_violations"][0]) == pytest.approx(0.07)
 
 
+@pytest.mark.slow  # ~60 s: coverage over 40 neurons x 3 fits
 def test_posterior_intervals_calibrated_on_renewal_processes():
     """Gamma renewal trains of shape k: CV = 1/sqrt(k), Lv = 3/(2k+1); Poisson trains: Fano 1.
 
@@ -176,6 +182,7 @@ def test_posterior_intervals_calibrated_on_renewal_processes():
     assert float(stc.posterior_["cv"].max()) < 0.01 and float(stc.posterior_["fano"].max()) < 0.05
 
 
+@pytest.mark.slow  # ~30 s
 def test_same_key_same_draws_and_inference_data():
     import arviz as az
 
@@ -197,6 +204,8 @@ def test_same_key_same_draws_and_inference_data():
 # -- bad input -----------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # ~15 s: the posterior fits compile
+@pytest.mark.filterwarnings("ignore:fewer than 2 windows. the Fano factor is NaN:UserWarning")  # one segment, no fano_window
 def test_bad_input_messages():
     with pytest.raises(ValueError, match="NaN"):
         SpikeTrains([[0.1, np.nan]])
@@ -229,6 +238,7 @@ def test_bad_input_messages():
         autocorrelogram(tr, bin_size=0.003, window=0.01)
 
 
+@pytest.mark.slow  # ~12 s: coverage of 3 bootstrap fits
 def test_trial_bootstrap_covers_overdispersed_rates_and_poisson_does_not():
     """Trial rates vary (exponentially, CV 1) around a known mean of 10 Hz. Resampling whole trials
     covers the mean at the nominal rate; the Poisson posterior (negative control) is far too

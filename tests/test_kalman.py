@@ -180,6 +180,7 @@ def test_sample_same_key_same_draw_and_matches_moments():
 # ----------------------------------------------------------------------------- EM
 
 
+@pytest.mark.slow  # ~9 s: Gaussian LDS EM
 def test_em_log_likelihood_never_decreases():
     # full R, inputs, a masked bin, and trials of two lengths (two vmapped groups)
     p = random_params(10, full_R=True, inputs=True)
@@ -207,6 +208,7 @@ def test_em_log_likelihood_never_decreases():
     assert lds_em_step(new, ys, fixed=fixed, **data)[1] >= ll0
 
 
+@pytest.mark.slow  # ~5 s: Gaussian LDS EM
 def test_em_recovers_dynamics_and_held_out_likelihood():
     rot = 0.15
     true = make_lds_params(

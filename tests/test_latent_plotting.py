@@ -1,5 +1,7 @@
 """bayesneuro.latent.plotting: what is drawn is what the fitted GPFA / PoissonLDS says."""
 
+import warnings
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -13,6 +15,7 @@ from matplotlib.quiver import Quiver  # noqa: E402
 from scipy import stats  # noqa: E402
 
 import bayesneuro as bn  # noqa: E402
+from bayesneuro.diagnostics import ConvergenceWarning  # noqa: E402
 from bayesneuro.latent.plds import PLDSParams  # noqa: E402
 from bayesneuro.latent.plotting import (  # noqa: E402
     plot_condition_averages,
@@ -68,7 +71,10 @@ def gpfa_data():
 
 @pytest.fixture(scope="module")
 def gpfa(gpfa_data):
-    return bn.GPFA(2).fit(gpfa_data, key=0, progress=False, max_iter=20)
+    # a deliberately short fit: the plots are checked against whatever it estimates
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"GPFA EM .*stopped at max_iter", category=ConvergenceWarning)
+        return bn.GPFA(2).fit(gpfa_data, key=0, progress=False, max_iter=20)
 
 
 @pytest.fixture(params=["gpfa", "plds"])

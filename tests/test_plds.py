@@ -11,6 +11,7 @@ import pytest
 from scipy import optimize
 
 import bayesneuro as bn
+from bayesneuro.diagnostics import ConvergenceWarning
 from bayesneuro.latent import _blocktri as bt
 from bayesneuro.latent.plds import (
     PLDSParams,
@@ -110,6 +111,7 @@ def _small_problem(rng, link, t=8, n=5, n_pad=0):
     return params, counts, inputs, mask
 
 
+@pytest.mark.slow  # ~5-9 s each: compiles Newton and the dense optimisation
 @pytest.mark.parametrize("link", ["exp", "softplus"])
 def test_newton_mode_and_laplace_match_dense(link):
     rng = np.random.default_rng(1)
@@ -143,6 +145,7 @@ def test_newton_mode_and_laplace_match_dense(link):
     np.testing.assert_allclose(float(post.log_marginal), expected, rtol=1e-9)
 
 
+@pytest.mark.slow  # ~7-9 s: compiles the padded and unpadded E-steps
 def test_padding_is_exact():
     """Masked bins after a trial's end change neither its posterior nor its evidence."""
     rng = np.random.default_rng(2)
@@ -178,12 +181,14 @@ def recovery():
     return truth, train, test, model
 
 
+@pytest.mark.slow  # ~18 s with the module fixture: Laplace-EM recovery fit
 def test_rates_are_in_the_stated_range(recovery):
     _, train, _, _ = recovery
     lo, hi = np.percentile(train.rates, [5, 95])
     assert 3 < lo and hi < 40
 
 
+@pytest.mark.slow  # shares the ~18 s Laplace-EM recovery fit
 def test_recovers_dynamics_eigenvalues(recovery):
     # Over 12 simulation seeds the largest eigenvalue error was 0.0096; the tolerance is twice it.
     truth, _, _, model = recovery
@@ -194,6 +199,7 @@ def test_recovers_dynamics_eigenvalues(recovery):
     np.testing.assert_allclose(true.timescales, -DT / np.log(0.98))
 
 
+@pytest.mark.slow  # shares the ~18 s Laplace-EM recovery fit
 def test_recovers_latents(recovery):
     _, train, _, model = recovery
     post = model.transform(train.data)
@@ -203,6 +209,7 @@ def test_recovers_latents(recovery):
     assert np.all(post["sd"].values > 0)
 
 
+@pytest.mark.slow  # shares the ~18 s Laplace-EM recovery fit
 def test_log_likelihood_trace_increases(recovery):
     _, _, _, model = recovery
     trace = model.log_likelihood_trace_
@@ -211,6 +218,7 @@ def test_log_likelihood_trace_increases(recovery):
     assert np.all(np.diff(trace) > -1e-6 * abs(trace[0]))
 
 
+@pytest.mark.slow  # shares the ~18 s Laplace-EM recovery fit
 def test_cosmoothing_beats_constant_rate_and_nears_truth(recovery):
     truth, train, test, model = recovery
     held = np.arange(24, 30)
@@ -226,6 +234,7 @@ def test_cosmoothing_beats_constant_rate_and_nears_truth(recovery):
     assert model.log_likelihood(test.data).sum() > 1.005 * truth.log_likelihood(test.data).sum()
 
 
+@pytest.mark.slow  # shares the ~18 s Laplace-EM recovery fit
 def test_leave_one_neuron_out_score_is_each_neuron_from_the_rest(recovery):
     truth, _, test, model = recovery
     per = model.evaluate(test.data)["bits_per_spike_per_neuron"]
@@ -235,6 +244,7 @@ def test_leave_one_neuron_out_score_is_each_neuron_from_the_rest(recovery):
     assert 0.0 < pooled < truth.score(test.data) * 1.02
 
 
+@pytest.mark.slow  # shares the ~18 s Laplace-EM recovery fit
 def test_fit_outputs(recovery):
     _, train, _, model = recovery
     rates = model.predict_rate(train.data)
@@ -267,10 +277,12 @@ def tiny():
     return sim, em
 
 
+@pytest.mark.slow  # ~40 s with the module fixture: SVI, 500 steps
 def test_svi_structured_guide_matches_laplace(tiny):
     sim, em = tiny
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # a short run: the ELBO may still be improving
+        # a short run: the ELBO may still be improving
+        warnings.filterwarnings("ignore", message="svi: the ELBO was still improving", category=RuntimeWarning)
         svi = PoissonLDS(1).fit(sim.data, method="svi", key=0, progress=False, num_steps=500, learning_rate=0.05, num_samples=100)
     assert svi.result_.method == "svi" and svi.log_likelihood_trace_ is None
     path = svi.result_.samples["latents"].mean(axis=(0, 1))[:, 0]
@@ -280,11 +292,13 @@ def test_svi_structured_guide_matches_laplace(tiny):
     assert abs(np.corrcoef(path, em.transform(sim.data)["mean"].values[:, 0])[0, 1]) > 0.8
 
 
+@pytest.mark.slow  # ~13 s: NUTS
 def test_nuts_gives_named_inference_data(tiny):
     sim, _ = tiny
     data = bn.SpikeData.from_counts(sim.data.counts[:30, :3], bin_size=DT)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # 60 draws of one chain: the diagnostics warn
+        # 60 draws of one chain: the sampler diagnostics may warn (divergences)
+        warnings.filterwarnings("ignore", message=r"\d+ divergent transitions", category=ConvergenceWarning)
         model = PoissonLDS(1).fit(
             data, method="nuts", key=1, progress=False, num_warmup=60, num_samples=60, num_chains=1,
             max_tree_depth=5,
@@ -313,8 +327,7 @@ def test_bad_input_messages():
         PoissonLDS(5).fit(data, key=0)
     silent = counts.copy()
     silent[:, [1, 3]] = 0
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with pytest.warns(UserWarning, match="2 neurons have no spikes"):
         silent_data = bn.SpikeData.from_counts(silent, bin_size=DT, neuron_ids=["a", "b", "c", "d"])
     with pytest.raises(ValueError, match=r"neurons \['b', 'd'\] have no spikes"):
         PoissonLDS(1).fit(silent_data, key=0)
@@ -339,6 +352,7 @@ def test_bad_input_messages():
         PoissonLDS(1).transform(data)
 
 
+@pytest.mark.slow  # shares the ~11 s tiny Laplace-EM fit
 def test_bad_input_after_fit(tiny):
     sim, em = tiny
     with pytest.raises(ValueError, match="held_out_neurons names every neuron"):

@@ -43,12 +43,14 @@ def test_prior_variance_is_what_the_test_assumes():
     assert PARAMS.dynamics_cov[0, 0] / (1 - PARAMS.dynamics[0, 0] ** 2) == pytest.approx(1.0)
 
 
+@pytest.mark.slow  # ~25 s: SBC, 300 simulations
 def test_laplace_latent_posterior_is_calibrated():
     res = run_sbc(simulate, laplace_draws, key=0, n_sims=300, n_draws=99, progress=False)
     assert res.ranks["latent"].shape == (300, len(BINS))
     assert res.passed, res.pvalues
 
 
+@pytest.mark.slow  # ~30 s each: SBC, 300 simulations
 @pytest.mark.parametrize("wrong", [{"scale": 0.5}, {"shift": 0.5}], ids=["over-confident", "biased"])
 def test_wrong_latent_posterior_is_rejected(wrong):
     res = run_sbc(simulate, lambda k, y: laplace_draws(k, y, **wrong), key=0, n_sims=300, n_draws=99,
