@@ -328,3 +328,21 @@ def test_squarem_step_linear_map_lands_on_the_fixed_point():
     cand, smax = squarem_step(x0, x1, x2, jnp.array(1.0))  # alpha = 2 clipped to 1: plain x2
     np.testing.assert_allclose(cand["a"], x2["a"], atol=1e-12)
     assert float(smax) == 4.0  # the bound bound, so it grows four-fold
+
+
+def test_decrease_tol_silences_small_dips_only():
+    """An approximate E-step may dip a little: decrease_tol sets how much passes without a warning."""
+    values = jnp.array([-100.0, -99.0, -99.001, -98.9995, -98.9995])
+
+    def step(k, v):
+        return k + 1, v[jnp.minimum(k, v.shape[0] - 1)]
+
+    with pytest.warns(ConvergenceWarning, match="decreased"):
+        run_em(step, 0, values, max_iter=5, tol=1e-9, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        run_em(step, 0, values, max_iter=5, tol=1e-9, progress=False, decrease_tol=1e-4)
+    with pytest.warns(ConvergenceWarning, match="decreased"):
+        run_em(step, 0, values, max_iter=5, tol=1e-9, progress=False, decrease_tol=1e-6)
+    with pytest.raises(ValueError, match="decrease_tol"):
+        run_em(step, 0, values, max_iter=5, progress=False, decrease_tol=-1.0)

@@ -181,6 +181,7 @@ def run_em(
     progress: bool | None = None,
     desc: str = "EM",
     warn: bool = True,
+    decrease_tol: float | None = None,
 ) -> tuple[Any, EMTrace]:
     r"""Iterate an EM step to convergence (see :mod:`bayesneuro.engine.em` for the rules).
 
@@ -217,6 +218,11 @@ def run_em(
     warn : bool, default True
         Warn (:class:`~bayesneuro.diagnostics.ConvergenceWarning`) when ``max_iter`` is reached
         without converging, and when the objective decreases.
+    decrease_tol : float, optional
+        Relative size of a decrease that is tolerated without a warning,
+        :math:`\ell_k < \ell_{k-1} - \text{decrease\_tol}\cdot\max(1, |\ell_k|)` warns. Default:
+        the convergence threshold (exact EM never decreases). An EM whose E-step is approximate
+        (Laplace-EM) may dip by small amounts and passes a larger value.
 
     Returns
     -------
@@ -253,14 +259,17 @@ def run_em(
         raise ValueError(f"tol must be a non-negative number or None, got {tol!r}")
     progress = progress_default() if progress is None else bool(progress)
     runner = _run_squarem if squarem else _run_plain
+    if decrease_tol is not None and not (math.isfinite(decrease_tol) and decrease_tol >= 0):
+        raise ValueError(f"decrease_tol must be a non-negative number or None, got {decrease_tol!r}")
     return runner(_jit(step), _canonical(init), args, int(max_iter), tol,
-                  None if project is None else _jit(project), progress, desc, warn)
+                  None if project is None else _jit(project), progress, desc, (warn, decrease_tol))
 
 
 class _Monitor:
     """Records objectives and applies the convergence and monotonicity rules."""
 
     def __init__(self, tol, desc, warn):
+        warn, self.decrease_tol = warn if isinstance(warn, tuple) else (warn, None)
         self.tol, self.desc, self.warn = tol, desc, warn
         self.values: list[float] = []
         self.warned_decrease = False
@@ -282,6 +291,8 @@ class _Monitor:
             return False
         prev, thr = self.values[-2], self.threshold(value)
         slack = max(thr, 1e-8 * max(1.0, abs(value)))  # tol=None or 0 still needs a scale
+        if self.decrease_tol is not None:
+            slack = max(slack, self.decrease_tol * max(1.0, abs(value)))
         if self.warn and not self.warned_decrease and value < prev - slack:
             self.warned_decrease = True
             from bayesneuro.diagnostics import ConvergenceWarning
