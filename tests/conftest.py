@@ -55,5 +55,54 @@ _LONG_FIRST = (
 )
 
 
+# Warnings are errors in the suite (``filterwarnings`` in pyproject.toml). The docstring
+# examples show short runs on purpose (a few EM or optimiser iterations) and the locked
+# validation set of ``split_epochs``; these warnings, by message, are not errors there.
+_DOCTEST_EXPECTED_WARNINGS = (
+    r"ignore:.*stopped at max_iter=\d+ before converging:bayesneuro.diagnostics.ConvergenceWarning",
+    r"ignore:.*the optimiser did not converge \(reached max_iter=\d+:RuntimeWarning",
+    r"ignore:opening the locked validation set:UserWarning",
+)
+
+
+# Docstring examples that take more than ~5 s each in one process (compile-heavy fits): slow,
+# like the tests of the same size, so that ``-m "not slow"`` stays short. CI runs them all.
+_SLOW_DOCTESTS = {
+    "bayesneuro.decoders.regression.RegressionDecoder",
+    "bayesneuro.density.compare.compare_states",
+    "bayesneuro.density.dimensionality.Dimensionality",
+    "bayesneuro.density.hmm.PoissonHMM",
+    "bayesneuro.density.hmm.poisson_hmm_model",
+    "bayesneuro.density.hmm.select_n_states",
+    "bayesneuro.density.maxent.MaxEnt",
+    "bayesneuro.density.renewal.RenewalModel",
+    "bayesneuro.density.renewal.compare_renewal",
+    "bayesneuro.density.renewal.plot_isi_fits",
+    "bayesneuro.density.single.NeuronStatistics",
+    "bayesneuro.density.types.NeuronTypes",
+    "bayesneuro.density.types.plot_types",
+    "bayesneuro.engine.newton.newton",
+    "bayesneuro.glm.estimator.PoissonGLM",
+    "bayesneuro.glm.plotting.plot_coupling",
+    "bayesneuro.infer.fit.fit",
+    "bayesneuro.latent._plds_model.plds_model",
+    "bayesneuro.latent.gpfa.GPFA",
+    "bayesneuro.latent.gpfa_gaussian.fit_gpfa_em",
+    "bayesneuro.latent.gpfa_gaussian.gpfa_em_step",
+    "bayesneuro.latent.gpfa_poisson.fit_poisson_gpfa_em",
+    "bayesneuro.latent.kalman.lds_em_step",
+    "bayesneuro.latent.gpfa_select.choose_n_latents",
+    "bayesneuro.latent.plds.PoissonLDS",
+    "bayesneuro.latent.plotting.plot_condition_averages",
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before the -m selection reads the markers
 def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if isinstance(item, pytest.DoctestItem):  # docstring examples of bayesneuro/
+            for spec in _DOCTEST_EXPECTED_WARNINGS:
+                item.add_marker(pytest.mark.filterwarnings(spec))
+            if item.name in _SLOW_DOCTESTS:
+                item.add_marker(pytest.mark.slow)
     items.sort(key=lambda item: not item.nodeid.startswith(_LONG_FIRST))

@@ -184,6 +184,7 @@ def test_custom_model(folder, monkeypatch, capfd):
     assert post["rate"].dims == ("chain", "draw", "neuron")
 
 
+@pytest.mark.slow  # ~14 s: a fresh interpreter imports JAX and fits
 def test_python_m_bayesneuro_fit(folder, tmp_path):
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     cmd = [sys.executable, "-m", "bayesneuro", "fit", str(folder / "custom.toml"), "--quiet",

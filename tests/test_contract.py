@@ -23,6 +23,7 @@ import pytest
 
 import bayesneuro as bn
 from bayesneuro import estimator as est_mod
+from bayesneuro.diagnostics import ConvergenceWarning
 from bayesneuro.estimator import Estimator
 
 # -- small data sets -------------------------------------------------------------------------
@@ -149,7 +150,7 @@ def _fit(case: Case, est, data, **kw):
     kwargs = {**case.fit_kwargs, "progress": False, **kw}
     with warnings.catch_warnings():
         # convergence/diagnostic warnings are beside the point here: these fits are tiny
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore", ConvergenceWarning)
         if case.target is None:
             return est.fit(data, **kwargs)
         return est.fit(data, case.target, **kwargs)
@@ -158,7 +159,7 @@ def _fit(case: Case, est, data, **kw):
 def _call(case: Case, method: str, est, data):
     f = getattr(est, method)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore", ConvergenceWarning)
         return f(data) if case.target is None else f(data, case.target)
 
 
@@ -266,11 +267,12 @@ def test_log_likelihood_and_inference_data(case, fitted):
         np.testing.assert_allclose(var.values.reshape(-1), ll, rtol=1e-6, atol=1e-8)
     if var.sizes["chain"] * var.sizes["draw"] > 1:  # PSIS-LOO needs posterior draws
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+            warnings.simplefilter("ignore", ConvergenceWarning)
             loo = az.loo(idata)
         assert np.isfinite(float(loo.elpd_loo))
 
 
+@pytest.mark.slow  # ~11 s: two Laplace fits with draws
 def test_az_compare_ranks_glms_with_and_without_coupling():
     """Posterior fits of the same data: az.compare ranks them by the same pointwise terms."""
     rng = np.random.default_rng(7)
@@ -285,13 +287,13 @@ def test_az_compare_ranks_glms_with_and_without_coupling():
     for name, coupling in (("independent", False), ("coupled", True)):
         glm = bn.PoissonGLM(history_basis=basis, coupling=coupling)
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+            warnings.simplefilter("ignore", ConvergenceWarning)
             glm.fit(data, method="laplace", key=1, progress=False, num_samples=200)
         idata = glm.to_inference_data()
         assert idata.log_likelihood[next(iter(idata.log_likelihood.data_vars))].sizes["draw"] > 1
         fits[name] = idata
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore", ConvergenceWarning)
         table = az.compare(fits)
     assert table.index[0] == "coupled"
 
@@ -299,7 +301,14 @@ def test_az_compare_ranks_glms_with_and_without_coupling():
 _CV_CASES = [c for c in CASES if c.data in (_glm_data, _trial_data, _place_data, _word_data)]
 
 
-@pytest.mark.parametrize("case", _CV_CASES, ids=[c.name for c in _CV_CASES])
+def _params(cases, slow=()):
+    """One parameter per case; the cases named in `slow` (over ~5 s each here) marked slow."""
+    return [pytest.param(c, id=c.name, marks=[pytest.mark.slow] if c.name in slow else []) for c in cases]
+
+
+@pytest.mark.parametrize("case", _params(_CV_CASES, slow={"PoissonLDS"}))
+@pytest.mark.filterwarnings(  # grid decoders, 2 contiguous folds: test positions unseen in training
+    r"ignore:\d+ of \d+ decoded bins give the true cell a posterior probability of \(almost\) zero:RuntimeWarning")
 def test_cross_validate_takes_any_estimator_of_binned_data(case):
     from bayesneuro.decoders.evaluation import cross_validate
 
@@ -308,7 +317,7 @@ def test_cross_validate_takes_any_estimator_of_binned_data(case):
     by = "trials" if case.data is _trial_data else "time"
     kw = {k: v for k, v in case.fit_kwargs.items()}
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore", ConvergenceWarning)
         a = cross_validate(est, data, case.target, n_folds=2, by=by, key=0, fit_kwargs={**kw, "progress": False})
         b = cross_validate(est, data, case.target, n_folds=2, by=by, key=0, fit_kwargs={**kw, "progress": False})
     assert not est.is_fitted, "cross_validate must fit clones, not the estimator itself"
@@ -321,7 +330,8 @@ def test_cross_validate_takes_any_estimator_of_binned_data(case):
             cross_validate(est, data, case.target, n_folds=2, by=by, key=None, fit_kwargs={**kw, "progress": False})
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if c.compare], ids=[c.name for c in CASES if c.compare])
+@pytest.mark.parametrize("case", _params([c for c in CASES if c.compare],
+                                         slow={"NeuronStatistics", "GPFA", "PoissonHMM", "PoissonLDS"}))
 def test_compare_states_takes_any_density_or_encoding_model(case):
     from bayesneuro.density import compare_states
 
@@ -332,7 +342,7 @@ def test_compare_states_takes_any_density_or_encoding_model(case):
         return {"score": np.asarray(m.score(a) if case.target is None else m.score(a, case.target))}
 
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore", ConvergenceWarning)
         cmp = compare_states(est, {"first": a, "second": b}, key=0, n_boot=2, num_samples=20,
                              statistics=None if hasattr(est, "posterior_statistics") else stats,
                              fit_kwargs={k: v for k, v in case.fit_kwargs.items() if k != "num_samples"},
@@ -368,18 +378,18 @@ def test_sklearn_model_selection_on_an_estimator():
     data = _glm_data()
     cv = KFold(3)  # contiguous blocks: each training set is two runs, kept apart
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore", ConvergenceWarning)
         s = cross_val_score(bn.PoissonGLM(), data, cv=cv, params={"progress": False})
     assert s.shape == (3,) and np.all(np.isfinite(s))
     # by hand: the same folds, fitted and scored with our own API
     by_hand = []
     for tr, te in cv.split(np.zeros(data.n_time)):
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+            warnings.simplefilter("ignore", ConvergenceWarning)
             by_hand.append(bn.PoissonGLM().fit(data[tr], progress=False).score(data[te]))
     np.testing.assert_allclose(s, by_hand, rtol=1e-10)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore", ConvergenceWarning)
         grid = GridSearchCV(bn.PoissonGLM(), {"bias_prior": [(0.0, 10.0), (0.0, 1e-3)]}, cv=cv).fit(
             data, progress=False)
     assert grid.best_params_["bias_prior"] == (0.0, 10.0)  # a bias pinned at 0 cannot fit a rate of e^-2
@@ -393,6 +403,6 @@ def test_sklearn_cross_val_score_on_a_decoder():
     data = _place_data()
     y = data.covariates[:, 0]
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore", ConvergenceWarning)
         s = cross_val_score(KalmanDecoder(), data, y, cv=KFold(2))
     assert s.shape == (2,) and np.all(np.isfinite(s))

@@ -124,6 +124,7 @@ def test_cross_validate_does_not_leak():
     assert mem.score(data, "x") > 5 and Memorizer.hits == [data.n_time]
 
 
+@pytest.mark.slow  # ~13 s: cross-validated fits
 def test_cross_validate_regression_decoder_keys():
     data = _place(T=600)
     dec = RegressionDecoder(lags=[-1, 0])

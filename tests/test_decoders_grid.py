@@ -401,10 +401,12 @@ def test_bad_input_gets_clear_messages():
         NaiveBayesDecoder(bins=10, range=(0, 0.5)).fit(data, "x")
     with pytest.raises(ValueError, match="outside the grid's range"):
         dec.score(data, 2 * x)
+    c0 = counts.copy()
+    c0[:, 1] = 0
+    with pytest.warns(UserWarning, match="neuron 1 has no spikes"):
+        silent = SpikeData.from_counts(c0, bin_size=0.1)
     with pytest.raises(ValueError, match="never spike"):
-        c0 = counts.copy()
-        c0[:, 1] = 0
-        NaiveBayesDecoder().fit(SpikeData.from_counts(c0, bin_size=0.1), x)
+        NaiveBayesDecoder().fit(silent, x)
     with pytest.raises(ValueError, match="NaN or inf"):
         NaiveBayesDecoder().fit(data, np.where(x > 0.5, np.nan, x))
     with pytest.raises(ValueError, match="rows but the data have"):
@@ -431,7 +433,9 @@ def test_empty_bins_decode_to_prior_times_silence():
     rates = rng.uniform(0.5, 30, (5, 8))
     prior = rng.uniform(0.5, 1.0, 8)
     dec = NaiveBayesDecoder.from_tuning_curves(TuningCurves(rates, grid, occupancy=prior), prior="occupancy")
-    post = dec.decode(SpikeData.from_counts(np.zeros((3, 5), int), bin_size=0.1))
+    with pytest.warns(UserWarning, match="5 neurons have no spikes"):
+        silence = SpikeData.from_counts(np.zeros((3, 5), int), bin_size=0.1)
+    post = dec.decode(silence)
     ref = prior * np.exp(-0.1 * rates.sum(axis=0))
     np.testing.assert_allclose(post.prob, np.tile(ref / ref.sum(), (3, 1)), atol=1e-14)
 

@@ -46,6 +46,7 @@ def _standardized(dec, data, y=None):
 
 
 # ---------------------------------------------------------------- (1) gaussian: closed form
+@pytest.mark.slow  # ~6 s
 def test_gaussian_map_and_laplace_equal_conjugate_solution():
     data, y = _linear_data(0)
     noise, s, sb = 0.5, 0.8, 3.0
@@ -117,6 +118,7 @@ def test_classifier_map_equals_sklearn_logistic_regression(family):
 
 
 # ---------------------------------------------------------------- (3) lags and segments
+@pytest.mark.slow  # ~6 s
 def test_target_at_lag_two_is_decoded_only_with_lag_two():
     rng = np.random.default_rng(3)
     n, N = 1500, 5
@@ -139,8 +141,7 @@ def test_lag_windows_never_cross_trials():
     rng = np.random.default_rng(4)
     counts = rng.poisson(2.0, size=(18, 3))
     counts[:, 1] = 0  # a silent neuron: constant features
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "neuron has no spikes"
+    with pytest.warns(UserWarning, match="neuron 'b' has no spikes"):
         data = SpikeData.from_counts(counts, bin_size=0.1, trial_ids=trial_ids, neuron_ids=["a", "b", "c"])
     y = rng.normal(size=(18, 2))
     lags = [-1, 0, 2]
@@ -224,6 +225,7 @@ def test_categorical_probabilities_are_calibrated():
 
 
 # ---------------------------------------------------------------- (5) NUTS and SVI
+@pytest.mark.slow  # ~8 s: SVI
 def test_svi_agrees_with_laplace_gaussian():
     data, _ = _calibration_data()
     lap = RegressionDecoder().fit(data, "y", method="laplace", key=0, num_samples=2000)
@@ -243,12 +245,14 @@ def test_svi_agrees_with_laplace_gaussian():
     np.testing.assert_allclose(post.sd, post_ref.sd, rtol=0.1)
 
 
+@pytest.mark.slow  # ~8 s: NUTS
 def test_nuts_agrees_with_laplace_categorical():
     """NUTS on the softmax model (symmetric parametrisation, so a prior-identified direction)."""
     data, labels, _ = _logistic_data(8, 500, n_neuron=4, n_class=3)
     fits = {}
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # small-run diagnostics warnings
+        warnings.filterwarnings(  # small-run sampler diagnostics
+            "ignore", r"(R-hat > |effective sample size below |[0-9]+ divergent transitions)", UserWarning)
         for method, opts in [
             ("map", {}),
             ("laplace", {"num_samples": 500}),

@@ -57,6 +57,7 @@ def problem(request):
     return request.param, MODELS[request.param]()
 
 
+@pytest.mark.slow  # 3 models x 4 methods, NUTS and SVI runs included
 @pytest.mark.parametrize("method", list(OPTIONS))
 def test_every_shipped_model_every_method(problem, method):
     name, (model, kwargs, coords, dims, (param, truth)) = problem
@@ -80,6 +81,7 @@ def test_every_shipped_model_every_method(problem, method):
         assert np.sum((truth < lo) | (truth > hi)) <= 1, (truth, lo, hi)
 
 
+@pytest.mark.slow  # a fresh interpreter runs the whole script, every method
 @pytest.mark.parametrize("script", ["gamma_poisson_hierarchical", "negbin_condition"])
 def test_gallery_script_runs(script):
     proc = subprocess.run(

@@ -12,9 +12,12 @@ from sklearn.linear_model import PoissonRegressor
 from sklearn.metrics import d2_tweedie_score
 
 import bayesneuro as bn
+from bayesneuro.diagnostics import ConvergenceWarning
 from bayesneuro.glm import ARD, Flat, Ridge, Smooth, simulate_counts
 
 BIN = 0.005
+# the sampler diagnostics of a deliberately short run (bayesneuro.diagnostics.check)
+SHORT_CHAINS = r"(R-hat > |effective sample size below |[0-9]+ divergent transitions)"
 
 
 def _simulate_population(key, n_time=20000, n_neuron=4, *, coupling_strength=0.8, stimulus=True):
@@ -90,6 +93,7 @@ def _small_glm(prior, **kw):
     )
 
 
+@pytest.mark.slow  # ~12 s
 def test_map_equals_statsmodels_unpenalised(population):
     data = population[0].time_slice(0, 50.0)
     glm = _small_glm(Flat()).fit(data, method="map", key=0, progress=False, tol=1e-8)
@@ -127,6 +131,7 @@ def test_map_equals_sklearn_ridge(population):
         np.testing.assert_allclose(d2, d2_tweedie_score(y, mu, power=1), rtol=1e-8)
 
 
+@pytest.mark.slow  # ~8 s
 def test_bernoulli_equals_statsmodels_cloglog(population):
     """P(spike) = 1 - exp(-exp(eta)) is the complementary log-log link of a binomial GLM."""
     data = population[0].time_slice(0, 50.0)
@@ -162,6 +167,7 @@ def test_softplus_map_equals_scipy_minimum(population):
     assert negpost(ours) <= ref.fun + 1e-6 * abs(ref.fun)
 
 
+@pytest.mark.slow  # ~10 s
 def test_ground_truth_recovery_and_edges(population):
     data, truth, hist_basis, stim_basis = population
     glm = bn.PoissonGLM(
@@ -186,6 +192,7 @@ def test_ground_truth_recovery_and_edges(population):
         assert abs(integrated[dst, src] - truth["coupling"][:, src, dst].sum()) < 0.5
 
 
+@pytest.mark.slow  # ~60 s: every method, NUTS and SVI included
 def test_all_methods_agree_on_small_glm(population):
     data = population[0].time_slice(0, 20.0).select_neurons([0, 1])
     glms = {}
@@ -197,7 +204,7 @@ def test_all_methods_agree_on_small_glm(population):
     ]:
         glm = _small_glm(Ridge(1.0), bias_prior=(0.0, 10.0))
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # short chains may warn
+            warnings.filterwarnings("ignore", SHORT_CHAINS, ConvergenceWarning)  # short chains may warn
             glms[method] = glm.fit(data, method=method, key=1, progress=False, **opts)
     ref = glms["nuts"].filters()
     for method in ("map", "laplace", "svi"):
@@ -215,6 +222,7 @@ def test_all_methods_agree_on_small_glm(population):
     assert np.isfinite(loo.elpd_loo)
 
 
+@pytest.mark.slow  # ~25 s: two posterior fits
 def test_loo_ranks_the_coupled_glm_of_a_coupled_population(population):
     """The log_likelihood group is pointwise over time bins (summed over neurons), so az.compare
     ranks GLMs of the same neurons: with coupling first on a population that has coupling."""
@@ -230,9 +238,7 @@ def test_loo_ranks_the_coupled_glm_of_a_coupled_population(population):
         )
         fits[name] = glm.fit(data, method="laplace", key=0, progress=False, num_samples=200).to_inference_data()
     assert fits["coupled"].log_likelihood["counts"].dims == ("chain", "draw", "time")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # Pareto-k warnings of a few influential bins
-        table = az.compare(fits)
+    table = az.compare(fits)  # arviz's Pareto-k warnings of a few influential bins: pyproject.toml
     assert table.index[0] == "coupled"
     # a MAP fit's group is log_likelihood(data)
     glm = _small_glm(Ridge(1.0)).fit(data, progress=False)  # MAP needs no key
@@ -242,6 +248,7 @@ def test_loo_ranks_the_coupled_glm_of_a_coupled_population(population):
         _small_glm(Ridge(1.0)).fit(data, method="laplace", progress=False)
 
 
+@pytest.mark.slow  # ~8 s
 def test_same_key_same_fit(population):
     data = population[0].time_slice(0, 10.0)
     a = _small_glm(Ridge(1.0)).fit(data, method="laplace", key=3, progress=False, num_samples=50)
@@ -249,6 +256,7 @@ def test_same_key_same_fit(population):
     np.testing.assert_array_equal(a.result_.samples["history_weights"], b.result_.samples["history_weights"])
 
 
+@pytest.mark.slow  # ~7 s
 def test_scores_against_closed_form(population):
     data = population[0]
     train, test, _ = data.split(fractions=(0.7, 0.3))
@@ -290,6 +298,7 @@ def test_smooth_prior_map_is_generalised_ridge(population):
     np.testing.assert_allclose(ours, ref.x, atol=1e-4)
 
 
+@pytest.mark.slow  # ~6 s
 def test_simulation_detects_runaway(population):
     data = population[0].time_slice(0, 20.0)
     glm = _small_glm(Ridge(1.0)).fit(data, method="map", key=0, progress=False)
@@ -318,6 +327,7 @@ def test_brief_peak_at_the_cap_is_not_a_runaway():
     assert int(first[0]) >= 0 and int(n_capped[0]) >= 10
 
 
+@pytest.mark.slow  # ~18 s
 def test_negative_binomial_recovers_overdispersion():
     rng = np.random.default_rng(5)
     s = rng.normal(size=(20000, 1))
@@ -331,6 +341,7 @@ def test_negative_binomial_recovers_overdispersion():
     assert abs(glm.params_["stimulus_weights"].ravel()[0] - 0.5) < 0.05
 
 
+@pytest.mark.slow  # ~8 s: many small fits, each compiled
 def test_bad_input_messages(population):
     data = population[0].time_slice(0, 10.0)
     counts = data.counts.copy()
@@ -366,6 +377,7 @@ def test_bad_input_messages(population):
         glm.predict_rate(data.select_neurons([0, 1]))
 
 
+@pytest.mark.slow  # SBC
 def test_sbc_laplace_small_glm_and_negative_control():
     """Laplace posteriors of a small GLM are calibrated; halving their spread is caught."""
     spec_glm = bn.PoissonGLM(
@@ -385,8 +397,8 @@ def test_sbc_laplace_small_glm_and_negative_control():
         if data.counts.sum() == 0:
             data = template
         g = bn.PoissonGLM(stimulus_basis=spec_glm.stimulus_basis, prior=Ridge(0.5), bias_prior=(np.log(20.0), 0.3))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with warnings.catch_warnings():  # a simulated data set the optimiser finds hard
+            warnings.filterwarnings("ignore", ".*the optimiser did not converge", RuntimeWarning)
             g.fit(data, method="laplace", key=key, progress=False, num_samples=99)
         draws = g.result_.flat_samples()
         out = {k: draws[k] for k in ("bias", "stimulus_weights")}
@@ -400,6 +412,7 @@ def test_sbc_laplace_small_glm_and_negative_control():
     assert not bad.passed
 
 
+@pytest.mark.slow  # ~25 s
 def test_fft_and_design_modes_compute_the_same_model(population):
     """The FFT path (no design matrix) and the design-matrix path agree, across trial boundaries."""
     data = population[0].time_slice(0, 30.0)
@@ -415,6 +428,7 @@ def test_fft_and_design_modes_compute_the_same_model(population):
     np.testing.assert_allclose(fits["fft"].predict_rate(trials), fits["design"].predict_rate(trials), rtol=1e-5)
 
 
+@pytest.mark.slow  # ~75 s: NUTS
 def test_ard_coupling_prior_finds_the_network_under_nuts(population):
     """A sparsity prior on whole coupling filters (ARD) recovers exactly the true edges."""
     data, truth, hist_basis, stim_basis = population
@@ -423,7 +437,7 @@ def test_ard_coupling_prior_finds_the_network_under_nuts(population):
         stimulus_basis=stim_basis, history_basis=hist_basis, coupling=True, coupling_prior=ARD(0.5), filter_mode="design"
     )
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # a short run may report a few divergences
+        warnings.filterwarnings("ignore", SHORT_CHAINS, ConvergenceWarning)  # a short run: a few divergences
         glm.fit(data, method="nuts", key=0, progress=False, num_warmup=200, num_samples=200, num_chains=1)
     true = np.zeros((data.n_neuron, data.n_neuron), bool)
     for src, dst in truth["edges"]:
@@ -434,6 +448,7 @@ def test_ard_coupling_prior_finds_the_network_under_nuts(population):
     assert integrated[true].min() > 5 * np.median(integrated[~true & ~np.eye(4, dtype=bool)])
 
 
+@pytest.mark.slow  # ~22 s
 def test_one_neuron_with_population_input_matches_population_fit(population):
     """The posterior factorises over neurons: fitting neuron 2 alone (all neurons as coupling
     sources) gives the same MAP as its part of the whole-population fit."""
@@ -451,6 +466,7 @@ def test_one_neuron_with_population_input_matches_population_fit(population):
         _small_glm(Ridge(1.0)).fit(data, method="map", key=0, neurons=[7])
 
 
+@pytest.mark.slow  # ~25 s
 def test_preconditioned_map_reaches_the_same_optimum_in_fewer_iterations(population):
     """Whitened, centred variables change the path of L-BFGS, not the optimum."""
     data = population[0].time_slice(0, 40.0)

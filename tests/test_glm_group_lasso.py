@@ -43,6 +43,7 @@ def _nll_gradient(glm, data):
     return grads
 
 
+@pytest.mark.slow  # ~16 s: proximal fits at several penalties
 def test_group_lasso_map_satisfies_the_optimality_conditions(sparse_population):
     """Zero filters: the gradient lies inside the penalty's subdifferential ball; non-zero
     filters: the gradient balances the penalty's gradient exactly."""
@@ -71,6 +72,7 @@ def test_group_lasso_map_satisfies_the_optimality_conditions(sparse_population):
     assert n_zero > 0 and n_active > 0  # the test exercises both conditions
 
 
+@pytest.mark.slow  # ~14 s: a network of group-lasso fits
 def test_group_lasso_finds_the_true_sparse_network(sparse_population):
     data, truth, hist_basis, stim_basis = sparse_population
     true = np.zeros((data.n_neuron, data.n_neuron), bool)

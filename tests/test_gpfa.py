@@ -16,6 +16,7 @@ import pytest
 from scipy import stats
 
 import bayesneuro as bn
+from bayesneuro.diagnostics import ConvergenceWarning
 from bayesneuro.latent import gpfa_gaussian as G
 from bayesneuro.latent.gpfa import GPFA
 from bayesneuro.latent.gpfa_select import choose_n_latents
@@ -133,6 +134,7 @@ def test_kernels_and_timescale_derivatives():
 
 
 @pytest.mark.parametrize("learn_timescales", [False, True])
+@pytest.mark.slow  # ~7-9 s per case: long EM runs against elephant
 def test_em_matches_elephant(learn_timescales):
     """Same trials (three lengths), same start, 20 EM iterations: elephant's gpfa_core.em."""
     from elephant.gpfa import gpfa_core
@@ -169,6 +171,7 @@ def test_em_matches_elephant(learn_timescales):
         np.testing.assert_allclose(mean @ Tm.T * signs, seqs_orth[k]["latent_variable_orth"].T, atol=100 * rtol)
 
 
+@pytest.mark.slow  # ~5.5 s
 def test_posterior_matches_dense_conditioning_unequal_lengths():
     """The grouped E-step against a dense joint Gaussian, trial by trial, for every kernel."""
     truth = make_params(12, [2.0, 5.0, 10.0], seed=1)  # the shapes of test_em_matches_elephant
@@ -229,6 +232,7 @@ def test_estimator_matches_dense_conditioning(fitted):
 # ----------------------------------------------------------------------------- ground truth
 
 
+@pytest.mark.slow  # ~9 s
 def test_recovers_ground_truth():
     """Gaussian draws from known parameters: timescales within 15 %, latents R^2 > 0.9."""
     truth = make_params(15, [3.0, 10.0], seed=3, noise=0.3)
@@ -247,6 +251,7 @@ def test_recovers_ground_truth():
     assert np.all(r2 > 0.9), r2
 
 
+@pytest.mark.slow  # ~9 s: two EM runs to convergence
 def test_squarem_reaches_the_em_fixed_point_in_fewer_esteps():
     """SQUAREM against plain EM run far longer: same fixed point, monotone, fewer E-steps.
 
@@ -284,6 +289,9 @@ def test_squarem_reaches_the_em_fixed_point_in_fewer_esteps():
         fit_gpfa_em(init, y, squarem="anderson", progress=False)
 
 
+@pytest.mark.filterwarnings(  # max_iter=100 per fold keeps it short; the check is the choice of 2
+    r"ignore:GPFA EM .*stopped at max_iter=100:bayesneuro.diagnostics.ConvergenceWarning")
+@pytest.mark.slow  # ~10 s: 3-fold CV of 3 models
 def test_choose_n_latents_picks_true_dimensionality():
     truth = make_params(10, [3.0, 8.0], seed=4, offset=2.5, noise=0.1)
     data, _ = poisson_data(truth, 24, 20, seed=4)
@@ -336,6 +344,7 @@ def test_estimator_attributes_and_outputs(fitted):
     assert "fitted" in repr(gpfa)
 
 
+@pytest.mark.slow  # ~15 s
 def test_cosmoothing_score_matches_dense_predictive(fitted):
     """score = bits/spike of E[count] = m^2 + v from dense Gaussian conditioning, scipy Poisson.
 
@@ -394,7 +403,8 @@ def test_cosmoothing_score_matches_dense_predictive(fitted):
 def test_fixed_timescales():
     truth = make_params(6, [3.0, 8.0], seed=5)
     data, _ = poisson_data(truth, 6, 12, seed=5)
-    gpfa = GPFA(2, learn_timescales=False, init_timescale=0.05).fit(data, key=0, progress=False, max_iter=5)
+    with pytest.warns(ConvergenceWarning, match="stopped at max_iter=5 before converging"):
+        gpfa = GPFA(2, learn_timescales=False, init_timescale=0.05).fit(data, key=0, progress=False, max_iter=5)
     np.testing.assert_allclose(gpfa.timescales_, [0.05, 0.05])
     assert gpfa.n_iter_ == 5 and not gpfa.converged_
 

@@ -109,6 +109,7 @@ def _r2_after_linear_map(est, truth):
     return 1.0 - resid.var(axis=0) / truth.var(axis=0)
 
 
+@pytest.mark.slow  # ~40 s: a 3-latent MAP fit
 def test_ground_truth_recovery_map():
     """3 latents, 20 neurons, 20 trials x 30 bins: latents, timescales and co-smoothing recovered."""
     N, R, T = 20, 20, 30
@@ -147,6 +148,7 @@ def test_ground_truth_recovery_map():
     np.testing.assert_array_equal(sim.observations, model.simulate(3, 20, key=1).observations)
 
 
+@pytest.mark.slow  # ~45 s: a Laplace-EM fit
 def test_unequal_trials_match_single_trial_posteriors():
     rng = np.random.default_rng(4)
     p = _params(rng, 8, [4.0])
@@ -180,7 +182,10 @@ def _no_generic_dims(idata):
             assert not any("_dim_" in d for d in var.dims), (group, name, var.dims)
 
 
-@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.filterwarnings(  # short runs (the cap may be reached, depending on the platform)
+    "ignore:.*the optimiser did not converge:RuntimeWarning",
+    "ignore:svi. the ELBO was still improving:RuntimeWarning")
+@pytest.mark.slow  # ~90 s: SVI and NUTS fits
 def test_svi_and_nuts_agree_with_laplace(tiny):
     """At a fixed timescale the three posteriors of the paths agree; with learnt timescales,
     Laplace-EM's empirical-Bayes timescale lies within NUTS's posterior of it."""
@@ -210,6 +215,7 @@ def test_svi_and_nuts_agree_with_laplace(tiny):
     _no_generic_dims(lap.to_inference_data())
 
 
+@pytest.mark.slow  # SBC: 2 x 200 simulations
 def test_sbc_of_the_laplace_latent_posterior():
     """Paths drawn from the GP prior; Laplace draws at the true parameters; ranks uniform.
 

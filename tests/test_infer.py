@@ -127,13 +127,17 @@ def test_svi_other_guides(counts, exact, guide):
     assert np.all(np.abs(draws.mean(0) - a / b) < 4 * sd / np.sqrt(2000) + 0.01 * a / b)
 
 
-@pytest.mark.parametrize("method", ["map", "laplace", "svi", "nuts"])
+@pytest.mark.parametrize("method", ["map", "laplace",
+                                    pytest.param("svi", marks=pytest.mark.slow),    # ~6 s: two SVI runs
+                                    pytest.param("nuts", marks=pytest.mark.slow)])  # ~23 s: two NUTS runs
 def test_same_key_same_numbers(counts, method):
     opts = {"svi": {"num_steps": 300, "num_samples": 50},
             "nuts": {"num_warmup": 50, "num_samples": 50, "num_chains": 2},
             "laplace": {"num_samples": 50}}.get(method, {})
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with warnings.catch_warnings():  # short runs: sampler diagnostics, an unfinished ELBO
+        warnings.filterwarnings("ignore", r"(R-hat > |effective sample size below |[0-9]+ divergent transitions)",
+                                ConvergenceWarning)
+        warnings.filterwarnings("ignore", "svi. the ELBO was still improving", RuntimeWarning)
         r1 = _fit(method, counts, key=7, **opts)
         r2 = _fit(method, counts, key=7, **opts)
         r3 = _fit(method, counts, key=8, **opts)
@@ -204,6 +208,7 @@ def test_psis_loo_matches_exact_leave_one_out(fits, counts, exact):
     assert abs(waic.elpd_waic - exact_elpd) < 1.0
 
 
+@pytest.mark.slow  # ~8 s: a second NUTS fit
 def test_compare_two_models(fits, counts):
     alt = infer.fit(
         gp.conjugate_rates, method="nuts", key=1, counts=counts, duration=DURATION, shape=1.0,
@@ -362,6 +367,10 @@ def test_progress_shows_for_map(counts, capsys):
     assert "MAP" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # ~20 s: three NUTS runs
+@pytest.mark.filterwarnings(  # 2 x 100 draws: the diagnostics may flag the short chains
+    r"ignore:(R-hat > |effective sample size below |[0-9]+ divergent transitions)"
+    r":bayesneuro.diagnostics.ConvergenceWarning")
 def test_nuts_chain_methods(counts):
     kw = dict(num_warmup=100, num_samples=100, num_chains=2)
     with warnings.catch_warnings():
@@ -376,6 +385,7 @@ def test_nuts_chain_methods(counts):
         _fit("nuts", counts, chain_method="threads", **kw)
 
 
+@pytest.mark.slow  # ~30 s: a fresh interpreter with 2 host devices runs NUTS
 def test_parallel_chains_on_several_host_devices():
     """chain_method='parallel' over 2 forced CPU devices gives the sequential draws."""
     import os

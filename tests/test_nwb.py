@@ -427,9 +427,7 @@ def test_fit_result_written_back(nwb_copy):
 
     res = bn.fit(model, method="map", key=0, counts=np.asarray(data.counts), coords=data.coords,
                  progress=False)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        bnwb.write_nwb_results(nwb_copy, res, mode="processing")
+    bnwb.write_nwb_results(nwb_copy, res, mode="processing")
     rows, _ = read_module(nwb_copy)
     assert rows["variable"].tolist() == ["rate"] * 4
     assert rows["index"].tolist() == [str(u) for u in UNIT_IDS]

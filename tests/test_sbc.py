@@ -67,6 +67,7 @@ def test_too_few_draws_is_an_error():
         run_sbc(simulate, exact_posterior, key=0, n_sims=10, n_draws=500, progress=False)
 
 
+@pytest.mark.slow  # SBC: ~20 s of Laplace fits
 def test_laplace_through_the_inference_layer_is_calibrated():
     """SBC of the shared layer's Laplace fit on the conjugate model, with a negative control."""
     simulate_model = prior_simulator(

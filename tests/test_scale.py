@@ -48,6 +48,7 @@ def four_devices():
     return _result(_run_worker("devices"))
 
 
+@pytest.mark.slow  # the 4-device worker (a fresh interpreter, every method): minutes
 def test_sharded_fits_equal_unsharded_fits(four_devices):
     r = four_devices
     assert r["n_devices"] == 4
@@ -58,23 +59,27 @@ def test_sharded_fits_equal_unsharded_fits(four_devices):
     assert r["map_neuron_diff"] < 1e-6 and r["map_time_diff"] < 1e-6  # within the optimiser tolerance
 
 
+@pytest.mark.slow  # the 4-device worker (a fresh interpreter, every method): minutes
 def test_builtin_glm_sharded_by_dim_name(four_devices):
     for dim in ("time", "neuron"):
         assert four_devices[f"glm_{dim}_devices"] == 4
         assert four_devices[f"glm_{dim}_diff"] < 1e-6
 
 
+@pytest.mark.slow  # the 4-device worker (a fresh interpreter, every method): minutes
 def test_sharded_log_density_is_partitioned(four_devices):
     # XLA splits the work: each device holds a quarter of the bins and the parts are summed
     assert four_devices["all_reduce_in_hlo"]
     assert four_devices["shard_shapes"] == [[250, 8]] * 4
 
 
+@pytest.mark.slow  # the 4-device worker (a fresh interpreter, every method): minutes
 def test_nuts_chains_one_per_device_match_sequential_chains(four_devices):
     r = four_devices
     assert r["nuts_parallel_diff"] < 1e-6 or r["nuts_parallel_mean_diff_in_sd"] < 0.3
 
 
+@pytest.mark.slow  # the 4-device worker (a fresh interpreter, every method): minutes
 def test_uneven_axis_shrinks_or_raises(four_devices):
     r = four_devices
     assert r["uneven_devices"] == 3 and r["uneven_warning"]
@@ -82,6 +87,7 @@ def test_uneven_axis_shrinks_or_raises(four_devices):
     assert r["mesh2_devices"] == 2
 
 
+@pytest.mark.slow  # the 4-device worker (a fresh interpreter, every method): minutes
 def test_streamed_chunks_can_be_sharded(four_devices):
     assert four_devices["stream_shard_diff"] < 1e-5
 
@@ -92,6 +98,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # two worker interpreters joined by jax.distributed
 def test_two_processes_with_jax_distributed_fit_as_one():
     port = str(_free_port())
     procs = [_run_worker("distributed", str(pid), port) for pid in (0, 1)]
@@ -133,6 +140,7 @@ def test_chunk_slices_cover_the_recording():
 
 
 @pytest.mark.parametrize("method", ["map", "laplace"])
+@pytest.mark.slow  # ~8-12 s per method: whole and streamed fits
 def test_streaming_equals_the_whole_data_fit(method, tmp_path):
     X, S = _glm_data()
     # the recording on disk, read chunk by chunk through memory maps
@@ -194,6 +202,7 @@ def test_shard_by_dim_name_finds_the_axes():
         bn.fit(glm, method="map", key=0, counts=X, design=S, shard="trial", progress=False)
 
 
+@pytest.mark.slow  # ~6 s: two MAP fits
 def test_shard_on_one_device_and_bad_shard_specs():
     X, S = _glm_data(T=200)
     ref = bn.fit(glm, method="map", key=1, counts=X, design=S, progress=False)
