@@ -54,7 +54,7 @@ import numpy as np
 from jax import lax
 from scipy import special
 
-from ..engine.newton import newton
+from ..engine.newton import cholesky_solve, newton
 from ..estimator import resolve_key
 from ._base import Decoder, attach_index
 from ._inputs import as_spike_data, check_neurons, check_spiking, target_array
@@ -163,7 +163,7 @@ def _newton_map(X, Y, log_dt, prec, v0, max_iter: int, tol):
 
     def one(y, v):
         res = newton(_neg_log_posterior, v, X, y, log_dt, prec, derivatives=_neg_log_posterior_derivatives,
-                     max_iter=max_iter, tol=tol)
+                     max_iter=max_iter, tol=tol, solve=cholesky_solve)
         return res.x, jnp.max(jnp.abs(res.grad)), res.converged
 
     return jax.vmap(one, in_axes=(1, 0))(Y, v0)

@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import ndimage, sparse, stats
 
-from ..engine.newton import newton
+from ..engine.newton import cholesky_solve, newton
 from ..estimator import PROB
 from .grid import Grid
 
@@ -292,7 +292,7 @@ def _glm_newton(B, P, occupancy, spikes, alpha, w0, max_iter, tol):
     K = B.shape[1]
     Lam = alpha * P + _RIDGE * jnp.eye(K, dtype=B.dtype)
     res = newton(_glm_objective, w0, B, Lam, occupancy, spikes, derivatives=_glm_derivatives,
-                 max_iter=max_iter, tol=tol)
+                 max_iter=max_iter, tol=tol, solve=cholesky_solve)
     w = res.x
     eta = B @ w
     H = (B.T * (occupancy * jnp.exp(eta))) @ B + Lam

@@ -12,6 +12,6 @@ family or NumPyro.
 """
 
 from .em import EMTrace, run_em, squarem_step
-from .newton import NewtonResult, dense_solve, newton
+from .newton import NewtonResult, cholesky_solve, dense_solve, newton
 
-__all__ = ["EMTrace", "NewtonResult", "dense_solve", "newton", "run_em", "squarem_step"]
+__all__ = ["EMTrace", "NewtonResult", "cholesky_solve", "dense_solve", "newton", "run_em", "squarem_step"]

@@ -774,7 +774,7 @@ def _fit_em(params, groups, *, kernel, max_iter, tol, var_floor, learn_timescale
 
     step = _Counted(_state_step(kernel, learn_timescales))
     state, trace = run_em(step, _to_state(params), groups, var_floor, params.eps, max_iter=max_iter, tol=tol,
-                          squarem=squarem, project=lambda s: _project(s, var_floor), progress=progress,
+                          squarem=squarem, project=partial(_project, var_floor=var_floor), progress=progress,
                           desc="GPFA EM (SQUAREM)" if squarem else "GPFA EM", warn=warn)
     out = _from_state(state, params.eps)
     final = float(sum(_posterior(out, y, kernel).log_likelihood.sum() for y in groups))
