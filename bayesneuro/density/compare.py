@@ -61,10 +61,7 @@ def _take_bins(data, mask: np.ndarray, name: Any):
     idx = np.flatnonzero(mask)
     if idx.size == 0:
         raise ValueError(f"state {name!r} holds no time bins")
-    seg = data.segment_ids[idx]
-    new_run = np.r_[True, (np.diff(idx) != 1) | (seg[1:] != seg[:-1])]
-    runs = np.cumsum(new_run) - 1
-    return data._take(idx, trial_ids=runs if runs[-1] > 0 or data.trial_ids is not None else None)
+    return data[idx]  # SpikeData indexing: every break in the bins becomes a trial boundary
 
 
 def split_by_state(data: Any, states: Any) -> dict:
