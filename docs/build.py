@@ -1,10 +1,15 @@
-"""Build the documentation site: ``python docs/build.py [--strict]``.
+"""Build the documentation site: ``python docs/build.py [--strict] [--no-execute]``.
 
-1. Copies the notebooks into ``docs/notebooks/`` (gitignored). The notebooks are stored without
-   outputs; ``tests/test_notebooks.py`` writes the copies it executed into
-   ``$BAYESNEURO_EXECUTED_NOTEBOOKS`` (default ``build/executed_notebooks``). An executed copy is
-   used when it exists and its cells' sources equal the stored notebook's; otherwise the stored
-   notebook is copied as it is (the page then shows code without outputs). Nothing is executed here.
+1. Puts an executed copy of every notebook, outputs and figures included, into
+   ``docs/notebooks/`` (gitignored). The notebooks are stored without outputs; an executed copy
+   lives in ``$BAYESNEURO_EXECUTED_NOTEBOOKS`` (default ``build/executed_notebooks``), written by
+   ``tests/test_notebooks.py`` or by this script. A copy is up to date when its cells' sources
+   equal the stored notebook's. A notebook without an up-to-date copy is executed here, with the
+   settings of ``tests/test_notebooks.py`` (``BAYESNEURO_FAST=1``, a fresh kernel in
+   ``notebooks/``, real recordings from ``../shared/data`` or ``$BAYESNEURO_DATA``; minutes per
+   notebook), and the copy is saved for the next build. ``--execute`` re-executes every notebook;
+   ``--no-execute`` copies the stored notebooks as they are (a quick build whose notebook pages
+   show code without outputs), and with ``--strict`` makes a missing or stale copy an error.
 2. Writes ``docs/performance.md`` (gitignored) from ``bench/README.md`` and the tables in
    ``bench/results/*.md``, so the numbers are never retyped.
 3. Runs ``mkdocs build --site-dir site`` (``--strict`` with ``--strict``: any warning fails).
@@ -46,8 +51,56 @@ def _sources(nb) -> list[tuple[str, str]]:
     return [(cell.cell_type, cell.source) for cell in nb.cells]
 
 
-def copy_notebooks(executed: Path | None = None) -> dict[str, str]:
-    """Copy every ``notebooks/*.ipynb`` into ``docs/notebooks/``; returns name -> which copy."""
+class NotebookError(RuntimeError):
+    """A notebook could not be executed, or has no executed copy where one is required."""
+
+
+def data_dir() -> Path:
+    """Where the notebooks read the recordings from (as ``tests/test_notebooks.py``)."""
+    return Path(os.environ.get("BAYESNEURO_DATA", REPO.parent / "shared" / "data"))
+
+
+# the environment tests/test_notebooks.py gives the kernel: fast settings, no progress bars
+EXECUTION_ENV = {"BAYESNEURO_FAST": "1", "BAYESNEURO_PROGRESS": "0", "MPLBACKEND": "Agg", "JAX_PLATFORMS": "cpu"}
+
+
+def execute_notebook(path: Path):
+    """Run one stored notebook in a fresh kernel, as ``tests/test_notebooks.py`` does; returns it."""
+    import nbclient
+
+    if not data_dir().is_dir():
+        raise NotebookError(
+            f"{path.name}: cannot execute it: the recordings are not at {data_dir()} (set "
+            "BAYESNEURO_DATA), or build with --no-execute to show the notebooks without outputs"
+        )
+    nb = nbformat.read(path, as_version=4)
+    saved = {name: os.environ.get(name) for name in EXECUTION_ENV}
+    os.environ.update(EXECUTION_ENV)  # the kernel inherits this process's environment
+    try:
+        client = nbclient.NotebookClient(
+            nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+        )
+        client.execute()
+    except nbclient.exceptions.CellExecutionError as err:
+        raise NotebookError(f"{path.name} failed:\n{err}") from err
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    return nb
+
+
+def copy_notebooks(
+    executed: Path | None = None, *, execute: bool | None = True, strict: bool = False
+) -> dict[str, str]:
+    """Put every ``notebooks/*.ipynb`` into ``docs/notebooks/``; returns name -> which copy.
+
+    ``execute=True`` runs a notebook that has no up-to-date executed copy (and saves the copy);
+    ``execute=None`` re-runs every notebook; ``execute=False`` copies the stored notebook, which
+    with ``strict`` raises ``NotebookError`` instead.
+    """
     executed = executed_dir() if executed is None else executed
     if NOTEBOOK_DST.exists():
         shutil.rmtree(NOTEBOOK_DST)
@@ -56,13 +109,28 @@ def copy_notebooks(executed: Path | None = None) -> dict[str, str]:
     for src in sorted(NOTEBOOK_SRC.glob("*.ipynb")):
         stored = nbformat.read(src, as_version=4)
         candidate = executed / src.name
-        chosen, kind = stored, "not executed (no executed copy)"
-        if candidate.is_file():
+        chosen, kind = None, "no executed copy"
+        if candidate.is_file() and execute is not None:
             ran = nbformat.read(candidate, as_version=4)
             if _sources(ran) == _sources(stored):
-                chosen, kind = ran, "executed"
+                chosen, kind = ran, f"executed copy from {candidate}"
             else:
-                kind = "not executed (executed copy is stale: cells differ from the stored notebook)"
+                kind = "executed copy is stale: its cells differ from the stored notebook"
+        if chosen is None and execute is not False:
+            print(f"docs/build.py: executing notebooks/{src.name} ({kind}) ...", flush=True)
+            start = time.perf_counter()
+            chosen = execute_notebook(src)
+            executed.mkdir(parents=True, exist_ok=True)
+            nbformat.write(chosen, candidate)
+            kind = f"executed now in {time.perf_counter() - start:.0f} s (saved to {candidate})"
+        elif chosen is None:
+            if strict:
+                raise NotebookError(
+                    f"notebooks/{src.name}: {kind} in {executed} and --no-execute was given: run "
+                    "tests/test_notebooks.py with BAYESNEURO_EXECUTED_NOTEBOOKS set, or build "
+                    "without --no-execute"
+                )
+            chosen, kind = stored, f"not executed ({kind}; --no-execute)"
         nbformat.write(chosen, NOTEBOOK_DST / src.name)
         which[src.name] = kind
     return which
@@ -123,9 +191,11 @@ def performance_markdown() -> str:
         "",
         "<!-- generated by docs/build.py from bench/README.md and bench/results/*.md: edit those -->",
         "",
-        "Benchmarks of bayesneuro against other tools, from `bench/`. The text below is the "
-        "benchmarks' README; the [result tables](#result-tables) are the files that the "
-        "benchmark scripts wrote in `bench/results/`, shown as they are.",
+        (
+            "Benchmarks of bayesneuro against other tools, from `bench/`. The text below is the "
+            "benchmarks' README; the [result tables](#result-tables) are the files that the "
+            "benchmark scripts wrote in `bench/results/`, shown as they are."
+        ),
         "",
         _link_results(readme).strip(),
         "",
@@ -149,10 +219,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--strict", action="store_true", help="fail on any mkdocs warning")
     parser.add_argument("--no-mkdocs", action="store_true", help="prepare docs/ but do not build")
     parser.add_argument("--site-dir", default="site", help="output folder (default: site)")
+    run = parser.add_mutually_exclusive_group()
+    run.add_argument(
+        "--no-execute",
+        action="store_true",
+        help="do not execute notebooks: those without an executed copy show code only "
+        "(an error with --strict)",
+    )
+    run.add_argument("--execute", action="store_true", help="re-execute every notebook")
     args = parser.parse_args(argv)
 
     start = time.perf_counter()
-    which = copy_notebooks()
+    try:
+        which = copy_notebooks(execute=None if args.execute else not args.no_execute, strict=args.strict)
+    except NotebookError as err:
+        print(f"docs/build.py: {err}", file=sys.stderr)
+        return 1
     for name, kind in which.items():
         print(f"docs/build.py: notebooks/{name}: {kind}")
     if not which:

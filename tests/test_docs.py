@@ -207,3 +207,104 @@ def test_performance_page_anchors():
     assert not outside, f"bench/README.md links to files that the docs site does not have: {outside}"
     undefined = [t for t in targets if t.startswith("#results") and t[1:] not in defined]
     assert not undefined, f"Performance page links to missing sections: {undefined}"
+
+
+# ---------------------------------------------------------------------------- notebooks in the build
+
+
+def _fake_run(nb, text):
+    """``nb`` as if executed: each code cell gets one stream output."""
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs = [nbformat_v4().new_output("stream", name="stdout", text=text)]
+    return nb
+
+
+def nbformat_v4():
+    import nbformat.v4
+
+    return nbformat.v4
+
+
+@pytest.fixture
+def notebook_build(tmp_path, monkeypatch):
+    """docs/build.py with its notebook folders in tmp_path and a recording executor."""
+    import nbformat
+
+    bs = build_script()
+    src = tmp_path / "notebooks"
+    src.mkdir()
+    stored = sorted((REPO / "notebooks").glob("*.ipynb"))[:2]
+    assert len(stored) == 2, "fewer than two notebooks in notebooks/"
+    for path in stored:
+        (src / path.name).write_bytes(path.read_bytes())
+    monkeypatch.setattr(bs, "NOTEBOOK_SRC", src)
+    monkeypatch.setattr(bs, "NOTEBOOK_DST", tmp_path / "docs_notebooks")
+    calls = []
+
+    def fake_execute(path):
+        calls.append(path.name)
+        return _fake_run(nbformat.read(path, as_version=4), "executed by the build\n")
+
+    monkeypatch.setattr(bs, "execute_notebook", fake_execute)
+    return bs, src, tmp_path / "executed", calls
+
+
+def _outputs(path):
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    return {out.get("text") for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs}
+
+
+def test_build_uses_an_executed_copy_and_executes_a_missing_one(notebook_build):
+    import nbformat
+
+    bs, src, executed, calls = notebook_build
+    first, second = sorted(p.name for p in src.glob("*.ipynb"))
+    executed.mkdir()
+    ran = _fake_run(nbformat.read(src / first, as_version=4), "from the test run\n")
+    nbformat.write(ran, executed / first)
+
+    which = bs.copy_notebooks(executed)  # the default build
+    assert calls == [second], f"executed {calls}, expected only the notebook without a copy"
+    assert "executed copy" in which[first] and "executed now" in which[second], which
+    assert _outputs(bs.NOTEBOOK_DST / first) == {"from the test run\n"}
+    assert _outputs(bs.NOTEBOOK_DST / second) == {"executed by the build\n"}
+    # the copy made by the build is kept for the next one
+    assert _outputs(executed / second) == {"executed by the build\n"}
+    calls.clear()
+    bs.copy_notebooks(executed)
+    assert calls == []
+
+
+def test_build_executes_a_stale_copy(notebook_build):
+    import nbformat
+
+    bs, src, executed, calls = notebook_build
+    first = min(p.name for p in src.glob("*.ipynb"))
+    executed.mkdir()
+    ran = _fake_run(nbformat.read(src / first, as_version=4), "old\n")
+    ran.cells[0].source += "\n# edited since"
+    nbformat.write(ran, executed / first)
+    bs.copy_notebooks(executed)
+    assert first in calls
+    assert _outputs(bs.NOTEBOOK_DST / first) == {"executed by the build\n"}
+
+
+def test_build_without_execution(notebook_build, monkeypatch):
+    bs, _, executed, calls = notebook_build
+    which = bs.copy_notebooks(executed, execute=False)
+    assert calls == [] and all("not executed" in kind for kind in which.values()), which
+    assert all(not _outputs(p) for p in bs.NOTEBOOK_DST.glob("*.ipynb"))
+    with pytest.raises(bs.NotebookError, match="no executed copy"):
+        bs.copy_notebooks(executed, execute=False, strict=True)
+    monkeypatch.setenv("BAYESNEURO_EXECUTED_NOTEBOOKS", str(executed))
+    assert bs.main(["--no-execute", "--strict", "--no-mkdocs"]) == 1
+
+
+def test_build_refuses_to_execute_without_the_recordings(tmp_path, monkeypatch):
+    bs = build_script()
+    monkeypatch.setenv("BAYESNEURO_DATA", str(tmp_path / "nowhere"))
+    with pytest.raises(bs.NotebookError, match="recordings are not at"):
+        bs.execute_notebook(min((REPO / "notebooks").glob("*.ipynb")))
