@@ -26,7 +26,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -41,11 +41,11 @@ from .estimator import PROB
 __all__ = [
     "NWBInfo",
     "read_nwb",
-    "read_nwb_units",
-    "read_nwb_trials",
-    "write_nwb_results",
     "read_nwb_results",
+    "read_nwb_trials",
+    "read_nwb_units",
     "write_example_nwb",
+    "write_nwb_results",
 ]
 
 _SUMMARY_TABLE = "posterior_summary"
@@ -77,6 +77,11 @@ class NWBInfo:
     trial_metadata : dict of str to numpy.ndarray
         The columns of the trials table (``id``, ``start_time``, ``stop_time``, ...) for the
         trials of the data, aligned to ``data.trials``; empty without trials.
+    observed : numpy.ndarray or None
+        With an ``obs_intervals`` column in the Units table: a read-only boolean array of shape
+        ``(time, neuron)`` like ``data.counts``, True where the bin lies wholly inside one of
+        the unit's observation intervals. A count where it is False is a zero (or a partial
+        count), not an observation of silence. None when the table has no ``obs_intervals``.
     """
 
     identifier: str
@@ -86,6 +91,7 @@ class NWBInfo:
     unit_metadata: dict = field(repr=False)
     path: str
     trial_metadata: dict = field(default_factory=dict, repr=False)
+    observed: np.ndarray | None = field(default=None, repr=False)
 
 
 # -- opening files and finding things in them ------------------------------------------------
@@ -115,10 +121,31 @@ def _open_nwb(path: Any, what: str) -> Iterator[Any]:
                 warnings.simplefilter("ignore")  # namespace-version chatter from hdmf
                 nwbfile = io.read()
         except Exception as err:
+            where = _construct_error_path(err)
+            if where is not None:
+                # a part of the file does not follow the NWB schema: name it
+                raise ValueError(
+                    f"{where[0]}: pynwb cannot read this part of {path} ({where[1]}); it does "
+                    "not follow the NWB schema (check the file with nwbinspector)"
+                ) from err
             raise ValueError(f"{path} is not an NWB file: pynwb cannot read it ({err})") from err
         yield nwbfile
     finally:
         io.close()
+
+
+def _construct_error_path(err: BaseException) -> tuple[str, str] | None:
+    """(path in the file, reason) of the innermost hdmf ConstructError in `err`'s chain."""
+    found = None
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        args = getattr(err, "args", ())
+        if type(err).__name__ == "ConstructError" and len(args) == 2 and hasattr(args[0], "path"):
+            path = str(args[0].path)
+            found = (path.removeprefix("root/"), str(args[1]))
+        err = err.__cause__ or err.__context__
+    return found
 
 
 def _units_table(nwbfile: Any, name: str) -> Any:
@@ -176,9 +203,18 @@ def _find_series(nwbfile: Any, name: str) -> tuple[str, Any]:
         return hits[0]
     paths = [p for p, _ in found]
     if not hits:
+        modules = sorted(nwbfile.processing or {})
+        stripped = name.strip("/").removeprefix("processing/")
+        if stripped in modules:
+            inside = [p for p in paths if p.startswith(f"processing/{stripped}/")]
+            raise ValueError(
+                f"behavior: {name!r} is a processing module, not a TimeSeries; name a series "
+                f"in it: {inside if inside else 'it holds none'}"
+            )
         raise ValueError(
             f"behavior: no TimeSeries {name!r} in the NWB file; available: "
-            f"{paths if paths else 'none'}"
+            f"{paths if paths else 'none'} (processing modules: {modules}); name a series by "
+            "the end of its path, e.g. 'module/series'"
         )
     raise ValueError(
         f"behavior: {name!r} names {len(hits)} TimeSeries ({[p for p, _ in hits]}); pass a "
@@ -199,6 +235,17 @@ def _values(data: Any) -> np.ndarray:
         if raw and all(isinstance(v, AbstractContainer) for v in raw):
             return np.array([v.name for v in raw], dtype=str)
         raw = np.asarray(raw)
+    if raw.dtype.names:
+        # compound rows (e.g. TimeSeriesReferenceVectorData: idx_start, count, timeseries):
+        # fields of object references become the names of the objects, bytes become str
+        fields = {f: _values(np.asarray(raw[f])) if raw[f].dtype.kind in "OS" else raw[f]
+                  for f in raw.dtype.names}
+        fields = {f: np.array([getattr(v, "name", v) for v in x.ravel()]).reshape(x.shape)
+                  if x.dtype.kind == "O" else x for f, x in fields.items()}
+        out = np.empty(raw.shape, dtype=[(f, x.dtype) for f, x in fields.items()])
+        for f, x in fields.items():
+            out[f] = x
+        return out
     if raw.dtype.kind == "S":
         return np.char.decode(raw, "utf-8")
     if raw.dtype.kind == "O" and raw.size and all(isinstance(v, (str, bytes)) for v in raw.flat):
@@ -207,63 +254,162 @@ def _values(data: Any) -> np.ndarray:
     return raw
 
 
-def _column(col: Any) -> np.ndarray:
-    """One table column: a plain array, or for ragged columns an object array of arrays."""
+def _index_ends(index: Any, n_values: int, where: str) -> np.ndarray:
+    """The end offsets of a VectorIndex, checked against the `n_values` it indexes."""
+    ends = np.asarray(index.data[:], dtype=np.int64)
+    if ends.ndim != 1 or np.any(ends < 0) or np.any(np.diff(ends) < 0) or (
+        ends.size and ends[-1] > n_values
+    ):
+        raise ValueError(
+            f"{where}_index: its offsets are not non-decreasing offsets into the {n_values} "
+            f"values of {where} (first {ends[:5].tolist()}, last {ends[-1:].tolist()})"
+        )
+    return ends
+
+
+def _region_rows(region: Any, n_rows: int, where: str) -> np.ndarray:
+    """The row positions a DynamicTableRegion refers to, checked against its table."""
+    rows = np.asarray(region.data[:], dtype=np.int64)
+    bad = (rows < 0) | (rows >= n_rows)
+    if bad.any():
+        raise ValueError(
+            f"{where}: refers to row {int(rows[bad][0])} of the table {region.table.name!r}, "
+            f"which has {n_rows} rows"
+        )
+    return rows
+
+
+def _column(col: Any, where: str) -> np.ndarray:
+    """One table column: a plain array, or for ragged columns an object array of arrays.
+
+    References to table rows (DynamicTableRegion, e.g. ``units/electrodes``) become the ids of
+    those rows; `where` (e.g. ``"units/electrodes"``) names the column in errors.
+    """
     from hdmf.common import DynamicTableRegion, VectorIndex
 
     if isinstance(col, VectorIndex):
-        flat = _column(col.target)
-        ends = np.asarray(col.data[:], dtype=np.int64)
+        flat = _column(col.target, where)
+        ends = _index_ends(col, len(flat), where)
         out = np.empty(ends.size, dtype=object)
         for i, (a, b) in enumerate(zip(np.r_[0, ends[:-1]], ends)):
             out[i] = flat[a:b]
         return out
     if isinstance(col, DynamicTableRegion):
-        rows = np.asarray(col.data[:], dtype=np.int64)
-        return np.asarray(col.table.id[:])[rows]
+        ids = np.asarray(col.table.id[:])
+        return ids[_region_rows(col, ids.size, where)]
     return _values(col.data)
 
 
 def _table_columns(table: Any, skip: Sequence[str] = ()) -> dict[str, np.ndarray]:
-    return {name: _column(table[name]) for name in table.colnames if name not in skip}
+    return {name: _column(table[name], f"{table.name}/{name}")
+            for name in table.colnames if name not in skip}
+
+
+def _ragged(table: Any, name: str) -> tuple[Any, np.ndarray]:
+    """(stored values, end offset of each row) of a column with or without an index; without
+    one, each row holds one value (the index is optional in the NWB schema)."""
+    from hdmf.common import VectorIndex
+
+    where = f"{table.name}/{name}"
+    col = table[name]
+    if not isinstance(col, VectorIndex):
+        return col, np.arange(1, len(col.data) + 1, dtype=np.int64)
+    target = col.target
+    if isinstance(target, VectorIndex):
+        raise ValueError(f"{where}: a doubly indexed column (ragged of ragged) is not supported")  # noqa: TRY004 (a file layout, not an argument)
+    return target, _index_ends(col, len(target.data), where)
+
+
+def _group_locations(groups: Any) -> np.ndarray:
+    return np.array([str(getattr(g, "location", "") or "") for g in groups], dtype=str)
 
 
 def _unit_locations(table: Any) -> np.ndarray | None:
     """Brain location of each unit: those of its electrodes (``", "``-joined when several) or of
-    its electrode group; None when the file does not say."""
+    its electrode group; None when the file does not say.
+
+    ``units/electrodes`` is read with an index (several electrodes per unit) or without (the
+    column is the region itself, one electrode per unit); an electrodes table without a
+    ``location`` column gives the locations of the electrodes' groups.
+    """
+    from hdmf.common import DynamicTableRegion
+
     n = len(table.id)
     if "electrodes" in table.colnames:
-        region = table["electrodes"].target
+        where = f"{table.name}/electrodes"
+        region, ends = _ragged(table, "electrodes")
+        if not isinstance(region, DynamicTableRegion):
+            raise ValueError(
+                f"{where}: expected references to rows of the electrodes table (a "
+                f"DynamicTableRegion, with or without an index), found a {type(region).__name__}"
+            )
+        if ends.size != n:
+            raise ValueError(f"{where}: {ends.size} rows for {n} units")
         electrodes = region.table
+        loc = None
         if "location" in electrodes.colnames:
             loc = _values(electrodes["location"].data)
-            ends = np.asarray(table["electrodes"].data[:], dtype=np.int64)
-            rows = np.asarray(region.data[:], dtype=np.int64)
-            out = []
-            for a, b in zip(np.r_[0, ends[:-1]], ends):
-                out.append(", ".join(dict.fromkeys(str(x) for x in loc[rows[a:b]])))
+        elif "group" in electrodes.colnames:
+            loc = _group_locations(electrodes["group"].data[:])
+        if loc is not None:
+            rows = _region_rows(region, len(electrodes.id), where)
+            out = [", ".join(dict.fromkeys(str(x) for x in loc[rows[a:b]]))
+                   for a, b in zip(np.r_[0, ends[:-1]], ends)]
             return np.array(out, dtype=str) if n else np.zeros(0, dtype=str)
     if "electrode_group" in table.colnames:
-        groups = table["electrode_group"].data[:]
-        return np.array([str(getattr(g, "location", "")) for g in groups], dtype=str)
+        return _group_locations(table["electrode_group"].data[:])
     return None
 
 
 def _units_columns(table: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-    """Unit ids, flat spike times, spikes per unit and metadata of a Units table."""
+    """Unit ids, flat spike times (sorted within each unit), spikes per unit and metadata of a
+    Units table."""
+    where = f"{table.name}/spike_times"
     if "spike_times" not in table.colnames:
-        raise ValueError(f"the units table {table.name!r} has no spike_times column")
+        raise ValueError(
+            f"{where}: the units table {table.name!r} has no spike_times column (its columns: "
+            f"{list(table.colnames)})"
+        )
     ids = _as_ids(np.asarray(table.id[:]), None, "unit ids")
-    index = table["spike_times"]
-    flat = np.asarray(index.target.data[:], dtype=np.float64)
-    ends = np.asarray(index.data[:], dtype=np.int64)
+    data, ends = _ragged(table, "spike_times")
+    if ends.size != ids.size:
+        raise ValueError(f"{where}: {ends.size} rows for {ids.size} units")
+    flat = np.asarray(data.data[: int(ends[-1]) if ends.size else 0], dtype=np.float64)
+    if flat.ndim != 1:
+        raise ValueError(f"{where}: expected one time per spike, got values of shape {flat.shape}")
     n_spikes = np.diff(np.r_[0, ends])
+    unit = np.repeat(np.arange(ids.size), n_spikes)
+    down = np.flatnonzero((np.diff(flat) < 0) & (unit[1:] == unit[:-1]))
+    if down.size:
+        # the schema does not require order (the NWB Inspector advises it): sort, and say so
+        bad = np.unique(unit[down + 1])
+        warnings.warn(
+            f"{where}: the spike times of {bad.size} unit(s) are not in increasing order "
+            f"(ids {ids[bad][:10].tolist()}); they are sorted",
+            UserWarning,
+            stacklevel=3,
+        )
+        flat = flat[np.lexsort((flat, unit))]
     meta = _table_columns(table, skip=("spike_times",))
     if "location" not in meta:
         loc = _unit_locations(table)
         if loc is not None:
             meta["location"] = loc
-    return ids, flat[: ends[-1] if ends.size else 0], n_spikes, meta
+    return ids, flat, n_spikes, meta
+
+
+def _observed_mask(obs: Any, centers: np.ndarray, bin_size: float, where: str) -> np.ndarray:
+    """``(time, neuron)``: True where a bin lies wholly inside one of the unit's intervals."""
+    lo, hi = centers - bin_size / 2, centers + bin_size / 2
+    eps = 1e-9 * bin_size
+    out = np.zeros((centers.size, len(obs)), dtype=bool)
+    for j, iv in enumerate(obs):
+        iv = np.asarray(iv, dtype=np.float64)
+        if iv.size % 2:
+            raise ValueError(f"{where}: expected (start, stop) pairs, got shape {iv.shape}")
+        for a, b in iv.reshape(-1, 2):
+            out[:, j] |= (lo >= a - eps) & (hi <= b + eps)
+    return out
 
 
 def _select_units(ids: np.ndarray, neurons: Any) -> np.ndarray:
@@ -310,25 +456,37 @@ def read_nwb_units(path: Any, units: str = "units") -> tuple[dict[Any, np.ndarra
     Returns
     -------
     spike_times : dict
-        Unit id (from the table's ``id`` column) to its spike times in seconds (float64), in
-        table order.
+        Unit id (from the table's ``id`` column) to its spike times in seconds (float64,
+        increasing), in table order. ``spike_times`` may be stored with an index (the usual
+        layout) or, one spike per unit, without; a unit may have no spikes.
     metadata : dict of str to numpy.ndarray
         Every other column, one entry per unit in the same order: scalar columns as plain
         arrays (strings as ``str``), object references such as ``electrode_group`` as the names
-        of the objects, ragged columns (``electrodes``, ``obs_intervals``, ...) as object arrays
-        of arrays, and references to table rows (``electrodes``) as the ids of those rows. When
-        the table has no ``location`` column one is added from the electrodes table (the
-        locations of a unit's electrodes, joined by ``", "`` if they differ) or from the
-        electrode groups.
+        of the objects, ragged columns (``obs_intervals``, ...) as object arrays of arrays,
+        2-D columns (``waveform_mean``) as 2-D arrays, compound columns as structured arrays,
+        and references to table rows (``electrodes``) as the ids of those rows: an object
+        array of arrays when ``units/electrodes`` has an index (several electrodes per unit),
+        a plain array when it has none (one electrode per unit). When the table has no
+        ``location`` column one is added from the electrodes table (the locations of a unit's
+        electrodes, joined by ``", "`` if they differ, or those of their electrode groups) or
+        else from the ``electrode_group`` column; without either there is no ``location``.
 
     Raises
     ------
     FileNotFoundError
         If there is no file at `path`.
     ValueError
-        If it is not an NWB file or has no such Units table.
+        If it is not an NWB file or has no such Units table, or a part of it cannot be read;
+        the message starts with the part (``units/spike_times: ...``, ``units/electrodes:
+        ...``, ``general/extracellular_ephys/electrodes: ...``).
     ImportError
         If pynwb is not installed.
+
+    Warns
+    -----
+    UserWarning
+        If the spike times of a unit are not in increasing order (the NWB schema allows it):
+        they are sorted.
 
     Examples
     --------
@@ -423,7 +581,7 @@ def _epoch_intervals(nwbfile: Any, epochs: Any) -> tuple[np.ndarray, np.ndarray 
             tags = []
             rows = np.zeros(0, dtype=bool)
             if nwbfile.epochs is not None and "tags" in nwbfile.epochs.colnames:
-                per_row = _column(nwbfile.epochs["tags"])
+                per_row = _column(nwbfile.epochs["tags"], "epochs/tags")
                 tags = sorted({str(t) for row in per_row for t in row})
                 rows = np.array([epochs in [str(t) for t in row] for row in per_row], dtype=bool)
             if not rows.any():
@@ -462,13 +620,31 @@ def _recording_span(nwbfile: Any, spike_times: np.ndarray) -> tuple[float, float
             lo.append(np.min(_values(table["start_time"].data)))
             hi.append(np.max(_values(table["stop_time"].data)))
     for _, ts in _all_series(nwbfile):
-        t = _series_times(ts)
-        if t.size:
-            lo.append(t[0])
-            hi.append(t[-1] + (1.0 / ts.rate if ts.rate else 0.0))
+        span = _series_span(ts)
+        if span is not None:
+            lo.append(span[0])
+            hi.append(span[1])
     if not lo:
         return -np.inf, np.inf
     return float(min(lo)), float(max(hi))
+
+
+def _series_span(ts: Any) -> tuple[float, float] | None:
+    """First and last time of a TimeSeries without reading its data (raw ElectricalSeries in
+    real files hold billions of samples): the first and last timestamps, or the start time and
+    the number of samples over the rate."""
+    try:
+        n = len(ts.data) if ts.data is not None else 0
+    except TypeError:  # data linked to a series elsewhere, or external files
+        return None
+    if n == 0:
+        return None
+    if ts.timestamps is not None:
+        stamps = ts.timestamps
+        first, last = float(stamps[0]), float(stamps[len(stamps) - 1])
+        return first, last
+    start = float(ts.starting_time or 0.0)
+    return start, start + n / float(ts.rate)
 
 
 def _series_times(ts: Any) -> np.ndarray:
@@ -541,16 +717,21 @@ def read_nwb(
     bin_size : float
         Bin width in seconds, > 0.
     units : str, default "units"
-        The Units table (see :func:`read_nwb_units`). Neuron ids are its ``id`` column.
+        The Units table (see :func:`read_nwb_units`, which lists the layouts read). Neuron ids
+        are its ``id`` column. With an ``obs_intervals`` column, the bins outside a unit's
+        observation intervals are marked in ``info.observed`` (see :class:`NWBInfo`) and a
+        warning names the units concerned; their counts there are kept as they are (zeros).
     trials : bool or str, default True
         ``True``: bin only within the rows of the file's ``trials`` table when it has one
         (the whole recording otherwise); a string: within the rows of that intervals table;
         ``False``: ignore trials. Each row becomes a trial of the data, labelled by the table's
         ``id``; rows are taken in order of start time and must not overlap.
     behavior : str or list of str, optional
-        TimeSeries or SpatialSeries anywhere in the file, by name or by the end of their path
-        (``"position"``, ``"Position/position"``, ``"processing/behavior/Position/position"``),
-        resampled onto the bins as covariates: averaged over each bin when sampled at least as
+        TimeSeries or SpatialSeries anywhere in the file (``acquisition``, ``stimulus`` or any
+        processing module, whatever its name), by name or by the end of their path
+        (``"position"``, ``"Position/position"``, ``"tracking/Position/position"``,
+        ``"processing/tracking/Position/position"``); name the module in the path when two
+        modules hold series of the same name. Resampled onto the bins as covariates: averaged over each bin when sampled at least as
         finely as the bins (linear interpolation at the centre of a bin without samples),
         linearly interpolated at the bin centres otherwise. Data are scaled by the series'
         ``conversion`` and ``offset``. Columns are named after the series: ``position`` for one
@@ -577,17 +758,22 @@ def read_nwb(
         If there is no file at `path`.
     ValueError
         If `bin_size` is not positive, the file is not an NWB file, a table or series named is
-        not in it (the message lists what is), an epoch reaches outside the recording (the span
-        of its spikes, intervals and time series) or contains no trial, trials overlap or are
-        shorter than a bin, or a behavioural series does not cover the bins.
+        not in it (the message lists what is, and the processing modules), an epoch reaches
+        outside the recording (the span of its spikes, intervals and time series) or contains
+        no trial, trials overlap or are shorter than a bin, a behavioural series does not cover
+        the bins, the Units table has no rows, or a part of the file cannot be read (the
+        message starts with the part, as :func:`read_nwb_units`).
+    TypeError
+        If `trials` is not a bool or a string.
     ImportError
         If pynwb is not installed.
 
     Warns
     -----
     UserWarning
-        If a unit has no spikes in the binned time, or trials straddle the end of an epoch
-        (they are dropped).
+        If a unit has no spikes in the binned time, trials straddle the end of an epoch
+        (they are dropped), units were not observed in some bins (``obs_intervals``), or a
+        unit's spike times are not in increasing order (they are sorted).
 
     Examples
     --------
@@ -608,11 +794,13 @@ def read_nwb(
     """
     bin_size = _check_bin_size(bin_size)
     if not isinstance(trials, (bool, str)):
-        raise ValueError(f"trials must be True, False or the name of an intervals table, got {trials!r}")
+        raise TypeError(f"trials must be True, False or the name of an intervals table, got {trials!r}")
     abspath = str(Path(path).resolve())
     with _open_nwb(path, "read_nwb") as nwbfile:
         table = _units_table(nwbfile, units)
         ids, flat, n_spikes, meta = _units_columns(table)
+        if ids.size == 0:
+            raise ValueError(f"{table.name}: the units table has no rows (no units to bin)")
         pos = _select_units(ids, neurons)
         ids = ids[pos]
         spike_unit = np.repeat(np.arange(n_spikes.size), n_spikes)
@@ -700,6 +888,22 @@ def read_nwb(
             S, names = _behavior(nwbfile, behavior, centers, bin_size)
         else:
             S, names = None, None
+        observed = None
+        if "obs_intervals" in meta:
+            where = f"{table.name}/obs_intervals"
+            observed = _observed_mask(meta["obs_intervals"], centers, bin_size, where)
+            missing = (~observed).sum(axis=0)
+            if missing.any():
+                partial = np.flatnonzero(missing)
+                warnings.warn(
+                    f"{where}: units {neuron_ids[partial][:10].tolist()} were not observed in "
+                    f"{missing[partial][:10].tolist()} of the {centers.size} bins: their counts "
+                    "there are zeros (or partial counts), not observed silence. "
+                    "read_nwb(..., return_metadata=True) gives the mask as info.observed; "
+                    "epochs= or neurons= keep only observed time or units",
+                    UserWarning,
+                    stacklevel=2,
+                )
 
         info = None
         if return_metadata:
@@ -711,6 +915,7 @@ def read_nwb(
                 unit_metadata=_readonly_dict(meta),
                 path=abspath,
                 trial_metadata=_readonly_dict(trial_meta),
+                observed=None if observed is None else _readonly_dict({"o": observed})["o"],
             )
 
     data = SpikeData(
@@ -1125,7 +1330,7 @@ def write_example_nwb(path: Any, *, seed: int = 0, identifier: str = "bayesneuro
     nwbfile = pynwb.NWBFile(
         session_description="synthetic example session",
         identifier=identifier,
-        session_start_time=datetime(2024, 1, 1, tzinfo=timezone.utc),
+        session_start_time=datetime(2024, 1, 1, tzinfo=UTC),
     )
     device = nwbfile.create_device(name="probe")
     group = nwbfile.create_electrode_group(
