@@ -2,7 +2,11 @@
 
 Bin ``j`` of a span starting at ``start`` is ``[start + j * bin_size, start + (j + 1) * bin_size)``,
 with its edge computed exactly as ``start + np.arange(n_bins + 1) * bin_size`` so that counts agree
-with ``np.histogram`` on those edges bit for bit. Also resamples covariate samples onto the bins.
+with ``np.histogram`` on those edges bit for bit. Spike times binned from pynapple use pynapple's
+edges instead (``TsGroup.count``): the same ``[a, b)`` bins with every edge after the first
+rounded to ``EDGE_DECIMALS`` decimals, so that a spike on a decimal edge such as 0.3 s lands in
+the bin that starts there (``0.0 + 3 * 0.1`` is 0.30000000000000004 in floating point, which
+would put it in the bin before). Also resamples covariate samples onto the bins.
 Private: :meth:`bayesneuro.data.SpikeData.from_spike_times` is the public face of this module.
 """
 
@@ -21,12 +25,23 @@ from ._validation import (
     _n_bins,
 )
 
+EDGE_DECIMALS = 9  # pynapple's time precision (nap.config.time_index_precision): edges on 1 ns
 
-def _grid_index(t: np.ndarray, start: Any, bin_size: float) -> np.ndarray:
-    """Index ``j`` of the bin ``[start + j*bin_size, start + (j+1)*bin_size)`` holding ``t``."""
+
+def _edge(start: Any, j: np.ndarray, bin_size: float, rounded: bool) -> np.ndarray:
+    """Left edge of bin ``j``: ``start + j * bin_size``, rounded as pynapple rounds it (not
+    the first edge, which is the interval's start) when `rounded`."""
+    e = start + j * bin_size
+    if rounded:
+        e = np.where(j == 0, start, np.round(e, EDGE_DECIMALS))
+    return e
+
+
+def _grid_index(t: np.ndarray, start: Any, bin_size: float, rounded: bool = False) -> np.ndarray:
+    """Index ``j`` of the bin ``[edge(j), edge(j+1))`` holding ``t`` (see :func:`_edge`)."""
     j = np.floor((t - start) / bin_size).astype(np.int64)
-    j -= t < start + j * bin_size
-    j += t >= start + (j + 1) * bin_size
+    j -= t < _edge(start, j, bin_size, rounded)
+    j += t >= _edge(start, j + 1, bin_size, rounded)
     return j
 
 
@@ -38,14 +53,16 @@ def _bin_spikes(
     n_bins: np.ndarray,
     limits: np.ndarray,
     bin_size: float,
+    rounded: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Bin spikes into consecutive intervals; spikes outside ``[start, limit)`` are dropped."""
+    """Bin spikes into consecutive intervals; spikes outside ``[start, limit)`` are dropped
+    (`rounded`: pynapple's edges, see :func:`_edge`)."""
     k = np.searchsorted(starts, times, side="right") - 1
     inside = k >= 0
     k = np.where(inside, k, 0)
     inside &= times < limits[k]
     t, c, k = times[inside], codes[inside], k[inside]
-    j = _grid_index(t, starts[k], bin_size)
+    j = _grid_index(t, starts[k], bin_size, rounded)
     offsets = np.r_[0, np.cumsum(n_bins)]
     n_total = int(offsets[-1])
     flat = (offsets[k] + j) * n_neuron + c
@@ -115,12 +132,16 @@ def _bin_spike_times(
     neuron_ids: Any,
     trial_intervals: Any,
     tol: float,
+    pynapple_edges: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Check spike times and unit labels and count them in bins.
 
     Arguments are those of :meth:`~bayesneuro.data.SpikeData.from_spike_times` (`bin_size`
     already checked); `tol` is the fraction of a bin by which a span may fall short of a whole
-    number of bins and still count as whole.
+    number of bins and still count as whole. `pynapple_edges` (with `trial_intervals`, the
+    epochs of a ``TsGroup``): bin as ``TsGroup.count`` does, on its rounded edges (see
+    :func:`_edge`), a spike exactly on an interval's stop kept when a whole last bin runs past
+    the stop by less than `tol` (pynapple's epochs are closed).
 
     Returns
     -------
@@ -216,9 +237,12 @@ def _bin_spike_times(
             raise ValueError("t_start and t_stop cannot be combined with trial_intervals")
         starts, stops = _check_intervals(trial_intervals, bin_size, tol)
         n_bins = _n_bins(starts, stops, bin_size, tol)
-        limits = np.minimum(stops, starts + n_bins * bin_size)
+        if pynapple_edges:
+            limits = np.minimum(np.nextafter(stops, np.inf), _edge(starts, n_bins, bin_size, True))
+        else:
+            limits = np.minimum(stops, starts + n_bins * bin_size)
 
     counts, centers, seg = _bin_spikes(
-        times, codes, neuron_ids.size, starts, n_bins, limits, bin_size
+        times, codes, neuron_ids.size, starts, n_bins, limits, bin_size, pynapple_edges
     )
     return counts, centers, seg, neuron_ids, starts

@@ -23,9 +23,15 @@ def _import_pynapple(what: str):
 
 
 def _from_pynapple(
-    cls: type[SpikeData], group: Any, *, bin_size: float, ep: Any, covariates: Any
+    cls: type[SpikeData], group: Any, *, bin_size: float, ep: Any, covariates: Any,
+    short_bins: str = "raise",
 ) -> SpikeData:
-    """Body of :meth:`SpikeData.from_pynapple <bayesneuro.data.SpikeData.from_pynapple>`."""
+    """Body of :meth:`SpikeData.from_pynapple <bayesneuro.data.SpikeData.from_pynapple>`.
+
+    `short_bins`: what to do with bins of counts that their time support cuts short (see
+    :func:`_binned_counts`): ``"raise"``, or ``"keep"`` them as whole bins, for a method whose
+    per-bin answer does not depend on a bin's own width (a GLM's rate per second).
+    """
     nap = _import_pynapple("SpikeData.from_pynapple")
     bin_size = _check_bin_size(bin_size)
     tol = max(1e-9, 2e-6 / bin_size)  # pynapple shortens touching intervals by 1 us
@@ -35,10 +41,10 @@ def _from_pynapple(
         times, units, ids, intervals = _tsgroup_spikes(group, ep)
         data = cls._from_spike_times(
             times, units, bin_size, None, None, ids, None, None,
-            intervals, tol=tol, single_interval_is_contiguous=True,
+            intervals, tol=tol, single_interval_is_contiguous=True, pynapple_edges=True,
         )
     elif isinstance(group, (nap.TsdFrame, nap.Tsd)):
-        d, t, ids, trial_ids = _binned_counts(nap, group, ep, bin_size)
+        d, t, ids, trial_ids = _binned_counts(nap, group, ep, bin_size, tol, short_bins)
         data = cls(d, bin_size=bin_size, bin_centers=t, neuron_ids=ids, trial_ids=trial_ids)
         # stacklevel: _warn_silent <- here <- SpikeData.from_pynapple <- the caller
         data._warn_silent(stacklevel=4)
@@ -65,11 +71,45 @@ def _tsgroup_spikes(group: Any, ep: Any) -> tuple[np.ndarray, np.ndarray, np.nda
     return times, units, ids, intervals
 
 
+def _bin_widths(t: np.ndarray, k: np.ndarray, starts: np.ndarray, ends: np.ndarray,
+                bin_size: float) -> np.ndarray:
+    """Width of each bin centred at `t` inside its interval ``k`` of the time support: a bin
+    that runs past the interval's end (or starts before its start) is cut there."""
+    return np.minimum(t + bin_size / 2, ends[k]) - np.maximum(t - bin_size / 2, starts[k])
+
+
+def _short_bin_error(t: np.ndarray, widths: np.ndarray, short: np.ndarray, k: np.ndarray,
+                     starts: np.ndarray, ends: np.ndarray, bin_size: float) -> ValueError:
+    i = int(short[0])
+    more = f" (and {short.size - 1} more)" if short.size > 1 else ""
+    return ValueError(
+        f"the counts' bin at t={t[i]:.6g} s is {widths[i]:.6g} s wide, not bin_size={bin_size:g} s: "
+        f"the interval [{starts[k[i]]:.6g}, {ends[k[i]]:.6g}] s of their time support cuts it{more}. "
+        "pynapple's TsGroup.count keeps a last bin that runs past the end of its epoch, and a "
+        "model would take its count for a whole bin's. Drop that bin (counts[:-1] when it is the "
+        "last one), bin with an epoch whose length is a multiple of bin_size, or pass the TsGroup "
+        "itself with bin_size= (bayesneuro bins only whole bins)"
+    )
+
+
 def _binned_counts(
-    nap: Any, group: Any, ep: Any, bin_size: float
+    nap: Any, group: Any, ep: Any, bin_size: float, tol: float = 1e-9, short_bins: str = "raise"
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     """Counts, bin centres, neuron ids and per-bin trial ids (None for one interval) of counts
-    already binned as a ``Tsd`` / ``TsdFrame``, checking that they are spaced by `bin_size`."""
+    already binned as a ``Tsd`` / ``TsdFrame``, checking that they are spaced by `bin_size`.
+
+    A bin is taken to span ``[t - bin_size / 2, t + bin_size / 2)`` around its timestamp, as
+    ``TsGroup.count`` times it, cut by its interval of the time support. A bin cut shorter than
+    `bin_size` by more than `tol` bins (``TsGroup.count``'s last bin on an epoch that is not a
+    multiple of `bin_size`) raises with ``short_bins="raise"`` and is kept as a whole bin with
+    ``"keep"``. A support of one interval from the first to the last timestamp (pynapple's
+    default for a frame made without ``time_support``) says nothing of the bins: they are whole.
+    """
+    if short_bins not in ("raise", "keep"):
+        raise ValueError(f"short_bins must be 'raise' or 'keep', got {short_bins!r}")
+    # the bins' widths come from the support the counts were made on, before `ep` cuts it
+    made_on = group.time_support
+    t_made = np.asarray(group.t, dtype=np.float64)
     if ep is not None:
         group = group.restrict(ep)
     support = group.time_support
@@ -87,6 +127,19 @@ def _binned_counts(
             f"the counts' timestamps are spaced by {np.median(steps):g} s within an "
             f"interval, not by bin_size={bin_size}; pass the bin size they were made with"
         )
+    starts = np.asarray(made_on.start, dtype=np.float64)
+    ends = np.asarray(made_on.end, dtype=np.float64)
+    default_support = (
+        starts.size == 1
+        and abs(starts[0] - t_made[0]) <= 1e-9 * max(1.0, abs(t_made[0]))
+        and abs(ends[0] - t_made[-1]) <= 1e-9 * max(1.0, abs(t_made[-1]))
+    )
+    if not default_support and short_bins == "raise":
+        k0 = np.clip(np.searchsorted(starts, t, side="right") - 1, 0, None)
+        widths = _bin_widths(t, k0, starts, ends, bin_size)
+        short = np.flatnonzero(widths < bin_size * (1 - tol))
+        if short.size:
+            raise _short_bin_error(t, widths, short, k0, starts, ends, bin_size)
     runs = _runs(k)
     lengths = np.diff(np.r_[runs, t.size])
     trial_ids = None if runs.size == 1 else np.repeat(np.arange(runs.size), lengths)
@@ -146,19 +199,29 @@ def _support(t: np.ndarray, bin_size: float) -> tuple[np.ndarray, np.ndarray]:
     return left[np.r_[0, breaks]], right[np.r_[breaks - 1, t.size - 1]]
 
 
-def to_tsdframe(t: Any, values: Any, columns: Any = None, bin_size: float | None = None) -> Any:
+def to_tsdframe(t: Any, values: Any, columns: Any = None, bin_size: float | None = None,
+                support: Any = None) -> Any:
     """Values per bin as a pynapple ``TsdFrame`` (a ``Tsd`` for 1-D values).
 
-    The time support is one interval per stretch of back-to-back bins (`bin_size` default: the
-    median spacing of `t`).
+    The time support is `support` (an ``IntervalSet`` holding every ``t``: the input's, for
+    counts that came in as a frame), else one interval per stretch of back-to-back bins
+    (`bin_size` default: the median spacing of `t`).
     """
     nap = _import_pynapple("returning pynapple objects")
     t = np.asarray(t, dtype=np.float64)
     values = np.asarray(values)
     if bin_size is None:
         bin_size = float(np.median(np.diff(t))) if t.size > 1 else 1.0
-    starts, ends = _support(t, bin_size)
-    support = nap.IntervalSet(start=starts, end=ends)
+    if isinstance(support, nap.IntervalSet) and len(support):
+        s0, s1 = np.asarray(support.start), np.asarray(support.end)
+        k = np.searchsorted(s0, t, side="right") - 1
+        if not np.all((k >= 0) & (t <= s1[np.clip(k, 0, None)])):
+            support = None
+    else:
+        support = None
+    if support is None:
+        starts, ends = _support(t, bin_size)
+        support = nap.IntervalSet(start=starts, end=ends)
     if values.ndim == 1:
         return nap.Tsd(t=t, d=values, time_support=support)
     cols = list(range(values.shape[1])) if columns is None else [c for c in np.asarray(columns).tolist()]
@@ -174,13 +237,14 @@ def _counts_bin_size(group: Any) -> float:
 
 
 def as_spike_data(data: Any, *, bin_size: float | None = None, ep: Any = None, covariates: Any = None,
-                  name: str = "data") -> Any:
+                  name: str = "data", short_bins: str = "raise") -> Any:
     """`data` as SpikeData when it is a pynapple object; anything else is returned unchanged.
 
     A ``TsGroup`` (spike times) is binned at `bin_size` (required); a ``TsdFrame`` / ``Tsd`` of
-    counts (``group.count(bin_size)``) keeps its bins (`bin_size` default: their spacing).
-    `ep` (an ``IntervalSet``) restricts to epochs; pynapple `covariates` are bin-averaged onto
-    the bins.
+    counts (``group.count(bin_size)``) keeps its bins (`bin_size` default: their spacing); a bin
+    that its time support cuts short raises unless ``short_bins="keep"`` (see
+    :func:`_binned_counts`). `ep` (an ``IntervalSet``) restricts to epochs; pynapple
+    `covariates` are bin-averaged onto the bins.
     """
     if not is_pynapple(data):
         return data
@@ -201,7 +265,8 @@ def as_spike_data(data: Any, *, bin_size: float | None = None, ep: Any = None, c
             f"{name} must be a SpikeData, a pynapple TsGroup (spike times) or a TsdFrame of counts, "
             f"got pynapple {type(data).__name__}"
         )
-    return SpikeData.from_pynapple(data, bin_size=bin_size, ep=ep, covariates=covariates)
+    return _from_pynapple(SpikeData, data, bin_size=bin_size, ep=ep, covariates=covariates,
+                          short_bins=short_bins)
 
 
 def as_target(data: Any, target: Any) -> Any:
@@ -251,14 +316,17 @@ def _call_keeping_warning_sites(method, /, *args, **kwargs):
                                    registry=_REGISTRIES.setdefault(filename, {}))
 
 
-def pynapple_io(output: str | None = None, *, target: bool = False):
+def pynapple_io(output: str | None = None, *, target: bool = False, short_bins: str = "raise"):
     """Decorate an estimator method ``(self, data, ...)`` so that it takes pynapple objects.
 
     A pynapple `data` is converted by :func:`as_spike_data` (a ``bin_size=`` keyword is taken
     from the call when the method has none, else from the fitted model's ``bin_size_``);
     with ``target=True`` the second argument / ``target=`` keyword may be a ``Tsd`` /
     ``TsdFrame``. ``output="tsdframe"``: a ``(time, k)`` array result comes back as a
-    ``TsdFrame`` when `data` was pynapple; ``output="dataset"``: an xarray Dataset's ``mean``.
+    ``TsdFrame`` when `data` was pynapple (on the input's time support when it was a frame of
+    counts); ``output="dataset"``: an xarray Dataset's ``mean``. Counts with a bin that their
+    time support cuts short are refused unless ``short_bins="keep"``, for a method whose answer
+    for a bin does not depend on that bin's width (a rate per second from the bins before it).
     """
     import functools
     import inspect
@@ -273,7 +341,8 @@ def pynapple_io(output: str | None = None, *, target: bool = False):
                 bs = kwargs.get("bin_size") if takes_bin_size else kwargs.pop("bin_size", None)
                 if bs is None:
                     bs = getattr(self, "bin_size_", None)
-                data = as_spike_data(data, bin_size=bs)
+                support = data.time_support if type(data).__name__ in ("Tsd", "TsdFrame") else None
+                data = as_spike_data(data, bin_size=bs, short_bins=short_bins)
             if target:
                 if args:
                     args = (as_target(data, args[0]),) + tuple(args[1:])
@@ -287,11 +356,11 @@ def pynapple_io(output: str | None = None, *, target: bool = False):
                 arr = np.asarray(out)
                 if cols is None or len(cols) != arr.shape[-1]:
                     cols = None
-                return to_tsdframe(data.bin_centers, arr, cols, data.bin_size)
+                return to_tsdframe(data.bin_centers, arr, cols, data.bin_size, support)
             if output == "dataset":
                 mean = np.asarray(out["mean"])
                 cols = [f"latent_{k}" for k in range(mean.shape[1])]
-                return to_tsdframe(data.bin_centers, mean, cols, data.bin_size)
+                return to_tsdframe(data.bin_centers, mean, cols, data.bin_size, support)
             return out
 
         return wrapper

@@ -433,10 +433,11 @@ class SpikeData:
     @classmethod
     def _from_spike_times(
         cls, times, unit_ids, bin_size, t_start, t_stop, neuron_ids, covariates, feature_names,
-        trial_intervals, tol, single_interval_is_contiguous=False,
+        trial_intervals, tol, single_interval_is_contiguous=False, pynapple_edges=False,
     ) -> SpikeData:
         counts, centers, seg, neuron_ids, starts = _bin_spike_times(
-            times, unit_ids, bin_size, t_start, t_stop, neuron_ids, trial_intervals, tol
+            times, unit_ids, bin_size, t_start, t_stop, neuron_ids, trial_intervals, tol,
+            pynapple_edges,
         )
         trial_ids = None
         if trial_intervals is not None and not (single_interval_is_contiguous and len(starts) == 1):
@@ -464,16 +465,20 @@ class SpikeData:
         ----------
         group : pynapple.TsGroup, pynapple.TsdFrame or pynapple.Tsd
             A ``TsGroup`` of spike trains (neuron ids from its index), binned here from the start
-            of each interval like ``TsGroup.count``; or counts already binned at `bin_size`
-            (``TsdFrame`` columns are the neuron ids, a ``Tsd`` is one neuron ``0``), whose
-            timestamps are taken as bin centres.
+            of each interval on the edges of ``TsGroup.count`` (``[a, b)`` bins, edges rounded
+            to 1 ns, so a spike on an edge is counted as pynapple counts it); or counts already
+            binned at `bin_size` (``TsdFrame`` columns are the neuron ids, a ``Tsd`` is one
+            neuron ``0``), whose timestamps are taken as bin centres. A bin of counts that its
+            interval of the time support cuts short (``TsGroup.count``'s last bin on an epoch
+            that is not a multiple of `bin_size`) raises a ValueError that names it and says
+            what to do. Conventions side by side: ``docs/pynapple.md``.
         bin_size : float
             Bin width in seconds.
         ep : pynapple.IntervalSet, optional
             Restricts the data (default: the time support of `group`). With one interval the
             result has no trials; with several, each non-empty interval becomes a trial
-            ``0, 1, ...``. An incomplete last bin of an interval is dropped (``TsGroup.count``
-            keeps it).
+            ``0, 1, ...``. An incomplete last bin of an interval is dropped with its spikes
+            (``TsGroup.count`` keeps it when at least half a bin remains).
         covariates : pynapple.Tsd or pynapple.TsdFrame, optional
             Resampled onto the bins. Sampled at least as finely as the bins (median step
             <= `bin_size`): **bin averaging**, the mean of the samples in
@@ -491,7 +496,8 @@ class SpikeData:
         ImportError
             If pynapple is not installed.
         ValueError
-            If `group` has the wrong type, counts are not spaced by `bin_size`, or covariates are
+            If `group` has the wrong type, counts are not spaced by `bin_size` or hold a bin
+            cut short by their time support, or covariates are
             NaN in a bin or do not cover the bins.
 
         Examples

@@ -72,7 +72,7 @@ def test_glm_from_tsgroup_and_rates_as_tsdframe(recording):
 @pytest.mark.filterwarnings(  # max_iter=20 keeps the fit short; the check is pynapple in and out
     r"ignore:GPFA EM .*stopped at max_iter=20:bayesneuro.diagnostics.ConvergenceWarning")
 def test_gpfa_latents_as_tsdframe(recording):
-    group, _, data = recording
+    _, _, data = recording
     # five 0.8-s epochs (trials of 40 bins), as pynapple users cut a recording into trials
     starts = np.arange(0.0, 100.0, 20.0)
     short = data.restrict(nap.IntervalSet(start=starts, end=starts + 0.8))
@@ -164,3 +164,117 @@ def test_warnings_of_decorated_methods_point_at_the_caller():
         with pytest.warns(UserWarning, match="constant rate") as record:
             bn.PoissonGLM(stimulus_basis=None).fit(data, key=0, progress=False)
     assert [w.filename for w in record if "constant rate" in str(w.message)] == [__file__]
+
+
+# ---- binning conventions: bin edges and short last bins (docs/pynapple.md) ------------------
+
+
+def _edge_group(bin_size, start, n_bins, rng):
+    """Two units: one firing exactly on every decimal bin edge (as pynapple's timestamps hold
+    them, rounded to 1 ns), one at random times; support ``[start, start + n_bins * bin_size]``."""
+    edges = np.round(start + np.arange(n_bins + 1) * bin_size, 9)
+    rand = np.sort(rng.uniform(start, edges[-1], 5 * n_bins))
+    end = float(edges[-1])
+    return nap.TsGroup({3: nap.Ts(edges), 7: nap.Ts(rand)}, time_support=nap.IntervalSet(start, end))
+
+
+@pytest.mark.parametrize("bin_size,start", [(0.1, 0.0), (0.02, 3.3), (0.05, 7.35), (0.001, 1.0), (0.3, 0.6)])
+def test_from_pynapple_counts_edge_spikes_as_tsgroup_count(bin_size, start):
+    # bins are [a, b) in both, with pynapple's edges (rounded to 1 ns): a spike on an edge goes
+    # into the later bin, and a spike on the epoch's end is in no bin. Compared bin by bin.
+    group = _edge_group(bin_size, start, 40, np.random.default_rng(1))
+    ref = group.count(bin_size)
+    data = bn.SpikeData.from_pynapple(group, bin_size=bin_size)
+    assert data.n_time == len(ref) == 40
+    np.testing.assert_array_equal(np.asarray(data.counts), np.asarray(ref.values))
+    np.testing.assert_allclose(data.bin_centers, ref.t, atol=1e-9)
+    # every edge spike but the one on the epoch's end is in the bin that starts there
+    np.testing.assert_array_equal(np.asarray(data.counts)[:, 0], np.ones(40))
+    # several epochs (trials), each starting on a spike
+    ep = nap.IntervalSet(start=[start, start + 12 * bin_size], end=[start + 5 * bin_size, start + 30 * bin_size])
+    ep_data = bn.SpikeData.from_pynapple(group, bin_size=bin_size, ep=ep)
+    np.testing.assert_array_equal(np.asarray(ep_data.counts), np.asarray(group.count(bin_size, ep).values))
+
+
+def test_from_pynapple_drops_the_short_last_bin_that_tsgroup_count_keeps():
+    group = _edge_group(0.1, 0.0, 40, np.random.default_rng(2))
+    ep = nap.IntervalSet(0.0, 3.07)  # 30 whole bins and a 0.07-s stub
+    ref = group.count(0.1, ep)
+    assert len(ref) == 31 and ref.t[-1] == pytest.approx(3.05)  # pynapple keeps the stub, timed as a whole bin
+    data = bn.SpikeData.from_pynapple(group, bin_size=0.1, ep=ep)
+    assert data.n_time == 30
+    np.testing.assert_array_equal(np.asarray(data.counts), np.asarray(ref.values)[:-1])
+
+
+@pytest.fixture(scope="module")
+def short_counts():
+    """A Poisson train binned by pynapple on an epoch that ends 13 ms into the last 20-ms bin."""
+    rng = np.random.default_rng(5)
+    spikes = {i: np.sort(rng.uniform(0.0, 10.013, rng.poisson(20 * 10))) for i in range(3)}
+    group = nap.TsGroup({i: nap.Ts(s) for i, s in spikes.items()}, time_support=nap.IntervalSet(0.0, 10.013))
+    counts = group.count(BIN)
+    return group, counts
+
+
+def test_short_last_bin_is_refused_by_every_fit_with_what_to_do(short_counts):
+    group, counts = short_counts
+    assert len(counts) == 501  # 500 whole bins and one 13-ms bin at t=10.01
+    msg = r"bin at t=10\.01 s is 0\.013 s wide.*bin_size=0\.02.*counts\[:-1\]"
+    with pytest.raises(ValueError, match=msg):
+        bn.SpikeData.from_pynapple(counts, bin_size=BIN)
+    with pytest.raises(ValueError, match=msg):
+        bn.PoissonGLM(stimulus_basis=None).fit(counts, key=0, progress=False)
+    with pytest.raises(ValueError, match=msg):
+        FactorAnalysis(n_latents=1).fit(counts)
+    with pytest.raises(ValueError, match=msg):
+        PoissonHMM(n_states=2).fit(counts, key=0, n_restarts=1, progress=False)
+    with pytest.raises(ValueError, match=msg):
+        NaiveBayesDecoder(bins=5, range=(0, 1)).fit(counts, np.linspace(0, 1, len(counts)))
+    from bayesneuro.decoders.evaluation import kfold
+    with pytest.raises(ValueError, match=msg):
+        kfold(counts, 3)
+    # what the message says to do works, and gives bayesneuro's own binning of the train
+    trimmed = bn.SpikeData.from_pynapple(counts[:-1], bin_size=BIN)
+    np.testing.assert_array_equal(trimmed.counts, bn.SpikeData.from_pynapple(group, bin_size=BIN).counts)
+    assert [tr.n_time for tr, _ in kfold(counts[:-1], 3)] == [
+        tr.n_time for tr, _ in kfold(bn.SpikeData.from_pynapple(group, bin_size=BIN), 3)]
+    # whole bins are not refused: an `ep` that cuts a bin keeps the bin's count (made whole), and
+    # a frame made without time_support (pynapple's default: first to last timestamp) is whole
+    cut = bn.SpikeData.from_pynapple(counts[:-1], bin_size=BIN, ep=nap.IntervalSet(2.005, 8.0))
+    np.testing.assert_array_equal(cut.counts, np.asarray(counts.restrict(nap.IntervalSet(2.005, 8.0)).values))
+    bare = nap.TsdFrame(t=counts.t[:-1], d=counts.values[:-1])
+    assert bn.SpikeData.from_pynapple(bare, bin_size=BIN).n_time == 500
+
+
+@pytest.mark.slow  # ~20 s on a shared 2-core machine: a GLM fit and two predictions compile
+def test_glm_predict_rate_on_a_short_last_bin_is_a_rate_per_second(short_counts):
+    group, counts = short_counts
+    hist = bn.bases.RaisedCosineLog(2, window=5, first_peak=0.0)
+    glm = bn.PoissonGLM(stimulus_basis=None, history_basis=hist).fit(counts[:-1], key=0, progress=False)
+    rate = glm.predict_rate(counts)
+    assert isinstance(rate, nap.TsdFrame) and rate.shape == (501, 3)
+    np.testing.assert_allclose(rate.t, counts.t)
+    # the output lives on the input's epoch, not on a whole last bin past its end
+    np.testing.assert_allclose(rate.time_support.values, counts.time_support.values)
+    # reference: the same spikes binned on an epoch with a whole last bin; the rate of a bin
+    # depends only on the spikes before it, so the short bin's rate is that bin's rate
+    whole = bn.SpikeData.from_pynapple(group, bin_size=BIN, ep=nap.IntervalSet(0.0, 10.02))
+    np.testing.assert_allclose(rate.values, glm.predict_rate(whole), rtol=1e-10)
+    # scores would need the expected count of the short bin (rate x 13 ms): refused, not mis-scaled
+    for method in (glm.log_likelihood, glm.score, glm.evaluate, glm.pseudo_r2):
+        with pytest.raises(ValueError, match=r"0\.013 s wide"):
+            method(counts)
+
+
+def test_from_pynapple_edges_for_a_bin_size_off_the_nanosecond_grid():
+    # bayesneuro rounds each edge from the start (start + j * bin_size to 1 ns); pynapple rounds
+    # each from the one before, which drifts when bin_size is not a whole number of ns
+    # (docs/pynapple.md). The reference is np.histogram on bayesneuro's stated edges.
+    bs, n, start = 1 / 30000, 3000, 2.0
+    rng = np.random.default_rng(3)
+    times = np.sort(rng.uniform(start, start + n * bs, 20 * n))
+    group = nap.TsGroup({0: nap.Ts(times)}, time_support=nap.IntervalSet(start, start + n * bs))
+    data = bn.SpikeData.from_pynapple(group, bin_size=bs)
+    edges = np.r_[start, np.round(start + np.arange(1, n + 1) * bs, 9)]
+    np.testing.assert_array_equal(np.asarray(data.counts)[:, 0], np.histogram(times, edges)[0])
+    assert np.any(np.asarray(group.count(bs).values)[:n, 0] != np.asarray(data.counts)[:, 0])

@@ -1,13 +1,15 @@
 """Input handling shared by the decoders: spike data, targets and neuron checks.
 
-Every decoder accepts a :class:`~bayesneuro.data.SpikeData` (or a pynapple ``TsGroup`` is
-converted by the caller with :meth:`SpikeData.from_pynapple`) and a *target*: the names of
-covariate columns of the data, or an array with one row per time bin.
+Every decoder accepts a :class:`~bayesneuro.data.SpikeData` or pynapple counts (a ``TsdFrame``
+from ``TsGroup.count``, converted as :meth:`SpikeData.from_pynapple` converts it: a bin cut short
+by its epoch is refused) and a *target*: the names of covariate columns of the data, or an array
+with one row per time bin.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -15,7 +17,16 @@ from ..data import SpikeData
 
 
 def as_spike_data(data: Any, bin_size: float | None = None, name: str = "data") -> SpikeData:
-    """Return `data` as SpikeData; a plain ``(time, neuron)`` count array needs `bin_size`."""
+    """Return `data` as SpikeData; a plain ``(time, neuron)`` count array needs `bin_size`.
+
+    pynapple objects go through :func:`bayesneuro._pynapple.as_spike_data` (their own time
+    stamps and support, never ``np.asarray`` of them, which would lose a short last bin's width).
+    """
+    from .._pynapple import as_spike_data as _pynapple_as_spike_data
+    from .._pynapple import is_pynapple
+
+    if is_pynapple(data):
+        data = _pynapple_as_spike_data(data, bin_size=bin_size, name=name)
     if isinstance(data, SpikeData):
         if data.n_time == 0:
             raise ValueError(f"{name} has no time bins")

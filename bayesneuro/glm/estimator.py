@@ -711,12 +711,16 @@ class PoissonGLM(Estimator):
             )
         return eta
 
-    @pynapple_io("tsdframe")
+    @pynapple_io("tsdframe", short_bins="keep")
     def predict_rate(self, data: SpikeData) -> np.ndarray:
         """Predicted rate in spikes/s, ``(time, neuron)``, at the point estimate ``params_``.
 
         History and coupling terms use the *observed* spikes of ``data`` (one-step-ahead
-        prediction); :meth:`simulate` runs the model on its own spikes instead.
+        prediction); :meth:`simulate` runs the model on its own spikes instead. pynapple counts
+        whose last bin is cut short by their epoch (``TsGroup.count`` on an epoch that is not a
+        multiple of the bin size) are taken: a bin's rate depends only on the spikes before it,
+        and its expected count is the rate times its own width (``log_likelihood``, ``score``,
+        ``evaluate`` and ``pseudo_r2``, which take every bin as whole, refuse such counts).
         """
         self._check_data(data, fitting=False)
         from ._model import inverse_link
