@@ -8,6 +8,10 @@ MAP, Laplace, SVI, NUTS) whose results are ``arviz.InferenceData``.
 
 __version__ = "0.1.0"
 
+# before anything imports NumPyro (and with it tqdm.auto): a Jupyter kernel without ipywidgets gets
+# text progress bars, without tqdm's "IProgress not found" warning (no JAX loaded here)
+from . import _progress  # noqa: E402, F401
+
 from . import bases, decoders, density, diagnostics, glm, infer, io, latent, sbc  # noqa: E402
 from .data import LockedBox, SpikeData, Splits  # noqa: E402
 from .glm import PoissonGLM  # noqa: E402

@@ -19,8 +19,8 @@ import jax
 import numpy as np
 from numpyro import handlers
 from scipy import stats
-from tqdm.auto import tqdm
 
+from ._progress import progress_bar
 from .infer import _model
 from .infer.fit import progress_default
 
@@ -154,7 +154,7 @@ def run_sbc(
         raise ValueError(f"n_sims={n_sims} is too few for a rank-uniformity test; use >= 10")
     keys = jax.random.split(rng, n_sims)
     ranks: dict[str, list] = {}
-    for i in tqdm(range(n_sims), desc="SBC", disable=not progress, leave=False):
+    for i in progress_bar(range(n_sims), desc="SBC", disable=not progress, leave=False):
         k_sim, k_post = jax.random.split(keys[i])
         truth, data = simulate(k_sim)
         draws = posterior(k_post, data)

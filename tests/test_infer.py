@@ -9,6 +9,7 @@ N(log(a/b), 1/a) exactly. The best mean-field (log-normal) variational posterior
 has mean a / b exactly and log-scale variance 1/a.
 """
 
+import logging
 import pickle
 import warnings
 
@@ -182,7 +183,7 @@ def test_log_likelihood_equals_scipy(fits, counts):
 def test_posterior_predictive_mean_matches_posterior(fits, exact):
     a, b = exact
     pp = fits["laplace"].posterior_predictive(key=jax.random.key(3))["counts"]
-    assert pp.shape == (1, 4000, N_TRIAL, N_NEURON)
+    assert pp.shape == (4, 1000, N_TRIAL, N_NEURON)  # 4000 independent draws as 4 chains
     # predictive mean per neuron is E[rate] * duration; sd of a bin-average over draws
     mean = pp.mean(axis=(0, 1, 2))
     sd = np.sqrt(a / b * DURATION + (np.sqrt(a) / b * DURATION) ** 2 / N_TRIAL)
@@ -224,6 +225,42 @@ def test_summary_tables(fits):
     s = fits["nuts"].summary(var_names=["rate"])
     assert {"mean", "sd", "r_hat", "ess_bulk", "ess_tail"} <= set(s.columns)
     assert "rate[a1]" in s.index
+
+
+@pytest.mark.parametrize("method", ["laplace", "svi"])
+def test_independent_draws_give_a_clean_arviz_summary(fits, method, caplog):
+    # Laplace and SVI draws are independent: arranged as 4 chains, az.summary (the call users
+    # type) warns about nothing (ArviZ logs its "Shape validation failed" warning; Python
+    # warnings are errors here) and its R-hat and ESS read as they should for iid draws:
+    # R-hat 1, ESS the number of draws.
+    idata = fits[method].to_inference_data()
+    az._log.addHandler(caplog.handler)  # ArviZ's logger is standalone: it reaches no root handler
+    try:
+        table = az.summary(idata, round_to="none")
+    finally:
+        az._log.removeHandler(caplog.handler)
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert (idata.posterior.sizes["chain"], idata.posterior.sizes["draw"]) == (4, 1000)
+    assert np.all(np.isfinite(table["r_hat"])) and np.all(np.abs(table["r_hat"] - 1.0) < 0.02)
+    ess = table[["ess_bulk", "ess_tail"]].to_numpy()
+    assert np.all(np.isfinite(ess)) and np.all(np.abs(ess / 4000 - 1.0) < 0.25)
+    own = fits[method].summary(var_names=["rate"])
+    assert {"r_hat", "ess_bulk"} <= set(own.columns)
+
+
+def test_independent_draws_keep_their_order_across_chains():
+    draws = {"w": np.arange(24.0 * 2).reshape(24, 2), "s": np.arange(24.0)}
+    stacked = infer.result.stack_chain(draws)
+    assert stacked["w"].shape == (4, 6, 2) and stacked["s"].shape == (4, 6)
+    np.testing.assert_array_equal(stacked["w"].reshape(24, 2), draws["w"])  # chain-major, nothing lost
+    # a count that 4 does not divide: the divisor nearest 4 that leaves >= 4 draws per chain
+    assert infer.result.stack_chain({"s": np.zeros(221)})["s"].shape == (13, 17)
+    assert infer.result.stack_chain({"s": np.zeros(1001)})["s"].shape == (7, 143)
+    assert infer.result.stack_chain({"s": np.zeros(30)})["s"].shape == (3, 10)
+    # a prime count (or too few draws) stays one chain; a point estimate is one chain of one draw
+    assert infer.result.stack_chain({"s": np.zeros(13)})["s"].shape == (1, 13)
+    assert infer.result.stack_chain({"s": np.zeros((1, 3))})["s"].shape == (1, 1, 3)
+    assert infer.result.stack_chain({"s": np.zeros(1000)}, n_chain=2)["s"].shape == (2, 500)
 
 
 def test_save_load_roundtrip(tmp_path, fits):

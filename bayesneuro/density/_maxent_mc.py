@@ -173,7 +173,7 @@ def boltzmann_learning(
     state : LearningState
         The final state (its chains are near equilibrium at the final iterate).
     """
-    from tqdm.auto import tqdm
+    from .._progress import progress_bar
 
     max_iter = int(max_iter)
     start_avg = int(average_from * max_iter)
@@ -182,7 +182,7 @@ def boltzmann_learning(
                           jnp.zeros((), theta0.dtype), jnp.zeros((), jnp.int32))
     chunk = max(1, min(200, max_iter))
     done = 0
-    with tqdm(total=max_iter, desc="Boltzmann learning", disable=not progress) as bar:
+    with progress_bar(total=max_iter, desc="Boltzmann learning", disable=not progress) as bar:
         while done < max_iter:
             m = min(chunk, max_iter - done)
             key, k = jax.random.split(key)

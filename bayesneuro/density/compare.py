@@ -476,11 +476,11 @@ def compare_states(
         def statistics(m):
             return m.summary_statistics()
 
-    from tqdm.auto import tqdm
+    from .._progress import progress_bar
 
     per_state: dict = {}
     models: dict = {}
-    for name, k in zip(tqdm(names, desc="states", disable=not progress), split_key(rng, len(names))):
+    for name, k in zip(progress_bar(names, desc="states", disable=not progress), split_key(rng, len(names))):
         k_fit, k_stat = jax.random.split(k)
         m = clone(model)
         m.fit(parts[name], key=k_fit, **fit_kwargs)

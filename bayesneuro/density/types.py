@@ -486,7 +486,7 @@ class NeuronTypes(Estimator):
             NaN/infinite features, fewer than 3 neurons, a constant feature, or a
             non-positive value in a log-transformed feature.
         """
-        from tqdm.auto import tqdm
+        from .._progress import progress_bar
 
         if method not in ("laplace", "nuts"):
             raise ValueError(f"method must be 'laplace' or 'nuts', got {method!r}")
@@ -514,7 +514,7 @@ class NeuronTypes(Estimator):
             alpha = 1.0 if self.selection == "loo" else 1.0 / k_max
         keys = jax.random.split(resolve_key(key, needed=True, why="NeuronTypes.fit (restarts and draws)"), len(ks))
         fits, draws = {}, {}
-        bar = tqdm(total=sum(1 if k == 1 else n_restarts for k in ks) + len(ks), disable=not progress,
+        bar = progress_bar(total=sum(1 if k == 1 else n_restarts for k in ks) + len(ks), disable=not progress,
                    desc="NeuronTypes")
         for k, kk in zip(ks, keys):
             data_kw = dict(n_neuron=n, n_feature=d, n_types=k_max, concentration=float(alpha),

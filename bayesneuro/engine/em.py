@@ -72,6 +72,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bayesneuro._progress import finish, progress_bar, progress_default
+
 __all__ = ["EMTrace", "run_em", "squarem_step"]
 
 
@@ -211,8 +213,8 @@ def run_em(
         ``project(state) -> state`` maps an extrapolated SQUAREM point back to the constraint
         set (clip variances, renormalise probabilities); used only with ``squarem=True``.
     progress : bool, optional
-        Show a tqdm bar (total ``max_iter``); default
-        :func:`bayesneuro.infer.fit.progress_default`.
+        Show a progress bar (labelled "≤ max_iter", ending at the step where EM stopped); default
+        :func:`bayesneuro.infer.fit.progress_default` (``BAYESNEURO_PROGRESS``).
     desc : str, default "EM"
         Label of the bar and of warnings and errors.
     warn : bool, default True
@@ -251,8 +253,6 @@ def run_em(
     >>> fast.n_iter < trace.n_iter
     True
     """
-    from bayesneuro.infer.fit import progress_default  # lazy: the engine does not need numpyro
-
     if isinstance(max_iter, (bool, np.bool_)) or not isinstance(max_iter, (int, np.integer)) or max_iter < 0:
         raise ValueError(f"max_iter must be a non-negative integer, got {max_iter!r}")
     if tol is not None and not (isinstance(tol, (int, float)) and math.isfinite(tol) and tol >= 0):
@@ -306,6 +306,14 @@ class _Monitor:
             )
         return check and self.tol is not None and abs(value - prev) <= thr
 
+    def postfix(self) -> str:
+        """The bar's postfix: the objective and its last relative change against ``tol``."""
+        text = f"objective={self.values[-1]:.8g}"
+        if len(self.values) > 1:
+            change = abs(self.values[-1] - self.values[-2]) / max(1.0, abs(self.values[-1]))
+            text += f", rel. change={change:.1e}" + (f" (tol {self.tol:.0e})" if self.tol is not None else "")
+        return text
+
     def cap_warning(self, max_iter: int, converged: bool) -> None:
         if converged or not self.warn or self.tol is None or max_iter == 0:
             return
@@ -322,9 +330,8 @@ class _Monitor:
 
 
 def _bar(max_iter, desc, progress):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=max_iter, desc=desc, disable=not progress, leave=False)
+    # max_iter is a cap: the bar says so, shows no time-to-cap estimate, and ends where EM stops
+    return progress_bar(total=max_iter, desc=desc, disable=not progress, leave=False, at_most=True)
 
 
 def _run_plain(step, state, args, max_iter, tol, project, progress, desc, warn):
@@ -335,10 +342,11 @@ def _run_plain(step, state, args, max_iter, tol, project, progress, desc, warn):
             state, value = step(state, *args)
             n += 1
             converged = mon.record(value, n - 1)
+            bar.set_postfix_str(mon.postfix(), refresh=False)
             bar.update(1)
-            bar.set_postfix(objective=f"{mon.values[-1]:.8g}", refresh=False)
             if converged:
                 break
+        finish(bar)
     finally:
         bar.close()
     mon.cap_warning(max_iter, converged)
@@ -380,7 +388,7 @@ def _run_squarem(step, state, args, max_iter, tol, project, progress, desc, warn
                 break
             x2, l1 = call(x1)
             converged = mon.record(l1, n - 1)
-            bar.set_postfix(objective=f"{mon.values[-1]:.8g}", refresh=False)
+            bar.set_postfix_str(mon.postfix(), refresh=False)
             state = x2
             if converged:
                 break
@@ -388,6 +396,7 @@ def _run_squarem(step, state, args, max_iter, tol, project, progress, desc, warn
             if project is not None:
                 candidate = project(candidate)
             fallback, ref = x2, float(l1)
+        finish(bar)
     finally:
         bar.close()
     mon.cap_warning(max_iter, converged)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import os
 import warnings
 from typing import Any, Callable, NamedTuple
 
@@ -16,6 +15,7 @@ from numpyro.infer import MCMC, NUTS, SVI, Trace_ELBO, autoguide, init_to_median
 from numpyro import handlers
 from numpyro.infer.util import log_density
 
+from .._progress import progress_default
 from . import _model
 from .optimize import minimize, minimize_proximal
 from .result import FitResult, stack_chain
@@ -89,11 +89,6 @@ class Proximal(NamedTuple):
     operator: Callable
     factors: tuple
     args: tuple = ()
-
-
-def progress_default() -> bool:
-    """Whether progress bars show by default (``BAYESNEURO_PROGRESS=0`` silences them)."""
-    return os.environ.get("BAYESNEURO_PROGRESS", "1").lower() not in ("0", "false", "no", "off")
 
 
 def fit(

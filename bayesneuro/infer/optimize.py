@@ -16,7 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import optax.tree_utils as otu
-from tqdm.auto import tqdm
+
+from .._progress import finish, progress_bar
 
 __all__ = ["OptResult", "minimize", "minimize_proximal"]
 
@@ -131,7 +132,8 @@ def minimize(
     memory_size : int
         L-BFGS history length.
     progress : bool
-        Show a tqdm bar.
+        Show a progress bar (labelled with ``max_iter`` as a cap; it ends at the iteration
+        where the run stopped).
     desc : str
         Label for the progress bar.
     chunk : int
@@ -170,15 +172,16 @@ def minimize(
     x, state = x0, jax.tree.map(lambda v: jnp.asarray(v, dtype=jnp.result_type(v)), opt.init(x0))
     prev = jnp.asarray(value0, x0.dtype)
     n_iter, code, gnorm = 0, 0, float(jnp.max(jnp.abs(grad0)))
-    bar = tqdm(total=max_iter, desc=desc, disable=not progress, leave=False)
+    bar = progress_bar(total=max_iter, desc=desc, disable=not progress, leave=False, at_most=True)
     try:
         while n_iter < max_iter and code == 0:
             n_left = min(chunk, max_iter - n_iter)
             x, state, prev, k, code, gnorm = run_chunk(x, state, prev, jnp.asarray(n_left), args)
             k, code, gnorm = int(k), int(code), float(gnorm)
             n_iter += k
+            bar.set_postfix_str(f"objective={float(prev):.6g}, |grad|={gnorm:.1e} (tol {tol:.0e})", refresh=False)
             bar.update(k)
-            bar.set_postfix(objective=f"{float(prev):.6g}", grad=f"{gnorm:.2e}")
+        finish(bar)
     finally:
         bar.close()
     messages = {
@@ -315,15 +318,16 @@ def minimize_proximal(
     x, y = x0, x0
     f_x, t, lip = jnp.asarray(f0, dtype), jnp.asarray(1.0, dtype), jnp.asarray(1.0, dtype)
     n_iter, code, resid = 0, 0, float("inf")
-    bar = tqdm(total=max_iter, desc=desc, disable=not progress, leave=False)
+    bar = progress_bar(total=max_iter, desc=desc, disable=not progress, leave=False, at_most=True)
     try:
         while n_iter < max_iter and code == 0:
             n_left = min(chunk, max_iter - n_iter)
             x, y, f_x, t, lip, k, code, resid = run_chunk(x, y, f_x, t, lip, jnp.asarray(n_left), args, prox_args)
             k, code, resid = int(k), int(code), float(resid)
             n_iter += k
+            bar.set_postfix_str(f"objective={float(f_x):.6g}, residual={resid:.1e} (tol {tol:.0e})", refresh=False)
             bar.update(k)
-            bar.set_postfix(objective=f"{float(f_x):.6g}", residual=f"{resid:.2e}")
+        finish(bar)
     finally:
         bar.close()
     messages = {

@@ -13,7 +13,7 @@ from .. import __version__
 from . import _model
 from .convert import build_inference_data
 
-__all__ = ["FitResult"]
+__all__ = ["FitResult", "iid_chain_count", "stack_chain"]
 
 
 @dataclass(eq=False)
@@ -21,8 +21,10 @@ class FitResult:
     """Draws from a (possibly approximate) posterior, with the model and data that made them.
 
     Every method stores its draws the same way, shaped ``(chain, draw, ...)``: NUTS
-    as its chains, SVI and Laplace as one chain of independent draws from the
-    approximation, MAP as one chain with one draw.
+    as its chains; SVI and Laplace as independent draws from the approximation, arranged
+    as 4 chains (``num_samples=1000`` gives 4 x 250; see :func:`stack_chain` for counts that
+    4 does not divide) so that ``az.summary`` gives R-hat and ESS without warnings; MAP as
+    one chain with one draw.
 
     Attributes
     ----------
@@ -176,7 +178,7 @@ class FitResult:
 
             table = az.summary(idata, kind="stats", stat_funcs={"map": np.mean}, extend=False, **kwargs)
             return pd.DataFrame({"map": table["map"]})
-        kind = kwargs.pop("kind", "all" if self.method == "nuts" else "stats")
+        kind = kwargs.pop("kind", "all" if self.n_chain >= 2 and self.n_draw >= 4 else "stats")
         return az.summary(idata, kind=kind, **kwargs)
 
     def diagnose(self, **kwargs):
@@ -210,6 +212,39 @@ class FitResult:
         )
 
 
-def stack_chain(draws: dict, n_chain: int = 1) -> dict:
-    """Reshape ``(n, ...)`` draws to ``(n_chain, n // n_chain, ...)`` numpy arrays."""
+IID_CHAINS = 4
+"""How many chains :func:`stack_chain` arranges independent draws in, where their number allows."""
+
+
+def iid_chain_count(n: int) -> int:
+    """Chains for ``n`` independent draws: 4 when 4 divides ``n``, else the divisor of ``n`` nearest 4
+    that leaves at least 4 draws per chain (ArviZ's minimum), else 1 (a prime ``n``, or ``n < 8``).
+
+    Examples
+    --------
+    >>> from bayesneuro.infer.result import iid_chain_count
+    >>> iid_chain_count(1000), iid_chain_count(30), iid_chain_count(13), iid_chain_count(1)
+    (4, 3, 1, 1)
+    """
+    n = int(n)
+    most = n // 4  # chains that leave at least 4 draws each
+    for d in range(max(IID_CHAINS, most) + 1):  # nearest to 4 first, the smaller of a tie first
+        for c in (IID_CHAINS - d, IID_CHAINS + d) if d else (IID_CHAINS,):
+            if 2 <= c <= most and n % c == 0:
+                return c
+    return 1
+
+
+def stack_chain(draws: dict, n_chain: int | None = None) -> dict:
+    """Reshape ``(n, ...)`` draws to ``(n_chain, n // n_chain, ...)`` numpy arrays (chain-major).
+
+    ``n_chain=None`` is for independent draws (Laplace, SVI, a point estimate): they are
+    arranged as :func:`iid_chain_count` ``(n)`` chains, in order (``flat_samples`` gives them back
+    unchanged). Independent draws split into several chains are what ArviZ expects of a
+    sample, so ``az.summary`` reports R-hat (about 1) and ESS (about ``n``) for them instead of a
+    shape warning and NaN; these then measure Monte Carlo error, not the approximation's quality.
+    """
+    if n_chain is None:
+        n = len(next(iter(draws.values()))) if draws else 1
+        n_chain = iid_chain_count(n)
     return {k: np.asarray(v).reshape((n_chain, -1) + np.shape(v)[1:]) for k, v in draws.items()}

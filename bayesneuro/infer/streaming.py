@@ -25,8 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from numpyro import handlers
-from tqdm.auto import tqdm
 
+from .._progress import finish, progress_bar
 from . import _model
 from .fit import _check_finite, _gaussian_at_mode, _initial_point, _layout, _not_converged_warning, progress_default
 from .result import FitResult, stack_chain
@@ -229,12 +229,14 @@ def fit_streaming(
         return value, grad
 
     u0 = np.asarray(_initial_point(model, first, k_init, init_strategy), dtype=np.float64)
-    bar = tqdm(total=max_iter, desc=f"{method.upper()} (streamed, {len(slices)} chunks)", disable=not progress)
+    bar = progress_bar(total=max_iter, desc=f"{method.upper()} (streamed, {len(slices)} chunks)",
+                       disable=not progress, at_most=True)
     try:
         opt = scipy_minimize(
             objective, u0, jac=True, method="L-BFGS-B", callback=lambda *_: bar.update(1),
             options={"maxiter": max_iter, "gtol": tol, "ftol": 1e-15, "maxcor": 20},
         )
+        finish(bar)
     finally:
         bar.close()
     x = jnp.asarray(opt.x)

@@ -83,9 +83,7 @@ def choose_n_latents(data, candidates, *, n_folds: int = 5, key: Any, progress: 
     (('n_latents', 'fold'), True)
     """
     import xarray as xr
-    from tqdm.auto import tqdm
-
-    from ..infer.fit import progress_default
+    from .._progress import progress_bar, progress_default
 
     cands = sorted({int(c) for c in np.atleast_1d(candidates)})
     if not cands or cands[0] < 1:
@@ -108,7 +106,7 @@ def choose_n_latents(data, candidates, *, n_folds: int = 5, key: Any, progress: 
     folds = np.array_split(perm, n_folds)
     y, lengths = model._observations(data)
     errors = np.zeros((len(cands), n_folds))
-    bar = tqdm(total=len(cands) * n_folds, desc="GPFA CV", disable=not progress, leave=False)
+    bar = progress_bar(total=len(cands) * n_folds, desc="GPFA CV", disable=not progress, leave=False)
     try:
         for f, test in enumerate(folds):
             train = np.setdiff1d(perm, test)
