@@ -1,4 +1,4 @@
-"""Command-line entry point: ``bayesneuro demo`` and ``bayesneuro fit CONFIG``.
+"""Command-line entry point: ``bayesneuro demo``, ``bayesneuro fit CONFIG`` and ``bayesneuro --version``.
 
 ``bayesneuro fit CONFIG`` reads a TOML or YAML fit configuration (:mod:`bayesneuro.config`,
 schema in ``docs/cli.md``), loads the data, builds and fits the model with
@@ -6,7 +6,12 @@ schema in ``docs/cli.md``), loads the data, builds and fits the model with
 (:func:`bayesneuro.io.save`) and a report (:func:`bayesneuro.report.write_report`). Everything is
 written into a temporary folder inside the output folder first and moved into place at the end,
 so an interrupted run never leaves a half-written result. The same run is available from Python
-as :func:`run_fit`.
+as :func:`run_fit`. The ``.nc`` holds the pointwise log-likelihood only when ``[output]
+log_likelihood = true`` (it is not even computed otherwise), and the draws in float32 when
+``[output] dtype = "float32"``; the size of each file written is printed.
+
+This module imports nothing heavy at import time: ``bayesneuro --help``, ``bayesneuro --version``
+and ``bayesneuro fit --help`` answer without loading JAX, NumPyro or ArviZ.
 
 Exit codes: 0 success; 1 the fit itself failed (the message says why); 2 a configuration or data
 problem (``bayesneuro fit: error: <key path>: <problem>``, no traceback) or bad arguments;
@@ -25,9 +30,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from .infer import METHODS
-
-__all__ = ["main", "run_fit", "fit_model", "FitRun"]
+__all__ = ["FitRun", "fit_model", "main", "run_fit"]
 
 
 # ------------------------------------------------------------------------------------ fitting
@@ -49,9 +52,14 @@ def fit_model(config, model, data, *, progress: bool | None = None):
     Returns
     -------
     idata : arviz.InferenceData
+        With the ``log_likelihood`` group only when ``config.output.log_likelihood`` (and the
+        model provides one); estimators whose ``to_inference_data`` takes ``log_likelihood=``
+        do not compute it otherwise.
     fitted : estimator or FitResult
         The fitted estimator; for a custom model the :class:`~bayesneuro.infer.FitResult`.
     """
+    import inspect
+
     import jax
 
     from .config import custom_model_data
@@ -60,15 +68,29 @@ def fit_model(config, model, data, *, progress: bool | None = None):
     kind, method = config.model.kind, config.fit.method
     key = jax.random.key(config.fit.seed)
     opts = dict(config.fit.options)
+    want_ll = config.output.log_likelihood
     if kind == "custom":
         kwargs = custom_model_data(model, data, config.model.options)
         dims = {"covariates": ["time", "feature"]} if "covariates" in kwargs else {}
         coords = {k: v for k, v in data.coords.items() if k != "trial"}
         res = _fit(model, method=method, key=key, coords=coords, dims=dims, progress=progress,
                    model_kwargs=kwargs, **opts)
-        return res.to_inference_data(), res
+        return res.to_inference_data(log_likelihood=want_ll), res
     model.fit(data, method=method, key=key, progress=progress, **opts)
-    return model.to_inference_data(), model
+    if "log_likelihood" in inspect.signature(model.to_inference_data).parameters:
+        return model.to_inference_data(log_likelihood=want_ll), model
+    idata = model.to_inference_data()
+    if not want_ll and "log_likelihood" in idata.groups():
+        from .io import slim
+
+        idata = slim(idata, log_likelihood=False)  # a copy: the model may cache its idata
+    return idata, model
+
+
+def _size(path) -> str:
+    """A file's size for messages: ``"12.3 MB"`` (``"4.1 kB"`` below 0.1 MB)."""
+    n = os.path.getsize(path)
+    return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
 
 
 class FitRun(dict):
@@ -172,7 +194,10 @@ def run_fit(
         staged = {}
         for fmt, final in outcfg.paths.items():
             staged[fmt] = tmp / final.name
-        _io.save(idata, staged["nc"])
+        t0 = time.perf_counter()
+        _io.save(idata, staged["nc"], log_likelihood=outcfg.log_likelihood,
+                 dtype=None if outcfg.dtype == "float64" else outcfg.dtype)
+        say(f"saved {outcfg.paths['nc'].name} ({_size(staged['nc'])}) in {time.perf_counter() - t0:.1f} s")
         title = f"bayesneuro fit: {cfg.path.name if cfg.path else outcfg.name}"
         for fmt in outcfg.report:
             _report.write_report(
@@ -226,9 +251,25 @@ def _fit_command(args) -> int:
     except (ValueError, FloatingPointError, np.linalg.LinAlgError) as err:
         print(f"{prog}: error: the fit failed: {type(err).__name__}: {err}", file=sys.stderr)
         return 1
-    for fmt, path in written.items():
-        print(f"{prog}: wrote {path}", file=sys.stderr if args.quiet else sys.stdout)
+    for path in written.values():
+        print(f"{prog}: wrote {path} ({_size(path)})", file=sys.stderr if args.quiet else sys.stdout)
     return 0
+
+
+# the inference methods of bayesneuro.infer.METHODS, spelt out so that "--help" (argparse's) and
+# "--version" do not import JAX (tests/test_cli.py checks that the two agree)
+_METHODS = ("map", "laplace", "svi", "nuts")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("bayesneuro")
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        from . import __version__
+
+        return __version__
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -241,9 +282,10 @@ def main(argv: list[str] | None = None) -> int:
     2
     """
     parser = argparse.ArgumentParser(prog="bayesneuro", description="Probabilistic programming for neural data.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="simulate a small population, fit it and print a summary")
-    demo.add_argument("--method", choices=METHODS, default="nuts")
+    demo.add_argument("--method", choices=_METHODS, default="nuts")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.add_argument("--fast", action="store_true", help="smaller sampler settings")

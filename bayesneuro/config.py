@@ -35,26 +35,26 @@ import os
 import re
 import sys
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 __all__ = [
-    "ConfigError",
-    "Config",
-    "DataConfig",
-    "ModelConfig",
-    "FitConfig",
-    "OutputConfig",
     "KINDS",
-    "load_config",
-    "parse_config",
-    "load_data",
+    "Config",
+    "ConfigError",
+    "DataConfig",
+    "FitConfig",
+    "ModelConfig",
+    "OutputConfig",
     "build_model",
     "custom_model_data",
+    "load_config",
+    "load_data",
+    "parse_config",
 ]
 
 
@@ -112,6 +112,7 @@ KINDS: dict[str, _Kind] = {
 
 _FORMATS = ("npz", "nwb", "spikes")
 _REPORTS = ("html", "pdf", "none")
+_DTYPES = ("float64", "float32")  # as bayesneuro.io.DTYPES (not imported: io imports arviz)
 _EXT_FORMAT = {".npz": "npz", ".nwb": "nwb", ".csv": "spikes"}
 
 # --------------------------------------------------------------------------------- the schema
@@ -165,12 +166,26 @@ class FitConfig:
 
 @dataclass(frozen=True)
 class OutputConfig:
-    """The ``[output]`` table: folder, file stem, report formats and whether to overwrite."""
+    """The ``[output]`` table: folder, file stem, report formats, whether to overwrite, and what
+    the ``.nc`` holds.
+
+    Attributes
+    ----------
+    log_likelihood : bool
+        Store the pointwise ``log_likelihood`` group (for ``az.loo`` / ``az.compare``); default
+        False: it is one value per draw and time bin, most of the file (160 MB for 1000 draws of
+        20000 bins), and computing it can take longer than the fit.
+    dtype : {"float64", "float32"}
+        ``"float32"`` stores the draws (posterior, log-likelihood, posterior predictive) in
+        single precision; ``"float64"`` (default) stores them as computed.
+    """
 
     dir: Path
     name: str
     report: tuple[str, ...] = ("html",)
     overwrite: bool = False
+    log_likelihood: bool = False
+    dtype: str = "float64"
 
     @property
     def paths(self) -> dict[str, Path]:
@@ -330,7 +345,7 @@ def _convert(value: Any, path: str) -> Any:
             cls = registry[lookup[name.lower()]]
             args = {k: _convert(v, f"{path}.{k}") for k, v in value.items() if k != "type"}
             named, _ = _params(cls)
-            _keys(args, path, tuple(["type", *named]))
+            _keys(args, path, ("type", *named))
             missing = [n for n, p in named.items() if p.default is p.empty and n not in args]
             if missing:
                 raise ConfigError(f"{path}.{missing[0]}: missing required argument of {cls.__name__}")
@@ -581,7 +596,7 @@ def _fit_options(model: ModelConfig, method: str | None) -> set[str]:
 
 
 def _parse_output(t: dict, root: Path, default_name: str) -> OutputConfig:
-    _keys(t, "output", ("dir", "name", "report", "overwrite"))
+    _keys(t, "output", ("dir", "name", "report", "overwrite", "log_likelihood", "dtype"))
     folder = _resolve(root, _get(t, "dir", "output", str, default="results"))
     name = _get(t, "name", "output", str, default=default_name)
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
@@ -599,7 +614,9 @@ def _parse_output(t: dict, root: Path, default_name: str) -> OutputConfig:
             raise ConfigError("output.report: 'none' cannot be combined with other formats")
         reports = []
     overwrite = _get(t, "overwrite", "output", bool, default=False)
-    return OutputConfig(folder, name, tuple(dict.fromkeys(reports)), overwrite)
+    log_likelihood = _get(t, "log_likelihood", "output", bool, default=False)
+    dtype = _choice(_get(t, "dtype", "output", str, default="float64"), _DTYPES, "output.dtype", "dtype")
+    return OutputConfig(folder, name, tuple(dict.fromkeys(reports)), overwrite, log_likelihood, dtype)
 
 
 # -------------------------------------------------------------------------------------- data

@@ -988,6 +988,8 @@ def write_nwb_results(
     overwrite: bool = False,
     units: str = "units",
     prob: float = PROB,
+    log_likelihood: bool = False,
+    dtype: str | None = None,
 ) -> Path:
     """Store fit results with the NWB file they came from.
 
@@ -1008,7 +1010,8 @@ def write_nwb_results(
         file with :func:`bayesneuro.io.save` (atomic), every group carrying the attributes
         ``nwb_identifier``, ``nwb_file`` (the NWB file's name), ``nwb_units_object_id`` (empty
         if the file has no such Units table) and ``bayesneuro_version``. The NWB file is not
-        changed. Read it back with :func:`read_nwb_results`.
+        changed. Read it back with :func:`read_nwb_results`. The pointwise
+        ``log_likelihood`` group is left out unless `log_likelihood` (see below).
         ``"processing"``: add a processing module `name` to the NWB file holding a
         DynamicTable ``posterior_summary`` with one row per element of every posterior
         variable without a ``time`` dim (columns ``variable``, ``index`` (the element's
@@ -1027,6 +1030,14 @@ def write_nwb_results(
         The Units table whose ``object_id`` the side-car records.
     prob : float, default 0.9
         Probability of the HDI in the summary table.
+    log_likelihood : bool, default False
+        Side-car only: also store the pointwise ``log_likelihood`` group (needed by
+        ``az.loo`` / ``az.compare``). It holds one value per draw and observation, so it is
+        usually most of the file: 1000 draws of 20000 time bins are 160 MB in float64, against
+        a few MB for the rest of a GLM fit.
+    dtype : {None, "float64", "float32"}, optional
+        Side-car only: precision of the stored draws (posterior, log-likelihood, posterior
+        predictive); None keeps them as they are. ``"float32"`` halves the file.
 
     Returns
     -------
@@ -1068,6 +1079,11 @@ def write_nwb_results(
     if mode not in ("sidecar", "processing"):
         raise ValueError(f"mode must be 'sidecar' or 'processing', got {mode!r}")
     idata = _as_idata(idata)
+    if mode == "sidecar":
+        from .io import slim
+
+        # checks dtype before anything is read or written
+        idata = slim(idata, log_likelihood=bool(log_likelihood), dtype=dtype)
     link = _nwb_link(path, units)
     if mode == "sidecar":
         return _write_sidecar(path, idata, name, link, overwrite)

@@ -20,13 +20,13 @@ import json
 import os
 import sys
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-__all__ = ["write_report", "summary_table", "top_variables", "format_value"]
+__all__ = ["format_value", "summary_table", "top_variables", "write_report"]
 
 MAX_ROWS = 50
 _DPI = 80
@@ -197,8 +197,8 @@ def _diagnostics(idata, method: str | None) -> tuple[list[str], Any]:
 
     n_chain, n_draw = _n_samples(idata)
     if n_chain * n_draw == 1:
-        return ["point estimate: no diagnostics (one draw; fit by laplace, svi or nuts for "
-                "posterior uncertainty)"], None
+        return [("point estimate: no diagnostics (one draw; fit by laplace, svi or nuts for "
+                 "posterior uncertainty)")], None
     diag = check(idata, warn=False)
     lines = []
     if n_chain < 2:
@@ -415,18 +415,18 @@ def _sections(idata, *, title, config, model, data, method, notes, elapsed):
 
     table, table_note = summary_table(idata)
     diag_lines, diag_table = _diagnostics(idata, method)
-    return dict(
-        title=title,
-        meta=f"written {_dt.datetime.now().isoformat(timespec='seconds')} by bayesneuro {__version__}",
-        config=_config_text(config),
-        data_rows=_data_rows(data),
-        fit_rows=_fit_rows(idata, method, elapsed),
-        notes=[str(n) for n in (notes or [])],
-        table=table,
-        table_note=table_note,
-        diag_lines=diag_lines,
-        diag_table=diag_table,
-    )
+    return {
+        "title": title,
+        "meta": f"written {_dt.datetime.now().isoformat(timespec='seconds')} by bayesneuro {__version__}",
+        "config": _config_text(config),
+        "data_rows": _data_rows(data),
+        "fit_rows": _fit_rows(idata, method, elapsed),
+        "notes": [str(n) for n in (notes or [])],
+        "table": table,
+        "table_note": table_note,
+        "diag_lines": diag_lines,
+        "diag_table": diag_table,
+    }
 
 
 def _html(s: dict, figures: list[tuple[str, list[str], str | None]]) -> str:

@@ -5,6 +5,7 @@ import re
 import subprocess
 import sys
 import textwrap
+from datetime import UTC
 from pathlib import Path
 
 import jax
@@ -189,11 +190,11 @@ def test_python_m_bayesneuro_fit(folder, tmp_path):
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     cmd = [sys.executable, "-m", "bayesneuro", "fit", str(folder / "custom.toml"), "--quiet",
            "--out", str(tmp_path / "sub")]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tmp_path / "sub" / "custom.nc").is_file()
     # a second run refuses to overwrite: exit code 2, one line, no traceback
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.startswith("bayesneuro fit: error: output: ") and "Traceback" not in proc.stderr
 
@@ -221,8 +222,8 @@ def _write(folder, text, name="bad.toml"):
          "cannot be fitted by 'laplace-em'"),
         ('[data]\npath = "rec.npz"\n[model]\nkind = "glm"\noptions = { histroy_basis = 3 }\n',
          "model.options.histroy_basis:", "did you mean 'history_basis'"),
-        ('[data]\npath = "rec.npz"\n[model]\nkind = "glm"\n[model.options.history_basis]\n'
-         'type = "RaisedCosineLog"\nn_basis = 3\n', "model.options.history_basis.window:", "missing"),
+        (('[data]\npath = "rec.npz"\n[model]\nkind = "glm"\n[model.options.history_basis]\n'
+          'type = "RaisedCosineLog"\nn_basis = 3\n'), "model.options.history_basis.window:", "missing"),
         ('[data]\npath = "rec.npz"\nbin_size = "10ms"\n[model]\nkind = "glm"\n', "data.bin_size:",
          "must be a number"),
         ('[data]\npath = "rec.npz"\n[model]\nkind = "glm"\n[fit]\nseed = 0\noptions = { num_warmup = 10 }\n',
@@ -283,10 +284,10 @@ def test_relative_paths_resolve_against_config_folder(folder, tmp_path, monkeypa
 def test_nwb_input(tmp_path):
     pynwb = pytest.importorskip("pynwb")
     pytest.importorskip("bayesneuro.nwb")
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     nwb = pynwb.NWBFile(session_description="test", identifier="cli",
-                        session_start_time=datetime(2024, 1, 1, tzinfo=timezone.utc))
+                        session_start_time=datetime(2024, 1, 1, tzinfo=UTC))
     rng = np.random.default_rng(0)
     for _ in range(2):
         nwb.add_unit(spike_times=np.sort(rng.uniform(0, 10, 80)))
@@ -373,3 +374,54 @@ def test_report_from_python_notes_failed_figures(tmp_path):
     assert text.count('<img src="data:image/png;base64,') >= 2  # forest and trace
     assert "max R-hat" in text
     assert _files(tmp_path) == ["r.html"]
+
+
+# ------------------------------------------------------------------ --version and a fast --help
+
+_NO_JAX = """\
+import sys
+from bayesneuro.cli import main
+try:
+    main({argv!r})
+except SystemExit as exit:
+    code = exit.code
+heavy = sorted(m for m in ("jax", "jaxlib", "numpyro", "arviz", "matplotlib") if m in sys.modules)
+print("HEAVY", heavy, "EXIT", code, file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["--version"], ["fit", "--help"], ["demo", "--help"]])
+def test_help_and_version_do_not_import_jax(argv):
+    # a fresh interpreter: this one has JAX loaded already
+    proc = subprocess.run([sys.executable, "-c", _NO_JAX.format(argv=argv)], check=False,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stderr.strip().endswith("HEAVY [] EXIT 0"), proc.stderr[-2000:]
+    assert proc.stdout.strip()
+
+
+def test_version_is_the_installed_version():
+    from importlib.metadata import version
+
+    proc = subprocess.run([sys.executable, "-m", "bayesneuro", "--version"], check=False,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == f"bayesneuro {version('bayesneuro')}"
+    assert version("bayesneuro") == bn.__version__
+
+
+def test_cli_methods_are_the_inference_methods():
+    assert cli._METHODS == bn.infer.METHODS
+
+
+def test_lazy_package_attributes():
+    code = ("import sys, bayesneuro as bn; assert 'jax' not in sys.modules; "
+            "from bayesneuro import SpikeData; print(bn.PoissonGLM.__name__, bn.GPFA.__name__, "
+            "SpikeData.__name__, bn.fit.__module__, bn.nwb.__name__, 'jax' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["PoissonGLM", "GPFA", "SpikeData", "bayesneuro.infer.fit", "bayesneuro.nwb", "True"]
+    with pytest.raises(AttributeError, match="has no attribute 'nonexistent'"):
+        bn.nonexistent  # noqa: B018
+    assert set(bn.__all__) <= set(dir(bn))
