@@ -447,3 +447,24 @@ print("OK")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=300, env=env, cwd=str(__import__("tests.helpers").helpers.REPO))
     assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-3000:]
+
+
+def test_diagnostics_do_not_read_independent_draws_as_chains(fits):
+    # Laplace/SVI draws are stored as 4 chains for ArviZ, but they are independent by
+    # construction: with thousands of scalars one R-hat passes 1.01 by chance, which says
+    # nothing about the fit, so check() does not flag R-hat or ESS for them (as for NUTS it does).
+    rng = np.random.default_rng(1)
+    draws = {"w": rng.normal(size=(4, 250, 3000))}
+
+    def idata(method):
+        out = az.from_dict(posterior=draws)
+        out.posterior.attrs["method"] = method  # as FitResult.to_inference_data stores it
+        return out
+
+    as_nuts = check(idata("nuts"), warn=False)
+    assert not as_nuts.ok and "R-hat > 1.01" in as_nuts.problems[0]  # chance, read as chains
+    as_laplace = check(idata("laplace"), warn=False)
+    assert as_laplace.ok and as_laplace.rhat == {}
+    assert as_laplace.ess_bulk["w"] > 500  # ESS still reported
+    diag = fits["svi"].diagnose(warn=False)
+    assert diag.ok and diag.rhat == {}
