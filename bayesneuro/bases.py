@@ -39,6 +39,8 @@ import numpy as np
 from jax import lax
 from scipy import interpolate as _interpolate
 
+from bayesneuro import _xla_cpu  # noqa: F401  (batched LAPACK on CPU as loops: no thread-pool deadlock)
+
 __all__ = [
     "Basis",
     "RaisedCosineLog",

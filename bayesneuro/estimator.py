@@ -68,6 +68,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from bayesneuro import _xla_cpu  # noqa: F401  (batched LAPACK on CPU as loops: no thread-pool deadlock)
+
 __all__ = ["Estimator", "PROB", "PROBS", "clone", "resolve_key", "split_key", "NotFittedError"]
 
 #: Default credible mass of every interval, band and region in bayesneuro.

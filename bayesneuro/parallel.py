@@ -25,6 +25,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from bayesneuro import _xla_cpu  # noqa: F401  (batched LAPACK on CPU as loops: no thread-pool deadlock)
+
 __all__ = ["Sharding", "device_mesh", "shard", "describe", "shard_data"]
 
 AXIS = "shard"

@@ -20,6 +20,8 @@ import numpy as np
 from numpyro import handlers
 from scipy import stats
 
+from bayesneuro import _xla_cpu  # noqa: F401  (batched LAPACK on CPU as loops: no thread-pool deadlock)
+
 from ._progress import progress_bar
 from .infer import _model
 from .infer.fit import progress_default

@@ -7,6 +7,8 @@ Grid decoders (:class:`NaiveBayesDecoder`, :class:`StateSpaceDecoder`) return a
 :mod:`~bayesneuro.decoders.evaluation` the cross-validation, lag and neuron-count curves.
 """
 
+from bayesneuro import _xla_cpu  # noqa: F401  (batched LAPACK on CPU as loops: no thread-pool deadlock)
+
 from . import evaluation, lags, plotting, scores
 from .grid import Grid
 from .kalman import KalmanDecoder

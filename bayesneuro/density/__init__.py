@@ -8,6 +8,8 @@ and reports the differences with credible intervals (:mod:`.compare`). The pure-
 (log-partition functions, forward-backward, Gibbs sampling) stay in their modules.
 """
 
+from bayesneuro import _xla_cpu  # noqa: F401  (batched LAPACK on CPU as loops: no thread-pool deadlock)
+
 from .compare import StateComparison, compare_states, plot_states, split_by_state
 from .dimensionality import (
     CVResult,
@@ -21,8 +23,22 @@ from .dimensionality import (
     similarity_matrix,
 )
 from .hmm import PoissonHMM, StateSelection, select_n_states
-from .maxent import KINDS, MaxEnt, Moments, binarize, compare_population_models, observed_moments, plot_moments
-from .renewal import FAMILIES, RenewalComparison, RenewalModel, compare_renewal, plot_isi_fits
+from .maxent import (
+    KINDS,
+    MaxEnt,
+    Moments,
+    binarize,
+    compare_population_models,
+    observed_moments,
+    plot_moments,
+)
+from .renewal import (
+    FAMILIES,
+    RenewalComparison,
+    RenewalModel,
+    compare_renewal,
+    plot_isi_fits,
+)
 from .single import (
     NeuronStatistics,
     as_spike_trains,

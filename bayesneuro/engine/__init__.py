@@ -11,6 +11,8 @@ Model families call these instead of writing their own loops; nothing here impor
 family or NumPyro.
 """
 
+from bayesneuro import _xla_cpu  # noqa: F401  (batched LAPACK on CPU as loops: no thread-pool deadlock)
+
 from .em import EMTrace, run_em, squarem_step
 from .newton import NewtonResult, cholesky_solve, dense_solve, newton
 

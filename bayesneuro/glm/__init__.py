@@ -7,6 +7,8 @@ coupling to the rest of the population, each filter on a temporal basis from
 :func:`bayesneuro.glm.glm_model`, for users who want to extend it.
 """
 
+from bayesneuro import _xla_cpu  # noqa: F401  (batched LAPACK on CPU as loops: no thread-pool deadlock)
+
 from . import scores
 from ._model import GLMSpec, glm_model
 from .estimator import GLMSimulation, PoissonGLM

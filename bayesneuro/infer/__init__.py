@@ -5,6 +5,8 @@ built-in or user-written, is fitted by :func:`fit` and comes back as a
 :class:`FitResult` that converts to ``arviz.InferenceData``.
 """
 
+from bayesneuro import _xla_cpu  # noqa: F401  (batched LAPACK on CPU as loops: no thread-pool deadlock)
+
 from ._model import as_key
 from .fit import GUIDES, METHODS, Proximal, fit
 from .optimize import OptResult, minimize, minimize_proximal

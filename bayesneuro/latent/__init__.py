@@ -7,10 +7,12 @@ latents linear dynamics with Poisson observations. The exact Gaussian linear dyn
 :mod:`bayesneuro.latent.kalman`, as pure JAX functions.
 """
 
+from bayesneuro import _xla_cpu  # noqa: F401  (batched LAPACK on CPU as loops: no thread-pool deadlock)
+
 from . import gpfa_gaussian, gpfa_poisson, gpfa_select, kalman, plotting, scores
 from .gpfa import GPFA
-from .gpfa_select import choose_n_latents
 from .gpfa_gaussian import GPFAParams
+from .gpfa_select import choose_n_latents
 from .kalman import (
     LDSParams,
     fit_lds_em,

@@ -1,0 +1,162 @@
+"""LAPACK on XLA's CPU backend, one matrix at a time: no thread-pool deadlock on small machines.
+
+Why
+---
+jaxlib >= 0.10 runs a *batched* LAPACK call (a Cholesky, triangular solve, LU, eigh, QR or SVD of a
+stack of matrices, as ``vmap`` and every batched ``jnp.linalg`` call produce) through
+``ParallelBatchMap``: the calling thread splits the batch into tasks for XLA's intra-op thread pool
+and *blocks* until they are done. XLA's CPU runtime also runs independent operations of one program
+concurrently on that same pool. When as many batched LAPACK calls run at once as the pool has
+threads (two on a 2-core machine: a GPFA E-step with two trial lengths, two latents' kernels, a
+vmapped Newton solve next to another), every worker blocks waiting for tasks that no free worker
+can run: the process hangs for ever with no CPU use (all threads in futex waits, the main thread in
+``BlockUntilReady``). ``--xla_cpu_multi_thread_eigen=false`` does not help; a pool of one thread
+does, at the price of all intra-op parallelism.
+
+What this module does
+---------------------
+:func:`install` re-registers the CPU lowering of every LAPACK-backed linear-algebra primitive so
+that a batched call is compiled as a loop (``lax.map``) over the batch of *unbatched* calls, each of
+which runs inline on the calling thread. Unbatched calls, GPU and TPU lowerings, the maths and the
+autodiff and vmap rules are unchanged: only how XLA executes a stack of small factorisations
+changes, so results are bitwise equal. The batch is then factorised sequentially; on a 2-core
+machine that costs nothing measurable, on a many-core machine it gives up the parallelism across
+the batch (the matrices' own BLAS calls stay multi-threaded).
+
+Every bayesneuro module that runs JAX (the subpackages, :mod:`bayesneuro.estimator`,
+:mod:`bayesneuro.bases`, ...) imports this module, which calls :func:`install` once, so the lowering
+is in place before bayesneuro compiles anything (``import bayesneuro`` alone stays light and loads
+no JAX). Set the environment variable ``BAYESNEURO_PARALLEL_LAPACK=1`` before that import to keep jaxlib's parallel batched kernels (safe
+on machines with many more cores than concurrent batched calls), or call :func:`uninstall`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+__all__ = ["install", "uninstall", "is_installed", "PRIMITIVES"]
+
+# primitive name -> rank of each operand's core (non-batch) part
+PRIMITIVES: dict[str, tuple[int, ...]] = {
+    "cholesky": (2,),
+    "triangular_solve": (2, 2),
+    "lu": (2,),
+    "eigh": (2,),
+    "eig": (2,),
+    "svd": (2,),
+    "geqrf": (2,),
+    "geqp3": (2, 1),
+    "householder_product": (2, 1),
+    "ormqr": (2, 1, 2),
+    "schur": (2,),
+    "hessenberg": (2,),
+    "tridiagonal": (2,),
+    "tridiagonal_solve": (1, 1, 1, 2),
+}
+
+_ORIGINAL: dict[Any, Any] = {}
+
+
+def _primitives() -> dict[Any, tuple[int, ...]]:
+    from jax._src.lax import linalg
+
+    out = {}
+    for name, ranks in PRIMITIVES.items():
+        prim = getattr(linalg, f"{name}_p", None)
+        if prim is not None:
+            out[prim] = ranks
+    return out
+
+
+def _looping_rule(prim: Any, ranks: tuple[int, ...], original: Any):
+    from jax import lax
+    from jax._src.interpreters import mlir
+
+    def rule(ctx, *operands, **params):
+        avals = ctx.avals_in
+        if len(avals) != len(ranks) or any(not hasattr(a, "shape") for a in avals):
+            return original(ctx, *operands, **params)
+        batch = tuple(avals[0].shape[: len(avals[0].shape) - ranks[0]])
+        if math.prod(batch) <= 1 or any(
+            tuple(a.shape[: len(a.shape) - r]) != batch for a, r in zip(avals, ranks)
+        ):
+            return original(ctx, *operands, **params)
+        nb = len(batch)
+
+        def looped(*xs):
+            flat = tuple(x.reshape((-1,) + x.shape[nb:]) for x in xs)
+            out = lax.map(lambda a: prim.bind(*a, **params), flat)
+            if prim.multiple_results:
+                return [o.reshape(batch + o.shape[1:]) for o in out]
+            return out.reshape(batch + out.shape[1:])
+
+        return mlir.lower_fun(looped, multiple_results=prim.multiple_results)(ctx, *operands)
+
+    return rule
+
+
+def install() -> bool:
+    """Compile batched LAPACK calls on CPU as loops of unbatched calls (see the module docstring).
+
+    Returns
+    -------
+    bool
+        True when the lowerings are (now) installed; False when this JAX version lacks the internals
+        used (nothing is changed then).
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp
+    >>> from bayesneuro import _xla_cpu
+    >>> _xla_cpu.install()
+    True
+    >>> a = jnp.eye(3) * jnp.arange(1.0, 5.0)[:, None, None]   # 4 matrices
+    >>> hlo = jax.jit(jnp.linalg.cholesky).lower(a).compile().as_text()
+    >>> "while" in hlo   # one unbatched potrf per loop step
+    True
+    """
+    if _ORIGINAL:
+        return True
+    try:
+        from jax._src.interpreters import mlir
+
+        table = mlir._platform_specific_lowerings["cpu"]
+        prims = _primitives()
+    except Exception:  # pragma: no cover - depends on JAX internals
+        return False
+    for prim, ranks in prims.items():
+        entry = table.get(prim)
+        if entry is None:
+            continue
+        _ORIGINAL[prim] = entry
+        mlir.register_lowering(prim, _looping_rule(prim, ranks, entry.rule), platform="cpu",
+                               inline=entry.inline)
+    return bool(_ORIGINAL)
+
+
+def uninstall() -> None:
+    """Restore jaxlib's own CPU lowerings (parallel batched LAPACK calls). Programs already compiled
+    keep the lowering they were compiled with."""
+    from jax._src.interpreters import mlir
+
+    table = mlir._platform_specific_lowerings["cpu"]
+    for prim, entry in _ORIGINAL.items():
+        table[prim] = entry
+    _ORIGINAL.clear()
+
+
+def is_installed() -> bool:
+    """Whether batched LAPACK calls on CPU are compiled as loops (see :func:`install`)."""
+    return bool(_ORIGINAL)
+
+
+def install_default() -> bool:
+    """:func:`install` unless ``BAYESNEURO_PARALLEL_LAPACK`` is set to a true value."""
+    if os.environ.get("BAYESNEURO_PARALLEL_LAPACK", "").strip().lower() in ("1", "true", "yes", "on"):
+        return False
+    return install()
+
+
+install_default()
