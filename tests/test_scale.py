@@ -11,6 +11,8 @@ import os
 import socket
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -23,21 +25,20 @@ import bayesneuro as bn
 from bayesneuro.infer import chunk_slices, fit_streaming
 from bayesneuro.parallel import Sharding, describe, device_mesh, shard_data
 
-from .helpers import REPO
+from .helpers import REPO, finish_process, killing, start_process
 
 WORKER = REPO / "tests" / "_scale_worker.py"
 
 
-def _run_worker(*args, timeout=600):
+def _run_worker(*args):
+    """Start a worker interpreter; it is killed with this process (tests.helpers.start_process)."""
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    return subprocess.Popen(
-        [sys.executable, str(WORKER), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, env=env, cwd=str(REPO),
-    )
+    return start_process([sys.executable, str(WORKER), *args], env=env, cwd=str(REPO))
 
 
 def _result(proc, timeout=600):
-    out, err = proc.communicate(timeout=timeout)
+    """The worker's RESULT line; on a timeout or failure the worker is killed, never left running."""
+    out, err = finish_process(proc, timeout)
     lines = [ln for ln in out.splitlines() if ln.startswith("RESULT ")]
     assert proc.returncode == 0 and lines, f"worker failed ({proc.returncode}):\n{err[-3000:]}"
     return json.loads(lines[-1][len("RESULT "):])
@@ -45,7 +46,8 @@ def _result(proc, timeout=600):
 
 @pytest.fixture(scope="module")
 def four_devices():
-    return _result(_run_worker("devices"))
+    with killing([_run_worker("devices")]) as (proc,):
+        return _result(proc)
 
 
 @pytest.mark.slow  # the 4-device worker (a fresh interpreter, every method): minutes
@@ -101,13 +103,56 @@ def _free_port():
 @pytest.mark.slow  # two worker interpreters joined by jax.distributed
 def test_two_processes_with_jax_distributed_fit_as_one():
     port = str(_free_port())
-    procs = [_run_worker("distributed", str(pid), port) for pid in (0, 1)]
-    results = [_result(p) for p in procs]
+    with killing([_run_worker("distributed", str(pid), port) for pid in (0, 1)]) as procs:
+        results = [_result(p) for p in procs]  # a timeout in the first kills the second too
     for r in results:
         assert r["process_count"] == 2 and r["n_devices"] == 4
         # each process held half of the time bins; the fit equals one process fitting all of them
         assert r["diff_to_single_process"] < 1e-8
     assert results[0]["w"] == pytest.approx(results[1]["w"], abs=1e-12)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie (exited, not reaped) counts as gone
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.exists() and stat.read_text().split()[2] == "Z")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_worker_that_times_out_is_killed():
+    """The timeout path of _result kills the worker (before, communicate(timeout=) raised and left
+    it running for the rest of the session)."""
+    proc = start_process([sys.executable, "-c", "import time; time.sleep(120)"])
+    with pytest.raises(subprocess.TimeoutExpired):
+        _result(proc, timeout=1)
+    assert not _alive(proc.pid)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl and /proc")
+def test_workers_die_with_the_test_process(tmp_path):
+    """A test process that dies without cleaning up (pytest-timeout's thread method ends a hung test
+    with os._exit) takes its workers with it."""
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import os, sys\n"
+        f"sys.path.insert(0, {str(REPO)!r})\n"
+        "from tests.helpers import start_process\n"
+        "p = start_process([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
+        "print(p.pid, flush=True)\n"
+        "os._exit(0)\n"
+    )
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60,
+                         check=True)
+    child = int(out.stdout.split()[0])
+    for _ in range(50):
+        if not _alive(child):
+            break
+        time.sleep(0.1)
+    assert not _alive(child)
 
 
 # ---- in this process (one device) ----
