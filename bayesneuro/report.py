@@ -201,15 +201,19 @@ def _diagnostics(idata, method: str | None) -> tuple[list[str], Any]:
                  "posterior uncertainty)")], None
     diag = check(idata, warn=False)
     lines = []
-    if n_chain < 2:
+    # Laplace and SVI draws are independent draws of one approximation, stored as 4 chains for
+    # ArviZ: R-hat between those chains says nothing about the approximation
+    fitted_by = str(idata.posterior.attrs.get("method", method or "")).lower()
+    independent = n_chain < 2 or fitted_by in ("laplace", "svi")
+    if independent:
         lines.append(
-            f"{n_draw} independent draws from one approximation ({method or 'one chain'}): R-hat "
-            "needs several chains and ESS does not measure the quality of the approximation."
+            f"{n_chain * n_draw} independent draws from one approximation ({method or fitted_by or 'one chain'}): "
+            "R-hat needs MCMC chains and ESS does not measure the quality of the approximation."
         )
     if "sample_stats" in idata.groups() and "diverging" in idata.sample_stats:
         lines.append(f"divergent transitions: {diag.n_divergent}")
     if diag.ok:
-        lines.append("no problems flagged" if n_chain >= 2 else "")
+        lines.append("" if independent else "no problems flagged")
     lines.extend(diag.problems)
     names = sorted(set(diag.rhat) | set(diag.ess_bulk))
     table = None
@@ -219,7 +223,7 @@ def _diagnostics(idata, method: str | None) -> tuple[list[str], Any]:
             "min bulk ESS": [diag.ess_bulk.get(n, np.nan) for n in names],
             "min tail ESS": [diag.ess_tail.get(n, np.nan) for n in names],
         }, index=names)
-        if n_chain < 2:
+        if independent:
             table = table.drop(columns="max R-hat")
         table = table.iloc[:MAX_ROWS]
     return [line for line in lines if line], table

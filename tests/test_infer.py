@@ -468,3 +468,22 @@ def test_diagnostics_do_not_read_independent_draws_as_chains(fits):
     assert as_laplace.ess_bulk["w"] > 500  # ESS still reported
     diag = fits["svi"].diagnose(warn=False)
     assert diag.ok and diag.rhat == {}
+
+
+def test_report_reads_laplace_chains_as_independent_draws():
+    """The CLI report: 4 chains of Laplace draws are not MCMC chains (no 'no problems flagged', no
+    R-hat column); the same draws labelled NUTS are read as chains."""
+    from bayesneuro.report import _diagnostics
+
+    rng = np.random.default_rng(2)
+    draws = {"w": rng.normal(size=(4, 250, 5))}
+
+    def idata(method):
+        out = az.from_dict(posterior=draws)
+        out.posterior.attrs["method"] = method
+        return out
+
+    lines, table = _diagnostics(idata("laplace"), "laplace")
+    assert "1000 independent draws" in lines[0] and "max R-hat" not in table.columns
+    lines, table = _diagnostics(idata("nuts"), "nuts")
+    assert "no problems flagged" in lines and "max R-hat" in table.columns
