@@ -175,7 +175,8 @@ def test_python_blocks_run(page, tmp_path):
     )
     done = out.count("DOC-BLOCK-OK")
     assert done == len(todo), f"{page.name}: {done} of {len(todo)} blocks ran\n{out}\n{err[-2000:]}"
-    print(f"{page.name}: {done} blocks in {time.perf_counter() - start:.1f} s\n{out}")
+    warned = sorted({line.strip() for line in err.splitlines() if "Warning:" in line})
+    print(f"{page.name}: {done} blocks in {time.perf_counter() - start:.1f} s\n{out}", *warned, sep="\n")
 
 
 # ------------------------------------------------------------------------------------- shell
