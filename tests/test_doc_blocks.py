@@ -21,6 +21,9 @@ Shell blocks (```` ```bash ````) are not run; each command line is checked inste
 every ``python -m module`` an importable module, every ``bayesneuro sub`` a sub-command of
 ``bayesneuro/cli.py``, and every ``--option`` after a script or sub-command appears in its
 source.
+
+Configuration excerpts (```` ```toml ````, ```` ```yaml ````) must parse; ```` ```text ```` blocks
+(program output, formulas) are shown as they are.
 """
 
 from __future__ import annotations
@@ -255,3 +258,25 @@ def test_the_shell_check_can_fail():
     assert _check_command(["bayesneuro", "no-such-command"])
     assert _check_command(["python", "-m", "no_such_module_here"])
     assert not _check_command(["python", "-m", "bayesneuro", "demo", "--quiet"])
+
+
+# ------------------------------------------------------------------------------------ config
+
+
+@pytest.mark.parametrize(
+    "page", [pytest.param(p, id=p.name) for p in PAGES if any(b.lang in {"toml", "yaml"} for b in blocks(p))]
+)
+def test_config_excerpts_parse(page):
+    import tomllib
+
+    yaml = pytest.importorskip("yaml")
+    bad = []
+    for b in blocks(page):
+        try:
+            if b.lang == "toml":
+                tomllib.loads(b.code)
+            elif b.lang == "yaml":
+                yaml.safe_load(b.code)
+        except Exception as err:  # noqa: BLE001 - any parse error is the failure reported
+            bad.append(f"{b.where}: {type(err).__name__}: {err}")
+    assert not bad, "\n".join(bad)
