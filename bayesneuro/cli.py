@@ -7,8 +7,9 @@ schema in ``docs/cli.md``), loads the data, builds and fits the model with
 written into a temporary folder inside the output folder first and moved into place at the end,
 so an interrupted run never leaves a half-written result. The same run is available from Python
 as :func:`run_fit`. The ``.nc`` holds the pointwise log-likelihood only when ``[output]
-log_likelihood = true`` (it is not even computed otherwise), and the draws in float32 when
-``[output] dtype = "float32"``; the size of each file written is printed.
+log_likelihood = true`` (it is not even computed otherwise), a GLM's filters in time (derived
+from its basis weights) only when ``[output] filters = true``, and the draws in float32 unless
+``[output] dtype = "float64"``; the size of each file written is printed.
 
 This module imports nothing heavy at import time: ``bayesneuro --help``, ``bayesneuro --version``
 and ``bayesneuro fit --help`` answer without loading JAX, NumPyro or ArviZ.
@@ -54,7 +55,8 @@ def fit_model(config, model, data, *, progress: bool | None = None):
     idata : arviz.InferenceData
         With the ``log_likelihood`` group only when ``config.output.log_likelihood`` (and the
         model provides one); estimators whose ``to_inference_data`` takes ``log_likelihood=``
-        do not compute it otherwise.
+        do not compute it otherwise. A GLM's filters in time only when
+        ``config.output.filters``.
     fitted : estimator or FitResult
         The fitted estimator; for a custom model the :class:`~bayesneuro.infer.FitResult`.
     """
@@ -77,8 +79,10 @@ def fit_model(config, model, data, *, progress: bool | None = None):
                    model_kwargs=kwargs, **opts)
         return res.to_inference_data(log_likelihood=want_ll), res
     model.fit(data, method=method, key=key, progress=progress, **opts)
-    if "log_likelihood" in inspect.signature(model.to_inference_data).parameters:
-        return model.to_inference_data(log_likelihood=want_ll), model
+    params = inspect.signature(model.to_inference_data).parameters
+    if "log_likelihood" in params:
+        extra = {"filters": config.output.filters} if "filters" in params else {}
+        return model.to_inference_data(log_likelihood=want_ll, **extra), model
     idata = model.to_inference_data()
     if not want_ll and "log_likelihood" in idata.groups():
         from .io import slim

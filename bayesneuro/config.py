@@ -175,9 +175,16 @@ class OutputConfig:
         Store the pointwise ``log_likelihood`` group (for ``az.loo`` / ``az.compare``); default
         False: it is one value per draw and time bin, most of the file (160 MB for 1000 draws of
         20000 bins), and computing it can take longer than the fit.
-    dtype : {"float64", "float32"}
-        ``"float32"`` stores the draws (posterior, log-likelihood, posterior predictive) in
-        single precision; ``"float64"`` (default) stores them as computed.
+    dtype : {"float32", "float64"}
+        Precision of the stored draws (posterior, log-likelihood, posterior predictive);
+        default ``"float32"``. Its relative rounding, 6e-8, is far below the Monte Carlo
+        error of 1000 draws (a posterior mean is known to about 3% of the posterior sd), and
+        the CLI's fits run in float32 anyway (JAX's default). ``"float64"`` stores the draws as
+        computed (float64 only where JAX runs in 64-bit), doubling the file.
+    filters : bool
+        GLM only: also store the filters in time (``{name}_filter``), which are derived from
+        the stored basis weights (``basis.matrix() @ weights``); default False: the coupling
+        filters of 30 neurons are 3.3 times the size of their weights on 3 basis functions.
     """
 
     dir: Path
@@ -185,7 +192,8 @@ class OutputConfig:
     report: tuple[str, ...] = ("html",)
     overwrite: bool = False
     log_likelihood: bool = False
-    dtype: str = "float64"
+    dtype: str = "float32"
+    filters: bool = False
 
     @property
     def paths(self) -> dict[str, Path]:
@@ -468,6 +476,11 @@ def parse_config(
     fit = _parse_fit(_table(raw, "fit"), model)
     data = _parse_data(_table(raw, "data", required=True), root)
     output = _parse_output(_table(raw, "output"), root, name)
+    if output.filters and model.kind != "glm":
+        raise ConfigError(
+            f"output.filters: only a GLM has filters in time to store (model.kind is {model.kind!r}); "
+            "remove the key"
+        )
     if model.kind == "gpfa" and fit.method is not None:
         obs = model.options.get("observation", "gaussian")
         allowed = ("em",) if obs == "gaussian" else ("map", "laplace", "svi", "nuts")
@@ -596,7 +609,7 @@ def _fit_options(model: ModelConfig, method: str | None) -> set[str]:
 
 
 def _parse_output(t: dict, root: Path, default_name: str) -> OutputConfig:
-    _keys(t, "output", ("dir", "name", "report", "overwrite", "log_likelihood", "dtype"))
+    _keys(t, "output", ("dir", "name", "report", "overwrite", "log_likelihood", "dtype", "filters"))
     folder = _resolve(root, _get(t, "dir", "output", str, default="results"))
     name = _get(t, "name", "output", str, default=default_name)
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
@@ -615,8 +628,9 @@ def _parse_output(t: dict, root: Path, default_name: str) -> OutputConfig:
         reports = []
     overwrite = _get(t, "overwrite", "output", bool, default=False)
     log_likelihood = _get(t, "log_likelihood", "output", bool, default=False)
-    dtype = _choice(_get(t, "dtype", "output", str, default="float64"), _DTYPES, "output.dtype", "dtype")
-    return OutputConfig(folder, name, tuple(dict.fromkeys(reports)), overwrite, log_likelihood, dtype)
+    dtype = _choice(_get(t, "dtype", "output", str, default="float32"), _DTYPES, "output.dtype", "dtype")
+    filters = _get(t, "filters", "output", bool, default=False)
+    return OutputConfig(folder, name, tuple(dict.fromkeys(reports)), overwrite, log_likelihood, dtype, filters)
 
 
 # -------------------------------------------------------------------------------------- data

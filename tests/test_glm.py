@@ -212,7 +212,7 @@ def test_all_methods_agree_on_small_glm(population):
         for name in ("stimulus", "history"):
             sd = (ref[f"{name}_upper"] - ref[f"{name}_lower"]).values / 3.29
             assert np.all(np.abs(f[name].values - ref[name].values) < 3 * sd + 0.05), (method, name)
-    idata = glms["nuts"].to_inference_data()
+    idata = glms["nuts"].to_inference_data(filters=True)
     assert "sample_stats" in idata.groups() and "log_likelihood" in idata.groups()
     assert idata.posterior["coupling_filter"].dims == ("chain", "draw", "neuron", "source", "coupling_lag")
     for group in idata.groups():
