@@ -307,13 +307,16 @@ def _call_keeping_warning_sites(method, /, *args, **kwargs):
     finally:
         caller = sys._getframe(2)  # 0: here, 1: the wrapper, 2: who called the method
         for w in caught:
+            where = {}
             if w.filename == __file__:
                 filename, lineno = caller.f_code.co_filename, caller.f_lineno
-                module = caller.f_globals.get("__name__")
+                if caller.f_globals.get("__name__"):
+                    where["module"] = caller.f_globals["__name__"]
             else:
-                filename, lineno, module = w.filename, w.lineno, None
-            warnings.warn_explicit(w.message, w.category, filename, lineno, module=module,
-                                   registry=_REGISTRIES.setdefault(filename, {}))
+                filename, lineno = w.filename, w.lineno
+            # never module=None: CPython's warn_explicit then drops the warning without a word
+            warnings.warn_explicit(w.message, w.category, filename, lineno,
+                                   registry=_REGISTRIES.setdefault(filename, {}), **where)
 
 
 def pynapple_io(output: str | None = None, *, target: bool = False, short_bins: str = "raise"):

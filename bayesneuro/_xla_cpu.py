@@ -36,7 +36,7 @@ import math
 import os
 from typing import Any
 
-__all__ = ["install", "uninstall", "is_installed", "PRIMITIVES"]
+__all__ = ["PRIMITIVES", "install", "is_installed", "limit_lapack_threads", "uninstall"]
 
 # primitive name -> rank of each operand's core (non-batch) part
 PRIMITIVES: dict[str, tuple[int, ...]] = {
@@ -124,7 +124,7 @@ def install() -> bool:
 
         table = mlir._platform_specific_lowerings["cpu"]
         prims = _primitives()
-    except Exception:  # pragma: no cover - depends on JAX internals
+    except Exception:  # noqa: BLE001  (any change of JAX internals: keep jaxlib's lowering)
         return False
     for prim, ranks in prims.items():
         entry = table.get(prim)
@@ -152,8 +152,59 @@ def is_installed() -> bool:
     return bool(_ORIGINAL)
 
 
+def _scipy_blas_controllers():
+    """threadpoolctl controllers of the BLAS/LAPACK library scipy links (the one jaxlib's LAPACK
+    kernels call); numpy's own BLAS is a different library and is left alone."""
+    import scipy
+    import scipy.linalg.cython_lapack
+    from threadpoolctl import ThreadpoolController
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(scipy.__file__)))
+    here = (os.path.join(root, "scipy"), os.path.join(root, "scipy.libs"))
+    return [c for c in ThreadpoolController().lib_controllers
+            if c.user_api == "blas" and os.path.abspath(c.filepath).startswith(here)]
+
+
+def limit_lapack_threads(n_threads: int = 1) -> list[int]:
+    """Run the BLAS threads of jaxlib's LAPACK kernels (scipy's OpenBLAS) with ``n_threads``.
+
+    jaxlib calls LAPACK from inside XLA's CPU thread pool, which already has one thread per core;
+    OpenBLAS then starts its own threads per call, busy-waiting on the same cores. On a 2-core
+    machine that made a GPFA fit on a real recording 5x slower (14.0 s vs 2.8 s for 20 EM steps,
+    ``bench/results/cpu_lapack.md``) and its timings vary 10x between identical calls. One thread
+    per LAPACK call is what XLA's pool expects. This changes only scipy's BLAS library (scipy.linalg
+    calls get the same limit), not numpy's.
+
+    Returns
+    -------
+    list of int
+        The thread counts before the change, one per library changed (empty when threadpoolctl is
+        not installed or scipy's BLAS is not found).
+
+    Examples
+    --------
+    >>> from bayesneuro._xla_cpu import limit_lapack_threads
+    >>> before = limit_lapack_threads(1)
+    >>> isinstance(before, list)
+    True
+    """
+    try:
+        controllers = _scipy_blas_controllers()
+    except ImportError:
+        return []
+    before = [c.num_threads for c in controllers]
+    for c in controllers:
+        c.set_num_threads(int(n_threads))
+    return before
+
+
 def install_default() -> bool:
-    """:func:`install` unless ``BAYESNEURO_PARALLEL_LAPACK`` is set to a true value."""
+    """:func:`install` unless ``BAYESNEURO_PARALLEL_LAPACK`` is set to a true value; and
+    :func:`limit_lapack_threads` to ``BAYESNEURO_LAPACK_THREADS`` (default 1; 0 leaves the BLAS
+    library's own setting)."""
+    n = os.environ.get("BAYESNEURO_LAPACK_THREADS", "1").strip()
+    if n not in ("", "0"):
+        limit_lapack_threads(int(n))
     if os.environ.get("BAYESNEURO_PARALLEL_LAPACK", "").strip().lower() in ("1", "true", "yes", "on"):
         return False
     return install()

@@ -10,8 +10,11 @@ whether the deadlock is gone:
    same process (each compiled separately).
 2. **GPFA on a real recording** (``../shared/data/motor_cortex_rat_dhawale``: 60 trials of 2 s in
    20-ms bins, neurons with more than 50 spikes, 4 latents, ragged trials: 4 distinct lengths),
-   each fit in its own subprocess, alternating looped / parallel (``BAYESNEURO_PARALLEL_LAPACK=1``).
-   A watchdog thread ends a run that uses no CPU for 30 s and reports it as deadlocked.
+   each fit in its own subprocess, in turn: jaxlib's parallel kernels with OpenBLAS's own threads
+   (what bayesneuro did before: ``BAYESNEURO_PARALLEL_LAPACK=1 BAYESNEURO_LAPACK_THREADS=0``), the
+   loop with OpenBLAS's own threads (``BAYESNEURO_LAPACK_THREADS=0``), and the loop with one
+   OpenBLAS thread per LAPACK call (the default now). A watchdog thread ends a run that uses no CPU
+   for 30 s and reports it as deadlocked.
 
 Usage::
 
@@ -125,15 +128,18 @@ def gpfa(quick: bool) -> list[dict]:
     max_iter = 5 if quick else 20
     rows = []
     for i in range(runs):
-        for mode in ("looped", "parallel"):
+        for mode in ("parallel, BLAS threads (before)", "looped, BLAS threads", "looped, 1 BLAS thread (default)"):
             env = dict(os.environ, JAX_PLATFORMS="cpu", BAYESNEURO_PROGRESS="0")
             env.pop("BAYESNEURO_PARALLEL_LAPACK", None)
-            if mode == "parallel":
+            env.pop("BAYESNEURO_LAPACK_THREADS", None)
+            if mode.startswith("parallel"):
                 env["BAYESNEURO_PARALLEL_LAPACK"] = "1"
+            if "BLAS threads" in mode:
+                env["BAYESNEURO_LAPACK_THREADS"] = "0"
             t0 = time.perf_counter()
             try:
                 out = subprocess.run([sys.executable, "-W", "ignore", "-c", GPFA_SCRIPT, str(DATA),
-                                      str(max_iter)], capture_output=True, text=True, env=env,
+                                      str(max_iter)], capture_output=True, text=True, env=env, check=False,
                                      timeout=900)
                 lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
                 row = json.loads(lines[-1]) if lines else {"error": out.stderr[-500:]}
@@ -147,9 +153,9 @@ def gpfa(quick: bool) -> list[dict]:
 
 def write(out: str, micro_rows: list[dict], gpfa_rows: list[dict]) -> None:
     lines = ["# Batched LAPACK on CPU: looped (bayesneuro) vs parallel (jaxlib)", "",
-             f"`python bench/cpu_lapack.py` on {os.cpu_count()} CPU cores, float64, "
-             f"load average {os.getloadavg()[0]:.1f} at the end.", "",
-             "## Single batched calls (second call, best of 2 x 20 calls)", "",
+             (f"`python bench/cpu_lapack.py` on {os.cpu_count()} CPU cores, float64, "
+              f"load average {os.getloadavg()[0]:.1f} at the end."), "",
+             "## Single batched calls (second call, best of 2 x 20 calls, one OpenBLAS thread per call)", "",
              "| op | batch | n | looped (ms) | parallel (ms) | looped / parallel |",
              "|---|---|---|---|---|---|"]
     for r in micro_rows:

@@ -346,3 +346,29 @@ def test_decrease_tol_silences_small_dips_only():
         run_em(step, 0, values, max_iter=5, tol=1e-9, progress=False, decrease_tol=1e-6)
     with pytest.raises(ValueError, match="decrease_tol"):
         run_em(step, 0, values, max_iter=5, progress=False, decrease_tol=-1.0)
+
+
+def test_float32_rounding_is_not_a_decrease():
+    """A float32 objective wobbles by its rounding (a few eps relative): no 'decreased' warning for
+    that, while the same relative dip in float64 is a real decrease and still warns."""
+    big = 12345.678
+    dip = 4 * float(np.finfo(np.float32).eps) * big  # 4 ulp-scale: rounding in float32
+
+    def make(dtype):
+        values = jnp.asarray([-big - 1.0, -big, -big - dip, -big - dip], dtype=dtype)
+        return lambda k, v: (k + 1, v[jnp.minimum(k, v.shape[0] - 1)]), values
+
+    step, values = make(jnp.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        run_em(step, 0, values, max_iter=4, tol=None, progress=False)
+    step, values = make(jnp.float64)
+    with pytest.warns(ConvergenceWarning, match="decreased"):
+        run_em(step, 0, values, max_iter=4, tol=None, progress=False)
+
+
+def test_float32_cap_warning_says_tol_is_below_rounding():
+    values = jnp.asarray([-10.0, -9.0, -8.5, -8.25], dtype=jnp.float32)
+    step = lambda k, v: (k + 1, v[jnp.minimum(k, v.shape[0] - 1)])  # noqa: E731
+    with pytest.warns(ConvergenceWarning, match="float32"):
+        run_em(step, 0, values, max_iter=3, tol=1e-9, progress=False)

@@ -278,3 +278,20 @@ def test_from_pynapple_edges_for_a_bin_size_off_the_nanosecond_grid():
     edges = np.r_[start, np.round(start + np.arange(1, n + 1) * bs, 9)]
     np.testing.assert_array_equal(np.asarray(data.counts)[:, 0], np.histogram(times, edges)[0])
     assert np.any(np.asarray(group.count(bs).values)[:n, 0] != np.asarray(data.counts)[:, 0])
+
+
+def test_warnings_of_decorated_methods_reach_the_user_outside_error_filters():
+    """The pynapple wrapper re-issues a method's warnings at the user's line. Outside the test
+    suite's error filters (a notebook's default filters) they must still be shown: they were
+    dropped, because warn_explicit(module=None) discards a warning."""
+    import bayesneuro as bn
+    from bayesneuro.diagnostics import ConvergenceWarning
+
+    rng = np.random.default_rng(0)
+    data = bn.SpikeData.from_trials(rng.poisson(2.0, size=(6, 20, 5)), bin_size=0.02)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.resetwarnings()  # no "error" filters: the re-issuing path runs
+        warnings.simplefilter("default")
+        bn.GPFA(2).fit(data, max_iter=2, tol=1e-12, progress=False)
+    msgs = [w for w in caught if issubclass(w.category, ConvergenceWarning)]
+    assert msgs and "stopped at max_iter=2" in str(msgs[0].message)

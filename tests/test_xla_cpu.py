@@ -168,9 +168,24 @@ def test_concurrent_batched_factorisations_do_not_deadlock(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "BAYESNEURO_PARALLEL_LAPACK"}
     env["JAX_PLATFORMS"] = "cpu"
     try:
-        out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+        out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=False,
                              timeout=240, env=env)
     except subprocess.TimeoutExpired:  # run() has killed the child
         pytest.fail("batched LAPACK calls deadlocked (or ran past 240 s): the process was killed")
     assert out.returncode == 0, out.stderr[-2000:]
     assert "finished" in out.stdout
+
+
+def test_lapack_blas_runs_one_thread_per_call():
+    """jaxlib's LAPACK kernels run inside XLA's pool: scipy's BLAS (which they call) gets one thread,
+    numpy's BLAS is left as it was."""
+    pytest.importorskip("threadpoolctl")
+    from threadpoolctl import threadpool_info
+
+    scipy_blas = _xla_cpu._scipy_blas_controllers()
+    assert scipy_blas, "scipy's BLAS library not found"
+    assert [c.num_threads for c in scipy_blas] == [1] * len(scipy_blas)
+    others = [i for i in threadpool_info()
+              if i["user_api"] == "blas" and i["filepath"] not in {c.filepath for c in scipy_blas}]
+    if os.cpu_count() and os.cpu_count() > 1 and "OPENBLAS_NUM_THREADS" not in os.environ:
+        assert any(i["num_threads"] > 1 for i in others)  # numpy's BLAS keeps its threads

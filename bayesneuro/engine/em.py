@@ -280,6 +280,9 @@ class _Monitor:
     def record(self, value, n_iter: int, check: bool = True) -> bool:
         """Add the objective of the state after ``n_iter`` steps; True when converged (tested only
         when ``check``: the last two records are one plain EM step apart)."""
+        dtype = getattr(value, "dtype", None)
+        if dtype is not None and np.issubdtype(dtype, np.floating):
+            self.eps = max(getattr(self, "eps", 0.0), float(np.finfo(dtype).eps))
         value = float(value)
         if not math.isfinite(value):
             raise FloatingPointError(
@@ -290,7 +293,9 @@ class _Monitor:
         if len(self.values) < 2:
             return False
         prev, thr = self.values[-2], self.threshold(value)
-        slack = max(thr, 1e-8 * max(1.0, abs(value)))  # tol=None or 0 still needs a scale
+        # tol=None or 0 still needs a scale; in float32 a sum's rounding (~100 eps relative) is no
+        # decrease either
+        slack = max(thr, 1e-8 * max(1.0, abs(value)), 100 * getattr(self, "eps", 0.0) * max(1.0, abs(value)))
         if self.decrease_tol is not None:
             slack = max(slack, self.decrease_tol * max(1.0, abs(value)))
         if self.warn and not self.warned_decrease and value < prev - slack:
@@ -323,7 +328,10 @@ class _Monitor:
         warnings.warn(
             f"{self.desc}: stopped at max_iter={max_iter} before converging (last change of the objective "
             f"{change:.3g} > tol * max(1, |objective|) = {self.threshold(self.values[-1]):.3g}); raise "
-            "max_iter, loosen tol, or accelerate with squarem=True",
+            "max_iter, loosen tol, or accelerate with squarem=True"
+            + (f" (the objective is float32: a relative change below about {10 * self.eps:.0e} is rounding, "
+               "so use tol >= 1e-6 or enable float64 with jax.config.update('jax_enable_x64', True))"
+               if getattr(self, "eps", 0.0) > 1e-10 and (self.tol or 0.0) < 10 * self.eps else ""),
             ConvergenceWarning,
             stacklevel=4,
         )
