@@ -170,8 +170,9 @@ def limit_lapack_threads(n_threads: int = 1) -> list[int]:
 
     jaxlib calls LAPACK from inside XLA's CPU thread pool, which already has one thread per core;
     OpenBLAS then starts its own threads per call, busy-waiting on the same cores. On a 2-core
-    machine that made a GPFA fit on a real recording 5x slower (14.0 s vs 2.8 s for 20 EM steps,
-    ``bench/results/cpu_lapack.md``) and its timings vary 10x between identical calls. One thread
+    machine that made 20 GPFA EM steps on a real recording 1.5x slower when the machine was quiet
+    (1.3-1.7 s vs 0.9 s) and 5x slower under load (14.0 s vs 2.8 s), with timings varying 10x
+    between identical calls (``bench/results/cpu_lapack.md``). One thread
     per LAPACK call is what XLA's pool expects. This changes only scipy's BLAS library (scipy.linalg
     calls get the same limit), not numpy's.
 
