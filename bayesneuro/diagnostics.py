@@ -8,7 +8,7 @@ from typing import NamedTuple
 import arviz as az
 import numpy as np
 
-__all__ = ["ConvergenceWarning", "Diagnostics", "check"]
+__all__ = ["ConvergenceWarning", "Diagnostics", "check", "loo"]
 
 
 class ConvergenceWarning(UserWarning):
@@ -134,3 +134,41 @@ def check(
     if warn and problems:
         warnings.warn(" ".join(problems), ConvergenceWarning, stacklevel=stacklevel)
     return Diagnostics(rhat, ess_b, ess_t, n_div, not problems, tuple(problems))
+
+
+def loo(idata, **kwargs):
+    """``arviz.loo`` with the relative efficiency of independent draws set to 1.
+
+    Laplace and SVI draws (``posterior.attrs["method"]`` ``"laplace"`` or ``"svi"``) are independent
+    by construction; they are stored as 4 chains so that ArviZ's summaries work, but then
+    ``arviz.loo`` *estimates* their relative efficiency from the chains' ESS, which adds noise and
+    makes the LOO of a subset of parameters differ from the matching part of the whole LOO. Here
+    ``reff=1`` for such draws (unless given); MCMC draws keep ArviZ's estimate.
+
+    Parameters
+    ----------
+    idata : arviz.InferenceData
+        With ``posterior`` and ``log_likelihood`` groups.
+    **kwargs
+        Passed to ``arviz.loo`` (``pointwise``, ``var_name``, ``reff``, ``scale``).
+
+    Returns
+    -------
+    arviz.ELPDData
+
+    Examples
+    --------
+    >>> import numpy as np, arviz as az
+    >>> from bayesneuro.diagnostics import loo
+    >>> rng = np.random.default_rng(0)
+    >>> idata = az.from_dict(posterior={"mu": rng.normal(size=(4, 250))},
+    ...                      log_likelihood={"y": rng.normal(-1.0, 0.1, size=(4, 250, 20))})
+    >>> idata.posterior.attrs["method"] = "laplace"
+    >>> round(float(loo(idata).elpd_loo), 1)
+    -20.1
+    """
+    import arviz as az
+
+    if "reff" not in kwargs and idata.posterior.attrs.get("method") in ("laplace", "svi"):
+        kwargs["reff"] = 1.0
+    return az.loo(idata, **kwargs)

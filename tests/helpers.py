@@ -17,16 +17,17 @@ def load_gallery(name: str):
 
 # ---- subprocesses that never outlive their test ----
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """Linux: the child gets SIGKILL when the test process dies (even by os._exit, as
-    pytest-timeout's thread method ends a hung test)."""
-    import ctypes
-    import signal
-
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
-    except OSError:
-        pass
+# A launcher that sets PR_SET_PDEATHSIG (the child gets SIGKILL when the test process dies, even
+# by os._exit, as pytest-timeout's thread method ends a hung test) and then execs the command. A
+# preexec_fn would do the same but makes subprocess fork() a multi-threaded JAX process, which can
+# deadlock (and JAX warns about it).
+_LAUNCHER = (
+    "import ctypes, os, signal, sys\n"
+    "ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)\n"  # 1 = PR_SET_PDEATHSIG
+    "if os.getppid() != int(sys.argv[1]):\n"  # the test process died before prctl
+    "    os._exit(1)\n"
+    "os.execvp(sys.argv[2], sys.argv[2:])\n"
+)
 
 
 def start_process(argv, **kwargs):
@@ -35,11 +36,13 @@ def start_process(argv, **kwargs):
     Use it with :func:`finish_process` or inside :func:`killing`, so that a timeout or a failure
     kills the child too.
     """
+    import os
     import subprocess
     import sys
 
+    argv = [str(a) for a in argv]
     if sys.platform.startswith("linux"):
-        kwargs.setdefault("preexec_fn", _die_with_parent)
+        argv = [sys.executable, "-c", _LAUNCHER, str(os.getpid()), *argv]
     kwargs.setdefault("stdout", subprocess.PIPE)
     kwargs.setdefault("stderr", subprocess.PIPE)
     kwargs.setdefault("text", True)

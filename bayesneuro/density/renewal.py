@@ -41,6 +41,7 @@ from numpyro.distributions import constraints
 from numpyro.distributions.util import promote_shapes, validate_sample
 from numpyro.infer import init_to_value
 
+from ..diagnostics import loo
 from ..estimator import PROB, Estimator, resolve_key, split_key
 from ..infer import fit as _infer_fit
 from ..infer.fit import progress_default
@@ -509,14 +510,12 @@ class RenewalModel(Estimator):
         -------
         arviz.ELPDData
         """
-        import arviz as az
-
         self._check_fitted()
         if neuron is None:
             if self.result_.method == "map":
                 raise ValueError("LOO needs posterior draws; refit with method='laplace', 'svi' or 'nuts' (not 'map')")
-            return az.loo(self.to_inference_data(), **kwargs)
-        return az.loo(self.neuron_inference_data(neuron), **kwargs)
+            return loo(self.to_inference_data(), **kwargs)
+        return loo(self.neuron_inference_data(neuron), **kwargs)
 
     def posterior_statistics(self, *, key: Any, num_samples: int = 1000) -> dict:
         """Posterior draws of the interpretable per-neuron quantities (for ``compare_states``).
@@ -662,7 +661,8 @@ def compare_renewal(isis: Any, *, key: Any = None, families: Sequence[str] = FAM
     for nid, n in zip(ids, (a.size for a in arrays)):
         with warnings.catch_warnings():  # arviz's own pandas deprecation, not the user's concern
             warnings.filterwarnings("ignore", message=".*inplace keyword.*")
-            cmp = az.compare({f: m.neuron_inference_data(nid) for f, m in models.items()}, ic="loo")
+            cmp = az.compare({f: loo(m.neuron_inference_data(nid), pointwise=True) for f, m in models.items()},
+                             ic="loo")
         row = {"neuron": nid, "n_isi": n}
         row.update({f"elpd_{f}": float(cmp.loc[f, "elpd_loo"]) for f in families})
         row["best"] = str(cmp.index[0])

@@ -541,9 +541,12 @@ class NeuronTypes(Estimator):
 
             import arviz as az
 
+            from ..diagnostics import loo
+
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=".*inplace keyword.*")
-                table = az.compare({f"K={k}": f.to_inference_data() for k, f in fits.items()}, ic="loo")
+                table = az.compare({f"K={k}": loo(f.to_inference_data(), pointwise=True) for k, f in fits.items()},
+                                   ic="loo")
             self.loo_table_ = table
             within = table["elpd_diff"] <= float(self.parsimony) * table["dse"] + 1e-12
             chosen = min(int(name[2:]) for name in table.index[within.to_numpy()])

@@ -189,7 +189,9 @@ class FitResult:
 
     def loo(self, **kwargs):
         """PSIS-LOO of the fit (``arviz.loo``)."""
-        return az.loo(self.to_inference_data(), **kwargs)
+        from ..diagnostics import loo
+
+        return loo(self.to_inference_data(), **kwargs)
 
     def waic(self, **kwargs):
         """WAIC of the fit (``arviz.waic``)."""
