@@ -8,7 +8,7 @@ from typing import NamedTuple
 import arviz as az
 import numpy as np
 
-__all__ = ["ConvergenceWarning", "Diagnostics", "check", "loo"]
+__all__ = ["ConvergenceWarning", "Diagnostics", "check", "independent_draws", "loo"]
 
 
 class ConvergenceWarning(UserWarning):
@@ -94,7 +94,7 @@ def check(
     """
     post = idata.posterior
     n_chain, n_draw = post.sizes["chain"], post.sizes["draw"]
-    independent = post.attrs.get("method") in ("laplace", "svi")
+    independent = independent_draws(idata)
     problems = []
     rhat, ess_b, ess_t = {}, {}, {}
     with warnings.catch_warnings():
@@ -136,6 +136,14 @@ def check(
     return Diagnostics(rhat, ess_b, ess_t, n_div, not problems, tuple(problems))
 
 
+def independent_draws(idata, method: str | None = None) -> bool:
+    """Whether the posterior draws are independent by construction: a Laplace or SVI fit
+    (``posterior.attrs["method"]``, else `method`), stored as 4 chains only for ArviZ's summaries.
+    R-hat between such chains says nothing about the fit, and their relative efficiency is 1."""
+    fitted_by = idata.posterior.attrs.get("method", method)
+    return str(fitted_by or "").lower() in ("laplace", "svi")
+
+
 def loo(idata, **kwargs):
     """``arviz.loo`` with the relative efficiency of independent draws set to 1.
 
@@ -169,6 +177,6 @@ def loo(idata, **kwargs):
     """
     import arviz as az
 
-    if "reff" not in kwargs and idata.posterior.attrs.get("method") in ("laplace", "svi"):
+    if "reff" not in kwargs and independent_draws(idata):
         kwargs["reff"] = 1.0
     return az.loo(idata, **kwargs)

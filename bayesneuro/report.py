@@ -193,7 +193,7 @@ def _diagnostics(idata, method: str | None) -> tuple[list[str], Any]:
     """Lines of text and a table (or None) of diagnostics."""
     import pandas as pd
 
-    from .diagnostics import check
+    from .diagnostics import check, independent_draws
 
     n_chain, n_draw = _n_samples(idata)
     if n_chain * n_draw == 1:
@@ -201,13 +201,11 @@ def _diagnostics(idata, method: str | None) -> tuple[list[str], Any]:
                  "posterior uncertainty)")], None
     diag = check(idata, warn=False)
     lines = []
-    # Laplace and SVI draws are independent draws of one approximation, stored as 4 chains for
-    # ArviZ: R-hat between those chains says nothing about the approximation
-    fitted_by = str(idata.posterior.attrs.get("method", method or "")).lower()
-    independent = n_chain < 2 or fitted_by in ("laplace", "svi")
+    independent = n_chain < 2 or independent_draws(idata, method)
     if independent:
+        fitted_by = method or idata.posterior.attrs.get("method") or "one chain"
         lines.append(
-            f"{n_chain * n_draw} independent draws from one approximation ({method or fitted_by or 'one chain'}): "
+            f"{n_chain * n_draw} independent draws from one approximation ({fitted_by}): "
             "R-hat needs MCMC chains and ESS does not measure the quality of the approximation."
         )
     if "sample_stats" in idata.groups() and "diverging" in idata.sample_stats:

@@ -273,6 +273,7 @@ class _Monitor:
         self.tol, self.desc, self.warn = tol, desc, warn
         self.values: list[float] = []
         self.warned_decrease = False
+        self.eps = 0.0  # machine epsilon of the objective's dtype (float32: 1.2e-7), set by record
 
     def threshold(self, value: float) -> float:
         return (self.tol or 0.0) * max(1.0, abs(value))
@@ -282,7 +283,7 @@ class _Monitor:
         when ``check``: the last two records are one plain EM step apart)."""
         dtype = getattr(value, "dtype", None)
         if dtype is not None and np.issubdtype(dtype, np.floating):
-            self.eps = max(getattr(self, "eps", 0.0), float(np.finfo(dtype).eps))
+            self.eps = max(self.eps, float(np.finfo(dtype).eps))
         value = float(value)
         if not math.isfinite(value):
             raise FloatingPointError(
@@ -295,9 +296,10 @@ class _Monitor:
         prev, thr = self.values[-2], self.threshold(value)
         # tol=None or 0 still needs a scale; in float32 a sum's rounding (~100 eps relative) is no
         # decrease either
-        slack = max(thr, 1e-8 * max(1.0, abs(value)), 100 * getattr(self, "eps", 0.0) * max(1.0, abs(value)))
+        scale = max(1.0, abs(value))
+        slack = max(thr, 1e-8 * scale, 100 * self.eps * scale)
         if self.decrease_tol is not None:
-            slack = max(slack, self.decrease_tol * max(1.0, abs(value)))
+            slack = max(slack, self.decrease_tol * scale)
         if self.warn and not self.warned_decrease and value < prev - slack:
             self.warned_decrease = True
             from bayesneuro.diagnostics import ConvergenceWarning
@@ -331,7 +333,7 @@ class _Monitor:
             "max_iter, loosen tol, or accelerate with squarem=True"
             + (f" (the objective is float32: a relative change below about {10 * self.eps:.0e} is rounding, "
                "so use tol >= 1e-6 or enable float64 with jax.config.update('jax_enable_x64', True))"
-               if getattr(self, "eps", 0.0) > 1e-10 and (self.tol or 0.0) < 10 * self.eps else ""),
+               if self.eps > 1e-10 and (self.tol or 0.0) < 10 * self.eps else ""),
             ConvergenceWarning,
             stacklevel=4,
         )
