@@ -40,7 +40,7 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import REPO
+from .helpers import REPO, finish_process, start_process
 
 SHARED = REPO.parent / "shared"
 # docs/build.py writes these; their sources are checked instead (bench/README.md is not a page)
@@ -157,21 +157,8 @@ def test_python_blocks_run(page, tmp_path):
     }
     env.pop("BAYESNEURO_FAST", None)
     start = time.perf_counter()
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _RUNNER],
-        cwd=clone,
-        env=env,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        out, err = proc.communicate(json.dumps(todo), timeout=600)
-    finally:
-        if proc.poll() is None:  # timeout or interrupt: never leave the interpreter running
-            proc.kill()
-            proc.communicate()
+    proc = start_process([sys.executable, "-c", _RUNNER], cwd=clone, env=env, stdin=subprocess.PIPE)
+    out, err = finish_process(proc, 600, json.dumps(todo))  # killed on a timeout or interrupt
     failed = re.search(r"DOC-BLOCK-FAILED (\S+)", err)
     assert proc.returncode == 0, (
         f"{failed[1] if failed else page.name}: the block fails as written\n{err[-4000:]}"
