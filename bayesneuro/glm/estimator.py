@@ -150,8 +150,8 @@ class PoissonGLM(Estimator):
         by held-out log-likelihood on the last quarter of the training data
         (:func:`~bayesneuro.glm.priors.select_ridge_scale`; attributes ``prior_scale_`` and
         ``prior_selection_``). The fixed ``Ridge(1.0)`` can over-fit coupling filters: on 40 s of
-        28 motor-cortex neurons (10-ms bins) it scores -0.04 bits/spike on later data, where the
-        held-out choice (0.1) scores +0.12.
+        28 motor-cortex neurons (10-ms bins) it scores -0.04 bits/spike on later data, where
+        ``"auto"`` (it chose 0.1) scores +0.12.
     stimulus_prior, history_prior, coupling_prior : Prior, optional
         Per-block priors, e.g. ``coupling_prior=ARD()`` for a sparse network (NUTS / SVI);
         None: ``prior``.
