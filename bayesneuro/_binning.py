@@ -73,14 +73,33 @@ def _bin_spikes(
     return counts, centers, seg
 
 
+MAX_GAP_STEPS = 5  # default max_gap: this many median sampling periods,
+MAX_GAP_SECONDS = 1.0  # or this many seconds if longer (and at least one bin)
+
+
+def _max_gap(t: np.ndarray, bin_size: float, max_gap: float | None) -> float:
+    """The longest stretch without samples that interpolation may bridge, in seconds: `max_gap`,
+    or by default the longest of ``MAX_GAP_STEPS`` median sampling periods of `t`,
+    ``MAX_GAP_SECONDS`` and one bin."""
+    if max_gap is not None:
+        g = float(max_gap)
+        if not g > 0:
+            raise ValueError(f"max_gap must be a positive number of seconds (or None), got {max_gap!r}")
+        return g
+    step = float(np.median(np.diff(t))) if t.size > 1 else np.inf
+    return max(MAX_GAP_STEPS * step, MAX_GAP_SECONDS, float(bin_size)) if np.isfinite(step) else np.inf
+
+
 def _bin_average(
-    t: np.ndarray, values: np.ndarray, centers: np.ndarray, bin_size: float
+    t: np.ndarray, values: np.ndarray, centers: np.ndarray, bin_size: float, max_gap: float = np.inf
 ) -> np.ndarray:
     """Resample sorted samples ``(t, values)`` onto bins centred at `centers`.
 
     Samples at least as fine as the bins (median step <= `bin_size`) are averaged over each bin
     ``[left, left + bin_size)``; a bin that happens to hold no sample gets the linear
     interpolation at its centre. Coarser samples are linearly interpolated at every centre.
+    Interpolation never bridges two samples more than `max_gap` seconds apart (a tracking gap):
+    such bins are NaN (the caller drops them, :func:`_drop_gap_bins`).
     """
     step = float(np.median(np.diff(t))) if t.size > 1 else np.inf
     left, right = centers - bin_size / 2, centers + bin_size / 2
@@ -88,9 +107,17 @@ def _bin_average(
     hi = np.searchsorted(t, right, side="left")
     n_in = hi - lo
     interp = (n_in == 0) | (step > bin_size)
+    if t.size > 1:
+        i = np.searchsorted(t, centers, side="right")
+        inside = (i > 0) & (i < t.size)
+        ic = np.clip(i, 1, t.size - 1)
+        gap = interp & inside & (t[ic] - t[ic - 1] > max_gap)
+    else:
+        gap = np.zeros(centers.shape, bool)
     finite = np.isfinite(values).all(axis=1)
     bad_cum = np.r_[0, np.cumsum(~finite)]
     bad = np.where(interp, ~_all_finite_neighbours(t, finite, centers), (bad_cum[hi] - bad_cum[lo]) > 0)
+    bad &= ~gap
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise ValueError(
@@ -112,7 +139,44 @@ def _bin_average(
     if interp.any():
         for f in range(values.shape[1]):
             out[interp, f] = np.interp(centers[interp], t, values[:, f])
+    out[gap] = np.nan
     return out
+
+
+def _drop_gap_bins(data: Any, covariates: np.ndarray, names: Any, max_gap: float, what: str,
+                   stacklevel: int) -> tuple[Any, np.ndarray]:
+    """`data` with `covariates` attached, without the bins whose covariates are NaN (bins in a
+    gap longer than `max_gap`, from :func:`_bin_average`), with a warning that counts them.
+
+    Returns the new data and the boolean mask of the bins kept. The bins either side of a gap
+    become separate trials (``SpikeData.__getitem__``), so no model reads across it.
+    """
+    import warnings
+
+    gap = np.isnan(covariates).any(axis=1)
+    if gap.all():
+        raise ValueError(
+            f"{what}: every bin lies in a gap of the covariates longer than max_gap={max_gap:.6g} s; "
+            "check their timestamps or pass a larger max_gap"
+        )
+    if gap.any():
+        n_gap = int(gap.sum())
+        warnings.warn(
+            f"{what}: {n_gap} of {gap.size} bins ({n_gap * data.bin_size:.6g} s) lie in gaps in the covariates "
+            f"longer than max_gap={max_gap:.6g} s (no samples there; the longest run of such bins is "
+            f"{_longest_run(gap) * data.bin_size:.6g} s); they are dropped, not interpolated, and the "
+            "bins either side of each gap become separate trials. Pass max_gap= (seconds) to bridge "
+            "shorter gaps", UserWarning, stacklevel=stacklevel,
+        )
+        data = data[~gap]
+    return data.with_covariates(covariates[~gap], feature_names=names), ~gap
+
+
+def _longest_run(mask: np.ndarray) -> int:
+    """Length of the longest run of True in a boolean vector."""
+    edges = np.diff(np.r_[0, mask.astype(np.int8), 0])
+    starts, stops = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    return int((stops - starts).max()) if starts.size else 0
 
 
 def _all_finite_neighbours(t: np.ndarray, finite: np.ndarray, centers: np.ndarray) -> np.ndarray:

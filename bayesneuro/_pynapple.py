@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._binning import _bin_average
+from ._binning import _bin_average, _drop_gap_bins, _max_gap
 from ._validation import _as_ids, _check_bin_size, _optional_import, _runs
 
 if TYPE_CHECKING:
@@ -24,7 +24,7 @@ def _import_pynapple(what: str):
 
 def _from_pynapple(
     cls: type[SpikeData], group: Any, *, bin_size: float, ep: Any, covariates: Any,
-    short_bins: str = "raise",
+    short_bins: str = "raise", max_gap: float | None = None,
 ) -> SpikeData:
     """Body of :meth:`SpikeData.from_pynapple <bayesneuro.data.SpikeData.from_pynapple>`.
 
@@ -54,8 +54,9 @@ def _from_pynapple(
             f"got {type(group).__name__}"
         )
     if covariates is not None:
-        S, names = _resample_covariates(nap, covariates, data.bin_centers, bin_size)
-        data = data.with_covariates(S, feature_names=names)
+        S, names, gap = _resample_covariates(nap, covariates, data.bin_centers, bin_size, max_gap)
+        # stacklevel: warn <- _drop_gap_bins <- here <- SpikeData.from_pynapple <- the caller
+        data, _ = _drop_gap_bins(data, S, names, gap, "SpikeData.from_pynapple", stacklevel=4)
     return data
 
 
@@ -149,10 +150,11 @@ def _binned_counts(
 
 
 def _resample_covariates(
-    nap: Any, covariates: Any, centers: np.ndarray, bin_size: float
-) -> tuple[np.ndarray, list[str] | None]:
+    nap: Any, covariates: Any, centers: np.ndarray, bin_size: float, max_gap: float | None = None
+) -> tuple[np.ndarray, list[str] | None, float]:
     """A pynapple ``Tsd`` / ``TsdFrame`` of covariates resampled onto the bins at `centers`
-    (see :func:`bayesneuro._binning._bin_average`), with its feature names (None for a ``Tsd``)."""
+    (see :func:`bayesneuro._binning._bin_average`; NaN in bins inside a gap of the samples longer
+    than `max_gap`), its feature names (None for a ``Tsd``) and the max_gap used (seconds)."""
     if not isinstance(covariates, (nap.Tsd, nap.TsdFrame)):
         raise ValueError(
             f"covariates must be a pynapple Tsd or TsdFrame, got {type(covariates).__name__}"
@@ -163,7 +165,8 @@ def _resample_covariates(
     if ct.size == 0:
         raise ValueError("covariates have no samples")
     names = [str(c) for c in covariates.columns] if isinstance(covariates, nap.TsdFrame) else None
-    return _bin_average(ct, cv, centers, bin_size), names
+    gap = _max_gap(ct, bin_size, max_gap)
+    return _bin_average(ct, cv, centers, bin_size, gap), names, gap
 
 
 def _to_pynapple(data: SpikeData) -> Any:
@@ -274,10 +277,14 @@ def as_target(data: Any, target: Any) -> Any:
     if not is_pynapple(target):
         return target
     nap = _import_pynapple("a pynapple target")
-    S, _ = _resample_covariates(nap, target, np.asarray(data.bin_centers), data.bin_size)
+    S, _, gap = _resample_covariates(nap, target, np.asarray(data.bin_centers), data.bin_size)
     if not np.all(np.isfinite(S)):
-        raise ValueError("the pynapple target has no samples near some bins (NaN after resampling); "
-                         "restrict the spikes to the epochs where the target was recorded")
+        n_bad = int((~np.isfinite(S)).any(axis=1).sum())
+        raise ValueError(
+            f"the pynapple target has no samples in {n_bad} of {S.shape[0]} bins (gaps in it longer than "
+            f"{gap:.6g} s are not interpolated); restrict the spikes to the epochs where the target was "
+            "recorded, or build the data with SpikeData.from_pynapple(group, bin_size=..., covariates=target), "
+            "which drops those bins")
     return S[:, 0] if isinstance(target, nap.Tsd) else S
 
 

@@ -232,3 +232,30 @@ def _optional_import(module: str, extra: str, what: str):
             f"{what} needs {module}, which is not installed; install it with "
             f"`pip install bayesneuro[{extra}]`"
         ) from err
+
+
+def _warn_if_on_edge(chosen: int, candidates: Any, *, what: str, floor: int, how: str,
+                     stacklevel: int = 3) -> bool:
+    """Warn when a model selection lands on the largest candidate (or on the smallest one when
+    smaller values were possible, above `floor`): the best value may lie outside the range.
+
+    `what` names the count (e.g. "number of states"), `how` says how to widen the range (e.g.
+    "pass more candidates"). Returns whether it warned.
+    """
+    import warnings
+
+    cands = sorted({int(c) for c in np.atleast_1d(candidates)})
+    if len(cands) < 2:
+        return False
+    if int(chosen) == cands[-1]:
+        side = f"the largest candidate ({cands[-1]}, of {cands[0]}..{cands[-1]})"
+    elif int(chosen) == cands[0] and cands[0] > floor:
+        side = f"the smallest candidate ({cands[0]}, of {cands[0]}..{cands[-1]}; {floor} is possible)"
+    else:
+        return False
+    warnings.warn(
+        f"the selected {what} is {side}: the best value may lie outside the range tried. {how} "
+        "(a count that keeps growing on held-out data can also mean the model misses structure, "
+        "e.g. slow drifts or over-dispersion)", UserWarning, stacklevel=stacklevel,
+    )
+    return True

@@ -457,7 +457,8 @@ class SpikeData:
 
     @classmethod
     def from_pynapple(
-        cls, group: Any, *, bin_size: float, ep: Any = None, covariates: Any = None
+        cls, group: Any, *, bin_size: float, ep: Any = None, covariates: Any = None,
+        max_gap: float | None = None,
     ) -> SpikeData:
         """Build from pynapple objects (pynapple is imported lazily).
 
@@ -486,6 +487,13 @@ class SpikeData:
             interpolation at the centre of a bin that holds no sample. Sampled more coarsely:
             linear interpolation at every bin centre. Feature names are the ``TsdFrame``
             columns (``"x0"`` for a ``Tsd``). Pass angles as their sin and cos.
+        max_gap : float, optional
+            Longest stretch without covariate samples (seconds) that interpolation may bridge.
+            Default: 5 median sampling periods of the covariates or 1 s, whichever is longer
+            (and at least `bin_size`). Bins
+            inside a longer gap (lost tracking) are **dropped**, with a warning that gives their
+            number; the bins either side of a gap become separate trials, so no model reads
+            across it.
 
         Returns
         -------
@@ -500,6 +508,11 @@ class SpikeData:
             cut short by their time support, or covariates are
             NaN in a bin or do not cover the bins.
 
+        Warns
+        -----
+        UserWarning
+            Bins dropped because they lie in a gap of the covariates longer than `max_gap`.
+
         Examples
         --------
         >>> import numpy as np
@@ -511,7 +524,7 @@ class SpikeData:
         >>> data.neuron_ids.tolist(), data.counts.T.tolist()
         ([1, 4], [[1, 0, 1, 1], [0, 2, 0, 0]])
         """
-        return _from_pynapple(cls, group, bin_size=bin_size, ep=ep, covariates=covariates)
+        return _from_pynapple(cls, group, bin_size=bin_size, ep=ep, covariates=covariates, max_gap=max_gap)
 
     # -- properties --------------------------------------------------------------------------
 

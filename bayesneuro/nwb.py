@@ -20,6 +20,7 @@ here runs. Binning and resampling are those of :meth:`SpikeData.from_spike_times
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import warnings
@@ -33,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from ._atomic import atomic_write
-from ._binning import _bin_average, _bin_spike_times
+from ._binning import _bin_average, _bin_spike_times, _drop_gap_bins, _max_gap
 from ._validation import _as_ids, _check_bin_size, _optional_import, _py
 from .data import SpikeData
 from .estimator import PROB
@@ -654,14 +655,16 @@ def _series_times(ts: Any) -> np.ndarray:
     return np.asarray(ts.get_timestamps(), dtype=np.float64)
 
 
-def _behavior(nwbfile: Any, names: Any, centers: np.ndarray, bin_size: float) -> tuple[np.ndarray, list[str]]:
-    """Behavioural time series bin-averaged onto the bins, with their column names."""
+def _behavior(nwbfile: Any, names: Any, centers: np.ndarray, bin_size: float) -> tuple[np.ndarray, list[str], float]:
+    """Behavioural time series bin-averaged onto the bins, with their column names, NaN in bins
+    inside a gap of a series' samples longer than its default max_gap (the largest used is
+    returned; see :func:`bayesneuro._binning._max_gap`)."""
     from pynwb.behavior import SpatialSeries
 
     names = [names] if isinstance(names, str) else list(names)
     if not names or not all(isinstance(n, str) for n in names):
         raise ValueError(f"behavior must be a name or a list of names of TimeSeries, got {names!r}")
-    columns, labels = [], []
+    columns, labels, gaps = [], [], []
     for name in names:
         path, ts = _find_series(nwbfile, name)
         values = np.asarray(ts.get_data_in_units(), dtype=np.float64)
@@ -678,7 +681,8 @@ def _behavior(nwbfile: Any, names: Any, centers: np.ndarray, bin_size: float) ->
         if np.any(np.diff(t) < 0):
             raise ValueError(f"behavior {path!r}: its timestamps are not sorted")
         try:
-            columns.append(_bin_average(t, values, centers, bin_size))
+            gaps.append(_max_gap(t, bin_size, None))
+            columns.append(_bin_average(t, values, centers, bin_size, gaps[-1]))
         except ValueError as err:
             msg = str(err).replace("restrict `ep`", "restrict `epochs`")
             raise ValueError(f"behavior {path!r}: {msg}") from err
@@ -689,7 +693,7 @@ def _behavior(nwbfile: Any, names: Any, centers: np.ndarray, bin_size: float) ->
             labels.extend(f"{base}_{axis}" for axis in "xyz"[:k])
         else:
             labels.extend(f"{base}_{j}" for j in range(k))
-    return np.concatenate(columns, axis=1), labels
+    return np.concatenate(columns, axis=1), labels, max(gaps)
 
 
 def read_nwb(
@@ -885,7 +889,7 @@ def read_nwb(
                 ) from err
             raise
         if behavior is not None:
-            S, names = _behavior(nwbfile, behavior, centers, bin_size)
+            S, names, max_gap = _behavior(nwbfile, behavior, centers, bin_size)
         else:
             S, names = None, None
         observed = None
@@ -924,10 +928,12 @@ def read_nwb(
         t_start=float(starts[0]),
         bin_centers=centers,
         neuron_ids=neuron_ids,
-        covariates=S,
-        feature_names=names,
         trial_ids=None if labels is None else np.asarray(labels)[seg],
     )
+    if S is not None:  # bins in a gap of the behaviour (lost tracking) are dropped, with a warning
+        data, kept = _drop_gap_bins(data, S, names, max_gap, "read_nwb behavior", stacklevel=3)
+        if info is not None and info.observed is not None and not kept.all():
+            info = dataclasses.replace(info, observed=_readonly_dict({"o": np.asarray(info.observed)[kept]})["o"])
     # stacklevel: _warn_silent <- read_nwb <- the caller
     data._warn_silent(stacklevel=3)
     return (data, info) if return_metadata else data

@@ -143,7 +143,8 @@ def test_cv_folds_by_trial_match_sklearn():
     X, _, _ = simulate_fa(n_time=1200, n_neuron=8, n_factor=2, seed=4)
     trial_ids = np.repeat(np.arange(12), 100)
     data = SpikeData(np.round(X - X.min()).astype(int), bin_size=0.1, trial_ids=trial_ids)
-    cv = cross_validate_dimensionality(data, max_dim=2, n_folds=4, key=7, progress=False)
+    with pytest.warns(UserWarning, match="largest candidate"):  # max_dim = the true 2
+        cv = cross_validate_dimensionality(data, max_dim=2, n_folds=4, key=7, progress=False)
     import jax
 
     from bayesneuro.infer._model import as_key
@@ -215,6 +216,39 @@ def test_dimensionality_bootstrap_cv_and_blocks():
     ds = est.bootstrap_["n_dim"].values
     assert ds.shape == (8,) and np.all((ds >= 0) & (ds <= 2))
     assert np.mean(ds == 1) >= 0.5
+
+
+def _weak_third_factor(seed, n_time=400, n_neuron=6):
+    rng = np.random.default_rng(seed)
+    L = rng.normal(size=(n_neuron, 3))
+    L[:, 2] *= 0.4  # a third factor near the detection limit: the choice of 2 or 3 is uncertain
+    return rng.normal(size=(n_time, 3)) @ L.T + rng.normal(size=(n_time, n_neuron))
+
+
+@pytest.mark.slow  # ~15 s: bootstrap with cross-validation in every draw (compiles the batched EM)
+def test_dimension_count_interval_comes_from_bootstrapping_the_choice():
+    """The default bootstrap reruns the choice of n_dim in every draw: on data whose third factor
+    is near the detection limit (cross-validation picks 2 in some samples, 3 in others) the draws
+    of n_dim disagree, so compare_states cannot report a zero-width interval of their difference."""
+    from bayesneuro.density import compare_states
+
+    X = _weak_third_factor(1)
+    est = Dimensionality(max_dim=4).fit(X, key=0, n_boot=12, n_folds=3, progress=False)
+    nd = est.posterior_statistics(key=0, num_samples=12)["n_dim"].values
+    assert np.unique(nd).size > 1, nd
+    cmp = compare_states(Dimensionality(max_dim=4), {"a": X, "b": _weak_third_factor(2)}, key=1, num_samples=12,
+                         fit_kwargs={"n_boot": 12, "n_folds": 3, "progress": False}, progress=False)
+    d = cmp.differences().query("statistic == 'n_dim'").iloc[0]
+    assert d.upper > d.lower and 0 < d.p_greater < 1
+    fixed = Dimensionality(max_dim=4).fit(X, key=0, n_boot=4, n_folds=3, bootstrap_cv=False, progress=False)
+    assert "n_dim" not in fixed.posterior_statistics(key=0, num_samples=4)  # no fake certainty
+
+
+def test_dimension_choice_on_the_largest_candidate_warns():
+    X, _, _ = simulate_fa(n_time=600, n_neuron=8, n_factor=3, seed=2)
+    with pytest.warns(UserWarning, match=r"largest candidate \(1, of 0..1\).*raise max_dim"):
+        cv = cross_validate_dimensionality(X, max_dim=1, key=0, n_folds=3, progress=False)
+    assert cv.n_dim == 1
 
 
 # -- real data: the lab's 10-factor model (Golub et al. 2018) ----------------------------------

@@ -136,6 +136,16 @@ def test_select_n_states_and_negative_control(sim3):
     assert null.n_states == 1
 
 
+@pytest.mark.slow  # ~10 s: two MAP fits and the 3-state simulation
+def test_select_n_states_on_the_edge_of_the_candidates_warns(sim3):
+    """Three true states, candidates 1..2: the choice lands on the largest candidate, which must
+    say so and ask for a wider range; candidates 1..4 (choosing 3) stay silent."""
+    x = sim3[0].counts
+    with pytest.warns(UserWarning, match=r"number of states is the largest candidate \(2, of 1..2\).*widen"):
+        sel = select_n_states(x[:600], x[600:], [1, 2], key=0, n_restarts=1, progress=False, bin_size=BIN)
+    assert sel.n_states == 2
+
+
 def test_bad_inputs():
     x = np.ones((10, 2), int)
     with pytest.raises(ValueError, match="non-negative"):

@@ -73,6 +73,36 @@ def test_from_times_and_pynapple_agree():
         np.testing.assert_allclose(x, y)
 
 
+def test_local_variation_of_isis_never_pairs_across_trials():
+    """Lv of ``SpikeTrains.isis()`` equals the brute-force pooled Lv of the pairs inside each
+    trial, and the pair-weighted mean of elephant's ``lv`` applied per trial; a slice that lost
+    the trial boundaries is refused instead of paired blindly."""
+    es = pytest.importorskip("elephant.statistics")
+    rng = np.random.default_rng(11)
+    # clock-like trains, a different period per trial: pairs across a boundary inflate Lv
+    segs = np.array([[2.0 * k, 2.0 * k + 2.0] for k in range(12)])
+    t = np.concatenate([2.0 * k + np.arange(0.01, 1.99, rng.uniform(0.02, 0.3)) for k in range(12)])
+    tr = SpikeTrains([t, np.sort(rng.uniform(0, 24, 300))], segments=segs)
+    for j in range(tr.n_neuron):
+        terms, lv_el, n_pair = [], [], []
+        for a, b in segs:
+            d = np.diff(tr.times[j][(tr.times[j] >= a) & (tr.times[j] < b)])
+            terms += [((d[i] - d[i + 1]) / (d[i] + d[i + 1])) ** 2 for i in range(d.size - 1)]
+            if d.size >= 2:
+                lv_el.append(float(es.lv(d)))
+                n_pair.append(d.size - 1)
+        brute = 3.0 * np.mean(terms)
+        assert local_variation(tr.isis()[j]) == pytest.approx(brute, rel=1e-12)
+        assert local_variation(tr.isis()[j]) == pytest.approx(np.average(lv_el, weights=n_pair), rel=1e-12)
+        assert local_variation(tr.isis()[j] * 1000.0) == pytest.approx(brute, rel=1e-12)  # ms: same pairs
+        assert local_variation(pairs=tr.isi_pairs()[j]) == pytest.approx(brute, rel=1e-12)
+    # the clock-like neuron: within trials Lv = 0, across boundaries it would not be
+    assert local_variation(tr.isis()[0]) == pytest.approx(0.0, abs=1e-12)
+    assert local_variation(np.asarray(tr.isis()[0])) > 0.01  # a plain array is one unbroken sequence
+    with pytest.raises(ValueError, match="segment boundaries"):
+        local_variation(tr.isis()[0][5:])
+
+
 # -- direct formulas -----------------------------------------------------------------------
 
 

@@ -295,3 +295,31 @@ def test_warnings_of_decorated_methods_reach_the_user_outside_error_filters():
         bn.GPFA(2).fit(data, max_iter=2, tol=1e-12, progress=False)
     msgs = [w for w in caught if issubclass(w.category, ConvergenceWarning)]
     assert msgs and "stopped at max_iter=2" in str(msgs[0].message)
+
+
+@pytest.mark.parametrize("rate_hz", [200.0, 10.0])  # finer than the bins (averaged), coarser (interpolated)
+def test_covariates_are_not_interpolated_across_tracking_gaps(rate_hz):
+    """Tracking lost for 30 s: the bins in the gap are dropped with a warning that counts them,
+    never filled with invented positions; bins outside it keep the resampled values, and a
+    max_gap longer than the gap bridges it (as before)."""
+    rng = np.random.default_rng(4)
+    spikes = {i: nap.Ts(np.sort(rng.uniform(0, 100, 400))) for i in range(3)}
+    group = nap.TsGroup(spikes, time_support=nap.IntervalSet(0, 100))
+    t = np.arange(0.0, 100.0, 1 / rate_hz) + 0.5 / rate_hz
+    t = t[(t < 40.0) | (t > 70.0)]  # a 30-s gap
+    pos = nap.Tsd(t=t, d=np.cos(t / 7.0), time_support=nap.IntervalSet(0, 100))
+    bin_size = 0.05
+    centres = np.arange(0, 100, bin_size) + bin_size / 2
+    in_gap = (centres > t[t < 50][-1] + 0.0) & (centres < t[t > 50][0])
+    with pytest.warns(UserWarning, match=rf"{in_gap.sum()} of {centres.size} bins .*gaps? in the covariates"):
+        data = bn.SpikeData.from_pynapple(group, bin_size=bin_size, covariates=pos)
+    assert data.n_time == centres.size - in_gap.sum()
+    np.testing.assert_allclose(data.bin_centers, centres[~in_gap])
+    assert data.n_trial == 2  # the gap splits the recording: no model reads across it
+    ref = np.interp(data.bin_centers, t, np.cos(t / 7.0))
+    np.testing.assert_allclose(data.covariates[:, 0], ref, atol=0.01)  # averaged or interpolated
+    assert not np.any((data.bin_centers > 40.5) & (data.bin_centers < 69.5))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        bridged = bn.SpikeData.from_pynapple(group, bin_size=bin_size, covariates=pos, max_gap=31.0)
+    assert bridged.n_time == centres.size

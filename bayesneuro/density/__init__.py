@@ -49,7 +49,7 @@ from .single import (
     local_variation,
     refractory_violations,
 )
-from .trains import SpikeTrains
+from .trains import ISIArray, SpikeTrains
 from .types import NeuronTypes, plot_types
 
 __all__ = [
@@ -60,6 +60,7 @@ __all__ = [
     "split_by_state",
     # single neurons
     "SpikeTrains",
+    "ISIArray",
     "NeuronStatistics",
     "as_spike_trains",
     "autocorrelogram",

@@ -41,6 +41,7 @@ import numpy as np
 import xarray as xr
 
 from .._pynapple import pynapple_io
+from .._validation import _warn_if_on_edge
 from ..engine.em import run_em
 from ..estimator import Estimator, resolve_key
 
@@ -770,6 +771,11 @@ def cross_validate_dimensionality(
         ``max_dim`` out of range, fewer than 2 folds, fewer trials (or bins) than folds, NaN, or a
         constant neuron.
 
+    Warns
+    -----
+    UserWarning
+        ``n_dim`` is ``max_dim``: the best dimension may be larger; raise ``max_dim``.
+
     Examples
     --------
     >>> import numpy as np
@@ -796,7 +802,12 @@ def cross_validate_dimensionality(
     n, s, o = _unit_stats(X, unit)
     dims = np.arange(max_dim + 1)
     scores = _cv_scores(np.ones((1, n_units)), n, s, o, fold, n_folds, dims, k_fit, progress, **fa_kw)[0]
-    return _summarise_cv(dims, scores)
+    out = _summarise_cv(dims, scores)
+    if max_dim >= 1:
+        how = (f"raise max_dim (at most n_neuron - 1 = {X.shape[1] - 1})" if max_dim < X.shape[1] - 1 else
+               "max_dim is already n_neuron - 1, the most factor analysis allows: record more neurons")
+        _warn_if_on_edge(out.n_dim, dims, what="number of latents (cross-validated)", floor=0, how=how)
+    return out
 
 
 # -- the estimator with bootstrap uncertainty --------------------------------------------------
@@ -815,10 +826,13 @@ class Dimensionality(Estimator):
 
     Uncertainty: a nonparametric bootstrap over trials (or, without trials, over `n_blocks`
     contiguous time blocks, keeping short-range autocorrelation inside blocks). Each draw
-    resamples the units with replacement and recomputes every statistic; the FA statistics use
-    ``n_dim`` latents fixed at the full-data choice unless ``bootstrap_cv=True``, which reruns the
-    cross-validation in every draw (folds over the original units, so copies of a unit never
-    straddle a fold; costs ``n_folds * (max_dim + 1)`` fits per draw, vmapped).
+    resamples the units with replacement and recomputes every statistic, **the choice of the
+    number of latents included**: by default (``bootstrap_cv=True``) the cross-validation is
+    rerun in every draw (folds over the original units, so copies of a unit never straddle a
+    fold; ``n_folds * (max_dim + 1)`` fits per draw, vmapped), so the draws of ``n_dim`` show how
+    firmly the data choose it, and the FA statistics of each draw use that draw's choice. With
+    ``bootstrap_cv=False`` (faster) the FA statistics use the full-data choice, and ``n_dim`` has
+    no draws (its interval would have zero width by construction).
 
     :meth:`score`, :meth:`log_likelihood` and :meth:`to_inference_data` are those of the
     full-data factor-analysis model ``fa_`` (Gaussian log-likelihood per time bin).
@@ -861,7 +875,7 @@ class Dimensionality(Estimator):
 
     @pynapple_io()
     def fit(self, data: Any, *, method: str = "em", key: Any = None, progress: bool | None = None,
-            n_folds: int = 5, n_boot: int = 200, n_blocks: int = 20, bootstrap_cv: bool = False) -> Dimensionality:
+            n_folds: int = 5, n_boot: int = 200, n_blocks: int = 20, bootstrap_cv: bool = True) -> Dimensionality:
         """Estimate the statistics and their bootstrap distribution; returns self.
 
         Parameters
@@ -879,7 +893,14 @@ class Dimensionality(Estimator):
         n_blocks : int
             Time blocks for data without trials (bootstrap units).
         bootstrap_cv : bool
-            Rerun the cross-validation in every bootstrap draw.
+            Rerun the cross-validation in every bootstrap draw (default): the draws of ``n_dim``
+            are the uncertainty of the choice. False: the FA statistics condition on the
+            full-data choice and ``n_dim`` gets no draws.
+
+        Warns
+        -----
+        UserWarning
+            The cross-validated ``n_dim`` is ``max_dim`` (raise it).
         """
         if method != "em":
             raise ValueError(f"method must be 'em', got {method!r}")
@@ -935,22 +956,25 @@ class Dimensionality(Estimator):
             if dd == 0:
                 continue
             init = (fa.loadings_, fa.observation_var_) if dd == d else "pca"
-            state, _, _, _ = fit_fa_covariance(S[idx], int(dd), init=init, progress=progress)
+            # a draw's choice can be over-sized for its resample: slow to converge, its shared
+            # variance settled long before tol is met (as in the cross-validation), so no warning
+            state, _, _, _ = fit_fa_covariance(S[idx], int(dd), init=init, progress=progress,
+                                               warn=not bootstrap_cv)
             for j, i in enumerate(idx):
                 L = np.asarray(state.loadings[j])
                 d_shared[i] = shared_dimensionality(L)
                 psv[i] = percent_shared_variance(L, np.asarray(state.observation_var[j]))
         coords = {"draw": np.arange(n_boot), "neuron": self.neuron_ids_}
-        return xr.Dataset(
-            {
-                "participation_ratio": ("draw", pr),
-                "n_dim": ("draw", ds.astype(np.int64)),
-                "shared_dimensionality": ("draw", d_shared),
-                "percent_shared_variance": (("draw", "neuron"), psv),
-                "mean_percent_shared_variance": ("draw", psv.mean(axis=1)),
-            },
-            coords=coords,
-        )
+        out = {
+            "participation_ratio": ("draw", pr),
+            "n_dim": ("draw", ds.astype(np.int64)),
+            "shared_dimensionality": ("draw", d_shared),
+            "percent_shared_variance": (("draw", "neuron"), psv),
+            "mean_percent_shared_variance": ("draw", psv.mean(axis=1)),
+        }
+        if not bootstrap_cv:  # the choice was not resampled: no draws for it
+            del out["n_dim"]
+        return xr.Dataset(out, coords=coords)
 
     @pynapple_io()
     def log_likelihood(self, data: Any) -> np.ndarray:
@@ -977,8 +1001,9 @@ class Dimensionality(Estimator):
         ``mean_percent_shared_variance`` (each dims ``("draw",)``) and ``percent_shared_variance``
         (``("draw", "neuron")``), `num_samples` draws taken with replacement (by `key`) from the
         stored bootstrap draws (all of them, in order, when `num_samples` equals their number;
-        `key` is needed otherwise). ``n_dim`` is constant across draws unless the fit used
-        ``bootstrap_cv=True``.
+        `key` is needed otherwise). ``n_dim`` is there only when the fit bootstrapped the choice
+        (``bootstrap_cv=True``, the default): a count fixed at the full-data choice would show an
+        interval of zero width that no data support.
         """
         self._check_fitted()
         if self.bootstrap_ is None:

@@ -47,6 +47,7 @@ from numpyro.distributions import constraints
 from numpyro.infer import init_to_value
 
 from .._pynapple import pynapple_io
+from .._validation import _warn_if_on_edge
 from ..estimator import Estimator, resolve_key
 from ..infer._model import as_key
 
@@ -735,6 +736,12 @@ def select_n_states(train: Any, test: Any, candidates, *, key: Any = None, bin_s
     -------
     StateSelection
 
+    Warns
+    -----
+    UserWarning
+        The choice is the largest candidate (or the smallest one above 1): the best number of
+        states may lie outside the range; widen it.
+
     Examples
     --------
     >>> import jax, numpy as np
@@ -771,4 +778,6 @@ def select_n_states(train: Any, test: Any, candidates, *, key: Any = None, bin_s
     table["test_se"] = [_block_se(pw - pointwise[best], d_test.starts) for pw in pointwise]
     ok = table["test_log_likelihood"].values >= table["test_log_likelihood"].values[best] - table["test_se"].values
     chosen = int(table["n_states"].values[np.flatnonzero(ok)].min()) if ok.any() else cands[best]
+    _warn_if_on_edge(chosen, cands, what="number of states", floor=1,
+                     how="widen the candidates (e.g. up to twice as many states)")
     return StateSelection(table.set_index("n_states"), chosen, cands[best])

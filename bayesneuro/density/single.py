@@ -43,7 +43,7 @@ import numpy as np
 import xarray as xr
 
 from ..estimator import PROB, Estimator, resolve_key
-from .trains import SpikeTrains
+from .trains import ISIArray, SpikeTrains
 
 __all__ = [
     "NeuronStatistics",
@@ -57,6 +57,77 @@ __all__ = [
 ]
 
 LV_BLOCK = 10  # consecutive ISI pairs share an ISI: L_V terms are bootstrapped in blocks
+MIN_RUNS = 4  # fewer runs of adjacent segments than this: runs are cut into blocks
+
+
+def resampling_units(segments: Any, *, min_runs: int = MIN_RUNS) -> np.ndarray:
+    """Resampling unit of each segment for the trial bootstrap: runs of adjacent segments.
+
+    Trials recorded one after the other share slow drifts (of rate, of burstiness), so
+    neighbouring trials are not independent draws. Segments follow each other in a **run** when
+    the gap between them is at most the median gap plus the median segment length (the usual
+    spacing of trials); a longer gap (another state's trials, a pause) starts a new run. Runs
+    are the units. With fewer than `min_runs` runs, each run is cut into blocks of
+    ``round(n_segment ** (1/3))`` consecutive segments (the usual block-bootstrap length).
+
+    Parameters
+    ----------
+    segments : array_like, shape (n_segment, 2)
+        Sorted, disjoint ``[start, stop)`` intervals (:attr:`SpikeTrains.segments`).
+    min_runs : int
+
+    Returns
+    -------
+    numpy.ndarray of int, shape (n_segment,)
+        Unit index of each segment, ``0 .. n_unit - 1`` in time order.
+
+    Examples
+    --------
+    >>> from bayesneuro.density.single import resampling_units
+    >>> # trials of 2 s laid end to end, with the trials of another state taken out
+    >>> resampling_units([[0, 2], [2, 4], [10, 12], [12, 14], [14, 16], [30, 32]], min_runs=2).tolist()
+    [0, 0, 1, 1, 1, 2]
+    """
+    seg = np.asarray(segments, dtype=np.float64).reshape(-1, 2)
+    n = seg.shape[0]
+    if n < 2:
+        return np.zeros(n, np.int64)
+    gaps = seg[1:, 0] - seg[:-1, 1]
+    spacing = np.median(gaps) + np.median(seg[:, 1] - seg[:, 0])
+    run = np.cumsum(np.r_[True, gaps > spacing * (1 + 1e-9)]) - 1
+    if run[-1] + 1 >= min_runs:
+        return run
+    b = max(1, round(n ** (1 / 3)))
+    starts = np.r_[0, np.flatnonzero(np.diff(run)) + 1]
+    pos = np.arange(n) - np.repeat(starts, np.diff(np.r_[starts, n]))
+    return np.cumsum(np.r_[True, (np.diff(run) != 0) | (pos[1:] % b == 0)]) - 1
+
+
+def dirichlet_concentration(n_unit: int, prob: float = PROB) -> float:
+    r"""Dirichlet concentration of a Bayesian bootstrap over `n_unit` units that gives a mean of
+    the units the width of Student's `prob` interval.
+
+    With weights :math:`w \sim \mathrm{Dirichlet}(\alpha \mathbf 1_n)` the weighted mean of
+    values with sample variance :math:`s^2` has variance :math:`\frac{n-1}{n(n\alpha + 1)} s^2`.
+    Rubin's :math:`\alpha = 1` gives :math:`s^2 (n-1) / (n (n+1))`, narrower than the
+    :math:`t_{n-1}` interval (an 87% interval for a nominal 90% one with 20 units); here
+    :math:`\alpha = ((n - 1) / f^2 - 1) / n` with :math:`f = t_{n-1,q} / z_q`,
+    :math:`q = (1 + \text{prob}) / 2`, floored at 0.05.
+
+    Examples
+    --------
+    >>> from bayesneuro.density.single import dirichlet_concentration
+    >>> round(dirichlet_concentration(20), 3), round(dirichlet_concentration(1000), 3)
+    (0.81, 0.996)
+    """
+    import scipy.stats as sps
+
+    n = int(n_unit)
+    if n < 2:
+        raise ValueError(f"the bootstrap needs at least 2 units, got {n}")
+    q = (1 + float(prob)) / 2
+    f = sps.t.ppf(q, n - 1) / sps.norm.ppf(q)
+    return float(max(((n - 1) / f**2 - 1) / n, 0.05))
 STATISTICS = ("rate", "cv", "lv", "fano", "burst_index", "refractory_violations")
 
 
@@ -96,18 +167,32 @@ def isi_cv(isi: Any) -> float:
 def local_variation(isi: Any = None, *, pairs: Any = None) -> float:
     r"""Local variation :math:`L_V` of consecutive ISIs (Shinomoto et al. 2003).
 
-    Give one unbroken sequence of ISIs, or ``pairs`` ``(n, 2)`` of consecutive ISIs (as
-    :meth:`SpikeTrains.isi_pairs` gives, never across a segment edge).
+    Give the ISIs of one neuron from :meth:`SpikeTrains.isis` (an :class:`ISIArray`: pairs
+    are formed within each segment only, never across a trial boundary or a gap), one unbroken
+    sequence of ISIs as a plain array, or ``pairs`` ``(n, 2)`` of consecutive ISIs (as
+    :meth:`SpikeTrains.isi_pairs` gives). The value pools the pairs of all segments:
+    :math:`3/n \sum` over the :math:`n` within-segment pairs.
+
+    Raises
+    ------
+    ValueError
+        A slice of an ``ISIArray`` (which no longer knows where its segments end).
 
     Examples
     --------
-    >>> from bayesneuro.density import local_variation
+    >>> from bayesneuro.density import SpikeTrains, local_variation
     >>> round(local_variation([1.0, 1.0, 1.0]), 6), round(local_variation([1.0, 3.0]), 6)
     (0.0, 0.75)
+    >>> tr = SpikeTrains([[0.0, 1.0, 2.0, 10.0, 13.0, 16.0]], segments=[[0, 5], [10, 20]])
+    >>> round(local_variation(tr.isis()[0]), 6)  # two clock-like trials: 1 s and 3 s ISIs
+    0.0
     """
     if pairs is None:
-        isi = np.asarray(isi, dtype=np.float64)
-        pairs = np.column_stack([isi[:-1], isi[1:]]) if isi.size > 1 else np.zeros((0, 2))
+        if isinstance(isi, ISIArray):
+            pairs = isi.pairs()
+        else:
+            isi = np.asarray(isi, dtype=np.float64)
+            pairs = np.column_stack([isi[:-1], isi[1:]]) if isi.size > 1 else np.zeros((0, 2))
     pairs = np.asarray(pairs, dtype=np.float64).reshape(-1, 2)
     if pairs.shape[0] < 1:
         return float("nan")
@@ -491,10 +576,26 @@ class NeuronStatistics(Estimator):
             F[:, 6, j] = np.bincount(win_seg, c[:, j], minlength=n_seg)
             F[:, 7, j] = np.bincount(win_seg, c[:, j] ** 2, minlength=n_seg)
         F[:, 9, :] = (trains.segments[:, 1] - trains.segments[:, 0])[:, None]
-        dt = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+        # the units: runs of adjacent trials (which share slow drifts), one weight each, with
+        # the concentration that gives a mean of few units the width of a t interval
+        unit = resampling_units(trains.segments)
+        n_unit = int(unit[-1]) + 1
+        if n_unit < 5:
+            warnings.warn(
+                f"the trial bootstrap has only {n_unit} independent units (runs of adjacent trials): "
+                "its intervals are rough; record more, separated trials", stacklevel=3,
+            )
+        Fu = np.zeros((n_unit,) + F.shape[1:])
+        np.add.at(Fu, unit, F)
+        self.n_units_ = n_unit
         k_w, k_b, k_r = jax.random.split(rng, 3)
-        W = jax.random.dirichlet(k_w, jnp.ones(n_seg, dtype=dt), (num_samples,)) * n_seg
-        A = np.asarray(W @ jnp.asarray(F.reshape(n_seg, -1), dtype=dt)).reshape(num_samples, 12, n_neuron)
+        alpha = dirichlet_concentration(n_unit) if n_unit >= 2 else 1.0
+        # numpy's Dirichlet, seeded by the key: the number of units changes with every state and
+        # resample, and a jax draw would compile anew for each
+        bits = jax.random.key_data(k_w) if jnp.issubdtype(k_w.dtype, jax.dtypes.prng_key) else k_w
+        g = np.random.default_rng(np.asarray(bits).ravel().tolist()).gamma(alpha, size=(num_samples, n_unit))
+        W = g / g.sum(axis=1, keepdims=True) * n_unit
+        A = (W @ Fu.reshape(n_unit, -1)).reshape(num_samples, 12, n_neuron)
         with np.errstate(invalid="ignore", divide="ignore"):
             m = A[:, 1] / A[:, 0]
             mw = A[:, 6] / A[:, 5]

@@ -10,13 +10,64 @@ crosses a trial boundary or a gap in the recording.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
 from .._validation import _as_ids
 
-__all__ = ["SpikeTrains"]
+__all__ = ["ISIArray", "SpikeTrains"]
+
+
+class ISIArray(np.ndarray):
+    """Inter-spike intervals of one neuron that remember the segment (trial) of each interval.
+
+    What :meth:`SpikeTrains.isis` returns: a plain float array for every array use (means,
+    histograms, ``np.asarray``), plus ``segment``, the segment index of each ISI, so that
+    :func:`~bayesneuro.density.local_variation` pairs consecutive ISIs only within a segment.
+    Elementwise results (``isi * 1000``) keep ``segment``; a slice or a selection loses it
+    (``segment`` is None), and ``local_variation`` then refuses it rather than pair intervals
+    that were not consecutive.
+
+    Examples
+    --------
+    >>> from bayesneuro.density import SpikeTrains
+    >>> isi = SpikeTrains([[0.1, 0.3, 0.35, 1.2, 1.4]], segments=[[0, 1], [1, 2]]).isis()[0]
+    >>> isi.round(2).tolist(), isi.segment.tolist()
+    ([0.2, 0.05, 0.2], [0, 0, 1])
+    """
+
+    segment: np.ndarray | None
+
+    def __new__(cls, values: Any, segment: Any) -> Self:
+        obj = np.asarray(values, dtype=np.float64).view(cls)
+        seg = np.asarray(segment, dtype=np.int64)
+        if seg.shape != obj.shape or obj.ndim != 1:
+            raise ValueError(f"segment must give one index per ISI ({obj.shape}), got shape {seg.shape}")
+        obj.segment = seg
+        return obj
+
+    def __array_finalize__(self, obj: Any) -> None:
+        seg = getattr(obj, "segment", None)
+        # elementwise results keep the segments; slices and selections cannot know theirs
+        self.segment = seg if seg is not None and getattr(obj, "shape", None) == self.shape else None
+
+    def __array_wrap__(self, arr, context=None, return_scalar=False):
+        if arr.ndim == 0:  # reductions (mean, sum, ...) give plain numbers
+            return arr[()]
+        return super().__array_wrap__(arr, context, return_scalar)
+
+    def pairs(self) -> np.ndarray:
+        """Consecutive ISI pairs ``(I_i, I_{i+1})`` within segments, ``(n, 2)``."""
+        if self.segment is None:
+            raise ValueError(
+                "these ISIs were cut from SpikeTrains.isis() and no longer know their segment boundaries "
+                "(trials): consecutive ISIs cannot be paired; pass the whole isis()[j], or "
+                "local_variation(pairs=trains.isi_pairs()[j])"
+            )
+        v = np.asarray(self)
+        same = self.segment[1:] == self.segment[:-1]
+        return np.column_stack([v[:-1][same], v[1:][same]])
 
 
 def _as_segments(segments: Any) -> np.ndarray:
@@ -61,6 +112,8 @@ class SpikeTrains:
     >>> tr = SpikeTrains([[0.1, 0.3, 0.35, 1.2], [0.5, 1.5]], segments=[[0, 1], [1, 2]])
     >>> [isi.round(2).tolist() for isi in tr.isis()]  # 0.35 -> 1.2 crosses a segment edge
     [[0.2, 0.05], []]
+    >>> tr.isis()[0].segment.tolist()  # the segment of each ISI (an ISIArray)
+    [0, 0]
     >>> tr.n_spikes.tolist(), tr.duration
     ([4, 2], 2.0)
     """
@@ -230,13 +283,18 @@ class SpikeTrains:
         t = self._times[neuron]
         return np.searchsorted(self._segments[:, 0], t, side="right") - 1
 
-    def isis(self) -> list[np.ndarray]:
-        """Inter-spike intervals per neuron, seconds, formed within segments only."""
+    def isis(self) -> list[ISIArray]:
+        """Inter-spike intervals per neuron, seconds, formed within segments only.
+
+        Each is an :class:`ISIArray`: a float array that also holds the segment of each ISI,
+        so that :func:`~bayesneuro.density.local_variation` never pairs the last ISI of one
+        trial with the first of the next.
+        """
         out = []
         for j, t in enumerate(self._times):
             k = self.segment_of(j)
             same = k[1:] == k[:-1]
-            out.append(np.diff(t)[same])
+            out.append(ISIArray(np.diff(t)[same], k[1:][same]))
         return out
 
     def isi_pairs(self) -> list[np.ndarray]:

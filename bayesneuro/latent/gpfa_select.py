@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._validation import _warn_if_on_edge
 from ..estimator import resolve_key
 from .gpfa import _GAUSSIAN_OPTIONS, GPFA
 from .gpfa_gaussian import _left_out
@@ -71,6 +72,11 @@ def choose_n_latents(data, candidates, *, n_folds: int = 5, key: Any, progress: 
     ValueError
         For a bad candidate or fold count, or a neuron with zero variance in a training fold.
 
+    Warns
+    -----
+    UserWarning
+        The best candidate is the largest one (or the smallest one above 1): widen the range.
+
     Examples
     --------
     >>> import numpy as np
@@ -125,4 +131,7 @@ def choose_n_latents(data, candidates, *, n_folds: int = 5, key: Any, progress: 
         bar.close()
     da = xr.DataArray(errors, dims=("n_latents", "fold"), coords={"n_latents": cands, "fold": np.arange(n_folds)},
                       name="left_out_squared_error")
-    return NLatentsSelection(da, cands[int(np.argmin(errors.sum(axis=1)))])
+    best = cands[int(np.argmin(errors.sum(axis=1)))]
+    _warn_if_on_edge(best, cands, what="number of latents", floor=1,
+                     how="widen the candidates (more latents, up to n_neuron - 1)")
+    return NLatentsSelection(da, best)
