@@ -20,6 +20,10 @@ Choosing the number of types
     them by PSIS-LOO of each neuron's feature vector (``az.compare``). The chosen :math:`K` is the
     smallest whose elpd lies within ``parsimony`` standard errors (of the elpd difference) of the
     best one: a one-SE rule that keeps one broad cluster from being split for a negligible gain.
+    With few neurons PSIS-LOO is often unreliable (a neuron whose Pareto :math:`\hat k` exceeds
+    0.7 weighs too much on its own fit; more effective parameters than neurons): ``fit`` then
+    warns and chooses :math:`K` by K-fold cross-validation over neurons with the same rule.
+    A choice equal to ``max_types`` warns (the best :math:`K` may be larger).
     ``selection="sparse"`` fits only ``K = max_types`` under a sparse Dirichlet prior
     (:math:`\alpha` = ``prior_concentration``, default :math:`1/K`), which lets superfluous types
     take small weight; ``n_types_`` then counts the types that are the most likely type of at
@@ -53,6 +57,7 @@ from numpyro.distributions import constraints
 from numpyro.distributions.transforms import biject_to
 from numpyro.infer import init_to_value
 
+from .._validation import _warn_if_on_edge
 from ..estimator import Estimator, resolve_key
 from ..infer import fit as _infer_fit
 from ..infer.fit import progress_default
@@ -69,6 +74,7 @@ __all__ = [
 
 MEAN_SCALE = 2.0
 SCALE_PRIOR = (float(np.log(0.5)), 1.0)
+PARETO_K_MAX = 0.7  # PSIS-LOO is unreliable for a point whose Pareto k exceeds this (Vehtari et al. 2017)
 
 
 class MixtureParams(NamedTuple):
@@ -415,6 +421,11 @@ class NeuronTypes(Estimator):
         Posterior mean type means in original feature units.
     loo_table_ : pandas.DataFrame or None
         ``az.compare`` table over K (``"loo"``), index ``K=1``, ``K=2``, ...
+    selection_ : str
+        How K was chosen: ``"loo"``, ``"kfold"`` (LOO was unreliable, see ``fit``) or ``"sparse"``.
+    cv_table_ : pandas.DataFrame or None
+        With ``selection_ == "kfold"``: held-out ``elpd_kfold``, ``se``, ``elpd_diff`` and ``dse``
+        per K, best first.
     fits_ : dict of int to FitResult
         The fit for each K tried.
     result_ : FitResult
@@ -455,7 +466,7 @@ class NeuronTypes(Estimator):
     # -- fitting ------------------------------------------------------------------------------
 
     def fit(self, data: Any, *, method: str = "laplace", key: Any = None, progress: bool | None = None,
-            n_restarts: int = 5, feature_names: Any = None, neuron_ids: Any = None,
+            n_restarts: int = 5, feature_names: Any = None, neuron_ids: Any = None, cv_folds: int = 5,
             **infer_options) -> NeuronTypes:
         """Fit the mixture for each K and choose the number of types.
 
@@ -472,6 +483,9 @@ class NeuronTypes(Estimator):
             k-means++ starts per K (one for K = 1).
         feature_names, neuron_ids : array_like, optional
             Labels, overriding those of the data.
+        cv_folds : int
+            Folds of the cross-validation over neurons that replaces PSIS-LOO when LOO is
+            unreliable (``"loo"`` selection).
         **infer_options
             Options of the final fit's method (e.g. ``num_samples``, ``num_warmup``).
 
@@ -485,6 +499,14 @@ class NeuronTypes(Estimator):
         ValueError
             NaN/infinite features, fewer than 3 neurons, a constant feature, or a
             non-positive value in a log-transformed feature.
+
+        Warns
+        -----
+        UserWarning
+            PSIS-LOO is unreliable (a neuron with Pareto k > 0.7 in some K's fit, or more
+            effective parameters than neurons): K is then chosen by ``cv_folds``-fold
+            cross-validation over neurons (``selection_ = "kfold"``, table ``cv_table_``).
+            Also when the chosen K is ``max_types`` (raise it).
         """
         from .._progress import progress_bar
 
@@ -505,7 +527,7 @@ class NeuronTypes(Estimator):
         if const.any():
             raise ValueError(f"features {feats.names[const].tolist()} are constant across neurons; drop them")
         z = (x - center) / scale
-        n, d = z.shape
+        n = z.shape[0]
         progress = progress_default() if progress is None else bool(progress)
         k_max = min(int(self.max_types), n)
         ks = list(range(1, k_max + 1)) if self.selection == "loo" else [k_max]
@@ -517,25 +539,15 @@ class NeuronTypes(Estimator):
         bar = progress_bar(total=sum(1 if k == 1 else n_restarts for k in ks) + len(ks), disable=not progress,
                    desc="NeuronTypes")
         for k, kk in zip(ks, keys):
-            data_kw = dict(n_neuron=n, n_feature=d, n_types=k_max, concentration=float(alpha),
-                           active=np.arange(k_max) < k, z=z)
-            mode = self._best_mode(z, k, k_max, kk, data_kw, bar, n_restarts)
-            opts = dict(infer_options)
-            opts.setdefault("init_strategy", init_to_value(values=mode))
-            fits[k] = _infer_fit(mixture_model, method=method, key=jax.random.fold_in(kk, 1),
-                                 coords={"neuron": feats.neuron_ids, "feature": feats.names,
-                                         "type": np.arange(k_max)},
-                                 dims={"weights": ["type"], "raw_weights": ["type"], "means": ["type", "feature"],
-                                       "scales": ["type", "feature"], "z": ["neuron", "feature"],
-                                       "active": ["type"], "features": ["neuron"]},
-                                 progress=False, model_kwargs=data_kw, **opts)
-            draws[k] = _tidy_draws(fits[k], k, mode["means"][:k])
+            fits[k], draws[k] = self._fit_k(z, k, k_max, alpha, kk, method, n_restarts, feats.names,
+                                            feats.neuron_ids, infer_options, bar)
             bar.update(1)
         bar.close()
         self.fits_ = fits
         self.feature_names_, self.neuron_ids_ = feats.names, feats.neuron_ids
         self.center_, self.scale_, self._log_mask_, self._z = center, scale, log_mask, z
         self._x = feats.values
+        self.cv_table_, self.selection_ = None, self.selection
         if self.selection == "loo" and len(ks) > 1:
             import warnings
 
@@ -545,17 +557,103 @@ class NeuronTypes(Estimator):
 
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=".*inplace keyword.*")
-                table = az.compare({f"K={k}": loo(f.to_inference_data(), pointwise=True) for k, f in fits.items()},
-                                   ic="loo")
+                # the Pareto-k diagnostic is checked here, with what to do, not by arviz's generic warning
+                warnings.filterwarnings("ignore", message="Estimated shape parameter of Pareto")
+                loos = {k: loo(f.to_inference_data(), pointwise=True) for k, f in fits.items()}
+                table = az.compare({f"K={k}": v for k, v in loos.items()}, ic="loo")
             self.loo_table_ = table
+            high = {k: int(np.sum(np.asarray(v.pareto_k) > PARETO_K_MAX)) for k, v in loos.items()}
+            over = {k: float(v.p_loo) for k, v in loos.items() if float(v.p_loo) > n}
+            if any(high.values()) or over:
+                n_folds = min(int(cv_folds), n)
+                bad = ", ".join(f"K={k}: {c}" for k, c in high.items() if c)
+                warnings.warn(
+                    "PSIS-LOO is unreliable for choosing the number of types: "
+                    + (f"neurons with Pareto k > {PARETO_K_MAX} ({bad} of {n})" if bad else "")
+                    + ("; " if bad and over else "")
+                    + (f"more effective parameters than neurons (p_loo {', '.join(f'K={k}: {p:.0f}' for k, p in over.items())} > {n})"
+                       if over else "")
+                    + f". The number of types is chosen by {n_folds}-fold cross-validation over neurons instead "
+                    "(cv_table_; loo_table_ kept for reference). Few neurons support only a few types: "
+                    "lower max_types or use fewer features", UserWarning, stacklevel=2,
+                )
+                table = self._kfold_table(z, ks, k_max, alpha, key, method, n_restarts, feats, infer_options,
+                                          n_folds)
+                self.cv_table_, self.selection_ = table, "kfold"
             within = table["elpd_diff"] <= float(self.parsimony) * table["dse"] + 1e-12
             chosen = min(int(name[2:]) for name in table.index[within.to_numpy()])
+            if chosen == ks[-1] and k_max < n:
+                _warn_if_on_edge(chosen, ks, what="number of types", floor=1,
+                                 how="raise max_types", stacklevel=2)
         else:
             self.loo_table_ = None
             chosen = ks[-1]
         self.result_ = fits[chosen]
         self._summarise(draws[chosen])
         return self
+
+    def _fit_k(self, z, k, k_max, alpha, key, method, n_restarts, names, neuron_ids, infer_options, bar):
+        """The fit of K types (best of the restarts, then `method`) and its tidy draws."""
+        n, d = z.shape
+        data_kw = {"n_neuron": n, "n_feature": d, "n_types": k_max, "concentration": float(alpha),
+                   "active": np.arange(k_max) < k, "z": z}
+        mode = self._best_mode(z, k, k_max, key, data_kw, bar, n_restarts)
+        opts = dict(infer_options)
+        opts.setdefault("init_strategy", init_to_value(values=mode))
+        fit = _infer_fit(mixture_model, method=method, key=jax.random.fold_in(key, 1),
+                         coords={"neuron": neuron_ids, "feature": names, "type": np.arange(k_max)},
+                         dims={"weights": ["type"], "raw_weights": ["type"], "means": ["type", "feature"],
+                               "scales": ["type", "feature"], "z": ["neuron", "feature"],
+                               "active": ["type"], "features": ["neuron"]},
+                         progress=False, model_kwargs=data_kw, **opts)
+        return fit, _tidy_draws(fit, k, mode["means"][:k])
+
+    def _kfold_table(self, z, ks, k_max, alpha, key, method, n_restarts, feats, infer_options, n_folds):
+        """K-fold cross-validation over neurons: the held-out log predictive density of each
+        neuron's features under each K fitted to the other folds, as a table like ``az.compare``'s
+        (``elpd``, ``se``, ``elpd_diff`` and ``dse`` from the paired per-neuron differences)."""
+        import pandas as pd
+
+        from .._progress import progress_bar
+
+        n = z.shape[0]
+        base = jax.random.fold_in(resolve_key(key, needed=True, why="K-fold cross-validation"), 7919)
+        perm = np.asarray(jax.random.permutation(base, n))
+        lpd = np.zeros((len(ks), n))
+        failed: set = set()
+        quiet = progress_bar(total=1, disable=True)
+        for f, test in enumerate(np.array_split(perm, n_folds)):
+            train = np.setdiff1d(np.arange(n), test)
+            for i, k in enumerate(ks):
+                kk = jax.random.fold_in(base, 1000 * f + k)
+                try:
+                    _, post = self._fit_k(z[train], k, k_max, alpha, kk, method, n_restarts, feats.names,
+                                          feats.neuron_ids[train], infer_options, quiet)
+                except RuntimeError:  # no proper mode on this fold: K is not supported there
+                    failed.add(k)
+                    lpd[i, test] = np.nan
+                    continue
+                flat = post.stack(sample=("chain", "draw")).transpose("sample", ...)
+                zt = z[test]
+                lp = jax.vmap(lambda w, m, s, zt=zt: mixture_log_likelihood(zt, MixtureParams(w, m, s)))(
+                    *(jnp.asarray(flat[v].values) for v in ("weights", "means", "scales")))
+                lpd[i, test] = np.asarray(logsumexp(lp, axis=0) - np.log(lp.shape[0]))
+        quiet.close()
+        if failed:
+            import warnings
+
+            warnings.warn(f"K-fold cross-validation: the K={sorted(failed)} mixtures reached no proper mode on some "
+                          "folds; those K are left out of the choice", UserWarning, stacklevel=3)
+        elpd = lpd.sum(1)
+        best = int(np.nanargmax(elpd))
+        diff = lpd[best] - lpd
+        table = pd.DataFrame({
+            "elpd_kfold": elpd,
+            "se": np.sqrt(n * lpd.var(axis=1, ddof=1)),
+            "elpd_diff": elpd[best] - elpd,
+            "dse": np.sqrt(n * diff.var(axis=1, ddof=1)),
+        }, index=[f"K={k}" for k in ks])
+        return table.sort_values("elpd_diff")
 
     def _log_mask(self, names: np.ndarray) -> np.ndarray:
         if isinstance(self.log_features, str):
