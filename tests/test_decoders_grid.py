@@ -124,7 +124,9 @@ def test_unvisited_cells_never_win_where_pynapple_decodes_into_them():
     pn = np.asarray(p).reshape(test.n_time, -1)
     share = np.mean(~vis[np.argmax(pn, axis=1)])
     assert share > 0.2, share  # pynapple decodes many bins into never-visited cells
-    ss = StateSpaceDecoder(bins=12, range=[(0, 1), (0, 1)], sigma=0.0, sigma_walk=0.05).fit(train, ["x", "y"])
+    # iid positions: a random-walk prior is wrong here, and its calibration would say so (a warning)
+    ss = StateSpaceDecoder(bins=12, range=[(0, 1), (0, 1)], sigma=0.0, sigma_walk=0.05, temperature=1.0).fit(
+        train, ["x", "y"])
     pss = ss.decode(test)
     assert np.all(vis[np.argmax(pss.log_prob, axis=1)])
 
@@ -307,9 +309,10 @@ def test_state_space_fit_learns_the_walk_and_restarts_at_trials():
     x = np.abs(np.mod(np.cumsum(rng.normal(0, 0.02, T)), 2) - 1)
     counts = rng.poisson(dt * (0.5 + 15 * np.exp(-((x[:, None] - np.linspace(0, 1, N)) ** 2) / 0.01)))
     data = SpikeData.from_counts(counts, bin_size=dt, covariates=x, feature_names=["x"], trial_ids=np.repeat(np.arange(6), 1000))
-    ss = StateSpaceDecoder(bins=30, range=(0, 1)).fit(data, "x")
+    fast = {"observation": "poisson", "temperature": 1.0}  # the walk is the point here, not the calibration
+    ss = StateSpaceDecoder(bins=30, range=(0, 1), **fast).fit(data, "x")
     assert ss.sigma_walk_[0] == pytest.approx(0.02, rel=0.1)
-    ev = StateSpaceDecoder(bins=30, range=(0, 1), sigma_walk="evidence").fit(data, "x")
+    ev = StateSpaceDecoder(bins=30, range=(0, 1), sigma_walk="evidence", **fast).fit(data, "x")
     trace = ev.evidence_trace_
     assert ev.sigma_walk_[0] == pytest.approx(ss.sigma_walk_[0] * max(trace, key=trace.get))
     assert max(trace, key=trace.get) in (0.5, 1.0, 2.0)  # the data were simulated with the learned step
@@ -318,7 +321,7 @@ def test_state_space_fit_learns_the_walk_and_restarts_at_trials():
     alone = ss.decode(data.trial(2))
     np.testing.assert_allclose(whole.log_prob[2000:3000], alone.log_prob, atol=1e-10)
     # the causal filter uses only the past: changing later spikes leaves earlier bins unchanged
-    filt = StateSpaceDecoder(bins=30, range=(0, 1), smooth=False).fit(data, "x")
+    filt = StateSpaceDecoder(bins=30, range=(0, 1), smooth=False, **fast).fit(data, "x")
     c2 = counts.copy()
     c2[500:] = 0
     d2 = SpikeData.from_counts(c2, bin_size=dt)
@@ -326,7 +329,7 @@ def test_state_space_fit_learns_the_walk_and_restarts_at_trials():
     np.testing.assert_allclose(filt.decode(d1).log_prob[:500], filt.decode(d2).log_prob[:500], atol=1e-12)
     with pytest.raises(ValueError, match="transition was learned for 0.02 s"):
         ss.decode(SpikeData.from_counts(counts, bin_size=0.04))
-    emp = StateSpaceDecoder(bins=30, range=(0, 1), transition="empirical").fit(data, "x")
+    emp = StateSpaceDecoder(bins=30, range=(0, 1), transition="empirical", **fast).fit(data, "x")
     assert np.allclose(emp.transition_.sum(axis=1)[emp.tuning_.visited], 1.0)
     assert emp.evaluate(data, "x")["median_error"] < 0.05
 
@@ -372,7 +375,8 @@ def test_kfold_has_no_leakage_and_curves_find_lag_and_neurons():
         gapped = np.min(np.abs(tr_t[:, None] - np.array(sorted(tt))[None]))
         assert gapped > 4 * dt  # at least gap bins between train and test
     train, test, _ = data.split(fractions=(0.7, 0.3))
-    curve = lag_curve(NaiveBayesDecoder(bins=20, range=(0, 1)), train, test, "x", [-2, 0, 2, 3, 4])
+    # untempered: at the wrong lags the spikes say nothing, and a calibrated temperature would warn
+    curve = lag_curve(NaiveBayesDecoder(bins=20, range=(0, 1), temperature=1.0), train, test, "x", [-2, 0, 2, 3, 4])
     assert curve["lags"][np.argmin(curve["value"])] == 3
     aligned = SpikeData.from_counts(np.roll(counts, -3, axis=0), bin_size=dt, covariates=x, feature_names=["x"])
     train, test, _ = aligned.split(fractions=(0.7, 0.3))

@@ -29,7 +29,7 @@ from ._base import Decoder, attach_index
 from ._inputs import as_spike_data, check_neurons, check_spiking, target_array
 from .grid import Grid
 from .posterior import GridPosterior
-from .tuning import NEWTON_MAX_ITER, TuningCurves, estimate_tuning_curves
+from .tuning import NEWTON_MAX_ITER, TuningCurves, estimate_dispersion, estimate_tuning_curves
 from .._pynapple import pynapple_io
 
 RATE_FLOOR = 1e-12  # Hz; a visited cell's rate of exactly 0 becomes this (as pynapple's EPS)
@@ -49,12 +49,33 @@ def _log_lik_chunk(counts, log_rate_dt, rate_dt_sum, log_prior, normalize=True, 
     return lp - jnp.sum(jax.scipy.special.gammaln(counts + 1), axis=1)[:, None]
 
 
-def _rate_terms(rates: np.ndarray, bin_size: float) -> tuple[jax.Array, jax.Array]:
-    """``log(rate * dt)`` ``(neuron, G)`` and ``sum_n rate * dt`` ``(G,)``, rates floored at
-    :data:`RATE_FLOOR`; unvisited (``nan``) cells get placeholder values the prior masks."""
+def _rate_terms(rates: np.ndarray, bin_size: float, dispersion: Any = None,
+                temperature: float = 1.0) -> tuple[jax.Array, jax.Array]:
+    """The two arrays of the log likelihood ``counts @ a - c`` (terms of the counts only left out).
+
+    Poisson (``dispersion`` None or infinite): ``a = log(mu)`` ``(neuron, G)`` and
+    ``c = sum_n mu`` ``(G,)``, with ``mu = rate * dt``. Negative binomial with dispersion
+    ``r_n``: ``a = log(mu / (mu + r))`` and ``c = sum_n r_n log(1 + mu / r_n)``. Both are
+    divided by `temperature`. Rates are floored at :data:`RATE_FLOOR`; unvisited (``nan``)
+    cells get placeholder values the prior masks.
+    """
     dtype = jnp.zeros(()).dtype
     r = np.where(np.isfinite(rates), np.maximum(rates, RATE_FLOOR), 1.0)
-    return jnp.asarray(np.log(r * bin_size), dtype), jnp.asarray(np.sum(r * bin_size, axis=0), dtype)
+    mu = r * bin_size
+    a, c = np.log(mu), mu
+    if dispersion is not None:
+        disp = np.asarray(dispersion, dtype=np.float64).reshape(-1, 1)
+        nb = np.isfinite(disp[:, 0])
+        if nb.any():
+            d = disp[nb]
+            a = a.copy()
+            c = c.copy()
+            a[nb] = np.log(mu[nb]) - np.log(mu[nb] + d)
+            c[nb] = d * np.log1p(mu[nb] / d)
+    c = np.sum(c, axis=0)
+    if temperature != 1.0:
+        a, c = a / temperature, c / temperature
+    return jnp.asarray(a, dtype), jnp.asarray(c, dtype)
 
 
 def log_posterior(
@@ -65,6 +86,8 @@ def log_posterior(
     *,
     normalize: bool = True,
     chunk_size: int = _CHUNK,
+    dispersion: Any = None,
+    temperature: float = 1.0,
 ) -> np.ndarray:
     """Naive-Bayes log posterior ``(time, G)`` from counts ``(time, neuron)`` and rates ``(neuron, G)``.
 
@@ -79,6 +102,10 @@ def log_posterior(
         False: return the unnormalised log likelihood plus log prior.
     chunk_size : int
         Bins per compiled call (bounds the working memory).
+    dispersion : array_like, shape (neuron,), optional
+        Negative-binomial dispersion ``r_n`` per neuron (``inf``: Poisson); default Poisson.
+    temperature : float, default 1.0
+        The log likelihood is divided by it before the prior is added.
 
     Examples
     --------
@@ -90,7 +117,7 @@ def log_posterior(
     [[0.71, 0.29], [0.0, 1.0]]
     """
     dtype = jnp.zeros(()).dtype
-    log_rate_dt, rate_dt_sum = _rate_terms(rates, bin_size)
+    log_rate_dt, rate_dt_sum = _rate_terms(rates, bin_size, dispersion, temperature)
     lp_prior = jnp.asarray(log_prior, dtype)
     n_time = counts.shape[0]
     out = np.empty((n_time, rates.shape[1]), dtype=dtype)
@@ -104,22 +131,56 @@ def log_posterior(
     return out
 
 
-def log_factorial_total(counts: np.ndarray) -> float:
-    """``sum log(k!)`` over all counts, from a histogram of the count values (no factorials)."""
+def count_terms_total(counts: np.ndarray, dispersion: Any = None) -> float:
+    """Sum over bins and neurons of the log-pmf terms that depend on the counts only.
+
+    Poisson: ``-log k!``; negative binomial with dispersion ``r_n``:
+    ``log Γ(k + r_n) - log Γ(r_n) - log k!``. They are the same in every cell, so decoding
+    leaves them out; the log evidence adds them back. Computed from each neuron's histogram of
+    count values.
+    """
     c = np.asarray(counts)
     if c.size == 0:
         return 0.0
-    hist = np.bincount(c.ravel().astype(np.int64))
-    return float(hist @ special.gammaln(np.arange(hist.size) + 1.0))
+    c = c.reshape(c.shape[0], -1).astype(np.int64)
+    hist = np.bincount(c.ravel())
+    total = -float(hist @ special.gammaln(np.arange(hist.size) + 1.0))
+    if dispersion is None:
+        return total
+    disp = np.asarray(dispersion, dtype=np.float64).reshape(-1)
+    k = np.arange(hist.size)
+    for n in np.flatnonzero(np.isfinite(disp)):
+        h = np.bincount(c[:, n], minlength=hist.size)
+        total += float(h @ (special.gammaln(k + disp[n]) - special.gammaln(disp[n])))
+    return total
 
 
-def likelihood_rows(counts: np.ndarray, rates: np.ndarray, bin_size: float, visited: np.ndarray):
+def log_pmf(counts: np.ndarray, mu: np.ndarray, dispersion: Any = None) -> np.ndarray:
+    """Log pmf of each count given its mean ``mu`` (same shape ``(time, neuron)``), summed over neurons.
+
+    Poisson where the neuron's dispersion is ``inf`` (or `dispersion` is None), negative
+    binomial (gamma-Poisson, variance ``mu + mu**2 / r``) elsewhere.
+    """
+    k = np.asarray(counts, dtype=np.float64)
+    out = k * np.log(mu) - mu - special.gammaln(k + 1.0)
+    if dispersion is not None:
+        disp = np.broadcast_to(np.asarray(dispersion, dtype=np.float64).reshape(-1), (k.shape[1],))
+        nb = np.isfinite(disp)
+        if nb.any():
+            r, kk, m = disp[nb], k[:, nb], mu[:, nb]
+            out[:, nb] = (special.gammaln(kk + r) - special.gammaln(r) - special.gammaln(kk + 1.0)
+                          - r * np.log1p(m / r) + kk * (np.log(m) - np.log(m + r)))
+    return np.sum(out, axis=1)
+
+
+def likelihood_rows(counts: np.ndarray, rates: np.ndarray, bin_size: float, visited: np.ndarray,
+                    dispersion: Any = None, temperature: float = 1.0):
     """A function ``(a, b) -> log likelihood of bins a:b`` (``-inf`` off `visited`), computed on demand.
 
-    The rows leave out ``log k!``, which is the same in every cell (see
-    :func:`log_factorial_total` for its sum).
+    The rows leave out the terms of the counts only, which are the same in every cell (see
+    :func:`count_terms_total` for their sum), and are divided by `temperature`.
     """
-    log_rate_dt, rate_dt_sum = _rate_terms(rates, bin_size)
+    log_rate_dt, rate_dt_sum = _rate_terms(rates, bin_size, dispersion, temperature)
     lp_mask = jnp.asarray(np.where(visited, 0.0, -np.inf), jnp.zeros(()).dtype)
 
     def rows(a: int, b: int):
@@ -127,6 +188,24 @@ def likelihood_rows(counts: np.ndarray, rates: np.ndarray, bin_size: float, visi
                               factorials=False)
 
     return rows
+
+
+OBSERVATIONS = ("negative_binomial", "poisson")
+
+
+def check_observation(observation: Any, temperature: Any) -> None:
+    """Validate the ``observation`` and ``temperature`` constructor options."""
+    if observation not in OBSERVATIONS:
+        raise ValueError(f"observation must be 'negative_binomial' or 'poisson', got {observation!r}")
+    if isinstance(temperature, str):
+        if temperature != "auto":
+            raise ValueError(f"temperature must be 'auto' or a number >= 1, got {temperature!r}")
+        return
+    if isinstance(temperature, bool) or not np.isscalar(temperature):
+        raise ValueError(f"temperature must be 'auto' or a number >= 1, got {temperature!r}")
+    t = float(temperature)
+    if not (np.isfinite(t) and t >= 1.0):
+        raise ValueError(f"temperature must be 'auto' or a finite number >= 1 (1: untempered), got {temperature!r}")
 
 
 def _prior_vector(prior: Any, tuning: TuningCurves) -> np.ndarray:
@@ -156,7 +235,7 @@ def _prior_vector(prior: Any, tuning: TuningCurves) -> np.ndarray:
 
 
 class NaiveBayesDecoder(Decoder):
-    """Poisson naive-Bayes decoder of a 1-D, 2-D or circular variable on a grid.
+    """Naive-Bayes decoder of a 1-D, 2-D or circular variable on a grid, calibrated on held-out training data.
 
     Parameters
     ----------
@@ -182,13 +261,37 @@ class NaiveBayesDecoder(Decoder):
         Point estimate reported by the posterior.
     chunk_size : int, default 16384
         Bins per compiled call.
+    observation : {"negative_binomial", "poisson"}, default "negative_binomial"
+        Count model of each neuron given the variable. ``"negative_binomial"``: gamma-Poisson
+        with mean ``rate * bin_size`` and variance ``mu + mu**2 / r_n``, the dispersion ``r_n``
+        of each neuron fitted by maximum likelihood on the training counts given the tuning
+        curve (:func:`~bayesneuro.decoders.tuning.estimate_dispersion`; capped at 1e4, where it
+        is Poisson). ``"poisson"``: the textbook model (Zhang et al. 1998).
+    temperature : float >= 1 or "auto", default "auto"
+        The log likelihood is divided by it before Bayes' rule (1: untempered). ``"auto"``:
+        chosen inside the training data by nested contiguous folds
+        (:func:`~bayesneuro.decoders.calibration.calibrate_temperature`: the smallest temperature
+        whose inner 90% coverage reaches 0.9), so the test data never touch it.
 
     Notes
     -----
     ``fit(data, target, *, method="plugin", key=None, progress=None, max_iter=..., tol=...)``:
     the one method estimates the tuning curves once and plugs them into Bayes' rule; it draws
     no random numbers (``key`` is accepted and not needed). ``max_iter`` and ``tol`` are the
-    Newton options of the ``tuning="glm"`` fit.
+    Newton options of the ``tuning="glm"`` fit. With ``temperature="auto"`` the fit also fits
+    three inner copies of the decoder on parts of the training data.
+
+    **Why these defaults.** Independent Poisson neurons are far too confident on real
+    recordings: on the shared 2-D place cells (49 cells, 200-ms bins, 20 x 20 grid, 5
+    contiguous folds) the 90% credible regions of the Poisson, untempered decoder cover 0.52 of
+    the held-out bins (0.47-0.57 over folds), 0.76 on the linear track (50 cells, 200 ms) and
+    0.84 on the head-direction cells (60 cells, 20 ms, 3 folds). The negative binomial alone
+    (dispersions of 0.15-0.4 on the place cells: strongly bursty) gives 0.73 and 0.85;
+    with the calibrated temperature (2.5 on the place cells) the defaults cover 0.91 (0.86-0.95),
+    0.86 (0.79-0.90) and 0.90 (0.84-0.93), with the same point estimates. On simulated Poisson
+    data the dispersion reaches the cap and the temperature stays near 1. Tempering cannot
+    repair a wrong tuning curve or a wrong prior; ``calibration_`` shows what the inner folds
+    saw.
 
     Attributes
     ----------
@@ -196,6 +299,14 @@ class NaiveBayesDecoder(Decoder):
     grid_ : Grid
     neuron_ids_ : ndarray
     bin_size_ : float
+    dispersion_ : ndarray, shape (neuron,)
+        Negative-binomial dispersion per neuron (``inf``: Poisson).
+    temperature_ : float
+        The likelihood temperature used.
+    calibration_ : dict or None
+        With ``temperature="auto"``: the inner-fold record of
+        :func:`~bayesneuro.decoders.calibration.calibrate_temperature` (temperatures tried,
+        inner log score and 50/90/95% coverage at each); None otherwise.
 
     Examples
     --------
@@ -216,10 +327,14 @@ class NaiveBayesDecoder(Decoder):
     True
     >>> dec.score(test, "x") > 0  # nats/bin: log density of the truth (the variable spans 1)
     True
+    >>> bool(dec.dispersion_.min() > 5), dec.temperature_  # Poisson counts: little to correct
+    (True, 1.0)
     """
 
     METHODS = ("plugin",)
     _FIT_OPTIONS = {"plugin": {"max_iter": NEWTON_MAX_ITER, "tol": None}}
+    # -inf: cells never visited (prior zero); inf: a Poisson neuron's dispersion
+    _nan_allowed = ("log_prior_", "dispersion_")
 
     def __init__(
         self,
@@ -235,7 +350,10 @@ class NaiveBayesDecoder(Decoder):
         min_occupancy: float | None = None,
         point: str = "map",
         chunk_size: int = _CHUNK,
+        observation: str = "negative_binomial",
+        temperature: Any = "auto",
     ):
+        check_observation(observation, temperature)
         if tuning not in ("histogram", "glm"):
             raise ValueError(f"tuning must be 'histogram' or 'glm', got {tuning!r}")
         if point not in ("map", "mean"):
@@ -254,6 +372,8 @@ class NaiveBayesDecoder(Decoder):
         self.min_occupancy = min_occupancy
         self.point = point
         self.chunk_size = chunk_size
+        self.observation = observation
+        self.temperature = temperature
 
     # ------------------------------------------------------------------ fitting
     @pynapple_io(target=True)
@@ -313,7 +433,19 @@ class NaiveBayesDecoder(Decoder):
             neuron_ids=data.neuron_ids, max_iter=opts["max_iter"], tol=opts["tol"],
         )
         self._set_tuning(tc, data.bin_size)
+        if self.observation == "negative_binomial":
+            self.dispersion_ = estimate_dispersion(data.counts, grid.locate(values), tc.rates, data.bin_size)
+        else:
+            self.dispersion_ = np.full(tc.n_neuron, np.inf)
+        auto = isinstance(self.temperature, str)
+        self.temperature_ = 1.0 if auto else float(self.temperature)
+        self.calibration_ = None
         self._fit_extra(data, values)
+        if auto:
+            from .calibration import calibrate_temperature
+
+            self.calibration_ = calibrate_temperature(self, data, values)
+            self.temperature_ = self.calibration_["temperature"]
         self._set_training_log_likelihood(data, values)
         return self
 
@@ -327,10 +459,19 @@ class NaiveBayesDecoder(Decoder):
         self.bin_size_ = float(bin_size)
         self.log_prior_ = _prior_vector(self.prior, tc)
         self._train_log_likelihood = None
+        self.dispersion_ = np.full(tc.n_neuron, np.inf)
+        self.temperature_ = 1.0
+        self.calibration_ = None
 
     @classmethod
-    def from_tuning_curves(cls, tuning: Any, bin_size: float | None = None, **options: Any) -> NaiveBayesDecoder:
+    def from_tuning_curves(cls, tuning: Any, bin_size: float | None = None, *, dispersion: Any = None,
+                           **options: Any) -> NaiveBayesDecoder:
         """A decoder from given tuning curves (a :class:`TuningCurves` or a pynapple DataArray).
+
+        Without training data there is nothing to estimate a dispersion from or to calibrate a
+        temperature on, so the observation model is what you give: Poisson and untempered by
+        default (pynapple's ``decode_bayes`` model); negative binomial with ``dispersion=``.
+        ``temperature="auto"`` raises (it needs training data: use ``fit``).
 
         Parameters
         ----------
@@ -338,14 +479,38 @@ class NaiveBayesDecoder(Decoder):
             Rates in Hz per neuron and cell; pynapple's ``compute_tuning_curves`` output works.
         bin_size : float, optional
             Default bin width for plain count arrays passed to ``decode``.
+        dispersion : float or array_like, shape (neuron,), optional
+            Negative-binomial dispersion per neuron (``inf``: Poisson); sets
+            ``observation="negative_binomial"``.
         **options
-            Constructor options (``prior``, ``point``, ``circular`` for a pynapple DataArray, ...).
+            Constructor options (``prior``, ``point``, ``temperature`` (a number), ``circular``
+            for a pynapple DataArray, ...).
         """
         circular = options.pop("circular", False)
+        options.setdefault("observation", "poisson" if dispersion is None else "negative_binomial")
+        options.setdefault("temperature", 1.0)
+        if options["temperature"] == "auto":
+            raise ValueError(
+                "temperature='auto' is calibrated on training data, which a decoder from given tuning curves"
+                " does not have: give a number (1.0: untempered) or fit the decoder to data"
+            )
+        if options["observation"] == "negative_binomial" and dispersion is None:
+            raise ValueError(
+                "observation='negative_binomial' from given tuning curves needs dispersion= (one value per"
+                " neuron); or use observation='poisson', or fit the decoder to data to estimate it"
+            )
         if not isinstance(tuning, TuningCurves):
             tuning = TuningCurves.from_pynapple(tuning, circular=circular)
         dec = cls(grid=tuning.grid, **options)
         dec._set_tuning(tuning, np.nan if bin_size is None else bin_size)
+        if dispersion is not None:
+            disp = np.broadcast_to(np.asarray(dispersion, dtype=np.float64).reshape(-1), (tuning.n_neuron,)).copy()
+            if np.any(np.isnan(disp)) or np.any(disp <= 0):
+                raise ValueError("dispersion must be > 0 (inf for a Poisson neuron), one value per neuron")
+            if dec.observation == "poisson" and np.any(np.isfinite(disp)):
+                raise ValueError("observation='poisson' takes no finite dispersion")
+            dec.dispersion_ = disp
+        dec.temperature_ = float(dec.temperature)
         return dec
 
     # ----------------------------------------------------------------- decoding
@@ -364,10 +529,11 @@ class NaiveBayesDecoder(Decoder):
         """
         data = self._prepare(data)
         return log_posterior(data.counts, self.tuning_.rates, data.bin_size, self.log_prior_,
-                             normalize=False, chunk_size=int(self.chunk_size))
+                             normalize=False, chunk_size=int(self.chunk_size), dispersion=self.dispersion_,
+                             temperature=self.temperature_)
 
     def _pointwise_log_likelihood(self, data: Any, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Poisson log pmf of each bin's counts at the rates of the cell holding the truth.
+        """Log pmf (Poisson or negative binomial, untempered) of each bin's counts at the rates of the cell holding the truth.
 
         Rates are floored at :data:`RATE_FLOOR` as in decoding; a truth in a cell never visited
         in training has no defined rate, and its bin gets ``nan`` (with a warning).
@@ -385,8 +551,7 @@ class NaiveBayesDecoder(Decoder):
                 stacklevel=4,
             )
         mu = np.maximum(np.where(np.isfinite(rates), rates, np.nan), RATE_FLOOR) * data.bin_size
-        k = np.asarray(data.counts, dtype=np.float64)
-        ll = np.sum(k * np.log(mu) - mu - special.gammaln(k + 1.0), axis=1)
+        ll = log_pmf(data.counts, mu, self.dispersion_)
         return np.where(unvisited, np.nan, ll), np.arange(data.n_time)
 
     def _posterior_variables(self):
@@ -395,6 +560,8 @@ class NaiveBayesDecoder(Decoder):
         variables = {
             "rates": (("neuron",) + names, self.tuning_.rates.reshape((-1,) + grid.shape)),
             "log_prior": (names, self.log_prior_.reshape(grid.shape)),
+            "dispersion": (("neuron",), np.asarray(self.dispersion_, dtype=np.float64)),
+            "temperature": ((), np.float64(self.temperature_)),
         }
         coords = {"neuron": np.asarray(self.neuron_ids_)}
         coords.update({n: c for n, c in zip(names, grid.centers)})
@@ -414,7 +581,25 @@ class NaiveBayesDecoder(Decoder):
         GridPosterior
         """
         data = self._prepare(data)
-        lp = log_posterior(data.counts, self.tuning_.rates, data.bin_size, self.log_prior_,
-                           chunk_size=int(self.chunk_size))
+        lp = self._log_posterior(data, self.temperature_)
         post = GridPosterior(lp, self.grid_, data.bin_centers, point_estimate=self.point)
         return attach_index(post, np.arange(data.n_time))
+
+    def _log_posterior(self, data: Any, temperature: float) -> np.ndarray:
+        """Normalised log posterior ``(time, G)`` of prepared `data` with the likelihood tempered by `temperature`."""
+        return log_posterior(data.counts, self.tuning_.rates, data.bin_size, self.log_prior_,
+                             chunk_size=int(self.chunk_size), dispersion=self.dispersion_, temperature=temperature)
+
+    def _tempered_log_posteriors(self, data: Any, temperatures: Any):
+        """``(temperature, log posterior (time, G))`` for each temperature (for the calibration).
+
+        The untempered log likelihood is computed once; each temperature is one division and
+        one normalisation.
+        """
+        data = self._prepare(data)
+        mask = np.where(self.tuning_.visited, 0.0, -np.inf)
+        ll = log_posterior(data.counts, self.tuning_.rates, data.bin_size, mask, normalize=False,
+                           chunk_size=int(self.chunk_size), dispersion=self.dispersion_)
+        for T in temperatures:
+            lp = ll / T + self.log_prior_[None, :]
+            yield float(T), lp - special.logsumexp(lp, axis=1, keepdims=True)

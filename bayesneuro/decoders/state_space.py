@@ -27,10 +27,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from scipy import stats
 
 from ._base import attach_index
 from .grid import Grid
-from .naive_bayes import _CHUNK, NaiveBayesDecoder, likelihood_rows, log_factorial_total
+from .naive_bayes import _CHUNK, NaiveBayesDecoder, count_terms_total, likelihood_rows
 from .posterior import GridPosterior
 from .._pynapple import pynapple_io
 
@@ -39,23 +40,42 @@ EVIDENCE_MULTIPLES = (0.5, 1.0, 2.0, 4.0, 8.0)
 
 
 # ------------------------------------------------------------------------- transition kernels
-TRUNCATE = 4.0  # the random-walk kernel is a Gaussian truncated at 4 sd (as scipy.ndimage's)
+TRUNCATE = 4.0  # the random-walk kernel is truncated 4 sd beyond the neighbouring cell
 _DIRECT_MAX_TAPS = 65  # per axis; wider kernels are convolved by FFT
 
 
 def _half_width(n: int, width: float, sigma: float, circular: bool) -> int:
-    """Kernel half-width in cells: offsets within TRUNCATE sd, at most the grid's own extent."""
-    w = int(np.floor(TRUNCATE * sigma / width + 1e-9)) if sigma > 0 else 0
+    """Kernel half-width in cells: every cell a step of up to TRUNCATE sd can reach from anywhere
+    in the starting cell (at least the neighbours when ``sigma > 0``), at most the grid's extent."""
+    w = int(np.ceil(TRUNCATE * sigma / width - 1e-9)) + 1 if sigma > 0 else 0
     return min(w, n // 2 if circular else n - 1)
 
 
+def _box_gauss(y: np.ndarray, sigma: float) -> np.ndarray:
+    r"""``F(-y)`` for ``y >= 0``, where ``F(x) = ∫_{-∞}^x Φ(t / σ) dt = x Φ(x/σ) + σ φ(x/σ)``."""
+    z = y / sigma
+    return sigma * (stats.norm.pdf(z) - z * stats.norm.sf(z))
+
+
 def _axis_taps(n: int, width: float, sigma: float, circular: bool) -> np.ndarray:
-    """Kernel values at offsets ``-W..W`` cells on one axis."""
+    r"""Kernel values at offsets ``-W..W`` cells on one axis.
+
+    The probability that a Gaussian step of sd `sigma` from a point uniform in a cell lands in
+    the cell `j` cells away: the step density integrated over the destination cell and averaged
+    over the starting one, ``(F((j+1)w) - 2 F(jw) + F((j-1)w)) / w`` with ``F`` the integral of
+    the Gaussian CDF (:func:`_box_gauss`). Unlike the density at cell centres it never leaves a
+    cell without mass to its neighbours, however small the step.
+    """
     W = _half_width(n, width, sigma, circular)
     off = np.arange(-W, W + 1)
     if sigma == 0:
         return (off == 0).astype(np.float64)
-    taps = np.exp(-0.5 * (off * width / sigma) ** 2)
+    j = np.abs(off).astype(np.float64)
+    # for j >= 1 every argument is >= 0 and F(x) = x + F(-x) cancels the linear parts exactly
+    side = (_box_gauss((j + 1) * width, sigma) - 2 * _box_gauss(j * width, sigma)
+            + _box_gauss(np.abs(j - 1) * width, sigma)) / width
+    centre = 1.0 + 2.0 * (_box_gauss(width, sigma) - _box_gauss(0.0, sigma)) / width
+    taps = np.maximum(np.where(j == 0, centre, side), 0.0)
     if circular and n % 2 == 0 and W == n // 2:
         taps[-1] = 0.0  # offsets +n/2 and -n/2 are the same cell on a ring: count it once
     return taps
@@ -178,7 +198,8 @@ def _forward_chunk(conv, mask, inv_z, init, ll, start, real, carry0):
     last, (filt, c) = jax.lax.scan(step, carry0, (lik, start), unroll=4)
     log_ev = jnp.sum(jnp.where(real, jnp.log(c) + row_max, 0.0))
     n_bad = jnp.sum(real & ~jnp.isfinite(row_max))
-    return last, filt, log_ev, n_bad
+    n_zero = jnp.sum(real & jnp.isfinite(row_max) & ~(c > 0))
+    return last, filt, log_ev, n_bad, n_zero
 
 
 @partial(jax.jit, static_argnames=("conv_f", "conv_b"))
@@ -212,7 +233,8 @@ def _pair_chunk(conv_f, conv_b, mask, inv_z, init, ll_f, start, real, carry_f, l
     )
     log_ev = jnp.sum(jnp.where(real, jnp.log(c) + row_max, 0.0))
     n_bad = jnp.sum(real & ~jnp.isfinite(row_max))
-    return last, filt, log_ev, n_bad, first, beta[::-1]
+    n_zero = jnp.sum(real & jnp.isfinite(row_max) & ~(c > 0))
+    return last, filt, log_ev, n_bad, n_zero, first, beta[::-1]
 
 
 @jax.jit
@@ -368,23 +390,32 @@ def forward_backward(
     out = np.empty((n_time, G), dtype=dtype)
     log_ev = 0.0
 
-    def check(n_bad, a, b, llc):
+    def check(n_bad, n_zero, a, b, llc):
         if int(n_bad):
             bad = np.flatnonzero(~np.isfinite(np.max(np.where(mask_np, np.asarray(llc)[: b - a], -np.inf), axis=1)))
             raise ValueError(
                 f"{int(n_bad)} bins have a likelihood of zero (or NaN) in every visited cell, e.g. bin"
                 f" {a + int(bad[0])}; check the rates and the counts"
             )
+        if int(n_zero):
+            raise ValueError(_NO_OVERLAP.format(n=int(n_zero), what="forward message", where=f"bins {a}:{b}"))
+
+    def check_smoothed(a, b):
+        bad = np.flatnonzero(~np.all(np.isfinite(out[a:b]) | (out[a:b] == -np.inf), axis=1)
+                             | ~np.any(np.isfinite(out[a:b]), axis=1))
+        if bad.size:
+            raise ValueError(_NO_OVERLAP.format(n=bad.size, what="product of the forward and backward messages",
+                                                where=f"e.g. bin {a + int(bad[0])}"))
 
     if not smooth:
         carry = init_j
         for a, b in bounds:
             llc = ll_chunk(a, b)
             real = np.arange(L) < (b - a)
-            carry, f, ev, n_bad = _forward_chunk(
+            carry, f, ev, n_bad, n_zero = _forward_chunk(
                 conv_f, mask, inv_z, init_j, llc, jnp.asarray(padded(a, b, start[a:b], True)), jnp.asarray(real), carry,
             )
-            check(n_bad, a, b, llc)
+            check(n_bad, n_zero, a, b, llc)
             log_ev += float(ev)
             out[a:b] = np.asarray(_log(f))[: b - a]
         return out, log_ev
@@ -400,19 +431,28 @@ def forward_backward(
         j = n - 1 - i
         aj, bj = bounds[j]
         real = np.arange(L) < (b - a)
-        carry, f, ev, n_bad, msg, bt = _pair_chunk(
+        carry, f, ev, n_bad, n_zero, msg, bt = _pair_chunk(
             conv_f, conv_b, mask, inv_z, init_j, lik[i], jnp.asarray(padded(a, b, start[a:b], True)),
             jnp.asarray(real), carry, lik[j], jnp.asarray(padded(aj, bj, end[aj:bj], True)), msg,
         )
-        check(n_bad, a, b, lik[i])
+        check(n_bad, n_zero, a, b, lik[i])
         log_ev += float(ev)
         filt[i], beta[j] = f, bt
         for k in {i, j}:
             if filt[k] is not None and beta[k] is not None:
                 ak, bk = bounds[k]
                 out[ak:bk] = np.asarray(_smoothed(filt[k], beta[k]))[: bk - ak]
+                check_smoothed(ak, bk)
                 filt[k] = beta[k] = lik[k] = None  # release as we go
     return out, log_ev
+
+
+_NO_OVERLAP = (
+    "{n} bins have a {what} of zero (or NaN) in every cell ({where}): the Markov prior and the likelihood"
+    " rule each other out there (a transition too narrow for how fast the spikes say the variable moves,"
+    " or a likelihood too sharp). Widen the random walk (sigma_walk, or sigma_walk='evidence'), temper"
+    " the likelihood (temperature > 1 or 'auto'), or check that the counts and the variable are aligned"
+)
 
 
 def _increments(values: np.ndarray, seg: np.ndarray, grid: Grid) -> np.ndarray:
@@ -446,11 +486,34 @@ class StateSpaceDecoder(NaiveBayesDecoder):
         Weight of the random walk in the empirical transition.
     bins, range, circular, grid, tuning, sigma, n_basis, smoothness, prior, min_occupancy, point, chunk_size
         As :class:`NaiveBayesDecoder` (``prior`` is the prior at the start of each trial).
+    observation, temperature
+        As :class:`NaiveBayesDecoder`: negative-binomial neurons and a likelihood temperature
+        calibrated on inner folds of the training data by default. The tempered likelihood
+        enters forward-backward; with ``"auto"`` each inner fold decodes with the random walk
+        learned on the training data (``sigma_walk_``), so the temperature is chosen for that
+        transition.
 
     Notes
     -----
     ``fit`` is :meth:`NaiveBayesDecoder.fit` (method ``"plugin"``, no random numbers) followed
-    by learning the random walk.
+    by learning the random walk (with the untempered likelihood for ``sigma_walk="evidence"``)
+    and then, with ``temperature="auto"``, the temperature.
+
+    The random walk's transition integrates the Gaussian step density over each destination
+    cell, averaged over a uniform position in the starting cell, so a walk whose step is far
+    below a cell still moves to its neighbours (sampled at cell centres, a step under a quarter
+    of a cell had one tap, and forward and backward messages could settle on different cells:
+    NaN posteriors). A bin where the prior and the likelihood rule each other out raises a
+    ``ValueError`` with the cause instead of returning NaN.
+
+    **Calibration on real data** (5 contiguous folds, 90% regions): the Poisson, untempered
+    decoder covers 0.41 on the 2-D place cells, 0.61 on the linear track and 0.44 on the
+    head-direction cells (3 folds); the defaults cover 0.83, 0.66 and 0.75. The state-space
+    decoder does **not** reach 0.85-0.95 on these recordings: tempering widens the likelihood,
+    but the Gaussian random walk with the training RMS step is itself too confident about
+    where the animal goes next (runs, fast head turns), and at the largest temperature the
+    calibration warns. Widen the walk (``sigma_walk``) or use :class:`NaiveBayesDecoder` when
+    calibrated regions matter more than the smaller error of the temporal prior.
 
     Attributes
     ----------
@@ -459,7 +522,10 @@ class StateSpaceDecoder(NaiveBayesDecoder):
     transition_ : ndarray or None
         The dense transition (``"empirical"`` only).
     log_evidence_ : float
-        Log marginal likelihood of the last decoded data.
+        Log marginal likelihood of the last decoded data (of the tempered likelihood when
+        ``temperature_ > 1``).
+    dispersion_, temperature_, calibration_
+        As :class:`NaiveBayesDecoder`.
 
     Examples
     --------
@@ -498,12 +564,15 @@ class StateSpaceDecoder(NaiveBayesDecoder):
         min_occupancy: float | None = None,
         point: str = "map",
         chunk_size: int = _CHUNK,
+        observation: str = "negative_binomial",
+        temperature: Any = "auto",
     ):
         if transition not in ("random_walk", "empirical"):
             raise ValueError(f"transition must be 'random_walk' or 'empirical', got {transition!r}")
         super().__init__(
             bins=bins, range=range, circular=circular, grid=grid, tuning=tuning, sigma=sigma, n_basis=n_basis,
             smoothness=smoothness, prior=prior, min_occupancy=min_occupancy, point=point, chunk_size=chunk_size,
+            observation=observation, temperature=temperature,
         )
         self.transition = transition
         self.sigma_walk = sigma_walk
@@ -538,7 +607,8 @@ class StateSpaceDecoder(NaiveBayesDecoder):
 
     def _sigma_by_evidence(self, data, sig0: np.ndarray) -> np.ndarray:
         """The multiple of `sig0` with the highest filtering evidence on the training data."""
-        rows = likelihood_rows(data.counts, self.tuning_.rates, data.bin_size, self.tuning_.visited)
+        rows = likelihood_rows(data.counts, self.tuning_.rates, data.bin_size, self.tuning_.visited,
+                               self.dispersion_)
         best, best_ev = sig0, -np.inf
         self.evidence_trace_ = {}
         for m in EVIDENCE_MULTIPLES:
@@ -573,15 +643,30 @@ class StateSpaceDecoder(NaiveBayesDecoder):
             )
         if self.transition == "random_walk" and self.sigma_walk_ is None:
             raise ValueError("this decoder was built from tuning curves: give sigma_walk")
-        rows = likelihood_rows(data.counts, self.tuning_.rates, data.bin_size, self.tuning_.visited)
+        lp = self._log_posterior(data, self.temperature_)
+        post = GridPosterior(lp, self.grid_, data.bin_centers, point_estimate=self.point)
+        return attach_index(post, np.arange(data.n_time))
+
+    def _log_posterior(self, data: Any, temperature: float) -> np.ndarray:
+        """Smoothed (or filtered) log posterior of prepared `data` with the likelihood tempered by `temperature`.
+
+        Sets ``log_evidence_``.
+        """
+        rows = likelihood_rows(data.counts, self.tuning_.rates, data.bin_size, self.tuning_.visited,
+                               self.dispersion_, temperature)
         lp, log_ev = forward_backward(
             rows, self.grid_, self.tuning_.visited, sigma=self.sigma_walk_, transition=self.transition_,
             log_init=self.log_prior_, segment_ids=data.segment_ids, smooth=bool(self.smooth),
             n_time=data.n_time, chunk_size=int(self.chunk_size),
         )
-        self.log_evidence_ = log_ev - log_factorial_total(data.counts)
-        post = GridPosterior(lp, self.grid_, data.bin_centers, point_estimate=self.point)
-        return attach_index(post, np.arange(data.n_time))
+        self.log_evidence_ = log_ev + count_terms_total(data.counts, self.dispersion_) / temperature
+        return lp
+
+    def _tempered_log_posteriors(self, data: Any, temperatures: Any):
+        """``(temperature, log posterior (time, G))`` for each temperature: one forward-backward each."""
+        data = self._prepare(data)
+        for T in temperatures:
+            yield float(T), self._log_posterior(data, float(T))
 
     def _posterior_variables(self):
         variables, coords = super()._posterior_variables()

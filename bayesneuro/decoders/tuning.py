@@ -33,7 +33,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from scipy import ndimage, sparse, stats
+from scipy import ndimage, sparse, special, stats
 
 from ..engine.newton import cholesky_solve, newton
 from ..estimator import PROB
@@ -447,3 +447,107 @@ def estimate_tuning_curves(
                       method="glm", band=band)
     tc.smoothness = alpha
     return tc
+
+
+# ------------------------------------------------------------------------- over-dispersion
+#: Largest dispersion the fit returns: at ``r = 1e4`` the negative binomial's extra variance
+#: ``mu**2 / r`` is below 0.1% of the Poisson variance for any mean below 10 counts per bin, so a
+#: neuron at the cap is Poisson for decoding purposes (the ML estimate of Poisson counts is
+#: often infinite).
+DISPERSION_MAX = 1e4
+DISPERSION_MIN = 1e-2
+_R_GRID = np.logspace(np.log10(DISPERSION_MIN), np.log10(DISPERSION_MAX), 49)
+
+
+def _nb_profile(log_r: np.ndarray, hist: np.ndarray, n_cell: np.ndarray, k_cell: np.ndarray,
+                mu: np.ndarray) -> np.ndarray:
+    """Negative-binomial log-likelihood of each neuron's training counts at dispersion ``exp(log_r)``.
+
+    ``hist`` (neuron, K): how many bins hold each count; ``n_cell`` (G,): bins per cell;
+    ``k_cell`` (neuron, G): spikes per cell; ``mu`` (neuron, G): the mean count per bin in each
+    cell. Terms free of ``r`` are left out. ``log_r`` has shape (neuron,) (or (neuron, 1)).
+    """
+    r = np.exp(log_r).reshape(-1, 1)
+    k = np.arange(hist.shape[1])
+    # sum over bins of log Γ(k + r) - log Γ(r) = sum_k hist_k (log Γ(k + r) - log Γ(r))
+    lg = np.sum(hist * (special.gammaln(k[None, :] + r) - special.gammaln(r)), axis=1)
+    # sum over bins of r log r - (r + k) log(r + mu) + k log mu, written stably per cell
+    cell = n_cell[None, :] * r * -np.log1p(mu / r) - k_cell * np.log(r + mu)
+    return lg + np.sum(cell, axis=1)
+
+
+def estimate_dispersion(counts: Any, cells: Any, rates: np.ndarray, bin_size: float) -> np.ndarray:
+    r"""Maximum-likelihood negative-binomial dispersion of each neuron, given its tuning curve.
+
+    Each bin's count is modelled as gamma-Poisson with mean :math:`\mu_{nt} = \lambda_n(s_t)\Delta`
+    (the tuning curve in the bin's cell) and variance :math:`\mu + \mu^2 / r_n`; :math:`r_n` is
+    the one free parameter per neuron, found by maximising the likelihood of the training
+    counts (a grid over ``[DISPERSION_MIN, DISPERSION_MAX]`` then golden-section search in
+    :math:`\log r`, all neurons at once, from the sufficient statistics: each neuron's count
+    histogram and its spikes and bins per cell). :math:`r \to \infty` is the Poisson model;
+    estimates are capped at :data:`DISPERSION_MAX`.
+
+    Parameters
+    ----------
+    counts : array_like, shape (time, neuron)
+    cells : array_like of int, shape (time,)
+        Flat grid cell of each bin's variable.
+    rates : ndarray, shape (neuron, G)
+        Tuning curves in Hz (``nan`` in unvisited cells; bins there are left out).
+    bin_size : float
+
+    Returns
+    -------
+    ndarray, shape (neuron,)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bayesneuro.decoders.tuning import estimate_dispersion
+    >>> rng = np.random.default_rng(0)
+    >>> cells = rng.integers(0, 5, 20000)
+    >>> rates = np.array([[1.0, 5.0, 10.0, 20.0, 40.0]])  # Hz, 0.1-s bins
+    >>> mu = rates[0, cells] * 0.1
+    >>> counts = rng.poisson(rng.gamma(2.0, mu / 2.0))[:, None]  # r = 2
+    >>> bool(abs(estimate_dispersion(counts, cells, rates, 0.1)[0] - 2.0) < 0.2)
+    True
+    """
+    k = np.asarray(counts)
+    if k.ndim != 2:
+        raise ValueError(f"counts must be (time, neuron), got shape {k.shape}")
+    cells = np.asarray(cells, dtype=np.int64).reshape(-1)
+    if cells.size != k.shape[0]:
+        raise ValueError(f"cells has {cells.size} entries, counts {k.shape[0]} bins")
+    r = np.asarray(rates, dtype=np.float64)
+    ok = np.isfinite(r[:, cells]).all(axis=0)
+    k, cells = k[ok].astype(np.int64), cells[ok]
+    if k.shape[0] == 0:
+        raise ValueError("no training bin lies in a cell with a defined tuning curve")
+    from .naive_bayes import RATE_FLOOR
+
+    G = r.shape[1]
+    mu = np.maximum(np.where(np.isfinite(r), r, 1.0), RATE_FLOOR) * bin_size
+    n_cell = np.bincount(cells, minlength=G).astype(np.float64)
+    k_cell = np.stack([np.bincount(cells, weights=k[:, n], minlength=G) for n in range(k.shape[1])])
+    hist = np.stack([np.bincount(k[:, n], minlength=int(k.max()) + 1) for n in range(k.shape[1])]).astype(np.float64)
+    used = n_cell > 0
+    mu, n_cell, k_cell = mu[:, used], n_cell[used], k_cell[:, used]
+    n_neuron = k.shape[1]
+    lg = np.log(_R_GRID)
+    prof = np.stack([_nb_profile(np.full(n_neuron, v), hist, n_cell, k_cell, mu) for v in lg], axis=1)
+    best = np.argmax(prof, axis=1)
+    a = lg[np.maximum(best - 1, 0)]
+    b = lg[np.minimum(best + 1, lg.size - 1)]
+    g = (np.sqrt(5.0) - 1.0) / 2.0
+    c, d = b - g * (b - a), a + g * (b - a)
+    fc, fd = (_nb_profile(x, hist, n_cell, k_cell, mu) for x in (c, d))
+    for _ in range(40):
+        left = fc > fd  # the maximum lies in [a, d]
+        b = np.where(left, d, b)
+        a = np.where(left, a, c)
+        c_new, d_new = b - g * (b - a), a + g * (b - a)
+        fc_new = _nb_profile(c_new, hist, n_cell, k_cell, mu)
+        fd_new = _nb_profile(d_new, hist, n_cell, k_cell, mu)
+        c, d, fc, fd = c_new, d_new, fc_new, fd_new
+    est = np.exp(0.5 * (a + b))
+    return np.clip(est, DISPERSION_MIN, DISPERSION_MAX)
