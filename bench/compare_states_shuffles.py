@@ -17,11 +17,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 import warnings
 from pathlib import Path
 
-import numpy as np
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import jax  # noqa: E402
+
+jax.config.update("jax_enable_x64", True)
+
+import numpy as np  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "motor_cortex_rat_dhawale" / "motor_ctx_data.npz"
 STATS = ("rate", "cv", "lv", "fano")

@@ -244,6 +244,17 @@ def test_dimension_count_interval_comes_from_bootstrapping_the_choice():
     assert "n_dim" not in fixed.posterior_statistics(key=0, num_samples=4)  # no fake certainty
 
 
+def test_bootstrap_draws_that_empty_a_fold_say_so():
+    """4 trials, 2 folds: many resamples leave a fold without data; their n_dim is NaN (not the
+    full-data choice passed off as a draw), with a warning that counts them."""
+    rng = np.random.default_rng(3)
+    data = SpikeData(rng.poisson(3.0, (80, 5)), bin_size=0.1, trial_ids=np.repeat(np.arange(4), 20))
+    with pytest.warns(UserWarning, match=r"of 20 bootstrap draws left fewer than 2 of the 2 cross-validation folds"):
+        est = Dimensionality(max_dim=2).fit(data, key=0, n_boot=20, n_folds=2, progress=False)
+    nd = est.bootstrap_["n_dim"].values
+    assert np.isnan(nd).any() and np.isfinite(nd).any()
+
+
 def test_dimension_choice_on_the_largest_candidate_warns():
     X, _, _ = simulate_fa(n_time=600, n_neuron=8, n_factor=3, seed=2)
     with pytest.warns(UserWarning, match=r"largest candidate \(1, of 0..1\).*raise max_dim"):

@@ -944,10 +944,22 @@ class Dimensionality(Estimator):
             fold = _fold_assignment(U, n_folds, jax.random.fold_in(k_bcv, 0), shuffle=seg is not None)
             dims = np.arange(max_dim + 1)
             scores = _cv_scores(w, n, s, o, fold, n_folds, dims, k_bcv, progress)
+            ok = np.isfinite(scores[:, :, 0]).sum(axis=1) >= 2  # a resample can leave folds empty
             ds = np.array([getattr(_summarise_cv(dims, sc), "n_dim" if self.rule == "max" else "n_dim_1se")
-                           for sc in scores])
+                           if g else d for sc, g in zip(scores, ok)])
+            if not ok.all():
+                import warnings
+
+                warnings.warn(
+                    f"{int((~ok).sum())} of {n_boot} bootstrap draws left fewer than 2 of the {n_folds} "
+                    "cross-validation folds with data (few trials or blocks): their n_dim is NaN and their "
+                    f"other statistics use the full-data choice ({d}); use fewer folds or more trials",
+                    UserWarning, stacklevel=4,
+                )
+            nd_draws = np.where(ok, ds, np.nan)
         else:
             ds = np.full(n_boot, d)
+            nd_draws = None
         n_neuron = X.shape[1]
         d_shared = np.zeros(n_boot, np.int64)
         psv = np.zeros((n_boot, n_neuron))
@@ -967,7 +979,7 @@ class Dimensionality(Estimator):
         coords = {"draw": np.arange(n_boot), "neuron": self.neuron_ids_}
         out = {
             "participation_ratio": ("draw", pr),
-            "n_dim": ("draw", ds.astype(np.int64)),
+            "n_dim": ("draw", nd_draws if nd_draws is None or np.isnan(nd_draws).any() else nd_draws.astype(np.int64)),
             "shared_dimensionality": ("draw", d_shared),
             "percent_shared_variance": (("draw", "neuron"), psv),
             "mean_percent_shared_variance": ("draw", psv.mean(axis=1)),
