@@ -144,8 +144,9 @@ def brute_force(p, Z):
 def test_decode_equals_textbook_filter_and_brute_force_conditioning(model, train):
     H, c, Q = model
     data, _ = train
-    dec_s = KalmanDecoder(lags=[-1, 0]).fit(data, ["px", "vx"])
-    dec_f = KalmanDecoder(lags=[-1, 0], smooth=False).fit(data, ["px", "vx"])
+    # temperature=1: the plain (untempered) Kalman filter and smoother
+    dec_s = KalmanDecoder(lags=[-1, 0], temperature=1.0).fit(data, ["px", "vx"])
+    dec_f = KalmanDecoder(lags=[-1, 0], smooth=False, temperature=1.0).fit(data, ["px", "vx"])
     test, _ = simulate(2, 7, 99, H, c, Q)  # two trials of 7 bins -> 6 decodable bins each
     post_s, post_f = dec_s.decode(test), dec_f.decode(test)
     np.testing.assert_array_equal(post_s.index, [1, 2, 3, 4, 5, 6, 8, 9, 10, 11, 12, 13])
@@ -193,7 +194,7 @@ def test_dynamics_use_pairs_within_segments_only():
     np.testing.assert_allclose(A, [[1.0]], atol=1e-9)
     np.testing.assert_allclose(b, [1.0], atol=1e-7)
     assert W[0, 0] < 1e-12
-    A2, b2, W2, _ = fit_linear_dynamics(s, np.zeros(20), ridge=0.0)
+    _, _, W2, _ = fit_linear_dynamics(s, np.zeros(20), ridge=0.0)
     assert W2[0, 0] > 1.0  # the cross-boundary pair is a large residual
 
 
@@ -251,7 +252,7 @@ def test_each_segment_restarts_from_the_prior(model, train):
 
 
 def test_bad_inputs(model, train):
-    H, c, Q = model
+    _ = model
     data, S = train
     dec = KalmanDecoder().fit(data, ["px", "vx"])
     with pytest.raises(ValueError, match="neurons the decoder was trained on"):
@@ -289,3 +290,112 @@ def test_sqrt_transform_and_plain_arrays(model, train):
     assert post.names == ("s0", "s1")
     assert post.mean.shape == (50, 2)
     assert dec.evaluate(data.time_slice(0, 50.0), S[:1000])["r2"].min() > 0.5
+
+
+# --------------------------------------------------------------------------- (6) issue 20: tempering
+
+
+def test_temperature_scales_the_observation_noise(model, train):
+    """T multiplies Q in the filter (the likelihood to the power 1/T); T=1 is the plain filter."""
+    H, c, Q = model
+    data, _ = train
+    test, _ = simulate(1, 12, 98, H, c, Q)
+    X = np.asarray(test.counts, dtype=np.float64)
+    dec = KalmanDecoder(lags=[-1, 0], temperature=1.0, tempering="likelihood").fit(data, ["px", "vx"])
+    p = _np_params(dec)
+    Z = np.concatenate([X[:-1], X[1:]], axis=1)
+    for T in (1.0, 3.0):
+        post = dec.decode(test, temperature=T)
+        _, _, ms, Ps = textbook_kalman({**p, "observation_cov": T * p["observation_cov"]}, Z)
+        np.testing.assert_allclose(post.mean, ms, rtol=1e-8, atol=1e-8)
+        np.testing.assert_allclose(post.cov, Ps, rtol=1e-8, atol=1e-10)
+    # the fitted Q stays the encoding model's (log_likelihood does not depend on T)
+    np.testing.assert_array_equal(_np_params(dec)["observation_cov"], p["observation_cov"])
+    # tempering="covariance": the untempered mean, the covariance times T
+    cov_dec = KalmanDecoder(lags=[-1, 0], temperature=1.0).fit(data, ["px", "vx"])
+    base = cov_dec.decode(test)
+    np.testing.assert_allclose(base.mean, textbook_kalman(p, Z)[2], rtol=1e-8, atol=1e-8)
+    hot = cov_dec.decode(test, temperature=3.0)
+    np.testing.assert_array_equal(hot.mean, base.mean)
+    np.testing.assert_allclose(hot.cov, 3.0 * base.cov, rtol=1e-14)
+
+
+@pytest.mark.slow
+def test_default_temperature_restores_coverage_with_overlapping_lags(model, train):
+    H, c, Q = model
+    data, _ = simulate(1, 6000, 41, H, c, Q)
+    test, _ = simulate(40, 50, 42, H, c, Q)
+    lags = list(range(-4, 5))
+    t1 = KalmanDecoder(lags=lags, temperature=1.0).fit(data, ["px", "vx"])
+    auto = KalmanDecoder(lags=lags).fit(data, ["px", "vx"])
+    cov1 = t1.evaluate(test, ["px", "vx"])["coverage"][0.9]
+    cov = auto.evaluate(test, ["px", "vx"])["coverage"][0.9]
+    assert cov1 < 0.8, cov1
+    assert 0.85 <= cov <= 0.95, (cov, auto.temperature_)
+    assert auto.temperature_ > 1.2
+    # the model's own lags=0 decoder is calibrated at T=1, and the default keeps it near 1
+    one = KalmanDecoder().fit(data, ["px", "vx"])
+    assert one.temperature_ < 1.5
+
+
+def test_temperature_is_nested_in_the_training_data(model):
+    from bayesneuro.decoders.kalman import inner_folds
+    from bayesneuro.estimator import clone
+
+    H, c, Q = model
+    data, _ = simulate(1, 3000, 43, H, c, Q)
+    dec = KalmanDecoder(lags=[-2, -1, 0]).fit(data, ["px", "vx"])
+    rec = dec.calibration_
+    temps = rec["temperatures"]
+    assert dec.temperature_ in temps
+    inner = inner_folds(data, rec["n_folds"], rec["gap"])
+    assert rec["gap"] >= 2  # at least the largest lag
+    k = 2
+    sub = clone(dec).set_params(temperature=1.0).fit(inner[k][0], ["px", "vx"])
+    done = np.flatnonzero(~np.isnan(rec["coverage_90"][0]))
+    assert 0 in done and done.size >= 2
+    for j in done:
+        post = sub.decode(inner[k][1], temperature=float(temps[j]))
+        truth = np.asarray(inner[k][1].covariates)[post.index]
+        np.testing.assert_allclose(rec["coverage_90"][k, j], np.mean(post.covers(truth, 0.9)), atol=1e-12)
+        np.testing.assert_allclose(rec["log_score"][k, j], np.mean(post.log_density(truth)), rtol=1e-9)
+
+
+def place_cells_2d(shared_data, bin_size=0.2):
+    """The shared 2-D arena place cells in 200-ms bins (37 cells, as in issue 20), position in cm."""
+    import scipy.io
+
+    m = scipy.io.loadmat(shared_data / "place_cells_2d_barbieri_animal1" / "PlaceCellDataAnimal1.mat")
+    t = m["time"].ravel()
+    edges = np.arange(t[0], t[-1], bin_size)
+    centres = 0.5 * (edges[1:] + edges[:-1])
+    counts = np.stack([np.histogram(np.ravel(n["spikeTimes"][0, 0]), edges)[0] for n in m["neuron"].ravel()], axis=1)
+    rate = counts.sum(axis=0) / (t[-1] - t[0])
+    keep = (counts.sum(axis=0) >= 400) & (rate < 8.0)
+    pos = np.c_[np.interp(centres, t, 35.0 * m["x"].ravel()), np.interp(centres, t, 35.0 * m["y"].ravel())]
+    return SpikeData.from_counts(counts[:, keep], bin_size=bin_size, covariates=pos, feature_names=["x", "y"])
+
+
+@pytest.mark.slow
+def test_real_2d_place_cells_default_coverage(shared_data):
+    """Issue 20: untempered 90% regions cover 0.27-0.45 of held-out bins; the default 0.85-0.95."""
+    from bayesneuro.decoders.evaluation import kfold
+
+    data = place_cells_2d(shared_data)
+    inside, inside_t1 = [], []
+    for train, test in kfold(data, 5):
+        dec = KalmanDecoder().fit(train, ["x", "y"])
+        truth = np.asarray(test.covariates)
+        inside.append(dec.decode(test).covers(truth, 0.9))
+        inside_t1.append(dec.decode(test, temperature=1.0).covers(truth, 0.9))
+    assert np.mean(np.concatenate(inside_t1)) < 0.6
+    assert 0.85 <= np.mean(np.concatenate(inside)) <= 0.95
+
+
+def test_temperature_argument():
+    with pytest.raises(ValueError, match="temperature"):
+        KalmanDecoder(temperature=0.9)
+    with pytest.raises(ValueError, match="temperature"):
+        KalmanDecoder(temperature=np.nan)
+    with pytest.raises(ValueError, match="tempering"):
+        KalmanDecoder(tempering="prior")
