@@ -190,9 +190,11 @@ def run_fit(
             caught.append(f"{w.category.__name__}: {w.message}")
             warnings.showwarning(w.message, w.category, w.filename, w.lineno)
         say(f"fitted in {elapsed:.1f} s")
-        idata.posterior.attrs["bayesneuro_config"] = cfg.source
+        # draws in "posterior"; a point fit (EM, Laplace-EM, plug-in) in "point_estimate"
+        main = idata.posterior if "posterior" in idata.groups() else idata.point_estimate
+        main.attrs["bayesneuro_config"] = cfg.source
         if cfg.path is not None:
-            idata.posterior.attrs["bayesneuro_config_path"] = str(cfg.path)
+            main.attrs["bayesneuro_config_path"] = str(cfg.path)
         outcfg.dir.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{outcfg.name}.", suffix=".partial", dir=outcfg.dir))
         staged = {}

@@ -8,11 +8,28 @@ from typing import NamedTuple
 import arviz as az
 import numpy as np
 
-__all__ = ["ConvergenceWarning", "Diagnostics", "check", "independent_draws", "loo"]
+__all__ = [
+    "ConvergenceWarning",
+    "Diagnostics",
+    "NonFiniteWarning",
+    "check",
+    "check_svi",
+    "independent_draws",
+    "is_point_fit",
+    "loo",
+]
 
 
-class ConvergenceWarning(UserWarning):
-    """A sampler's output should not be trusted as it stands."""
+class ConvergenceWarning(UserWarning, RuntimeWarning):
+    """A fit's output should not be trusted as it stands: a sampler that has not mixed, an
+    optimiser or ELBO that has not converged. Each message says what to do.
+
+    It is both a ``UserWarning`` and a ``RuntimeWarning``, so filters on either category see it.
+    """
+
+
+class NonFiniteWarning(RuntimeWarning):
+    """An estimator returned NaN or infinite estimates or scores; the message gives the cause."""
 
 
 class Diagnostics(NamedTuple):
@@ -53,7 +70,10 @@ def check(
     """Check R-hat, bulk/tail ESS and divergences of posterior draws.
 
     Thresholds follow Vehtari et al. (2021): R-hat below 1.01 and at least 100
-    effective draws per chain (bulk and tail). R-hat needs two or more chains.
+    effective draws per chain (bulk and tail). With one MCMC chain (``posterior.attrs["method"]``
+    ``"nuts"`` or a ``sample_stats.diverging`` variable), R-hat compares the chain's two halves
+    (split R-hat; at least 8 draws) and its ESS is checked, so a single short chain is flagged
+    too. Draws that are NaN or infinite are always flagged.
 
     Draws of a Laplace or SVI fit (``posterior.attrs["method"]`` ``"laplace"`` or ``"svi"``) are
     independent by construction and come as chains only for ArviZ: their R-hat is about 1 and
@@ -92,15 +112,37 @@ def check(
     >>> check(idata, warn=False).ok
     True
     """
+    if "posterior" not in idata.groups():
+        raise ValueError(
+            "check needs posterior draws; this InferenceData has none (a point fit keeps its "
+            "estimate in a 'point_estimate' group): refit with method='laplace', 'svi' or 'nuts'"
+        )
     post = idata.posterior
     n_chain, n_draw = post.sizes["chain"], post.sizes["draw"]
     independent = independent_draws(idata)
+    # one chain: only known MCMC output is checked (other one-chain posteriors of bayesneuro are
+    # exact or bootstrap draws, independent by construction)
+    mcmc = str(post.attrs.get("method", "")).lower() == "nuts" or (
+        "sample_stats" in idata.groups() and "diverging" in idata.sample_stats)
+    chains_checked = not independent and (n_chain >= 2 or mcmc)
     problems = []
     rhat, ess_b, ess_t = {}, {}, {}
+    nonfinite = sorted(
+        k for k, v in post.data_vars.items() if v.dtype.kind in "fc" and not np.all(np.isfinite(v.values))
+    )
+    if nonfinite:
+        problems.append(_nonfinite_problem(nonfinite))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if n_chain >= 2 and n_draw >= 4 and not independent:
             r = az.rhat(post)
+            rhat = {k: float(np.nanmax(v.values)) for k, v in r.data_vars.items()}
+        elif n_chain == 1 and n_draw >= 8 and chains_checked:
+            # one chain: split R-hat of its two halves (az.rhat needs two chains)
+            half = n_draw // 2
+            halves = {k: v.values[0, n_draw - 2 * half:].reshape((2, half) + v.shape[2:])
+                      for k, v in post.data_vars.items()}
+            r = az.rhat(az.convert_to_dataset(halves))
             rhat = {k: float(np.nanmax(v.values)) for k, v in r.data_vars.items()}
         if n_draw >= 4:
             eb = az.ess(post, method="bulk")
@@ -116,11 +158,13 @@ def check(
         )
     min_ess = min_ess_per_chain * n_chain
     low = sorted(k for k in ess_b if min(ess_b[k], ess_t.get(k, np.inf)) < min_ess)
-    if low and n_chain >= 2 and not independent:
+    if low and chains_checked:
         problems.append(
-            f"effective sample size below {min_ess:.0f} for {low}: posterior means and "
-            "intervals are imprecise. Draw more samples or reparameterise to reduce "
-            "autocorrelation."
+            f"effective sample size below {min_ess:.0f} ({min_ess_per_chain:.0f} per chain x "
+            f"{n_chain} chain{'s' if n_chain > 1 else ''}) for {low} (min "
+            f"{min(min(ess_b[k], ess_t.get(k, np.inf)) for k in low):.0f}): posterior means and "
+            "intervals are imprecise. Draw more samples (num_samples), run more chains, or "
+            "reparameterise to reduce autocorrelation."
         )
     n_div = 0
     if "sample_stats" in idata.groups() and "diverging" in idata.sample_stats:
@@ -136,10 +180,82 @@ def check(
     return Diagnostics(rhat, ess_b, ess_t, n_div, not problems, tuple(problems))
 
 
+def _nonfinite_problem(names) -> str:
+    return (f"draws of {sorted(names)} contain NaN or infinite values: the fit broke down (overflowing "
+            "rates, a step size that is too large). Rescale covariates, use stronger priors or "
+            "lower the learning rate / raise target_accept_prob.")
+
+
+def check_svi(losses, *, warn: bool = True, stacklevel: int = 2) -> bool:
+    """Whether an SVI loss trace (the negative ELBO per step) has levelled off.
+
+    The mean of the last tenth of the steps (at least 10) is compared with the tenth before:
+    converged when they differ by less than three standard errors of the last tenth's mean or
+    1e-4 relative. Traces shorter than 20 steps count as converged (nothing to compare).
+
+    Parameters
+    ----------
+    losses : array_like, shape (num_steps,)
+    warn : bool
+        Emit a :class:`ConvergenceWarning` that says what to do when it has not levelled off.
+    stacklevel : int
+        Passed to ``warnings.warn``.
+
+    Returns
+    -------
+    bool
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bayesneuro.diagnostics import check_svi
+    >>> check_svi(100.0 + np.random.default_rng(0).normal(size=1000), warn=False)
+    True
+    >>> check_svi(np.linspace(1000.0, 100.0, 1000), warn=False)
+    False
+    """
+    losses = np.asarray(losses, dtype=float)
+    n = losses.shape[0]
+    tail = max(10, n // 10)
+    if n < 2 * tail:
+        return True
+    last, prev = losses[-tail:].mean(), losses[-2 * tail : -tail].mean()
+    scale = losses[-tail:].std() / np.sqrt(tail) + 1e-12
+    converged = bool(abs(prev - last) < max(3.0 * scale, 1e-4 * abs(last)))
+    if warn and not converged:
+        warnings.warn(
+            f"svi: the ELBO was still improving over the last {tail} of {n} steps (mean loss "
+            f"{prev:.6g} -> {last:.6g}), so the approximation is not yet at its optimum. Raise "
+            "num_steps (or learning_rate), then check result.info['losses'] has levelled off.",
+            ConvergenceWarning,
+            stacklevel=stacklevel + 1,
+        )
+    return converged
+
+
+def is_point_fit(idata) -> bool:
+    """Whether `idata` holds a point estimate (a ``point_estimate`` group, no posterior draws).
+
+    bayesneuro's convention: a fit without posterior draws (MAP, EM, Laplace-EM, plug-in fits)
+    stores its estimate in a ``point_estimate`` group with the variables' own dims (no
+    ``chain``/``draw``) and ``attrs["method"]``; never a ``posterior`` of one chain and one draw.
+
+    Examples
+    --------
+    >>> import arviz as az, xarray as xr
+    >>> from bayesneuro.diagnostics import is_point_fit
+    >>> is_point_fit(az.InferenceData(point_estimate=xr.Dataset({"mu": 1.0})))
+    True
+    """
+    return "point_estimate" in idata.groups() and "posterior" not in idata.groups()
+
+
 def independent_draws(idata, method: str | None = None) -> bool:
     """Whether the posterior draws are independent by construction: a Laplace or SVI fit
     (``posterior.attrs["method"]``, else `method`), stored as 4 chains only for ArviZ's summaries.
     R-hat between such chains says nothing about the fit, and their relative efficiency is 1."""
+    if "posterior" not in idata.groups():
+        return False
     fitted_by = idata.posterior.attrs.get("method", method)
     return str(fitted_by or "").lower() in ("laplace", "svi")
 
@@ -177,6 +293,11 @@ def loo(idata, **kwargs):
     """
     import arviz as az
 
+    if is_point_fit(idata) or "posterior" not in idata.groups():
+        raise ValueError(
+            "loo needs posterior draws, and this is a point fit (no posterior group): refit with "
+            "method='laplace', 'svi' or 'nuts', or compare held-out log_likelihood(test data)"
+        )
     if "reff" not in kwargs and independent_draws(idata):
         kwargs["reff"] = 1.0
     return az.loo(idata, **kwargs)

@@ -61,8 +61,11 @@ False
 
 from __future__ import annotations
 
+import contextvars
 import copy
+import functools
 import inspect
+import warnings
 from typing import Any
 
 import jax
@@ -70,7 +73,7 @@ import numpy as np
 
 from bayesneuro import _xla_cpu  # noqa: F401  (batched LAPACK on CPU as loops: no thread-pool deadlock)
 
-__all__ = ["Estimator", "PROB", "PROBS", "clone", "resolve_key", "split_key", "NotFittedError"]
+__all__ = ["Estimator", "PROB", "PROBS", "clone", "nonfinite_attributes", "resolve_key", "split_key", "NotFittedError"]
 
 #: Default credible mass of every interval, band and region in bayesneuro.
 PROB = 0.9
@@ -152,6 +155,25 @@ class Estimator:
 
     #: Unit of :meth:`score` (higher is always better).
     score_unit: str = ""
+    #: Fitted attributes and ``evaluate`` keys that may be NaN by design (a metric that is not
+    #: defined for the model); others that are NaN give a warning (see ``__init_subclass__``).
+    _nan_allowed: tuple[str, ...] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Guard ``fit``, ``score`` and ``evaluate`` of every subclass against silent NaN.
+
+        After ``fit``, a fitted attribute (trailing ``_``) with no finite value at all gives a
+        :class:`~bayesneuro.diagnostics.NonFiniteWarning` naming it (attributes with some NaN
+        entries, e.g. a statistic of a silent neuron, are left alone); a NaN ``score`` or a NaN
+        scalar entry of ``evaluate`` gives one naming the fitted attributes that hold NaN or inf
+        (the usual cause) and what to do. The checks run once per outermost call (not again in
+        ``super().fit(...)``).
+        """
+        super().__init_subclass__(**kwargs)
+        for name in ("fit", "score", "evaluate"):
+            fn = cls.__dict__.get(name)
+            if callable(fn) and not getattr(fn, "_nan_guarded", False):
+                setattr(cls, name, _guarded(name, fn))
     #: Observation unit of :meth:`log_likelihood` (``"time"``, ``"trial"``, ``"isi"``, ``"neuron"``).
     log_likelihood_dim: str = "time"
 
@@ -255,6 +277,107 @@ class Estimator:
             if not same:
                 shown.append(f"{k}={v!r}")
         return f"{type(self).__name__}({', '.join(shown)})"
+
+
+#: ids of the estimators with a guarded call running: inner calls on the same estimator
+#: (``super().score``, ``evaluate`` calling ``score``) skip the checks, which the outermost makes.
+_GUARDED_CALLS: contextvars.ContextVar[frozenset] = contextvars.ContextVar("bayesneuro_nan_guard",
+                                                                          default=frozenset())
+
+
+def _nonfinite(value: Any, test=np.isfinite) -> bool:
+    """Whether a float scalar, array, DataArray, Dataset, or a dict or tuple of them, holds NaN or
+    inf (where ``test`` fails)."""
+    import xarray as xr
+
+    if isinstance(value, xr.Dataset):
+        return any(_nonfinite(v, test) for v in value.data_vars.values())
+    if isinstance(value, dict):
+        return any(_nonfinite(v, test) for v in value.values())
+    if isinstance(value, tuple):  # NamedTuples of parameters
+        return any(_nonfinite(v, test) for v in value)
+    if isinstance(value, xr.DataArray):
+        value = value.values
+    if isinstance(value, (float, np.floating, np.ndarray, jax.Array)) and not isinstance(value, bool):
+        arr = np.asarray(value)
+        return arr.dtype.kind in "fc" and arr.size > 0 and not bool(np.all(test(arr)))
+    return False
+
+
+def _not_nan(arr):
+    return ~np.isnan(arr)
+
+
+def _any_finite(arr):
+    """Fails (flags) only an array with no finite value at all: a fit that broke down."""
+    return np.full(arr.shape, bool(np.isfinite(arr).any()))
+
+
+def nonfinite_attributes(estimator: Any) -> list[str]:
+    """Names of the fitted attributes (trailing ``_``) of `estimator` that hold NaN or inf.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bayesneuro.estimator import Estimator, nonfinite_attributes
+    >>> e = Estimator()
+    >>> e.rate_, e.ok_ = np.array([1.0, np.nan]), np.ones(2)
+    >>> nonfinite_attributes(e)
+    ['rate_']
+    """
+    return sorted(k for k, v in vars(estimator).items()
+                  if k.endswith("_") and not k.startswith("_") and _nonfinite(v))
+
+
+def _nan_message(est: Any, what: str) -> str:
+    bad = [k for k in nonfinite_attributes(est) if k not in type(est)._nan_allowed]
+    cause = (f"the fitted attributes {bad} hold NaN or inf, so the fit itself broke down"
+             if bad else "the fitted attributes are finite, so the model gives NaN on this data "
+             "(a posterior that is zero everywhere, rates that overflow, bins the fit never saw)")
+    return (f"{type(est).__name__}.{what} is NaN: {cause}. Check the warnings of fit, rescale or "
+            "clean the data (silent neurons, NaN covariates), use stronger priors or a coarser "
+            "grid, and refit; a NaN score must not be averaged or compared.")
+
+
+def _guarded(name: str, fn):
+    """``fn`` (an estimator's fit, score or evaluate) with the NaN checks of :class:`Estimator`."""
+
+    @functools.wraps(fn)
+    def wrapper(self, *args, **kwargs):
+        call = id(self)
+        running = _GUARDED_CALLS.get()
+        if call in running:  # an inner call (super().score(...)): the outermost one checks
+            return fn(self, *args, **kwargs)
+        token = _GUARDED_CALLS.set(running | {call})
+        try:
+            out = fn(self, *args, **kwargs)
+        finally:
+            _GUARDED_CALLS.reset(token)
+        from .diagnostics import NonFiniteWarning
+
+        if name == "fit":
+            bad = [k for k in vars(self) if k.endswith("_") and not k.startswith("_")
+                   and k not in type(self)._nan_allowed and _nonfinite(vars(self)[k], _any_finite)]
+            if bad:
+                warnings.warn(
+                    f"{type(self).__name__}.fit returned NaN or infinite estimates in {bad}: the fit "
+                    "broke down for some parameters (silent neurons, overflowing rates, a singular "
+                    "covariance). Check the fit's other warnings, drop silent neurons or rescale "
+                    "covariates, use stronger priors, and refit.",
+                    NonFiniteWarning, stacklevel=2,
+                )
+        elif name == "score":
+            if _nonfinite(out, _not_nan):
+                warnings.warn(_nan_message(self, "score()"), NonFiniteWarning, stacklevel=2)
+        elif isinstance(out, dict):
+            keys = sorted(str(k) for k, v in out.items()
+                          if np.ndim(v) == 0 and k not in type(self)._nan_allowed and _nonfinite(v, _not_nan))
+            if keys:
+                warnings.warn(_nan_message(self, f"evaluate()[{keys}]"), NonFiniteWarning, stacklevel=2)
+        return out
+
+    wrapper._nan_guarded = True
+    return wrapper
 
 
 def clone(estimator: Any) -> Any:

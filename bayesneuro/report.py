@@ -189,6 +189,16 @@ def _fit_rows(idata, method: str | None, elapsed: float | None) -> list[tuple[st
     return rows
 
 
+def _one_draw(idata):
+    """A point fit's ``point_estimate`` as the single draw the report's tables and figures take
+    (for rendering only: the report labels it "point estimate", never a posterior)."""
+    import arviz as az
+
+    post = idata.point_estimate.expand_dims(chain=[0], draw=[0])
+    groups = {g: idata[g] for g in idata.groups() if g not in ("point_estimate", "log_likelihood")}
+    return az.InferenceData(posterior=post, warn_on_custom_groups=False, **groups)
+
+
 def _diagnostics(idata, method: str | None) -> tuple[list[str], Any]:
     """Lines of text and a table (or None) of diagnostics."""
     import pandas as pd
@@ -512,7 +522,8 @@ def write_report(
     Parameters
     ----------
     idata : arviz.InferenceData
-        The fit; needs a ``posterior`` group.
+        The fit: a ``posterior`` group of draws, or a ``point_estimate`` group (a point fit,
+        reported as estimates without uncertainty or diagnostics).
     path : str or path-like
         Destination; written atomically (temporary file, then ``os.replace``).
     title : str
@@ -548,11 +559,15 @@ def write_report(
     >>> "<h2>Summary</h2>" in text and 'src="data:image/png;base64,' in text
     True
     """
+    from .diagnostics import is_point_fit
+
     path = Path(path)
     if not path.parent.exists():
         raise FileNotFoundError(f"folder {path.parent} does not exist")
+    if is_point_fit(idata):
+        idata = _one_draw(idata)
     if not hasattr(idata, "posterior"):
-        raise ValueError("write_report needs InferenceData with a posterior group")
+        raise ValueError("write_report needs InferenceData with a posterior or a point_estimate group")
     fmt = format or ("pdf" if path.suffix.lower() == ".pdf" else "html")
     if fmt not in ("html", "pdf"):
         raise ValueError(f"format must be 'html' or 'pdf', got {fmt!r}")

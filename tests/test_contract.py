@@ -264,9 +264,16 @@ def test_log_likelihood_and_inference_data(case, fitted):
     lik = idata.log_likelihood
     assert len(lik.data_vars) == 1
     var = next(iter(lik.data_vars.values()))
-    assert var.dims[:2] == ("chain", "draw") and dim in var.dims
-    assert var.sizes[dim] == ll.shape[0]
-    if var.sizes["chain"] * var.sizes["draw"] == 1:  # a point fit: the group is log_likelihood(data)
+    assert dim in var.dims and var.sizes[dim] == ll.shape[0]
+    if "posterior" not in idata.groups():  # a point fit: a point_estimate group, never a 1 x 1 posterior
+        assert "point_estimate" in idata.groups() and idata.point_estimate.attrs["method"]
+        assert "chain" not in idata.point_estimate.dims and "draw" not in idata.point_estimate.dims
+    if "chain" not in var.dims:  # the log-likelihood at a point estimate: log_likelihood(data), no chain/draw
+        assert var.dims == (dim,)
+        np.testing.assert_allclose(var.values, ll, rtol=1e-6, atol=1e-8)
+        return
+    assert var.dims[:2] == ("chain", "draw")
+    if var.sizes["chain"] * var.sizes["draw"] == 1:  # a MAP FitResult: the group is log_likelihood(data)
         np.testing.assert_allclose(var.values.reshape(-1), ll, rtol=1e-6, atol=1e-8)
     if var.sizes["chain"] * var.sizes["draw"] > 1:  # PSIS-LOO needs posterior draws
         with warnings.catch_warnings():

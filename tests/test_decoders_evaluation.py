@@ -26,12 +26,17 @@ def _place(T=1200, N=8, dt=0.1, seed=0):
 
 
 class RecordingDecoder(NaiveBayesDecoder):
-    """A naive-Bayes decoder that records the key and the training bins of every fit."""
+    """A naive-Bayes decoder that records the key and the training bins of every outer fit.
+
+    The fits of its temperature calibration (inner folds of the training data, each with
+    ``temperature=1.0``) are not recorded: they see only the outer training bins.
+    """
 
     seen: list = []
 
     def fit(self, data, target, *, method="plugin", key=None, progress=None, **options):
-        type(self).seen.append((key, np.asarray(data.bin_centers).copy(), np.asarray(data.segment_ids).copy()))
+        if self.temperature == "auto":
+            type(self).seen.append((key, np.asarray(data.bin_centers).copy(), np.asarray(data.segment_ids).copy()))
         return super().fit(data, target, method=method, key=key, progress=progress, **options)
 
 

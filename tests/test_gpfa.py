@@ -333,12 +333,13 @@ def test_estimator_attributes_and_outputs(fitted):
     sim = gpfa.simulate(3, 15, key=1)
     assert sim.observations.shape == (3, 15, 8) and sim.latents.shape == (3, 15, q)
     np.testing.assert_array_equal(sim.observations, gpfa.simulate(3, 15, key=1).observations)
-    idata = gpfa.to_inference_data()
-    post = idata.posterior
-    assert post["loadings"].dims == ("chain", "draw", "neuron", "latent")
-    assert post["timescales"].dims == ("chain", "draw", "latent")
+    idata = gpfa.to_inference_data()  # an EM point fit: point_estimate, no fake 1 x 1 posterior
+    assert "posterior" not in idata.groups() and idata.point_estimate.attrs["method"] == "em"
+    post = idata.point_estimate
+    assert post["loadings"].dims == ("neuron", "latent")
+    assert post["timescales"].dims == ("latent",)
     assert list(post.neuron.values) == list(data.neuron_ids)
-    np.testing.assert_allclose(idata.sample_stats["log_likelihood_trace"].values[0, 0], ll)
+    np.testing.assert_allclose(idata.fit_stats["log_likelihood_trace"].values, ll)
     for group in idata.groups():
         assert not any("_dim_" in str(d) for d in idata[group].dims), group
     assert "fitted" in repr(gpfa)

@@ -64,6 +64,7 @@ class Decoder(Estimator, metaclass=abc.ABCMeta):
                 f"unknown option(s) {bad} for {type(self).__name__}.fit(method={method!r});"
                 f" it takes {sorted(allowed) or 'none'}"
             )
+        self._fit_method = method
         return {**allowed, **options}
 
     def _set_training_log_likelihood(self, data: Any, target: Any) -> None:
@@ -167,29 +168,24 @@ class Decoder(Estimator, metaclass=abc.ABCMeta):
     def to_inference_data(self):
         """The fit as ``arviz.InferenceData``: fitted parameters and the training log-likelihood.
 
-        ``posterior`` holds the fitted parameters as one chain of one draw (a point fit),
-        ``log_likelihood`` one variable with dims ``(chain, draw, time)``: the pointwise
-        log-likelihood of the training bins (:meth:`log_likelihood` on the training data), so
-        that ``az.loo`` and ``az.compare`` run. A decoder built from given tuning curves has no
-        training data and so no ``log_likelihood`` group.
+        The fit is a point fit (plug-in estimates of the encoding model), so there is no
+        ``posterior``: ``point_estimate`` holds the fitted parameters with their own dims (no
+        ``chain``/``draw``; :func:`bayesneuro.infer.convert.point_inference_data`) and
+        ``attrs["method"]``; ``log_likelihood`` one variable with dims ``(time,)``: the pointwise
+        log-likelihood of the training bins at the estimate (:meth:`log_likelihood` on the
+        training data). A decoder built from given tuning curves has no training data and so no
+        ``log_likelihood`` group.
         """
-        import arviz as az
-        import xarray as xr
+        from ..infer.convert import point_inference_data
 
         self._check_fitted()
         variables, coords = self._posterior_variables()
-        post = xr.Dataset(
-            {k: (("chain", "draw") + tuple(dims), np.asarray(v)[None, None]) for k, (dims, v) in variables.items()},
-            coords={"chain": [0], "draw": [0], **coords},
-        )
-        groups = {"posterior": post}
         ll = getattr(self, "_train_log_likelihood", None)
-        if ll is not None:
-            groups["log_likelihood"] = xr.Dataset(
-                {self._observed_name: (("chain", "draw", "time"), ll[None, None])},
-                coords={"chain": [0], "draw": [0], "time": self._train_time},
-            )
-        return az.InferenceData(**groups)
+        return point_inference_data(
+            variables, method=str(getattr(self, "_fit_method", None) or "plugin"), coords=coords,
+            log_likelihood=None if ll is None else {self._observed_name: (("time",), np.asarray(ll))},
+            log_likelihood_coords={"time": getattr(self, "_train_time", None)},
+        )
 
     # ------------------------------------------------------------------ hooks
     def _pointwise_log_likelihood(self, data: Any, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -601,27 +601,27 @@ class FactorAnalysis(Estimator):
         }
 
     def to_inference_data(self):
-        """The fitted parameters as ArviZ InferenceData (maximum likelihood: one chain, one draw).
+        """The fitted parameters as ArviZ InferenceData: a point fit (maximum likelihood by EM).
 
-        ``posterior``: ``mean`` and ``observation_var`` (neuron), ``loadings`` (neuron, latent);
-        ``log_likelihood``: ``data`` (chain, draw, time), the log-likelihood of each training bin.
+        No ``posterior``: ``point_estimate`` (:func:`bayesneuro.infer.convert.point_inference_data`,
+        no ``chain``/``draw``, ``attrs["method"] = "em"``) holds ``mean`` and ``observation_var``
+        (neuron), ``loadings`` (neuron, latent); ``log_likelihood``: ``data`` (time), the
+        log-likelihood of each training bin at the estimate.
         """
-        import arviz as az
+        from ..infer.convert import point_inference_data
 
         self._check_fitted()
         ids = np.asarray(self.neuron_ids_)
-        coords = {"chain": [0], "draw": [0], "neuron": ids, "latent": np.arange(self.loadings_.shape[1])}
-        post = xr.Dataset(
-            {"mean": (("chain", "draw", "neuron"), np.asarray(self.mean_)[None, None]),
-             "loadings": (("chain", "draw", "neuron", "latent"), np.asarray(self.loadings_)[None, None]),
-             "observation_var": (("chain", "draw", "neuron"), np.asarray(self.observation_var_)[None, None])},
-            coords=coords,
-            attrs={"inference_library": "bayesneuro", "method": "em", "log_likelihood": float(self.log_likelihood_),
-                   "n_iter": int(self.n_iter_), "converged": int(bool(self.converged_))},
+        return point_inference_data(
+            {"mean": (("neuron",), np.asarray(self.mean_)),
+             "loadings": (("neuron", "latent"), np.asarray(self.loadings_)),
+             "observation_var": (("neuron",), np.asarray(self.observation_var_))},
+            method="em", coords={"neuron": ids, "latent": np.arange(self.loadings_.shape[1])},
+            attrs={"log_likelihood": float(self.log_likelihood_), "n_iter": int(self.n_iter_),
+                   "converged": int(bool(self.converged_))},
+            log_likelihood={"data": (("time",), np.asarray(self._train_ll))},
+            log_likelihood_coords={"time": self._time},
         )
-        ll = xr.Dataset({"data": (("chain", "draw", "time"), self._train_ll[None, None])},
-                        coords={"chain": [0], "draw": [0], "time": self._time})
-        return az.InferenceData(posterior=post, log_likelihood=ll)
 
 
 # -- cross-validation ---------------------------------------------------------------------------
@@ -1029,19 +1029,26 @@ class Dimensionality(Estimator):
 
     def to_inference_data(self):
         """ArviZ InferenceData: ``posterior`` holds the bootstrap draws of every statistic (one
-        chain; a bootstrap, not a posterior; the point estimates as one draw when ``n_boot=0``),
-        ``log_likelihood`` that of ``fa_`` on the training bins (one draw, dims chain, draw, time).
+        chain; a bootstrap, not a posterior, ``attrs["method"] = "bootstrap"``); with ``n_boot=0``
+        there are no draws and ``point_estimate`` holds the estimates instead (no ``chain``/``draw``;
+        :func:`bayesneuro.infer.convert.point_inference_data`). ``log_likelihood``: that of ``fa_``
+        on the training bins at its estimate (dims ``time``).
         """
         import arviz as az
 
+        from ..infer.convert import point_inference_data
+
         self._check_fitted()
+        ll = self.fa_.to_inference_data().log_likelihood
         if self.bootstrap_ is not None:
             post = self.bootstrap_.expand_dims(chain=[0])
-        else:
-            e = self.estimates_
-            post = xr.Dataset({k: (("chain", "draw") + (("neuron",) if np.ndim(v) else ()), np.asarray(v)[None, None])
-                               for k, v in e.items()}, coords={"chain": [0], "draw": [0], "neuron": self.neuron_ids_})
-        return az.InferenceData(posterior=post, log_likelihood=self.fa_.to_inference_data().log_likelihood)
+            post.attrs = {**post.attrs, "method": "bootstrap"}
+            return az.InferenceData(posterior=post, log_likelihood=ll)
+        e = self.estimates_
+        return point_inference_data(
+            {k: ((("neuron",) if np.ndim(v) else ()), np.asarray(v)) for k, v in e.items()},
+            method="fa", coords={"neuron": self.neuron_ids_}, groups={"log_likelihood": ll},
+        )
 
     def __repr__(self) -> str:
         if not getattr(self, "estimates_", None):

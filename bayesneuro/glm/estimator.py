@@ -195,6 +195,8 @@ class PoissonGLM(Estimator):
     """
 
     score_unit = "bits/spike"
+    #: pseudo-R^2 is not defined for observation="negative-binomial" (NaN by design)
+    _nan_allowed = ("pseudo_r2",)
     log_likelihood_dim = "time"
 
     def __init__(

@@ -9,7 +9,7 @@ bayesneuro's own models never leave one.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timezone
 from typing import Callable
 
 import arviz as az
@@ -20,7 +20,7 @@ from numpyro.infer import log_likelihood as numpyro_log_likelihood
 
 from . import _model
 
-__all__ = ["build_inference_data", "site_dims"]
+__all__ = ["build_inference_data", "point_inference_data", "site_dims"]
 
 
 def site_dims(info: _model.SiteInfo, user_dims: dict) -> list[str]:
@@ -209,3 +209,69 @@ def _dataset(variables: dict, group: str, dims: dict, coords: dict, attrs: dict)
         ds_coords["draw"] = np.arange(first.shape[1])
     group_attrs = {"created_at": datetime.now(timezone.utc).isoformat(), **attrs}
     return xr.Dataset(data_vars, coords=ds_coords, attrs=group_attrs)
+
+
+def point_inference_data(
+    variables: dict,
+    *,
+    method: str,
+    coords: dict | None = None,
+    log_likelihood: dict | None = None,
+    log_likelihood_coords: dict | None = None,
+    attrs: dict | None = None,
+    groups: dict | None = None,
+) -> az.InferenceData:
+    """InferenceData of a point fit: bayesneuro's one convention for fits without draws.
+
+    A fit that returns an estimate and no posterior draws (MAP, EM, Laplace-EM, plug-in
+    decoders, factor analysis) stores it in a ``point_estimate`` group with the variables' own
+    dims, **no** ``chain`` and ``draw``, and ``attrs["method"]``; it has no ``posterior`` group, so
+    ``az.summary`` cannot show it as a posterior with ``sd = NaN``. Its ``log_likelihood`` group
+    (the pointwise log-likelihood at the estimate) likewise has no ``chain``/``draw``: PSIS-LOO
+    needs draws, and :func:`bayesneuro.diagnostics.loo` says so. ``chain``/``draw`` appear only
+    where there are real draws.
+
+    Parameters
+    ----------
+    variables : dict of str to (dims, values)
+        The estimates.
+    method : str
+        How they were fitted (``"map"``, ``"em"``, ``"laplace-em"``, ``"plug-in"``, ...).
+    coords : dict, optional
+        Coordinates of the estimates' dims.
+    log_likelihood : dict of str to (dims, values), optional
+        Pointwise log-likelihood at the estimate.
+    log_likelihood_coords : dict, optional
+        Coordinates of its dims.
+    attrs : dict, optional
+        Further attributes (numbers and strings) of both groups.
+    groups : dict of str to xarray.Dataset, optional
+        Other groups to include as they are (``observed_data``, ``constant_data``, ...).
+
+    Returns
+    -------
+    arviz.InferenceData
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bayesneuro.infer.convert import point_inference_data
+    >>> idata = point_inference_data({"rate": (("neuron",), np.array([1.0, 2.0]))}, method="em",
+    ...                              coords={"neuron": [3, 7]})
+    >>> idata.groups(), idata.point_estimate["rate"].dims, idata.point_estimate.attrs["method"]
+    (['point_estimate'], ('neuron',), 'em')
+    """
+    base = {"inference_library": "bayesneuro", "method": str(method), "point_estimate": 1,
+            "created_at": datetime.now(UTC).isoformat(), **dict(attrs or {})}
+
+    def dataset(vs, cs):
+        data_vars = {k: (tuple(d), np.asarray(v)) for k, (d, v) in vs.items()}
+        used = {d for dims, _ in data_vars.values() for d in dims}
+        return xr.Dataset(data_vars, coords={k: v for k, v in dict(cs or {}).items() if k in used},
+                          attrs=dict(base))
+
+    out = {"point_estimate": dataset(variables, coords)}
+    if log_likelihood:
+        out["log_likelihood"] = dataset(log_likelihood, log_likelihood_coords)
+    out.update(dict(groups or {}))
+    return az.InferenceData(warn_on_custom_groups=False, **out)

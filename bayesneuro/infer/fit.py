@@ -16,6 +16,7 @@ from numpyro import handlers
 from numpyro.infer.util import log_density
 
 from .._progress import progress_default
+from ..diagnostics import ConvergenceWarning, check_svi
 from . import _model
 from .optimize import minimize, minimize_proximal
 from .result import FitResult, stack_chain
@@ -215,11 +216,40 @@ def fit(
     result = runner(model, data, rng, progress, **options)
     result.coords = dict(coords or {})
     result.dims = dict(dims or {})
-    if method == "nuts":
-        from ..diagnostics import check
-
-        check(result.to_inference_data(), warn=True, stacklevel=3)
+    if method in ("nuts", "svi"):
+        result.info["diagnostics"] = _diagnose(result)
     return result
+
+
+def _diagnose(result: FitResult):
+    """:func:`bayesneuro.diagnostics.check` on the fit's draws, warning at the caller of ``fit``.
+
+    NUTS: R-hat, ESS, divergences and NaN draws, on the draws and sampler statistics alone (no
+    log-likelihood). SVI: NaN draws only (its draws are independent; the ELBO is checked by
+    :func:`~bayesneuro.diagnostics.check_svi`). The warning is a
+    :class:`~bayesneuro.diagnostics.ConvergenceWarning` that estimators pass on.
+    """
+    import arviz as az
+
+    from ..diagnostics import Diagnostics, _nonfinite_problem, check
+
+    if result.method == "svi":  # independent draws: only NaN/inf can be flagged (no ESS of every scalar)
+        bad = [k for k, v in result.samples.items()
+               if np.asarray(v).dtype.kind in "fc" and not np.all(np.isfinite(np.asarray(v)))]
+        problems = (_nonfinite_problem(bad),) if bad else ()
+        if problems:
+            warnings.warn(problems[0], ConvergenceWarning, stacklevel=4)
+        return Diagnostics({}, {}, {}, 0, not problems, problems)
+    posterior = az.convert_to_dataset({k: np.asarray(v) for k, v in result.samples.items()})
+    posterior.attrs["method"] = result.method
+    groups = {"posterior": posterior}
+    if result.sample_stats:
+        groups["sample_stats"] = az.convert_to_dataset(
+            {k: np.asarray(v) for k, v in result.sample_stats.items()})
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*ArviZ is undergoing a major refactor.*")
+        idata = az.InferenceData(**groups)
+    return check(idata, warn=True, stacklevel=4)
 
 
 def _dim_axes(model: Callable, data: dict, dim: str, dims: dict) -> dict[str, int]:
@@ -398,9 +428,9 @@ def _initial_point(model, data, rng, init_strategy) -> jax.Array:
 def _not_converged_warning(method: str, message: str, grad_norm: float, n_iter: int, stacklevel: int = 4):
     warnings.warn(
         f"{method}: the optimiser did not converge ({message}; gradient norm {grad_norm:.2e} "
-        f"after {n_iter} iterations). Raise max_iter, rescale covariates, or use "
-        "stronger priors.",
-        RuntimeWarning,
+        f"after {n_iter} iterations), so the estimate is not at the mode. Raise max_iter, "
+        "rescale covariates, or use stronger priors.",
+        ConvergenceWarning,
         stacklevel=stacklevel + 1,
     )
 
@@ -549,19 +579,7 @@ def _fit_svi(
         draws = pred(k_draw, **data)
     draws = {k: v for k, v in draws.items() if k in latent_names}
     samples = stack_chain(_model.complete_samples(model, data, draws, k_det))
-    tail = max(10, num_steps // 10)
-    converged = True
-    if num_steps >= 2 * tail:
-        last, prev = losses[-tail:].mean(), losses[-2 * tail : -tail].mean()
-        scale = losses[-tail:].std() / np.sqrt(tail) + 1e-12
-        converged = bool(abs(prev - last) < max(3.0 * scale, 1e-4 * abs(last)))
-    if not converged:
-        warnings.warn(
-            "svi: the ELBO was still improving over the last steps; raise num_steps or "
-            "learning_rate and check result.info['losses'].",
-            RuntimeWarning,
-            stacklevel=3,
-        )
+    converged = check_svi(losses, warn=True, stacklevel=3)
     info = dict(losses=losses, params=run.params, guide=g, elbo_converged=converged)
     return FitResult("svi", samples, model, data, None, info)
 

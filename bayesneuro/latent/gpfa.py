@@ -806,7 +806,8 @@ class GPFA(Estimator):
     def to_inference_data(self):
         """The fit as ``arviz.InferenceData``, with a per-trial ``log_likelihood`` group.
 
-        The ``log_likelihood`` group holds one variable, dims ``(chain, draw, trial)``: the
+        The ``log_likelihood`` group holds one variable, dims ``(chain, draw, trial)`` for a fit
+        with draws (``(trial,)`` for the Gaussian EM fit, a point estimate): the
         marginal log-likelihood of each training trial (latents integrated out, as
         :meth:`log_likelihood`), so ``az.loo`` / ``az.compare`` rank models of the same trials.
         Gaussian: the variable is ``sqrt_counts`` (``count_transform="sqrt"``, a density of the
@@ -814,17 +815,21 @@ class GPFA(Estimator):
         ``counts``; Poisson: ``counts``, the Laplace ``log p(counts)`` at each draw of the
         parameters (MAP: one draw), comparable with :class:`~bayesneuro.PoissonLDS`.
 
-        Gaussian: the ``posterior`` holds the point estimates (one chain, one draw):
+        Gaussian (a point fit by EM): no ``posterior``; a ``point_estimate`` group
+        (:func:`bayesneuro.infer.convert.point_inference_data`: no ``chain``/``draw``) holds
         ``loadings`` and ``orthonormal_loadings`` ``(neuron, latent)``, ``offset`` and
         ``observation_var`` ``(neuron,)``, ``timescales`` (s) and ``variance_explained``
-        ``(latent,)``; ``sample_stats`` holds ``log_likelihood_trace`` ``(em_iteration,)``; the
-        settings are in ``attrs``. Poisson: the fit's draws
+        ``(latent,)``, with ``attrs["method"] = "em"`` and the settings; ``fit_stats`` holds
+        ``log_likelihood_trace`` ``(em_iteration,)``; the ``log_likelihood`` variable has dims
+        ``(trial,)`` only. Poisson: the fit's draws
         (:meth:`bayesneuro.infer.FitResult.to_inference_data`), dims ``trial``, ``time`` (bin
         centres within a trial, s), ``latent`` and ``neuron`` (sites ``loadings``, ``offset``,
         ``timescale_bins``/``timescale``, ``z``, ``latents``), with ``observed_data``.
         """
         import arviz as az
         import xarray as xr
+
+        from ..infer.convert import point_inference_data
 
         self._check_fitted()
         trials = self._train.trials
@@ -845,17 +850,17 @@ class GPFA(Estimator):
         dims = {"loadings": ["neuron", "latent"], "orthonormal_loadings": ["neuron", "latent"],
                 "offset": ["neuron"], "observation_var": ["neuron"], "timescales": ["latent"],
                 "variance_explained": ["latent"], "log_likelihood_trace": ["em_iteration"], name: ["trial"]}
-        trace = self.log_likelihood_trace_
-        return az.from_dict(
-            posterior={k: np.asarray(v)[None, None] for k, v in post.items()},
-            sample_stats={"log_likelihood_trace": trace[None, None]},
-            log_likelihood={name: self.log_likelihood(self._train)[None, None]},
-            coords={"neuron": self.neuron_ids_, "latent": np.arange(q), "em_iteration": np.arange(len(trace)),
-                    "trial": trials},
-            dims=dims,
-            attrs={"model": "GPFA", "method": "em", "kernel": self.kernel, "eps": self.eps,
-                   "count_transform": str(self.count_transform), "bin_size": self.bin_size_,
-                   "n_iter": int(self.n_iter_), "converged": int(self.converged_)},
+        trace = np.asarray(self.log_likelihood_trace_, float)
+        attrs = {"model": "GPFA", "kernel": self.kernel, "eps": self.eps,
+                 "count_transform": str(self.count_transform), "bin_size": self.bin_size_,
+                 "n_iter": int(self.n_iter_), "converged": int(self.converged_)}
+        fit_stats = xr.Dataset({"log_likelihood_trace": (("em_iteration",), trace)},
+                               coords={"em_iteration": np.arange(len(trace))}, attrs={"method": "em"})
+        return point_inference_data(
+            {k: (dims[k], np.asarray(v)) for k, v in post.items()}, method="em", attrs=attrs,
+            coords={"neuron": self.neuron_ids_, "latent": np.arange(q)},
+            log_likelihood={name: (("trial",), self.log_likelihood(self._train))},
+            log_likelihood_coords={"trial": trials}, groups={"fit_stats": fit_stats},
         )
 
     def __repr__(self) -> str:

@@ -1315,19 +1315,21 @@ class PoissonLDS(Estimator):
     def to_inference_data(self):
         """``arviz.InferenceData`` of the fit, with a per-trial ``log_likelihood`` group.
 
-        laplace-em: a ``posterior`` group holding the point estimates (one chain, one draw)
-        with dims ``latent``, ``latent_from`` (the second axis of ``A``, ``Q``, ``S0``),
-        ``feature``, ``neuron``. svi/nuts: the :class:`~bayesneuro.infer.FitResult`'s
+        laplace-em (a point fit): a ``point_estimate`` group (no ``posterior``, no ``chain`` or
+        ``draw``; :func:`bayesneuro.infer.convert.point_inference_data`) with dims ``latent``,
+        ``latent_from`` (the second axis of ``A``, ``Q``, ``S0``), ``feature``, ``neuron``, and
+        ``attrs["method"] = "laplace-em"``. svi/nuts: the :class:`~bayesneuro.infer.FitResult`'s
         InferenceData (every sampled site, the path ``latents`` included).
 
-        The ``log_likelihood`` group holds one variable, ``counts`` (as the Poisson GPFA's), with dims
-        ``(chain, draw, trial)``: the Laplace ``log p(counts of the trial)`` of each training
-        trial with the latent path integrated out, at the point estimate (laplace-em) or at
-        every posterior draw of the parameters (svi/nuts). So ``az.loo`` / ``az.compare`` rank
-        a PoissonLDS against a :class:`~bayesneuro.GPFA` fitted to the same trials. A model
-        made by :meth:`from_params` has no training data, so no such group.
+        The ``log_likelihood`` group holds one variable, ``counts`` (as the Poisson GPFA's): the
+        Laplace ``log p(counts of the trial)`` of each training trial with the latent path
+        integrated out, dims ``(trial,)`` at the point estimate (laplace-em) or
+        ``(chain, draw, trial)`` at every posterior draw of the parameters (svi/nuts). So
+        ``az.loo`` / ``az.compare`` rank a sampled PoissonLDS against a :class:`~bayesneuro.GPFA`
+        fitted to the same trials. A model made by :meth:`from_params` has no training data, so
+        no such group.
         """
-        import arviz as az
+        from ..infer.convert import point_inference_data
 
         self._check_fitted()
         if getattr(self, "_idata", None) is not None:
@@ -1350,27 +1352,21 @@ class PoissonLDS(Estimator):
             "dynamics_cov": (sq, self.dynamics_cov_), "loadings": (["neuron", "latent"], self.loadings_),
             "offset": (["neuron"], self.offset_),
         }
-        coords = {"chain": [0], "draw": [0], "latent": np.arange(k), "latent_from": np.arange(k), "neuron": self.neuron_ids_}
+        coords = {"latent": np.arange(k), "latent_from": np.arange(k), "neuron": self.neuron_ids_}
         if self.feature_names_:
             variables["input_weights"] = (["latent", "feature"], self.input_weights_)
             coords["feature"] = np.asarray(self.feature_names_)
-        attrs = {"inference_library": "bayesneuro", "method": self.method_}
+        attrs = {}
         if self.log_likelihood_trace_ is not None:
             attrs["log_marginal_likelihood"] = float(self.log_likelihood_trace_[-1])
             attrs["n_iter"] = int(self.n_iter_)
             attrs["converged"] = int(self.converged_)
-        post = xr.Dataset(
-            {n: (["chain", "draw", *dims], np.asarray(v)[None, None]) for n, (dims, v) in variables.items()},
-            coords=coords, attrs=attrs,
-        )
-        groups = {"posterior": post}
         train_ll = getattr(self, "_train_log_lik", None)
-        if train_ll is not None:
-            groups["log_likelihood"] = xr.Dataset(
-                {"counts": (("chain", "draw", "trial"), np.asarray(train_ll, float)[None, None])},
-                coords={"chain": [0], "draw": [0], "trial": trials}, attrs=attrs,
-            )
-        self._idata = az.InferenceData(**groups)
+        self._idata = point_inference_data(
+            variables, method=self.method_, coords=coords, attrs=attrs,
+            log_likelihood=None if train_ll is None else {"counts": (("trial",), np.asarray(train_ll, float))},
+            log_likelihood_coords={"trial": trials},
+        )
         return self._idata
 
     def _draws_log_likelihood(self) -> np.ndarray:
