@@ -37,6 +37,7 @@ COUNTS = jnp.array(np.random.default_rng(0).poisson(3.0, size=20))
 # ----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # NUTS compile: over ~4 s
 def test_one_short_nuts_chain_warns_about_ess():
     """One chain of 12 draws has an ESS far below 100: the check must say so (it used to check
     R-hat and ESS only with two or more chains, so a one-chain fit was never flagged)."""
@@ -110,6 +111,7 @@ def test_laplace_at_a_saddle_raises_with_the_cause():
                   init_strategy=numpyro.infer.init_to_value(values={"x": 0.0, "y": 0.0}))
 
 
+@pytest.mark.slow  # GLM NUTS compile: over ~4 s
 def test_estimator_nuts_fit_passes_the_warning_on():
     """Inside an estimator (PoissonGLM by NUTS, one short chain) the warning reaches the user."""
     counts = np.random.default_rng(4).poisson(0.5, size=(200, 1))
@@ -206,6 +208,7 @@ def _assert_point_fit(idata, method, unit_dim):
         check(idata)
 
 
+@pytest.mark.slow  # Laplace-EM and FA fits: over ~4 s
 def test_point_fits_have_a_point_estimate_group(tmp_path):
     rng = np.random.default_rng(6)
     counts = rng.poisson(2.0, size=(60, 3))
@@ -229,6 +232,7 @@ def test_point_fits_have_a_point_estimate_group(tmp_path):
     np.testing.assert_allclose(fid.point_estimate["loadings"].values, fa.loadings_)
 
 
+@pytest.mark.slow  # decoder and GPFA fits: over ~4 s
 def test_decoder_and_gaussian_gpfa_point_fits():
     rng = np.random.default_rng(7)
     pos = np.cumsum(rng.normal(size=300)) % 10.0
@@ -249,6 +253,7 @@ def test_decoder_and_gaussian_gpfa_point_fits():
     assert gid.fit_stats["log_likelihood_trace"].dims == ("em_iteration",)
 
 
+@pytest.mark.slow  # CLI fit and HTML report: over ~4 s
 def test_cli_fit_of_a_point_fit_writes_point_estimate(tmp_path):
     """``bayesneuro fit`` of factor analysis: the .nc holds a point_estimate group with the
     configuration, and the HTML report shows it as point estimates (not a posterior)."""
