@@ -10,7 +10,6 @@ never silent; point fits carry a ``point_estimate`` group, never a fake 1 x 1 po
 import warnings
 
 import arviz as az
-import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
@@ -19,7 +18,14 @@ import pytest
 
 import bayesneuro as bn
 from bayesneuro import infer
-from bayesneuro.diagnostics import ConvergenceWarning, NonFiniteWarning, check, check_svi, is_point_fit, loo
+from bayesneuro.diagnostics import (
+    ConvergenceWarning,
+    NonFiniteWarning,
+    check,
+    check_svi,
+    is_point_fit,
+    loo,
+)
 from bayesneuro.estimator import Estimator
 
 
