@@ -32,6 +32,7 @@ def _walk(rng, n, step, lo, hi, start):
 
 
 # --------------------------------------------------------------- the slow-walk NaN (issue 20)
+@pytest.mark.slow
 def test_slow_walk_state_space_posterior_is_finite_and_tracks():
     """50 cells over 200 cm, 25-ms bins, a step of 0.8 cm per bin (a fifth of a cell).
 
@@ -207,6 +208,7 @@ def test_overdispersed_counts_break_poisson_coverage_and_the_default_restores_it
     assert auto.score(test, "x") > nb1.score(test, "x")
 
 
+@pytest.mark.slow
 def test_state_space_default_is_calibrated_on_overdispersed_walk():
     train, test = _overdispersed(4, n_time=4000, r=2.0, jitter=0.04, walk=True)
     kw = {"bins": 50, "range": (0, 1)}
@@ -265,6 +267,7 @@ def test_calibration_warns_at_the_edge_and_rejects_bad_options():
 
 
 # --------------------------------------------------------------- real place cells
+@pytest.mark.slow
 def test_real_place_cells_default_covers_and_poisson_does_not(shared_data):
     """2-D place cells (49 cells, 200-ms bins), 2 contiguous folds, a 12 x 12 grid."""
     from bayesneuro.datasets import load_place_cells_2d
