@@ -174,3 +174,23 @@ def test_score_floors_impossible_cells_with_a_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert log_score(post, [0.1, 0.9]) == pytest.approx(0.5 * (np.log(0.5 / vol) + np.log(0.25 / vol)))
+
+
+def test_kfold_by_time_cuts_segments_longer_than_a_block():
+    """Segments as the dataset loaders make them (one per tracking run, some longer than a fold's
+    block) are cut at the test block; each training piece is its own segment, no bin is shared
+    and no training bin lies within `gap` of the test block."""
+    counts = np.ones((100, 2))
+    trial_ids = np.repeat([0, 1], [10, 90])  # segment 1 spans folds 1-3
+    data = SpikeData.from_counts(counts, bin_size=0.1, trial_ids=trial_ids)
+    folds = kfold(data, 4, gap=2)
+    for k, (train, test) in enumerate(folds):
+        tr, te = np.asarray(train.bin_centers), np.asarray(test.bin_centers)
+        assert np.intersect1d(tr, te).size == 0 and tr.size + te.size + np.isin(
+            data.bin_centers, np.r_[tr, te], invert=True).sum() == 100
+        assert np.min(np.abs(tr[:, None] - te[None, :])) > 2 * 0.1 + 1e-9
+        # training segments are contiguous runs of bins
+        for s in np.unique(train.segment_ids):
+            t = tr[train.segment_ids == s]
+            np.testing.assert_allclose(np.diff(t), 0.1)
+    assert folds[1][0].n_trial == 3  # segment 0, and segment 1 before and after the test block

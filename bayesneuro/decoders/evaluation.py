@@ -40,7 +40,8 @@ def kfold(data: SpikeData, n_folds: int = 5, *, by: str = "time", gap: int = 0) 
         ``n_folds`` contiguous groups in order.
     gap : int, default 0
         ``by="time"``: training bins dropped next to each boundary with the test block (set it
-        to the largest lag or filter length used).
+        to the largest lag or filter length used). A trial or segment longer than a block is
+        cut there; its training pieces either side become separate segments.
 
     Returns
     -------
@@ -86,10 +87,25 @@ def kfold(data: SpikeData, n_folds: int = 5, *, by: str = "time", gap: int = 0) 
         after = np.arange(min(b + gap, n), n)
         idx = np.concatenate([before, after])
         run = np.concatenate([np.zeros(before.size, int), np.ones(after.size, int)])
-        train = data._take(idx, trial_ids=_piece_labels(data, idx, run, "training"))
+        train = data._take(idx, trial_ids=_training_labels(data, idx, run))
         test = data._take(np.arange(a, b))
         out.append((train, test))
     return out
+
+
+def _training_labels(data: SpikeData, idx: np.ndarray, run: np.ndarray) -> np.ndarray | None:
+    """Trial labels of a time-fold's training bins ``idx`` (runs ``run``: before/after the test block).
+
+    A trial or segment that spans the whole test block is cut in two non-adjacent pieces; they
+    become separate segments, numbered ``0, 1, ...`` in time order (the original ids are kept
+    when no trial is cut).
+    """
+    try:
+        return _piece_labels(data, idx, run, "training")
+    except ValueError:
+        tid = data.trial_ids[idx]
+        new_piece = np.r_[True, (run[1:] != run[:-1]) | (tid[1:] != tid[:-1])]
+        return np.cumsum(new_piece) - 1
 
 
 def _metric(ev: dict, metric: str | None) -> float:
