@@ -399,3 +399,16 @@ def test_temperature_argument():
         KalmanDecoder(temperature=np.nan)
     with pytest.raises(ValueError, match="tempering"):
         KalmanDecoder(tempering="prior")
+
+
+def test_calibration_leaves_out_neurons_silent_in_an_inner_fold(model):
+    # neuron 0 fires only in the first third: silent in the inner training set of that block's
+    # complement; the calibration leaves it out of that inner fold instead of failing
+    H, c, Q = model
+    data, _ = simulate(1, 1500, 44, H, c, Q)
+    counts = np.asarray(data.counts).copy()
+    counts[500:, 0] = 0
+    data = SpikeData.from_counts(counts, bin_size=data.bin_size, covariates=data.covariates,
+                                 feature_names=data.feature_names)
+    dec = KalmanDecoder().fit(data, ["px", "vx"])
+    assert np.isfinite(dec.temperature_) and dec.temperature_ >= 1

@@ -230,8 +230,8 @@ def calibrate_temperature(decoder: Any, data: Any, values: np.ndarray, *, gap: i
 
     `data` (the training data only) is cut into `n_folds` contiguous blocks (:func:`inner_folds`,
     `gap` bins dropped on the training side of every boundary); for each block a clone of
-    `decoder` with ``temperature=1`` is fitted on the rest and decodes the block at candidate
-    temperatures. The chosen temperature is the smallest candidate whose 90% credible regions,
+    `decoder` with ``temperature=1`` is fitted on the rest (without the neurons that are silent
+    there) and decodes the block at candidate temperatures. The chosen temperature is the smallest candidate whose 90% credible regions,
     pooled over the inner blocks, reach 0.9 coverage (or the candidate just below it, if that
     one is closer to 0.9). Not the candidate closest to 0.9 anywhere: coverage is not monotone
     in the temperature, and an almost flat posterior (the prior, ``T -> inf``) covers 90% too
@@ -266,6 +266,9 @@ def calibrate_temperature(decoder: Any, data: Any, values: np.ndarray, *, gap: i
     folds = inner_folds(data.with_covariates(values, names), n_folds, gap)
     inner = []
     for tr, te in folds:
+        active = np.asarray(tr.counts).sum(axis=0) > 0
+        if not active.all():  # a neuron silent in an inner training set is left out of that inner fold
+            tr, te = tr.select_neurons(tr.neuron_ids[active]), te.select_neurons(te.neuron_ids[active])
         dec = clone(decoder).set_params(temperature=1.0)
         with warnings.catch_warnings():
             # an inner fold may miss a neuron or a region: the outer fit reports such problems
