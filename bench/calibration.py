@@ -331,6 +331,8 @@ def markdown(result: dict) -> str:
         (f"Command: `{result['command']}` ({result['mode']} settings; {result['machine']['platform']}, "
         f"{result['machine']['cpus']} CPUs; {result['seconds']:.0f} s; git {result['git']})."),
         "",
+        *([("Decoder rows rerun with the same settings after the decoders' final commits: "
+            + "; ".join(f"`{c}`" for c in result["reruns"]) + "."), ""] if result.get("reruns") else []),
         ("Coverage: share of held-out bins whose 50/90/95% credible region holds the true value "
         f"(bins-weighted mean over contiguous folds; `range90` is the range of the 90% coverage "
         f"over folds). Target at 90%: {TARGET[0]}-{TARGET[1]}. `before`: observation='poisson', "
