@@ -286,3 +286,80 @@ def test_real_place_cells_default_covers_and_poisson_does_not(shared_data):
         cov_d.append(_cov90(d, te))
     assert max(cov_p) < 0.8, cov_p
     assert 0.85 <= np.mean(cov_d) <= 0.95, cov_d
+
+
+# --------------------------------------------------------------- state space: tempering the posterior
+def _dense_smoothed(ll, A, init):
+    """Forward-backward with a dense transition, in plain numpy (normalised each bin)."""
+    n, G = ll.shape
+    lik = np.exp(ll - ll.max(axis=1, keepdims=True))
+    f = np.empty((n, G))
+    b = np.ones((n, G))
+    p = init
+    for t in range(n):
+        u = lik[t] * p
+        f[t] = u / u.sum()
+        p = f[t] @ A
+    for t in range(n - 2, -1, -1):
+        v = A @ (lik[t + 1] * b[t + 1])
+        b[t] = v / v.sum()
+    g = f * b
+    with np.errstate(divide="ignore"):
+        return np.log(g / g.sum(axis=1, keepdims=True))
+
+
+def test_state_space_tempering_equals_dense_brute_force():
+    """tempering="posterior": the smoothed posterior to the power 1/T, renormalised (MAP kept);
+    tempering="likelihood": forward-backward of the likelihood to the power 1/T."""
+    from bayesneuro.decoders.state_space import dense_transition
+
+    rng = np.random.default_rng(11)
+    x = _walk(rng, 900, 0.03, 0.0, 1.0, 0.5)
+    counts = rng.poisson(_fields(x, 6, 0, 1, 0.12, 8.0, 0.3) * 0.1)
+    data = SpikeData.from_counts(counts, bin_size=0.1, covariates=x, feature_names=["x"])
+    train, test, _ = data.split(fractions=(0.7, 0.3))
+    kw = {"bins": 15, "range": (0, 1), "observation": "poisson", "sigma_walk": 0.05}
+    ref = StateSpaceDecoder(temperature=1.0, **kw).fit(train, "x")
+    mu = np.maximum(ref.tuning_.rates, RATE_FLOOR) * 0.1
+    vis = ref.tuning_.visited
+    ll = np.where(vis, test.counts @ np.log(np.where(vis, mu, 1.0)) - np.where(vis, mu, 0.0).sum(axis=0), -np.inf)
+    A = dense_transition(ref.grid_, ref.sigma_walk_, vis)
+    init = np.exp(ref.log_prior_) * vis
+    init /= init.sum()
+    temp = 3.0
+    smoothed = _dense_smoothed(ll, A, init)
+    with np.errstate(invalid="ignore"):
+        post = smoothed / temp - special.logsumexp(smoothed / temp, axis=1, keepdims=True)
+    lik = _dense_smoothed(ll / temp, A, init)
+    np.testing.assert_allclose(ref.decode(test).log_prob, smoothed, atol=1e-8, rtol=0)
+    for tempering, want in (("posterior", post), ("likelihood", lik)):
+        dec = StateSpaceDecoder(temperature=temp, tempering=tempering, **kw).fit(train, "x")
+        got = dec.decode(test).log_prob
+        np.testing.assert_allclose(np.exp(got), np.exp(want), atol=1e-10, rtol=0)
+        # what the calibration scores at this temperature is what decode returns
+        (_, lp), = dec._tempered_log_posteriors(test, [temp])
+        np.testing.assert_allclose(np.exp(lp), np.exp(got), atol=1e-12, rtol=0)
+    assert not np.allclose(post, lik, atol=1e-3)  # the two options differ
+    np.testing.assert_array_equal(np.argmax(post, axis=1), np.argmax(smoothed, axis=1))
+    with pytest.raises(ValueError, match="tempering must be"):
+        StateSpaceDecoder(tempering="covariance")
+
+
+@pytest.mark.slow
+def test_real_track_state_space_default_tempers_the_posterior_and_covers(shared_data):
+    """Linear track, 3 contiguous folds, 50 bins: tempering the likelihood (the old default)
+    leaves the random-walk prior too confident, tempering the smoothed posterior covers."""
+    from bayesneuro.datasets import load_linear_track
+
+    data = load_linear_track(shared_data / "place_cells_linear_track_nelpy")
+    v = data.covariates[:, 0]
+    kw = {"bins": 50, "range": (float(v.min()) - 1, float(v.max()) + 1)}
+    cov_l, cov_p = [], []
+    for tr, te in kfold(data, 3):
+        keep = np.asarray(tr.neuron_ids)[tr.counts.sum(axis=0) > 0]
+        tr, te = tr.select_neurons(keep), te.select_neurons(keep)
+        lik = StateSpaceDecoder(tempering="likelihood", **kw).fit(tr, "position")
+        cov_l.append(_cov90(lik, te))
+        cov_p.append(_cov90(StateSpaceDecoder(**kw).fit(tr, "position"), te))
+    assert np.mean(cov_l) < 0.8, (cov_l, cov_p)
+    assert 0.85 <= np.mean(cov_p) <= 0.95, cov_p

@@ -211,8 +211,8 @@ def calibrate_temperature(
             f"the calibrated temperature is the largest candidate ({temps[best]:g}; inner 90% coverage"
             f" {coverage[0.9][best]:.2f}): tempering the likelihood alone does not calibrate this decoder on"
             " these data. Check that the spikes carry information about the variable; for the state-space"
-            " decoder the random-walk prior itself may be too confident (try sigma_walk='evidence' or a wider"
-            " sigma_walk); or pass larger temperatures to calibrate_temperature",
+            " decoder the random-walk prior itself may be too confident (use tempering='posterior', the default,"
+            " or a wider sigma_walk); or pass larger temperatures to calibrate_temperature",
             RuntimeWarning,
             stacklevel=3,
         )
