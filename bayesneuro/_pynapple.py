@@ -291,6 +291,13 @@ def as_target(data: Any, target: Any) -> Any:
 _REGISTRIES: dict[str, dict] = {}
 
 
+def _WRAPPER_FILES() -> tuple[str, str]:
+    """Files whose wrapper frames are not the user's: this module and the estimator base."""
+    from . import estimator
+
+    return (__file__, estimator.__file__)
+
+
 def _call_keeping_warning_sites(method, /, *args, **kwargs):
     """Call `method`, re-issuing its warnings so that they point where the user called it.
 
@@ -312,10 +319,15 @@ def _call_keeping_warning_sites(method, /, *args, **kwargs):
             warnings.simplefilter("always")
             return method(*args, **kwargs)
     finally:
-        caller = sys._getframe(2)  # 0: here, 1: the wrapper, 2: who called the method
+        # 0: here, 1: the wrapper, 2: who called the method; skip further wrapper frames (the
+        # NaN guard of bayesneuro.estimator wraps fit/score/evaluate, possibly around this one)
+        caller = sys._getframe(2)
+        while caller.f_back is not None and caller.f_code.co_filename in _WRAPPER_FILES() \
+                and caller.f_code.co_name in ("wrapper", "_call_keeping_warning_sites"):
+            caller = caller.f_back
         for w in caught:
             where = {}
-            if w.filename == __file__:
+            if w.filename in _WRAPPER_FILES():
                 filename, lineno = caller.f_code.co_filename, caller.f_lineno
                 if caller.f_globals.get("__name__"):
                     where["module"] = caller.f_globals["__name__"]

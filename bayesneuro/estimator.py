@@ -350,7 +350,10 @@ def _guarded(name: str, fn):
             return fn(self, *args, **kwargs)
         token = _GUARDED_CALLS.set(running | {call})
         try:
-            out = fn(self, *args, **kwargs)
+            from ._pynapple import _call_keeping_warning_sites
+
+            # this wrapper adds a frame: warnings of fn keep pointing at the user's line
+            out = _call_keeping_warning_sites(fn, self, *args, **kwargs)
         finally:
             _GUARDED_CALLS.reset(token)
         from .diagnostics import NonFiniteWarning

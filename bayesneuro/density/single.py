@@ -396,6 +396,10 @@ class NeuronStatistics(Estimator):
     score_unit = "nats/neuron"
     log_likelihood_dim = "neuron"
 
+    # A statistic a recording cannot define is NaN by design, each with its own warning (the Fano
+    # factor of fewer than 2 windows, Lv of fewer than 3 ISIs): not a fit that broke down.
+    _nan_allowed = ("estimates_", "posterior_")
+
     def __init__(self, *, refractory: float = 0.0015, burst_isi: float = 0.006,
                  fano_window: float | None = None, rate_prior: tuple[float, float] = (0.5, 0.0),
                  min_isi: int = 3):
