@@ -249,8 +249,10 @@ class NaiveBayesDecoder(Decoder):
         An explicit grid.
     tuning : {"histogram", "glm"}, default "histogram"
         Tuning-curve estimator (:mod:`bayesneuro.decoders.tuning`).
-    sigma : float or sequence, optional
-        Histogram smoothing width in units of the variable (default one cell).
+    sigma : float, sequence or "auto", optional
+        Histogram smoothing width in units of the variable (default one cell); ``"auto"``
+        chooses it by held-out Poisson likelihood on contiguous blocks of the training data
+        (:func:`~bayesneuro.decoders.tuning.choose_sigma`; the width is ``tuning_.sigma``).
     n_basis, smoothness
         GLM tuning options (see :func:`~bayesneuro.decoders.tuning.estimate_tuning_curves`).
     prior : {"uniform", "occupancy"} or array, default "uniform"

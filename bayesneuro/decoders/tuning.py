@@ -226,6 +226,76 @@ def histogram_tuning(
     return rates, ("gamma", k + 0.5, np.where(occ > 0, occ, np.nan))
 
 
+#: Kernel widths, in cells, that ``sigma="auto"`` chooses between.
+SIGMA_CANDIDATES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
+
+
+def choose_sigma(
+    counts: np.ndarray,
+    cells: np.ndarray,
+    grid: Grid,
+    bin_size: float,
+    visited: np.ndarray,
+    *,
+    candidates: Any = SIGMA_CANDIDATES,
+    n_folds: int = 3,
+) -> np.ndarray:
+    """Histogram kernel width chosen by held-out Poisson likelihood inside the given bins.
+
+    The bins are cut into `n_folds` contiguous blocks; for each block the tuning curves are
+    estimated from the other blocks at every candidate width (in cells, the same on every axis)
+    and scored by the Poisson log-likelihood of the block's counts at the rates of the cells it
+    visits (rates floored at 1e-3 Hz; bins in cells unvisited by the other blocks are left out).
+    The width with the highest total over blocks and neurons is returned, in units of the
+    variable per dimension. A choice at the largest candidate warns.
+
+    Returns
+    -------
+    ndarray, shape (dim,)
+        Kernel widths in units of the variable.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bayesneuro.decoders import Grid
+    >>> from bayesneuro.decoders.tuning import choose_sigma
+    >>> rng = np.random.default_rng(0)
+    >>> grid = Grid.regular(bins=40, range=(0, 1))
+    >>> x = rng.uniform(0, 1, size=(3000, 1))
+    >>> counts = rng.poisson(0.05 + 0.5 * np.exp(-((x - 0.5) ** 2) / 0.05))  # broad, sparse
+    >>> cells = grid.locate(x)
+    >>> float(choose_sigma(counts, cells, grid, 0.1, np.ones(40, bool))[0] / grid.widths[0]) >= 1.0
+    True
+    """
+    counts = np.asarray(counts, dtype=np.float64)
+    cand = np.asarray(candidates, dtype=np.float64)
+    n = cells.size
+    if n < 2 * n_folds:
+        raise ValueError(f"sigma='auto' needs at least {2 * n_folds} bins, got {n}")
+    bounds = np.round(np.linspace(0, n, n_folds + 1)).astype(int)
+    total = np.zeros(cand.size)
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        train = np.r_[0:a, b:n]
+        occ, spk = cell_statistics(counts[train], cells[train], grid.n_cells, bin_size)
+        vis = visited & (occ > 0)
+        test_cells, k = cells[a:b], counts[a:b]
+        keep = vis[test_cells]
+        if not keep.any():
+            continue
+        for i, c in enumerate(cand):
+            rates, _ = histogram_tuning(occ, spk, grid, c * grid.widths, vis)
+            mu = np.maximum(np.nan_to_num(rates[:, test_cells[keep]].T, nan=0.0), 1e-3) * bin_size
+            total[i] += float(np.sum(k[keep] * np.log(mu) - mu))
+    best = int(np.argmax(total))
+    if best == cand.size - 1 and cand.size > 1:
+        warnings.warn(
+            f"sigma='auto' chose the widest candidate kernel ({cand[best]:g} cells): the tuning "
+            "curves may want more smoothing; pass wider candidates or a coarser grid",
+            RuntimeWarning, stacklevel=3,
+        )
+    return cand[best] * np.asarray(grid.widths, dtype=np.float64)
+
+
 # ---------------------------------------------------------------- GLM tuning (B-spline basis)
 
 
@@ -391,9 +461,9 @@ def estimate_tuning_curves(
         Seconds per bin.
     method : {"histogram", "glm"}
         See the module docstring.
-    sigma : float or sequence, optional
+    sigma : float, sequence or "auto", optional
         ``histogram``: kernel width in units of the variable per dimension; default one cell
-        width; 0 for none.
+        width; 0 for none; ``"auto"``: chosen on held-out data by :func:`choose_sigma`.
     n_basis : int or sequence, optional
         ``glm``: B-splines per dimension; default ``min(cells, 16)`` in 1-D, ``min(cells, 10)``
         per axis in 2-D.
@@ -433,7 +503,12 @@ def estimate_tuning_curves(
     if not visited.any():
         raise ValueError(f"no grid cell has the minimum occupancy of {min_occ} s")
     if method == "histogram":
-        sig = grid.widths if sigma is None else sigma
+        if isinstance(sigma, str):
+            if sigma != "auto":
+                raise ValueError(f"sigma must be a width, None or 'auto', got {sigma!r}")
+            sig = choose_sigma(counts, cells, grid, bin_size, visited)
+        else:
+            sig = grid.widths if sigma is None else sigma
         rates, band = histogram_tuning(occupancy, spikes, grid, sig, visited)
         tc = TuningCurves(rates, grid, occupancy=occupancy, visited=visited, neuron_ids=neuron_ids,
                           method="histogram", band=band)
