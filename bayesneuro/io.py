@@ -77,7 +77,7 @@ def save(
 
 #: groups of draws whose floating-point variables ``dtype`` converts
 _DRAW_GROUPS = ("posterior", "log_likelihood", "posterior_predictive", "predictions", "prior",
-                "prior_predictive")
+                "prior_predictive", "point_estimate")  # a point fit's estimate too
 DTYPES = ("float64", "float32")
 
 

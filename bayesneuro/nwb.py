@@ -1026,7 +1026,9 @@ def write_nwb_results(
         every posterior or posterior-predictive variable with a ``time`` dim a TimeSeries
         ``<var>_mean`` (and ``<var>_sd`` when there is more than one draw) over chains and
         draws, ``time`` first, with timestamps from the ``time`` coordinate; its ``comments``
-        hold the dims and other coordinates as JSON. The file is rewritten atomically: the new
+        hold the dims and other coordinates as JSON. A point fit (a ``point_estimate`` group,
+        e.g. MAP) gets one column, ``estimate``, in place of ``mean``, ``sd`` and the HDI, and a
+        TimeSeries ``<var>_estimate``. The file is rewritten atomically: the new
         version is written to a copy in the same folder, flushed, and renamed over the
         original, so on any error the original is untouched.
     overwrite : bool, default False
@@ -1058,7 +1060,7 @@ def write_nwb_results(
         If the side-car exists and not `overwrite`.
     ValueError
         If the file is not an NWB file, `mode` or `name` is bad, the processing module exists
-        and not `overwrite`, idata has no posterior, or a ``time`` coordinate does not hold
+        and not `overwrite`, idata has neither posterior nor point estimate, or a ``time`` coordinate does not hold
         times in seconds (floats).
 
     Examples
@@ -1111,10 +1113,21 @@ def _write_sidecar(path: Path, idata: Any, name: str, link: dict, overwrite: boo
         ds = idata[group].copy()
         ds.attrs = {**ds.attrs, **link}
         groups[group] = ds
-    return save(az.InferenceData(**groups), target)
+    return save(az.InferenceData(warn_on_custom_groups=False, **groups), target)
 
 
-def _summary_rows(idata: Any, prob: float) -> dict[str, list]:
+def _one_draw(idata: Any):
+    """A point fit (``point_estimate`` group) as one draw, for the summary code only."""
+    import arviz as az
+
+    groups = {"posterior": idata.point_estimate.expand_dims(chain=[0], draw=[0])}
+    if "posterior_predictive" in idata.groups():
+        pp = idata.posterior_predictive
+        groups["posterior_predictive"] = pp if "draw" in pp.dims else pp.expand_dims(chain=[0], draw=[0])
+    return az.InferenceData(**groups)
+
+
+def _summary_rows(idata: Any, prob: float, point: bool = False) -> dict[str, list]:
     import arviz as az
 
     rows: dict[str, list] = {"variable": [], "index": []}
@@ -1124,8 +1137,12 @@ def _summary_rows(idata: Any, prob: float) -> dict[str, list]:
             continue
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            summary = az.summary(idata, var_names=[var], kind="stats", hdi_prob=prob,
-                                 round_to="none")
+            if point:  # one column, the estimate: no sd or HDI of a point fit
+                summary = az.summary(idata, var_names=[var], kind="stats", round_to="none",
+                                     stat_funcs={"estimate": np.mean}, extend=False)
+            else:
+                summary = az.summary(idata, var_names=[var], kind="stats", hdi_prob=prob,
+                                     round_to="none")
         for label in summary.index:
             rows["variable"].append(str(var))
             rows["index"].append("" if label == var else str(label)[len(var) + 1 : -1])
@@ -1135,7 +1152,7 @@ def _summary_rows(idata: Any, prob: float) -> dict[str, list]:
     return rows
 
 
-def _time_arrays(idata: Any) -> list[tuple[str, str, np.ndarray, np.ndarray, str]]:
+def _time_arrays(idata: Any, point: bool = False) -> list[tuple[str, str, np.ndarray, np.ndarray, str]]:
     """(series name, description, data, timestamps, comments) for every variable with a time dim."""
     out = []
     seen = set()
@@ -1164,9 +1181,13 @@ def _time_arrays(idata: Any) -> list[tuple[str, str, np.ndarray, np.ndarray, str
             meta = {
                 "dims": ["time", *rest],
                 "coords": {d: np.asarray(da[d].values).tolist() for d in rest if d in da.coords},
-                "group": group,
+                "group": "point_estimate" if point and group == "posterior" else group,
             }
             comments = json.dumps(meta, default=str)
+            if point and group == "posterior":
+                text = f"point estimate of {var!r} (a point fit, no posterior), dims {tuple(meta['dims'])}"
+                out.append((f"{var}_estimate", text, flat[0], t, comments))
+                continue
             what = "posterior" if group == "posterior" else "posterior predictive"
             out.append((f"{var}_mean", f"{what} mean of {var!r}, dims {tuple(meta['dims'])}",
                         flat.mean(axis=0), t, comments))
@@ -1182,7 +1203,8 @@ def _add_results(module: Any, rows: dict[str, list], series: list, table_descrip
     from pynwb import TimeSeries
 
     if rows["variable"]:
-        described = {"variable": "posterior variable", "index": "coordinates of the element"}
+        described = {"variable": "posterior variable", "index": "coordinates of the element",
+                     "estimate": "point estimate (a point fit, no posterior)"}
         columns = [
             VectorData(name=col, description=described.get(col, f"posterior {col}"), data=values)
             for col, values in rows.items()
@@ -1199,8 +1221,14 @@ def _write_processing(
     pynwb = _import_pynwb("write_nwb_results")
     import h5py
 
+    from .diagnostics import is_point_fit
+
+    point = is_point_fit(idata)
+    if point:  # a point fit (MAP, EM, ...): its estimates, labelled as such
+        method = idata.point_estimate.attrs.get("method", "point fit")
+        idata = _one_draw(idata)
     if "posterior" not in idata.groups():
-        raise ValueError("idata has no posterior group: there is nothing to summarise")
+        raise ValueError("idata has no posterior or point_estimate group: there is nothing to summarise")
     with h5py.File(path, "r") as fh:
         exists = "processing" in fh and name in fh["processing"]
     if exists and not overwrite:
@@ -1208,8 +1236,10 @@ def _write_processing(
             f"the NWB file already has a processing module {name!r}; pass overwrite=True to "
             "replace it, or choose another name"
         )
-    rows = _summary_rows(idata, prob)
-    series = _time_arrays(idata)
+    rows = _summary_rows(idata, prob, point)
+    series = _time_arrays(idata, point)
+    table = (f"point estimates (method={method}; a point fit, no posterior)" if point
+             else f"posterior summaries (prob={prob})")
     if not rows["variable"] and not series:
         raise ValueError("idata's posterior has no variables to write")
     def write(tmp: str) -> None:
@@ -1223,7 +1253,7 @@ def _write_processing(
             with pynwb.NWBHDF5IO(tmp, "a") as io:
                 nwbfile = io.read()
                 module = nwbfile.create_processing_module(name=name, description=description)
-                _add_results(module, rows, series, f"posterior summaries (prob={prob})")
+                _add_results(module, rows, series, table)
                 io.write(nwbfile)
 
     atomic_write(path, write)

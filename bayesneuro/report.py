@@ -84,8 +84,8 @@ def summary_table(idata, *, max_rows: int = MAX_ROWS):
     """The ``arviz.summary`` rows shown in a report, and a note when rows were left out.
 
     Variables are taken in posterior order until `max_rows` rows are filled (so a long latent
-    path does not cost its full summary). A single draw (MAP, EM) gives one column,
-    ``estimate``; one chain of independent draws (Laplace, SVI) the posterior statistics; several
+    path does not cost its full summary). A point fit (a ``point_estimate`` group: MAP, EM) or a
+    single draw gives one column, ``estimate``; one chain of independent draws (Laplace, SVI) the posterior statistics; several
     chains (NUTS) also R-hat and ESS.
 
     Returns
@@ -105,6 +105,10 @@ def summary_table(idata, *, max_rows: int = MAX_ROWS):
     import arviz as az
     import pandas as pd
 
+    from .diagnostics import is_point_fit
+
+    if is_point_fit(idata):  # a point_estimate group: its one estimate per element
+        idata = _one_draw(idata)
     n_chain, n_draw = _n_samples(idata)
     numeric = [str(n) for n, da in idata.posterior.data_vars.items() if da.dtype.kind in "fiub"]
     total = sum(_var_size(idata, n) for n in numeric)

@@ -128,9 +128,12 @@ def _direct_glm_fit(folder):
 
 
 def _assert_same_posterior(a, b):
-    assert set(a.posterior.data_vars) == set(b.posterior.data_vars)
-    for name in b.posterior.data_vars:
-        np.testing.assert_allclose(a.posterior[name].values, b.posterior[name].values, rtol=1e-9, atol=1e-12)
+    """Same estimates: MAP fits are point fits (a point_estimate group, no posterior)."""
+    assert "posterior" not in a.groups() and "posterior" not in b.groups()
+    pa, pb = a.point_estimate, b.point_estimate
+    assert set(pa.data_vars) == set(pb.data_vars)
+    for name in pb.data_vars:
+        np.testing.assert_allclose(pa[name].values, pb[name].values, rtol=1e-9, atol=1e-12)
 
 
 # ------------------------------------------------------------------------------- happy paths
@@ -141,11 +144,11 @@ def test_cli_fit_equals_python_fit(glm_run, folder):
     saved = load(glm_run / "fit.nc")
     # the CLI stores the draws in float32 by default: the Python fit's, rounded
     _assert_same_posterior(saved, slim(_direct_glm_fit(folder), dtype="float32"))
-    assert saved.posterior["bias"].dtype == np.float32
-    assert saved.posterior.attrs["method"] == "map"
-    assert 'kind = "glm"' in saved.posterior.attrs["bayesneuro_config"]
+    assert saved.point_estimate["bias"].dtype == np.float32
+    assert saved.point_estimate.attrs["method"] == "map" and "chain" not in saved.point_estimate.dims
+    assert 'kind = "glm"' in saved.point_estimate.attrs["bayesneuro_config"]
     # the parameters; the filters in time (derived from them) only with [output] filters = true
-    assert set(saved.posterior.data_vars) == {"bias", "stimulus_weights", "history_weights"}
+    assert set(saved.point_estimate.data_vars) == {"bias", "stimulus_weights", "history_weights"}
 
 
 def test_html_report(glm_run):
@@ -180,12 +183,12 @@ def test_custom_model(folder, monkeypatch, capfd):
     assert "it/s" not in err  # BAYESNEURO_PROGRESS=0 silences the bars without --quiet
     out = folder / "results"
     assert (out / "custom.nc").is_file() and not (out / "custom.html").exists()
-    post = load(out / "custom.nc").posterior
+    post = load(out / "custom.nc").point_estimate  # MAP: a point fit
     counts, _ = _simulate()
     # MAP of a Gamma(3, 0.2) prior with Poisson counts: (shape - 1 + sum) / (rate + T * dt)
     expected = (3.0 - 1.0 + counts.sum(0)) / (0.2 + counts.shape[0] * BIN)
-    np.testing.assert_allclose(post["rate"].values[0, 0], expected, rtol=1e-5)
-    assert post["rate"].dims == ("chain", "draw", "neuron")
+    np.testing.assert_allclose(post["rate"].values, expected, rtol=1e-5)
+    assert post["rate"].dims == ("neuron",)
 
 
 @pytest.mark.slow  # ~14 s: a fresh interpreter imports JAX and fits
@@ -300,7 +303,8 @@ def test_nwb_input(tmp_path):
            f'file = "{(tmp_path / "rates.py").as_posix()}"\nfunction = "rates"\n', "nwb.toml")
     (tmp_path / "rates.py").write_text(RATES_MODEL)
     assert main(["fit", str(tmp_path / "nwb.toml"), "--quiet"]) == 0
-    assert load(tmp_path / "results" / "nwb.nc").posterior["rate"].sizes["neuron"] == 2
+    saved = load(tmp_path / "results" / "nwb.nc")  # MAP (the default): a point fit
+    assert "posterior" not in saved.groups() and saved.point_estimate["rate"].sizes["neuron"] == 2
 
 
 def test_nwb_without_reader_is_a_config_error(tmp_path, monkeypatch):

@@ -167,9 +167,10 @@ def test_lag_windows_never_cross_trials():
     # constant features (the silent neuron) get sd 1: no NaN anywhere
     np.testing.assert_array_equal(dec.feature_sd_[[1, 4, 7]], 1.0)
     assert np.all(np.isfinite(post.mean)) and np.all(np.isfinite(post.cov)) and post.names == ("s0", "s1")
-    idata = dec.to_inference_data()
-    assert idata.posterior["weights"].dims == ("chain", "draw", "feature", "output")
-    assert idata.posterior["weights"].coords["feature"].values.tolist() == dec.feature_names_
+    idata = dec.to_inference_data()  # MAP: a point fit, no posterior
+    assert "posterior" not in idata.groups() and idata.log_likelihood["target"].dims == ("time",)
+    assert idata.point_estimate["weights"].dims == ("feature", "output")
+    assert idata.point_estimate["weights"].coords["feature"].values.tolist() == dec.feature_names_
     assert idata.observed_data["target"].dims == ("time", "output")
     assert "RegressionDecoder(family='gaussian', lags=[-1, 0, 2]" in repr(dec)
     # blocks of a split are segments too: nothing is read across the gap between blocks

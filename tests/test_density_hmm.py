@@ -117,9 +117,11 @@ def test_segments_restart(sim3, hmm3):
 
 @pytest.mark.slow  # shares the ~10 s PoissonHMM fit
 def test_inference_data(hmm3, sim3):
-    idata = hmm3.to_inference_data()
+    idata = hmm3.to_inference_data()  # MAP (the default): a point fit, no posterior
+    assert "posterior" not in idata.groups() and idata.point_estimate.attrs["method"] == "map"
+    assert "chain" not in idata.point_estimate.dims
     ll = idata.log_likelihood["counts"]
-    assert ll.dims == ("chain", "draw", "trial")
+    assert ll.dims == ("trial",)
     assert float(ll.sum()) == pytest.approx(hmm3.log_likelihood(sim3[0]).sum(), rel=1e-8)
     for group in idata.groups():
         for name in idata[group].dims:

@@ -241,10 +241,13 @@ def test_auto_prior_beats_the_large_fixed_prior_on_few_words():
     sel = auto.prior_selection_
     assert list(sel.index) == sorted(maxent.PRIOR_CANDIDATES) and sel["chosen"].sum() == 1
     assert sel.index[sel["chosen"]][0] == auto.prior_scale_["J"] == sel["gain_bits"].idxmax()
-    attrs = auto.to_inference_data().posterior.attrs
+    idata = auto.to_inference_data()  # no key, no draws: a point fit (the mode), no posterior
+    assert "posterior" not in idata.groups() and idata.point_estimate.attrs["method"] == "map"
+    assert idata.point_estimate["J"].dims == ("pair",) and idata.log_likelihood["words"].dims == ("time",)
+    attrs = idata.point_estimate.attrs
     assert attrs["prior_scale_J"] == auto.prior_scale_["J"] and attrs["prior_scale_chosen_by"] == "held-out"
     np.testing.assert_allclose(attrs["prior_selection_gain_bits"], sel["gain_bits"])
-    assert fixed.prior_selection_ is None and fixed.to_inference_data().posterior.attrs["prior_scale_chosen_by"] == "fixed"
+    assert fixed.prior_selection_ is None and fixed.to_inference_data().point_estimate.attrs["prior_scale_chosen_by"] == "fixed"
 
 
 @pytest.mark.slow  # ~12 s with a cold compile; shares it when run after the test above

@@ -240,10 +240,13 @@ def test_loo_ranks_the_coupled_glm_of_a_coupled_population(population):
     assert fits["coupled"].log_likelihood["counts"].dims == ("chain", "draw", "time")
     table = az.compare(fits)  # arviz's Pareto-k warnings of a few influential bins: pyproject.toml
     assert table.index[0] == "coupled"
-    # a MAP fit's group is log_likelihood(data)
+    # a MAP fit's group is log_likelihood(data), without chain/draw: a point fit, no posterior
     glm = _small_glm(Ridge(1.0)).fit(data, progress=False)  # MAP needs no key
-    np.testing.assert_allclose(glm.to_inference_data().log_likelihood["counts"].values.ravel(), glm.log_likelihood(data),
-                               rtol=1e-5)
+    idata = glm.to_inference_data(filters=True)
+    assert "posterior" not in idata.groups() and idata.log_likelihood["counts"].dims == ("time",)
+    np.testing.assert_allclose(idata.log_likelihood["counts"].values, glm.log_likelihood(data), rtol=1e-5)
+    np.testing.assert_allclose(idata.point_estimate["history_filter"].values,
+                               glm.filter_draws()["history"].values[0, 0], rtol=1e-12)
     with pytest.raises(TypeError, match="method='laplace'.*key"):
         _small_glm(Ridge(1.0)).fit(data, method="laplace", progress=False)
 

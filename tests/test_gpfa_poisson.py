@@ -163,8 +163,9 @@ def test_unequal_trials_match_single_trial_posteriors():
         one = poisson_gpfa_posterior(model.params_, tr, bin_size=DT)
         got = ds["mean"].values[ds.trial.values == k]
         np.testing.assert_allclose(got, np.asarray(one.mean[0]), atol=1e-8)
-    idata = model.to_inference_data()
-    assert idata.posterior["z"].dims == ("chain", "draw", "trial", "time", "latent")
+    idata = model.to_inference_data()  # MAP: a point fit, no posterior
+    assert "posterior" not in idata.groups() and idata.log_likelihood["counts"].dims == ("trial",)
+    assert idata.point_estimate["z"].dims == ("trial", "time", "latent")
     assert np.isfinite(model.score(data))
 
 

@@ -147,7 +147,33 @@ def test_same_key_same_numbers(counts, method):
         assert not np.array_equal(r1.samples["rate"], r3.samples["rate"])
 
 
-@pytest.mark.parametrize("method", ["map", "laplace", "svi", "nuts"])
+def test_map_inference_data_is_a_point_estimate(fits, counts, tmp_path):
+    """A MAP fit is labelled as one: a point_estimate group (no chain/draw), no 1 x 1 posterior."""
+    from scipy import stats
+
+    from bayesneuro.diagnostics import is_point_fit, loo
+
+    res = fits["map"]
+    idata = res.to_inference_data(posterior_predictive=True, key=jax.random.key(1))
+    assert "posterior" not in idata.groups() and is_point_fit(idata)
+    pe = idata.point_estimate
+    assert pe.attrs["method"] == "map" and pe["rate"].dims == ("neuron",)
+    np.testing.assert_array_equal(pe["neuron"].values, COORDS["neuron"])
+    np.testing.assert_allclose(pe["rate"].values, res.samples["rate"][0, 0])
+    assert idata.log_likelihood["counts"].dims == ("trial", "neuron")
+    ref = stats.poisson.logpmf(counts, res.samples["rate"][0, 0][None, :] * DURATION)
+    np.testing.assert_allclose(idata.log_likelihood["counts"].values, ref, rtol=1e-10)
+    assert idata.posterior_predictive["counts"].dims == ("trial", "neuron")
+    np.testing.assert_array_equal(idata.observed_data["counts"].values, counts)
+    assert float(idata.constant_data["duration"]) == DURATION
+    with pytest.raises(ValueError, match="point fit"):
+        loo(idata)
+    res.save(tmp_path / "map.nc")
+    back = io.load(tmp_path / "map.nc")
+    assert is_point_fit(back) and back.point_estimate["rate"].dims == ("neuron",)
+
+
+@pytest.mark.parametrize("method", ["laplace", "svi", "nuts"])
 def test_inference_data_groups_dims_and_coords(fits, method, counts):
     idata = fits[method].to_inference_data(posterior_predictive=True, key=jax.random.key(1))
     expected = {"posterior", "log_likelihood", "observed_data", "constant_data", "posterior_predictive"}
@@ -274,7 +300,7 @@ def test_save_load_roundtrip(tmp_path, fits):
     assert loaded.posterior.attrs["method"] == "nuts"
     # the file is closed after loading: it can be overwritten
     fits["map"].save(path)
-    assert io.load(path).posterior.sizes["draw"] == 1
+    assert "chain" not in io.load(path).point_estimate.dims
 
 
 def test_interrupted_save_keeps_existing_file(tmp_path, fits, monkeypatch):

@@ -431,7 +431,9 @@ def test_fit_result_written_back(nwb_copy):
     rows, _ = read_module(nwb_copy)
     assert rows["variable"].tolist() == ["rate"] * 4
     assert rows["index"].tolist() == [str(u) for u in UNIT_IDS]
-    np.testing.assert_allclose(rows["mean"], np.asarray(res.params["rate"]).ravel(), rtol=1e-10)
+    # a point fit: one column, the estimate (no mean, sd or HDI of a single point)
+    assert "estimate" in rows and "mean" not in rows and "sd" not in rows
+    np.testing.assert_allclose(rows["estimate"], np.asarray(res.params["rate"]).ravel(), rtol=1e-10)
     # the MAP rate is (shape - 1 + spikes) / (rate_prior + time) per neuron
     expected = (1.0 + data.counts.sum(axis=0)) / (0.1 + data.duration)
-    np.testing.assert_allclose(rows["mean"], expected, rtol=1e-4)
+    np.testing.assert_allclose(rows["estimate"], expected, rtol=1e-4)

@@ -469,7 +469,9 @@ class RegressionDecoder(Decoder):
         ``feature`` coords are ``"n{neuron}_lag{lag}"``; ``time`` the decoded training bins. The
         ``log_likelihood`` group holds one variable, ``target``, with dims
         ``(chain, draw, time)``: the log-likelihood of each training bin's target (in target
-        units, summed over outputs) under each posterior draw, so ``az.loo`` runs.
+        units, summed over outputs) under each posterior draw, so ``az.loo`` runs. MAP is a point
+        fit: ``weights`` are in a ``point_estimate`` group (no ``posterior``) and ``target`` has
+        dims ``(time,)``.
         """
         import arviz as az
         import xarray as xr
@@ -485,8 +487,10 @@ class RegressionDecoder(Decoder):
             coords={"chain": np.arange(n_chain), "draw": np.arange(ll.shape[0] // n_chain),
                     "time": np.asarray(self._train_time)},
         )
+        if self.result_.method == "map":  # a point fit: no chain/draw (point_estimate, no posterior)
+            ds = ds.isel(chain=0, draw=0, drop=True)
         groups = {g: idata[g] for g in idata.groups() if g != "log_likelihood"}
-        return az.InferenceData(**groups, log_likelihood=ds)
+        return az.InferenceData(**groups, log_likelihood=ds, warn_on_custom_groups=False)
 
     # ------------------------------------------------------------------ likelihood
     def _log_lik_draws(self, Z: np.ndarray, y: np.ndarray, W: np.ndarray, b: np.ndarray, sigma) -> np.ndarray:

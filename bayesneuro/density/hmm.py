@@ -653,6 +653,9 @@ class PoissonHMM(Estimator):
     def to_inference_data(self):
         """ArviZ InferenceData of the fit; ``log_likelihood`` holds ``counts`` (chain, draw, trial).
 
+        MAP is a point fit: its estimate is in a ``point_estimate`` group (no ``posterior``) and
+        ``counts`` has dims ``(trial,)``.
+
         Each value is the log-likelihood :math:`\\log p(x_{\\text{trial}})` of one trial
         (segment) under the draw's parameters, states summed out; trials restart from
         :math:`\\pi`, so they are the independent units LOO leaves out. The transition matrix has
@@ -671,6 +674,8 @@ class PoissonHMM(Estimator):
         ds = xr.Dataset({"counts": (("chain", "draw", "trial"), ll)},
                         coords={"chain": np.arange(ll.shape[0]), "draw": np.arange(ll.shape[1]),
                                 "trial": np.arange(ll.shape[2])})
+        if self.result_.method == "map":  # a point fit: no chain/draw (point_estimate, no posterior)
+            ds = ds.isel(chain=0, draw=0, drop=True)
         idata.add_groups(log_likelihood=ds)
         return idata
 

@@ -947,7 +947,9 @@ class MaxEnt(Estimator):
         """ArviZ InferenceData of the fit (one chain).
 
         ``posterior``: the stored Laplace draws of ``h`` (neuron), ``J`` (pair), ``V``
-        (n_active), or the mode as one draw when the fit had no key. ``log_likelihood``:
+        (n_active); when the fit had no key (no draws), a point fit instead: the mode in a
+        ``point_estimate`` group (``attrs["method"] = "map"``, no ``chain``/``draw``, no
+        ``posterior``; ``words`` has dims ``(time,)``). ``log_likelihood``:
         ``words`` (chain, draw, time), the log-probability of each training word; per posterior
         draw in exact mode (:math:`\\log Z` of every draw by enumeration), at the mode in MC mode
         (one draw: :math:`\\log Z` is only estimated there). The posterior's attrs hold the prior
@@ -988,7 +990,12 @@ class MaxEnt(Estimator):
             ds.attrs.update(prior_selection_candidates=np.asarray(t.index, dtype=float),
                             prior_selection_gain_bits=t["gain_bits"].to_numpy(float),
                             prior_selection_gain_se=t["gain_se"].to_numpy(float))
-        return az.InferenceData(posterior=ds, log_likelihood=lik)
+        idata = az.InferenceData(posterior=ds, log_likelihood=lik)
+        if self.samples_ is None:  # the mode alone, a point fit: point_estimate, no chain/draw
+            from ..infer.convert import as_point_estimate
+
+            idata = as_point_estimate(idata, "map")
+        return idata
 
 
 def compare_population_models(train: Any, test: Any, *, kinds: Sequence[str] = KINDS, key: Any = None,

@@ -1040,7 +1040,7 @@ class PoissonGLM(Estimator):
     def to_inference_data(self, *, log_likelihood: bool = True, filters: bool = False):
         """InferenceData of the fit: the basis weights, optionally with the filters in time.
 
-        The posterior holds the parameters: ``bias``, the basis weights (``*_weights``) and
+        The posterior (``point_estimate`` for MAP) holds the parameters: ``bias``, the basis weights (``*_weights``) and
         any other fitted site. The filters in time are derived from them (``basis.matrix() @
         weights``) and are added, as ``{name}_filter`` with the dims of :meth:`filter_draws`,
         only with ``filters=True``: for a coupled population they are most of the data (1000
@@ -1049,7 +1049,8 @@ class PoissonGLM(Estimator):
         fitted model at any time. They are stored at the precision of the draws (float32 for a
         float32 fit), not upcast. The design arrays are left out of ``constant_data`` (they can
         be rebuilt from the data). The ``log_likelihood`` group
-        holds one variable, ``counts``, with dims ``(chain, draw, time)``: the log-likelihood
+        holds one variable, ``counts``, with dims ``(chain, draw, time)`` (``(time,)`` for MAP, a
+        point fit whose estimate is in a ``point_estimate`` group, no ``posterior``): the log-likelihood
         of each time bin summed over the modelled neurons, the unit of
         :meth:`log_likelihood`, so ``az.loo`` and ``az.compare`` rank GLMs of the same
         neurons (with and without coupling, say) by held-out time bins. The per-neuron values
@@ -1074,21 +1075,27 @@ class PoissonGLM(Estimator):
         >>> data = bn.SpikeData.from_counts(counts, bin_size=0.01)
         >>> glm = bn.PoissonGLM(history_basis=bn.bases.RaisedCosineLog(3, window=10))
         >>> glm = glm.fit(data, method="map", key=0, progress=False)
-        >>> sorted(glm.to_inference_data().posterior.data_vars)
+        >>> sorted(glm.to_inference_data().point_estimate.data_vars)  # MAP: a point fit
         ['bias', 'history_weights']
-        >>> sorted(glm.to_inference_data(filters=True).posterior.data_vars)
+        >>> sorted(glm.to_inference_data(filters=True).point_estimate.data_vars)
         ['bias', 'history_filter', 'history_weights']
         """
         self._check_fitted()
         idata = self.result_.to_inference_data(log_likelihood=log_likelihood)
         idata = idata.copy()
         if filters:
-            post = idata.posterior
+            point = self.result_.method == "map"  # a point fit: point_estimate, no chain/draw
+            group = "point_estimate" if point else "posterior"
+            post = idata[group]
             for name, da in self.filter_draws().data_vars.items():
                 site = next(s for s, n, _, _ in self._blocks() if n == name)
                 dtype = np.asarray(self.result_.samples[site]).dtype  # the draws' precision
-                post[f"{name}_filter"] = da.astype(dtype).assign_coords(chain=post.chain, draw=post.draw)
-            idata.posterior = post
+                da = da.astype(dtype)
+                if point:
+                    post[f"{name}_filter"] = da.isel(chain=0, draw=0, drop=True)
+                else:
+                    post[f"{name}_filter"] = da.assign_coords(chain=post.chain, draw=post.draw)
+            setattr(idata, group, post)
         if "log_likelihood" in idata.groups():
             lik = idata.log_likelihood
             idata.log_likelihood = xr.Dataset({"counts": lik["counts"].sum("neuron")}, attrs=lik.attrs)

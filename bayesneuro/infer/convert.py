@@ -20,7 +20,7 @@ from numpyro.infer import log_likelihood as numpyro_log_likelihood
 
 from . import _model
 
-__all__ = ["build_inference_data", "point_inference_data", "site_dims"]
+__all__ = ["as_point_estimate", "build_inference_data", "point_inference_data", "site_dims"]
 
 
 def site_dims(info: _model.SiteInfo, user_dims: dict) -> list[str]:
@@ -275,3 +275,50 @@ def point_inference_data(
         out["log_likelihood"] = dataset(log_likelihood, log_likelihood_coords)
     out.update(dict(groups or {}))
     return az.InferenceData(warn_on_custom_groups=False, **out)
+
+
+def as_point_estimate(idata: az.InferenceData, method: str | None = None) -> az.InferenceData:
+    """A point fit stored as one draw, relabelled by the convention of :func:`point_inference_data`.
+
+    A ``posterior`` group of one chain with one draw becomes the ``point_estimate`` group, and
+    every group's ``chain`` and ``draw`` dims (of size 1) are dropped. Groups already without them
+    are kept as they are, so the function can be applied again after adding a group.
+
+    Parameters
+    ----------
+    idata : arviz.InferenceData
+        InferenceData whose draws number exactly one.
+    method : str, optional
+        Sets ``attrs["method"]`` of ``point_estimate`` (else the posterior's, else ``"map"``).
+
+    Returns
+    -------
+    arviz.InferenceData
+
+    Examples
+    --------
+    >>> import numpy as np, arviz as az
+    >>> from bayesneuro.infer.convert import as_point_estimate
+    >>> one = az.from_dict(posterior={"mu": np.ones((1, 1, 3))})
+    >>> pe = as_point_estimate(one)
+    >>> pe.groups(), pe.point_estimate["mu"].dims, pe.point_estimate.attrs["method"]
+    (['point_estimate'], ('mu_dim_0',), 'map')
+    """
+    groups = {}
+    for g in idata.groups():
+        ds = idata[g]
+        if "chain" in ds.dims or "draw" in ds.dims:
+            if ds.sizes.get("chain", 1) * ds.sizes.get("draw", 1) != 1:
+                raise ValueError(
+                    f"group {g!r} has {ds.sizes.get('chain', 1)} chains x {ds.sizes.get('draw', 1)} "
+                    "draws: only a single draw is a point estimate"
+                )
+            ds = ds.isel({d: 0 for d in ("chain", "draw") if d in ds.dims}, drop=True)
+        if g == "posterior":
+            g = "point_estimate"
+        if g == "point_estimate":
+            ds = ds.copy()
+            ds.attrs.update(point_estimate=1,
+                            method=str(method or ds.attrs.get("method") or "map"))
+        groups[g] = ds
+    return az.InferenceData(warn_on_custom_groups=False, **groups)

@@ -11,7 +11,7 @@ import numpy as np
 from ..estimator import PROB
 from .. import __version__
 from . import _model
-from .convert import build_inference_data
+from .convert import as_point_estimate, build_inference_data
 
 __all__ = ["FitResult", "iid_chain_count", "stack_chain"]
 
@@ -24,7 +24,8 @@ class FitResult:
     as its chains; SVI and Laplace as independent draws from the approximation, arranged
     as 4 chains (``num_samples=1000`` gives 4 x 250; see :func:`stack_chain` for counts that
     4 does not divide) so that ``az.summary`` gives R-hat and ESS without warnings; MAP as
-    one chain with one draw.
+    one chain with one draw (its InferenceData, :meth:`to_inference_data`, is a point fit: a
+    ``point_estimate`` group, no ``posterior``).
 
     Attributes
     ----------
@@ -100,7 +101,10 @@ class FitResult:
         arviz.InferenceData
             Groups ``posterior``, ``log_likelihood``, ``observed_data``,
             ``constant_data``, ``sample_stats`` (NUTS), ``posterior_predictive``
-            (on request).
+            (on request). MAP is a point fit: no ``posterior``; its estimate is in a
+            ``point_estimate`` group (``attrs["method"] == "map"``) and ``log_likelihood`` and
+            ``posterior_predictive`` have no ``chain``/``draw`` dims
+            (:func:`bayesneuro.infer.convert.point_inference_data`).
         """
         cacheable = log_likelihood and not posterior_predictive
         if cacheable and self._idata is not None:
@@ -127,6 +131,8 @@ class FitResult:
             posterior_predictive=pp,
             attrs=attrs,
         )
+        if self.method == "map":
+            idata = as_point_estimate(idata, "map")
         if cacheable:
             self._idata = idata
         return idata
@@ -172,12 +178,16 @@ class FitResult:
         if "hdi_prob" in kwargs:
             raise TypeError("pass the credible mass as prob= (bayesneuro's one name for it), not hdi_prob=")
         kwargs["hdi_prob"] = float(prob)
-        idata = self.to_inference_data(log_likelihood=False)
         if self.method == "map":
             import pandas as pd
 
-            table = az.summary(idata, kind="stats", stat_funcs={"map": np.mean}, extend=False, **kwargs)
+            single = build_inference_data(
+                model=self.model, model_kwargs=self.model_kwargs, samples=self.samples,
+                sample_stats=None, coords=self.coords, dims=self.dims, log_likelihood=False,
+                posterior_predictive=None, attrs={})
+            table = az.summary(single, kind="stats", stat_funcs={"map": np.mean}, extend=False, **kwargs)
             return pd.DataFrame({"map": table["map"]})
+        idata = self.to_inference_data(log_likelihood=False)
         kind = kwargs.pop("kind", "all" if self.n_chain >= 2 and self.n_draw >= 4 else "stats")
         return az.summary(idata, kind=kind, **kwargs)
 
@@ -194,7 +204,10 @@ class FitResult:
         return loo(self.to_inference_data(), **kwargs)
 
     def waic(self, **kwargs):
-        """WAIC of the fit (``arviz.waic``)."""
+        """WAIC of the fit (``arviz.waic``); needs draws, so not for MAP."""
+        if self.method == "map":
+            raise ValueError("waic needs posterior draws, and a MAP fit is a point estimate: refit "
+                             "with method='laplace', 'svi' or 'nuts'")
         return az.waic(self.to_inference_data(), **kwargs)
 
     def save(self, path) -> None:

@@ -813,7 +813,8 @@ class GPFA(Estimator):
         Gaussian: the variable is ``sqrt_counts`` (``count_transform="sqrt"``, a density of the
         square-root counts: compare only with models of the same transformed values) or
         ``counts``; Poisson: ``counts``, the Laplace ``log p(counts)`` at each draw of the
-        parameters (MAP: one draw), comparable with :class:`~bayesneuro.PoissonLDS`.
+        parameters (MAP, a point fit: at the estimate, dims ``(trial,)``, the estimate in a
+        ``point_estimate`` group, no ``posterior``), comparable with :class:`~bayesneuro.PoissonLDS`.
 
         Gaussian (a point fit by EM): no ``posterior``; a ``point_estimate`` group
         (:func:`bayesneuro.infer.convert.point_inference_data`: no ``chain``/``draw``) holds
@@ -841,7 +842,9 @@ class GPFA(Estimator):
             lik = xr.Dataset({"counts": (("chain", "draw", "trial"), ll)},
                              coords={"chain": np.arange(ll.shape[0]), "draw": np.arange(ll.shape[1]),
                                      "trial": trials})
-            return az.InferenceData(**groups, log_likelihood=lik)
+            if self.result_.method == "map":  # a point fit: point_estimate, no chain/draw
+                lik = lik.isel(chain=0, draw=0, drop=True)
+            return az.InferenceData(**groups, log_likelihood=lik, warn_on_custom_groups=False)
         q = self.n_latents
         post = {"loadings": self.loadings_, "orthonormal_loadings": self.orthonormal_loadings_,
                 "offset": self.offset_, "observation_var": self.observation_var_, "timescales": self.timescales_,
