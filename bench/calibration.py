@@ -16,7 +16,7 @@ Sections
     fitted on the other folds minus ``gap`` seconds either side of it. Two configurations:
 
     - ``before``: ``observation="poisson", temperature=1.0`` (independent Poisson, untempered:
-      the model of the decoders before issue 20) where the class takes these options;
+      the decoders' former default model) where the class takes these options;
     - ``after``: the class defaults.
 
     *Real* is the coverage on the recording. *Simulated*: counts drawn along the true path from

@@ -402,7 +402,7 @@ class KalmanDecoder(Decoder):
     more than one lag neighbouring bins' feature vectors share counts (bin ``t``'s lag 0 is bin
     ``t + 1``'s lag -1) while the model treats each bin's observation noise as independent, so
     the filter counts each count once per lag. Both make the untempered posterior over-confident
-    (on the 2-D place cells of issue 20 its 90% regions cover 0.19-0.34 of held-out bins). The
+    (on the shared 2-D place cells its 90% regions cover 0.19-0.34 of held-out bins). The
     lag overlap is not corrected in ``Q`` itself (a correction for white residuals would be
     ``T = number of lags``, but the residuals of real counts are neither white nor Gaussian);
     the nested calibration measures the net effect instead, and its chosen ``T`` grows with the

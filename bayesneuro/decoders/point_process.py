@@ -433,7 +433,7 @@ class PointProcessDecoder(Decoder):
         contiguous inner folds with a 2-bin gap; the ``T`` whose inner held-out 90% regions
         cover 0.9, the least such). It is the default because real counts are over-dispersed and
         correlated, which independent Poisson neurons ignore: untempered, the 90% regions cover
-        0.2-0.35 of held-out bins on the 2-D place cells of issue 20. ``1.0``: the untempered
+        0.2-0.35 of held-out bins on the shared 2-D place cells. ``1.0``: the untempered
         filter.
 
     Notes
