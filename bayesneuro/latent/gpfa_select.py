@@ -83,10 +83,12 @@ def choose_n_latents(data, candidates, *, n_folds: int = 5, key: Any, progress: 
     >>> import bayesneuro as bn
     >>> from bayesneuro.latent import choose_n_latents
     >>> rng = np.random.default_rng(1)
-    >>> data = bn.SpikeData.from_trials(rng.poisson(4.0, (6, 15, 4)), bin_size=0.02)
-    >>> sel = choose_n_latents(data, [1, 2], n_folds=3, key=0, max_iter=10, progress=False)
-    >>> sel.errors.dims, sel.best in (1, 2)
-    (('n_latents', 'fold'), True)
+    >>> z = np.sin(2 * np.pi * np.arange(15) / 15 + rng.uniform(0, 6, (6, 1)))  # one latent
+    >>> rates = np.exp(1.0 + 0.8 * z[:, :, None] * np.array([1, -1, 0.5, 1.2]))
+    >>> data = bn.SpikeData.from_trials(rng.poisson(rates), bin_size=0.02)
+    >>> sel = choose_n_latents(data, [1, 2, 3], n_folds=3, key=0, max_iter=200, progress=False)
+    >>> sel.errors.dims, sel.best
+    (('n_latents', 'fold'), 1)
     """
     import xarray as xr
     from .._progress import progress_bar, progress_default
