@@ -8,9 +8,9 @@ built-in or user-written, is fitted by :func:`fit` and comes back as a
 from bayesneuro import _xla_cpu  # noqa: F401  (batched LAPACK on CPU as loops: no thread-pool deadlock)
 
 from ._model import as_key
-from .fit import GUIDES, METHODS, Proximal, fit
+from .fit import GUIDES, METHODS, BlockHessian, Proximal, fit
 from .optimize import OptResult, minimize, minimize_proximal
 from .result import FitResult
 from .streaming import chunk_slices, fit_streaming
 
-__all__ = ["fit", "Proximal", "FitResult", "METHODS", "GUIDES", "minimize", "minimize_proximal", "OptResult", "as_key", "fit_streaming", "chunk_slices"]
+__all__ = ["fit", "Proximal", "BlockHessian", "FitResult", "METHODS", "GUIDES", "minimize", "minimize_proximal", "OptResult", "as_key", "fit_streaming", "chunk_slices"]

@@ -21,7 +21,7 @@ from . import _model
 from .optimize import minimize, minimize_proximal
 from .result import FitResult, stack_chain
 
-__all__ = ["fit", "Proximal", "METHODS", "GUIDES", "progress_default"]
+__all__ = ["fit", "Proximal", "BlockHessian", "METHODS", "GUIDES", "progress_default"]
 
 METHODS = ("map", "laplace", "svi", "nuts")
 
@@ -40,6 +40,8 @@ _OPTIONS: dict[str, dict[str, Any]] = {
         "init_strategy": None,
         "preconditioner": None,
         "num_samples": 1000,
+        "hessian": None,
+        "hessian_batch": None,
     },
     "svi": {
         "guide": "mean-field",
@@ -90,6 +92,49 @@ class Proximal(NamedTuple):
     operator: Callable
     factors: tuple
     args: tuple = ()
+
+
+class BlockHessian(NamedTuple):
+    """A block-diagonal Hessian for Laplace: ``blocks[k]`` is the Hessian of the flat entries ``index[k]``.
+
+    Returned by a ``hessian=`` hook of :func:`fit` (``method="laplace"``) for posteriors that
+    factorise (e.g. a GLM's neurons): the Laplace approximation is then one Gaussian per block,
+    with Cholesky factors, draws and log-determinant computed block by block, so nothing of
+    size ``d x d`` is formed. Every flat position appears in exactly one block.
+
+    Attributes
+    ----------
+    blocks : array, shape (block, size, size)
+        Symmetric positive definite Hessian blocks of the negative log density.
+    index : array of int, shape (block, size)
+        Position in the flat unconstrained vector of each row / column of each block.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bayesneuro.infer import BlockHessian
+    >>> h = BlockHessian(np.stack([2.0 * np.eye(2), 4.0 * np.eye(2)]), np.array([[0, 2], [1, 3]]))
+    >>> h.dense().diagonal().tolist()
+    [2.0, 4.0, 2.0, 4.0]
+    """
+
+    blocks: Any
+    index: Any
+
+    def dense(self) -> np.ndarray:
+        """The full ``(d, d)`` matrix (for checks on small models)."""
+        blocks, index = np.asarray(self.blocks), np.asarray(self.index)
+        d = index.size
+        out = np.zeros((d, d), dtype=blocks.dtype)
+        for b, i in zip(blocks, index):
+            out[np.ix_(i, i)] = b
+        return out
+
+
+#: memory for the Hessian-vector products of a Laplace Hessian pushed through the data at once
+HESSIAN_MEMORY_BYTES = 2**30
+#: Laplace keeps the dense covariance of a block-diagonal Hessian in ``info["cov"]`` up to this size
+DENSE_COV_BYTES = 2**28
 
 
 def fit(
@@ -151,7 +196,14 @@ def fit(
           ``proximal`` (a :class:`Proximal`: non-smooth penalties such as a group lasso are
           optimised by FISTA, so penalised weights reach exact zeros; ``max_iter`` then counts
           FISTA iterations).
-        - laplace: as map (without ``proximal``), plus ``num_samples=1000``.
+        - laplace: as map (without ``proximal``), plus ``num_samples=1000``,
+          ``hessian_batch`` (how many Hessian columns, i.e. Hessian-vector products, pass
+          through the data at once; default: as many as fit in about 1 GiB, so memory is
+          ``O(data x hessian_batch + d^2)`` for ``d`` parameters) and ``hessian`` (a structured
+          Hessian from the model's owner: ``hessian(x, unravel)`` at the flat unconstrained
+          mode ``x`` returns the ``(d, d)`` Hessian of the negative log density there, or a
+          :class:`BlockHessian` when it is block-diagonal, e.g. one block per neuron; Laplace
+          then factorises and draws block by block).
         - svi: ``guide="mean-field"`` (or ``"full-rank"``, ``"low-rank"``, an
           AutoGuide class, or a guide function), ``num_steps=5000``,
           ``learning_rate=1e-2`` (Adam, cosine-decayed to 1% over the steps),
@@ -318,20 +370,28 @@ def _layout(model: Callable, data: dict, method: str) -> _Layout:
     return _Layout(tfs, unravel, constrain)
 
 
+def _not_pd_error() -> np.linalg.LinAlgError:
+    return np.linalg.LinAlgError(
+        "laplace: the Hessian of the negative log posterior at the mode is not positive "
+        "definite, so there is no Gaussian approximation there. The posterior may be "
+        "improper or flat in some direction: add priors, or use method='nuts'."
+    )
+
+
 def _gaussian_at_mode(hess, x, value: float, key, num_samples: int, unravel) -> tuple[jax.Array, dict]:
     """Laplace: ``num_samples`` flat draws from ``N(x, hess^-1)`` and the approximation's details.
 
-    `value` is the negative log density at the mode `x`. Returns the draws ``(num_samples, d)``
-    and ``info`` entries ``mode``, ``cov``, ``unravel``, ``log_marginal_likelihood``.
+    `hess` is the ``(d, d)`` Hessian or a :class:`BlockHessian`. `value` is the negative log
+    density at the mode `x`. Returns the draws ``(num_samples, d)`` and ``info`` entries
+    ``mode``, ``cov`` (block fits: only up to ``DENSE_COV_BYTES``; always ``cov_blocks`` and
+    ``cov_index``), ``unravel``, ``log_marginal_likelihood``.
     """
+    if isinstance(hess, BlockHessian):
+        return _block_gaussian_at_mode(hess, x, value, key, num_samples, unravel)
     hess = 0.5 * (hess + hess.T)
     chol = jnp.linalg.cholesky(hess)
     if not bool(jnp.all(jnp.isfinite(chol))):
-        raise np.linalg.LinAlgError(
-            "laplace: the Hessian of the negative log posterior at the mode is not positive "
-            "definite, so there is no Gaussian approximation there. The posterior may be "
-            "improper or flat in some direction: add priors, or use method='nuts'."
-        )
+        raise _not_pd_error()
     d = x.shape[0]
     eps = jax.random.normal(key, (num_samples, d), dtype=x.dtype)
     # u = mode + L^{-T} eps has covariance (L L^T)^{-1} = H^{-1}
@@ -345,13 +405,81 @@ def _gaussian_at_mode(hess, x, value: float, key, num_samples: int, unravel) -> 
     return u, info
 
 
+@functools.partial(jax.jit, static_argnames=("num_samples",))
+def _block_gaussian(blocks, index, x, key, num_samples):
+    """Cholesky factors, covariances, ``num_samples`` draws and ``log det`` of a block Hessian."""
+    blocks = 0.5 * (blocks + jnp.swapaxes(blocks, -1, -2))
+    chol = jnp.linalg.cholesky(blocks)
+    eye = jnp.eye(blocks.shape[-1], dtype=blocks.dtype)
+    cov = jax.vmap(lambda c: jax.scipy.linalg.cho_solve((c, True), eye))(chol)
+    eps = jax.random.normal(key, index.shape + (num_samples,), dtype=x.dtype)
+    # u_block = mode_block + L^{-T} eps has covariance (L L^T)^{-1}
+    z = jax.vmap(lambda c, e: jax.scipy.linalg.solve_triangular(c, e, lower=True, trans="T"))(chol, eps)
+    flat = jnp.transpose(z, (2, 0, 1)).reshape(num_samples, -1)
+    u = jnp.broadcast_to(x, (num_samples, x.shape[0])).at[:, index.reshape(-1)].add(flat)
+    diag = jnp.diagonal(chol, axis1=-2, axis2=-1)
+    return u, cov, 2.0 * jnp.sum(jnp.log(diag)), jnp.all(jnp.isfinite(chol))
+
+
+def _block_gaussian_at_mode(hess, x, value, key, num_samples, unravel):
+    blocks = jnp.asarray(hess.blocks, dtype=x.dtype)
+    index = np.asarray(hess.index)
+    d = x.shape[0]
+    if index.ndim != 2 or blocks.shape != index.shape + index.shape[-1:] or not np.array_equal(
+        np.sort(index.reshape(-1)), np.arange(d)
+    ):
+        raise ValueError(
+            f"laplace: the hessian hook returned blocks {tuple(blocks.shape)} and index "
+            f"{index.shape} that do not cover the {d} parameters once each"
+        )
+    u, cov, log_det_h, finite = _block_gaussian(blocks, jnp.asarray(index), x, key, num_samples)
+    if not bool(finite):
+        raise _not_pd_error()
+    log_det_h = float(log_det_h)
+    info = dict(
+        mode=unravel(x), cov_blocks=np.asarray(cov), cov_index=index, unravel=unravel,
+        log_marginal_likelihood=-value + 0.5 * d * np.log(2.0 * np.pi) - 0.5 * log_det_h,
+    )
+    if d * d * x.dtype.itemsize <= DENSE_COV_BYTES:
+        info["cov"] = BlockHessian(info["cov_blocks"], index).dense()
+    return u, info
+
+
+def hessian_columns(fun: Callable, x, *args, batch: int) -> jax.Array:
+    """The Hessian of ``fun(x, *args)`` in ``x`` (flat), ``batch`` columns at a time.
+
+    Each column is a Hessian-vector product (forward over reverse); ``jax.lax.map`` pushes
+    ``batch`` of them through ``fun`` at once, so memory is ``O(batch x cost of fun + d^2)``
+    where :func:`jax.hessian` pushes all ``d``. Call under ``jax.jit`` with ``batch`` static.
+    """
+    grad = jax.grad(fun)
+    eye = jnp.eye(x.shape[0], dtype=x.dtype)
+    cols = jax.lax.map(lambda v: jax.jvp(lambda y: grad(y, *args), (x,), (v,))[1], eye,
+                       batch_size=max(1, min(int(batch), x.shape[0])))
+    return 0.5 * (cols + cols.T)
+
+
+def auto_hessian_batch(d: int, data_bytes: int, budget: int | None = None) -> int:
+    """Hessian columns per pass for ``d`` parameters over data of ``data_bytes`` (memory budget).
+
+    A Hessian-vector product keeps a few copies of the data-sized intermediates of the
+    forward and reverse passes; we allow ``8 x data_bytes + 64 d`` bytes per column.
+    """
+    budget = HESSIAN_MEMORY_BYTES if budget is None else budget
+    per_column = 8 * max(int(data_bytes), 1) + 64 * d
+    return int(max(1, min(d, budget // per_column)))
+
+
+_jit_hessian_columns = jax.jit(hessian_columns, static_argnames=("fun", "batch"))
+
+
 class _Program(NamedTuple):
     """Compiled pieces of MAP and Laplace for one model and one set of data shapes."""
 
     unravel: Callable
     neg_log_joint: Callable  # (u, arrays) -> -log p(data, constrain(u)), no Jacobian
     potential: Callable  # (u, arrays) -> the same with the log-Jacobian: the unconstrained density
-    hessian: Callable  # jitted Hessian of potential
+    hessian: Callable  # (u, arrays, batch) -> Hessian of potential, batch columns at a time
     constrain: Callable  # jitted (n, d) flat unconstrained draws -> dict of constrained draws
     complete: Callable  # jitted (latents, key, arrays) -> latents + deterministic sites
 
@@ -399,7 +527,7 @@ def _program(model, data: dict, method: str) -> tuple[_Program, dict]:
         unravel,
         neg_log_joint,
         potential,
-        jax.jit(jax.hessian(potential)),
+        functools.partial(_hessian_of, potential),
         layout.constrain,
         jax.jit(complete),
     )
@@ -408,6 +536,10 @@ def _program(model, data: dict, method: str) -> tuple[_Program, dict]:
             _PROGRAMS.pop(next(iter(_PROGRAMS)))
         _PROGRAMS[cache_key] = prog
     return prog, arrays
+
+
+def _hessian_of(potential, u, arrays, batch):
+    return _jit_hessian_columns(potential, u, arrays, batch=batch)
 
 
 def _initial_point(model, data, rng, init_strategy) -> jax.Array:
@@ -522,13 +654,26 @@ def _fit_map(model, data, rng, progress, *, max_iter, tol, init_strategy, precon
     return FitResult("map", samples, model, data, None, info)
 
 
-def _fit_laplace(model, data, rng, progress, *, max_iter, tol, init_strategy, preconditioner, num_samples):
+def _fit_laplace(
+    model, data, rng, progress, *, max_iter, tol, init_strategy, preconditioner, num_samples, hessian,
+    hessian_batch,
+):
     k_init, k_draw, k_det = jax.random.split(rng, 3)
     prog, arrays, opt, info = _optimum(
         model, data, k_init, progress, "laplace", max_iter, tol, init_strategy, jacobian=True,
         preconditioner=preconditioner,
     )
-    u, gauss = _gaussian_at_mode(prog.hessian(opt.x, arrays), opt.x, opt.value, k_draw, num_samples, prog.unravel)
+    if hessian is not None:
+        if not callable(hessian):
+            raise TypeError(f"hessian must be a callable hessian(x, unravel), got {type(hessian).__name__}")
+        hess = hessian(opt.x, prog.unravel)
+        info["hessian"] = "structured"
+    else:
+        d = int(opt.x.shape[0])
+        batch = hessian_batch or auto_hessian_batch(d, sum(a.nbytes for a in arrays.values()))
+        hess = prog.hessian(opt.x, arrays, int(batch))
+        info["hessian"] = f"dense, {int(batch)} columns per pass"
+    u, gauss = _gaussian_at_mode(hess, opt.x, opt.value, k_draw, num_samples, prog.unravel)
     samples = stack_chain(prog.complete(prog.constrain(u), k_det, arrays))
     info.update(gauss)
     return FitResult("laplace", samples, model, data, None, info)

@@ -28,7 +28,10 @@ from numpyro import handlers
 
 from .._progress import finish, progress_bar
 from . import _model
-from .fit import _check_finite, _gaussian_at_mode, _initial_point, _layout, _not_converged_warning, progress_default
+from .fit import (
+    _check_finite, _gaussian_at_mode, _initial_point, _jit_hessian_columns, _layout, _not_converged_warning,
+    auto_hessian_batch, progress_default,
+)
 from .result import FitResult, stack_chain
 
 __all__ = ["fit_streaming", "chunk_slices"]
@@ -251,10 +254,12 @@ def fit_streaming(
     if method == "map":
         draws = layout.constrain(x[None])
     else:
-        lik_h = jax.jit(jax.hessian(lik_term))
-        hess = jax.jit(jax.hessian(prior_term))(x, prior_arr)
+        # Hessian-vector products in column blocks sized to the chunk: O(chunk x batch + d^2)
+        d = int(x.shape[0])
+        batch = auto_hessian_batch(d, sum(a.nbytes for a in chunk(slices[0]).values()))
+        hess = _jit_hessian_columns(prior_term, x, prior_arr, batch=d)
         for sl in slices:
-            hess = hess + lik_h(x, chunk(sl))
+            hess = hess + _jit_hessian_columns(lik_term, x, chunk(sl), batch=batch)
         u, gauss = _gaussian_at_mode(hess, x, float(opt.fun), k_draw, num_samples, unravel)
         draws = layout.constrain(u)
         info.update(gauss)
