@@ -243,6 +243,103 @@ def test_em_recovers_dynamics_and_held_out_likelihood():
     np.testing.assert_allclose(eig_fit, eig_true, atol=5 * 0.009)
 
 
+def _reference_em_step(p: LDSParams, ys, us, masks):
+    """One EM step in numpy from dense joint-Gaussian conditioning of every trial (no Kalman
+    recursions): the smoothed moments exactly, then the closed-form M-step (full R, inputs)."""
+    p = jax.tree.map(np.asarray, p)
+    L = N_LATENT
+    sums = {k: 0 for k in ("xx", "xz", "zz", "n", "yy", "yz", "ezz", "en", "x0", "x0x0")}
+    ll = 0.0
+    for y, u, m in zip(ys, us, masks):
+        T = y.shape[0]
+        joint = dense_joint(p, u)
+        mean, cov, lp = condition(joint, y, np.flatnonzero(m))
+        ll += lp
+        mu = mean.reshape(T, L)
+        S = [block(cov, t, t) for t in range(T)]
+        for t in range(T):
+            z = np.r_[mu[t], u[t], 1.0]
+            Ez = np.outer(z, z)
+            Ez[:L, :L] += S[t]
+            if m[t]:
+                sums["yy"] = sums["yy"] + np.outer(y[t], y[t])
+                sums["yz"] = sums["yz"] + np.outer(y[t], z)
+                sums["ezz"] = sums["ezz"] + Ez
+                sums["en"] += 1
+            if t >= 1:
+                zd = np.r_[mu[t - 1], u[t], 1.0]
+                Ezd = np.outer(zd, zd)
+                Ezd[:L, :L] += S[t - 1]
+                xz = np.outer(mu[t], zd)
+                xz[:, :L] += block(cov, t, t - 1)
+                sums["xx"] = sums["xx"] + np.outer(mu[t], mu[t]) + S[t]
+                sums["xz"] = sums["xz"] + xz
+                sums["zz"] = sums["zz"] + Ezd
+                sums["n"] += 1
+        sums["x0"] = sums["x0"] + mu[0]
+        sums["x0x0"] = sums["x0x0"] + np.outer(mu[0], mu[0]) + S[0]
+    Wd = sums["xz"] @ np.linalg.inv(sums["zz"])
+    Q = (sums["xx"] - Wd @ sums["xz"].T) / sums["n"]
+    We = sums["yz"] @ np.linalg.inv(sums["ezz"])
+    R = (sums["yy"] - We @ sums["yz"].T) / sums["en"]
+    n = len(ys)
+    m0 = sums["x0"] / n
+    new = LDSParams(
+        m0, sums["x0x0"] / n - np.outer(m0, m0), Wd[:, :L], Wd[:, -1], Wd[:, L:-1], We[:, :L], We[:, -1],
+        We[:, L:-1], 0.5 * (Q + Q.T), 0.5 * (R + R.T),
+    )
+    return new, ll
+
+
+def test_em_steps_match_dense_reference_on_ragged_bucketed_trials():
+    # trials of 6, 5 and 3 bins (one time bucket, 3 trials padded in time), full R, inputs, masked
+    # bins: three EM steps of the one-program EM against a dense numpy reference
+    p = random_params(30, full_R=True, inputs=True)
+    rng = np.random.default_rng(31)
+    lengths = (6, 5, 3)
+    us = [rng.normal(size=(T, N_FEATURE)) for T in lengths]
+    ys = [dense_sample(rng, dense_joint(p, u)) for u in us]
+    masks = [np.ones(T, bool) for T in lengths]
+    masks[1][[0, 3]] = False
+    ys[1][~masks[1]] = np.nan
+    ref, ref_lls = p, []
+    for _ in range(3):
+        ref, ll = _reference_em_step(ref, ys, us, masks)
+        ref_lls.append(ll)
+    fit = fit_lds_em(p, ys, inputs=us, mask=masks, max_iter=3, progress=False)
+    np.testing.assert_allclose(fit.log_likelihoods[:3], ref_lls, rtol=1e-10, atol=1e-8)
+    for name, a, b in zip(LDSParams._fields, fit.params, ref):
+        np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-8, err_msg=name)
+    _, ll = lds_em_step(p, ys, inputs=us, mask=masks)
+    np.testing.assert_allclose(ll, ref_lls[0], rtol=1e-10)
+
+
+def test_em_on_new_trial_lengths_and_counts_compiles_nothing():
+    from bayesneuro._shapes import count_compilations
+
+    p = random_params(40, full_R=False, inputs=False)
+    keys = jax.random.split(jax.random.key(41), 10)
+    first = [np.asarray(lds_sample(k, p, T)[1]) for k, T in zip(keys[:9], [21, 22, 23, 24, 21, 22, 23, 24, 24])]
+    second = [np.asarray(lds_sample(k, p, T)[1]) for k, T in zip(keys, [22, 22, 23, 21, 24, 23, 21, 21, 22, 23])]
+    fit_lds_em(p, first, max_iter=2, progress=False)  # 9 trials of 21-24 bins: padded to 10 x 24
+    with count_compilations() as c:
+        fit = fit_lds_em(p, second, max_iter=2, progress=False)  # 10 trials of 21-24 bins: the same
+    assert c.compilations == 0, c
+    # the padded fit is the fit: its log-likelihood is the sum of the trials' own
+    total = sum(float(lds_log_likelihood(p, y)) for y in second)
+    np.testing.assert_allclose(fit.log_likelihoods[0], total, rtol=1e-12)
+
+
+def test_em_progress_and_cap_warning():
+    from bayesneuro.diagnostics import ConvergenceWarning
+
+    p = random_params(50, full_R=False, inputs=False)
+    y = np.asarray(lds_sample(jax.random.key(51), p, 40)[1])
+    with pytest.warns(ConvergenceWarning, match="max_iter=2"):
+        fit = fit_lds_em(p, y, max_iter=2, tol=1e-14, progress=True)
+    assert fit.log_likelihoods.shape == (3,) and not fit.converged
+
+
 # ----------------------------------------------------------------------------- bad input
 
 

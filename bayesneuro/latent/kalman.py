@@ -192,80 +192,99 @@ def _offsets(params: LDSParams, inputs):
     return dyn, emi
 
 
-def _update(params: LDSParams, m, P, e):
-    """Condition ``N(m, P)`` on one observation with residual ``e = y - C m - D u - d``."""
+def _whiten(params: LDSParams, observations, inputs, seen):
+    r"""The observation model in whitened latent-space form, for every bin at once.
+
+    With :math:`R = L L^\top` (:math:`L = \mathrm{diag}\sqrt{R}` for a diagonal ``R``),
+    :math:`W = L^{-1} C` and :math:`\tilde y_t = L^{-1}(y_t - D u_t - d)`, the measurement update
+    needs only :math:`W`, :math:`J = W^\top W` and :math:`\tilde y_t`: the per-bin work is
+    :math:`O(\text{latent}^3 + \text{neuron}\cdot\text{latent})` instead of a ``(neuron, neuron)``
+    factorisation per bin. Returns ``(W, J, y_tilde, log det R)``; unseen bins have
+    :math:`\tilde y_t = 0`.
+    """
     C, R = params.loadings, params.observation_cov
-    n_neuron, n_latent = C.shape
+    _, emi_off = _offsets(params, inputs)
+    y0 = jnp.where(seen[:, None], observations, 0.0)  # NaN allowed at unseen bins, even under grad
+    resid = jnp.where(seen[:, None], y0 - emi_off, 0.0)
     if R.ndim == 1:
-        # latent-space (Woodbury) form: with P = G G^T and W = R^{-1/2} C G,
-        # S = R + C P C^T,  P_f = G (I + W^T W)^{-1} G^T,  det S = det R det(I + W^T W)
-        G = jnp.linalg.cholesky(P)
         isr = lax.rsqrt(R)
-        W = (C @ G) * isr[:, None]
-        Lm = jnp.linalg.cholesky(jnp.eye(n_latent, dtype=P.dtype) + W.T @ W)
-        et = e * isr
-        h = solve_triangular(Lm, W.T @ et, lower=True)
-        H = solve_triangular(Lm, G.T, lower=True)
-        m_f = m + H.T @ h
-        P_f = H.T @ H
-        maha = et @ et - h @ h
-        logdet = jnp.sum(jnp.log(R)) + 2.0 * jnp.sum(jnp.log(jnp.diag(Lm)))
+        W = C * isr[:, None]
+        yt = resid * isr
+        logdet_r = jnp.sum(jnp.log(R))
     else:
-        Ls = jnp.linalg.cholesky(_sym(C @ P @ C.T + R))
-        Kt = cho_solve((Ls, True), C @ P)  # K^T = S^{-1} C P
-        m_f = m + Kt.T @ e
-        I_KC = jnp.eye(n_latent, dtype=P.dtype) - Kt.T @ C
-        P_f = _sym(I_KC @ P @ I_KC.T + Kt.T @ R @ Kt)  # Joseph form
-        z = solve_triangular(Ls, e, lower=True)
-        maha = z @ z
-        logdet = 2.0 * jnp.sum(jnp.log(jnp.diag(Ls)))
-    ll = -0.5 * (n_neuron * _LOG_2PI + logdet + maha)
-    return m_f, P_f, ll
+        Lr = jnp.linalg.cholesky(_sym(R))
+        W = solve_triangular(Lr, C, lower=True)
+        yt = solve_triangular(Lr, resid.T, lower=True).T
+        logdet_r = 2.0 * jnp.sum(jnp.log(jnp.diag(Lr)))
+    return W, W.T @ W, yt, logdet_r
 
 
-def _filter(params: LDSParams, observations, inputs, mask) -> FilterResult:
+def _filter(params: LDSParams, observations, inputs, mask, live=None) -> FilterResult:
+    r"""Kalman filter in latent space (information-form update through :func:`_whiten`).
+
+    For a prediction :math:`N(m, P)`, :math:`P = G G^\top`, :math:`M = I + G^\top J G = L_M
+    L_M^\top`, :math:`H = L_M^{-1} G^\top`: :math:`P_f = H^\top H = (P^{-1} + J)^{-1}`,
+    :math:`m_f = m + P_f W^\top \tilde e` with :math:`\tilde e = \tilde y - W m`, and
+    :math:`\log p(y_t \mid y_{<t})` from :math:`\log\det S = \log\det R + \log\det M` and
+    :math:`e^\top S^{-1} e = \tilde e^\top \tilde e - g^\top P_f g`, :math:`g = W^\top \tilde e`.
+    ``live`` (default all True) marks the bins of the trial: padding bins after it are unseen
+    and end the smoother (:func:`_rts`) there.
+    """
     A, Q = params.dynamics, params.dynamics_cov
-    dyn_off, emi_off = _offsets(params, inputs)
-    observations = jnp.where(mask[:, None], observations, 0.0)
+    n_neuron, n_latent = params.loadings.shape
+    seen = mask if live is None else mask & live
+    dyn_off, _ = _offsets(params, inputs)
+    W, J, yt, logdet_r = _whiten(params, observations, inputs, seen)
     next_off = jnp.concatenate([dyn_off[1:], jnp.zeros_like(dyn_off[:1])])
+    eye = jnp.eye(n_latent, dtype=A.dtype)
+    const = n_neuron * _LOG_2PI + logdet_r
 
     def step(carry, xs):
         m, P = carry
-        y, eo, do_next, seen = xs
-        m_f, P_f, ll = _update(params, m, P, y - params.loadings @ m - eo)
-        m_f = jnp.where(seen, m_f, m)
-        P_f = jnp.where(seen, P_f, P)
-        ll = jnp.where(seen, ll, 0.0)
+        y, do_next, s = xs
+        G = jnp.linalg.cholesky(P)
+        Lm = jnp.linalg.cholesky(eye + G.T @ J @ G)
+        H = solve_triangular(Lm, G.T, lower=True)
+        e = y - W @ m
+        h = H @ (W.T @ e)
+        m_f = jnp.where(s, m + H.T @ h, m)
+        P_f = jnp.where(s, H.T @ H, P)
+        ll = -0.5 * (const + 2.0 * jnp.sum(jnp.log(jnp.diag(Lm))) + e @ e - h @ h)
+        ll = jnp.where(s, ll, 0.0)
         m_next = A @ m_f + do_next
         P_next = _sym(A @ P_f @ A.T + Q)
         return (m_next, P_next), (m_f, P_f, m, P, ll)
 
     init = (params.initial_mean, _sym(params.initial_cov))
-    _, (mf, Pf, mp, Pp, lls) = lax.scan(step, init, (observations, emi_off, next_off, mask))
+    _, (mf, Pf, mp, Pp, lls) = lax.scan(step, init, (yt, next_off, seen))
     return FilterResult(mf, Pf, mp, Pp, jnp.sum(lls))
 
 
-def _smoother(params: LDSParams, observations, inputs, mask) -> SmootherResult:
-    return _rts(params, _filter(params, observations, inputs, mask))
+def _smoother(params: LDSParams, observations, inputs, mask, live=None) -> SmootherResult:
+    return _rts(params, _filter(params, observations, inputs, mask, live), live)
 
 
-def _rts(params: LDSParams, filt: FilterResult) -> SmootherResult:
-    """The Rauch-Tung-Striebel backward pass over a filter's output."""
+def _rts(params: LDSParams, filt: FilterResult, live=None) -> SmootherResult:
+    """The Rauch-Tung-Striebel backward pass over a filter's output (bins after the last ``live``
+    one, padding, do not condition the trial: there the smoothed moments are the filtered ones
+    and the cross covariance is zero)."""
     A = params.dynamics
 
     def step(carry, xs):
         m_next, P_next = carry  # smoothed moments of x_{t+1}
-        m_f, P_f, m_p, P_p = xs  # filtered x_t, predicted x_{t+1}
+        m_f, P_f, m_p, P_p, on = xs  # filtered x_t, predicted x_{t+1}, whether x_{t+1} is live
         Lp = jnp.linalg.cholesky(P_p)
         Jt = cho_solve((Lp, True), A @ P_f)  # J^T = P_p^{-1} A P_f
-        m_s = m_f + Jt.T @ (m_next - m_p)
-        P_s = _sym(P_f + Jt.T @ (P_next - P_p) @ Jt)
-        cross = P_next @ Jt  # Cov(x_{t+1}, x_t | y)
+        m_s = jnp.where(on, m_f + Jt.T @ (m_next - m_p), m_f)
+        P_s = jnp.where(on, _sym(P_f + Jt.T @ (P_next - P_p) @ Jt), P_f)
+        cross = jnp.where(on, P_next @ Jt, 0.0)  # Cov(x_{t+1}, x_t | y)
         return (m_s, P_s), (m_s, P_s, cross)
 
+    n_time = filt.filtered_means.shape[0]
+    on = jnp.ones(n_time - 1, bool) if live is None else live[1:]
     last = (filt.filtered_means[-1], filt.filtered_covs[-1])
     xs = (
-        filt.filtered_means[:-1], filt.filtered_covs[:-1], filt.predicted_means[1:], filt.predicted_covs[1:]
+        filt.filtered_means[:-1], filt.filtered_covs[:-1], filt.predicted_means[1:], filt.predicted_covs[1:], on
     )
     _, (ms, Ps, cross) = lax.scan(step, last, xs, reverse=True)
     ms = jnp.concatenate([ms, last[0][None]])
@@ -318,37 +337,42 @@ class _Stats(NamedTuple):
     log_likelihood: jax.Array
 
 
-def _trial_stats(params: LDSParams, observations, inputs, mask) -> _Stats:
-    post = _smoother(params, observations, inputs, mask)
+def _trial_stats(params: LDSParams, observations, inputs, mask, live) -> _Stats:
+    """One trial's statistics; ``live`` marks its bins (False: padding, and a trial whose first
+    bin is not live is padding too and adds nothing)."""
+    post = _smoother(params, observations, inputs, mask, live)
     m, P, X = post.smoothed_means, post.smoothed_covs, post.smoothed_cross_covs
     n_time, n_latent = m.shape
-    w = mask.astype(m.dtype)
-    y = jnp.where(mask[:, None], observations, 0.0) * w[:, None]
+    w = (mask & live).astype(m.dtype)
+    wl = live[1:].astype(m.dtype)  # transition t-1 -> t exists
+    tw = live[0].astype(m.dtype)
+    y = jnp.where((mask & live)[:, None], observations, 0.0)
     ones = jnp.ones((n_time, 1), m.dtype)
     z = jnp.concatenate([m, inputs, ones], axis=1)
     zd = jnp.concatenate([m[:-1], inputs[1:], ones[:-1]], axis=1)
+    zdw = zd * wl[:, None]
     n_z = z.shape[1]
     pad = lambda M: jnp.zeros((n_z, n_z), M.dtype).at[:n_latent, :n_latent].set(M)  # noqa: E731
     return _Stats(
-        dyn_xx=m[1:].T @ m[1:] + P[1:].sum(0),
-        dyn_xz=(m[1:].T @ zd).at[:, :n_latent].add(X.sum(0)),
-        dyn_zz=zd.T @ zd + pad(P[:-1].sum(0)),
-        dyn_n=jnp.asarray(n_time - 1, m.dtype),
+        dyn_xx=(m[1:] * wl[:, None]).T @ m[1:] + jnp.einsum("t,tij->ij", wl, P[1:]),
+        dyn_xz=(m[1:].T @ zdw).at[:, :n_latent].add(jnp.einsum("t,tij->ij", wl, X)),
+        dyn_zz=zdw.T @ zd + pad(jnp.einsum("t,tij->ij", wl, P[:-1])),
+        dyn_n=wl.sum(),
         emi_yy=y.T @ y,
         emi_yz=y.T @ z,
         emi_zz=(z * w[:, None]).T @ z + pad(jnp.einsum("t,tij->ij", w, P)),
         emi_n=w.sum(),
-        init_x=m[0],
-        init_xx=P[0] + jnp.outer(m[0], m[0]),
-        n_trial=jnp.asarray(1.0, m.dtype),
+        init_x=tw * m[0],
+        init_xx=tw * (P[0] + jnp.outer(m[0], m[0])),
+        n_trial=tw,
         log_likelihood=post.log_likelihood,
     )
 
 
 @jax.jit
-def _group_stats(params: LDSParams, observations, inputs, masks) -> _Stats:
-    """Statistics of equal-length trials stacked on a leading ``trial`` axis, summed."""
-    stats = jax.vmap(_trial_stats, in_axes=(None, 0, 0, 0))(params, observations, inputs, masks)
+def _group_stats(params: LDSParams, observations, inputs, masks, live) -> _Stats:
+    """Statistics of trials padded to one length and stacked on a leading ``trial`` axis, summed."""
+    stats = jax.vmap(_trial_stats, in_axes=(None, 0, 0, 0, 0))(params, observations, inputs, masks, live)
     return jax.tree.map(lambda s: s.sum(0), stats)
 
 
@@ -571,18 +595,39 @@ def _check_trials(params: LDSParams, observations, inputs, mask) -> list:
 
 
 def _prepare_trials(params: LDSParams, observations, inputs, mask):
-    """Validated trials grouped by length: a list of stacked ``(observations, inputs, masks)``."""
+    """Validated trials grouped by bucketed length (:func:`bayesneuro._shapes.bucket_length`):
+    a tuple of stacked ``(observations, inputs, masks, live)``, each group padded to its bucket
+    length in time (``live`` False after a trial's end) and to a bucketed number of trials
+    (padding trials have no live bin). A recording whose trials fall in the same buckets reuses
+    the compiled EM program."""
+    from bayesneuro._shapes import bucket_length
+
     trials = _check_trials(params, observations, inputs, mask)
-    by_len: dict[int, list] = {}
-    for tr in trials:
-        by_len.setdefault(tr[0].shape[0], []).append(tr)
-    groups = [tuple(jnp.stack(a) for a in zip(*g)) for _, g in sorted(by_len.items())]
     n_obs = sum(int(np.asarray(tr[2]).sum()) for tr in trials)
     if n_obs == 0:
         raise ValueError("every time bin is masked; EM needs observed bins")
     if sum(tr[0].shape[0] - 1 for tr in trials) == 0:
         raise ValueError("every trial has a single time bin; EM needs at least one transition")
-    return groups
+    by_len: dict[int, list] = {}
+    for tr in trials:
+        by_len.setdefault(bucket_length(tr[0].shape[0]), []).append(tr)
+    dtype = np.dtype(params.loadings.dtype)
+    n_neuron, n_feature = params.loadings.shape[0], trials[0][1].shape[1]
+    groups = []
+    for n_time, g in sorted(by_len.items()):
+        n_tr = bucket_length(len(g), minimum=1)
+        Y = np.zeros((n_tr, n_time, n_neuron), dtype)
+        U = np.zeros((n_tr, n_time, n_feature), dtype)
+        M = np.zeros((n_tr, n_time), bool)
+        live = np.zeros((n_tr, n_time), bool)
+        for i, (y, u, m) in enumerate(g):
+            T, m = y.shape[0], np.asarray(m)
+            Y[i, :T] = np.where(m[:, None], np.asarray(y), 0.0)
+            U[i, :T] = np.asarray(u)
+            M[i, :T] = m
+            live[i, :T] = True
+        groups.append(tuple(jnp.asarray(a) for a in (Y, U, M, live)))
+    return tuple(groups)
 
 
 # ----------------------------------------------------------------------------- public API
