@@ -507,3 +507,128 @@ def test_auto_ridge_beats_the_fixed_default_on_uncoupled_neurons(monkeypatch):
     assert old.prior_scale_ is None and old.prior_selection_ is None
     with pytest.raises(ValueError, match="at least 2 Ridge scales"):
         priors.select_ridge_scale(auto, train, candidates=(1.0,))
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 21: one optimum for both filter paths, excluded initial bins, Laplace mode, compilations
+# ---------------------------------------------------------------------------------------------
+
+
+def _numpy_objective(counts, basis, bias, params, alpha, keep=None):
+    """The ridge MAP objective of a history + coupling GLM, in numpy/scipy only (bench/glm.py's scorer).
+
+    ``sum_{t, n} [mu - y log mu] + alpha / 2 ||W||^2`` with features by ``scipy.signal.fftconvolve``
+    of each neuron's counts with each basis function shifted by one bin (the current bin excluded).
+    """
+    from scipy.signal import fftconvolve
+
+    y = np.asarray(counts, float)
+    T, N = y.shape
+    B = basis.matrix()
+    feats = np.stack([fftconvolve(y, np.r_[0.0, B[:, b]][:, None], mode="full", axes=0)[:T]
+                      for b in range(B.shape[1])], axis=2)  # (time, source, basis)
+    coup = np.array(params["coupling_weights"], float)  # (source, basis, neuron)
+    idx = np.arange(N)
+    coup[idx, :, idx] = np.asarray(params["history_weights"]).T
+    eta = np.log(BIN) + bias + np.einsum("tmb,mbn->tn", feats, coup)
+    keep = np.ones(T, bool) if keep is None else keep
+    nll = np.sum((np.exp(eta) - y * eta)[keep])
+    return nll + 0.5 * alpha * np.sum(coup**2)
+
+
+@pytest.mark.slow  # ~10 s: two compilations (FFT and design paths)
+def test_default_fft_path_reaches_the_design_paths_optimum(population):
+    """Issue 21, point 6: the default (FFT) MAP and the design-matrix MAP reach one optimum (the
+    bench/glm.py workload in small: history + coupling, ridge alpha = 1, bias unpenalised),
+    scored by an independent numpy computation; a capped optimiser warns."""
+    data = population[0].time_slice(0, 15.0)
+    basis = bn.bases.RaisedCosineLog(4, window=20, first_peak=0.0)
+    obj = {}
+    for mode in ("fft", "design"):
+        glm = bn.PoissonGLM(history_basis=basis, coupling=True, prior=Ridge.from_penalty(1.0), bias_prior=None,
+                            filter_mode=mode).fit(data, method="map", progress=False)
+        assert glm.result_.info["converged"]
+        obj[mode] = _numpy_objective(data.counts, basis, glm.params_["bias"], glm.params_, 1.0)
+    assert abs(obj["fft"] - obj["design"]) <= 1e-8 * abs(obj["design"])
+    with pytest.warns(ConvergenceWarning, match="did not converge"):
+        bn.PoissonGLM(history_basis=basis, coupling=True, prior=Ridge.from_penalty(1.0), bias_prior=None).fit(
+            data, method="map", progress=False, max_iter=3)
+
+
+@pytest.mark.slow  # ~8 s: two fits, sklearn per neuron
+def test_exclude_initial_bins_equals_sklearn_on_the_complete_rows(population):
+    """Issue 21, point 6: ``exclude_initial_bins=True`` leaves the first ``window`` bins of each trial
+    out of the likelihood, as users of sklearn / statsmodels / nemos drop the design's first rows:
+    the MAP is sklearn's PoissonRegressor on those rows; scores use them only."""
+    data = population[0].time_slice(0, 20.0)
+    trials = bn.SpikeData.from_counts(data.counts, bin_size=BIN, trial_ids=np.arange(data.n_time) // 1000)
+    basis = bn.bases.RaisedCosineLog(3, window=20, first_peak=0.0)
+    seg_pos = np.arange(trials.n_time) % 1000
+    keep = seg_pos >= basis.window
+    X = np.asarray(bn.bases.design_matrix(trials.counts, basis, history=True, trial_ids=trials.trial_ids))[keep]
+    alpha = 1e-3  # sklearn's penalty per row
+    penalty = alpha * keep.sum()
+    fits = {}
+    for drop in (True, False):
+        fits[drop] = bn.PoissonGLM(history_basis=basis, coupling=True, prior=Ridge.from_penalty(penalty),
+                                   bias_prior=None, exclude_initial_bins=drop).fit(
+            trials, method="map", progress=False, tol=1e-9)
+    glm = fits[True]
+    far = 0.0
+    for n in range(trials.n_neuron):
+        y = trials.counts[keep, n]
+        ref = PoissonRegressor(alpha=alpha, tol=1e-12, max_iter=10000, solver="newton-cholesky").fit(X, y)
+        np.testing.assert_allclose(_coef(glm, n), ref.coef_, atol=2e-6)
+        np.testing.assert_allclose(glm.params_["bias"][n] + np.log(BIN), ref.intercept_, atol=2e-6)
+        far = max(far, np.abs(_coef(fits[False], n) - ref.coef_).max())
+    assert far > 1e-3  # the first bins do change the fit: the test can tell the two apart
+    # scores: only the complete bins are observations
+    ll = glm.log_likelihood(trials)
+    assert ll.shape == (keep.sum(),)
+    mu = glm.predict_rate(trials)[keep] * BIN
+    y = trials.counts[keep]
+    np.testing.assert_allclose(ll, np.sum(y * np.log(mu) - mu - special.gammaln(y + 1), axis=1), rtol=1e-10)
+    null = np.sum(y * np.log(y.mean(0)) - y.mean(0) - special.gammaln(y + 1))
+    np.testing.assert_allclose(glm.score(trials), (ll.sum() - null) / (y.sum() * np.log(2)), rtol=1e-10)
+    assert glm.to_inference_data().log_likelihood["counts"].shape == (keep.sum(),)
+    assert glm.predict_rate(trials).shape == (trials.n_time, trials.n_neuron)
+
+
+@pytest.mark.slow  # ~10 s: MAP and Laplace compile
+def test_laplace_params_are_the_mode_not_the_mean_of_the_draws(population):
+    """Issue 21, point 6: after method="laplace", params_ is the posterior mode (the MAP)."""
+    # 2,048 bins, a bucket length: MAP pads nothing, so both fits minimise the very same sum
+    data = bn.SpikeData.from_counts(population[0].counts[:2048], bin_size=BIN)
+    basis = bn.bases.RaisedCosineLog(3, window=20, first_peak=0.0)
+    make = lambda: bn.PoissonGLM(history_basis=basis, coupling=True)
+    map_fit = make().fit(data, method="map", progress=False, tol=1e-10)
+    lap = make().fit(data, method="laplace", key=0, progress=False, tol=1e-10, num_samples=200)
+    mean = lap.result_.params  # the mean of the draws (what params_ was before)
+    gap = 0.0
+    for k, v in map_fit.params_.items():
+        np.testing.assert_allclose(lap.params_[k], v, atol=1e-8, rtol=0)
+        gap = max(gap, np.abs(mean[k] - v).max())
+    assert gap > 1e-4
+
+
+def test_a_recording_of_another_length_compiles_nothing(population):
+    """Issue 21, point 1: MAP pads the time axis to a bucket length, so a second recording of
+    another length (same bucket) reuses every compiled program, fit and scores alike."""
+    from bayesneuro._shapes import bucket_length, count_compilations
+
+    data = population[0]
+    assert bucket_length(2900) == bucket_length(3000)
+    basis = bn.bases.RaisedCosineLog(3, window=20, first_peak=0.0)
+    fits = []
+    for T in (3000, 2900):
+        rec = bn.SpikeData.from_counts(data.counts[:T], bin_size=BIN)
+        glm = bn.PoissonGLM(history_basis=basis, coupling=True)
+        with count_compilations() as c:
+            glm.fit(rec, method="map", progress=False)
+            glm.score(rec)
+        fits.append((glm, rec, c.compilations))
+    assert fits[0][2] > 0 and fits[1][2] == 0
+    # the padding changes nothing: the same fit without it (Laplace's path fits the bins as they are)
+    glm, rec, _ = fits[1]
+    assert glm.result_.model_kwargs["counts"].shape[0] == rec.n_time
+    assert glm.log_likelihood(rec).shape == (rec.n_time,)

@@ -31,7 +31,7 @@ from .priors import GroupLasso, Prior
 #: the factor site holding the coupling group-lasso penalty (handled by a proximal step at MAP)
 GROUP_LASSO_SITE = "coupling_group_lasso"
 
-__all__ = ["GLMSpec", "glm_model", "OBSERVATIONS", "LINKS", "inverse_link", "fft_spectra", "fft_size"]
+__all__ = ["GLMSpec", "glm_model", "OBSERVATIONS", "LINKS", "inverse_link", "fft_spectra", "fft_size", "expected_counts"]
 
 OBSERVATIONS = ("poisson", "bernoulli", "negative-binomial")
 LINKS = ("exp", "softplus")
@@ -199,6 +199,23 @@ def _fft_feedback(spec: GLMSpec, params: dict, spectra, rows) -> jax.Array:
     return out[rows]
 
 
+#: :func:`fft_spectra` as one compiled program per (spikes shape, lags, FFT size); the estimator
+#: pads the spikes to a bucketed length, so a recording of another length reuses it
+fft_spectra_jit = jax.jit(fft_spectra, static_argnums=(1, 2))
+
+
+def _expected_counts(spec: GLMSpec, params: dict, features: dict, n_time: int) -> jax.Array:
+    eta = jnp.broadcast_to(linear_predictor(spec, params, features), (n_time, spec.n_neuron))
+    return inverse_link(eta, spec.link) * spec.bin_size
+
+
+#: expected counts ``rate * bin_size`` ``(time, neuron)`` from the weights and feature arrays, as
+#: one compiled program (inlined when traced inside another program). The model calls it, so
+#: running the model eagerly (tracing it for its sites, finding its starting point) costs one
+#: compilation per data shape instead of one per array operation.
+expected_counts = jax.jit(_expected_counts, static_argnames=("spec", "n_time"))
+
+
 def fft_size(n_lag: int) -> int:
     """FFT length for ``n_lag`` lags: a power of two ``>= 4 (n_lag + 1)``, at least 64."""
     return max(64, 1 << int(np.ceil(np.log2(4 * (n_lag + 1)))))
@@ -214,7 +231,8 @@ def mask_self(coupling_weights, self_index) -> jax.Array:
 
 
 def glm_model(
-    counts=None, *, stimulus=None, history=None, coupling=None, spectra=None, rows=None, spec: GLMSpec, n_time=None
+    counts=None, *, stimulus=None, history=None, coupling=None, spectra=None, rows=None, mask=None, spec: GLMSpec,
+    n_time=None,
 ):
     """NumPyro model of a population GLM (see the module docstring).
 
@@ -233,12 +251,17 @@ def glm_model(
         between trials).
     rows : array of int, shape (time,), optional
         FFT mode: the row of those spike counts of each time bin.
+    mask : array of bool, shape (time,), optional
+        Bins that enter the likelihood (default: all). False for the padding that makes a
+        recording's length one of a few bucket sizes (so that another recording reuses the
+        compiled program), and for the first bins of each trial when the estimator excludes
+        bins with an incomplete filter window.
     spec : GLMSpec
         Static configuration.
     n_time : int, optional
         Number of bins, when no array gives it.
     """
-    for arr in (counts, stimulus, history, coupling, rows):
+    for arr in (counts, stimulus, history, coupling, rows, mask):
         if arr is not None:
             n_time = arr.shape[0]
             break
@@ -261,8 +284,10 @@ def glm_model(
         gram = jnp.asarray(spec.coupling_gram, dtype=w.dtype)
         numpyro.factor(GROUP_LASSO_SITE, -spec.coupling_prior.penalty(w, gram, mask))
     features = dict(stimulus=stimulus, history=history, coupling=coupling, spectra=spectra, rows=rows)
-    eta = linear_predictor(spec, params, features)
-    eta = jnp.broadcast_to(eta, (n_time, spec.n_neuron))
-    mu = inverse_link(eta, spec.link) * spec.bin_size
+    mu = expected_counts(spec, params, features, int(n_time))
     with numpyro.plate("time", n_time, dim=-2), numpyro.plate("neuron", spec.n_neuron, dim=-1):
-        numpyro.sample("counts", observation_dist(mu, spec.observation, concentration), obs=counts)
+        if mask is None:
+            numpyro.sample("counts", observation_dist(mu, spec.observation, concentration), obs=counts)
+        else:
+            with numpyro.handlers.mask(mask=jnp.asarray(mask)[:, None]):
+                numpyro.sample("counts", observation_dist(mu, spec.observation, concentration), obs=counts)

@@ -15,19 +15,41 @@ import xarray as xr
 from numpyro.infer import init_to_value
 
 from .. import bases as _bases
+from .._pynapple import pynapple_io
+from .._shapes import bucket_length, pad_axis
 from ..data import SpikeData
 from ..estimator import PROB, Estimator, resolve_key
 from ..infer import Proximal
 from ..infer import fit as _fit
 from . import scores as _scores
-from ._model import GROUP_LASSO_SITE, LINKS, OBSERVATIONS, GLMSpec, StimulusGroup, fft_size, fft_spectra, glm_model, linear_predictor, mask_self
+from ._model import (
+    GROUP_LASSO_SITE,
+    LINKS,
+    OBSERVATIONS,
+    GLMSpec,
+    StimulusGroup,
+    fft_size,
+    fft_spectra_jit,
+    glm_model,
+    linear_predictor,
+    mask_self,
+)
 from .priors import GroupLasso, Prior, Ridge
 from .simulate import feedback_kernel, simulate_counts
-from .._pynapple import pynapple_io
 
 __all__ = ["PoissonGLM", "GLMSimulation"]
 
 _RESERVED = ("bias", "concentration", "history", "coupling", "counts")
+#: model arrays with a leading time axis (padded to a bucket length for MAP, see ``PoissonGLM.fit``)
+_TIME_KEYS = ("stimulus", "history", "coupling", "rows", "mask")
+
+
+def _eta_of(spec: GLMSpec, params: dict, features: dict, n_time: int) -> jax.Array:
+    return jnp.broadcast_to(linear_predictor(spec, params, features), (n_time, spec.n_neuron))
+
+
+#: the linear predictor as one compiled program per spec and (bucketed) data shape
+_eta_jit = jax.jit(_eta_of, static_argnames=("spec", "n_time"))
 
 
 class GLMSimulation(NamedTuple):
@@ -163,7 +185,17 @@ class PoissonGLM(Estimator):
         their weights at every step and convolved with the spikes by overlap-save FFT, so
         memory grows as ``time x neuron`` (no design matrix). ``"design"``: spikes are
         convolved with each basis function once, and the terms are products with that
-        ``(time, source, basis)`` design. Both compute the same model.
+        ``(time, source, basis)`` design. Both compute the same model, and MAP reaches the
+        same optimum by both (relative objective difference ~1e-15 on ``bench/glm.py``).
+    exclude_initial_bins : bool, default False
+        Leave the first bins of every trial (segment) out of the likelihood: those whose filter
+        window is incomplete, i.e. the longest history/coupling basis ``window`` (stimulus
+        bases, which include the current bin: ``window - 1``). This is what users of nemos,
+        statsmodels or sklearn do when they build a design matrix and drop its first rows, so
+        with it the MAP objective and estimate are those tools' on the same rows. Scores
+        (:meth:`log_likelihood`, :meth:`score`, :meth:`evaluate`, :meth:`pseudo_r2`) then use
+        the remaining bins only; :meth:`predict_rate` still predicts every bin (the first ones
+        from the partial history).
 
     Attributes
     ----------
@@ -214,6 +246,7 @@ class PoissonGLM(Estimator):
         coupling_prior: Prior | None = None,
         bias_prior: tuple[float, float] | None = (0.0, 10.0),
         filter_mode: str = "fft",
+        exclude_initial_bins: bool = False,
     ):
         if filter_mode not in ("fft", "design"):
             raise ValueError(f"filter_mode must be 'fft' or 'design', got {filter_mode!r}")
@@ -261,6 +294,7 @@ class PoissonGLM(Estimator):
         self.coupling_prior = coupling_prior
         self.bias_prior = bias_prior
         self.filter_mode = filter_mode
+        self.exclude_initial_bins = exclude_initial_bins
 
     # ------------------------------------------------------------------------------------------
     # effective structure (the constructor arguments with their defaults filled in)
@@ -443,13 +477,39 @@ class PoissonGLM(Estimator):
                     f"data bin size {data.bin_size} s differs from the fitted one {self.bin_size_} s"
                 )
 
-    def _features(self, data: SpikeData, *, spikes: bool = True) -> dict[str, jax.Array]:
+    def _n_initial(self) -> int:
+        """Bins at the start of a trial whose filter window is incomplete (see ``exclude_initial_bins``)."""
+        spike = [b.window for b in (self.history_basis, self._coup_basis if self._coupled else None) if b is not None]
+        sb = self._stim_bases
+        stim = [b.window - 1 for b in (sb.values() if isinstance(sb, dict) else [sb]) if b is not None]
+        return max([*spike, *stim, 0])
+
+    def _included(self, data: SpikeData) -> np.ndarray | None:
+        """Bins of `data` in the likelihood, ``(time,)`` bool; None when all of them are."""
+        n_skip = self._n_initial() if self.exclude_initial_bins else 0
+        if n_skip == 0:
+            return None
+        seg = np.asarray(data.segment_ids)
+        starts = np.r_[0, np.flatnonzero(np.diff(seg)) + 1]
+        lengths = np.diff(np.r_[starts, data.n_time])
+        keep = (np.arange(data.n_time) - np.repeat(starts, lengths)) >= n_skip
+        if not keep.any():
+            raise ValueError(
+                f"exclude_initial_bins=True leaves no bins: every trial is at most {n_skip} bins long "
+                "(the longest filter window); use longer trials, shorter bases, or exclude_initial_bins=False"
+            )
+        return keep
+
+    def _features(self, data: SpikeData, *, spikes: bool = True, n_pad: int | None = None) -> dict[str, jax.Array]:
         """Design arrays for :func:`glm_model`: stimulus, history and coupling features.
 
-        ``spikes=False`` builds the stimulus features only.
+        ``spikes=False`` builds the stimulus features only. ``n_pad``: pad the time axis with
+        zeros to that many bins (and the spike counts behind the FFT spectra to a bucketed
+        length), so that recordings of similar lengths give arrays of the same shapes.
         """
         dtype = jnp.zeros(()).dtype  # float64 under x64, else float32
         seg = data.segment_ids
+        n_pad = data.n_time if n_pad is None else int(n_pad)
         out: dict[str, jax.Array] = {}
         groups = self._groups(data.feature_names)
         if groups:
@@ -458,22 +518,27 @@ class PoissonGLM(Estimator):
             for _, feats, basis, _ in groups:
                 x = data.covariates[:, [index[f] for f in feats]].astype(dtype)
                 conv = _bases.convolve(x, basis, history=False, trial_ids=seg)
-                cols.append(conv.reshape(data.n_time, -1))
-            out["stimulus"] = jnp.concatenate(cols, axis=1)
+                cols.append(np.asarray(conv).reshape(data.n_time, -1))
+            out["stimulus"] = jnp.asarray(pad_axis(np.concatenate(cols, axis=1), n_pad))
         if not spikes:
             return out
-        counts = jnp.asarray(data.counts, dtype)
         if self.filter_mode == "fft" and (self.history_basis is not None or self._coupled):
             bounds = np.flatnonzero(np.diff(seg)) + 1
             gap = self._max_lag()
-            spikes = counts
+            spikes = np.asarray(data.counts, dtype=dtype)
             if bounds.size:  # lag empty bins between trials, so that no filter reaches across
-                pieces = np.split(np.asarray(data.counts, dtype=dtype), bounds)
+                pieces = np.split(spikes, bounds)
                 empty = np.zeros((gap, data.n_neuron), dtype)
-                spikes = jnp.asarray(np.concatenate([p for piece in pieces for p in (piece, empty)][:-1]))
-            out["spectra"] = fft_spectra(spikes, gap, fft_size(gap))
-            out["rows"] = jnp.asarray(np.arange(data.n_time) + gap * seg)
+                spikes = np.concatenate([p for piece in pieces for p in (piece, empty)][:-1])
+            if n_pad != data.n_time:  # trailing zeros change no bin's history: a bucketed shape
+                spikes = pad_axis(spikes, bucket_length(spikes.shape[0]))
+            out["spectra"] = fft_spectra_jit(jnp.asarray(spikes), gap, fft_size(gap))
+            out["rows"] = jnp.asarray(pad_axis(np.arange(data.n_time) + gap * seg, n_pad))
             return out
+        # design mode: convolve the padded counts (the padding only feeds masked bins), so the
+        # convolution's program has the bucketed shape too
+        counts = jnp.asarray(pad_axis(np.asarray(data.counts, dtype), n_pad))
+        seg = pad_axis(np.asarray(seg), n_pad, value=seg[-1]) if n_pad != data.n_time else seg
         if self.history_basis is not None:
             out["history"] = _bases.convolve(counts, _with_history(self.history_basis, True), history=True, trial_ids=seg)
         if self._coupled and self._coup_basis is not self.history_basis:
@@ -488,6 +553,7 @@ class PoissonGLM(Estimator):
             coords["feature"] = np.asarray(groups[0][1])
         dims["spectra"] = ["frequency", "block", "source_part"]
         dims["rows"] = ["time"]
+        dims["mask"] = ["time"]
         if self.history_basis is not None:
             dims["history"] = ["time", "source", "history_basis"]
         if self._coupled and self._coup_basis is not self.history_basis:
@@ -596,11 +662,24 @@ class PoissonGLM(Estimator):
                     "curvature at a zero filter, so there is no Laplace approximation: use method='map' "
                     "for the sparse network, or 'nuts' / 'svi' for uncertainty"
                 )
-        arrays = self._features(data)
+        # MAP pads the time axis to a bucket length (masked out of the likelihood), so a recording
+        # of another length reuses the compiled programs; the other methods fit the bins as they are
+        n_time = data.n_time
+        n_pad = bucket_length(n_time) if method == "map" else n_time
+        arrays = self._features(data, n_pad=n_pad)
+        keep = self._included(data)
+        mask = None if keep is None and n_pad == n_time else pad_axis(np.ones(n_time, bool) if keep is None else keep, n_pad)
+        counts = pad_axis(np.asarray(data.counts[:, tidx], dtype=jnp.zeros(()).dtype), n_pad)
         coords, dims = self._coords_dims(data, tidx)
         options.setdefault("init_strategy", init_to_value(values=self._init_values(data, spec, tidx)))
         if method in ("map", "laplace"):
             options.setdefault("preconditioner", self._preconditioner(data, spec, arrays, tidx))
+        if method == "laplace":  # per-neuron Gram Hessians: memory O(data + neuron x weights^2)
+            from ._laplace import laplace_hessian
+
+            options.setdefault("hessian", laplace_hessian(self, data, spec, arrays, counts, mask=mask))
+        if mask is not None:
+            arrays["mask"] = jnp.asarray(mask)
         if method == "map" and isinstance(spec.coupling_prior, GroupLasso) and spec.coupling_basis:
             options.setdefault("proximal", self._group_lasso_proximal(data, spec, options["preconditioner"], tidx))
         result = _fit(
@@ -610,14 +689,25 @@ class PoissonGLM(Estimator):
             coords=coords,
             dims=dims,
             progress=progress,
-            counts=np.asarray(data.counts[:, tidx], dtype=jnp.zeros(()).dtype),
+            counts=counts,
             spec=spec,
             **arrays,
             **options,
         )
+        if n_pad != n_time:  # the result describes the recording's bins, not the padding
+            kw = dict(result.model_kwargs)
+            for k in ("counts", *_TIME_KEYS):
+                if kw.get(k) is not None:
+                    kw[k] = np.asarray(kw[k])[:n_time]  # numpy: slicing a device array compiles
+            if keep is None:
+                kw.pop("mask", None)
+            result.model_kwargs = kw
         self.result_ = result
         self.spec_ = spec
-        self.params_ = {k: np.asarray(v) for k, v in result.params.items()}
+        if method == "laplace":  # the point estimate is the mode, not the mean of the draws
+            self.params_ = self._mode_params(result)
+        else:
+            self.params_ = {k: np.asarray(v) for k, v in result.params.items()}
         self.neuron_ids_ = data.neuron_ids[tidx].copy()
         self.source_ids_ = data.neuron_ids.copy()
         self.target_index_ = np.array(tidx, copy=True)
@@ -626,6 +716,15 @@ class PoissonGLM(Estimator):
         self.groups_ = self._groups(data.feature_names)
         self._eta(data, arrays=arrays)  # raises if the fitted rates overflow
         return self
+
+    @staticmethod
+    def _mode_params(result) -> dict:
+        """Every site (latent and deterministic) at the Laplace approximation's mode."""
+        from numpyro.infer.util import constrain_fn
+
+        mode = {k: jnp.asarray(v) for k, v in result.info["mode"].items()}
+        sites = constrain_fn(result.model, (), result.model_kwargs, mode, return_deterministic=True)
+        return {k: np.asarray(sites[k]) for k in result.samples}
 
     def _preconditioner(self, data: SpikeData, spec: GLMSpec, arrays: dict, tidx):
         """Linear change of variables for the MAP optimiser: centred, whitened features.
@@ -672,7 +771,9 @@ class PoissonGLM(Estimator):
             maps[name] = (jnp.asarray(A, dtype), jnp.asarray(mean, dtype))
         if not maps:
             return None
-        mask = mask_self(jnp.ones((data.n_neuron, 1, len(tidx)), dtype), spec.self_index)[:, 0, :]
+        mask = np.ones((data.n_neuron, len(tidx)))
+        mask[np.asarray(spec.self_index), np.arange(len(tidx))] = 0.0  # numpy: eager JAX ops compile
+        mask = jnp.asarray(mask, dtype)
         return (_precondition, ({"scale": scale, "mask": mask, "maps": maps},))
 
     def _group_lasso_proximal(self, data: SpikeData, spec: GLMSpec, preconditioner, tidx) -> Proximal:
@@ -714,11 +815,13 @@ class PoissonGLM(Estimator):
     # ------------------------------------------------------------------------------------------
 
     def _eta(self, data: SpikeData, *, params: dict | None = None, arrays: dict | None = None) -> np.ndarray:
-        arrays = self._features(data) if arrays is None else arrays
+        """Linear predictor ``(time, neuron)`` on `data` (`arrays`: its features, possibly padded)."""
+        arrays = self._features(data, n_pad=bucket_length(data.n_time)) if arrays is None else arrays
         params = self.params_ if params is None else params
         p = {k: jnp.asarray(v) for k, v in params.items()}
-        eta = linear_predictor(self.spec_, p, arrays)
-        eta = np.asarray(jnp.broadcast_to(eta, (data.n_time, self.spec_.n_neuron)))
+        feats = {k: v for k, v in arrays.items() if k != "mask"}
+        n_rows = next((v.shape[0] for k, v in feats.items() if k in _TIME_KEYS and v is not None), data.n_time)
+        eta = np.asarray(_eta_jit(self.spec_, p, feats, n_rows))[: data.n_time]
         if not np.all(np.isfinite(eta)) or (self.link == "exp" and eta.max() > 700):
             raise ValueError(
                 "the predicted rates overflow (linear predictor above 700 or not finite): the "
@@ -739,9 +842,8 @@ class PoissonGLM(Estimator):
         ``evaluate`` and ``pseudo_r2``, which take every bin as whole, refuse such counts).
         """
         self._check_data(data, fitting=False)
-        from ._model import inverse_link
-
-        return np.asarray(inverse_link(jnp.asarray(self._eta(data)), self.link))
+        eta = self._eta(data)
+        return np.exp(eta) if self.link == "exp" else np.logaddexp(0.0, eta)  # numpy: no compilation
 
     def _pointwise_log_likelihood(self, data: SpikeData) -> np.ndarray:
         """Log-likelihood (nats) of each bin and modelled neuron at ``params_``, ``(time, neuron)``."""
@@ -751,6 +853,12 @@ class PoissonGLM(Estimator):
             self._targets(data), mu, self.observation, self.params_.get("concentration")
         )
 
+    def _scored(self, data: SpikeData) -> tuple[np.ndarray, np.ndarray]:
+        """Log-likelihood and counts ``(bin, neuron)`` of the bins in the likelihood (``exclude_initial_bins``)."""
+        ll, targets = self._pointwise_log_likelihood(data), self._targets(data)
+        keep = self._included(data)
+        return (ll, targets) if keep is None else (ll[keep], targets[keep])
+
     @pynapple_io()
     def log_likelihood(self, data: SpikeData) -> np.ndarray:
         """Log-likelihood (nats) of each time bin of ``data`` at ``params_``, ``(time,)``.
@@ -758,9 +866,10 @@ class PoissonGLM(Estimator):
         Summed over the modelled neurons: given the fit (and the observed spikes that drive
         the history and coupling terms), bins are independent, so a bin is the unit of
         ``log_likelihood_dim = "time"``. ``log_likelihood(data).sum()`` is the total;
-        :meth:`evaluate` gives it per neuron.
+        :meth:`evaluate` gives it per neuron. With ``exclude_initial_bins=True`` the first bins
+        of each trial are not observations of the model: only the other bins are returned.
         """
-        return self._pointwise_log_likelihood(data).sum(axis=1)
+        return self._scored(data)[0].sum(axis=1)
 
     @pynapple_io()
     def score(self, data: SpikeData) -> float:
@@ -781,8 +890,8 @@ class PoissonGLM(Estimator):
         float
             Bits per spike (unit ``score_unit = "bits/spike"``).
         """
-        ll = self._pointwise_log_likelihood(data).sum(axis=0)
-        targets = self._targets(data)
+        ll, targets = self._scored(data)
+        ll = ll.sum(axis=0)
         null = _scores.null_log_likelihood(targets, self.observation)
         return float(_scores.bits_per_spike(ll, null, targets.sum(axis=0)))
 
@@ -805,8 +914,8 @@ class PoissonGLM(Estimator):
             ``log_likelihood`` (float, nats) and ``log_likelihood_per_neuron``, ``n_spikes``
             (per neuron).
         """
-        ll = self._pointwise_log_likelihood(data).sum(axis=0)
-        targets = self._targets(data)
+        ll, targets = self._scored(data)
+        ll = ll.sum(axis=0)
         null = _scores.null_log_likelihood(targets, self.observation)
         n_spikes = targets.sum(axis=0)
         out = {
@@ -839,8 +948,8 @@ class PoissonGLM(Estimator):
         """
         if self.observation == "negative-binomial":
             raise ValueError("pseudo_r2 is defined here for poisson and bernoulli observations")
-        ll = self._pointwise_log_likelihood(data).sum(axis=0)
-        targets = self._targets(data)
+        ll, targets = self._scored(data)
+        ll = ll.sum(axis=0)
         null = _scores.null_log_likelihood(targets, self.observation)
         sat = _scores.saturated_log_likelihood(targets, self.observation)
         return _scores.pseudo_r2(ll, null, sat, per_neuron=per_neuron)
@@ -1098,9 +1207,13 @@ class PoissonGLM(Estimator):
             setattr(idata, group, post)
         if "log_likelihood" in idata.groups():
             lik = idata.log_likelihood
-            idata.log_likelihood = xr.Dataset({"counts": lik["counts"].sum("neuron")}, attrs=lik.attrs)
+            counts = lik["counts"].sum("neuron")
+            mask = self.result_.model_kwargs.get("mask")
+            if mask is not None:  # exclude_initial_bins: those bins are not observations
+                counts = counts.isel(time=np.flatnonzero(np.asarray(mask)))
+            idata.log_likelihood = xr.Dataset({"counts": counts}, attrs=lik.attrs)
         if hasattr(idata, "constant_data"):
-            keep = [v for v in idata.constant_data.data_vars if v not in ("stimulus", "history", "coupling", "spectra", "rows")]
+            keep = [v for v in idata.constant_data.data_vars if v not in ("stimulus", "history", "coupling", "spectra", "rows", "mask")]
             if keep:
                 idata.constant_data = idata.constant_data[keep]
             else:
