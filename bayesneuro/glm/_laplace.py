@@ -35,25 +35,33 @@ from numpyro import handlers
 from numpyro.infer.util import constrain_fn, potential_energy
 
 from ..infer.fit import BlockHessian
-from ._model import GLMSpec, glm_model, inverse_link, linear_predictor, mask_self, observation_dist
+from ._model import (
+    GLMSpec,
+    glm_model,
+    inverse_link,
+    linear_predictor,
+    mask_self,
+    observation_dist,
+)
 from .priors import Flat, Ridge, Smooth
 
-__all__ = ["laplace_hessian", "CHUNK_BYTES"]
+__all__ = ["CHUNK_BYTES", "laplace_hessian"]
 
 #: memory of one block of per-neuron features while the Gram matrices are accumulated
 CHUNK_BYTES = 64 * 2**20
-_TIME_KEYS = ("stimulus", "history", "coupling", "rows")
+_TIME_KEYS = ("stimulus", "history", "coupling", "rows", "mask")
 _KNOWN_KEYS = (*_TIME_KEYS, "spectra")
 _PREFIX = 48  # bins of the structure check
 
 
-def laplace_hessian(estimator, data, spec: GLMSpec, arrays: dict, counts):
+def laplace_hessian(estimator, data, spec: GLMSpec, arrays: dict, counts, mask=None):
     """The ``hessian=`` hook of :func:`bayesneuro.infer.fit` for a GLM fit, or None.
 
     None (the generic column-blocked Hessian is used instead) when the observation model has
     a per-neuron shape parameter (negative binomial) or a prior other than Ridge, Flat and
     Smooth. The hook returns a :class:`~bayesneuro.infer.BlockHessian` with one block per
-    neuron.
+    neuron. ``mask`` (bins in the likelihood, ``(time,)`` bool; default: ``arrays["mask"]`` when
+    the hook is called, else all bins) zeroes the curvature of the bins left out.
     """
     if spec.observation not in ("poisson", "bernoulli"):
         return None
@@ -78,7 +86,10 @@ def laplace_hessian(estimator, data, spec: GLMSpec, arrays: dict, counts):
     counts = jnp.asarray(counts)
 
     def hook(x, unravel):
-        return _block_hessian(spec, arrays, counts, spikes, x, unravel)
+        arr = dict(arrays)
+        if mask is not None:
+            arr["mask"] = jnp.asarray(mask)
+        return _block_hessian(spec, arr, counts, spikes, x, unravel)
 
     return hook
 
@@ -185,7 +196,10 @@ def _curvature(spec: GLMSpec, params: dict, arrays: dict, counts):
 
     # the negative log-likelihood is a sum of functions of single entries of eta: its Hessian is
     # diagonal, and the Hessian-vector product with ones is that diagonal
-    return jax.jvp(jax.grad(nll), (eta,), (jnp.ones_like(eta),))[1]
+    w = jax.jvp(jax.grad(nll), (eta,), (jnp.ones_like(eta),))[1]
+    if arrays.get("mask") is not None:  # bins left out of the likelihood have no curvature
+        w = jnp.where(arrays["mask"][:, None], w, 0.0)
+    return w
 
 
 def _likelihood_blocks(spec, arrays, counts, spikes, params, q: int):

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import functools
 import warnings
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
 from jax.flatten_util import ravel_pytree
-from numpyro.infer import MCMC, NUTS, SVI, Trace_ELBO, autoguide, init_to_median
 from numpyro import handlers
+from numpyro.infer import MCMC, NUTS, SVI, Trace_ELBO, autoguide, init_to_median
 from numpyro.infer.util import log_density
 
 from .._progress import progress_default
@@ -21,7 +22,7 @@ from . import _model
 from .optimize import minimize, minimize_proximal
 from .result import FitResult, stack_chain
 
-__all__ = ["fit", "Proximal", "BlockHessian", "METHODS", "GUIDES", "progress_default"]
+__all__ = ["GUIDES", "METHODS", "BlockHessian", "Proximal", "fit", "progress_default"]
 
 METHODS = ("map", "laplace", "svi", "nuts")
 
@@ -398,10 +399,10 @@ def _gaussian_at_mode(hess, x, value: float, key, num_samples: int, unravel) -> 
     u = x + jax.scipy.linalg.solve_triangular(chol, eps.T, lower=True, trans="T").T
     cov = jax.scipy.linalg.cho_solve((chol, True), jnp.eye(d, dtype=hess.dtype))
     log_det_h = 2.0 * float(jnp.sum(jnp.log(jnp.diag(chol))))
-    info = dict(
-        mode=unravel(x), cov=np.asarray(cov), unravel=unravel,
-        log_marginal_likelihood=-value + 0.5 * d * np.log(2.0 * np.pi) - 0.5 * log_det_h,
-    )
+    info = {
+        "mode": unravel(x), "cov": np.asarray(cov), "unravel": unravel,
+        "log_marginal_likelihood": -value + 0.5 * d * np.log(2.0 * np.pi) - 0.5 * log_det_h,
+    }
     return u, info
 
 
@@ -436,10 +437,10 @@ def _block_gaussian_at_mode(hess, x, value, key, num_samples, unravel):
     if not bool(finite):
         raise _not_pd_error()
     log_det_h = float(log_det_h)
-    info = dict(
-        mode=unravel(x), cov_blocks=np.asarray(cov), cov_index=index, unravel=unravel,
-        log_marginal_likelihood=-value + 0.5 * d * np.log(2.0 * np.pi) - 0.5 * log_det_h,
-    )
+    info = {
+        "mode": unravel(x), "cov_blocks": np.asarray(cov), "cov_index": index, "unravel": unravel,
+        "log_marginal_likelihood": -value + 0.5 * d * np.log(2.0 * np.pi) - 0.5 * log_det_h,
+    }
     if d * d * x.dtype.itemsize <= DENSE_COV_BYTES:
         info["cov"] = BlockHessian(info["cov_blocks"], index).dense()
     return u, info
@@ -636,10 +637,10 @@ def _optimum(
         opt = opt._replace(x=to_u(opt.x, u0, pargs))
     if not opt.converged:
         _not_converged_warning(method, opt.message, opt.grad_norm, opt.n_iter)
-    info = dict(
-        converged=opt.converged, n_iter=opt.n_iter, objective=opt.value,
-        grad_norm=opt.grad_norm, message=opt.message,
-    )
+    info = {
+        "converged": opt.converged, "n_iter": opt.n_iter, "objective": opt.value,
+        "grad_norm": opt.grad_norm, "message": opt.message,
+    }
     return prog, arrays, opt, info
 
 
@@ -725,7 +726,7 @@ def _fit_svi(
     draws = {k: v for k, v in draws.items() if k in latent_names}
     samples = stack_chain(_model.complete_samples(model, data, draws, k_det))
     converged = check_svi(losses, warn=True, stacklevel=3)
-    info = dict(losses=losses, params=run.params, guide=g, elbo_converged=converged)
+    info = {"losses": losses, "params": run.params, "guide": g, "elbo_converged": converged}
     return FitResult("svi", samples, model, data, None, info)
 
 

@@ -19,7 +19,8 @@ time bins depend on each other (an HMM, a linear dynamical system) cannot be spl
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -29,12 +30,18 @@ from numpyro import handlers
 from .._progress import finish, progress_bar
 from . import _model
 from .fit import (
-    _check_finite, _gaussian_at_mode, _initial_point, _jit_hessian_columns, _layout, _not_converged_warning,
-    auto_hessian_batch, progress_default,
+    _check_finite,
+    _gaussian_at_mode,
+    _initial_point,
+    _jit_hessian_columns,
+    _layout,
+    _not_converged_warning,
+    auto_hessian_batch,
+    progress_default,
 )
 from .result import FitResult, stack_chain
 
-__all__ = ["fit_streaming", "chunk_slices"]
+__all__ = ["chunk_slices", "fit_streaming"]
 
 
 def chunk_slices(n_time: int, chunk_size: int) -> list[slice]:
@@ -247,10 +254,10 @@ def fit_streaming(
     converged = bool(opt.success) or grad_norm <= tol
     if not converged:
         _not_converged_warning(method, str(opt.message), grad_norm, int(opt.nit), stacklevel=2)
-    info = dict(
-        converged=converged, n_iter=int(opt.nit), objective=float(opt.fun), grad_norm=grad_norm,
-        message=str(opt.message), n_chunks=len(slices), chunk_size=int(chunk_size),
-    )
+    info = {
+        "converged": converged, "n_iter": int(opt.nit), "objective": float(opt.fun), "grad_norm": grad_norm,
+        "message": str(opt.message), "n_chunks": len(slices), "chunk_size": int(chunk_size),
+    }
     if method == "map":
         draws = layout.constrain(x[None])
     else:
