@@ -238,6 +238,12 @@ def test_forward_backward_equals_dense_computation(grid, sigma):
     np.testing.assert_allclose(np.exp(lps), g, atol=1e-12)
     np.testing.assert_allclose(np.exp(lpd), g, atol=1e-12)
     assert ev == pytest.approx(ev2, rel=1e-12)
+    # the blocked recursion (blocks of 4 bins, iterated to agreement, or the checked fallback)
+    lpb, evb = forward_backward(ll, grid, vis, sigma=sigma, segment_ids=seg, chunk_size=16, block=4)
+    lpbf, _ = forward_backward(ll, grid, vis, sigma=sigma, segment_ids=seg, smooth=False, block=8)
+    np.testing.assert_allclose(np.exp(lpb), g, atol=1e-12)
+    np.testing.assert_allclose(np.exp(lpbf), f, atol=1e-12)
+    assert evb == pytest.approx(ev, rel=1e-10)
     # the evidence: dense forward algorithm in log space
     dense_ev = 0.0
     for s in np.unique(seg):
@@ -248,6 +254,97 @@ def test_forward_backward_equals_dense_computation(grid, sigma):
             alpha = w + ll[t]
         dense_ev += np.log(np.sum(np.exp(alpha - alpha.max()))) + alpha.max()
     assert ev == pytest.approx(dense_ev, rel=1e-10)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shape, sigma", [((60,), 0.03), ((12, 10), [0.1, 0.12])])
+def test_blocked_recursion_equals_dense_and_falls_back_when_blocks_disagree(shape, sigma):
+    """Blocks run in parallel agree with the dense recursion on sharp data (blocked path taken),
+    and on data too flat to forget a block's start the checked sequential recursion takes over."""
+    from bayesneuro.decoders import state_space as ssm
+
+    rng = np.random.default_rng(21)
+    grid = Grid.regular(bins=list(shape), range=[(0, 1)] * len(shape))
+    G = grid.n_cells
+    vis = np.ones(G, bool)
+    A = dense_transition(grid, sigma, vis)
+    T = 300
+    cells = [rng.integers(G)]
+    for _ in range(T - 1):
+        cells.append(rng.choice(G, p=A[cells[-1]]))
+    d = grid.distance(grid.points[:, None, :], grid.points[np.array(cells)][None, :, :]).T  # (T, G)
+    seg = np.repeat([0, 1], [170, 130])
+    init = vis / vis.sum()
+    for scale, path, block in ((20.0, "blocked", 16), (1e-3, "checked", 4)):  # 16 blocks per chunk
+        ll = -scale * d**2 / 0.01
+        _, g = _dense_forward_backward(ll, A, init, seg)
+        lp, _ = forward_backward(ll, grid, vis, sigma=sigma, segment_ids=seg, block=block, chunk_size=16 * block)
+        assert ssm.LAST_PATH["path"] == path
+        np.testing.assert_allclose(np.exp(lp), g, atol=1e-10)
+
+
+@pytest.mark.parametrize("tempering", ["posterior", "likelihood"])
+def test_state_space_decoder_tempering_equals_dense(tempering):
+    """The decoder's posterior under each tempering mode equals a dense forward-backward of the
+    (tempered) Poisson log likelihood, on a 2-D grid."""
+    rng = np.random.default_rng(22)
+    grid = Grid.regular(bins=[7, 6], range=[(0, 1), (0, 1)])
+    G = grid.n_cells
+    rates = rng.uniform(0.5, 20.0, (9, G))
+    counts = rng.poisson(0.6, (120, 9))
+    dt, T_, sig = 0.05, 2.5, [0.15, 0.2]
+    dec = StateSpaceDecoder.from_tuning_curves(TuningCurves(rates, grid, occupancy=np.ones(G)), dt, sigma_walk=sig,
+                                               temperature=T_, tempering=tempering)
+    lp = dec.decode(SpikeData.from_counts(counts, bin_size=dt)).log_prob
+    ll = counts @ np.log(rates * dt) - (rates * dt).sum(axis=0)
+    A = dense_transition(grid, sig, np.ones(G, bool))
+    init = np.ones(G) / G
+    if tempering == "likelihood":
+        _, ref = _dense_forward_backward(ll / T_, A, init, np.zeros(120))
+    else:
+        _, g = _dense_forward_backward(ll, A, init, np.zeros(120))
+        ref = g ** (1 / T_)
+        ref /= ref.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(np.exp(lp), ref, atol=1e-10)
+
+
+def test_naive_bayes_float32_and_host_path_agree_with_float64_xla():
+    """The numpy (BLAS) path equals the XLA path in float64; float32 posteriors are within 1e-5."""
+    import jax
+
+    from bayesneuro.decoders import naive_bayes as nbm
+
+    rng = np.random.default_rng(23)
+    rates = rng.uniform(0.5, 25.0, (40, 120))
+    counts = rng.poisson(0.3, (3000, 40))
+    prior = np.log(np.full(120, 1 / 120))
+    host = nbm.log_posterior(counts, rates, 0.02, prior, chunk_size=1000)
+    assert nbm._host_blas()
+    nbm._host_blas, orig = (lambda: False), nbm._host_blas
+    try:
+        xla = nbm.log_posterior(counts, rates, 0.02, prior, chunk_size=1000)
+        xla_raw = nbm.log_posterior(counts, rates, 0.02, prior, chunk_size=1000, normalize=False)
+    finally:
+        nbm._host_blas = orig
+    np.testing.assert_allclose(np.exp(host), np.exp(xla), atol=1e-13)
+    np.testing.assert_allclose(nbm.log_posterior(counts, rates, 0.02, prior, normalize=False), xla_raw, rtol=1e-12)
+    with jax.enable_x64(False):
+        lp32 = nbm.log_posterior(counts, rates, 0.02, prior, chunk_size=1000)
+    assert lp32.dtype == np.float32
+    assert np.max(np.abs(np.exp(lp32.astype(np.float64)) - np.exp(host))) < 1e-5
+
+
+def test_state_space_decode_of_another_length_compiles_nothing():
+    from bayesneuro._shapes import count_compilations
+
+    rng = np.random.default_rng(24)
+    grid = Grid.regular(bins=30, range=(0, 1))
+    rates = rng.uniform(0.5, 20.0, (6, 30))
+    dec = StateSpaceDecoder.from_tuning_curves(TuningCurves(rates, grid, occupancy=np.ones(30)), 0.05, sigma_walk=0.05)
+    dec.decode(SpikeData.from_counts(rng.poisson(0.5, (2600, 6)), bin_size=0.05))
+    with count_compilations() as c:
+        dec.decode(SpikeData.from_counts(rng.poisson(0.5, (3900, 6)), bin_size=0.05))
+    assert c.compilations == 0
 
 
 def _simulate_chain(rng, grid, A, init, n_seg, seg_len):

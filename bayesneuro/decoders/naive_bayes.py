@@ -17,20 +17,25 @@ from __future__ import annotations
 
 import warnings
 from functools import partial
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from scipy import special
 
+from .._pynapple import pynapple_io
 from ..estimator import resolve_key
 from ._base import Decoder, attach_index
 from ._inputs import as_spike_data, check_neurons, check_spiking, target_array
 from .grid import Grid
 from .posterior import GridPosterior
-from .tuning import NEWTON_MAX_ITER, TuningCurves, estimate_dispersion, estimate_tuning_curves
-from .._pynapple import pynapple_io
+from .tuning import (
+    NEWTON_MAX_ITER,
+    TuningCurves,
+    estimate_dispersion,
+    estimate_tuning_curves,
+)
 
 RATE_FLOOR = 1e-12  # Hz; a visited cell's rate of exactly 0 becomes this (as pynapple's EPS)
 _CHUNK = 16384
@@ -118,8 +123,23 @@ def log_posterior(
     """
     dtype = jnp.zeros(()).dtype
     log_rate_dt, rate_dt_sum = _rate_terms(rates, bin_size, dispersion, temperature)
-    lp_prior = jnp.asarray(log_prior, dtype)
     n_time = counts.shape[0]
+    if _host_blas():
+        a = np.asarray(log_rate_dt)
+        offset = np.asarray(jnp.asarray(log_prior, dtype)) - np.asarray(rate_dt_sum)
+        out = np.empty((n_time, rates.shape[1]), dtype=dtype)
+        tmp = np.empty((min(chunk_size, n_time), rates.shape[1]), dtype=dtype)
+        for s in range(0, n_time, chunk_size):
+            e = min(s + chunk_size, n_time)
+            block = out[s:e]
+            np.matmul(np.asarray(counts[s:e], dtype=dtype), a, out=block)
+            block += offset
+            if normalize:
+                _normalize_rows(block, tmp[: e - s])
+            else:  # the terms log k! are the same in every cell (they cancel when normalised)
+                block -= special.gammaln(np.asarray(counts[s:e], dtype=np.float64) + 1.0).sum(axis=1)[:, None]
+        return out
+    lp_prior = jnp.asarray(log_prior, dtype)
     out = np.empty((n_time, rates.shape[1]), dtype=dtype)
     for a in range(0, n_time, chunk_size):
         b = min(a + chunk_size, n_time)
@@ -129,6 +149,25 @@ def log_posterior(
         res = _log_lik_chunk(jnp.asarray(chunk), log_rate_dt, rate_dt_sum, lp_prior, normalize=normalize)
         out[a:b] = np.asarray(res)[: b - a]
     return out
+
+
+def _host_blas() -> bool:
+    """Whether JAX computes on the CPU: then the ``(time, neuron) @ (neuron, G)`` product runs in numpy.
+
+    On a CPU numpy's BLAS (OpenBLAS) multiplies these shapes faster than XLA's CPU dot (1.2-1.8x
+    CPU time at 200 neurons x 400-1,600 cells, float64 and float32), and numpy's vectorised
+    ``exp`` normalises in place about 4x faster than XLA's float64 ``exp``; nothing is compiled.
+    On an accelerator the product stays in XLA.
+    """
+    return jax.default_backend() == "cpu"
+
+
+def _normalize_rows(block: np.ndarray, tmp: np.ndarray) -> None:
+    """Subtract each row's log-sum-exp from `block` in place (`tmp`: scratch of the same shape)."""
+    m = np.max(block, axis=1, keepdims=True)
+    block -= m
+    np.exp(block, out=tmp)
+    block -= np.log(np.sum(tmp, axis=1, keepdims=True))
 
 
 def count_terms_total(counts: np.ndarray, dispersion: Any = None) -> float:
@@ -182,6 +221,17 @@ def likelihood_rows(counts: np.ndarray, rates: np.ndarray, bin_size: float, visi
     """
     log_rate_dt, rate_dt_sum = _rate_terms(rates, bin_size, dispersion, temperature)
     lp_mask = jnp.asarray(np.where(visited, 0.0, -np.inf), jnp.zeros(()).dtype)
+
+    if _host_blas():
+        a_np = np.asarray(log_rate_dt)
+        offset = np.asarray(lp_mask) - np.asarray(rate_dt_sum)
+
+        def host_rows(a: int, b: int) -> np.ndarray:
+            out = np.asarray(counts[a:b], dtype=a_np.dtype) @ a_np
+            out += offset
+            return out
+
+        return host_rows
 
     def rows(a: int, b: int):
         return _log_lik_chunk(jnp.asarray(counts[a:b]), log_rate_dt, rate_dt_sum, lp_mask, normalize=False,
@@ -337,7 +387,7 @@ class NaiveBayesDecoder(Decoder):
     """
 
     METHODS = ("plugin",)
-    _FIT_OPTIONS = {"plugin": {"max_iter": NEWTON_MAX_ITER, "tol": None}}
+    _FIT_OPTIONS: ClassVar[dict] = {"plugin": {"max_iter": NEWTON_MAX_ITER, "tol": None}}
     # -inf: cells never visited (prior zero); inf: a Poisson neuron's dispersion
     _nan_allowed = ("log_prior_", "dispersion_")
 
