@@ -1031,7 +1031,12 @@ def fit_lds_em(
     """Fit an LDS by maximum likelihood with EM (see :func:`lds_em_step` for the M-step).
 
     The loop is :func:`bayesneuro.engine.em.run_em`: the whole EM step (the E-step of every
-    trial and the M-step) runs as one compiled program per call.
+    trial and the M-step) runs as one compiled program per call. Trials are padded to bucketed
+    lengths and counts (:func:`bayesneuro._shapes.bucket_length`: at most 25% padding; padded
+    bins and trials add nothing), so a second recording whose trials fall in the same buckets
+    reuses the compiled program. The Kalman filter works in latent space (one Cholesky factor of
+    ``R`` per step, then ``(latent, latent)`` algebra per bin), so a full ``R`` costs about what a
+    diagonal one does.
 
     Parameters
     ----------

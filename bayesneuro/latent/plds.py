@@ -40,6 +40,7 @@ from ..estimator import Estimator, resolve_key
 from ..infer._model import as_key
 from . import _blocktri as bt
 from .._pynapple import pynapple_io
+from .._shapes import bucket_length
 
 __all__ = [
     "PoissonLDS",
@@ -866,7 +867,9 @@ class PoissonLDS(Estimator):
         bounds = np.r_[0, np.flatnonzero(np.diff(seg)) + 1, data.n_time]
         lengths = np.diff(bounds)
         pos = np.arange(data.n_time) - bounds[:-1][seg]
-        shape = (len(lengths), int(lengths.max()))
+        # trial length padded to a bucket (masked bins): another recording whose longest trial falls
+        # in the same bucket reuses the compiled E-step and EM programs
+        shape = (len(lengths), bucket_length(int(lengths.max())))
         y = np.zeros(shape + (data.n_neuron,))
         y[seg, pos] = data.counts
         u = np.zeros(shape + (len(features),))
