@@ -42,7 +42,7 @@ def _simulate_population(key, n_time=20000, n_neuron=4, *, coupling_strength=0.8
     counts, _, first, _ = simulate_counts(jax.random.key(key), drive, kernel, bin_size=BIN)
     assert (np.asarray(first) < 0).all()
     data = bn.SpikeData.from_counts(np.asarray(counts).astype(int), bin_size=BIN, covariates=s, feature_names=["s"])
-    truth = dict(history=history, coupling=coupling, stim_filter=stim_filter, edges=edges)
+    truth = {"history": history, "coupling": coupling, "stim_filter": stim_filter, "edges": edges}
     return data, truth, hist_basis, stim_basis
 
 
@@ -323,7 +323,7 @@ def test_brief_peak_at_the_cap_is_not_a_runaway():
     drive = np.full((1000, 1), np.log(20.0))
     drive[500] = np.log(5000.0)
     kernel = np.full((5, 1, 1), -2.0)
-    _, rates, first, n_capped = simulate_counts(jax.random.key(0), drive, kernel, bin_size=0.001)
+    _, _, first, n_capped = simulate_counts(jax.random.key(0), drive, kernel, bin_size=0.001)
     assert int(first[0]) == -1 and int(n_capped[0]) == 1
     excite = np.full((5, 1, 1), 2.0)
     _, _, first, n_capped = simulate_counts(jax.random.key(0), drive, excite, bin_size=0.001)
@@ -611,6 +611,7 @@ def test_laplace_params_are_the_mode_not_the_mean_of_the_draws(population):
     assert gap > 1e-4
 
 
+@pytest.mark.slow  # ~5 s: one MAP compilation
 def test_a_recording_of_another_length_compiles_nothing(population):
     """Issue 21, point 1: MAP pads the time axis to a bucket length, so a second recording of
     another length (same bucket) reuses every compiled program, fit and scores alike."""

@@ -1,11 +1,10 @@
 """Group lasso on coupling filters at MAP: optimality (KKT) checked with an independent numpy
 gradient, the proximal solver against sklearn's Lasso, and recovery of a known sparse network."""
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from sklearn.linear_model import Lasso
-
-import jax.numpy as jnp
 
 import bayesneuro as bn
 from bayesneuro.glm import GroupLasso, Ridge
@@ -47,7 +46,7 @@ def _nll_gradient(glm, data):
 def test_group_lasso_map_satisfies_the_optimality_conditions(sparse_population):
     """Zero filters: the gradient lies inside the penalty's subdifferential ball; non-zero
     filters: the gradient balances the penalty's gradient exactly."""
-    data, truth, hist_basis, stim_basis = sparse_population
+    data, _truth, hist_basis, stim_basis = sparse_population
     lam = 15.0
     glm = _glm(hist_basis, stim_basis, lam).fit(data, key=0, progress=False, tol=1e-7)
     assert glm.result_.info["converged"]
@@ -106,9 +105,9 @@ def test_proximal_solver_equals_sklearn_lasso():
     alpha = 0.1
     ref = Lasso(alpha=alpha, fit_intercept=False, tol=1e-12, max_iter=100000).fit(X, y).coef_
     Xj, yj = jnp.asarray(X), jnp.asarray(y)
-    f = lambda b: jnp.sum((yj - Xj @ b) ** 2) / (2 * len(y))  # noqa: E731
-    F = lambda b: f(b) + alpha * jnp.sum(jnp.abs(b))  # noqa: E731
-    soft = lambda v, s: jnp.sign(v) * jnp.maximum(jnp.abs(v) - alpha * s, 0.0)  # noqa: E731
+    f = lambda b: jnp.sum((yj - Xj @ b) ** 2) / (2 * len(y))
+    F = lambda b: f(b) + alpha * jnp.sum(jnp.abs(b))
+    soft = lambda v, s: jnp.sign(v) * jnp.maximum(jnp.abs(v) - alpha * s, 0.0)
     res = minimize_proximal(f, F, soft, jnp.zeros(30), tol=1e-10, progress=False)
     assert res.converged
     np.testing.assert_allclose(np.asarray(res.x), ref, atol=1e-6)

@@ -31,7 +31,7 @@ from .priors import GroupLasso, Prior
 #: the factor site holding the coupling group-lasso penalty (handled by a proximal step at MAP)
 GROUP_LASSO_SITE = "coupling_group_lasso"
 
-__all__ = ["GLMSpec", "glm_model", "OBSERVATIONS", "LINKS", "inverse_link", "fft_spectra", "fft_size", "expected_counts"]
+__all__ = ["LINKS", "OBSERVATIONS", "GLMSpec", "expected_counts", "fft_size", "fft_spectra", "glm_model", "inverse_link"]
 
 OBSERVATIONS = ("poisson", "bernoulli", "negative-binomial")
 LINKS = ("exp", "softplus")
@@ -155,7 +155,7 @@ def fft_spectra(spikes, n_lag: int, n_fft: int) -> jax.Array:
     """
     spikes = jnp.asarray(spikes)
     hop = n_fft - n_lag
-    n_in, n_source = spikes.shape
+    n_in = spikes.shape[0]
     n_blocks = -(-n_in // hop)
     padded = jnp.pad(spikes, ((n_lag, n_blocks * hop + n_fft - n_lag - n_in), (0, 0)))
     idx = np.arange(n_blocks)[:, None] * hop + np.arange(n_fft)[None, :]
@@ -283,7 +283,7 @@ def glm_model(
         mask = mask_self(jnp.ones((spec.n_source, 1, spec.n_neuron), w.dtype), spec.self_index)[:, 0, :]
         gram = jnp.asarray(spec.coupling_gram, dtype=w.dtype)
         numpyro.factor(GROUP_LASSO_SITE, -spec.coupling_prior.penalty(w, gram, mask))
-    features = dict(stimulus=stimulus, history=history, coupling=coupling, spectra=spectra, rows=rows)
+    features = {"stimulus": stimulus, "history": history, "coupling": coupling, "spectra": spectra, "rows": rows}
     mu = expected_counts(spec, params, features, int(n_time))
     with numpyro.plate("time", n_time, dim=-2), numpyro.plate("neuron", spec.n_neuron, dim=-1):
         if mask is None:

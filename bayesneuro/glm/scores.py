@@ -6,12 +6,12 @@ import numpy as np
 from scipy import special, stats
 
 __all__ = [
-    "pointwise_log_likelihood",
+    "bits_per_spike",
     "log_likelihood",
     "null_log_likelihood",
-    "saturated_log_likelihood",
-    "bits_per_spike",
+    "pointwise_log_likelihood",
     "pseudo_r2",
+    "saturated_log_likelihood",
 ]
 
 
