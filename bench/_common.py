@@ -16,6 +16,43 @@ import time
 from pathlib import Path
 
 
+def choose_platform(argv: list[str] | None = None) -> bool:
+    """Force JAX onto the CPU unless ``--device`` is on the command line; call before importing JAX.
+
+    Without ``--device``, ``JAX_PLATFORMS`` defaults to ``cpu`` (a value already in the environment
+    is kept); with it, a ``JAX_PLATFORMS=cpu`` inherited from the environment is dropped so that JAX
+    picks its default platform (a GPU when there is one). Returns whether ``--device`` was given.
+    Worker processes (``--_worker``) keep whatever their parent put in their environment.
+    """
+    argv = sys.argv if argv is None else argv
+    device = "--device" in argv
+    if "--_worker" in argv:
+        return device
+    if device:
+        if os.environ.get("JAX_PLATFORMS", "").strip().lower() == "cpu":
+            del os.environ["JAX_PLATFORMS"]
+    else:
+        os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    return device
+
+
+def add_device_argument(parser) -> None:
+    """Add the shared ``--device`` flag (see :func:`choose_platform`) to an argparse parser."""
+    parser.add_argument("--device", action="store_true",
+                        help="let JAX use its default platform (a GPU when there is one) instead of the CPU")
+
+
+def worker_env(device: bool, **extra: str) -> dict:
+    """Environment for a worker subprocess: ``JAX_PLATFORMS=cpu`` unless `device`, plus `extra`."""
+    env = dict(os.environ, **extra)
+    if device:
+        if env.get("JAX_PLATFORMS", "").strip().lower() == "cpu":
+            env.pop("JAX_PLATFORMS")
+    else:
+        env["JAX_PLATFORMS"] = "cpu"
+    return env
+
+
 def peak_rss_mib() -> float:
     """Peak resident memory of this process so far (``getrusage``; KiB on Linux), in MiB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

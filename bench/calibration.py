@@ -50,8 +50,11 @@ import traceback
 import warnings
 from pathlib import Path
 
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, also without an install
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common
+
+_common.choose_platform()  # JAX_PLATFORMS=cpu unless --device
 
 import jax
 import numpy as np
@@ -400,6 +403,7 @@ def main(argv=None) -> None:
     ap.add_argument("--markdown-only", action="store_true",
                     help="rewrite the .md from the existing .json (no fits)")
     ap.add_argument("--out", default=None, help="output stem (default bench/results/calibration[_quick])")
+    _common.add_device_argument(ap)
     args = ap.parse_args(argv)
     mode = "quick" if args.quick else "full"
     stem = Path(args.out) if args.out else RESULTS / ("calibration_quick" if args.quick else "calibration")

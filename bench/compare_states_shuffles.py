@@ -17,18 +17,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
+import sys
 import time
 import warnings
 from pathlib import Path
 
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common
 
-import jax  # noqa: E402
+_common.choose_platform()  # JAX_PLATFORMS=cpu unless --device
+
+import jax
 
 jax.config.update("jax_enable_x64", True)
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "motor_cortex_rat_dhawale" / "motor_ctx_data.npz"
 STATS = ("rate", "cv", "lv", "fano")
@@ -80,6 +83,7 @@ def main() -> None:
     ap.add_argument("--shuffles", type=int, default=40)
     ap.add_argument("--num-samples", type=int, default=1000)
     ap.add_argument("--out", type=Path, default=None, help="write <out>.json")
+    _common.add_device_argument(ap)
     a = ap.parse_args()
     t0 = time.perf_counter()
     res = exclusion_rates(a.trials, a.block, a.shuffles, a.num_samples)

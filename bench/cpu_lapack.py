@@ -35,6 +35,11 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common
+
+_common.choose_platform()  # JAX_PLATFORMS=cpu unless --device (this benchmark is about CPU LAPACK)
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "motor_cortex_rat_dhawale" / "motor_ctx_data.npz"
 
@@ -120,7 +125,7 @@ def micro(quick: bool) -> list[dict]:
     return rows
 
 
-def gpfa(quick: bool) -> list[dict]:
+def gpfa(quick: bool, device: bool = False) -> list[dict]:
     if not DATA.exists():
         print(f"skipping GPFA: {DATA} not found")
         return []
@@ -129,7 +134,7 @@ def gpfa(quick: bool) -> list[dict]:
     rows = []
     for i in range(runs):
         for mode in ("parallel, BLAS threads (before)", "looped, BLAS threads", "looped, 1 BLAS thread (default)"):
-            env = dict(os.environ, JAX_PLATFORMS="cpu", BAYESNEURO_PROGRESS="0")
+            env = _common.worker_env(device, BAYESNEURO_PROGRESS="0")
             env.pop("BAYESNEURO_PARALLEL_LAPACK", None)
             env.pop("BAYESNEURO_LAPACK_THREADS", None)
             if mode.startswith("parallel"):
@@ -183,9 +188,10 @@ def main(argv=None) -> None:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--out", default=None)
     p.add_argument("--skip-gpfa", action="store_true")
+    _common.add_device_argument(p)
     args = p.parse_args(argv)
     m = micro(args.quick)
-    g = [] if args.skip_gpfa else gpfa(args.quick)
+    g = [] if args.skip_gpfa else gpfa(args.quick, args.device)
     if args.out:
         write(args.out, m, g)
 

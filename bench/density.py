@@ -23,21 +23,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common
 
-import jax  # noqa: E402
+_common.choose_platform()  # JAX_PLATFORMS=cpu unless --device
+
+import jax
 
 jax.config.update("jax_enable_x64", True)
 
-import numpy as np  # noqa: E402
-
-from _common import loadavg, machine_facts  # noqa: E402
+import numpy as np
+from _common import loadavg, machine_facts
 
 
 def best_of(fn, repeats: int) -> tuple[float, object]:
@@ -69,7 +69,12 @@ def isi_section(n: int, n_trials: int, repeats: int) -> dict:
     import elephant.statistics as es
     import neo
 
-    from bayesneuro.density import NeuronStatistics, fano_factor, isi_cv, local_variation
+    from bayesneuro.density import (
+        NeuronStatistics,
+        fano_factor,
+        isi_cv,
+        local_variation,
+    )
 
     trains, segments = simulate_trains(n, n_trials)
     isis = trains.isis()
@@ -171,6 +176,7 @@ def main(argv=None) -> None:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--out", default=None)
+    _common.add_device_argument(p)
     a = p.parse_args(argv)
     isi_sizes = [(10, 50)] if a.quick else [(10, 100), (50, 100), (200, 100)]
     fa_sizes = [(5000, 20)] if a.quick else [(20000, 30), (50000, 50)]

@@ -22,7 +22,10 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common
+
+_common.choose_platform()  # JAX_PLATFORMS=cpu unless --device
 
 import jax
 import numpy as np
@@ -50,6 +53,7 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mc", action="store_true", help="also vary the MC settings at the chosen prior")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "maxent_prior"))
+    _common.add_device_argument(ap)
     args = ap.parse_args(argv)
     words = motor_words()
     rng = np.random.default_rng(0)

@@ -1,7 +1,7 @@
 """Throughput against the number of devices, and streaming in time chunks.
 
 Each device count runs in a fresh process (``XLA_FLAGS=--xla_force_host_platform_device_count=D``
-on a CPU; on a GPU machine ``--gpu`` uses the real devices, up to those there are). The same
+on a CPU; on a GPU machine ``--device`` uses the real devices, up to those there are). The same
 Poisson GLM log density (time x neuron counts, a time x feature design) is evaluated with its
 gradient on data sharded along time across D devices; MAP by ``bn.fit(..., shard=...)`` on the
 same data; NUTS with one chain per device (``chain_method="parallel"``) against the chains run
@@ -27,7 +27,7 @@ from _common import launch_worker, loadavg, machine_facts  # noqa: E402
 
 
 def _worker(spec: dict) -> None:
-    if not spec.get("gpu"):
+    if not spec.get("device"):
         os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={spec['devices']}"
         os.environ["JAX_PLATFORMS"] = "cpu"
     os.environ["BAYESNEURO_PROGRESS"] = "0"
@@ -122,7 +122,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="bench/results/scale")
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--gpu", action="store_true", help="use the real devices (do not force CPU devices)")
+    ap.add_argument("--device", action="store_true", help="use the real devices (a GPU; do not force CPU devices)")
     ap.add_argument("--_worker")
     args = ap.parse_args()
     if args._worker:
@@ -135,13 +135,13 @@ def main() -> None:
     facts = machine_facts()
     records = []
     for d in counts_:
-        spec = dict(task="devices", devices=d, gpu=args.gpu, seconds=1.0 if quick else 5.0, nuts=True,
+        spec = dict(task="devices", devices=d, device=args.device, seconds=1.0 if quick else 5.0, nuts=True,
                     nuts_T=2_000 if quick else 10_000, nuts_warmup=50 if quick else 200,
                     nuts_samples=50 if quick else 200, out=f"{tmp}/dev{d}", **size)
         rec = launch_worker(__file__, spec, timeout=3600)
         print(json.dumps(rec), flush=True)
         records.append(rec)
-    spec = dict(task="stream", devices=1, gpu=args.gpu, out=f"{tmp}/stream",
+    spec = dict(task="stream", devices=1, device=args.device, out=f"{tmp}/stream",
                 chunks=[5_000, 20_000] if quick else [10_000, 50_000, 200_000], **size)
     stream = launch_worker(__file__, spec, timeout=3600)
     print(json.dumps(stream), flush=True)
