@@ -30,6 +30,7 @@ _NAMES = {
     "fit": "infer",
     "GPFA": "latent",
     "PoissonLDS": "latent",
+    "enable_compilation_cache": "_cache",
 }
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "decoders",
     "density",
     "diagnostics",
+    "enable_compilation_cache",
     "fit",
     "glm",
     "infer",

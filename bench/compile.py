@@ -386,6 +386,11 @@ def run_worker(spec: dict) -> None:
         import bayesneuro as bn
 
         bn.enable_compilation_cache(spec["cache"])
+    import bayesneuro.decoders
+    import bayesneuro.density
+    import bayesneuro.glm
+    import bayesneuro.infer
+    import bayesneuro.latent  # noqa: F401  (a user has imported these before the first fit: not timed)
     from bayesneuro._shapes import count_compilations
 
     make, fit, what = ESTIMATORS[spec["name"]]()
@@ -460,6 +465,35 @@ def main(argv=None) -> None:
     facts = _common.machine_facts()
     records = []
     t_all = time.perf_counter()
+
+    def write() -> str:
+        hit_note = ""
+        if args.cache:
+            hit_note = " Persistent-cache hits (first call): " + ", ".join(
+                f"{r['name']} {r['calls']['first'].get('cache_hits', 0)}" for r in records if "calls" in r) + "."
+        ran = [r for r in records if "devices" in r]
+        results = {"mode": mode, "device": args.device, "cache": args.cache, "machine": facts,
+                   "loadavg_at_end": _common.loadavg(), "total_s": time.perf_counter() - t_all,
+                   "devices": ran[0]["devices"] if ran else ["?"],
+                   "versions": ran[0]["versions"] if ran else {}, "records": records}
+        out.with_suffix(".json").write_text(json.dumps(results, indent=1))
+        head = (f"# Compilation budget ({mode})\n\n"
+                f"{facts['platform']}, {facts.get('cpus_usable', facts['cpus'])} usable CPUs, Python {facts['python']}, "
+                f"jax {results['versions'].get('jax', '?')} ({', '.join(results['devices'])}); float64; "
+                f"{'JAX default platform' if args.device else 'JAX_PLATFORMS=cpu'}"
+                f"{'; persistent cache ' + args.cache if args.cache else ''}. Load average at start "
+                f"{facts['loadavg_at_start']}, at end {results['loadavg_at_end']} (other jobs inflate timings). "
+                f"Total {results['total_s']:.0f} s.\n\n"
+                "Each estimator runs in a fresh process: `first` is its first fit (tracing + XLA compilation + "
+                "fit), `second` the same fit again, `other` a fit on a second recording about 7% longer "
+                "(or with one more neuron/trial). `compiles`: XLA backend compilations in that call "
+                "(`bayesneuro._shapes.count_compilations`; a program loaded from the persistent cache counts "
+                "too). `**`: first > 3 x second (the issue's target)." + hit_note + "\n\n")
+        body = table(records)
+        whats = "\n".join(f"- `{r['name']}`: {r.get('what', '')}" for r in records)
+        out.with_suffix(".md").write_text(head + body + "\n\nFits:\n\n" + whats + "\n")
+        return body
+
     with tempfile.TemporaryDirectory() as work:
         for name in names:
             spec = {"name": name, "scale": 0.25 if args.quick else 1.0, "device": args.device,
@@ -474,31 +508,8 @@ def main(argv=None) -> None:
                       f"second {c['second']['wall_s']:6.2f} s ({c['second']['compilations']}) "
                       f"other {c['other']['wall_s']:6.2f} s ({c['other']['compilations']} compiles)  "
                       f"load {rec['loadavg_1min_before_after'][0]:.1f}", flush=True)
-    hit_note = ""
-    if args.cache:
-        hit_note = " Persistent-cache hits (first call): " + ", ".join(
-            f"{r['name']} {r['calls']['first'].get('cache_hits', 0)}" for r in records if "calls" in r) + "."
-    ran = [r for r in records if "devices" in r]
-    results = {"mode": mode, "device": args.device, "cache": args.cache, "machine": facts,
-               "loadavg_at_end": _common.loadavg(), "total_s": time.perf_counter() - t_all,
-               "devices": ran[0]["devices"] if ran else ["?"],
-               "versions": ran[0]["versions"] if ran else {}, "records": records}
-    out.with_suffix(".json").write_text(json.dumps(results, indent=1))
-    head = (f"# Compilation budget ({mode})\n\n"
-            f"{facts['platform']}, {facts.get('cpus_usable', facts['cpus'])} usable CPUs, Python {facts['python']}, "
-            f"jax {results['versions'].get('jax', '?')} ({', '.join(results['devices'])}); float64; "
-            f"{'JAX default platform' if args.device else 'JAX_PLATFORMS=cpu'}"
-            f"{'; persistent cache ' + args.cache if args.cache else ''}. Load average at start "
-            f"{facts['loadavg_at_start']}, at end {results['loadavg_at_end']} (other jobs inflate timings). "
-            f"Total {results['total_s']:.0f} s.\n\n"
-            "Each estimator runs in a fresh process: `first` is its first fit (tracing + XLA compilation + "
-            "fit), `second` the same fit again, `other` a fit on a second recording about 7% longer "
-            "(or with one more neuron/trial). `compiles`: XLA backend compilations in that call "
-            "(`bayesneuro._shapes.count_compilations`; a program loaded from the persistent cache counts "
-            "too). `**`: first > 3 x second (the issue's target)." + hit_note + "\n\n")
-    body = table(records)
-    whats = "\n".join(f"- `{r['name']}`: {r.get('what', '')}" for r in records)
-    out.with_suffix(".md").write_text(head + body + "\n\nFits:\n\n" + whats + "\n")
+            write()  # partial results after each estimator
+    body = write()
     print(body)
     print(f"wrote {out.with_suffix('.md')} and .json")
 
