@@ -27,10 +27,20 @@ same data (first call includes JIT compilation), and saves the parameters. The p
 evaluates every solution with ONE numpy function (:func:`objective`, independent of both JAX
 libraries: features by ``scipy.signal.fftconvolve``) and writes ``bench/results/glm.{md,json}``.
 
+Variants (issue 21): ``bayesneuro`` is the default path (``filter_mode="fft"``),
+``bayesneuro-design`` the design-matrix path (same model: their objective gap is reported), and
+``*-complete`` rows leave the first ``WINDOW`` bins (incomplete history) out of the fit and of
+the objective: ``PoissonGLM(exclude_initial_bins=True)``, nemos and statsmodels on the design
+rows from ``WINDOW`` on, so the objectives compare across tools on the same rows. The
+bayesneuro workers count XLA compilations per call (``bayesneuro._shapes.count_compilations``)
+and make a third call on a recording 3% shorter (another length: it should compile nothing).
+
 Usage::
 
-    python bench/glm.py --quick     # small sizes, a smoke test (< 3 minutes)
-    python bench/glm.py             # full benchmark (tens of minutes on a 2-core CPU)
+    python bench/glm.py --quick     # small sizes, a smoke test (about 2 minutes)
+    python bench/glm.py             # default: 8 neurons, the issue-21 workload (<= 6 min on 2 cores)
+    python bench/glm.py --full      # 50 neurons x 100,000 bins and scaling (hours with nemos)
+    python bench/glm.py --device    # let JAX use its default platform (GPU) instead of the CPU
 
 Requires the ``bench`` extra: ``pip install -e '.[bench]'`` (nemos, statsmodels, psutil).
 """
@@ -49,7 +59,8 @@ import time
 import warnings
 from pathlib import Path
 
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
+if "--device" not in sys.argv and "--_worker" not in sys.argv:  # workers get it from the parent
+    os.environ["JAX_PLATFORMS"] = "cpu"
 
 import numpy as np  # noqa: E402
 
@@ -78,6 +89,14 @@ NEMOS_SOLVER_KWARGS = {"tol": 1e-7, "maxiter": 5000}
 STATSMODELS_OPT_METHOD = "bfgs"
 
 SIZES = {
+    "default": {
+        "main": (8, 20_000),
+        "bins": (8, [5_000, 10_000, 20_000, 40_000]),  # 20,000: the main row's run (not repeated)
+        "neurons": ([4, 8, 16], 20_000),
+        "memory": (8, 200_000),
+        "sm_neurons": 8,
+        "timeout": 900,
+    },
     # name: (main (N, T), bins scaling (N, [T...]), neurons scaling ([N...], T), memory (N, T),
     #        statsmodels neurons)
     "full": {
@@ -245,7 +264,7 @@ def history_features(counts: np.ndarray, basis_matrix: np.ndarray, b: int) -> np
     return fftconvolve(y, kernel[:, None], mode="full", axes=0)[: y.shape[0]]
 
 
-def objective(counts, bias, W, *, alpha: float = ALPHA, neurons=None, basis_matrix=None) -> np.ndarray:
+def objective(counts, bias, W, *, alpha: float = ALPHA, neurons=None, basis_matrix=None, start: int = 0) -> np.ndarray:
     """The common MAP/ridge objective, per neuron, evaluated in numpy.
 
     Parameters
@@ -261,6 +280,9 @@ def objective(counts, bias, W, *, alpha: float = ALPHA, neurons=None, basis_matr
         Evaluate only these target neurons (``W`` and ``bias`` then hold only those columns).
     basis_matrix : numpy.ndarray, optional
         The ``(lag, basis)`` matrix; default :func:`make_basis`.
+    start : int
+        Sum the likelihood over bins ``start, start + 1, ...`` only (``WINDOW``: the bins whose
+        history window is complete, as a design matrix without its first rows).
 
     Returns
     -------
@@ -277,7 +299,7 @@ def objective(counts, bias, W, *, alpha: float = ALPHA, neurons=None, basis_matr
     for b in range(B.shape[1]):
         eta += history_features(counts, B, b) @ W[b::B.shape[1], :]
     y = np.asarray(counts[:, targets], dtype=np.float64)
-    nll = np.sum(np.exp(eta) - y * eta, axis=0)
+    nll = np.sum((np.exp(eta) - y * eta)[start:], axis=0)
     return nll + 0.5 * alpha * np.sum(W**2, axis=0)
 
 
@@ -288,7 +310,8 @@ def _enable_jax():
     import jax
 
     jax.config.update("jax_enable_x64", True)
-    jax.config.update("jax_platforms", "cpu")
+    if os.environ.get("JAX_PLATFORMS") == "cpu":
+        jax.config.update("jax_platforms", "cpu")
     return jax
 
 
@@ -305,28 +328,37 @@ def worker_bayesneuro(counts: np.ndarray, alpha: float, options: dict) -> dict:
 
     *** bayesneuro plugs in here. ***
     """
-    _enable_jax()
+    jax = _enable_jax()
     import bayesneuro as bn
-
-    if not hasattr(bn, "PoissonGLM"):
-        raise RuntimeError("bayesneuro.PoissonGLM is not available yet")
+    from bayesneuro._shapes import count_compilations
 
     n_bins, n_neurons = counts.shape
     basis = make_basis()
-    data = bn.SpikeData.from_counts(np.asarray(counts), bin_size=BIN_SIZE)
+    mode = options.get("filter_mode", "fft")
+    complete = options.get("rows") == "complete"
     fit_options = {} if options.get("max_iter") is None else {"max_iter": options["max_iter"]}
-    out = {"calls": []}
-    for call in range(options.get("repeats", 2)):
+    out = {"calls": [], "devices": [str(d) for d in jax.devices()]}
+    n_calls = options.get("repeats", 2)
+    # a last call on a recording 3% shorter: another length, which should compile nothing
+    lengths = [n_bins] * n_calls + ([n_bins - n_bins // 32] if options.get("other_length") else [])
+    for call, T in enumerate(lengths):
+        data = bn.SpikeData.from_counts(np.asarray(counts[:T]), bin_size=BIN_SIZE)
         t0 = time.perf_counter()
-        glm = bn.PoissonGLM(history_basis=basis, coupling=True,
+        glm = bn.PoissonGLM(history_basis=basis, coupling=True, filter_mode=mode, exclude_initial_bins=complete,
                             prior=bn.glm.Ridge.from_penalty(alpha), bias_prior=None)
-        with warnings.catch_warnings(record=True) as caught:
+        with warnings.catch_warnings(record=True) as caught, count_compilations() as comp:
             warnings.simplefilter("always")
             glm.fit(data, method="map", progress=False, **fit_options)
-        params = _block(glm.params_)
+            params = _block(glm.params_)
         wall = time.perf_counter() - t0
         info = glm.result_.info
+        if T != n_bins:  # timing and compilations only: the parameters are those of the full recording
+            out["other_length"] = {"n_bins": T, "wall_s": wall, "compilations": comp.compilations,
+                                   "compile_s": comp.seconds}
+            continue
+        kept = params
         out["calls"].append({"wall_s": wall, "n_iter": int(info["n_iter"]),
+                             "compilations": comp.compilations, "compile_s": comp.seconds,
                              "converged": bool(info["converged"]), "message": str(info["message"]),
                              "grad_norm": float(info["grad_norm"]),
                              # -log joint incl. constants (log y!, Normal normalisers): not comparable
@@ -334,6 +366,7 @@ def worker_bayesneuro(counts: np.ndarray, alpha: float, options: dict) -> dict:
                              "warnings": sorted({str(w.message)[:80] for w in caught})})
     # params_: "bias" (neuron,) log spikes/s; "history_weights" (basis, neuron);
     # "coupling_weights" (source, basis, neuron) whose self entries are masked out of the model.
+    params = kept
     hist = np.asarray(params["history_weights"])
     coup = np.asarray(params["coupling_weights"]).copy()
     idx = np.arange(n_neurons)
@@ -342,7 +375,8 @@ def worker_bayesneuro(counts: np.ndarray, alpha: float, options: dict) -> dict:
     W = coup.reshape(n_neurons * N_BASIS, n_neurons)  # design layout: row m * B + b
     out["bias"] = np.asarray(params["bias"])
     out["W"] = W
-    out["settings"] = "PoissonGLM(coupling=True, prior=Ridge.from_penalty(alpha), bias_prior=None).fit(method='map')"
+    out["settings"] = (f"PoissonGLM(coupling=True, prior=Ridge.from_penalty(alpha), bias_prior=None, "
+                       f"filter_mode={mode!r}, exclude_initial_bins={complete}).fit(method='map')")
     return out
 
 
@@ -352,17 +386,20 @@ def worker_nemos(counts: np.ndarray, alpha: float, options: dict) -> dict:
     import nemos as nmo
 
     import bayesneuro as bn
+    from bayesneuro._shapes import count_compilations
 
     n_bins, n_neurons = counts.shape
     basis = make_basis()
-    y = np.asarray(counts, dtype=np.float64)
+    start = WINDOW if options.get("rows") == "complete" else 0  # drop the rows of incomplete history
+    y = np.asarray(counts, dtype=np.float64)[start:]
+    n_bins = y.shape[0]
     solver_kwargs = dict(options.get("solver_kwargs", NEMOS_SOLVER_KWARGS))
     if options.get("max_iter") is not None:
         solver_kwargs["maxiter"] = options["max_iter"]
     out = {"calls": []}
     for call in range(options.get("repeats", 2)):
         t0 = time.perf_counter()
-        X = _block(bn.bases.design_matrix(np.asarray(counts), basis, history=True))
+        X = _block(bn.bases.design_matrix(np.asarray(counts), basis, history=True)[start:])
         t_design = time.perf_counter() - t0
         model = nmo.glm.PopulationGLM(
             regularizer="Ridge",
@@ -370,13 +407,14 @@ def worker_nemos(counts: np.ndarray, alpha: float, options: dict) -> dict:
             solver_name=options.get("solver", NEMOS_SOLVER),
             solver_kwargs=solver_kwargs,
         )
-        with warnings.catch_warnings(record=True) as caught:
+        with warnings.catch_warnings(record=True) as caught, count_compilations() as comp:
             warnings.simplefilter("always")
             model.fit(X, y)
-        _block((model.coef_, model.intercept_))
+            _block((model.coef_, model.intercept_))
         wall = time.perf_counter() - t0
         info = model.optim_info_
         out["calls"].append({"wall_s": wall, "design_s": t_design, "fit_s": wall - t_design,
+                             "compilations": comp.compilations, "compile_s": comp.seconds,
                              "n_iter": int(info.num_steps), "converged": bool(info.converged),
                              "tool_objective": float(info.function_val) * n_bins,
                              "warnings": sorted({str(w.message)[:80] for w in caught})})
@@ -397,10 +435,13 @@ def worker_statsmodels(counts: np.ndarray, alpha: float, options: dict) -> dict:
 
     import bayesneuro as bn
 
-    n_bins, n_neurons = counts.shape
-    neurons = np.arange(options["sm_neurons"])
+    start = WINDOW if options.get("rows") == "complete" else 0  # drop the rows of incomplete history
+    counts = np.asarray(counts)
+    n_neurons = counts.shape[1]
+    n_bins = counts.shape[0] - start
+    neurons = np.arange(min(options["sm_neurons"], n_neurons))
     t0 = time.perf_counter()
-    X = np.asarray(bn.bases.design_matrix(np.asarray(counts), make_basis(), history=True))
+    X = np.asarray(bn.bases.design_matrix(counts, make_basis(), history=True))[start:]
     Xc = sm.add_constant(X, prepend=True)
     t_design = time.perf_counter() - t0
     alpha_vec = np.full(Xc.shape[1], alpha / n_bins)  # statsmodels loss is -loglike / n_bins
@@ -408,14 +449,14 @@ def worker_statsmodels(counts: np.ndarray, alpha: float, options: dict) -> dict:
     out = {"calls": [], "neurons": neurons.tolist(), "design_s": t_design}
     bias, W = [], []
     for n in neurons:
-        y = np.asarray(counts[:, n], dtype=np.float64)
-        start = np.zeros(Xc.shape[1])
-        start[0] = np.log(max(y.mean(), 1e-8))  # same start as nemos: log mean count, zero filters
+        y = np.asarray(counts[start:, n], dtype=np.float64)
+        init = np.zeros(Xc.shape[1])
+        init[0] = np.log(max(y.mean(), 1e-8))  # same start as nemos: log mean count, zero filters
         t1 = time.perf_counter()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             res = sm.GLM(y, Xc, family=sm.families.Poisson()).fit_regularized(
-                alpha=alpha_vec, L1_wt=0.0, start_params=start, opt_method=STATSMODELS_OPT_METHOD)
+                alpha=alpha_vec, L1_wt=0.0, start_params=init, opt_method=STATSMODELS_OPT_METHOD)
         out["calls"].append({"neuron": int(n), "wall_s": time.perf_counter() - t1,
                              "converged": not any("may have failed" in str(w.message) for w in caught),
                              "warnings": sorted({str(w.message)[:80] for w in caught})})
@@ -429,6 +470,19 @@ def worker_statsmodels(counts: np.ndarray, alpha: float, options: dict) -> dict:
 
 
 WORKERS = {"bayesneuro": worker_bayesneuro, "nemos": worker_nemos, "statsmodels": worker_statsmodels}
+#: tool name -> (worker, options it implies): the default path, the design path, complete rows
+VARIANTS = {
+    "bayesneuro": ("bayesneuro", {}),
+    "bayesneuro-design": ("bayesneuro", {"filter_mode": "design"}),
+    "bayesneuro-complete": ("bayesneuro", {"rows": "complete"}),
+    "nemos": ("nemos", {}),
+    "nemos-complete": ("nemos", {"rows": "complete"}),
+    "statsmodels-complete": ("statsmodels", {"rows": "complete"}),
+}
+
+
+def _complete(tool: str) -> bool:
+    return tool.endswith("-complete")
 
 
 def run_worker(spec: dict) -> None:
@@ -436,7 +490,8 @@ def run_worker(spec: dict) -> None:
     counts = load_counts(spec["n_neurons"], spec["n_bins"], Path(spec["cache_dir"]))
     counts = np.ascontiguousarray(counts)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    result = WORKERS[spec["tool"]](counts, spec["alpha"], spec.get("options", {}))
+    worker, implied = VARIANTS[spec["tool"]]
+    result = WORKERS[worker](counts, spec["alpha"], {**spec.get("options", {}), **implied})
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     np.savez(spec["out"] + ".npz", bias=result.pop("bias"), W=result.pop("W"))
     result.update(peak_rss_mib=peak_kib / 1024, rss_before_fit_mib=rss0 / 1024)
@@ -444,12 +499,14 @@ def run_worker(spec: dict) -> None:
 
 
 def launch(tool: str, n_neurons: int, n_bins: int, cache_dir: Path, work: Path, *,
-           timeout: float, options: dict | None = None) -> dict:
+           timeout: float, options: dict | None = None, device: bool = False) -> dict:
     """Run one tool on one data size in a fresh Python process; return its record."""
     tag = f"{tool}_N{n_neurons}_T{n_bins}"
     spec = {"tool": tool, "n_neurons": n_neurons, "n_bins": n_bins, "cache_dir": str(cache_dir),
             "alpha": ALPHA, "options": options or {}, "out": str(work / tag)}
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONWARNINGS="ignore")
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    if not device:
+        env["JAX_PLATFORMS"] = "cpu"
     load0 = os.getloadavg()[0]  # other jobs on the machine distort timings: record the load
     t0 = time.perf_counter()
     try:
@@ -485,12 +542,14 @@ def evaluate(records: list[dict], cache_dir: Path) -> None:
             continue
         counts = load_counts(r["n_neurons"], r["n_bins"], cache_dir)
         neurons = r.get("neurons")
-        per = objective(counts, r["_bias"], r["_W"], neurons=neurons)
+        start = WINDOW if _complete(r["tool"]) else 0
+        per = objective(counts, r["_bias"], r["_W"], neurons=neurons, start=start)
         r["objective"] = float(per.sum())
+        r["objective_rows_from"] = start
         r["objective_per_neuron"] = per.tolist()
-        by_size.setdefault((r["n_neurons"], r["n_bins"]), {})[r["tool"]] = r
-    for tools in by_size.values():
-        ref = tools.get("bayesneuro")
+        by_size.setdefault((r["n_neurons"], r["n_bins"], start), {})[r["tool"]] = r
+    for (_, _, start), tools in by_size.items():
+        ref = tools.get("bayesneuro-complete" if start else "bayesneuro")
         for r in tools.values():
             if ref is None:
                 continue
@@ -506,7 +565,7 @@ def first_second(r: dict) -> tuple[float | None, float | None]:
     """Wall time of the first and of the second call (statsmodels: per-neuron extrapolation)."""
     if "error" in r:
         return None, None
-    if r["tool"] == "statsmodels":
+    if r["tool"].startswith("statsmodels"):
         per = [c["wall_s"] for c in r["calls"]]
         # first call: design matrix + all neurons, extrapolated linearly from the subset
         total = r["design_s"] + np.mean(per) * r["n_neurons"]
@@ -545,28 +604,35 @@ def tables(results: dict) -> str:
     find = {(r["tool"], r["n_neurons"], r["n_bins"]): r for r in recs}
     lines = []
     N, T = results["sizes"]["main"]
-    if any((tool, N, T) in find for tool in WORKERS):
+    order = ["bayesneuro", "bayesneuro-design", "nemos", "bayesneuro-complete", "nemos-complete", "statsmodels-complete"]
+    if any((tool, N, T) in find for tool in order):
         lines += [f"### Main comparison: {N} neurons x {T:,} bins of 1 ms, {N_BASIS} basis functions "
                   f"x {WINDOW} lags, {N * N_BASIS} features per neuron, alpha = {ALPHA}", ""]
-        lines += ["| tool | first call (s) | second call (s) | time / bayesneuro | iterations (per call) "
-                  "| converged | objective (common numpy) | rel. diff vs bayesneuro | peak RSS (MiB) |",
-                  "|---|---|---|---|---|---|---|---|---|"]
-        bn_ref = find.get(("bayesneuro", N, T))
-        bn_time = steady(bn_ref) if bn_ref and "error" not in bn_ref else None
-        for tool in ["bayesneuro", "nemos", "statsmodels"]:
+        lines += ["| tool | rows in the objective | first call (s) | second call (s) | XLA compilations 1st / 2nd "
+                  "| another length: s (compilations) | time / bayesneuro | iterations | converged "
+                  "| objective (common numpy) | rel. diff vs bayesneuro (same rows) | peak RSS (MiB) |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for tool in order:
             r = find.get((tool, N, T))
             if r is None:
                 continue
+            rows = f"{WINDOW}..{T - 1}" if _complete(tool) else f"0..{T - 1}"
             if "error" in r:
-                lines.append(f"| {tool} | failed: {r['error'][:120]} | | | | | | | |")
+                lines.append(f"| {tool} | {rows} | failed: {r['error'][:120]} | | | | | | | | | |")
                 continue
+            ref = find.get(("bayesneuro-complete" if _complete(tool) else "bayesneuro", N, T))
+            ref_time = steady(ref) if ref and "error" not in ref else None
             f, s = first_second(r)
-            ratio = f"{steady(r) / bn_time:.2f}x" if bn_time else "n/a"
-            if tool == "statsmodels":
+            ratio = f"{steady(r) / ref_time:.2f}x" if ref_time else "n/a"
+            comp = " / ".join(str(c.get("compilations", "?")) for c in r["calls"]) if "calls" in r and not \
+                tool.startswith("statsmodels") else "n/a"
+            other = r.get("other_length")
+            other = f"{other['wall_s']:.2f} ({other['compilations']})" if other else "n/a"
+            if tool.startswith("statsmodels"):
                 iters = "scipy BFGS"
                 conv = f"{sum(c['converged'] for c in r['calls'])}/{len(r['calls'])} neurons"
-                label = f"statsmodels (extrapolated from {len(r['calls'])} neurons)"
-                obj = f"{r['objective']:.6f} ({len(r['calls'])} neurons)"
+                label = f"statsmodels (extrapolated from {len(r['calls'])} neurons)" if len(r["calls"]) < N else tool
+                obj = f"{r['objective']:.6f}" + (f" ({len(r['calls'])} neurons)" if len(r["calls"]) < N else "")
                 s = None
             else:
                 iters = _iters(r)
@@ -574,23 +640,29 @@ def tables(results: dict) -> str:
                 label = tool
                 obj = f"{r['objective']:.6f}"
             diff = r.get("rel_objective_diff_vs_bayesneuro")
-            lines.append(f"| {label} | {f:.2f} | {_fmt(s)} | {ratio} | {iters} | {conv} | {obj} | "
-                         f"{_fmt(diff, '+.2e')} | {r['peak_rss_mib']:.0f} |")
-        lines += ["", "Ratios use the second call where there is one (after compilation), else the first."]
-        sm_r = find.get(("statsmodels", N, T))
+            lines.append(f"| {label} | {rows} | {f:.2f} | {_fmt(s)} | {comp} | {other} | {ratio} | {iters} | {conv} "
+                         f"| {obj} | {_fmt(diff, '+.2e')} | {r['peak_rss_mib']:.0f} |")
+        lines += ["", "Ratios use the second call where there is one (after compilation), else the first, and "
+                      "compare with bayesneuro on the same rows. `bayesneuro` is the default path "
+                      "(`filter_mode=\"fft\"`), `bayesneuro-design` the design-matrix path: the same model, "
+                      "so their objective gap is the optimiser's. `*-complete` tools leave out the first "
+                      f"{WINDOW} bins (incomplete history): `PoissonGLM(exclude_initial_bins=True)`, and "
+                      "nemos / statsmodels on the design rows from "
+                      f"{WINDOW} on. 'another length' is a third bayesneuro call on a recording 3% shorter."]
+        sm_r = find.get(("statsmodels-complete", N, T))
         if sm_r and "error" not in sm_r:
             per = [c["wall_s"] for c in sm_r["calls"]]
-            lines += ["", f"statsmodels was run on neurons {sm_r['neurons']} only: "
+            lines += ["", f"statsmodels was run on neurons {sm_r['neurons']}: "
                           f"{np.mean(per):.1f} s per neuron (min {min(per):.1f}, max {max(per):.1f}) "
-                          f"+ {sm_r['design_s']:.1f} s design matrix; its time above is "
-                          f"**extrapolated linearly to {N} neurons** (design + {N} x mean per neuron), "
-                          f"and its objective and gap are over those {len(per)} neurons only "
-                          f"(the objective is a sum over neurons)."]
-        nm = find.get(("nemos", N, T))
-        if nm and "error" not in nm:
-            lines += ["", "nemos times include building the design matrix with `bn.bases.design_matrix` "
-                          "(" + ", ".join(f"{c['design_s']:.2f} s" for c in nm["calls"]) + "); nemos fit "
-                          "alone: " + ", ".join(f"{c['fit_s']:.2f} s" for c in nm["calls"]) + "."]
+                          f"+ {sm_r['design_s']:.1f} s design matrix; its time above is design + {N} x mean "
+                          "per neuron (extrapolated where fewer neurons ran, and then its objective and "
+                          "gap are over those neurons only)."]
+        for tool in ("nemos", "nemos-complete"):
+            nm = find.get((tool, N, T))
+            if nm and "error" not in nm:
+                lines += ["", f"{tool} times include building the design matrix with `bn.bases.design_matrix` "
+                              "(" + ", ".join(f"{c['design_s']:.2f} s" for c in nm["calls"]) + "); nemos fit "
+                              "alone: " + ", ".join(f"{c['fit_s']:.2f} s" for c in nm["calls"]) + "."]
 
     for axis, title, key in [("bins", "Scaling in recording length", "n_bins"),
                              ("neurons", "Scaling in population size", "n_neurons")]:
@@ -657,13 +729,18 @@ def tables(results: dict) -> str:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test (< 3 min)")
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test (about 2 min)")
+    parser.add_argument("--full", action="store_true",
+                        help="the long sections: 50 neurons x 100,000 bins, scaling to 200,000 bins and 100 "
+                             "neurons, 1,000,000 bins, nemos on every row (hours on a 2-core CPU)")
+    parser.add_argument("--device", action="store_true",
+                        help="let JAX use its default platform (GPU) instead of the CPU")
     parser.add_argument("--tools", default="bayesneuro,nemos,statsmodels",
                         help="comma-separated subset of bayesneuro,nemos,statsmodels")
     parser.add_argument("--no-nemos-scaling", action="store_true",
-                        help="run nemos on the main row only (not the scaling rows)")
+                        help="run nemos on the main row only (not the scaling rows; always so without --full)")
     parser.add_argument("--no-nemos-memory", action="store_true",
-                        help="skip nemos on the long (memory) recording")
+                        help="skip nemos on the long (memory) recording (always so without --full)")
     parser.add_argument("--sections", default="main,bins,neurons,memory",
                         help="comma-separated subset of main,bins,neurons,memory")
     parser.add_argument("--repeats", type=int, default=2,
@@ -674,7 +751,7 @@ def main(argv=None) -> None:
                         help="cap the optimiser iterations on the memory row (peak RSS is reached in "
                              "the first iterations); default: run to convergence")
     parser.add_argument("--sm-neurons", type=int, default=None,
-                        help="neurons fitted by statsmodels (default 5 full, 2 quick)")
+                        help="neurons fitted by statsmodels (default all 8 by default, 5 full, 1 quick)")
     parser.add_argument("--cache-dir", default=str(Path(tempfile.gettempdir()) / "bayesneuro_bench_glm"),
                         help="where simulated recordings are cached")
     parser.add_argument("--out", default=None, help="output stem (default bench/results/glm[_quick])")
@@ -684,7 +761,9 @@ def main(argv=None) -> None:
         run_worker(json.loads(args._worker))
         return
 
-    mode = "quick" if args.quick else "full"
+    mode = "quick" if args.quick else "full" if args.full else "default"
+    if mode != "full":
+        args.no_nemos_scaling = args.no_nemos_memory = True
     sizes = SIZES[mode]
     tools = [t.strip() for t in args.tools.split(",") if t.strip()]
     cache_dir = Path(args.cache_dir)
@@ -699,8 +778,13 @@ def main(argv=None) -> None:
     # the plan: (tool, N, T) -> worker options; main row first, deduplicated (first entry wins)
     plan: dict[tuple, dict] = {}
     if "main" in sections:
-        for tool in [t for t in tools if t != "statsmodels"]:
-            plan.setdefault((tool, *main_size), {"repeats": args.repeats})
+        if "bayesneuro" in tools:
+            for variant in ("bayesneuro", "bayesneuro-design"):
+                plan[(variant, *main_size)] = {"repeats": args.repeats, "other_length": True}
+            plan[("bayesneuro-complete", *main_size)] = {"repeats": args.repeats}
+        if "nemos" in tools:
+            for variant in ("nemos", "nemos-complete"):
+                plan[(variant, *main_size)] = {"repeats": args.repeats}
     for tool in [t for t in tools if t != "statsmodels"]:
         if tool == "nemos" and args.no_nemos_scaling:
             continue
@@ -713,8 +797,9 @@ def main(argv=None) -> None:
             plan.setdefault((tool, *memory), {"repeats": args.scaling_repeats,
                                               "max_iter": args.memory_max_iter})
     if "main" in sections and "statsmodels" in tools:  # last: the slowest, and extrapolated anyway
-        plan[("statsmodels", *main_size)] = {"sm_neurons": args.sm_neurons or sizes["sm_neurons"]}
+        plan[("statsmodels-complete", *main_size)] = {"sm_neurons": args.sm_neurons or sizes["sm_neurons"]}
 
+    load_start = [round(x, 2) for x in os.getloadavg()]
     print(f"# GLM benchmark ({mode}); simulating / loading data in {cache_dir}", flush=True)
     rate_stats = prepare_data([(n, t) for _, n, t in plan] + [main_size], cache_dir)
     for n, s in rate_stats.items():
@@ -736,7 +821,8 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory(prefix="bench_glm_") as work:
         for (tool, n, t), options in plan.items():
             print(f"  running {tool:12s} N={n:4d} T={t:>9,} ...", end=" ", flush=True)
-            r = launch(tool, n, t, cache_dir, Path(work), timeout=sizes["timeout"], options=options)
+            r = launch(tool, n, t, cache_dir, Path(work), timeout=sizes["timeout"], options=options,
+                       device=args.device)
             if "error" in r:
                 print(f"FAILED ({r['error'][:200]})", flush=True)
             else:
@@ -754,8 +840,19 @@ def main(argv=None) -> None:
     import nemos
     import statsmodels
 
+    devices = next((r["devices"] for r in records if "devices" in r), ["?"])
+    gaps = {}
+    for n, t in {(r["n_neurons"], r["n_bins"]) for r in records}:
+        a = next((r for r in records if r["tool"] == "bayesneuro" and (r["n_neurons"], r["n_bins"]) == (n, t)), None)
+        b = next((r for r in records if r["tool"] == "bayesneuro-design" and (r["n_neurons"], r["n_bins"]) == (n, t)), None)
+        if a and b and "objective" in a and "objective" in b:
+            gaps[f"{n}x{t}"] = (a["objective"] - b["objective"]) / abs(b["objective"])
     results = {
         "mode": mode,
+        "device": args.device,
+        "devices": devices,
+        "loadavg_at_start_end": [load_start, [round(x, 2) for x in os.getloadavg()]],
+        "default_vs_design_rel_objective_gap": gaps,
         "sizes": {"main": main_size, "bins": sizes["bins"], "neurons": sizes["neurons"], "memory": memory},
         "settings": {
             "bin_size_s": BIN_SIZE, "basis": repr(make_basis()), "alpha": ALPHA, "seed": SEED,
@@ -776,15 +873,20 @@ def main(argv=None) -> None:
     report = tables(results)
     header = (f"## GLM benchmark ({mode})\n\n"
               f"Python {results['versions']['python']}, jax {jax.__version__}, nemos {nemos.__version__}, "
-              f"statsmodels {statsmodels.__version__}, {os.cpu_count()} CPU cores, float64, JAX_PLATFORMS=cpu. "
+              f"statsmodels {statsmodels.__version__}, {os.cpu_count()} CPU cores, float64, JAX devices "
+              f"{', '.join(devices)} ({'--device' if args.device else 'JAX_PLATFORMS=cpu'}). "
+              f"Load average (1, 5, 15 min) at start {load_start}, at end {results['loadavg_at_start_end'][1]}. "
               f"Objective at the true (simulated) parameters, main row: {true_obj:.6f}. "
               f"nemos: solver_name={NEMOS_SOLVER!r}, solver_kwargs={NEMOS_SOLVER_KWARGS}, "
               f"regularizer_strength=alpha/T. 1-min load average before/after each fit is in the "
               f"JSON (other jobs on the machine inflate times).\n")
+    if gaps:
+        header += ("\nDefault (FFT) path vs design path, relative objective gap (common numpy objective): "
+                   + ", ".join(f"{k}: {v:+.1e}" for k, v in gaps.items()) + "\n")
     print()
     print(header)
     print(report)
-    stem = Path(args.out) if args.out else RESULTS / ("glm" if mode == "full" else "glm_quick")
+    stem = Path(args.out) if args.out else RESULTS / {"default": "glm", "full": "glm_full", "quick": "glm_quick"}[mode]
     stem.parent.mkdir(parents=True, exist_ok=True)
     stem.with_suffix(".md").write_text(header + "\n" + report + "\n")
     stem.with_suffix(".json").write_text(json.dumps(results, indent=1, default=float))
