@@ -8,6 +8,7 @@ prediction), numpy kernel formulas, and :func:`jax.grad` for the timescale deriv
 from __future__ import annotations
 
 import copy
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -19,15 +20,15 @@ import bayesneuro as bn
 from bayesneuro.diagnostics import ConvergenceWarning
 from bayesneuro.latent import gpfa_gaussian as G
 from bayesneuro.latent.gpfa import GPFA
-from bayesneuro.latent.gpfa_select import choose_n_latents
 from bayesneuro.latent.gpfa_gaussian import (
     GPFAParams,
     fit_gpfa_em,
-    gpfa_posterior,
     gpfa_log_likelihood,
+    gpfa_posterior,
     gpfa_sample,
     init_gpfa_params,
 )
+from bayesneuro.latent.gpfa_select import choose_n_latents
 
 LENGTHS = (20, 13, 20, 6)  # cycled over trials: three distinct lengths, grouped by the E-step
 
@@ -451,3 +452,69 @@ def test_bad_input_messages(fitted):
         choose_n_latents(ok, [1, 3], n_folds=2, key=0)
     with pytest.raises(ValueError, match="observation_var must have shape"):
         gpfa_posterior(gpfa.params_._replace(observation_var=np.ones(3)), np.ones((5, 8)))
+
+
+def test_bucketed_estep_equals_unpadded_groups():
+    """Trials padded to one bucket length with masked bins give the statistics, per-length
+    ``P`` and ``log p(y)`` of the unpadded per-length E-step (``_estep_stats``) to 1e-10."""
+    p = make_params(7, [2.0, 6.0], seed=3)
+    trials = gaussian_trials(p, 9, seed=4) + [np.asarray(gpfa_sample(jax.random.key(9), p, 1, 17)[1][0])]
+    groups, _ = G._group(trials, 7)
+    buckets = G._buckets(groups)  # lengths 6, 13 -> 16 bins; 17, 20 -> 20 bins
+    assert [b.y.shape[1] for b in buckets] == [16, 20] and [b.mask.shape[0] for b in buckets] == [2, 2]
+    todo = iter(groups)
+    for bk in buckets:
+        sums, P, ll = G._bucket_estep(p, bk, "se")
+        ref_ll, ref_xx, ref_yx = 0.0, 0.0, 0.0
+        for a in range(int(np.sum(np.asarray(bk.count) > 0))):
+            y = next(todo)
+            mean, cov_tt, cov_blocks, lg = G._estep_stats(p, y, "se")
+            T, n = y.shape[1], y.shape[0]
+            ref_ll += lg
+            ref_xx = ref_xx + n * cov_tt + np.einsum("nti,ntj->ij", mean, mean)
+            ref_yx = ref_yx + np.einsum("ntk,nti->ki", y, mean)
+            Pa = n * cov_blocks + np.einsum("nti,nsi->its", mean, mean)
+            np.testing.assert_allclose(np.asarray(P[:, a, :T, :T]), Pa, rtol=1e-10, atol=1e-10)
+            assert np.all(np.asarray(P[:, a, T:, :]) == 0) and np.all(np.asarray(P[:, a, :, T:]) == 0)
+        np.testing.assert_allclose(float(ll), float(ref_ll), rtol=1e-12)
+        np.testing.assert_allclose(np.asarray(sums[0]), ref_xx, rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(np.asarray(sums[2]), ref_yx, rtol=1e-10, atol=1e-10)
+    assert sum(float(G._bucket_estep(p, b, "se")[0][5]) for b in buckets) == sum(len(t) for t in trials)
+
+
+def test_masked_timescale_objective_equals_unpadded():
+    """The masked objective on a padded slot is the unpadded length's objective and derivatives."""
+    rng = np.random.default_rng(5)
+    T, Tb, n = 9, 16, 3.0
+    A = rng.normal(size=(T, T))
+    P = A @ A.T + T * np.eye(T)
+    Pb = np.zeros((1, Tb, Tb))
+    Pb[0, :T, :T] = P
+    mask = (np.arange(Tb) < T).astype(float)[None]
+    for kernel in ("se", "matern52"):
+        got = G._masked_timescale_objective(jnp.log(3.0), 1e-3, jnp.asarray(Pb), jnp.array([n]), jnp.asarray(mask),
+                                            kernel)
+        ref = G._timescale_objective(jnp.log(3.0), 1e-3, [jnp.asarray(P)], [n], kernel, True)
+        np.testing.assert_allclose(np.array(got, float), np.array(ref, float), rtol=1e-10)
+
+
+def test_em_step_unchanged_by_buckets_and_new_lengths_compile_nothing():
+    """One EM step equals the unpadded computation (dense per-length statistics through the
+    M-step) and a second recording with other trial lengths in the same buckets compiles nothing."""
+    from bayesneuro._shapes import count_compilations
+
+    p = make_params(6, [3.0], seed=6)
+    y = np.asarray(gpfa_sample(jax.random.key(7), p, 6, 40)[1])
+    first = [y[k, :T] for k, T in enumerate((33, 35, 38, 33, 35, 38))]
+    second = [y[k, :T] for k, T in enumerate((34, 36, 40, 34, 36, 40))]
+    new, ll = G.gpfa_em_step(p, first)
+    ref_ll = sum(float(dense_posterior(p, t)[2]) for t in first)
+    np.testing.assert_allclose(ll, ref_ll, rtol=1e-10)
+    data = [bn.SpikeData.from_trials([np.random.default_rng(k).poisson(np.exp(0.3 * t)) for t in rec], bin_size=0.02)
+            for k, rec in enumerate((first, second))]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        GPFA(1).fit(data[0], max_iter=20, progress=False)
+        with count_compilations() as c:
+            GPFA(1).fit(data[1], max_iter=20, progress=False)
+    assert c.compilations == 0

@@ -270,3 +270,63 @@ def test_bad_input_names_the_problem():
         GPFA(1, observation="poisson").fit(data, method="em", key=0)
     with pytest.raises(ValueError, match="observation must be one of"):
         GPFA(1, observation="bernoulli")
+
+
+def test_masked_laplace_equals_unpadded_trials(small):
+    """Trials zero-padded to a common length with the padding masked have the Laplace mode,
+    covariance and log marginal of the unpadded trials (1e-10)."""
+    from bayesneuro.latent.gpfa_poisson import _poisson_laplace
+
+    p, y = small
+    w = jnp.ones(5)
+    padded = np.zeros((2, 16, 5))
+    padded[0, :12], padded[1, :7] = y[0], y[1, :7]
+    mask = np.zeros((2, 16))
+    mask[0, :12], mask[1, :7] = 1.0, 1.0
+    got = _poisson_laplace(p, jnp.asarray(padded), w, DT, "se", mask=jnp.asarray(mask))
+    for k, T in enumerate((12, 7)):
+        ref = _poisson_laplace(p, jnp.asarray(padded[k:k + 1, :T]), w, DT, "se")
+        np.testing.assert_allclose(np.asarray(got.mean[k, :T]), np.asarray(ref.mean[0]), rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(np.asarray(got.cov[k][:, :T][:, :, :, :T]), np.asarray(ref.cov[0]), rtol=1e-10,
+                                   atol=1e-12)
+        np.testing.assert_allclose(float(got.log_marginal[k]), float(ref.log_marginal[0]), rtol=1e-12)
+
+
+def test_readout_step_structured_hessian_equals_jax_hessian():
+    """The read-out M-step's closed-form gradient and Hessian give the Newton path of
+    ``jax.grad`` / ``jax.hessian`` of its objective (the dense reference) to 1e-10."""
+    from jax import lax
+
+    from bayesneuro.latent.gpfa_poisson import _poisson_expected_readout_step
+
+    rng = np.random.default_rng(3)
+    n, q, N = 60, 2, 4
+    m = rng.normal(scale=0.5, size=(n, q))
+    A = rng.normal(scale=0.2, size=(n, q, q))
+    V = A @ np.swapaxes(A, 1, 2) + 0.01 * np.eye(q)
+    y = rng.poisson(2.0, size=(n, N)).astype(float)
+    valid = (rng.uniform(size=n) > 0.2).astype(float)
+    C, d, centre = rng.normal(scale=0.3, size=(N, q)), np.log(rng.uniform(20, 60, N)), np.log(np.full(N, 40.0))
+    Cg, dg = _poisson_expected_readout_step(*(jnp.asarray(a) for a in (m, V, y, valid, C, d, centre)), DT)
+
+    X = np.concatenate([m, np.ones((n, 1))], axis=1)
+    prior = np.r_[np.ones(q), 0.25]
+
+    def one(w, yn, c):
+        target = jnp.concatenate([jnp.zeros(q), c[None]])
+
+        def f(w):
+            eta = X @ w + np.log(DT)
+            quad = 0.5 * jnp.einsum("i,tij,j->t", w[:q], V, w[:q])
+            return jnp.sum(valid * (jnp.exp(eta + quad) - yn * eta)) + 0.5 * jnp.sum(prior * (w - target) ** 2)
+
+        def body(w, _):
+            step = -jnp.linalg.solve(jax.hessian(f)(w), jax.grad(f)(w))
+            step = step / jnp.maximum(1.0, jnp.linalg.norm(step))
+            return jnp.where(f(w + step) <= f(w), w + step, w + 0.1 * step), None
+
+        return lax.scan(body, w, None, length=20)[0]
+
+    ref = jax.vmap(one, in_axes=(0, 1, 0))(jnp.asarray(np.c_[C, d]), jnp.asarray(y), jnp.asarray(centre))
+    np.testing.assert_allclose(np.asarray(Cg), np.asarray(ref[:, :q]), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(dg), np.asarray(ref[:, q]), rtol=1e-10)

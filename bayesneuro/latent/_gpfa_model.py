@@ -190,11 +190,11 @@ def fit_poisson_gpfa(counts, mask, start: GPFAParams, *, bin_size: float, trials
     L = np.linalg.cholesky(np.asarray(jax.vmap(lambda t, e: gpfa_kernel(kernel, t, e, T))(p0.timescales, p0.eps)))
     z0 = np.zeros((n_trial, T, q))
     w = jnp.ones(n_neuron)
-    for Tg in np.unique(lengths):
-        idx = np.flatnonzero(lengths == Tg)
-        x = np.asarray(_poisson_laplace(p0, jnp.asarray(counts[idx, :Tg], _dtype()), w, dt, kernel).mean)
+    x = np.asarray(_poisson_laplace(p0, jnp.asarray(counts, _dtype()), w, dt, kernel,
+                                    mask=jnp.asarray(mask, _dtype())).mean)  # padding masked: one program
+    for k, Tk in enumerate(lengths):
         for i in range(q):
-            z0[idx, :Tg, i] = np.linalg.solve(L[i, :Tg, :Tg], x[..., i].T).T
+            z0[k, :Tk, i] = np.linalg.solve(L[i, :Tk, :Tk], x[k, :Tk, i])
     values = {"loadings": np.asarray(p0.loadings), "offset": np.asarray(p0.offset), "z": z0}
     extra = {}
     if learn_timescales and method in ("svi", "nuts"):

@@ -104,7 +104,7 @@ class GPFA(Estimator):
     would not penalise short timescales) and keep them fixed in the final fit of the paths,
     loadings and offsets; SVI and NUTS learn them under a log-normal prior (log-sd 1) with
     median ``init_timescale``. Trials of unequal length are zero-padded and masked in the model,
-    and grouped by length for the Laplace posterior of the latents.
+    and padded to length buckets (padding masked) for the Laplace-EM posteriors of the latents.
 
     Latents are reported in the orthonormalised basis of Yu et al.: with ``C = U D V^T``,
     ``orthonormal_loadings_ = U`` and latents ``D V^T x``, ordered by the variance they explain
@@ -244,7 +244,8 @@ class GPFA(Estimator):
         """Trials (positions ``trials``, default all) stacked by length, and their positions."""
         idx_all = np.arange(len(lengths)) if trials is None else np.sort(np.asarray(trials))
         index = [idx_all[lengths[idx_all] == T] for T in np.unique(lengths[idx_all])]
-        return tuple(jnp.asarray(y[idx, : lengths[idx[0]]]) for idx in index), index
+        # numpy, not jnp.asarray of a strided slice: that compiles a copy program per shape
+        return tuple(np.ascontiguousarray(y[idx, : lengths[idx[0]]]) for idx in index), index
 
     @staticmethod
     def _constant_neurons(y: np.ndarray, lengths: np.ndarray, trials, neuron_ids) -> list:

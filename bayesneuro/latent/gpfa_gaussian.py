@@ -33,7 +33,14 @@ timescale maximising the expected complete-data log-likelihood of its GP, by saf
 steps with closed-form first and second derivatives (elephant: L-BFGS-B on ``log gamma``,
 ``gamma = 1 / tau^2``, which stops earlier), so EM never decreases the likelihood. The
 convergence test is elephant's too (gain of the last step below ``tol`` times the gain since
-step 2). Each EM step is one jitted call; by default the steps are accelerated by SQUAREM.
+step 2). By default the steps are accelerated by SQUAREM.
+
+Compilation: trial lengths are padded to buckets (:func:`bayesneuro._shapes.bucket_length`: at
+most 25% more bins) with the padded bins masked out of the likelihood (the GP over them
+integrates out exactly), and the number of trials and of distinct lengths per bucket are padded
+too. Each EM step runs one compiled E-step program per bucket and one M-step program, the data
+passed as arguments, so a ragged recording compiles a few programs (not one per length) and a new
+recording whose lengths fall in the same buckets compiles nothing.
 
 Pure functions
     :func:`gpfa_kernel`, :func:`gpfa_posterior`, :func:`gpfa_log_likelihood`,
@@ -63,7 +70,7 @@ convergence of any EM algorithm. *Scand. J. Stat.* 35, 335-353.
 from __future__ import annotations
 
 import math
-from functools import lru_cache, partial
+from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -74,17 +81,17 @@ from jax.scipy.linalg import cho_solve, solve_triangular
 
 __all__ = [
     "KERNELS",
+    "GPFAEMResult",
     "GPFAParams",
     "GPFAPosterior",
-    "GPFAEMResult",
+    "fit_gpfa_em",
+    "gpfa_em_step",
     "gpfa_kernel",
-    "gpfa_posterior",
     "gpfa_log_likelihood",
+    "gpfa_posterior",
     "gpfa_predict_left_out",
     "gpfa_sample",
     "init_gpfa_params",
-    "gpfa_em_step",
-    "fit_gpfa_em",
 ]
 
 KERNELS = ("se", "matern32", "matern52")
@@ -289,7 +296,7 @@ def _timescale_objective(log_tau, eps, P, n, kernel, derivatives=False):
     f = g = h = 0.0
     for P_g, n_g in zip(P, n):
         T = P_g.shape[0]
-        kern = lambda x: gpfa_kernel(kernel, jnp.exp(x), eps, T)  # noqa: E731
+        kern = lambda x: gpfa_kernel(kernel, jnp.exp(x), eps, T)
         Lk = jnp.linalg.cholesky(kern(log_tau))
         if not derivatives:
             W = solve_triangular(Lk, P_g, lower=True)
@@ -326,52 +333,190 @@ def _newton_batch(fun, x0, lo, hi, max_iter=50):
         step = jnp.where(convex, -g / jnp.where(convex, h, 1.0), -jnp.sign(g))
         return jnp.clip(x + jnp.clip(step, -1.0, 1.0), lo, hi) - x
 
-    def body(state):
+    def body(state):  # the first pass evaluates x0 (``fun`` is traced once, not twice)
         x, f, g, h, t, done, it = state
-        step = t * direction(x, g, h)
-        conv = (h > 0) & (g * g / jnp.where(h > 0, h, 1.0) <= 1e-15 * (1.0 + jnp.abs(f)))
+        first = it == 0
+        step = jnp.where(first, 0.0, t * direction(x, g, h))
+        conv = ~first & (h > 0) & (g * g / jnp.where(h > 0, h, 1.0) <= 1e-15 * (1.0 + jnp.abs(f)))
         fc, gc, hc = fun(x + step)
-        ok = (fc <= f) & ~done
-        keep = lambda new, old: jnp.where(ok, new, old)  # noqa: E731
+        ok = ((fc <= f) | first) & ~done
+        keep = lambda new, old: jnp.where(ok, new, old)
         t_new = jnp.where(ok, 1.0, 0.5 * t)
-        done = done | conv | (step == 0) | (t_new < 2.0**-40)
+        done = done | conv | (~first & (step == 0)) | (t_new < 2.0**-40)
         return keep(x + step, x), keep(fc, f), keep(gc, g), keep(hc, h), t_new, done, it + 1
 
-    f0, g0, h0 = fun(x0)
-    init = (x0, f0, g0, h0, jnp.ones_like(x0), jnp.zeros(x0.shape, bool), 0)
-    x, *_ = lax.while_loop(lambda s: ~jnp.all(s[5]) & (s[6] < max_iter), body, init)
+    ones = jnp.ones_like(x0)
+    init = (x0, jnp.inf * ones, 0.0 * ones, ones, ones, jnp.zeros(x0.shape, bool), 0)
+    x, *_ = lax.while_loop(lambda s: ~jnp.all(s[5]) & (s[6] <= max_iter), body, init)
     return x
 
 
-@partial(jax.jit, static_argnames=("kernel", "learn_timescales"))
-def _em_step(params: GPFAParams, groups: tuple, var_floor, kernel: str, learn_timescales: bool):
-    """One EM step on trials grouped by length; returns the new parameters and ``log p(y)``."""
-    C = params.loadings
+class _Bucket(NamedTuple):
+    """Trials of a few lengths, zero-padded to one bucket length (see :func:`_buckets`).
+
+    ``y`` ``(trial, time, neuron)``; ``slot`` ``(trial,)`` the length slot of each trial;
+    ``weight`` ``(trial,)`` 1 for a trial, 0 for padding; ``mask`` ``(slot, time)`` 1 on the bins
+    of a slot's length; ``count`` ``(slot,)`` trials per slot (0 for padding slots).
+    """
+
+    y: jax.Array
+    slot: jax.Array
+    weight: jax.Array
+    mask: jax.Array
+    count: jax.Array
+
+
+def _buckets(groups) -> tuple[_Bucket, ...]:
+    """Equal-length groups -> buckets: lengths padded by :func:`bayesneuro._shapes.bucket_length`
+    (at most 25% more bins), trials and length slots padded to bucket sizes too, so that a new
+    recording whose lengths fall in the same buckets reuses the compiled programs."""
+    from .._shapes import bucket_length
+
+    by: dict[int, list] = {}
+    for g in groups:
+        by.setdefault(bucket_length(g.shape[1]), []).append(np.asarray(g))
+    out = []
+    for Tb in sorted(by):
+        gs = by[Tb]
+        n = sum(g.shape[0] for g in gs)
+        nb, ub, N = bucket_length(n, minimum=4), bucket_length(len(gs), minimum=1), gs[0].shape[2]
+        y = np.zeros((nb, Tb, N), gs[0].dtype)
+        slot, weight = np.zeros(nb, np.int32), np.zeros(nb, gs[0].dtype)
+        mask, count = np.ones((ub, Tb), gs[0].dtype), np.zeros(ub, gs[0].dtype)
+        k = 0
+        for a, g in enumerate(gs):
+            m, T = g.shape[0], g.shape[1]
+            y[k:k + m, :T], slot[k:k + m], weight[k:k + m] = g, a, 1.0
+            mask[a, T:], count[a] = 0.0, m
+            k += m
+        out.append(_Bucket(*(jnp.asarray(x) for x in (y, slot, weight, mask, count))))
+    return tuple(out)
+
+
+def _bucket_estep(params: GPFAParams, bk: _Bucket, kernel: str):
+    """Exact E-step of one bucket: trials of each length slot share one posterior covariance.
+
+    The padded bins of a trial carry no observation (their rows of ``R^{-1}`` are masked), so
+    the GP over them integrates out exactly: posterior means and ``log p(y)`` of the real bins
+    are those of the unpadded trial. Returns the M-step's sufficient statistics (padded bins
+    and trials masked out), the per-slot ``P[latent, slot] = sum_trials E[x_i x_i^T]`` on the
+    slot's bins, and the summed ``log p(y)``.
+    """
+    C, d, R = params.loadings, params.offset, params.observation_var
+    nb, Tb, N = bk.y.shape
     q = C.shape[1]
-    stats = [_estep_stats(params, y, kernel) for y in groups]
-    ll = sum(s[3] for s in stats)
-    sum_xx = sum(y.shape[0] * s[1] + jnp.einsum("nti,ntj->ij", s[0], s[0]) for y, s in zip(groups, stats))
-    sum_x = sum(s[0].sum(axis=(0, 1)) for s in stats)
-    sum_yx = sum(jnp.einsum("ntk,nti->ki", y, s[0]) for y, s in zip(groups, stats))
-    sum_y = sum(y.sum(axis=(0, 1)) for y in groups)
-    sum_yy = sum((y**2).sum(axis=(0, 1)) for y in groups)
-    n_bins = sum(y.shape[0] * y.shape[1] for y in groups)
-    term = jnp.block([[sum_xx, sum_x[:, None]], [sum_x[None, :], jnp.full((1, 1), n_bins, sum_x.dtype)]])
+    L = _prior_chol(params, Tb, kernel)  # (latent, time, time)
+    rinv = 1.0 / R
+    CRC = (C * rinv[:, None]).T @ C
+    S = jnp.einsum("ij,iut,au,jus->aitjs", CRC, L, bk.mask, L).reshape(-1, q * Tb, q * Tb)
+    Ls = jnp.linalg.cholesky(S + jnp.eye(q * Tb, dtype=S.dtype))  # (slot, qT, qT)
+    tm = bk.mask[bk.slot] * bk.weight[:, None]  # (trial, time): 1 on real bins of real trials
+    r = (bk.y - d) * tm[:, :, None]
+    b = jnp.einsum("ntk,ki->nit", r, C * rinv[:, None])
+    v = jnp.einsum("iut,niu->nit", L, b).reshape(nb, q * Tb)
+    Z = jax.vmap(lambda A: solve_triangular(A, v.T, lower=True))(Ls)  # (slot, qT, trial)
+    W = jax.vmap(lambda A, B: solve_triangular(A, B, lower=True, trans=1))(Ls, Z)
+    rows = jnp.arange(nb)
+    z, w = Z[bk.slot, :, rows], W[bk.slot, :, rows].reshape(nb, q, Tb)
+    mean = jnp.einsum("itu,niu->nti", L, w) * tm[:, :, None]  # zero on padding
+    G = jax.vmap(_cov_factor, in_axes=(0, None))(Ls, L)  # (slot, qT, latent, time)
+    cov_tt = jnp.einsum("a,aeit,aejt,at->ij", bk.count, G, G, bk.mask)
+    onehot = (bk.slot[:, None] == jnp.arange(bk.mask.shape[0])) * bk.weight[:, None]  # (trial, slot)
+    P = (jnp.einsum("a,aeit,aeis->iats", bk.count, G, G) * bk.mask[None, :, :, None] * bk.mask[None, :, None, :]
+         + jnp.einsum("na,nti,nsi->iats", onehot, mean, mean))
+    yt = bk.y * tm[:, :, None]
+    T_a = bk.mask.sum(axis=1)
+    logdet = T_a * jnp.sum(jnp.log(R)) + 2.0 * jnp.sum(jnp.log(jnp.diagonal(Ls, axis1=1, axis2=2)), axis=1)
+    quad = jnp.sum(r**2 * rinv) - jnp.sum(z**2 * bk.weight[:, None])
+    ll = -0.5 * (jnp.sum(bk.count * (N * T_a * _LOG_2PI + logdet)) + quad)
+    sums = (cov_tt + jnp.einsum("nti,ntj->ij", mean, mean), mean.sum(axis=(0, 1)),
+            jnp.einsum("ntk,nti->ki", yt, mean), yt.sum(axis=(0, 1)), (yt * yt).sum(axis=(0, 1)), tm.sum())
+    return sums, P, ll
+
+
+@partial(jax.jit, static_argnames="kernel")
+def _bucket_stats(s: _EMState, eps, bk: _Bucket, kernel: str):
+    """:func:`_bucket_estep` at an EM state: one program per bucket shape."""
+    return _bucket_estep(_from_state(s, eps), bk, kernel)
+
+
+def _masked_timescale_objective(log_tau, eps, P, count, mask, kernel):
+    """:func:`_timescale_objective` (with derivatives) on length slots padded to one length.
+
+    ``P`` ``(slot, time, time)`` is zero outside each slot's bins; with
+    ``K' = K * (m m^T) + diag(1 - m)``, ``log|K'| = log|K_T|`` and
+    ``tr(K'^{-1} P) = tr(K_T^{-1} P_T)``, so each slot contributes its own length's objective.
+    """
+    T = P.shape[-1]
+    one = jnp.ones_like(log_tau)
+    kern = lambda x: gpfa_kernel(kernel, jnp.exp(x), eps, T)
+    K0, (K1, K2) = kern(log_tau), jax.jvp(lambda x: jax.jvp(kern, (x,), (one,)), (log_tau,), (one,))[1]
+    mm = mask[:, :, None] * mask[:, None, :]
+    Kp = K0 * mm + jax.vmap(jnp.diag)(1.0 - mask)
+    K1, K2 = K1 * mm, K2 * mm
+    Lk = jnp.linalg.cholesky(Kp)
+    eye = jnp.eye(T, dtype=P.dtype)
+    Ki = jax.vmap(lambda A: cho_solve((A, True), eye))(Lk)
+    KiP = Ki @ P
+    B = KiP @ Ki
+    A1 = Ki @ K1
+    f = count * jnp.sum(jnp.log(jnp.diagonal(Lk, axis1=1, axis2=2)), axis=1) + 0.5 * jnp.trace(KiP, axis1=1, axis2=2)
+    g = 0.5 * (count * jnp.sum(Ki * K1, axis=(1, 2)) - jnp.sum(K1 * B, axis=(1, 2)))
+    h = 0.5 * (count * (jnp.sum(Ki * K2, axis=(1, 2)) - jnp.sum(A1 * jnp.swapaxes(A1, 1, 2), axis=(1, 2)))
+               - jnp.sum(K2 * B, axis=(1, 2)) + 2.0 * jnp.sum(A1 * jnp.swapaxes(B @ K1, 1, 2), axis=(1, 2)))
+    return jnp.sum(f), jnp.sum(g), jnp.sum(h)
+
+
+def _timescale_newton(timescales, eps, P: tuple, counts: tuple, masks: tuple, kernel: str):
+    """Each latent's log timescale maximising its expected GP prior (per-bucket ``P``
+    ``(latent, slot, time, time)``), by :func:`_newton_batch`."""
+    lo, hi = _LOG_TAU_BOUNDS
+
+    def fgh(x):
+        def one(x_i, e_i, *P_i):
+            out = [_masked_timescale_objective(x_i, e_i, Pb, c, m, kernel) for Pb, c, m in zip(P_i, counts, masks)]
+            return tuple(sum(o[k] for o in out) for k in range(3))
+
+        return jax.vmap(one)(x, eps, *P)
+
+    return jnp.exp(_newton_batch(fgh, jnp.clip(jnp.log(timescales), lo, hi), lo, hi))
+
+
+@partial(jax.jit, static_argnames=("kernel", "learn_timescales"))
+def _bucket_mstep(s: _EMState, eps, stats: tuple, masks: tuple, counts: tuple, var_floor, kernel: str,
+                  learn_timescales: bool):
+    """M-step from the buckets' statistics: ``[C, d]`` by least squares, ``R`` floored, timescales
+    by Newton; returns the new state and the total ``log p(y)`` of ``s``."""
+    q = s.loadings.shape[1]
+    sums = [sum(st[0][k] for st in stats) for k in range(6)]
+    sum_xx, sum_x, sum_yx, sum_y, sum_yy, n_bins = sums
+    ll = sum(st[2] for st in stats)
+    term = jnp.block([[sum_xx, sum_x[:, None]], [sum_x[None, :], jnp.reshape(n_bins, (1, 1)).astype(sum_x.dtype)]])
     rhs = jnp.concatenate([sum_yx, sum_y[:, None]], axis=1)
     cd = jnp.linalg.solve(term, rhs.T).T
     C_new, d_new = cd[:, :q], cd[:, q]
     resid = sum_yy - 2.0 * sum_y * d_new - jnp.sum((sum_yx - d_new[:, None] * sum_x[None, :]) * C_new, axis=1)
     R_new = jnp.maximum(var_floor, d_new**2 + resid / n_bins)
-    tau = params.timescales
+    tau = jnp.exp(s.log_timescales)
     if learn_timescales:
-        P = [y.shape[0] * s[2] + jnp.einsum("nti,nsi->its", s[0], s[0]) for y, s in zip(groups, stats)]
-        n = [y.shape[0] for y in groups]
-        lo, hi = _LOG_TAU_BOUNDS
+        tau = _timescale_newton(tau, eps, tuple(st[1] for st in stats), counts, masks, kernel)
+    return _EMState(C_new, d_new, jnp.log(R_new), jnp.log(tau)), ll
 
-        objective = jax.vmap(lambda x, e, P_i: _timescale_objective(x, e, P_i, n, kernel, True))
-        log_tau = _newton_batch(lambda x: objective(x, params.eps, P), jnp.clip(jnp.log(tau), lo, hi), lo, hi)
-        tau = jnp.exp(log_tau)
-    return GPFAParams(C_new, d_new, R_new, tau, params.eps), ll
+
+class _BucketStep:
+    """The EM map on :class:`_EMState` over buckets: one E-step program per bucket shape and one
+    M-step program, so a new recording whose trial lengths fall in the same buckets (the usual
+    case) compiles nothing, and distinct lengths do not each unroll a copy of the E-step."""
+
+    lower = None  # run_em: already compiled, do not wrap the whole step in one jit
+
+    def __init__(self, kernel: str, learn_timescales: bool):
+        self.kernel, self.learn_timescales = kernel, learn_timescales
+
+    def __call__(self, s: _EMState, buckets, var_floor, eps):
+        stats = tuple(_bucket_stats(s, eps, bk, self.kernel) for bk in buckets)
+        return _bucket_mstep(s, eps, stats, tuple(b.mask for b in buckets), tuple(b.count for b in buckets),
+                             var_floor, self.kernel, self.learn_timescales)
 
 
 def _predictive(params: GPFAParams, y, kernel: str, weight, variance: bool = True):
@@ -675,7 +820,7 @@ def gpfa_em_step(params: GPFAParams, trials, *, kernel: str = "se", min_var_frac
                  learn_timescales: bool = True) -> tuple[GPFAParams, float]:
     """One EM step; returns the new parameters and the log-likelihood of the *old* ones.
 
-    Trials of equal length are conditioned together (one compilation per set of lengths). The
+    Trials of equal length are conditioned together (programs compiled per length bucket). The
     noise floor is ``min_var_frac`` times each neuron's variance over all bins.
 
     Examples
@@ -691,8 +836,9 @@ def gpfa_em_step(params: GPFAParams, trials, *, kernel: str = "se", min_var_frac
     """
     params = _check_params(params)
     groups, _ = _group(trials, params.loadings.shape[0])
-    new, ll = _em_step(params, groups, _var_floor(groups, min_var_frac), _check_kernel(kernel), bool(learn_timescales))
-    return new, float(ll)
+    step = _BucketStep(_check_kernel(kernel), bool(learn_timescales))
+    new, ll = step(_to_state(params), _buckets(groups), _var_floor(groups, min_var_frac), params.eps)
+    return _from_state(new, params.eps), float(ll)
 
 
 def fit_gpfa_em(params: GPFAParams, trials, *, kernel: str = "se", max_iter: int = 500,
@@ -772,12 +918,13 @@ def _fit_em(params, groups, *, kernel, max_iter, tol, var_floor, learn_timescale
     """:func:`fit_gpfa_em` on checked parameters and trials grouped by length."""
     from ..engine.em import run_em
 
-    step = _Counted(_state_step(kernel, learn_timescales))
-    state, trace = run_em(step, _to_state(params), groups, var_floor, params.eps, max_iter=max_iter, tol=tol,
+    buckets = _buckets(groups)
+    step = _Counted(_BucketStep(kernel, learn_timescales))
+    state, trace = run_em(step, _to_state(params), buckets, var_floor, params.eps, max_iter=max_iter, tol=tol,
                           squarem=squarem, project=partial(_project, var_floor=var_floor), progress=progress,
                           desc="GPFA EM (SQUAREM)" if squarem else "GPFA EM", warn=warn)
     out = _from_state(state, params.eps)
-    final = float(sum(_posterior(out, y, kernel).log_likelihood.sum() for y in groups))
+    final = float(sum(_bucket_stats(state, params.eps, bk, kernel)[2] for bk in buckets))  # no new program
     if not math.isfinite(final):
         raise FloatingPointError("GPFA EM: the log-likelihood of the final parameters is not finite")
     calls = [float(v) for v in step.values]
@@ -821,22 +968,11 @@ def _project(s: _EMState, var_floor) -> _EMState:
                       log_timescales=jnp.clip(s.log_timescales, lo, hi))
 
 
-@lru_cache(maxsize=None)
-def _state_step(kernel: str, learn_timescales: bool):
-    """The jitted EM map on :class:`_EMState` (one per setting, so fits share compilations)."""
-
-    def step(s: _EMState, groups, var_floor, eps):
-        new, ll = _em_step(_from_state(s, eps), groups, var_floor, kernel, learn_timescales)
-        return _to_state(new), ll
-
-    return jax.jit(step)
-
-
 class _Counted:
     """A jitted step that keeps the objective of every call (to count E-steps per record)."""
 
     def __init__(self, fun):
-        self.fun, self.lower, self.values = fun, fun.lower, []
+        self.fun, self.lower, self.values = fun, None, []
 
     def __call__(self, *args):
         out = self.fun(*args)

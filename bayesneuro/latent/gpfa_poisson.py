@@ -24,7 +24,7 @@ the M-step of Gaussian GPFA). The estimator :class:`bayesneuro.latent.gpfa.GPFA`
 
 from __future__ import annotations
 
-from functools import lru_cache, partial
+from functools import cache, partial
 from typing import NamedTuple
 
 import jax
@@ -35,26 +35,25 @@ from jax.scipy.linalg import cho_solve
 
 from ..engine.newton import newton
 from .gpfa_gaussian import (
-    _LOG_TAU_BOUNDS,
+    _buckets,
     _check_kernel,
     _cov_factor,
     _dtype,
     _group,
-    _newton_batch,
-    _timescale_objective,
+    _timescale_newton,
     gpfa_kernel,
 )
 
 _NEWTON_TOL = 5e-15  # Laplace modes: stop when half the Newton decrement is below this (relative)
 
 __all__ = [
+    "PoissonGPFAEMResult",
     "PoissonGPFAParams",
     "PoissonGPFAPosterior",
-    "PoissonGPFAEMResult",
+    "fit_poisson_gpfa_em",
+    "poisson_gpfa_em_step",
     "poisson_gpfa_posterior",
     "poisson_gpfa_sample",
-    "poisson_gpfa_em_step",
-    "fit_poisson_gpfa_em",
 ]
 
 
@@ -132,13 +131,16 @@ def _poisson_chol(params, n_time: int, kernel: str) -> jax.Array:
 
 
 @partial(jax.jit, static_argnames=("kernel", "max_iter"))
-def _poisson_laplace(params: PoissonGPFAParams, y, weight, bin_size, kernel: str, max_iter: int = 100):
+def _poisson_laplace(params: PoissonGPFAParams, y, weight, bin_size, kernel: str, max_iter: int = 100, mask=None):
     """Newton's method on the whitened paths ``z`` (``x_i = L_i z_i``) of each trial.
 
     ``f(z) = sum_{t,n} w_n (dt e^{eta} - y eta) + |z|^2 / 2``, ``eta = C x + d``; the Hessian
     ``I + L^T W L`` (``W`` block-diagonal in time) is positive definite, so Newton with
     step halving (:func:`bayesneuro.engine.newton.newton`) converges; ``weight`` (neuron,) in
-    {0, 1} drops neurons (co-smoothing).
+    {0, 1} drops neurons (co-smoothing). ``mask`` ``(trial, time)``, optional, is 0 on padded
+    bins: they carry no observation, so the GP over them integrates out exactly (the paths are
+    causal in ``z``: the padded ``z`` stay at their prior mode 0 with unit curvature) and the
+    mode, covariance and ``log p(y)`` of the real bins are those of the unpadded trial.
     """
     C, d = params.loadings, params.offset
     q = C.shape[1]
@@ -150,32 +152,34 @@ def _poisson_laplace(params: PoissonGPFAParams, y, weight, bin_size, kernel: str
     def eta_of(z):  # z (latent, time) -> (time, neuron)
         return jnp.einsum("its,is->ti", L, z) @ C.T + d + log_dt
 
-    def f(z, yr):
+    def f(z, yr, mr):
         eta = eta_of(z)
-        return jnp.sum(weight * (jnp.exp(eta) - yr * eta)) + 0.5 * jnp.sum(z**2)
+        return jnp.sum(mr[:, None] * weight * (jnp.exp(eta) - yr * eta)) + 0.5 * jnp.sum(z**2)
 
-    def grad_hess(z, yr):
+    def grad_hess(z, yr, mr):
         eta = eta_of(z)
-        lam = jnp.exp(eta) * weight
-        gx = (lam - yr * weight) @ C  # (time, latent)
+        wt = mr[:, None] * weight
+        lam = jnp.exp(eta) * wt
+        gx = (lam - yr * wt) @ C  # (time, latent)
         g = jnp.einsum("its,ti->is", L, gx) + z
         W = jnp.einsum("ni,tn,nj->tij", C, lam, C)
         H = jnp.einsum("its,tij,jtu->isju", L, W, L).reshape(q * T, q * T) + eye
         return g, H
 
-    def one(yr):
-        res = newton(f, jnp.zeros((q, T), C.dtype), yr, derivatives=grad_hess, solve=_chol_solve,
+    def one(yr, mr):
+        res = newton(f, jnp.zeros((q, T), C.dtype), yr, mr, derivatives=grad_hess, solve=_chol_solve,
                      max_iter=max_iter, tol=_NEWTON_TOL)
         z, fz = res.x, res.value
-        _, H = grad_hess(z, yr)
+        _, H = grad_hess(z, yr, mr)
         Lh = jnp.linalg.cholesky(H)
         G = _cov_factor(Lh, L).reshape(q * T, q * T)
         cov = (G.T @ G).reshape(q, T, q, T)
-        const = jnp.sum(weight * jax.scipy.special.gammaln(yr + 1.0))
+        const = jnp.sum(mr[:, None] * weight * jax.scipy.special.gammaln(yr + 1.0))
         log_marg = -fz - const - jnp.sum(jnp.log(jnp.diag(Lh)))
         return jnp.einsum("its,is->ti", L, z), cov, log_marg
 
-    mean, cov, lm = jax.vmap(one)(y)
+    mask = jnp.ones(y.shape[:2], y.dtype) if mask is None else mask
+    mean, cov, lm = jax.vmap(one)(y, mask)
     return PoissonGPFAPosterior(mean, cov, lm)
 
 
@@ -261,16 +265,30 @@ def _poisson_expected_readout_step(m, V, y, valid, C, d, centre, bin_size):
     X = jnp.concatenate([m, jnp.ones((m.shape[0], 1), m.dtype)], axis=1)
     prior = jnp.concatenate([jnp.ones(q), jnp.array([0.25])])
 
+    log_dt = jnp.log(bin_size)
+
     def one(w, yn, c):
         target = jnp.concatenate([jnp.zeros(q), c[None]])
 
         def f(w):
-            eta = X @ w + jnp.log(bin_size)
+            eta = X @ w + log_dt
             quad = 0.5 * jnp.einsum("i,tij,j->t", w[:q], V, w[:q])
             return jnp.sum(valid * (jnp.exp(eta + quad) - yn * eta)) + 0.5 * jnp.sum(prior * (w - target) ** 2)
 
+        def grad_hess(w):
+            # closed form, O(bins * latent^2): with e_t = E[exp(eta_t)] and a_t = (m_t + V_t c, 1),
+            # grad = sum_t (e_t a_t - y_t X_t) + prior (w - target),
+            # hess = sum_t e_t (a_t a_t^T + blockdiag(V_t, 0)) + diag(prior)
+            Vc = jnp.einsum("tij,j->ti", V, w[:q])
+            e = valid * jnp.exp(X @ w + log_dt + 0.5 * jnp.sum(Vc * w[:q], axis=1))
+            a = X.at[:, :q].add(Vc)
+            g = a.T @ e - X.T @ (valid * yn) + prior * (w - target)
+            H = (a * e[:, None]).T @ a + jnp.diag(prior)
+            H = H.at[:q, :q].add(jnp.einsum("t,tij->ij", e, V))
+            return g, H
+
         def body(w, _):
-            g, H = jax.grad(f)(w), jax.hessian(f)(w)
+            g, H = grad_hess(w)
             step = -jnp.linalg.solve(H, g)
             step = step / jnp.maximum(1.0, jnp.linalg.norm(step))
             return jnp.where(f(w + step) <= f(w), w + step, w + 0.1 * step), None
@@ -279,15 +297,6 @@ def _poisson_expected_readout_step(m, V, y, valid, C, d, centre, bin_size):
 
     w = jax.vmap(one, in_axes=(0, 1, 0))(jnp.concatenate([C, d[:, None]], axis=1), y, centre)
     return w[:, :-1], w[:, -1]
-
-
-@partial(jax.jit, static_argnames="kernel")
-def _poisson_timescale_step(timescales, eps, P: tuple, n: tuple, kernel: str):
-    """Laplace-EM M-step of the timescales: the Gaussian-GPFA objective with Laplace moments."""
-    lo, hi = _LOG_TAU_BOUNDS
-    objective = jax.vmap(lambda x, e, P_i: _timescale_objective(x, e, P_i, list(n), kernel, True))
-    log_tau = _newton_batch(lambda x: objective(x, eps, list(P)), jnp.clip(jnp.log(timescales), lo, hi), lo, hi)
-    return jnp.exp(log_tau)
 
 
 @partial(jax.jit, static_argnums=(2, 3, 4))
@@ -335,26 +344,34 @@ def poisson_gpfa_sample(key, params: PoissonGPFAParams, n_trials: int, n_time: i
     return _poisson_sample(key, params, int(n_trials), int(n_time), _check_kernel(kernel), float(bin_size))
 
 
-def _laplace_em_step(params: PoissonGPFAParams, groups: tuple, centre, bin_size, *, kernel: str,
+def _laplace_em_step(params: PoissonGPFAParams, buckets: tuple, centre, bin_size, *, kernel: str,
                      learn_timescales: bool):
-    """One Laplace-EM sweep on trials grouped by length: ``(new params, objective at params)``."""
+    """One Laplace-EM sweep on trials in length buckets (:func:`~bayesneuro.latent.gpfa_gaussian._buckets`,
+    padded bins masked): ``(new params, objective at params)``."""
     C = params.loadings
     N, q = C.shape
     w = jnp.ones(N, C.dtype)
-    posts = [_poisson_laplace(params, y, w, bin_size, kernel) for y in groups]
-    lml = sum(jnp.sum(p.log_marginal) for p in posts)
+    masks = [bk.mask[bk.slot] * bk.weight[:, None] for bk in buckets]  # (trial, time) per bucket
+    posts = [_poisson_laplace(params, bk.y, w, bin_size, kernel, mask=tm) for bk, tm in zip(buckets, masks)]
+    lml = sum(jnp.sum(p.log_marginal * bk.weight) for p, bk in zip(posts, buckets))
     objective = lml - 0.5 * jnp.sum(C**2) - jnp.sum((params.offset - centre) ** 2) / 8.0
     m = jnp.concatenate([p.mean.reshape(-1, q) for p in posts])
     V = jnp.concatenate([jnp.einsum("ritjt->rtij", p.cov).reshape(-1, q, q) for p in posts])
-    y = jnp.concatenate([g.reshape(-1, N) for g in groups])
-    Cn, dn = _poisson_expected_readout_step(m, V, y, jnp.ones(y.shape[0], y.dtype), C, params.offset, centre,
-                                            bin_size)
+    y = jnp.concatenate([bk.y.reshape(-1, N) for bk in buckets])
+    valid = jnp.concatenate([tm.reshape(-1) for tm in masks])
+    Cn, dn = _poisson_expected_readout_step(m, V, y, valid, C, params.offset, centre, bin_size)
     new = params._replace(loadings=Cn, offset=dn)
     if learn_timescales:
-        # sum over trials of E[x_i x_i^T] under the Laplace posterior, (latent, time, time)
-        P = tuple(jnp.einsum("ritis->its", p.cov) + jnp.einsum("rti,rsi->its", p.mean, p.mean) for p in posts)
-        n = tuple(g.shape[0] for g in groups)
-        new = new._replace(timescales=_poisson_timescale_step(params.timescales, params.eps, P, n, kernel))
+        # per length slot: sum over its trials of E[x_i x_i^T] on its bins, (latent, slot, time, time)
+        P = []
+        for p, bk, tm in zip(posts, buckets, masks):
+            onehot = (bk.slot[:, None] == jnp.arange(bk.mask.shape[0])) * bk.weight[:, None]
+            mm = p.mean * tm[:, :, None]
+            Pb = jnp.einsum("ra,ritis->iats", onehot, p.cov) + jnp.einsum("ra,rti,rsi->iats", onehot, mm, mm)
+            P.append(Pb * bk.mask[None, :, :, None] * bk.mask[None, :, None, :])
+        new = new._replace(timescales=_timescale_newton(params.timescales, params.eps, tuple(P),
+                                                        tuple(bk.count for bk in buckets),
+                                                        tuple(bk.mask for bk in buckets), kernel))
     return new, objective
 
 
@@ -398,7 +415,7 @@ def poisson_gpfa_em_step(params: PoissonGPFAParams, counts, *, bin_size: float, 
     groups, _ = _group(counts, params.loadings.shape[0])
     centre = _centre(groups, offset_prior_mean, float(bin_size))
     step = _em_step_program(_check_kernel(kernel), bool(learn_timescales))
-    new, obj = step(params, groups, centre, jnp.asarray(float(bin_size), centre.dtype))
+    new, obj = step(params, _buckets(groups), centre, jnp.asarray(float(bin_size), centre.dtype))
     return new, float(obj)
 
 
@@ -463,13 +480,13 @@ def fit_poisson_gpfa_em(params: PoissonGPFAParams, counts, *, bin_size: float, k
     groups, _ = _group(counts, params.loadings.shape[0])
     centre = _centre(groups, offset_prior_mean, float(bin_size))
     step = _em_step_program(_check_kernel(kernel), bool(learn_timescales))
-    params, trace = run_em(step, params, groups, centre, jnp.asarray(float(bin_size), centre.dtype),
+    params, trace = run_em(step, params, _buckets(groups), centre, jnp.asarray(float(bin_size), centre.dtype),
                            max_iter=int(max_iter), tol=tol, progress=progress, desc="Poisson GPFA Laplace-EM",
                            warn=warn, decrease_tol=1e-4)  # the Laplace E-step is approximate: small dips happen
     return PoissonGPFAEMResult(params, trace.objective, int(trace.n_iter), bool(trace.converged))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _em_step_program(kernel: str, learn_timescales: bool):
     """The jitted Laplace-EM sweep for one setting (fits share the compiled programs)."""
     return jax.jit(partial(_laplace_em_step, kernel=kernel, learn_timescales=learn_timescales))
