@@ -41,6 +41,7 @@ import numpy as np
 import xarray as xr
 
 from .._pynapple import pynapple_io
+from .._shapes import bucket_length
 from .._validation import _warn_if_on_edge
 from ..engine.em import run_em
 from ..estimator import Estimator, resolve_key
@@ -289,6 +290,22 @@ def _fa_terms(L, psi):
     return beta, Minv, logdet
 
 
+def _fa_terms_np(L: np.ndarray, psi: np.ndarray):
+    """:func:`_fa_terms` in NumPy/SciPy, for one model outside jit (no XLA program per shape)."""
+    import scipy.linalg
+
+    L = np.asarray(L, dtype=np.float64)
+    psi = np.asarray(psi, dtype=np.float64)
+    d = L.shape[-1]
+    LtPinv = L.T / psi
+    M = np.eye(d) + LtPinv @ L
+    cho = scipy.linalg.cho_factor(M, lower=True)
+    Minv = scipy.linalg.cho_solve(cho, np.eye(d))
+    beta = Minv @ LtPinv
+    logdet = np.sum(np.log(psi)) + 2.0 * np.sum(np.log(np.diag(cho[0])))
+    return beta, Minv, logdet
+
+
 def _fa_ll(L, psi, S):
     """Mean Gaussian log-likelihood per sample given the (centred) second moment ``S``."""
     n = S.shape[-1]
@@ -326,14 +343,50 @@ def _em_chunk_step(n_steps: int):
         return L, psi
 
     @jax.jit
-    def step(state: FAState, S, floor):
-        objective = jnp.sum(jax.vmap(_fa_ll)(state.loadings, state.observation_var, S))
+    def step(state: FAState, S, floor, weight):
+        objective = jnp.sum(weight * jax.vmap(_fa_ll)(state.loadings, state.observation_var, S))
         return FAState(*jax.vmap(one)(state.loadings, state.observation_var, S, floor)), objective
 
     return step
 
 
 _batched_ll = jax.jit(jax.vmap(_fa_ll))
+
+
+# Shape buckets: the batch (folds x bootstrap draws) is padded with copies of its first member
+# (weight 0 in the EM objective) and the latents with zero columns, which EM keeps exactly zero
+# (M = I + L^T Psi^-1 L and E[zz^T] are block diagonal with an identity block, so the padded
+# loadings stay 0 and add log 1 = 0 to log|C|). All latent counts up to 8 and all batch sizes of a
+# bucket then share one compiled program, whatever the recording.
+def _batch_bucket(b: int) -> int:
+    return bucket_length(b, minimum=8)
+
+
+def _latent_bucket(d: int) -> int:
+    return bucket_length(d, minimum=8)
+
+
+def _pad_batch(a: np.ndarray, size: int) -> np.ndarray:
+    """Pad axis 0 to `size` with copies of the first member (valid, finite inputs for padded slots)."""
+    a = np.asarray(a, dtype=np.float64)
+    if a.shape[0] == size:
+        return a
+    return np.concatenate([a, np.broadcast_to(a[:1], (size - a.shape[0],) + a.shape[1:])])
+
+
+def _pad_latents(L: np.ndarray, size: int) -> np.ndarray:
+    L = np.asarray(L, dtype=np.float64)
+    return np.concatenate([L, np.zeros(L.shape[:-1] + (size - L.shape[-1],))], axis=-1)
+
+
+def _fa_log_likelihood(L: Any, psi: Any, S: Any) -> np.ndarray:
+    """:func:`_fa_ll` of each batch member ``(batch,)``, with the batch and latents padded to buckets."""
+    L = np.asarray(L, dtype=np.float64)
+    B, _, d = L.shape
+    Bp, dp = _batch_bucket(B), _latent_bucket(d)
+    ll = _batched_ll(jnp.asarray(_pad_batch(_pad_latents(L, dp), Bp)), jnp.asarray(_pad_batch(psi, Bp)),
+                     jnp.asarray(_pad_batch(S, Bp)))
+    return np.asarray(ll)[:B]
 
 
 def _pca_init(S: np.ndarray, d: int, floor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -410,13 +463,17 @@ def fit_fa_covariance(
         raise ValueError(f"init must be 'pca', 'random' or a (loadings, observation_var) pair, got {init!r}")
     if d == 0:
         psi = var.copy()
-        return FAState(jnp.zeros((B, n, 0)), jnp.asarray(psi)), np.asarray(
-            _batched_ll(jnp.zeros((B, n, 0)), jnp.asarray(psi), jnp.asarray(S))), 0, True
-    Sj = jnp.asarray(S)
-    state, trace = run_em(_em_chunk_step(int(chunk)), FAState(jnp.asarray(L0), jnp.asarray(psi0)), Sj,
-                          jnp.asarray(floor), max_iter=-(-int(max_iter) // int(chunk)), tol=tol, progress=progress,
+        return FAState(np.zeros((B, n, 0)), psi), _fa_log_likelihood(np.zeros((B, n, 0)), psi, S), 0, True
+    Bp, dp = _batch_bucket(B), _latent_bucket(d)
+    weight = np.zeros(Bp)
+    weight[:B] = 1.0
+    init_state = FAState(jnp.asarray(_pad_batch(_pad_latents(L0, dp), Bp)), jnp.asarray(_pad_batch(psi0, Bp)))
+    state, trace = run_em(_em_chunk_step(int(chunk)), init_state, jnp.asarray(_pad_batch(S, Bp)),
+                          jnp.asarray(_pad_batch(floor, Bp)), jnp.asarray(weight),
+                          max_iter=-(-int(max_iter) // int(chunk)), tol=tol, progress=progress,
                           desc=f"FA EM (d={d})", warn=warn)
-    ll = np.asarray(_batched_ll(state.loadings, state.observation_var, Sj))
+    state = FAState(np.asarray(state.loadings)[:B, :, :d], np.asarray(state.observation_var)[:B])
+    ll = _fa_log_likelihood(state.loadings, state.observation_var, S)
     return state, ll, trace.n_iter * int(chunk), bool(trace.converged)
 
 
@@ -538,7 +595,7 @@ class FactorAnalysis(Estimator):
         quad = np.sum(Xc * xp, axis=1)
         logdet = np.sum(np.log(psi))
         if L.shape[1]:
-            beta, _, logdet = _fa_terms(jnp.asarray(L), jnp.asarray(psi))
+            beta, _, logdet = _fa_terms_np(L, psi)
             quad = quad - np.sum((xp @ L) * (Xc @ np.asarray(beta).T), axis=1)
         return -0.5 * (Xc.shape[1] * _LOG_2PI + float(logdet) + quad)
 
@@ -566,7 +623,7 @@ class FactorAnalysis(Estimator):
         Xc = self._data(data)
         if self.loadings_.shape[1] == 0:
             return np.zeros((Xc.shape[0], 0))
-        beta, _, _ = _fa_terms(jnp.asarray(self.loadings_), jnp.asarray(self.observation_var_))
+        beta, _, _ = _fa_terms_np(self.loadings_, self.observation_var_)
         return Xc @ np.asarray(beta).T
 
     def shared_dimensionality(self, threshold: float = 0.95) -> int:
@@ -705,7 +762,7 @@ def _cv_scores(w, n, s, o, fold_of_unit, n_folds, dims, key, progress, **fa_kw) 
         # over-sized models converge slowly, and their held-out score is settled long before
         # tol is met: the cap is expected here, so no warning
         state, _, _, _ = fit_fa_covariance(S_train, int(d), key=k, progress=progress, warn=False, **fa_kw)
-        out[:, i] = np.asarray(_batched_ll(state.loadings, state.observation_var, jnp.asarray(S_test)))
+        out[:, i] = _fa_log_likelihood(state.loadings, state.observation_var, S_test)
     out[empty] = np.nan
     return out.reshape(n_folds, B, len(dims)).transpose(1, 0, 2)
 

@@ -1,0 +1,144 @@
+"""Compilation budget (issue 21, point 1): a new recording of another length compiles nothing, and
+the opt-in persistent compilation cache saves programs that a new process loads.
+
+These tests count XLA compilations (``bayesneuro._shapes.count_compilations``); they are not timing
+tests. Other helpers add their estimators' tests at the end of this file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+
+from bayesneuro._shapes import count_compilations
+
+_CACHE_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import jax
+    jax.config.update("jax_enable_x64", True)
+    jax.config.update("jax_platforms", "cpu")
+    import numpy as np
+    import bayesneuro as bn
+    from bayesneuro._shapes import count_compilations
+    hits = []
+    jax.monitoring.register_event_listener(
+        lambda name, **kw: hits.append(name) if name == "/jax/compilation_cache/cache_hits" else None)
+    bn.enable_compilation_cache(sys.argv[1])
+    from bayesneuro.density import FactorAnalysis
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 1)) @ np.ones((1, 4)) + rng.normal(size=(300, 4))
+    with count_compilations() as c:
+        fa = FactorAnalysis(1).fit(x, progress=False)
+    print(json.dumps({"compilations": c.compilations, "hits": len(hits),
+                      "loadings": np.abs(np.asarray(fa.loadings_)).ravel().tolist()}))
+""")
+
+
+def _run_cached(cache_dir) -> dict:
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    out = subprocess.run([sys.executable, "-c", _CACHE_SCRIPT, str(cache_dir)], check=False, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_persistent_cache_is_written_then_loaded_by_a_new_process(tmp_path):
+    """A first process writes compiled programs into the cache directory; a second one loads them
+    from it (cache hits) instead of compiling, with the same result.
+
+    ``count_compilations`` counts every program JAX obtains from the backend, compiled or loaded
+    from the persistent cache (JAX 0.10 times both as one event), so loading is checked by
+    ``/jax/compilation_cache/cache_hits`` events: without the cache there are none."""
+    first = _run_cached(tmp_path)
+    entries = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert first["compilations"] > 0 and first["hits"] == 0
+    assert len(entries) >= 0.8 * first["compilations"]  # (almost) every program was saved
+    second = _run_cached(tmp_path)
+    assert second["hits"] >= 0.8 * first["compilations"]
+    np.testing.assert_allclose(second["loadings"], first["loadings"], rtol=0, atol=1e-12)
+
+
+def test_enable_compilation_cache_default_dir(monkeypatch, tmp_path):
+    from bayesneuro._cache import default_cache_dir
+
+    monkeypatch.setenv("BAYESNEURO_CACHE_DIR", str(tmp_path / "c"))
+    assert default_cache_dir() == tmp_path / "c"
+    monkeypatch.delenv("BAYESNEURO_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert default_cache_dir() == tmp_path / "bayesneuro" / "jax"
+
+
+def test_count_compilations_sees_a_new_shape():
+    import jax
+    import jax.numpy as jnp
+
+    f = jax.jit(lambda x: jnp.sum(x**2))
+    x, y = jnp.ones(5), jnp.ones(6)
+    with count_compilations() as c:
+        f(x)
+        f(x + 1.0)
+    with count_compilations() as d:
+        f(y)
+    assert (c.compilations, d.compilations) == (2, 1)  # f, the eager add; then f for the new shape
+
+
+# -- factor analysis / dimensionality (bayesneuro/density/dimensionality.py) -------------------
+
+
+def _covariances(batch: int, n: int = 10, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(batch, 400, 2)) @ rng.normal(size=(2, n)) + rng.normal(size=(batch, 400, n))
+    x = x - x.mean(axis=1, keepdims=True)
+    return np.einsum("bti,btj->bij", x, x) / x.shape[1]
+
+
+def test_factor_analysis_em_shares_one_program_across_latents_and_batches():
+    """Batches (folds x bootstrap draws) and latent counts are padded to buckets: a new batch size
+    or number of latents reuses the compiled EM (before: one program per (batch, latents))."""
+    from bayesneuro.density.dimensionality import fit_fa_covariance
+
+    fit_fa_covariance(_covariances(3), 2, progress=False, warn=False)
+    with count_compilations() as c:
+        state, ll, _, _ = fit_fa_covariance(_covariances(5, seed=1), 4, progress=False, warn=False)
+        fit_fa_covariance(_covariances(1, seed=2), 1, progress=False, warn=False)
+    assert c.compilations == 0
+    assert np.asarray(state.loadings).shape == (5, 10, 4) and ll.shape == (5,)
+
+
+def test_factor_analysis_padded_latents_match_an_unpadded_em():
+    """The padded EM (zero loading columns) gives the plain EM's answer: 200 steps of the textbook
+    FA EM in NumPy from the same start."""
+    from bayesneuro.density.dimensionality import _pca_init, fit_fa_covariance
+
+    S = _covariances(1, seed=3)
+    floor = 0.01 * np.diagonal(S, axis1=-2, axis2=-1)
+    L, psi = _pca_init(S, 2, floor)
+    L, psi = L[0], psi[0]
+    for _ in range(200):
+        beta = L.T @ np.linalg.inv(L @ L.T + np.diag(psi))
+        Ezz = np.eye(2) - beta @ L + beta @ S[0] @ beta.T
+        SB = S[0] @ beta.T
+        L = np.linalg.solve(Ezz, SB.T).T
+        psi = np.maximum(np.diag(S[0]) - np.sum(L * SB, axis=1), floor[0])
+    state, _, n_iter, _ = fit_fa_covariance(S, 2, max_iter=200, tol=0.0, chunk=50, progress=False, warn=False)
+    assert n_iter == 200
+    np.testing.assert_allclose(np.asarray(state.loadings)[0], L, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(np.asarray(state.observation_var)[0], psi, rtol=0, atol=1e-10)
+
+
+def test_factor_analysis_other_length_compiles_nothing():
+    from bayesneuro.density import FactorAnalysis
+
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(537, 1)) @ np.ones((1, 6)) + rng.normal(size=(537, 6))
+    FactorAnalysis(1).fit(x[:500], progress=False)
+    with count_compilations() as c:
+        fa = FactorAnalysis(1).fit(x, progress=False)
+        fa.transform(x[:300])
+        fa.score(x[:123])
+    assert c.compilations == 0
