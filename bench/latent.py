@@ -1,8 +1,8 @@
 """Benchmark: latent-variable models, bayesneuro vs elephant (GPFA) and dynamax (LDS / PLDS).
 
-Sections (``--sections``, default all):
+Sections (``--sections``, default ``lds,estep,plds``):
 
-- ``gpfa``: Gaussian GPFA by exact EM, bayesneuro vs elephant's ``gpfa_core.em`` on the same
+- ``gpfa`` (not by default: ``bench/latent_gpfa.py`` is GPFA's own benchmark): Gaussian GPFA by exact EM, bayesneuro vs elephant's ``gpfa_core.em`` on the same
   trials from the same start, to convergence (main row) and at a fixed number of EM iterations
   over 4 sizes of trials, neurons and bins. The code is :mod:`latent_gpfa` (this section runs
   ``bench/latent_gpfa.py`` with the same ``--quick`` flag; see its docstring for the fairness
@@ -10,8 +10,10 @@ Sections (``--sections``, default all):
 - ``lds``: Gaussian LDS (exact Kalman smoother + EM), bayesneuro ``fit_lds_em`` vs dynamax
   ``LinearGaussianSSM.fit_em``: same data, same start (bayesneuro's ``init_lds_params`` with a
   FULL observation covariance, because dynamax's M-step always learns a full ``R``), same number
-  of EM iterations; final parameters of both scored by bayesneuro's exact ``lds_log_likelihood``
-  and dynamax's ``marginal_log_prob`` (they agree).
+  of EM iterations, at 4 sizes (trials, neurons, bins, latents); final parameters of both scored
+  by bayesneuro's exact ``lds_log_likelihood`` and dynamax's ``marginal_log_prob`` (they agree).
+  Three calls per tool: the recording (compilation included), the same again, and the trials one
+  bin shorter (a second recording of another trial length); XLA compilations counted per call.
 - ``estep``: Poisson LDS latent posterior with the TRUE parameters: bayesneuro's Laplace
   (``laplace_posterior``: Newton on the block-tridiagonal Hessian to the exact posterior mode) vs
   dynamax's conditional-moments Gaussian smoother (``conditional_moments_gaussian_smoother``
@@ -21,10 +23,11 @@ Sections (``--sections``, default all):
   Accuracy: latent R^2 of the posterior mean vs the simulated latents, and the log joint
   ``log p(y, x)`` at each tool's posterior mean (bayesneuro's ``neg_log_joint``: the Laplace
   mode maximises it, so it is an upper bound for any other path).
-- ``plds``: bayesneuro ``PoissonLDS.fit`` (Laplace-EM), a fixed number of EM iterations (the
-  convergence test off), time per EM iteration over 4 sizes of bins, trials and neurons
-  (target: linear in bins). No dynamax counterpart (see ``estep``). Full sizes: 20 trials x 30
-  neurons x 100 bins x 4 latents at the centre (reduced so that it runs in minutes on 2 cores).
+- ``plds``: bayesneuro ``PoissonLDS.fit`` (Laplace-EM, one compiled program per EM iteration), a
+  fixed number of EM iterations (the convergence test off): the main row (20 trials x 30 neurons x
+  100 bins x 4 latents, three calls as in ``lds``) and, with ``--long``, time per EM iteration
+  over 4 sizes of bins, trials and neurons (target: linear in bins). No dynamax counterpart (see
+  ``estep``).
 
 Every tool and size runs in a fresh subprocess (peak RSS from ``getrusage``), is called twice on
 the same data (the first call includes JIT compilation); the 1-min load average before and after
@@ -33,8 +36,9 @@ each run is stored (the machine is shared: compare ratios taken under similar lo
 Usage::
 
     python bench/latent.py --quick    # smoke test (a few minutes) -> bench/results/latent_quick.{md,json}
-    python bench/latent.py            # full                        -> bench/results/latent.{md,json}
-    python bench/latent.py --sections lds,estep,plds   # parts of it
+    python bench/latent.py            # full (lds, estep, plds main row) -> bench/results/latent.{md,json}
+    python bench/latent.py --long     # also the PLDS scaling rows (several more minutes)
+    python bench/latent.py --sections lds --device   # parts of it, on JAX's default platform (GPU)
 """
 
 from __future__ import annotations
@@ -50,11 +54,15 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import _common  # noqa: E402
+
+DEVICE = _common.choose_platform()  # JAX_PLATFORMS=cpu unless --device
 
 import numpy as np  # noqa: E402
 
-HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 SEED = 20240611
 BIN_SIZE = 0.02
@@ -62,14 +70,15 @@ BIN_SIZE = 0.02
 SIZES = {
     # (trials, neurons, bins, latents)
     "full": {
-        "lds": (100, 50, 100, 4), "lds_iters": 50,
+        # (trials, neurons, bins, latents, EM iterations)
+        "lds": [(100, 50, 100, 4, 50), (20, 10, 50, 3, 50), (200, 30, 60, 2, 50), (40, 80, 200, 8, 20)],
         "estep": (100, 50, 100, 4),
-        "plds_main": (20, 30, 100, 4), "plds_iters": 5,
+        "plds_main": (20, 30, 100, 4), "plds_iters": 20,
         "plds_bins": [50, 100, 200, 400], "plds_trials": [10, 20, 40, 80], "plds_neurons": [15, 30, 60, 120],
-        "timeout": 1800,
+        "timeout": 900,
     },
     "quick": {
-        "lds": (20, 10, 50, 3), "lds_iters": 20,
+        "lds": [(20, 10, 50, 3, 20), (10, 20, 40, 2, 10)],
         "estep": (20, 20, 100, 3),
         "plds_main": (10, 20, 50, 3), "plds_iters": 5,
         "plds_bins": [25, 50, 100, 200], "plds_trials": [5, 10], "plds_neurons": [10, 20],
@@ -177,20 +186,51 @@ def _lds_scores(params, y):
     return {"log_likelihood_bn_filter": bn_ll, "log_likelihood_dynamax_filter": dx_ll}
 
 
+def _calls(fit, datasets):
+    """Call ``fit(y)`` on each dataset: wall time and XLA compilations of each call."""
+    from bayesneuro._shapes import count_compilations
+
+    calls, res = [], []
+    for y in datasets:
+        with count_compilations() as c:
+            t0 = time.perf_counter()
+            r, n_iter = fit(y)
+            wall = time.perf_counter() - t0
+        res.append(r)
+        calls.append({"wall_s": wall, "n_iter": n_iter, "compilations": c.compilations,
+                      "compile_s": c.seconds, "n_time": int(y.shape[1])})
+    return calls, res
+
+
+def _new_length(y):
+    """The same trials one bin shorter: another trial length, as a second recording of the same
+    kind would have (in bayesneuro's length bucket unless the length is a bucket's first)."""
+    return np.ascontiguousarray(y[:, :-1])
+
+
+def _lds_datasets(data):
+    """The recording twice, then a recording of another trial length."""
+    y = np.asarray(data["observations"])
+    return [y, y, _new_length(y)]
+
+
 def worker_lds_bayesneuro(spec, data):
-    _x64()
+    jax = _x64()
     from bayesneuro.latent.kalman import fit_lds_em
 
-    y = np.asarray(data["observations"])
     init = _bn_lds_params(data)
-    out = {"calls": []}
-    for _ in range(2):
-        t0 = time.perf_counter()
+
+    def fit(y):
         res = fit_lds_em(init, y, max_iter=spec["iters"], progress=False)
-        np.asarray(res.params.loadings)
-        out["calls"].append({"wall_s": time.perf_counter() - t0, "n_iter": len(res.log_likelihoods) - 1})
+        jax.block_until_ready(res.params)
+        return res, len(res.log_likelihoods) - 1
+
+    ys = _lds_datasets(data)
+    calls, results = _calls(fit, ys)
+    res = results[1]
+    out = {"calls": calls, "devices": [str(d) for d in jax.devices()]}
     out["trace"] = [float(v) for v in res.log_likelihoods]
-    out.update(_lds_scores(res.params, y))
+    out.update(_lds_scores(res.params, ys[0]))
     return out
 
 
@@ -219,18 +259,21 @@ def _patch_dynamax_initial_cov():
 
 
 def worker_lds_dynamax(spec, data):
-    _x64()
+    jax = _x64()
     _patch_dynamax_initial_cov()
-    y = np.asarray(data["observations"])
     model, p0, props = _dx_lds(data, _bn_lds_params(data))
-    out = {"calls": []}
-    for _ in range(2):
-        t0 = time.perf_counter()
+
+    def fit(y):
         p, lls = model.fit_em(p0, props, y, num_iters=spec["iters"], verbose=False)
-        np.asarray(p.emissions.weights)
-        out["calls"].append({"wall_s": time.perf_counter() - t0, "n_iter": int(len(lls))})
+        jax.block_until_ready((p, lls))
+        return (p, lls), int(len(lls))
+
+    ys = _lds_datasets(data)
+    calls, results = _calls(fit, ys)
+    p, lls = results[1]
+    out = {"calls": calls, "devices": [str(d) for d in jax.devices()]}
     out["trace"] = [float(v) for v in np.asarray(lls)]  # lls[k]: log p(y) BEFORE step k
-    out.update(_lds_scores(_dx_to_bn(p), y))
+    out.update(_lds_scores(_dx_to_bn(p), ys[0]))
     return out
 
 
@@ -308,16 +351,21 @@ def worker_estep_dynamax(spec, data):
 
 
 def worker_plds_fit(spec, data):
-    _x64()
+    jax = _x64()
     import bayesneuro as bn
     from bayesneuro.latent.plds import PoissonLDS
 
-    sd = bn.SpikeData.from_trials(np.asarray(data["counts"]), bin_size=BIN_SIZE)
-    out = {"calls": []}
-    for _ in range(2):
-        t0 = time.perf_counter()
-        m = PoissonLDS(int(spec["n_latents"])).fit(sd, max_iter=spec["iters"], tol=None, progress=False)
-        out["calls"].append({"wall_s": time.perf_counter() - t0, "n_iter": int(m.n_iter_)})
+    counts = np.asarray(data["counts"])
+    model = {}
+
+    def fit(y):
+        sd = bn.SpikeData.from_trials(y, bin_size=BIN_SIZE)
+        model["m"] = PoissonLDS(int(spec["n_latents"])).fit(sd, max_iter=spec["iters"], tol=None, progress=False)
+        return model["m"], int(model["m"].n_iter_)
+
+    calls, results = _calls(fit, [counts, counts, _new_length(counts)])
+    m = results[1]
+    out = {"calls": calls, "devices": [str(d) for d in jax.devices()]}
     out["log_likelihood_trace"] = [float(v) for v in m.log_likelihood_trace_]
     return out
 
@@ -335,7 +383,7 @@ def run_worker(spec: dict) -> None:
 
 
 def launch(spec: dict, timeout: float) -> dict:
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONWARNINGS="ignore", BAYESNEURO_PROGRESS="0")
+    env = _common.worker_env(DEVICE, PYTHONWARNINGS="ignore", BAYESNEURO_PROGRESS="0")
     rec = {k: v for k, v in spec.items() if k not in ("data", "out")}
     load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
@@ -365,26 +413,28 @@ def _say(rec):
 
 
 def _steady(r):
-    return None if "error" in r else r["calls"][-1]["wall_s"]
+    """The second call on the same data (compiled programs reused)."""
+    return None if "error" in r else r["calls"][1]["wall_s"]
 
 
 def section_lds(sz, work, timeout):
     _x64()
     from bayesneuro.latent.kalman import init_lds_params
 
-    size = sz["lds"]
-    sim = simulate_lds(size)
-    init = init_lds_params(sim["observations"], size[3], diagonal_observation_cov=False)
-    path = work / "lds.npz"
-    np.savez(path, observations=sim["observations"], **{"init_" + k: np.asarray(v) for k, v in init._asdict().items()
-                                                  if v is not None})
     recs = []
-    for tool in ["lds_bayesneuro", "lds_dynamax"]:
-        print(f"  {tool:18s} size={size} iters={sz['lds_iters']} ...", end=" ", flush=True)
-        r = launch({"tool": tool, "data": str(path), "out": str(work / f"{tool}.json"), "size": list(size),
-                    "iters": sz["lds_iters"]}, timeout)
-        _say(r)
-        recs.append(r)
+    for *size, iters in sz["lds"]:
+        size = tuple(size)
+        sim = simulate_lds(size)
+        init = init_lds_params(sim["observations"], size[3], diagonal_observation_cov=False)
+        path = work / ("lds_" + "x".join(map(str, size)) + ".npz")
+        np.savez(path, observations=sim["observations"],
+                 **{"init_" + k: np.asarray(v) for k, v in init._asdict().items() if v is not None})
+        for tool in ["lds_bayesneuro", "lds_dynamax"]:
+            print(f"  {tool:18s} size={size} iters={iters} ...", end=" ", flush=True)
+            r = launch({"tool": tool, "data": str(path), "out": str(work / f"{tool}_{path.stem}.json"),
+                        "size": list(size), "iters": iters}, timeout)
+            _say(r)
+            recs.append(r)
     return recs
 
 
@@ -406,10 +456,10 @@ def section_estep(sz, work, timeout):
 def section_plds(sz, work, timeout):
     main = sz["plds_main"]
     recs = []
-    for axis, pos in [("bins", 2), ("trials", 0), ("neurons", 1)]:
+    for axis, pos in [("main", 0), ("bins", 2), ("trials", 0), ("neurons", 1)]:
         if axis not in sz["plds_axes"]:
             continue
-        for v in sz["plds_" + axis]:
+        for v in ([main[0]] if axis == "main" else sz["plds_" + axis]):
             size = tuple(main[:pos]) + (v,) + tuple(main[pos + 1:])
             sim = simulate_plds(size)
             path = work / ("plds_" + "x".join(map(str, size)) + ".npz")
@@ -453,32 +503,50 @@ def _load(r):
     return "n/a" if "loadavg_1min_before_after" not in r else "/".join(f"{v:.1f}" for v in r["loadavg_1min_before_after"])
 
 
+def _calls_cells(r):
+    c = r["calls"]
+    return (f"{c[0]['wall_s']:.2f} | {c[1]['wall_s']:.2f} | {c[2]['wall_s']:.2f} | "
+            f"{c[0]['compilations']} / {c[1]['compilations']} / {c[2]['compilations']}")
+
+
 def report_lds(recs):
     if not recs:
         return []
-    size, it = recs[0]["size"], recs[0]["iters"]
-    bn = next((r for r in recs if r["tool"] == "lds_bayesneuro" and "error" not in r), None)
-    lines = [f"### Gaussian LDS EM: {size[0]} trials x {size[1]} neurons x {size[2]} bins, {size[3]} latents, "
-             f"{it} EM iterations, full R, same start", "",
-             "| tool | first call (s) | second call (s) | dynamax / bayesneuro | final log p(y), bayesneuro filter "
-             "| final log p(y), dynamax filter | minus bayesneuro | peak RSS (MiB) | load 1-min before/after |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for r in recs:
-        name = r["tool"].split("_")[1]
-        if "error" in r:
-            lines.append(f"| {name} | failed: {r['error'][:100]} | | | | | | | |")
-            continue
-        ratio = f"{_steady(r) / _steady(bn):.1f}x" if bn else "n/a"
-        gap = r["log_likelihood_bn_filter"] - bn["log_likelihood_bn_filter"] if bn else None
-        lines.append(f"| {name} | {r['calls'][0]['wall_s']:.2f} | {r['calls'][1]['wall_s']:.2f} | {ratio} | "
-                     f"{r['log_likelihood_bn_filter']:.6f} | {r['log_likelihood_dynamax_filter']:.6f} | "
-                     f"{_f(gap, '+.2e')} | {r['peak_rss_mib']:.0f} | {_load(r)} |")
-    dx = next((r for r in recs if r["tool"] == "lds_dynamax" and "error" not in r), None)
-    if bn and dx:
-        n = min(len(bn["trace"]), len(dx["trace"]))
-        diff = np.max(np.abs(np.array(bn["trace"][:n]) - np.array(dx["trace"][:n])))
-        lines += ["", f"Max |difference| of the per-iteration log-likelihood traces (first {n} entries, both "
-                      f"evaluated before each M-step): {diff:.3e}."]
+    lines = ["### Gaussian LDS EM vs dynamax `LinearGaussianSSM.fit_em`: full R, same start, same number of "
+             "EM iterations", "",
+             "Calls: the recording (first call: compilation included), the same again, then the same trials "
+             "one bin shorter (another trial length: a second recording). Compilations: XLA programs built "
+             "during each call (`bayesneuro._shapes.count_compilations`, jax.monitoring).", "",
+             "| trials x neurons x bins, latents, iterations | tool | first call (s) | second call (s) | "
+             "new-length call (s) | compilations (1st / 2nd / new) | dynamax / bayesneuro, first | "
+             "dynamax / bayesneuro, second | final log p(y) (bayesneuro filter) | minus bayesneuro | "
+             "max trace difference | peak RSS (MiB) | load 1-min before/after |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for i in range(0, len(recs), 2):
+        pair = recs[i:i + 2]
+        size, it = pair[0]["size"], pair[0]["iters"]
+        label = f"{size[0]} x {size[1]} x {size[2]}, {size[3]}, {it}"
+        bn = next((r for r in pair if r["tool"] == "lds_bayesneuro" and "error" not in r), None)
+        dx = next((r for r in pair if r["tool"] == "lds_dynamax" and "error" not in r), None)
+        diff = None
+        if bn and dx:
+            n = min(len(bn["trace"]), len(dx["trace"]))
+            diff = float(np.max(np.abs(np.array(bn["trace"][:n]) - np.array(dx["trace"][:n]))))
+        for r in pair:
+            name = r["tool"].split("_")[1]
+            if "error" in r:
+                lines.append(f"| {label} | {name} | failed: {r['error'][:100]} | | | | | | | | | | |")
+                continue
+            first = f"{r['calls'][0]['wall_s'] / bn['calls'][0]['wall_s']:.2f}x" if bn else "n/a"
+            second = f"{_steady(r) / _steady(bn):.2f}x" if bn else "n/a"
+            gap = r["log_likelihood_bn_filter"] - bn["log_likelihood_bn_filter"] if bn else None
+            lines.append(f"| {label} | {name} | {_calls_cells(r)} | {first} | {second} | "
+                         f"{r['log_likelihood_bn_filter']:.6f} | {_f(gap, '+.2e')} | "
+                         f"{_f(diff, '.2e') if name == 'dynamax' else ''} | {r['peak_rss_mib']:.0f} | {_load(r)} |")
+    lines += ["", "Max trace difference: max |difference| of the per-iteration log-likelihood traces (both "
+                  "evaluated before each M-step). \"minus bayesneuro\": dynamax's final log p(y) minus "
+                  "bayesneuro's, both parameter sets scored by bayesneuro's Kalman filter (dynamax's filter "
+                  "gives the same values: see the JSON)."]
     return lines
 
 
@@ -510,6 +578,20 @@ def report_estep(recs):
 
 def report_plds(recs, it):
     lines = []
+    for r in (r for r in recs if r.get("axis") == "main"):
+        size = r["size"]
+        lines += [f"### PoissonLDS Laplace-EM (one program per EM iteration): {size[0]} trials x {size[1]} neurons "
+                  f"x {size[2]} bins, {size[3]} latents, {it} EM iterations", "",
+                  "No dynamax counterpart: dynamax has no parameter learning for Poisson state-space models "
+                  "(its only EM is the linear-Gaussian one); its E-step (CMGF) is compared in the section above.", "",
+                  "| first call (s) | second call (s) | new-length call (s) | compilations (1st / 2nd / new) | "
+                  "per EM iteration, second call (s) | peak RSS (MiB) | load 1-min before/after |",
+                  "|---|---|---|---|---|---|---|"]
+        if "error" in r:
+            lines.append(f"| failed: {r['error'][:100]} | | | | | | |")
+        else:
+            lines.append(f"| {_calls_cells(r)} | {_steady(r) / r['calls'][1]['n_iter']:.4f} | "
+                         f"{r['peak_rss_mib']:.0f} | {_load(r)} |")
     for axis in ["bins", "trials", "neurons"]:
         rs = [r for r in recs if r.get("axis") == axis]
         if not rs:
@@ -525,7 +607,7 @@ def report_plds(recs, it):
             if "error" in r:
                 lines.append(f"| {v} | failed: {r['error'][:100]} | | | | |")
                 continue
-            per = _steady(r) / r["calls"][-1]["n_iter"]
+            per = _steady(r) / r["calls"][1]["n_iter"]
             xs.append(v)
             ts.append(per)
             lines.append(f"| {v} | {r['calls'][0]['wall_s']:.2f} | {r['calls'][1]['wall_s']:.2f} | {per:.3f} | "
@@ -538,8 +620,13 @@ def report_plds(recs, it):
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--sections", default="gpfa,lds,estep,plds")
-    parser.add_argument("--plds-axes", default="bins,trials,neurons", help="PLDS scaling axes to run")
+    parser.add_argument("--sections", default="lds,estep,plds",
+                        help="comma-separated: lds, estep, plds, gpfa (gpfa runs bench/latent_gpfa.py; not by default)")
+    parser.add_argument("--long", action="store_true",
+                        help="also the PLDS scaling rows in bins, trials and neurons (several more minutes)")
+    parser.add_argument("--plds-axes", default=None,
+                        help="PLDS rows to run, from main,bins,trials,neurons (default: main; with --long all)")
+    _common.add_device_argument(parser)
     parser.add_argument("--plds-iters", type=int, default=None, help="EM iterations of the PLDS rows")
     parser.add_argument("--out", default=None, help="output stem (default bench/results/latent[_quick])")
     parser.add_argument("--_worker", default=None, help=argparse.SUPPRESS)
@@ -556,14 +643,16 @@ def main(argv=None) -> None:
     except ImportError:
         dx_version = "not installed"
     mode = "quick" if args.quick else "full"
-    sz = dict(SIZES[mode], plds_axes=[a.strip() for a in args.plds_axes.split(",")])
+    axes = args.plds_axes or ("main,bins,trials,neurons" if args.long else "main")
+    sz = dict(SIZES[mode], plds_axes=[a.strip() for a in axes.split(",")])
     if args.plds_iters:
         sz["plds_iters"] = args.plds_iters
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     results = {"mode": mode, "sizes": sz, "bin_size_s": BIN_SIZE, "seed": SEED,
                "versions": {"python": platform.python_version(), "jax": jax.__version__, "dynamax": dx_version,
                             "bayesneuro": bn.__version__, "numpy": np.__version__},
-               "machine": {"platform": platform.platform(), "cpus": os.cpu_count()}}
+               "machine": _common.machine_facts(), "device": DEVICE,
+               "devices": [str(d) for d in jax.devices()]}
     parts = []
     with tempfile.TemporaryDirectory(prefix="bench_latent_") as tmp:
         work = Path(tmp)
@@ -584,8 +673,10 @@ def main(argv=None) -> None:
             results["plds"] = section_plds(sz, work, sz["timeout"])
             parts += ["\n".join(report_plds(results["plds"], sz["plds_iters"])).strip()]
     header = (f"# Latent-model benchmark ({mode})\n\nPython {results['versions']['python']}, jax {jax.__version__}, "
-              f"dynamax {dx_version}, {os.cpu_count()} CPU cores, float64, JAX_PLATFORMS=cpu. Shared machine: the "
-              "1-min load average before/after each run is listed; times are inflated by other jobs.\n")
+              f"dynamax {dx_version}, {os.cpu_count()} CPU cores, float64, "
+              f"{'JAX default platform' if DEVICE else 'JAX_PLATFORMS=cpu'} ({', '.join(results['devices'])}). "
+              f"1-min load average at the start {results['machine']['loadavg_at_start'][0]:.1f}; before/after "
+              "each run in the tables (other jobs on the machine inflate the times).\n")
     text = header + "\n" + "\n\n".join(p for p in parts if p) + "\n"
     print("\n" + text)
     stem = Path(args.out) if args.out else RESULTS / ("latent" if mode == "full" else "latent_quick")

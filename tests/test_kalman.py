@@ -319,11 +319,11 @@ def test_em_on_new_trial_lengths_and_counts_compiles_nothing():
 
     p = random_params(40, full_R=False, inputs=False)
     keys = jax.random.split(jax.random.key(41), 10)
-    first = [np.asarray(lds_sample(k, p, T)[1]) for k, T in zip(keys[:9], [21, 22, 23, 24, 21, 22, 23, 24, 24])]
-    second = [np.asarray(lds_sample(k, p, T)[1]) for k, T in zip(keys, [22, 22, 23, 21, 24, 23, 21, 21, 22, 23])]
-    fit_lds_em(p, first, max_iter=2, progress=False)  # 9 trials of 21-24 bins: padded to 10 x 24
-    with count_compilations() as c:
-        fit = fit_lds_em(p, second, max_iter=2, progress=False)  # 10 trials of 21-24 bins: the same
+    first = [np.asarray(lds_sample(k, p, T)[1]) for k, T in zip(keys[:9], [21, 22, 23, 21, 22, 23, 21, 22, 23])]
+    second = [np.asarray(lds_sample(k, p, T)[1]) for k, T in zip(keys, [22, 24, 23, 21, 24, 23, 21, 21, 22, 23])]
+    fit_lds_em(p, first, max_iter=2, progress=False)  # 9 trials of 21-23 bins: padded to 10 x 24
+    with count_compilations() as c:  # 10 trials of 21-24 bins (24: a length not seen before): the same
+        fit = fit_lds_em(p, second, max_iter=2, progress=False)
     assert c.compilations == 0, c
     # the padded fit is the fit: its log-likelihood is the sum of the trials' own
     total = sum(float(lds_log_likelihood(p, y)) for y in second)

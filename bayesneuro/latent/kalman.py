@@ -526,7 +526,7 @@ def _check_trial(params: LDSParams, observations, inputs, mask, where: str = "")
     if T < 1:
         raise ValueError(f"{where}observations must have at least one time bin")
     if mask is None:
-        m = jnp.ones(T, bool)
+        m = jnp.asarray(np.ones(T, bool))  # from numpy: no XLA program per new length
     else:
         m = jnp.asarray(mask)
         if m.shape != (T,) or m.dtype != bool:
@@ -545,7 +545,7 @@ def _check_trial(params: LDSParams, observations, inputs, mask, where: str = "")
     if inputs is None:
         if F:
             raise ValueError(f"params have input weights for {F} features but no inputs were given")
-        return y, jnp.zeros((T, 0), dtype), m
+        return y, jnp.asarray(np.zeros((T, 0), dtype)), m
     u = jnp.asarray(inputs, dtype)
     if not F:
         raise ValueError(
