@@ -981,7 +981,7 @@ def lds_em_step(
         Current parameters.
     observations : array_like or list of array_like
         ``(time, neuron)``, ``(trial, time, neuron)``, or a list of ``(time, neuron)`` trials
-        of any lengths (trials of equal length are vmapped together).
+        of any lengths (trials are padded to bucketed lengths and vmapped together per bucket).
     inputs : array_like or list of array_like, optional
         Matching ``(time, feature)`` per trial.
     mask : array_like or list of array_like, optional
