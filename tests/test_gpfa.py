@@ -460,9 +460,11 @@ def test_bucketed_estep_equals_unpadded_groups():
     p = make_params(7, [2.0, 6.0], seed=3)
     trials = gaussian_trials(p, 9, seed=4) + [np.asarray(gpfa_sample(jax.random.key(9), p, 1, 17)[1][0])]
     groups, _ = G._group(trials, 7)
-    buckets = G._buckets(groups)  # lengths 6, 13 -> 16 bins; 17, 20 -> 20 bins
-    assert [b.y.shape[1] for b in buckets] == [16, 20] and [b.mask.shape[0] for b in buckets] == [2, 2]
-    todo = iter(groups)
+    assert [b.y.shape[1] for b in G._buckets(groups, 12)] == [16, 20]  # lengths 6, 13 -> 16 bins; 17, 20 -> 20
+    (merged,) = G._buckets(groups, 2)  # small: one bucket (one program) of 20 bins, 4 length slots
+    assert merged.y.shape[1] == 20 and merged.mask.shape[0] == 4
+    buckets = G._buckets(groups, 12) + (merged,)
+    todo = iter(groups + groups)
     for bk in buckets:
         sums, P, ll = G._bucket_estep(p, bk, "se")
         ref_ll, ref_xx, ref_yx = 0.0, 0.0, 0.0
@@ -479,7 +481,7 @@ def test_bucketed_estep_equals_unpadded_groups():
         np.testing.assert_allclose(float(ll), float(ref_ll), rtol=1e-12)
         np.testing.assert_allclose(np.asarray(sums[0]), ref_xx, rtol=1e-10, atol=1e-10)
         np.testing.assert_allclose(np.asarray(sums[2]), ref_yx, rtol=1e-10, atol=1e-10)
-    assert sum(float(G._bucket_estep(p, b, "se")[0][5]) for b in buckets) == sum(len(t) for t in trials)
+    assert float(G._bucket_estep(p, merged, "se")[0][5]) == sum(len(t) for t in trials)
 
 
 def test_masked_timescale_objective_equals_unpadded():

@@ -366,15 +366,35 @@ class _Bucket(NamedTuple):
     count: jax.Array
 
 
-def _buckets(groups) -> tuple[_Bucket, ...]:
+_MERGE_SECONDS = 0.5  # merge two length buckets when the extra E-step work costs less (see _buckets)
+
+
+def _buckets(groups, n_latents: int = 1) -> tuple[_Bucket, ...]:
     """Equal-length groups -> buckets: lengths padded by :func:`bayesneuro._shapes.bucket_length`
     (at most 25% more bins), trials and length slots padded to bucket sizes too, so that a new
-    recording whose lengths fall in the same buckets reuses the compiled programs."""
+    recording whose lengths fall in the same buckets reuses the compiled programs.
+
+    Each bucket is one more compiled E-step program (about a second on a 2-core CPU), so a
+    bucket of short trials is merged into the next longer one when the extra E-step work
+    (``slots * (latent * bins)^3`` flops, over about 200 EM steps at 5 GFLOP/s) costs less than
+    ``_MERGE_SECONDS``: small ragged recordings compile one program, large ones keep tight
+    buckets."""
     from .._shapes import bucket_length
 
     by: dict[int, list] = {}
     for g in groups:
         by.setdefault(bucket_length(g.shape[1]), []).append(np.asarray(g))
+    q3 = float(n_latents) ** 3
+    merged = True
+    while merged and len(by) > 1:
+        merged = False
+        keys = sorted(by)
+        for lo, hi in zip(keys[:-1], keys[1:]):
+            extra = len(by[lo]) * q3 * (float(hi) ** 3 - float(lo) ** 3)
+            if 3.0 * extra * 200 / 5e9 < _MERGE_SECONDS:
+                by[hi] = by.pop(lo) + by[hi]
+                merged = True
+                break
     out = []
     for Tb in sorted(by):
         gs = by[Tb]
@@ -837,7 +857,7 @@ def gpfa_em_step(params: GPFAParams, trials, *, kernel: str = "se", min_var_frac
     params = _check_params(params)
     groups, _ = _group(trials, params.loadings.shape[0])
     step = _BucketStep(_check_kernel(kernel), bool(learn_timescales))
-    new, ll = step(_to_state(params), _buckets(groups), _var_floor(groups, min_var_frac), params.eps)
+    new, ll = step(_to_state(params), _buckets(groups, params.loadings.shape[1]), _var_floor(groups, min_var_frac), params.eps)
     return _from_state(new, params.eps), float(ll)
 
 
@@ -918,7 +938,7 @@ def _fit_em(params, groups, *, kernel, max_iter, tol, var_floor, learn_timescale
     """:func:`fit_gpfa_em` on checked parameters and trials grouped by length."""
     from ..engine.em import run_em
 
-    buckets = _buckets(groups)
+    buckets = _buckets(groups, params.loadings.shape[1])
     step = _Counted(_BucketStep(kernel, learn_timescales))
     state, trace = run_em(step, _to_state(params), buckets, var_floor, params.eps, max_iter=max_iter, tol=tol,
                           squarem=squarem, project=partial(_project, var_floor=var_floor), progress=progress,

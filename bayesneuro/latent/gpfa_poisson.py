@@ -415,7 +415,7 @@ def poisson_gpfa_em_step(params: PoissonGPFAParams, counts, *, bin_size: float, 
     groups, _ = _group(counts, params.loadings.shape[0])
     centre = _centre(groups, offset_prior_mean, float(bin_size))
     step = _em_step_program(_check_kernel(kernel), bool(learn_timescales))
-    new, obj = step(params, _buckets(groups), centre, jnp.asarray(float(bin_size), centre.dtype))
+    new, obj = step(params, _buckets(groups, params.loadings.shape[1]), centre, jnp.asarray(float(bin_size), centre.dtype))
     return new, float(obj)
 
 
@@ -480,7 +480,7 @@ def fit_poisson_gpfa_em(params: PoissonGPFAParams, counts, *, bin_size: float, k
     groups, _ = _group(counts, params.loadings.shape[0])
     centre = _centre(groups, offset_prior_mean, float(bin_size))
     step = _em_step_program(_check_kernel(kernel), bool(learn_timescales))
-    params, trace = run_em(step, params, _buckets(groups), centre, jnp.asarray(float(bin_size), centre.dtype),
+    params, trace = run_em(step, params, _buckets(groups, params.loadings.shape[1]), centre, jnp.asarray(float(bin_size), centre.dtype),
                            max_iter=int(max_iter), tol=tol, progress=progress, desc="Poisson GPFA Laplace-EM",
                            warn=warn, decrease_tol=1e-4)  # the Laplace E-step is approximate: small dips happen
     return PoissonGPFAEMResult(params, trace.objective, int(trace.n_iter), bool(trace.converged))
