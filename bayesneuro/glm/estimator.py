@@ -509,11 +509,13 @@ class PoissonGLM(Estimator):
         if groups:
             cols = []
             index = {f: i for i, f in enumerate(data.feature_names)}
+            # convolve the padded covariates (the padding only feeds masked bins): bucketed shapes
+            seg_pad = pad_axis(np.asarray(seg), n_pad, value=seg[-1])
             for _, feats, basis, _ in groups:
-                x = data.covariates[:, [index[f] for f in feats]].astype(dtype)
-                conv = _bases.convolve(x, basis, history=False, trial_ids=seg)
-                cols.append(np.asarray(conv).reshape(data.n_time, -1))
-            out["stimulus"] = jnp.asarray(pad_axis(np.concatenate(cols, axis=1), n_pad))
+                x = pad_axis(data.covariates[:, [index[f] for f in feats]].astype(dtype), n_pad)
+                conv = _bases.convolve(x, basis, history=False, trial_ids=seg_pad)
+                cols.append(np.asarray(conv).reshape(n_pad, -1))
+            out["stimulus"] = jnp.asarray(np.concatenate(cols, axis=1))
         if not spikes:
             return out
         if self.filter_mode == "fft" and (self.history_basis is not None or self._coupled):
@@ -745,7 +747,8 @@ class PoissonGLM(Estimator):
         maps = {}  # site -> (A, mean): w[..., k, n] = A @ z[..., k, n] * scale; bias -= mean . w
         start = 0
         for g in spec.stimulus:
-            feats = np.asarray(arrays["stimulus"][:, start : start + g.size], dtype=float)
+            # the recording's bins only (not the padding); numpy: slicing a device array compiles
+            feats = np.asarray(arrays["stimulus"], dtype=float)[: data.n_time, start : start + g.size]
             start += g.size
             name = f"{g.name}_weights"
             if isinstance(g.prior, (Ridge, Flat)):
@@ -814,10 +817,13 @@ class PoissonGLM(Estimator):
         By the model's own compiled program (:func:`~bayesneuro.glm._model.expected_counts`, same
         arguments), on the time axis padded to its bucket: nothing compiles that the fit did not.
         """
-        arrays = self._features(data, n_pad=bucket_length(data.n_time)) if arrays is None else arrays
+        if arrays is None:
+            n_rows = bucket_length(data.n_time)
+            arrays = self._features(data, n_pad=n_rows)
+        else:
+            n_rows = next((v.shape[0] for k, v in arrays.items() if k in _TIME_KEYS and v is not None), data.n_time)
         p = {k: jnp.asarray(self.params_[k]) for k in ("bias", *self.spec_.weight_sites())}
         feats = {k: arrays.get(k) for k in ("stimulus", "history", "coupling", "spectra", "rows")}
-        n_rows = next((v.shape[0] for k, v in arrays.items() if k in _TIME_KEYS and v is not None), data.n_time)
         rates = np.asarray(expected_counts(self.spec_, p, feats, int(n_rows)))[: data.n_time] / self.spec_.bin_size
         if not np.all(np.isfinite(rates)) or (self.link == "exp" and rates.max() > math.exp(700.0)):
             raise ValueError(
