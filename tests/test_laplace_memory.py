@@ -11,7 +11,7 @@ import pytest
 import bayesneuro as bn
 from bayesneuro import infer
 from bayesneuro.glm import Flat, Smooth
-from bayesneuro.infer.fit import BlockHessian, _program, hessian_columns
+from bayesneuro.infer.fit import BlockHessian, _jit_hessian_columns, _program
 
 
 def _regression(x=None, y=None):
@@ -20,8 +20,7 @@ def _regression(x=None, y=None):
     numpyro.sample("y", dist.StudentT(4.0, x @ w, s), obs=y)
 
 
-@pytest.mark.parametrize("batch", [1, 3, 7])
-def test_hessian_columns_equal_jax_hessian(batch):
+def test_hessian_columns_equal_jax_hessian():
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.normal(size=(40, 6)))
     y = x @ jnp.arange(6.0) + jnp.asarray(rng.normal(size=40))
@@ -29,15 +28,16 @@ def test_hessian_columns_equal_jax_hessian(batch):
     prog, arrays = _program(_regression, data, "laplace")
     u = jnp.asarray(rng.normal(size=7))
     ref = jax.hessian(prog.potential)(u, arrays)
-    got = hessian_columns(prog.potential, u, arrays, batch=batch)
-    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-10 * float(jnp.abs(ref).max()))
+    for batch in (1, 3, 7):  # one column per pass, a ragged last pass, all at once
+        got = _jit_hessian_columns(prog.potential, u, arrays, batch=batch)
+        np.testing.assert_allclose(got, ref, rtol=0, atol=1e-10 * float(jnp.abs(ref).max()))
 
 
 def test_laplace_by_column_blocks_equals_dense_and_block_hook():
     rng = np.random.default_rng(1)
     x = rng.normal(size=(60, 4))
     y = x @ np.array([1.0, -0.5, 0.0, 2.0]) + rng.normal(size=60)
-    kw = dict(method="laplace", key=0, progress=False, num_samples=50, x=x, y=y)
+    kw = {"method": "laplace", "key": 0, "progress": False, "num_samples": 50, "x": x, "y": y}
     one = infer.fit(_regression, hessian_batch=1, **kw)
     all_ = infer.fit(_regression, hessian_batch=5, **kw)
     np.testing.assert_allclose(one.info["cov"], all_.info["cov"], rtol=0, atol=1e-12)
@@ -66,11 +66,14 @@ def _flat(d):
     return np.concatenate([np.ravel(d[k]) for k in sorted(d)])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["fft", "design"])
 def test_glm_laplace_per_neuron_equals_dense_hessian(mode):
     """Mode and covariance of the per-neuron Gram Laplace equal jax.hessian's to 1e-10."""
     data = _data(covariate=mode == "design")
-    kw = dict(history_basis=bn.bases.RaisedCosineLog(3, window=8), coupling=True, filter_mode=mode)
+    kw = {"history_basis": bn.bases.RaisedCosineLog(3, window=8), "coupling": True, "filter_mode": mode}
+    if mode == "fft":  # the first 8 bins are left out of the likelihood (zero curvature there)
+        kw.update(exclude_initial_bins=True)
     if mode == "design":  # a stimulus filter and the non-centred Smooth prior too
         kw.update(stimulus_basis=bn.bases.RaisedCosineLinear(2, window=4), history_prior=Smooth(1.0, 0.5))
     fast = bn.PoissonGLM(**kw).fit(data, method="laplace", key=0, progress=False, num_samples=20)
