@@ -93,6 +93,7 @@ class CompileCount:
 
     compilations: int = 0
     seconds: float = 0.0
+    cache_hits: int = 0
 
 
 _LOCK = threading.Lock()
@@ -112,12 +113,21 @@ def _on_event(name: str, secs: float, **_kw) -> None:
                 c.seconds += float(secs)
 
 
+def _on_plain_event(name: str, **_kw) -> None:
+    if name == "/jax/compilation_cache/cache_hits":
+        with _LOCK:
+            for c in _ACTIVE:
+                c.cache_hits += 1
+
+
 @contextlib.contextmanager
 def count_compilations() -> Iterator[CompileCount]:
     """Count the XLA compilations inside a ``with`` block (``jax.monitoring`` events).
 
-    ``compilations`` counts backend compilations (a program loaded from the persistent
-    compilation cache is not one); ``seconds`` adds tracing, lowering and compiling time.
+    ``compilations`` counts the programs the backend had to provide: built, or loaded from the
+    persistent compilation cache (:func:`bayesneuro.enable_compilation_cache`), which JAX reports
+    with the same event; ``cache_hits`` counts the loaded ones, so ``compilations - cache_hits``
+    were built. ``seconds`` adds tracing, lowering and compiling time.
 
     Examples
     --------
@@ -137,6 +147,7 @@ def count_compilations() -> Iterator[CompileCount]:
     with _LOCK:
         if not _REGISTERED:
             jax.monitoring.register_event_duration_secs_listener(_on_event)
+            jax.monitoring.register_event_listener(_on_plain_event)
             _REGISTERED = True
         count = CompileCount()
         _ACTIVE.append(count)
