@@ -159,23 +159,26 @@ def test_padding_is_exact():
 
 @pytest.mark.slow  # ~10 s: compiles the padded and unpadded Laplace-EM programs
 def test_bucketed_fit_matches_unpadded_and_new_length_compiles_nothing(monkeypatch):
-    """Trials padded to a bucket length: the Laplace-EM trajectory of the unpadded fit, and a
-    recording of another trial length in the same bucket compiles nothing."""
+    """Trials padded to a bucket length and the trial count to a bucket (fully masked trials):
+    the Laplace-EM trajectory of the unpadded fit, and a recording of another trial length and
+    another number of trials in the same buckets compiles nothing."""
     import bayesneuro.latent.plds as plds_mod
     from bayesneuro._shapes import count_compilations
 
     truth = _true_model(seed=5, n_neuron=8)
-    sim = truth.simulate(3, 37, key=6)  # 37 bins -> padded to 40
+    sim = truth.simulate(9, 37, key=6)  # 37 bins -> padded to 40, 9 trials -> 10
     fit = lambda d: PoissonLDS(2).fit(d, max_iter=4, tol=None, progress=False)
     padded = fit(sim.data)
-    assert padded._batch(sim.data, ()).mask.shape == (3, 40)
+    assert padded._batch(sim.data, ()).mask.shape == (10, 40)
+    assert padded._train_log_lik.shape == (9,)
     with monkeypatch.context() as m:
         m.setattr(plds_mod, "bucket_length", lambda n, **kw: n)
         exact = fit(sim.data)
     np.testing.assert_allclose(padded.log_likelihood_trace_, exact.log_likelihood_trace_, rtol=1e-9)
     for name, a, b in zip(PLDSParams._fields, padded.params_, exact.params_):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-8, err_msg=name)
-    other = truth.simulate(3, 34, key=7)  # 34 bins: the same bucket
+    np.testing.assert_allclose(padded._train_log_lik, exact._train_log_lik, rtol=1e-9)
+    other = truth.simulate(10, 34, key=7)  # 34 bins, 10 trials: the same buckets
     with count_compilations() as c:
         fit(other.data)
     assert c.compilations == 0, c

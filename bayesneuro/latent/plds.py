@@ -346,13 +346,40 @@ def _loadings_objective(theta, y, mu, cov, mask, bin_size, link):
     return -jnp.sum(jnp.where(mask, val, 0.0))
 
 
+def _loadings_derivatives(theta, y, mu, cov, mask, bin_size):
+    r"""Gradient and dense Hessian of :func:`_loadings_objective` for the exp link, in closed form.
+
+    With :math:`e_t = dt \exp(c^T\mu_t + d + c^T\Sigma_t c/2)` and :math:`a_t = \mu_t + \Sigma_t c`
+    (``cov`` symmetric): :math:`\partial_c = \sum_t (e_t a_t - y_t \mu_t)`,
+    :math:`\partial_d = \sum_t (e_t - y_t)`, :math:`\partial_{cc} = \sum_t e_t (a_t a_t^T + \Sigma_t)`,
+    :math:`\partial_{cd} = \sum_t e_t a_t`, :math:`\partial_{dd} = \sum_t e_t` (sums over real bins).
+    A much smaller program than ``jax.hessian`` of the objective.
+    """
+    c, d = theta[:-1], theta[-1]
+    sc = cov @ c
+    e = jnp.where(mask, bin_size * jnp.exp(mu @ c + d + 0.5 * (sc @ c)), 0.0)
+    ym = jnp.where(mask, y, 0.0)
+    a = mu + sc
+    ea = jnp.einsum("rt,rtk->k", e, a)
+    grad = jnp.concatenate([ea - jnp.einsum("rt,rtk->k", ym, mu), (jnp.sum(e) - jnp.sum(ym))[None]])
+    hcc = jnp.einsum("rt,rtk,rtl->kl", e, a, a) + jnp.einsum("rt,rtkl->kl", e, cov)
+    top = jnp.concatenate([hcc, ea[:, None]], axis=1)
+    hess = jnp.concatenate([top, jnp.concatenate([ea, jnp.sum(e)[None]])[None]], axis=0)
+    return grad, hess
+
+
 def _fit_loadings(params: PLDSParams, post: LaplacePosterior, counts, mask, bin_size, link, max_iter):
-    """Newton per neuron on ``(C_n, d_n)`` (concave objective; the engine's dense Newton, vmapped)."""
+    """Newton per neuron on ``(C_n, d_n)`` (concave objective; the engine's dense Newton, vmapped;
+    closed-form derivatives for the exp link, automatic ones otherwise)."""
     theta0 = jnp.concatenate([params.loadings, params.offset[:, None]], axis=1)
+    cov = 0.5 * (post.cov + jnp.swapaxes(post.cov, -1, -2))
+    derivatives = None
+    if link == "exp":
+        derivatives = lambda th, y: _loadings_derivatives(th, y, post.mean, cov, mask, bin_size)
 
     def one(theta, y):
         obj = lambda th, y: _loadings_objective(th, y, post.mean, post.cov, mask, bin_size, link)  # noqa: E731
-        return newton(obj, theta, y, max_iter=max_iter, tol=1e-10).x
+        return newton(obj, theta, y, derivatives=derivatives, max_iter=max_iter, tol=1e-10).x
 
     theta = jax.vmap(one, in_axes=(0, 2))(theta0, counts)
     return theta[:, :-1], theta[:, -1]
@@ -395,10 +422,12 @@ def m_step(
     mu = jnp.where(mask[..., None], post.mean, 0.0)
     cov = jnp.where(mask[..., None, None], post.cov, 0.0)
     post = post._replace(mean=mu, cov=cov)
-    # initial state
-    m0 = mu[:, 0].mean(axis=0)
+    # initial state, over the trials with a real bin (a fully masked trial pads the trial count)
+    tw = jnp.any(mask, axis=1).astype(mu.dtype)
+    n_tw = jnp.sum(tw)
+    m0 = jnp.einsum("r,rk->k", tw, mu[:, 0]) / n_tw
     dm = mu[:, 0] - m0
-    s0 = (cov[:, 0] + dm[:, :, None] * dm[:, None, :]).mean(axis=0)
+    s0 = jnp.einsum("r,rkl->kl", tw, cov[:, 0] + dm[:, :, None] * dm[:, None, :]) / n_tw
     s0 = 0.5 * (s0 + s0.T) + jitter * eye
     # dynamics: regress x_{t+1} on z_t = [x_t, u_{t+1}, 1]
     w = mask[:, 1:].astype(mu.dtype)
@@ -424,18 +453,21 @@ def _em_program(link: str, max_newton: int):
     """One whole Laplace-EM iteration (E-step and M-step) as ONE jitted program of
     ``(params, path)``, for :func:`bayesneuro.engine.em.run_em`.
 
-    ``step((params, path), counts, inputs, mask, bin_size, newton_tol)`` returns the new
-    parameters with the posterior mode (the next E-step's Newton start) and the Laplace
-    ``log p(y)`` at the *old* parameters. Cached per (link, max_newton), so refits reuse it.
+    ``step((params, path, log_marginal), counts, inputs, mask, bin_size, newton_tol)`` returns
+    the new parameters with the posterior mode (the next E-step's Newton start) and the Laplace
+    ``log p(y)`` of each trial at the *old* parameters (0 for a fully masked padding trial), and
+    their sum. One more call after the loop gives the posterior at the fitted parameters, so the
+    fit compiles no separate E-step program. Cached per (link, max_newton), so refits reuse it.
     """
 
     def step(state, counts, inputs, mask, bin_size, newton_tol):
-        params, path = state
+        params, path, _ = state
         post = laplace_posterior(
             params, counts, inputs, mask, path, bin_size=bin_size, link=link, max_iter=max_newton, tol=newton_tol
         )
         new = m_step(post, params, counts, inputs, mask, bin_size=bin_size, link=link)
-        return (new, post.mean), jnp.sum(post.log_marginal)
+        log_marginal = jnp.where(jnp.any(mask, axis=1), post.log_marginal, 0.0)
+        return (new, post.mean, log_marginal), jnp.sum(log_marginal)
 
     return jax.jit(step)
 
@@ -867,9 +899,10 @@ class PoissonLDS(Estimator):
         bounds = np.r_[0, np.flatnonzero(np.diff(seg)) + 1, data.n_time]
         lengths = np.diff(bounds)
         pos = np.arange(data.n_time) - bounds[:-1][seg]
-        # trial length padded to a bucket (masked bins): another recording whose longest trial falls
-        # in the same bucket reuses the compiled E-step and EM programs
-        shape = (len(lengths), bucket_length(int(lengths.max())))
+        # trial length padded to a bucket (masked bins) and trial count to a bucket (fully masked
+        # trials): another recording whose longest trial and trial count fall in the same buckets
+        # reuses the compiled E-step and EM programs
+        shape = (bucket_length(len(lengths), minimum=1), bucket_length(int(lengths.max())))
         y = np.zeros(shape + (data.n_neuron,))
         y[seg, pos] = data.counts
         u = np.zeros(shape + (len(features),))
@@ -1009,22 +1042,23 @@ class PoissonLDS(Estimator):
         max_newton, newton_tol = int(opts["max_newton"]), float(opts["newton_tol"])
         step = _em_program(self.link, max_newton)
         args = (batch.counts, batch.inputs, batch.mask, jnp.asarray(bin_size, dtype), jnp.asarray(newton_tol, dtype))
-        (params, path), trace = run_em(
-            step, (params, path), *args, max_iter=max_iter, tol=tol, progress=progress, desc="Laplace-EM",
+        n_trial = len(np.unique(batch.seg))
+        lm0 = jnp.zeros(batch.mask.shape[:1], dtype)
+        (params, path, _), trace = run_em(
+            step, (params, path, lm0), *args, max_iter=max_iter, tol=tol, progress=progress, desc="Laplace-EM",
             decrease_tol=_LAPLACE_EM_DIP,
         )
-        if not all(bool(jnp.all(jnp.isfinite(v))) for v in params):
+        if not all(np.all(np.isfinite(np.asarray(v))) for v in params):
             raise FloatingPointError(
                 "Laplace-EM: the parameters became non-finite (the rates overflow); check the "
                 "data's bin size and rates, or use fewer latents"
             )
-        post = laplace_posterior(
-            params, batch.counts, batch.inputs, batch.mask, path, bin_size=bin_size, link=self.link,
-            max_iter=max_newton, tol=newton_tol,
-        )
+        # the posterior at the fitted parameters by the same program (its M-step is discarded)
+        (_, _, log_marginal), _ = step((params, path, lm0), *args)
+        log_marginal = np.asarray(log_marginal, float)[:n_trial]
         self._set_params(params)
-        self._train_log_lik = np.asarray(post.log_marginal, float)
-        self.log_likelihood_trace_ = np.append(np.asarray(trace.objective, float), float(post.log_marginal.sum()))
+        self._train_log_lik = log_marginal
+        self.log_likelihood_trace_ = np.append(np.asarray(trace.objective, float), float(log_marginal.sum()))
         self.n_iter_ = int(trace.n_iter)
         self.converged_ = bool(trace.converged)
 
@@ -1099,7 +1133,7 @@ class PoissonLDS(Estimator):
         )
         mean = np.asarray(post.mean)[batch.seg, batch.pos]
         cov = np.asarray(post.cov)[batch.seg, batch.pos]
-        return mean, cov, np.asarray(post.log_marginal, dtype=float)
+        return mean, cov, np.asarray(post.log_marginal, dtype=float)[: len(np.unique(batch.seg))]
 
     @pynapple_io("dataset")
     def transform(self, data: SpikeData, *, neurons: Any = None) -> xr.Dataset:
@@ -1394,7 +1428,8 @@ class PoissonLDS(Estimator):
             ).log_marginal
 
         ll = jax.lax.map(one, flat)
-        return np.asarray(ll, float).reshape(n_chain, n_draw, -1)
+        n_trial = len(np.unique(batch.seg))
+        return np.asarray(ll, float).reshape(n_chain, n_draw, -1)[..., :n_trial]
 
     def __repr__(self) -> str:
         parts = [f"n_latents={self.n_latents}"]
