@@ -509,7 +509,7 @@ def test_em_step_unchanged_by_buckets_and_new_lengths_compile_nothing():
     y = np.asarray(gpfa_sample(jax.random.key(7), p, 6, 40)[1])
     first = [y[k, :T] for k, T in enumerate((33, 35, 38, 33, 35, 38))]
     second = [y[k, :T] for k, T in enumerate((34, 36, 40, 34, 36, 40))]
-    new, ll = G.gpfa_em_step(p, first)
+    _, ll = G.gpfa_em_step(p, first)
     ref_ll = sum(float(dense_posterior(p, t)[2]) for t in first)
     np.testing.assert_allclose(ll, ref_ll, rtol=1e-10)
     data = [bn.SpikeData.from_trials([np.random.default_rng(k).poisson(np.exp(0.3 * t)) for t in rec], bin_size=0.02)

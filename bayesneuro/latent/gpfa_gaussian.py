@@ -69,6 +69,7 @@ convergence of any EM algorithm. *Scand. J. Stat.* 35, 335-353.
 
 from __future__ import annotations
 
+import itertools
 import math
 from functools import partial
 from typing import NamedTuple
@@ -389,7 +390,7 @@ def _buckets(groups, n_latents: int = 1) -> tuple[_Bucket, ...]:
     while merged and len(by) > 1:
         merged = False
         keys = sorted(by)
-        for lo, hi in zip(keys[:-1], keys[1:]):
+        for lo, hi in itertools.pairwise(keys):
             extra = len(by[lo]) * q3 * (float(hi) ** 3 - float(lo) ** 3)
             if 3.0 * extra * 200 / 5e9 < _MERGE_SECONDS:
                 by[hi] = by.pop(lo) + by[hi]
