@@ -520,3 +520,69 @@ def test_em_step_unchanged_by_buckets_and_new_lengths_compile_nothing():
         with count_compilations() as c:
             GPFA(1).fit(data[1], max_iter=20, progress=False)
     assert c.compilations == 0
+
+
+# ----------------------------------------------------------------------------- segments (segment_length)
+
+
+def test_segment_trials_as_elephant_cuts():
+    """Trial lengths that are multiples of the segment: elephant's cut_trials, segment for segment;
+    other lengths: elephant's segment count and length, first segment at 0, last ending at T."""
+    from elephant.gpfa import gpfa_util
+
+    rng = np.random.default_rng(0)
+    trials = [rng.normal(size=(T, 3)) for T in (40, 20, 60)]
+    seqs, _ = elephant_inputs(make_params(3, [2.0], seed=0), trials)
+    ours = G.segment_trials(trials, 20)
+    theirs = gpfa_util.cut_trials(seqs, seg_length=20)
+    assert len(ours) == len(theirs) == 6
+    for a, b in zip(ours, theirs):
+        np.testing.assert_array_equal(a, b["y"].T)
+    for T in (21, 47, 59):
+        x = np.arange(float(T))[:, None]
+        segs = G.segment_trials([x], 20)
+        assert len(segs) == len(gpfa_util.cut_trials(elephant_inputs(make_params(1, [2.0], 0), [x])[0], 20))
+        assert all(len(s) == 20 for s in segs) and segs[0][0, 0] == 0 and segs[-1][-1, 0] == T - 1
+        assert np.array_equal(np.unique(np.concatenate(segs)), x[:, 0])  # every bin covered
+    assert [len(s) for s in G.segment_trials([np.ones((7, 2))], 20)] == [7]  # short trial kept whole
+    with pytest.raises(ValueError, match="segment_length"):
+        GPFA(1, segment_length=1)
+
+
+def test_segment_fit_matches_elephant_em_on_its_segments():
+    """GPFA(segment_length=20) = elephant's gpfa_core.em on elephant's cut_trials segments from the
+    same factor-analysis start (fixed timescales, 8 plain EM steps); the log-likelihood of the
+    data stays on whole trials."""
+    from elephant.gpfa import gpfa_core, gpfa_util
+
+    truth = make_params(8, [3.0, 8.0], seed=3, offset=2.5, noise=0.1)
+    data, _ = poisson_data(truth, 6, 40, seed=3)
+    counts, _ = data.to_padded()
+    trials = [counts[k, : (40, 20, 60)[k % 3]] for k in range(len(counts))]
+    data = bn.SpikeData.from_trials(trials, bin_size=0.02)
+    n_iter = 8
+    fit = GPFA(2, segment_length=20, learn_timescales=False).fit(data, max_iter=n_iter, tol=None, squarem=False,
+                                                                  progress=False)
+    roots = [np.sqrt(np.asarray(t, dtype=float)) for t in trials]
+    init = init_gpfa_params(G.segment_trials(roots, 20), 2, timescale=0.1 / 0.02)
+    seqs, pe = elephant_inputs(init, roots)
+    pe["notes"]["learnKernelParams"] = False
+    pe_out, _, lls, _ = gpfa_core.em(copy.deepcopy(pe), gpfa_util.cut_trials(seqs, seg_length=20),
+                                     max_iters=n_iter, tol=-1e300, freq_ll=1)
+    np.testing.assert_allclose(fit.log_likelihood_trace_[:-1], lls, rtol=1e-10)
+    np.testing.assert_allclose(fit.loadings_, pe_out["C"], rtol=1e-8, atol=1e-8)
+    np.testing.assert_allclose(fit.observation_var_, np.diag(pe_out["R"]), rtol=1e-8)
+    np.testing.assert_allclose(fit.offset_, pe_out["d"], rtol=1e-10)
+    # user-facing inference on whole trials: the exact whole-trial log-likelihood at these parameters
+    whole = G.gpfa_log_likelihood(fit.params_, roots)
+    np.testing.assert_allclose(fit.log_likelihood(data).sum(), whole, rtol=1e-10)
+
+
+@pytest.mark.slow  # ~6.7 s under load 3.3 (two fits' compilation)
+def test_segment_length_of_the_trial_is_the_whole_trial_fit():
+    truth = make_params(6, [3.0], seed=4, offset=2.5, noise=0.1)
+    eq, _ = poisson_data(truth, 5, 30, seed=4)
+    a = GPFA(1, segment_length=30).fit(eq, max_iter=6, tol=None, progress=False)
+    b = GPFA(1).fit(eq, max_iter=6, tol=None, progress=False)
+    for x, y in zip(a.params_, b.params_):
+        np.testing.assert_array_equal(x, y)

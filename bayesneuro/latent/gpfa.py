@@ -44,6 +44,7 @@ from .gpfa_gaussian import (
     _predictive_given,
     _var_floor,
     gpfa_sample,
+    segment_trials,
 )
 from .gpfa_poisson import (
     PoissonGPFAParams,
@@ -89,9 +90,11 @@ class GPFA(Estimator):
     :mod:`~bayesneuro.latent.gpfa_gaussian`: ``n_latents`` independent GP latents with learnt
     timescales, read out linearly with independent Gaussian noise per neuron. Fitting is exact
     EM from a factor-analysis start, with elephant's M-step, variance floor and convergence
-    test, on whole trials (elephant's ``GPFA.fit`` cuts trials into 20-bin segments;
-    :func:`elephant.gpfa.gpfa_core.em` on whole trials is the same algorithm as this one).
-    Trials may differ in length.
+    test, on whole trials by default (:func:`elephant.gpfa.gpfa_core.em` on whole trials is the
+    same algorithm as this one). Trials may differ in length. With ``segment_length`` the
+    parameters are fitted, as elephant's ``GPFA.fit`` does (20-bin segments), on trials cut into
+    segments of that many bins (:func:`~bayesneuro.latent.gpfa_gaussian.segment_trials`); the
+    latents, log-likelihoods and predictions of every method stay exact on whole trials.
 
     With ``observation="poisson"`` the counts themselves are modelled,
     ``counts ~ Poisson(dt exp(C x + d))`` (:func:`~bayesneuro.latent._gpfa_model.poisson_gpfa_model`,
@@ -132,6 +135,18 @@ class GPFA(Estimator):
     init_timescale : float, default 0.1
         Initial timescale of every latent, in seconds (elephant's ``tau_init``, 100 ms); the
         median of the timescales' prior for SVI and NUTS.
+    segment_length : int, optional
+        None (default): fit on whole trials, exact. An integer (elephant's ``GPFA.fit`` uses
+        20): fit the Gaussian EM (and the Gaussian start of the Poisson fit) on trials cut into
+        segments of that many bins (:func:`~bayesneuro.latent.gpfa_gaussian.segment_trials`;
+        trials not longer than a segment are kept whole). All segments share one length, so
+        each EM step factorises one ``(latent*segment_length)`` covariance instead of one per
+        distinct trial length: much faster on long or ragged trials. It is an approximation
+        of the fit: correlations across segment boundaries are ignored and timescales longer
+        than a segment are poorly identified (choose a segment several timescales long).
+        ``log_likelihood_trace_`` and ``log_likelihood_`` are then the segments'
+        log-likelihoods; :meth:`transform`, :meth:`log_likelihood`, :meth:`score` and the
+        predictions use whole trials.
 
     Attributes
     ----------
@@ -209,6 +224,7 @@ class GPFA(Estimator):
         eps: float = 1e-3,
         learn_timescales: bool = True,
         init_timescale: float = 0.1,
+        segment_length: int | None = None,
     ):
         _positive_int(n_latents, "n_latents")
         _check_kernel(kernel)
@@ -229,7 +245,10 @@ class GPFA(Estimator):
         self.min_var_frac = min_var_frac
         self.eps = eps
         self.learn_timescales = learn_timescales
+        if segment_length is not None:
+            _positive_int(segment_length, "segment_length", minimum=2)
         self.init_timescale = init_timescale
+        self.segment_length = segment_length
 
     # ------------------------------------------------------------------------------------------
 
@@ -246,6 +265,14 @@ class GPFA(Estimator):
         index = [idx_all[lengths[idx_all] == T] for T in np.unique(lengths[idx_all])]
         # numpy, not jnp.asarray of a strided slice: that compiles a copy program per shape
         return tuple(np.ascontiguousarray(y[idx, : lengths[idx[0]]]) for idx in index), index
+
+    def _fit_groups_of(self, y: np.ndarray, lengths: np.ndarray) -> tuple:
+        """The groups EM fits on: whole trials by length, or segments (``segment_length``)."""
+        if self.segment_length is None:
+            return self._groups(y, lengths)[0]
+        segs = segment_trials([y[k, : lengths[k]] for k in range(len(lengths))], self.segment_length)
+        seg_len = np.array([len(s) for s in segs])
+        return tuple(np.stack([segs[k] for k in np.flatnonzero(seg_len == T)]) for T in np.unique(seg_len))
 
     @staticmethod
     def _constant_neurons(y: np.ndarray, lengths: np.ndarray, trials, neuron_ids) -> list:
@@ -367,7 +394,7 @@ class GPFA(Estimator):
         if unknown:
             raise ValueError(f"unknown options {unknown} for the Gaussian EM fit; it takes {sorted(_GAUSSIAN_OPTIONS)}")
         y, lengths = self._observations(data)
-        groups, _ = self._groups(y, lengths)
+        groups = self._fit_groups_of(y, lengths)
         self.method_ = "em"
         return self._fit_groups(groups, data, progress, **options)
 
@@ -410,9 +437,10 @@ class GPFA(Estimator):
         counts, mask = data.to_padded()
         lengths = mask.sum(axis=1)
         dt = float(data.bin_size)
-        groups, _ = self._groups(np.sqrt(counts.astype(np.float64)), lengths)
         start = GPFA(self.n_latents, kernel=self.kernel, count_transform="sqrt", min_var_frac=self.min_var_frac,
-                     eps=self.eps, learn_timescales=self.learn_timescales, init_timescale=self.init_timescale)
+                     eps=self.eps, learn_timescales=self.learn_timescales, init_timescale=self.init_timescale,
+                     segment_length=self.segment_length)
+        groups = start._fit_groups_of(np.sqrt(counts.astype(np.float64)), lengths)
         start._fit_groups(groups, data, False, max_iter=_START_MAX_ITER, warn=False)  # a start: capped
         result, p0, self.laplace_em_trace_ = fit_poisson_gpfa(
             counts, mask, start._jparams(), bin_size=dt, trials=data.trials, neuron_ids=data.neuron_ids,

@@ -93,6 +93,7 @@ __all__ = [
     "gpfa_predict_left_out",
     "gpfa_sample",
     "init_gpfa_params",
+    "segment_trials",
 ]
 
 KERNELS = ("se", "matern32", "matern52")
@@ -649,6 +650,59 @@ def _group(trials, n_neuron: int | None = None) -> tuple[tuple, list[np.ndarray]
     index = [np.flatnonzero(lengths == T) for T in np.unique(lengths)]
     groups = tuple(jnp.asarray(np.stack([arrays[k] for k in idx])) for idx in index)
     return groups, index
+
+
+def segment_trials(trials, segment_length: int) -> list[np.ndarray]:
+    """Trials cut into segments of ``segment_length`` bins, as elephant's ``GPFA.fit`` trains.
+
+    A trial of ``T > segment_length`` bins becomes ``ceil(T / segment_length)`` segments of
+    exactly ``segment_length`` bins, the first starting at bin 0 and the last ending at bin
+    ``T``: the overlap this needs is spread as evenly as possible over the segment boundaries
+    (:func:`elephant.gpfa.gpfa_util.cut_trials` draws it at random), so the bins of an overlap
+    count twice. When ``T`` is a multiple of ``segment_length`` the segments are disjoint and
+    the same as elephant's. A trial of at most ``segment_length`` bins is kept whole (elephant
+    drops trials shorter than a segment).
+
+    Fitting on segments is an approximation: all segments share one length, so EM factorises
+    one ``(latent*segment_length)`` covariance per step instead of one per distinct trial
+    length, but correlations across segment boundaries are ignored, and timescales much longer
+    than a segment are poorly identified.
+
+    Parameters
+    ----------
+    trials : list of array_like (time, neuron), or array_like (trial, time, neuron)
+    segment_length : int
+        Bins per segment, at least 2.
+
+    Returns
+    -------
+    list of numpy.ndarray (time, neuron)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bayesneuro.latent.gpfa_gaussian import segment_trials
+    >>> segs = segment_trials([np.arange(50.0)[:, None], np.ones((7, 1))], 20)
+    >>> [(s[0, 0], len(s)) for s in segs]
+    [(0.0, 20), (15.0, 20), (30.0, 20), (1.0, 7)]
+    """
+    if isinstance(segment_length, bool) or not isinstance(segment_length, (int, np.integer)) or segment_length < 2:
+        raise ValueError(f"segment_length must be an integer >= 2, got {segment_length!r}")
+    L = int(segment_length)
+    out = []
+    for a in trials:
+        a = np.asarray(a)
+        T = a.shape[0]
+        if T <= L:
+            out.append(a)
+            continue
+        n = -(-T // L)
+        overlap = n * L - T
+        ol = np.full(n - 1, overlap // (n - 1))
+        ol[: overlap % (n - 1)] += 1
+        starts = L * np.arange(n) - np.r_[0, np.cumsum(ol)]
+        out.extend(a[s : s + L] for s in starts)
+    return out
 
 
 def _var_floor(groups, min_var_frac: float):
