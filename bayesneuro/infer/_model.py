@@ -7,7 +7,8 @@ as keyword arguments. Nothing here knows about any model family.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -18,15 +19,15 @@ from numpyro.infer.initialization import init_to_uniform
 from numpyro.primitives import Messenger
 
 __all__ = [
-    "as_key",
     "SiteInfo",
-    "trace_model",
+    "as_key",
+    "complete_samples",
+    "constrain",
     "latent_sites",
     "observed_sites",
-    "constrain",
-    "unconstrain",
-    "complete_samples",
+    "trace_model",
     "uncondition",
+    "unconstrain",
 ]
 
 
@@ -45,7 +46,11 @@ def as_key(key: Any) -> jax.Array:
             "never chooses a seed for you, so that every result is reproducible"
         )
     if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
-        return jax.random.PRNGKey(int(key))
+        seed = int(key)
+        if 0 <= seed < 2**32 and jax.config.jax_default_prng_impl == "threefry2x32":
+            # the same bits as jax.random.PRNGKey(seed), without compiling a program for it
+            return jnp.asarray(np.array([0, seed], dtype=np.uint32))
+        return jax.random.PRNGKey(seed)
     key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
     if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
         return jax.random.key_data(key)
@@ -93,6 +98,36 @@ def trace_model(model: Callable, model_kwargs: dict, key: jax.Array | None = Non
     key = jax.random.PRNGKey(0) if key is None else key
     seeded = handlers.substitute(handlers.seed(model, key), substitute_fn=init_to_uniform)
     return handlers.trace(seeded).get_trace(**model_kwargs)
+
+
+def abstract_trace(model: Callable, model_kwargs: dict) -> tuple[dict, dict]:
+    """:func:`trace_model` on abstract values: no eager operation runs, so nothing compiles.
+
+    Array arguments are traced (as under :func:`jax.jit`); every site value in the returned
+    trace is a tracer, good for its shape, dtype, distribution and support only. Also returns
+    the unconstrained latent values' shapes (``jax.ShapeDtypeStruct``) and the flattening
+    ``unravel`` (flat vector -> dict of unconstrained latent values) under ``"unravel"`` and
+    ``"shapes"`` of the second dict.
+    """
+    from jax.flatten_util import ravel_pytree
+    from numpyro.distributions.transforms import biject_to as _biject
+
+    arrays = {k: v for k, v in model_kwargs.items() if isinstance(v, (np.ndarray, jax.Array))}
+    static = {k: v for k, v in model_kwargs.items() if k not in arrays}
+    box: dict = {}
+
+    def run(arr):
+        tr = trace_model(model, {**static, **arr}, jax.random.PRNGKey(0))
+        box["trace"] = tr
+        lat = latent_sites(tr)
+        u = {n: _biject(s["fn"].support).inv(s["value"]) for n, s in lat.items()
+             if not s["fn"].support.is_discrete}
+        if len(u) == len(lat) and u:
+            box["unravel"] = ravel_pytree(u)[1]
+        return u
+
+    box["shapes"] = jax.eval_shape(run, arrays)
+    return box.pop("trace"), box
 
 
 def site_infos(trace: dict) -> dict[str, SiteInfo]:

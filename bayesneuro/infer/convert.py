@@ -9,8 +9,8 @@ bayesneuro's own models never leave one.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timezone
-from typing import Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
 
 import arviz as az
 import jax
@@ -207,7 +207,7 @@ def _dataset(variables: dict, group: str, dims: dict, coords: dict, attrs: dict)
         first = next(iter(variables.values()))
         ds_coords["chain"] = np.arange(first.shape[0])
         ds_coords["draw"] = np.arange(first.shape[1])
-    group_attrs = {"created_at": datetime.now(timezone.utc).isoformat(), **attrs}
+    group_attrs = {"created_at": datetime.now(UTC).isoformat(), **attrs}
     return xr.Dataset(data_vars, coords=ds_coords, attrs=group_attrs)
 
 

@@ -358,15 +358,40 @@ class _Layout(NamedTuple):
         return sum(jnp.sum(self.transforms[n].log_abs_det_jacobian(z[n], params[n])) for n in z)
 
 
+def _holds_tracer(obj, depth: int = 4) -> bool:
+    """Whether `obj` (a transform, its attributes, containers of them) holds a JAX tracer."""
+    if isinstance(obj, jax.core.Tracer):
+        return True
+    if depth == 0:
+        return False
+    if isinstance(obj, (list, tuple)):
+        return any(_holds_tracer(v, depth - 1) for v in obj)
+    if isinstance(obj, dict):
+        return any(_holds_tracer(v, depth - 1) for v in obj.values())
+    attrs = getattr(obj, "__dict__", None)
+    return attrs is not None and any(_holds_tracer(v, depth - 1) for v in attrs.values())
+
+
 def _layout(model: Callable, data: dict, method: str) -> _Layout:
-    """Trace `model` on `data`, check its latent sites suit `method`, and flatten them."""
-    trace = _model.trace_model(model, data)
+    """Trace `model` on `data`, check its latent sites suit `method`, and flatten them.
+
+    The model is traced on abstract values (nothing runs eagerly, nothing compiles); only a
+    support whose bounds depend on the model's own values (a transform that would hold a
+    tracer) makes it trace concretely, as before.
+    """
+    trace, extra = _model.abstract_trace(model, data)
     _model.check_continuous(trace, method)
     latents = _model.latent_sites(trace)
     if not latents:
         raise ValueError(f"the model has no latent sites to fit (method={method!r})")
     tfs = _model.transforms(trace)
-    _, unravel = ravel_pytree(_model.unconstrain({n: s["value"] for n, s in latents.items()}, tfs))
+    if "unravel" in extra and not _holds_tracer(tfs):
+        unravel = extra["unravel"]
+    else:
+        trace = _model.trace_model(model, data)
+        latents = _model.latent_sites(trace)
+        tfs = _model.transforms(trace)
+        _, unravel = ravel_pytree(_model.unconstrain({n: s["value"] for n, s in latents.items()}, tfs))
     constrain = jax.jit(jax.vmap(lambda u: _model.constrain(unravel(u), tfs)))
     return _Layout(tfs, unravel, constrain)
 
@@ -389,21 +414,29 @@ def _gaussian_at_mode(hess, x, value: float, key, num_samples: int, unravel) -> 
     """
     if isinstance(hess, BlockHessian):
         return _block_gaussian_at_mode(hess, x, value, key, num_samples, unravel)
+    d = x.shape[0]
+    u, cov, log_det_h, finite, mode = _dense_gaussian(jnp.asarray(hess), x, key, num_samples, unravel)
+    if not bool(finite):
+        raise _not_pd_error()
+    info = {
+        "mode": mode, "cov": np.asarray(cov), "unravel": unravel,
+        "log_marginal_likelihood": -value + 0.5 * d * np.log(2.0 * np.pi) - 0.5 * float(log_det_h),
+    }
+    return u, info
+
+
+@functools.partial(jax.jit, static_argnames=("num_samples", "unravel"))
+def _dense_gaussian(hess, x, key, num_samples, unravel):
+    """Cholesky factor, ``num_samples`` draws, covariance and ``log det`` of a dense Hessian."""
     hess = 0.5 * (hess + hess.T)
     chol = jnp.linalg.cholesky(hess)
-    if not bool(jnp.all(jnp.isfinite(chol))):
-        raise _not_pd_error()
     d = x.shape[0]
     eps = jax.random.normal(key, (num_samples, d), dtype=x.dtype)
     # u = mode + L^{-T} eps has covariance (L L^T)^{-1} = H^{-1}
     u = x + jax.scipy.linalg.solve_triangular(chol, eps.T, lower=True, trans="T").T
     cov = jax.scipy.linalg.cho_solve((chol, True), jnp.eye(d, dtype=hess.dtype))
-    log_det_h = 2.0 * float(jnp.sum(jnp.log(jnp.diag(chol))))
-    info = {
-        "mode": unravel(x), "cov": np.asarray(cov), "unravel": unravel,
-        "log_marginal_likelihood": -value + 0.5 * d * np.log(2.0 * np.pi) - 0.5 * log_det_h,
-    }
-    return u, info
+    log_det_h = 2.0 * jnp.sum(jnp.log(jnp.diag(chol)))
+    return u, cov, log_det_h, jnp.all(jnp.isfinite(chol)), unravel(x)
 
 
 @functools.partial(jax.jit, static_argnames=("num_samples",))
@@ -481,8 +514,8 @@ class _Program(NamedTuple):
     neg_log_joint: Callable  # (u, arrays) -> -log p(data, constrain(u)), no Jacobian
     potential: Callable  # (u, arrays) -> the same with the log-Jacobian: the unconstrained density
     hessian: Callable  # (u, arrays, batch) -> Hessian of potential, batch columns at a time
-    constrain: Callable  # jitted (n, d) flat unconstrained draws -> dict of constrained draws
-    complete: Callable  # jitted (latents, key, arrays) -> latents + deterministic sites
+    draws: Callable  # jitted ((n, d) flat unconstrained draws, key, arrays) -> every site's draws
+    init: Callable  # jitted (key, arrays, strategy=...) -> flat unconstrained starting point
 
 
 _PROGRAMS: dict = {}
@@ -521,16 +554,20 @@ def _program(model, data: dict, method: str) -> tuple[_Program, dict]:
         params = _model.constrain(z, tfs)
         return -log_density(model, (), {**static, **arr}, params)[0] - layout.log_jacobian(z, params)
 
-    def complete(latent_draws, key, arr):
-        return _model.complete_samples(model, {**static, **arr}, latent_draws, key)
+    def draws(u, key, arr):  # constrain and complete in one program
+        latent = jax.vmap(lambda v: _model.constrain(unravel(v), tfs))(u)
+        return _model.complete_samples(model, {**static, **arr}, latent, key)
+
+    def init(key, arr, strategy):
+        return _initial_point(model, {**static, **arr}, key, strategy)
 
     prog = _Program(
         unravel,
         neg_log_joint,
         potential,
         functools.partial(_hessian_of, potential),
-        layout.constrain,
-        jax.jit(complete),
+        jax.jit(draws),
+        jax.jit(init, static_argnames=("strategy",)),
     )
     if cache_key is not None:
         if len(_PROGRAMS) >= 32:
@@ -543,9 +580,33 @@ def _hessian_of(potential, u, arrays, batch):
     return _jit_hessian_columns(potential, u, arrays, batch=batch)
 
 
+#: the default init strategy, one object so that the compiled starting-point program is reused
+_DEFAULT_INIT = init_to_median(num_samples=15)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _split_key(key, n):
+    return jax.random.split(key, n)
+
+
+def _split(key, n: int) -> list:
+    """``jax.random.split(key, n)`` as a list of keys (one small program per ``n``, not two)."""
+    return list(np.asarray(_split_key(key, n)))
+
+
+def _start(prog: _Program, model, data, arrays, rng, init_strategy) -> jax.Array:
+    """The starting point, by the program's compiled init (eagerly for an unhashable strategy)."""
+    strategy = init_strategy or _DEFAULT_INIT
+    try:
+        hash(strategy)
+    except TypeError:
+        return _initial_point(model, data, rng, strategy)
+    return prog.init(rng, arrays, strategy=strategy)
+
+
 def _initial_point(model, data, rng, init_strategy) -> jax.Array:
     """Flat unconstrained starting point from an init strategy (default: prior medians)."""
-    strategy = init_strategy or init_to_median(num_samples=15)
+    strategy = init_strategy or _DEFAULT_INIT
     try:
         seeded = handlers.substitute(handlers.seed(model, rng), substitute_fn=strategy)
         trace = handlers.trace(seeded).get_trace(**data)
@@ -600,13 +661,13 @@ def _optimum(
     proximal=None,
 ):
     prog, arrays = _program(model, data, method)
-    u0 = _initial_point(model, data, rng, init_strategy)
+    u0 = _start(prog, model, data, arrays, rng, init_strategy)
     fun = prog.potential if jacobian else prog.neg_log_joint
     desc = method.upper() if method == "map" else method.capitalize()
     if proximal is not None:
         if not isinstance(proximal, Proximal):
             raise TypeError(f"proximal must be a bayesneuro.infer.Proximal, got {type(proximal).__name__}")
-        trace = _model.trace_model(model, data)
+        trace, _ = _model.abstract_trace(model, data)
         missing = [f for f in proximal.factors if f not in trace]
         if missing:
             raise ValueError(f"proximal: the model has no factor sites {missing}")
@@ -645,13 +706,12 @@ def _optimum(
 
 
 def _fit_map(model, data, rng, progress, *, max_iter, tol, init_strategy, preconditioner, proximal):
-    k_init, k_det = jax.random.split(rng)
+    k_init, k_det = _split(rng, 2)
     prog, arrays, opt, info = _optimum(
         model, data, k_init, progress, "map", max_iter, tol, init_strategy, jacobian=False,
         preconditioner=preconditioner, proximal=proximal,
     )
-    point = prog.constrain(opt.x[None])
-    samples = stack_chain(prog.complete(point, k_det, arrays))
+    samples = stack_chain(prog.draws(np.asarray(opt.x)[None], k_det, arrays))
     return FitResult("map", samples, model, data, None, info)
 
 
@@ -659,7 +719,7 @@ def _fit_laplace(
     model, data, rng, progress, *, max_iter, tol, init_strategy, preconditioner, num_samples, hessian,
     hessian_batch,
 ):
-    k_init, k_draw, k_det = jax.random.split(rng, 3)
+    k_init, k_draw, k_det = _split(rng, 3)
     prog, arrays, opt, info = _optimum(
         model, data, k_init, progress, "laplace", max_iter, tol, init_strategy, jacobian=True,
         preconditioner=preconditioner,
@@ -675,7 +735,7 @@ def _fit_laplace(
         hess = prog.hessian(opt.x, arrays, int(batch))
         info["hessian"] = f"dense, {int(batch)} columns per pass"
     u, gauss = _gaussian_at_mode(hess, opt.x, opt.value, k_draw, num_samples, prog.unravel)
-    samples = stack_chain(prog.complete(prog.constrain(u), k_det, arrays))
+    samples = stack_chain(prog.draws(u, k_det, arrays))
     info.update(gauss)
     return FitResult("laplace", samples, model, data, None, info)
 

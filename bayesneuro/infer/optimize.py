@@ -9,7 +9,8 @@ chunks without a host callback in the inner loop.
 from __future__ import annotations
 
 import functools
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -59,9 +60,16 @@ def _chunk_runner(fun: Callable, memory_size: int, tol: float, ftol: float):
     opt = optax.lbfgs(memory_size=memory_size)
 
     @jax.jit
-    def run(x, state, prev, n_left, args):
-        f = lambda v: fun(v, *args)  # noqa: E731
+    def run(x, state, prev, n_left, first, args):
+        f = lambda v: fun(v, *args)
         vg = optax.value_and_grad_from_state(f)
+        # The first chunk also evaluates the start (objective, gradient, optimiser state) in this
+        # same program, so a fit compiles one program rather than one per step.
+        v0, g0 = jax.lax.cond(first, lambda: jax.value_and_grad(f)(x), lambda: (prev, jnp.zeros_like(x)))
+        state = jax.tree.map(lambda a, b: jnp.where(first, a, b).astype(b.dtype), opt.init(x), state)
+        prev = jnp.where(first, v0, prev)
+        bad0 = first & ~(jnp.isfinite(v0) & jnp.all(jnp.isfinite(g0)))
+        gnorm0 = jnp.where(first, jnp.max(jnp.abs(g0)), jnp.inf).astype(x.dtype)
 
         def body(carry):
             x, state, prev, i, _, _ = carry
@@ -79,15 +87,10 @@ def _chunk_runner(fun: Callable, memory_size: int, tol: float, ftol: float):
         def cond(c):
             return (c[3] < n_left) & (c[4] == 0)
 
-        init = (x, state, prev, jnp.asarray(0), jnp.asarray(0), jnp.asarray(jnp.inf, x.dtype))
+        init = (x, state, prev, jnp.asarray(0), jnp.where(bad0, 4, 0), gnorm0)
         return jax.lax.while_loop(cond, body, init)
 
     return opt, run
-
-
-@functools.lru_cache(maxsize=64)
-def _value_and_grad(fun: Callable):
-    return jax.jit(jax.value_and_grad(fun))
 
 
 def minimize(
@@ -159,25 +162,24 @@ def minimize(
     x0 = jnp.asarray(x0)
     if ftol is None:
         ftol = 10.0 * float(jnp.finfo(x0.dtype).eps)
-    value0, grad0 = _value_and_grad(fun)(x0, *args)
-    if not (np.isfinite(float(value0)) and bool(jnp.all(jnp.isfinite(grad0)))):
-        raise FloatingPointError(
-            f"{desc}: the objective or its gradient is not finite at the starting point "
-            f"(objective={float(value0)}). Check the data for extreme values and the priors "
-            "for impossible settings, or pass a different init."
-        )
     opt, run_chunk = _chunk_runner(fun, memory_size, float(tol), float(ftol))
-    # strong types: optax's initial state holds weakly typed scalars, which would make the
-    # jitted chunk compile a second time once the state comes back from it
-    x, state = x0, jax.tree.map(lambda v: jnp.asarray(v, dtype=jnp.result_type(v)), opt.init(x0))
-    prev = jnp.asarray(value0, x0.dtype)
-    n_iter, code, gnorm = 0, 0, float(jnp.max(jnp.abs(grad0)))
+    # a placeholder state of the right structure and (strong) dtypes: the first chunk replaces it
+    # with ``opt.init(x0)`` inside the compiled program (no eager ops, one program)
+    state = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), jax.eval_shape(opt.init, x0))
+    x, prev = x0, np.asarray(np.inf, x0.dtype)
+    n_iter, code, gnorm, first = 0, 0, float("inf"), True
     bar = progress_bar(total=max_iter, desc=desc, disable=not progress, leave=False, at_most=True)
     try:
-        while n_iter < max_iter and code == 0:
-            n_left = min(chunk, max_iter - n_iter)
-            x, state, prev, k, code, gnorm = run_chunk(x, state, prev, jnp.asarray(n_left), args)
-            k, code, gnorm = int(k), int(code), float(gnorm)
+        while first or (n_iter < max_iter and code == 0):
+            n_left = max(0, min(chunk, max_iter - n_iter))
+            x, state, prev, k, code, gnorm = run_chunk(x, state, prev, np.asarray(n_left), np.asarray(first), args)
+            k, code, gnorm, first = int(k), int(code), float(gnorm), False
+            if code == 4:
+                raise FloatingPointError(
+                    f"{desc}: the objective or its gradient is not finite at the starting point "
+                    f"(objective={float(prev)}). Check the data for extreme values and the priors "
+                    "for impossible settings, or pass a different init."
+                )
             n_iter += k
             bar.set_postfix_str(f"objective={float(prev):.6g}, |grad|={gnorm:.1e} (tol {tol:.0e})", refresh=False)
             bar.update(k)
@@ -205,7 +207,14 @@ def _fista_runner(smooth: Callable, full: Callable, prox: Callable, tol: float, 
     vg = jax.value_and_grad(smooth)
 
     @jax.jit
-    def run(x, y, f_x, t, lip, n_left, args, pargs):
+    def run(x, y, f_x, t, lip, n_left, first, args, pargs):
+        # the first chunk evaluates the start in this same program (one program per fit)
+        f0, g0 = jax.lax.cond(
+            first, lambda: (full(x, *args), jax.grad(smooth)(x, *args)), lambda: (f_x, jnp.zeros_like(x))
+        )
+        f_x = jnp.where(first, f0, f_x)
+        bad0 = first & ~(jnp.isfinite(f0) & jnp.all(jnp.isfinite(g0)))
+
         def body(carry):
             x, y, f_x, t, lip, i, _, _ = carry
             f_y, g_y = vg(y, *args)
@@ -241,7 +250,7 @@ def _fista_runner(smooth: Callable, full: Callable, prox: Callable, tol: float, 
         def cond(c):
             return (c[5] < n_left) & (c[6] == 0)
 
-        init = (x, y, f_x, t, lip, jnp.asarray(0), jnp.asarray(0), jnp.asarray(jnp.inf, x.dtype))
+        init = (x, y, f_x, t, lip, jnp.asarray(0), jnp.where(bad0, 4, 0), jnp.asarray(jnp.inf, x.dtype))
         return jax.lax.while_loop(cond, body, init)
 
     return run
@@ -306,24 +315,24 @@ def minimize_proximal(
     x0 = jnp.asarray(x0)
     if ftol is None:
         ftol = 10.0 * float(jnp.finfo(x0.dtype).eps)
-    f0 = full(x0, *args)
-    _, g0 = _value_and_grad(smooth)(x0, *args)
-    if not (np.isfinite(float(f0)) and bool(jnp.all(jnp.isfinite(g0)))):
-        raise FloatingPointError(
-            f"{desc}: the objective or its gradient is not finite at the starting point "
-            f"(objective={float(f0)}). Check the data for extreme values, or pass a different init."
-        )
     run_chunk = _fista_runner(smooth, full, prox, float(tol), float(ftol))
     dtype = x0.dtype
     x, y = x0, x0
-    f_x, t, lip = jnp.asarray(f0, dtype), jnp.asarray(1.0, dtype), jnp.asarray(1.0, dtype)
-    n_iter, code, resid = 0, 0, float("inf")
+    f_x, t, lip = np.asarray(np.inf, dtype), np.asarray(1.0, dtype), np.asarray(1.0, dtype)
+    n_iter, code, resid, first = 0, 0, float("inf"), True
     bar = progress_bar(total=max_iter, desc=desc, disable=not progress, leave=False, at_most=True)
     try:
-        while n_iter < max_iter and code == 0:
-            n_left = min(chunk, max_iter - n_iter)
-            x, y, f_x, t, lip, k, code, resid = run_chunk(x, y, f_x, t, lip, jnp.asarray(n_left), args, prox_args)
-            k, code, resid = int(k), int(code), float(resid)
+        while first or (n_iter < max_iter and code == 0):
+            n_left = max(0, min(chunk, max_iter - n_iter))
+            x, y, f_x, t, lip, k, code, resid = run_chunk(
+                x, y, f_x, t, lip, np.asarray(n_left), np.asarray(first), args, prox_args
+            )
+            k, code, resid, first = int(k), int(code), float(resid), False
+            if code == 4:
+                raise FloatingPointError(
+                    f"{desc}: the objective or its gradient is not finite at the starting point "
+                    f"(objective={float(f_x)}). Check the data for extreme values, or pass a different init."
+                )
             n_iter += k
             bar.set_postfix_str(f"objective={float(f_x):.6g}, residual={resid:.1e} (tol {tol:.0e})", refresh=False)
             bar.update(k)

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import arviz as az
 import numpy as np
 
-from ..estimator import PROB
 from .. import __version__
+from ..estimator import PROB
 from . import _model
 from .convert import as_point_estimate, build_inference_data
 
