@@ -330,3 +330,26 @@ def test_readout_step_structured_hessian_equals_jax_hessian():
     ref = jax.vmap(one, in_axes=(0, 1, 0))(jnp.asarray(np.c_[C, d]), jnp.asarray(y), jnp.asarray(centre))
     np.testing.assert_allclose(np.asarray(Cg), np.asarray(ref[:, :q]), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(np.asarray(dg), np.asarray(ref[:, q]), rtol=1e-10)
+
+
+@pytest.mark.slow  # ~17 s under load 8 (two Laplace-EM programs compiled)
+def test_laplace_em_warm_start_equals_cold_start(small):
+    """Laplace-EM starts each sweep's Newton at the previous sweep's modes: the same parameters and
+    objective as starting every sweep from zero paths (the old path), to Newton's tolerance."""
+    from bayesneuro.engine.em import run_em
+    from bayesneuro.latent import gpfa_poisson as P
+
+    p, y = small
+    trials = [y[0], y[1, :9]]
+    p0 = p._replace(loadings=0.7 * p.loadings, timescales=jnp.array([4.0, 4.0]))
+    warm = P.fit_poisson_gpfa_em(p0, trials, bin_size=DT, max_iter=6, tol=None, progress=False, warn=False)
+    groups, _ = P._group(trials, 5)
+    buckets = P._buckets(groups, 2)
+    step = P._em_step_program("se", True)
+    cold_step = jax.jit(lambda s, *a: step(s._replace(paths=P._zero_paths(s.params, buckets)), *a))
+    state, trace = run_em(cold_step, P._LaplaceEMState(p0, P._zero_paths(p0, buckets)), buckets,
+                          P._centre(groups, None, DT), jnp.asarray(DT), max_iter=6, tol=None, progress=False,
+                          warn=False)
+    np.testing.assert_allclose(warm.objective, trace.objective, rtol=1e-10)
+    for a, b in zip(warm.params, state.params):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-8, atol=1e-10)

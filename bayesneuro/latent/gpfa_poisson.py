@@ -132,6 +132,12 @@ def _poisson_chol(params, n_time: int, kernel: str) -> jax.Array:
 
 @partial(jax.jit, static_argnames=("kernel", "max_iter"))
 def _poisson_laplace(params: PoissonGPFAParams, y, weight, bin_size, kernel: str, max_iter: int = 100, mask=None):
+    """:func:`_poisson_laplace_paths` from zero paths, without the paths."""
+    return _poisson_laplace_paths(params, y, weight, bin_size, kernel, max_iter, mask)[0]
+
+
+def _poisson_laplace_paths(params: PoissonGPFAParams, y, weight, bin_size, kernel: str, max_iter: int = 100,
+                           mask=None, z0=None):
     """Newton's method on the whitened paths ``z`` (``x_i = L_i z_i``) of each trial.
 
     ``f(z) = sum_{t,n} w_n (dt e^{eta} - y eta) + |z|^2 / 2``, ``eta = C x + d``; the Hessian
@@ -141,6 +147,10 @@ def _poisson_laplace(params: PoissonGPFAParams, y, weight, bin_size, kernel: str
     bins: they carry no observation, so the GP over them integrates out exactly (the paths are
     causal in ``z``: the padded ``z`` stay at their prior mode 0 with unit curvature) and the
     mode, covariance and ``log p(y)`` of the real bins are those of the unpadded trial.
+
+    ``z0`` ``(trial, latent, time)``, optional: the Newton start (default zeros; Laplace-EM
+    starts each sweep at the previous sweep's modes: the objective is strictly convex, so the
+    mode is the same, in fewer Newton steps). Returns the posterior and the whitened modes.
     """
     C, d = params.loadings, params.offset
     q = C.shape[1]
@@ -166,8 +176,8 @@ def _poisson_laplace(params: PoissonGPFAParams, y, weight, bin_size, kernel: str
         H = jnp.einsum("its,tij,jtu->isju", L, W, L).reshape(q * T, q * T) + eye
         return g, H
 
-    def one(yr, mr):
-        res = newton(f, jnp.zeros((q, T), C.dtype), yr, mr, derivatives=grad_hess, solve=_chol_solve,
+    def one(yr, mr, z0r):
+        res = newton(f, z0r, yr, mr, derivatives=grad_hess, solve=_chol_solve,
                      max_iter=max_iter, tol=_NEWTON_TOL)
         z, fz = res.x, res.value
         _, H = grad_hess(z, yr, mr)
@@ -176,11 +186,12 @@ def _poisson_laplace(params: PoissonGPFAParams, y, weight, bin_size, kernel: str
         cov = (G.T @ G).reshape(q, T, q, T)
         const = jnp.sum(mr[:, None] * weight * jax.scipy.special.gammaln(yr + 1.0))
         log_marg = -fz - const - jnp.sum(jnp.log(jnp.diag(Lh)))
-        return jnp.einsum("its,is->ti", L, z), cov, log_marg
+        return jnp.einsum("its,is->ti", L, z), cov, log_marg, z
 
     mask = jnp.ones(y.shape[:2], y.dtype) if mask is None else mask
-    mean, cov, lm = jax.vmap(one)(y, mask)
-    return PoissonGPFAPosterior(mean, cov, lm)
+    z0 = jnp.zeros((y.shape[0], q, T), C.dtype) if z0 is None else z0
+    mean, cov, lm, z = jax.vmap(one)(y, mask, z0)
+    return PoissonGPFAPosterior(mean, cov, lm), z
 
 
 def _poisson_left_out(params: PoissonGPFAParams, y, bin_size, kernel: str):
@@ -344,15 +355,32 @@ def poisson_gpfa_sample(key, params: PoissonGPFAParams, n_trials: int, n_time: i
     return _poisson_sample(key, params, int(n_trials), int(n_time), _check_kernel(kernel), float(bin_size))
 
 
-def _laplace_em_step(params: PoissonGPFAParams, buckets: tuple, centre, bin_size, *, kernel: str,
+class _LaplaceEMState(NamedTuple):
+    """Laplace-EM state: the parameters and each bucket's whitened Laplace modes ``(trial, latent, time)``
+    (the next sweep's Newton start)."""
+
+    params: PoissonGPFAParams
+    paths: tuple
+
+
+def _zero_paths(params: PoissonGPFAParams, buckets) -> tuple:
+    q = params.loadings.shape[1]
+    return tuple(jnp.zeros((bk.y.shape[0], q, bk.y.shape[1]), params.loadings.dtype) for bk in buckets)
+
+
+def _laplace_em_step(state: _LaplaceEMState, buckets: tuple, centre, bin_size, *, kernel: str,
                      learn_timescales: bool):
     """One Laplace-EM sweep on trials in length buckets (:func:`~bayesneuro.latent.gpfa_gaussian._buckets`,
-    padded bins masked): ``(new params, objective at params)``."""
+    padded bins masked), its Newton started at the previous sweep's modes: ``(new state, objective at
+    state.params)``."""
+    params = state.params
     C = params.loadings
     N, q = C.shape
     w = jnp.ones(N, C.dtype)
     masks = [bk.mask[bk.slot] * bk.weight[:, None] for bk in buckets]  # (trial, time) per bucket
-    posts = [_poisson_laplace(params, bk.y, w, bin_size, kernel, mask=tm) for bk, tm in zip(buckets, masks)]
+    out = [_poisson_laplace_paths(params, bk.y, w, bin_size, kernel, mask=tm, z0=z0)
+           for bk, tm, z0 in zip(buckets, masks, state.paths)]
+    posts = [o[0] for o in out]
     lml = sum(jnp.sum(p.log_marginal * bk.weight) for p, bk in zip(posts, buckets))
     objective = lml - 0.5 * jnp.sum(C**2) - jnp.sum((params.offset - centre) ** 2) / 8.0
     m = jnp.concatenate([p.mean.reshape(-1, q) for p in posts])
@@ -372,7 +400,7 @@ def _laplace_em_step(params: PoissonGPFAParams, buckets: tuple, centre, bin_size
         new = new._replace(timescales=_timescale_newton(params.timescales, params.eps, tuple(P),
                                                         tuple(bk.count for bk in buckets),
                                                         tuple(bk.mask for bk in buckets), kernel))
-    return new, objective
+    return _LaplaceEMState(new, tuple(o[1] for o in out)), objective
 
 
 def poisson_gpfa_em_step(params: PoissonGPFAParams, counts, *, bin_size: float, kernel: str = "se",
@@ -415,8 +443,10 @@ def poisson_gpfa_em_step(params: PoissonGPFAParams, counts, *, bin_size: float, 
     groups, _ = _group(counts, params.loadings.shape[0])
     centre = _centre(groups, offset_prior_mean, float(bin_size))
     step = _em_step_program(_check_kernel(kernel), bool(learn_timescales))
-    new, obj = step(params, _buckets(groups, params.loadings.shape[1]), centre, jnp.asarray(float(bin_size), centre.dtype))
-    return new, float(obj)
+    buckets = _buckets(groups, params.loadings.shape[1])
+    new, obj = step(_LaplaceEMState(params, _zero_paths(params, buckets)), buckets, centre,
+                    jnp.asarray(float(bin_size), centre.dtype))
+    return new.params, float(obj)
 
 
 def _centre(groups, offset_prior_mean, bin_size: float):
@@ -480,10 +510,12 @@ def fit_poisson_gpfa_em(params: PoissonGPFAParams, counts, *, bin_size: float, k
     groups, _ = _group(counts, params.loadings.shape[0])
     centre = _centre(groups, offset_prior_mean, float(bin_size))
     step = _em_step_program(_check_kernel(kernel), bool(learn_timescales))
-    params, trace = run_em(step, params, _buckets(groups, params.loadings.shape[1]), centre, jnp.asarray(float(bin_size), centre.dtype),
-                           max_iter=int(max_iter), tol=tol, progress=progress, desc="Poisson GPFA Laplace-EM",
-                           warn=warn, decrease_tol=1e-4)  # the Laplace E-step is approximate: small dips happen
-    return PoissonGPFAEMResult(params, trace.objective, int(trace.n_iter), bool(trace.converged))
+    buckets = _buckets(groups, params.loadings.shape[1])
+    state, trace = run_em(step, _LaplaceEMState(params, _zero_paths(params, buckets)), buckets, centre,
+                          jnp.asarray(float(bin_size), centre.dtype),
+                          max_iter=int(max_iter), tol=tol, progress=progress, desc="Poisson GPFA Laplace-EM",
+                          warn=warn, decrease_tol=1e-4)  # the Laplace E-step is approximate: small dips happen
+    return PoissonGPFAEMResult(state.params, trace.objective, int(trace.n_iter), bool(trace.converged))
 
 
 @cache
