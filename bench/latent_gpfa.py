@@ -23,11 +23,17 @@ over bayesneuro's. A second table times Poisson GPFA (``observation="poisson"``,
 ``method="map"``: Laplace-EM then the MAP of paths and read-outs) against the Gaussian fit on
 the same counts, both in one process after their first calls.
 
+On the long and ragged sizes a third row fits bayesneuro on elephant's 20-bin segments
+(``GPFA(q, segment_length=20)``): the same approximation as elephant's ``GPFA.fit`` (each EM step
+factorises one 20-bin covariance instead of one per distinct trial length), scored by the same
+whole-trial log-likelihood and co-smoothing.
+
 Usage::
 
     python bench/latent_gpfa.py --quick      # smoke test
     python bench/latent_gpfa.py              # full benchmark (run on an idle machine)
     python bench/latent_gpfa.py --device     # let JAX use an accelerator if it finds one
+    python bench/latent_gpfa.py --sizes ragged --out bench/results/latent_gpfa_segments  # one size
 """
 
 from __future__ import annotations
@@ -64,6 +70,10 @@ SIZES = {
     "quick": {"small": (20, 12, 30, 2, False), "ragged": (20, 12, 40, 2, True)},
 }
 POISSON = {"full": (30, 30, 50, 3), "quick": (10, 10, 30, 2)}
+# sizes where bayesneuro also fits on elephant's 20-bin segments (``GPFA(segment_length=20)``): the
+# same approximation as elephant's GPFA.fit, scored by the same whole-trial log-likelihood
+SEGMENTED = {"full": ("bins+latents", "ragged"), "quick": ("ragged",)}
+SEGMENT_LENGTH = 20
 
 
 def simulate(n_trials: int, n_neurons: int, n_bins: int, n_latents: int, ragged: bool, seed: int = SEED):
@@ -144,7 +154,8 @@ def _jax(device: bool):
 
 
 def worker_bayesneuro(spec: dict, train) -> dict:
-    """``GPFA(q).fit(SpikeData)`` twice (the first call compiles), with XLA compilations counted."""
+    """``GPFA(q).fit(SpikeData)`` twice (the first call compiles), with XLA compilations counted
+    (``segment_length`` from the spec: None, whole trials, or elephant's 20-bin segments)."""
     jax = _jax(spec["device"])
     import bayesneuro as bn
     from bayesneuro._shapes import count_compilations
@@ -156,7 +167,8 @@ def worker_bayesneuro(spec: dict, train) -> dict:
         with warnings.catch_warnings(), count_compilations() as cc:
             warnings.simplefilter("ignore")
             t0 = time.perf_counter()
-            m = GPFA(spec["latents"], init_timescale=0.1).fit(data, progress=False)
+            m = GPFA(spec["latents"], init_timescale=0.1,
+                     segment_length=spec.get("segment_length")).fit(data, progress=False)
             t = time.perf_counter() - t0
         out["calls"].append({"seconds": t, "compilations": cc.compilations, "compile_seconds": cc.seconds,
                              "n_iter": int(m.n_iter_), "converged": bool(m.converged_)})
@@ -220,7 +232,8 @@ def worker_poisson(spec: dict, train) -> dict:
     return out
 
 
-WORKERS = {"bayesneuro": worker_bayesneuro, "elephant": worker_elephant, "poisson": worker_poisson}
+WORKERS = {"bayesneuro": worker_bayesneuro, "bayesneuro_seg": worker_bayesneuro, "elephant": worker_elephant,
+           "poisson": worker_poisson}
 
 
 def run_worker(spec: dict) -> None:
@@ -253,18 +266,21 @@ def tables(res: dict) -> str:
              "| co-smoothing R2 el. / bn | load 1-min |"),
              "|---|---|---|---|---|---|---|---|---|"]
     for row in res["rows"]:
-        e, b = row.get("elephant", {}), row.get("bayesneuro", {})
-        if "error" in e or "error" in b:
-            lines.append(f"| {row['label']} | {e.get('error', '')} | {b.get('error', '')} | | | | | | |")
-            continue
-        te, (b1, b2) = e["calls"][0]["seconds"], b["calls"]
-        lines.append(
-            f"| {row['label']} | {te:.2f} | {b1['seconds']:.2f} / {b2['seconds']:.2f} | "
-            f"{te / b1['seconds']:.1f}x / {te / b2['seconds']:.1f}x | {b1['compilations']} / {b2['compilations']} | "
-            f"{e['calls'][0]['n_iter']} / {b1['n_iter']} | "
-            f"{b['scores']['log_likelihood'] - e['scores']['log_likelihood']:+.2f} | "
-            f"{f(e['scores']['cosmoothing_r2'], '.4f')} / {f(b['scores']['cosmoothing_r2'], '.4f')} | "
-            f"{e['loadavg_1min_before_after'][0]:.1f}, {b['loadavg_1min_before_after'][0]:.1f} |")
+        for tool, suffix in (("bayesneuro", ""), ("bayesneuro_seg", f" (bn segment_length={SEGMENT_LENGTH})")):
+            e, b = row.get("elephant", {}), row.get(tool, {})
+            if not e or not b:
+                continue
+            if "error" in e or "error" in b:
+                lines.append(f"| {row['label']}{suffix} | {e.get('error', '')} | {b.get('error', '')} | | | | | | |")
+                continue
+            te, (b1, b2) = e["calls"][0]["seconds"], b["calls"]
+            lines.append(
+                f"| {row['label']}{suffix} | {te:.2f} | {b1['seconds']:.2f} / {b2['seconds']:.2f} | "
+                f"{te / b1['seconds']:.1f}x / {te / b2['seconds']:.1f}x | {b1['compilations']} / {b2['compilations']} | "
+                f"{e['calls'][0]['n_iter']} / {b1['n_iter']} | "
+                f"{b['scores']['log_likelihood'] - e['scores']['log_likelihood']:+.2f} | "
+                f"{f(e['scores']['cosmoothing_r2'], '.4f')} / {f(b['scores']['cosmoothing_r2'], '.4f')} | "
+                f"{e['loadavg_1min_before_after'][0]:.1f}, {b['loadavg_1min_before_after'][0]:.1f} |")
     p = res.get("poisson")
     if p:
         lines += ["", f"### Poisson GPFA (Laplace-EM + MAP) vs Gaussian GPFA, same counts ({p['label']})", ""]
@@ -282,7 +298,8 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test")
     parser.add_argument("--device", action="store_true", help="let JAX pick an accelerator (default: CPU)")
-    parser.add_argument("--tools", default="elephant,bayesneuro,poisson")
+    parser.add_argument("--tools", default="elephant,bayesneuro,bayesneuro_seg,poisson")
+    parser.add_argument("--sizes", default=None, help="comma-separated size labels (default: all of the mode)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per worker")
     parser.add_argument("--out", default=None, help="output stem (default bench/results/latent_gpfa[_quick])")
     parser.add_argument("--_worker", default=None, help=argparse.SUPPRESS)
@@ -296,16 +313,19 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for label, (n, N, T, q, ragged) in SIZES[mode].items():
+            if args.sizes and label not in args.sizes.split(","):
+                continue
             trials = simulate(n, N, T, q, ragged)
             path = work / f"{label}.npz"
             _save(trials, path, n)
             row = {"label": f"{label}: {n} x {N} x {'ragged ' + str(T // 2) + '-' if ragged else ''}{T} x {q}",
                    "size": [n, N, T, q, ragged]}
-            for tool in ("elephant", "bayesneuro"):
-                if tool not in tools:
+            for tool in ("elephant", "bayesneuro", "bayesneuro_seg"):
+                if tool not in tools or (tool == "bayesneuro_seg" and label not in SEGMENTED[mode]):
                     continue
                 spec = {"tool": tool, "data": str(path), "out": str(work / f"{label}_{tool}"), "latents": q,
-                        "device": bool(args.device)}
+                        "device": bool(args.device),
+                        "segment_length": SEGMENT_LENGTH if tool == "bayesneuro_seg" else None}
                 r = _common.launch_worker(__file__, spec, timeout=args.timeout)
                 if "error" not in r:
                     r["scores"] = scores(trials[:n], trials[n:], r.pop("params"))
