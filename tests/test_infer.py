@@ -550,6 +550,12 @@ def test_refit_on_new_data_of_the_same_shape_compiles_nothing(method):
     assert first.compilations <= MAP_FIRST_FIT_PROGRAMS + (2 if method == "laplace" else 0)
     assert fit1.info["converged"] and fit2.info["converged"]
     assert not np.allclose(fit1.params["w"], fit2.params["w"])
+    # estimators start from init_to_value with fresh values per fit: the values are traced
+    for i, d in enumerate(data):
+        with count_compilations() as c:
+            start = numpyro.infer.init_to_value(values={"w": np.full(3, 0.1 * i), "gain": 1.0 + i})
+            infer.fit(model, method=method, key=0, progress=False, init_strategy=start, **d, **opts)
+        assert i == 0 or c.compilations == 0
 
 
 def test_minimize_reports_a_non_finite_start():

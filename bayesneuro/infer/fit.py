@@ -558,8 +558,9 @@ def _program(model, data: dict, method: str) -> tuple[_Program, dict]:
         latent = jax.vmap(lambda v: _model.constrain(unravel(v), tfs))(u)
         return _model.complete_samples(model, {**static, **arr}, latent, key)
 
-    def init(key, arr, strategy):
-        return _initial_point(model, {**static, **arr}, key, strategy)
+    def init(key, arr, traced, strategy):
+        func, static_kw = strategy
+        return _initial_point(model, {**static, **arr}, key, functools.partial(func, **dict(static_kw), **traced))
 
     prog = _Program(
         unravel,
@@ -594,14 +595,36 @@ def _split(key, n: int) -> list:
     return list(np.asarray(_split_key(key, n)))
 
 
+def _is_traceable(value) -> bool:
+    """Arrays, or a dict of numbers and arrays (``init_to_value(values=...)``): traced, not static."""
+    if isinstance(value, (np.ndarray, jax.Array)):
+        return True
+    return isinstance(value, dict) and all(
+        isinstance(v, (np.ndarray, jax.Array, float, int, np.number)) and not isinstance(v, bool)
+        for v in value.values()
+    )
+
+
 def _start(prog: _Program, model, data, arrays, rng, init_strategy) -> jax.Array:
-    """The starting point, by the program's compiled init (eagerly for an unhashable strategy)."""
+    """The starting point, by the program's compiled init (eagerly for a strategy it cannot key).
+
+    A strategy made by ``functools.partial`` (numpyro's ``init_to_value(values=...)``,
+    ``init_to_median(num_samples=...)``) is split into its function and hashable options
+    (static) and its array values (traced), so that refits with new start values reuse the
+    compiled program.
+    """
     strategy = init_strategy or _DEFAULT_INIT
+    if isinstance(strategy, functools.partial) and not strategy.args:
+        traced = {k: v for k, v in strategy.keywords.items() if _is_traceable(v)}
+        traced = jax.tree.map(np.asarray, traced)
+        key = (strategy.func, tuple(sorted((k, v) for k, v in strategy.keywords.items() if k not in traced)))
+    else:
+        traced, key = {}, (strategy, ())
     try:
-        hash(strategy)
+        hash(key)
     except TypeError:
         return _initial_point(model, data, rng, strategy)
-    return prog.init(rng, arrays, strategy=strategy)
+    return prog.init(rng, arrays, traced, strategy=key)
 
 
 def _initial_point(model, data, rng, init_strategy) -> jax.Array:
