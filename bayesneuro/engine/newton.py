@@ -40,14 +40,15 @@ Examples
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 from jax.flatten_util import ravel_pytree
 
-__all__ = ["NewtonResult", "newton", "dense_solve", "cholesky_solve"]
+__all__ = ["NewtonResult", "cholesky_solve", "dense_solve", "newton"]
 
 _ARMIJO = 1e-4  # fraction of the predicted decrease a step must achieve
 
@@ -162,7 +163,7 @@ def _default_derivatives(objective: Callable) -> Callable:
 
     def derivatives(x, *args):
         flat, unravel = ravel_pytree(x)
-        f = lambda z: objective(unravel(z), *args)  # noqa: E731
+        f = lambda z: objective(unravel(z), *args)
         return unravel(jax.grad(f)(flat)), jax.hessian(f)(flat)
 
     return derivatives
@@ -261,7 +262,12 @@ def newton(
         return g, step, dec
 
     def body(state):
-        i, k, a, x, f, g, step, dec, final_next, _, _ = state
+        i, k, a, x, f, g, step, dec, final_next, done, converged, fresh = state
+        # the direction at x, once per accepted point: computed here, at the top of the pass after
+        # an accepted step (not in the branch that accepts it, nor once more before the loop), so
+        # the program holds one copy of derivatives + solve
+        g, step, dec = lax.cond(fresh, lambda _: (g, step, dec), lambda _: carried(direction(x)), None)
+        active = ~done & (i < max_iter)  # False: a last pass only for the direction at the end point
         eps = threshold(f)
         final = (0.5 * dec <= eps) | final_next  # converged: one last step, unless it does harm
         xa = jax.tree.map(lambda u, s: u - (a * s).astype(u.dtype), x, step)
@@ -269,41 +275,46 @@ def newton(
         finite = jnp.isfinite(fa)
         # the last step's gain is at most eps, often below the rounding of f: no Armijo test then,
         # only no increase beyond eps (a change of f within tol is no change)
-        accept = finite & ((fa <= f - _ARMIJO * a * dec) | (final & (fa <= f + eps)))
-        give_up = ~accept & (final | (k >= max_halvings))
-
-        def take(_):
-            return (xa, fa, *direction(xa))
-
-        def keep(_):
-            return x, f, g, step, dec
-
-        x_n, f_n, g_n, step_n, dec_n = lax.cond(accept, take, keep, None)
+        accept = active & finite & ((fa <= f - _ARMIJO * a * dec) | (final & (fa <= f + eps)))
+        give_up = active & ~accept & (final | (k >= max_halvings))
+        x_n = jax.tree.map(lambda u, v: jnp.where(accept, u, v), xa, x)
+        f_n = jnp.where(accept, fa, f)
         eps_n = threshold(f_n)
         small_gain = accept & (a == 1) & (f - fa <= eps_n)
         stalled = give_up & (0.5 * dec <= jnp.maximum(eps_n, rounding * jnp.maximum(one, jnp.abs(f))))
         ended = accept | give_up
         return (
             i + ended.astype(i.dtype),
-            jnp.where(ended, 0, k + 1).astype(k.dtype),
-            jnp.where(ended, one, 0.5 * a),
+            jnp.where(ended, 0, jnp.where(active, k + 1, k)).astype(k.dtype),
+            jnp.where(ended, one, jnp.where(active, 0.5 * a, a)),
             x_n,
             f_n,
-            g_n,
-            step_n,
-            dec_n,
-            small_gain & ~final,
-            final | give_up,
-            final | stalled,
+            g,
+            step,
+            dec,
+            jnp.where(active, small_gain & ~final, final_next),
+            done | final | give_up,
+            jnp.where(active, final | stalled, converged),
+            ~accept,
         )
 
     def cond(state):
-        i, done = state[0], state[9]
-        return ~done & (i < max_iter)
+        i, done, fresh = state[0], state[9], state[11]
+        return (~done & (i < max_iter)) | ~fresh
 
-    g0, step0, dec0 = direction(x0)
+    # g, step and dec are carried in the structure and dtypes of x (the first pass computes them)
+    zeros = jax.tree.map(jnp.zeros_like, x0)
+
+    def carried(d):
+        g, step, dec = d
+        cast = lambda v, z: jnp.asarray(v).astype(z.dtype)
+        return jax.tree.map(cast, g, zeros), jax.tree.map(cast, step, zeros), dec
+
     false = jnp.zeros((), bool)
-    init = (jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32), one, x0, f0, g0, step0, dec0, false, false, false)
-    i, _, _, x, f, g, _, dec, final_next, _, converged = lax.while_loop(cond, body, init)
+    init = (
+        jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32), one, x0, f0, zeros, zeros,
+        jnp.zeros((), dtype), false, false, false, false,
+    )
+    i, _, _, x, f, g, _, dec, final_next, _, converged, _ = lax.while_loop(cond, body, init)
     converged = converged | final_next | (0.5 * dec <= threshold(f))  # max_iter ran out as it converged
     return NewtonResult(x, f, g, i, converged)
