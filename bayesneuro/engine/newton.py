@@ -27,7 +27,10 @@ One stopping rule, everywhere
 Everything is one ``lax.while_loop`` whose every pass tries one step length (no loop nested
 in the Newton loop: nested while loops intermittently deadlocked XLA's CPU runtime), so
 :func:`newton` runs under ``jax.jit`` and ``jax.vmap`` (a batch of independent problems
-runs until the last one stops; finished ones are frozen).
+runs until the last one stops; finished ones are frozen). The Newton direction (``derivatives``
+and ``solve``) is computed at the top of the pass after a step is accepted (and in the first
+pass; one last pass only computes it at the end point), so the compiled program holds one copy
+of it.
 
 Examples
 --------
