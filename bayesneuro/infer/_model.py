@@ -31,6 +31,16 @@ __all__ = [
 ]
 
 
+def to_device(value) -> jax.Array:
+    """``jnp.asarray`` without a compiled program: numpy arrays are transferred by ``device_put``.
+
+    (``jnp.asarray`` of a numpy array compiles a small program per shape and dtype.)
+    """
+    if isinstance(value, (np.ndarray, np.number)):
+        return jax.device_put(value)
+    return jnp.asarray(value)
+
+
 def as_key(key: Any) -> jax.Array:
     """Return a raw ``uint32[2]`` PRNG key from a typed key, a raw key or an int seed.
 
@@ -49,7 +59,7 @@ def as_key(key: Any) -> jax.Array:
         seed = int(key)
         if 0 <= seed < 2**32 and jax.config.jax_default_prng_impl == "threefry2x32":
             # the same bits as jax.random.PRNGKey(seed), without compiling a program for it
-            return jnp.asarray(np.array([0, seed], dtype=np.uint32))
+            return to_device(np.array([0, seed], dtype=np.uint32))
         return jax.random.PRNGKey(seed)
     key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
     if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):

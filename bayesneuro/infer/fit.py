@@ -522,7 +522,7 @@ _PROGRAMS: dict = {}
 
 
 def _split_data(data: dict) -> tuple[dict, dict]:
-    arrays = {k: jnp.asarray(v) for k, v in data.items() if isinstance(v, (np.ndarray, jax.Array))}
+    arrays = {k: _model.to_device(v) for k, v in data.items() if isinstance(v, (np.ndarray, jax.Array))}
     static = {k: v for k, v in data.items() if k not in arrays}
     return arrays, static
 

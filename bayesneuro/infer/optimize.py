@@ -19,6 +19,7 @@ import optax
 import optax.tree_utils as otu
 
 from .._progress import finish, progress_bar
+from ._model import to_device
 
 __all__ = ["OptResult", "minimize", "minimize_proximal"]
 
@@ -159,7 +160,7 @@ def minimize(
     >>> bool(jnp.allclose(res.x, 3.0, atol=1e-4))
     True
     """
-    x0 = jnp.asarray(x0)
+    x0 = to_device(x0)
     if ftol is None:
         ftol = 10.0 * float(jnp.finfo(x0.dtype).eps)
     opt, run_chunk = _chunk_runner(fun, memory_size, float(tol), float(ftol))
@@ -312,7 +313,7 @@ def minimize_proximal(
     >>> round(float(res.x[0]), 6)
     2.0
     """
-    x0 = jnp.asarray(x0)
+    x0 = to_device(x0)
     if ftol is None:
         ftol = 10.0 * float(jnp.finfo(x0.dtype).eps)
     run_chunk = _fista_runner(smooth, full, prox, float(tol), float(ftol))
