@@ -683,7 +683,7 @@ def segment_trials(trials, segment_length: int) -> list[np.ndarray]:
     >>> import numpy as np
     >>> from bayesneuro.latent.gpfa_gaussian import segment_trials
     >>> segs = segment_trials([np.arange(50.0)[:, None], np.ones((7, 1))], 20)
-    >>> [(s[0, 0], len(s)) for s in segs]
+    >>> [(float(s[0, 0]), len(s)) for s in segs]
     [(0.0, 20), (15.0, 20), (30.0, 20), (1.0, 7)]
     """
     if isinstance(segment_length, bool) or not isinstance(segment_length, (int, np.integer)) or segment_length < 2:
