@@ -17,8 +17,8 @@ from bayesneuro.latent.plds import (
     PLDSParams,
     PoissonLDS,
     cosmoothing_bits_per_spike,
-    latent_hessian,
     laplace_posterior,
+    latent_hessian,
     neg_log_joint,
     trial_laplace,
 )
@@ -117,7 +117,7 @@ def test_newton_mode_and_laplace_match_dense(link):
     rng = np.random.default_rng(1)
     params, counts, inputs, mask = _small_problem(rng, link)
     t, k = counts.shape[0], 2
-    kw = dict(bin_size=DT, link=link)
+    kw = {"bin_size": DT, "link": link}
 
     def f(v):
         return neg_log_joint(jnp.reshape(v, (t, k)), params, counts, inputs, mask, **kw)
@@ -143,6 +143,24 @@ def test_newton_mode_and_laplace_match_dense(link):
             np.testing.assert_allclose(post.cross_cov[i], inv[(i + 1) * k : (i + 2) * k, i * k : (i + 1) * k], atol=1e-8)
     expected = -float(fun(x)) + 0.5 * t * k * np.log(2 * np.pi) - 0.5 * np.linalg.slogdet(h_dense)[1]
     np.testing.assert_allclose(float(post.log_marginal), expected, rtol=1e-9)
+
+
+def test_e_step_program_holds_one_newton_direction(monkeypatch):
+    """Tracing the E-step (no compilation) calls the block Hessian twice: once in the Newton
+    direction (the engine traces derivatives + solve once) and once for the Laplace covariance at
+    the mode. The engine used to trace the direction twice (before its loop and in it): 3 calls."""
+    from bayesneuro.latent import plds
+
+    calls = []
+
+    def counted(*a, **k):
+        calls.append(1)
+        return latent_hessian(*a, **k)
+
+    monkeypatch.setattr(plds, "latent_hessian", counted)
+    params, counts, inputs, mask = _small_problem(np.random.default_rng(3), "exp")
+    jax.jit(lambda p, y, u, m: trial_laplace(p, y, u, m, jnp.zeros((8, 2)), bin_size=DT)).lower(params, counts, inputs, mask)
+    assert len(calls) == 2
 
 
 @pytest.mark.slow  # ~7-9 s: compiles the padded and unpadded E-steps
@@ -220,7 +238,7 @@ def test_recovers_dynamics_eigenvalues(recovery):
     # Over 12 simulation seeds the largest eigenvalue error was 0.0096; the tolerance is twice it.
     truth, _, _, model = recovery
     est, true = model.dynamics_summary(), truth.dynamics_summary()
-    order = lambda lam: lam[np.argsort(lam.imag)]  # noqa: E731
+    order = lambda lam: lam[np.argsort(lam.imag)]
     np.testing.assert_allclose(order(est.eigenvalues), order(true.eigenvalues), atol=0.02)
     np.testing.assert_allclose(np.sort(est.frequencies), [-1.0, 1.0], rtol=0.1)  # Hz
     np.testing.assert_allclose(true.timescales, -DT / np.log(0.98))
