@@ -31,11 +31,11 @@ from jax.scipy.linalg import solve_triangular
 __all__ = [
     "BlockCholesky",
     "cholesky",
-    "solve",
-    "logdet",
-    "selected_inverse",
-    "matvec",
     "factor_transpose_matvec",
+    "logdet",
+    "matvec",
+    "selected_inverse",
+    "solve",
     "solve_factor_transpose",
     "to_dense",
 ]

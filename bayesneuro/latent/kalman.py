@@ -37,7 +37,7 @@ from __future__ import annotations
 import math
 import operator
 from collections.abc import Iterable, Sequence
-from functools import lru_cache, partial
+from functools import cache, partial
 from typing import NamedTuple
 
 import jax
@@ -47,18 +47,18 @@ from jax import lax
 from jax.scipy.linalg import cho_solve, solve_triangular
 
 __all__ = [
-    "LDSParams",
-    "FilterResult",
-    "SmootherResult",
     "EMResult",
-    "make_lds_params",
+    "FilterResult",
+    "LDSParams",
+    "SmootherResult",
+    "fit_lds_em",
     "init_lds_params",
     "kalman_filter",
     "kalman_smoother",
+    "lds_em_step",
     "lds_log_likelihood",
     "lds_sample",
-    "lds_em_step",
-    "fit_lds_em",
+    "make_lds_params",
 ]
 
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -352,7 +352,7 @@ def _trial_stats(params: LDSParams, observations, inputs, mask, live) -> _Stats:
     zd = jnp.concatenate([m[:-1], inputs[1:], ones[:-1]], axis=1)
     zdw = zd * wl[:, None]
     n_z = z.shape[1]
-    pad = lambda M: jnp.zeros((n_z, n_z), M.dtype).at[:n_latent, :n_latent].set(M)  # noqa: E731
+    pad = lambda M: jnp.zeros((n_z, n_z), M.dtype).at[:n_latent, :n_latent].set(M)
     return _Stats(
         dyn_xx=(m[1:] * wl[:, None]).T @ m[1:] + jnp.einsum("t,tij->ij", wl, P[1:]),
         dyn_xz=(m[1:].T @ zdw).at[:, :n_latent].add(jnp.einsum("t,tij->ij", wl, X)),
@@ -422,11 +422,11 @@ def _m_step(params: LDSParams, stats: _Stats, fixed: frozenset) -> LDSParams:
     s = stats.init_x / stats.n_trial
     m0 = params.initial_mean if "initial_mean" in fixed else s
     S0 = stats.init_xx / stats.n_trial - jnp.outer(m0, s) - jnp.outer(s, m0) + jnp.outer(m0, m0)
-    new = dict(
-        initial_mean=m0, initial_cov=_sym(S0), dynamics=A, dynamics_bias=b, input_weights=B,
-        loadings=C, offset=d, observation_input_weights=D, dynamics_cov=Q,
-        observation_cov=jnp.diag(R) if params.observation_cov.ndim == 1 else R,
-    )
+    new = {
+        "initial_mean": m0, "initial_cov": _sym(S0), "dynamics": A, "dynamics_bias": b, "input_weights": B,
+        "loadings": C, "offset": d, "observation_input_weights": D, "dynamics_cov": Q,
+        "observation_cov": jnp.diag(R) if params.observation_cov.ndim == 1 else R,
+    }
     return params._replace(**{k: v for k, v in new.items() if k not in fixed})
 
 
@@ -564,7 +564,7 @@ def _as_trials(observations, inputs, mask):
     if isinstance(observations, (list, tuple)):
         n = len(observations)
         ys = list(observations)
-        split = lambda a, name: [None] * n if a is None else _listlike(a, n, name)  # noqa: E731
+        split = lambda a, name: [None] * n if a is None else _listlike(a, n, name)
         return ys, split(inputs, "inputs"), split(mask, "mask")
     arr = np.asarray(observations) if _concrete(observations) else observations
     if arr.ndim == 3:
@@ -951,7 +951,7 @@ def _em_body(params: LDSParams, groups, fixed: frozenset):
     return _m_step(params, total, fixed), total.log_likelihood
 
 
-@lru_cache(maxsize=None)
+@cache
 def _em_program(fixed: frozenset):
     """The EM step for the held names ``fixed``, jitted as ONE program (cached per ``fixed``, so
     refits with the same shapes reuse the compilation): ``step(params, groups)``."""

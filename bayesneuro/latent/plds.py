@@ -34,28 +34,28 @@ import xarray as xr
 from jax.scipy.special import gammaln
 from scipy import stats as _stats
 
+from .._pynapple import pynapple_io
+from .._shapes import bucket_length
 from ..data import SpikeData
 from ..engine.newton import newton
 from ..estimator import Estimator, resolve_key
 from ..infer._model import as_key
 from . import _blocktri as bt
-from .._pynapple import pynapple_io
-from .._shapes import bucket_length
 
 __all__ = [
-    "PoissonLDS",
-    "PLDSParams",
-    "LaplacePosterior",
-    "DynamicsSummary",
-    "PLDSSimulation",
-    "neg_log_joint",
-    "latent_hessian",
-    "trial_laplace",
-    "laplace_posterior",
-    "m_step",
-    "simulate_plds",
-    "cosmoothing_bits_per_spike",
     "LINKS",
+    "DynamicsSummary",
+    "LaplacePosterior",
+    "PLDSParams",
+    "PLDSSimulation",
+    "PoissonLDS",
+    "cosmoothing_bits_per_spike",
+    "laplace_posterior",
+    "latent_hessian",
+    "m_step",
+    "neg_log_joint",
+    "simulate_plds",
+    "trial_laplace",
 ]
 
 LINKS = ("exp", "softplus")
@@ -283,7 +283,7 @@ def trial_laplace(
     LaplacePosterior
         Without the trial axis.
     """
-    kw = dict(bin_size=bin_size, link=link)
+    kw = {"bin_size": bin_size, "link": link}
 
     def objective(x, p, y, u, m):
         return neg_log_joint(x, p, y, u, m, **kw)
@@ -378,7 +378,7 @@ def _fit_loadings(params: PLDSParams, post: LaplacePosterior, counts, mask, bin_
         derivatives = lambda th, y: _loadings_derivatives(th, y, post.mean, cov, mask, bin_size)
 
     def one(theta, y):
-        obj = lambda th, y: _loadings_objective(th, y, post.mean, post.cov, mask, bin_size, link)  # noqa: E731
+        obj = lambda th, y: _loadings_objective(th, y, post.mean, post.cov, mask, bin_size, link)
         return newton(obj, theta, y, derivatives=derivatives, max_iter=max_iter, tol=1e-10).x
 
     theta = jax.vmap(one, in_axes=(0, 2))(theta0, counts)
@@ -448,7 +448,7 @@ def m_step(
     return PLDSParams(m0, s0, wmat[:, :k], wmat[:, -1], wmat[:, k:-1], q, c, d)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _em_program(link: str, max_newton: int):
     """One whole Laplace-EM iteration (E-step and M-step) as ONE jitted program of
     ``(params, path)``, for :func:`bayesneuro.engine.em.run_em`.
