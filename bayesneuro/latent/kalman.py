@@ -693,16 +693,16 @@ def make_lds_params(
     n_neuron, n_latent = C.shape
     dtype = jnp.result_type(float, A, C)
     params = LDSParams(
-        initial_mean=jnp.zeros(n_latent, dtype) if initial_mean is None else initial_mean,
-        initial_cov=jnp.eye(n_latent, dtype=dtype) if initial_cov is None else initial_cov,
+        initial_mean=np.zeros(n_latent, dtype) if initial_mean is None else initial_mean,
+        initial_cov=np.eye(n_latent, dtype=dtype) if initial_cov is None else initial_cov,
         dynamics=A,
-        dynamics_bias=jnp.zeros(n_latent, dtype) if dynamics_bias is None else dynamics_bias,
+        dynamics_bias=np.zeros(n_latent, dtype) if dynamics_bias is None else dynamics_bias,
         input_weights=input_weights,
         loadings=C,
-        offset=jnp.zeros(n_neuron, dtype) if offset is None else offset,
+        offset=np.zeros(n_neuron, dtype) if offset is None else offset,
         observation_input_weights=observation_input_weights,
-        dynamics_cov=jnp.eye(n_latent, dtype=dtype) if dynamics_cov is None else dynamics_cov,
-        observation_cov=jnp.ones(n_neuron, dtype) if observation_cov is None else observation_cov,
+        dynamics_cov=np.eye(n_latent, dtype=dtype) if dynamics_cov is None else dynamics_cov,
+        observation_cov=np.ones(n_neuron, dtype) if observation_cov is None else observation_cov,
     )
     return _check_params(params)
 
@@ -888,9 +888,9 @@ def init_lds_params(
         )
     F = 0 if us[0] is None else np.shape(us[0])[-1]
     probe = make_lds_params(
-        jnp.zeros((n_latents, n_latents)), jnp.zeros((n_neuron, n_latents)),
-        input_weights=jnp.zeros((n_latents, F)) if F else None,
-        observation_input_weights=jnp.zeros((n_neuron, F)) if F else None,
+        np.zeros((n_latents, n_latents)), np.zeros((n_neuron, n_latents)),
+        input_weights=np.zeros((n_latents, F)) if F else None,
+        observation_input_weights=np.zeros((n_neuron, F)) if F else None,
     )
     trials = _check_trials(probe, ys, us, ms)
     obs = np.concatenate([np.asarray(y, np.float64)[np.asarray(m)] for y, _, m in trials])
