@@ -280,14 +280,15 @@ def glm_model(
         params[name] = prior.sample(name, group_dim, shape, basis_dim=name.replace("_weights", "_basis"))
     if isinstance(spec.coupling_prior, GroupLasso) and spec.coupling_basis:
         w = params["coupling_weights"]
-        mask = mask_self(jnp.ones((spec.n_source, 1, spec.n_neuron), w.dtype), spec.self_index)[:, 0, :]
+        # (a name of its own: `mask` is the bins' likelihood mask, used below)
+        self_mask = mask_self(jnp.ones((spec.n_source, 1, spec.n_neuron), w.dtype), spec.self_index)[:, 0, :]
         gram = jnp.asarray(spec.coupling_gram, dtype=w.dtype)
-        numpyro.factor(GROUP_LASSO_SITE, -spec.coupling_prior.penalty(w, gram, mask))
+        numpyro.factor(GROUP_LASSO_SITE, -spec.coupling_prior.penalty(w, gram, self_mask))
     features = {"stimulus": stimulus, "history": history, "coupling": coupling, "spectra": spectra, "rows": rows}
     mu = expected_counts(spec, params, features, int(n_time))
     with numpyro.plate("time", n_time, dim=-2), numpyro.plate("neuron", spec.n_neuron, dim=-1):
         if mask is None:
             numpyro.sample("counts", observation_dist(mu, spec.observation, concentration), obs=counts)
         else:
-            with numpyro.handlers.mask(mask=jnp.asarray(mask)[:, None]):
+            with numpyro.handlers.mask(mask=jnp.asarray(mask, dtype=bool)[:, None]):
                 numpyro.sample("counts", observation_dist(mu, spec.observation, concentration), obs=counts)
