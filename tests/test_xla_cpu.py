@@ -118,10 +118,12 @@ def test_gpfa_em_step_has_no_batched_lapack_call():
     trials = [rng.poisson(1.0, size=(12 - 2 * (i % 3), 6)).astype(float) for i in range(9)]
     groups, _ = gg._group(trials)
     params = gg.init_gpfa_params(trials, 2)
-    compiled = gg._em_step.lower(params, groups, 1e-3, kernel="se", learn_timescales=True).compile()
-    text = compiled.as_text()
-    assert LAPACK_CALL.search(text)
-    assert _batched_lapack_calls(text) == []
+    buckets = gg._buckets(groups, 2)
+    state = gg._to_state(params)
+    for bk in buckets:  # one E-step program per bucket of trial lengths (batched over its trials)
+        text = gg._bucket_stats.lower(state, params.eps, bk, kernel="se").compile().as_text()
+        assert LAPACK_CALL.search(text)
+        assert _batched_lapack_calls(text) == []
 
 
 def test_uninstall_restores_jaxlibs_batched_lowering():

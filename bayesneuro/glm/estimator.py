@@ -659,9 +659,10 @@ class PoissonGLM(Estimator):
                     "for the sparse network, or 'nuts' / 'svi' for uncertainty"
                 )
         # MAP pads the time axis to a bucket length (masked out of the likelihood), so a recording
-        # of another length reuses the compiled programs; the other methods fit the bins as they are
+        # of another length reuses the compiled programs; the other methods, and fits sharded over
+        # devices (whose arrays stay where they were placed), fit the bins as they are
         n_time = data.n_time
-        n_pad = bucket_length(n_time) if method == "map" else n_time
+        n_pad = bucket_length(n_time) if method == "map" and options.get("shard") is None else n_time
         arrays = self._features(data, n_pad=n_pad)
         keep = self._included(data)
         mask = None if keep is None and n_pad == n_time else pad_axis(np.ones(n_time, bool) if keep is None else keep, n_pad)
@@ -825,7 +826,7 @@ class PoissonGLM(Estimator):
         p = {k: jnp.asarray(self.params_[k]) for k in ("bias", *self.spec_.weight_sites())}
         feats = {k: arrays.get(k) for k in ("stimulus", "history", "coupling", "spectra", "rows")}
         rates = np.asarray(expected_counts(self.spec_, p, feats, int(n_rows)))[: data.n_time] / self.spec_.bin_size
-        if not np.all(np.isfinite(rates)) or (self.link == "exp" and rates.max() > math.exp(700.0)):
+        if not np.all(np.isfinite(rates)) or (self.link == "exp" and float(rates.max()) > math.exp(700.0)):
             raise ValueError(
                 "the predicted rates overflow (linear predictor above 700 or not finite): the "
                 "covariates are far outside the range of the training data, or badly scaled "
