@@ -42,10 +42,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-if "--device" not in sys.argv and "--_worker" not in sys.argv:  # workers get it from the parent
-    os.environ["JAX_PLATFORMS"] = "cpu"
-
 import _common
+
+_common.choose_platform()  # the CPU unless --device; workers get it from the parent
 import numpy as np
 
 RESULTS = HERE / "results"

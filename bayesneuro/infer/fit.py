@@ -667,7 +667,7 @@ def _preconditioned(fun, unravel, pfun):
 
 @functools.lru_cache(maxsize=64)
 def _blocked(model, factors: tuple):
-    """``model`` without the penalty factor sites (cached: one object per model and sites)."""
+    """``model`` without the penalty factor sites."""
     return handlers.block(model, hide=list(factors))
 
 
