@@ -767,15 +767,15 @@ def convolve(x, basis, *, history: bool | None = None, trial_ids=None) -> jax.Ar
         raise ValueError(f"x must be real, got dtype {x.dtype}")
     if not jnp.issubdtype(x.dtype, jnp.floating):
         x = x.astype(jnp.result_type(float))
-    x = jnp.asarray(x)
-    if not isinstance(x, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(x))):
+    # numpy input stays numpy until the jitted convolution (an eager jnp op compiles a program)
+    if not isinstance(x, jax.core.Tracer) and not np.all(np.isfinite(np.asarray(x))):
         bad = np.argwhere(~np.isfinite(np.asarray(x)))[0]
         raise ValueError(f"x contains NaN or inf (first at index {tuple(int(i) for i in bad)})")
     vector = x.ndim == 1
     if vector:
         x = x[:, None]
     n_time = x.shape[0]
-    matrix = jnp.asarray(matrix, dtype=x.dtype)
+    matrix = np.asarray(matrix, dtype=x.dtype) if isinstance(x, np.ndarray) else jnp.asarray(matrix, dtype=x.dtype)
 
     if trial_ids is None:
         out = _causal_conv(x, matrix, shift)
@@ -797,7 +797,7 @@ def convolve(x, basis, *, history: bool | None = None, trial_ids=None) -> jax.Ar
             ids = np.asarray(trial_ids)
             segment = np.concatenate([[0], np.cumsum(ids[1:] != ids[:-1])])
             where = np.arange(n_time) + gap * segment
-            out = _segment_conv(x, matrix, jnp.asarray(where), shift, int(where[-1]) + 1)
+            out = _segment_conv(x, matrix, where, shift, int(where[-1]) + 1)
     return out[:, 0, :] if vector else out
 
 

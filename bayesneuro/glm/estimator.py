@@ -20,6 +20,7 @@ from .._shapes import bucket_length, pad_axis
 from ..data import SpikeData
 from ..estimator import PROB, Estimator, resolve_key
 from ..infer import Proximal
+from ..infer._model import to_device
 from ..infer import fit as _fit
 from . import scores as _scores
 from ._model import (
@@ -515,7 +516,7 @@ class PoissonGLM(Estimator):
                 x = pad_axis(data.covariates[:, [index[f] for f in feats]].astype(dtype), n_pad)
                 conv = _bases.convolve(x, basis, history=False, trial_ids=seg_pad)
                 cols.append(np.asarray(conv).reshape(n_pad, -1))
-            out["stimulus"] = jnp.asarray(np.concatenate(cols, axis=1))
+            out["stimulus"] = to_device(np.concatenate(cols, axis=1))
         if not spikes:
             return out
         if self.filter_mode == "fft" and (self.history_basis is not None or self._coupled):
@@ -528,12 +529,12 @@ class PoissonGLM(Estimator):
                 spikes = np.concatenate([p for piece in pieces for p in (piece, empty)][:-1])
             if n_pad != data.n_time:  # trailing zeros change no bin's history: a bucketed shape
                 spikes = pad_axis(spikes, bucket_length(spikes.shape[0]))
-            out["spectra"] = fft_spectra_jit(jnp.asarray(spikes), gap, fft_size(gap))
-            out["rows"] = jnp.asarray(pad_axis(np.arange(data.n_time) + gap * seg, n_pad))
+            out["spectra"] = fft_spectra_jit(spikes, gap, fft_size(gap))
+            out["rows"] = to_device(pad_axis(np.arange(data.n_time) + gap * seg, n_pad))
             return out
         # design mode: convolve the padded counts (the padding only feeds masked bins), so the
         # convolution's program has the bucketed shape too
-        counts = jnp.asarray(pad_axis(np.asarray(data.counts, dtype), n_pad))
+        counts = to_device(pad_axis(np.asarray(data.counts, dtype), n_pad))
         seg = pad_axis(np.asarray(seg), n_pad, value=seg[-1]) if n_pad != data.n_time else seg
         if self.history_basis is not None:
             out["history"] = _bases.convolve(counts, _with_history(self.history_basis, True), history=True, trial_ids=seg)
@@ -676,7 +677,7 @@ class PoissonGLM(Estimator):
 
             options.setdefault("hessian", laplace_hessian(self, data, spec, arrays, counts, mask=mask))
         if mask is not None:
-            arrays["mask"] = jnp.asarray(mask)
+            arrays["mask"] = to_device(np.asarray(mask))
         if method == "map" and isinstance(spec.coupling_prior, GroupLasso) and spec.coupling_basis:
             options.setdefault("proximal", self._group_lasso_proximal(data, spec, options["preconditioner"], tidx))
         result = _fit(
@@ -823,7 +824,7 @@ class PoissonGLM(Estimator):
             arrays = self._features(data, n_pad=n_rows)
         else:
             n_rows = next((v.shape[0] for k, v in arrays.items() if k in _TIME_KEYS and v is not None), data.n_time)
-        p = {k: jnp.asarray(self.params_[k]) for k in ("bias", *self.spec_.weight_sites())}
+        p = {k: to_device(np.asarray(self.params_[k])) for k in ("bias", *self.spec_.weight_sites())}
         feats = {k: arrays.get(k) for k in ("stimulus", "history", "coupling", "spectra", "rows")}
         rates = np.asarray(expected_counts(self.spec_, p, feats, int(n_rows)))[: data.n_time] / self.spec_.bin_size
         if not np.all(np.isfinite(rates)) or (self.link == "exp" and float(rates.max()) > math.exp(700.0)):

@@ -662,7 +662,8 @@ def _preconditioned(fun, unravel, pfun):
     def fun_z(z, arrays, u_start, pargs):
         return fun(to_u(z, u_start, pargs), arrays)
 
-    return fun_z, to_u
+    # jitted: mapping the optimum back eagerly would compile one program per operation
+    return fun_z, jax.jit(to_u)
 
 
 @functools.lru_cache(maxsize=64)
