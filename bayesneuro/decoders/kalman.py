@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._pynapple import pynapple_io
+from .._shapes import bucket_length
 from ..estimator import resolve_key
 from ..latent.kalman import kalman_filter, kalman_smoother, make_lds_params
 from ._base import Decoder, attach_index
@@ -148,8 +149,9 @@ def _segments(seg: np.ndarray) -> list[tuple[int, int]]:
 
 
 def _padded_length(n: int) -> int:
-    """Next power of two >= n: segments of similar length share one compiled filter."""
-    return 1 << max(int(n) - 1, 0).bit_length()
+    """The bucket of ``n`` bins (:func:`bayesneuro._shapes.bucket_length`, at most 25% padding):
+    segments and recordings of similar length share one compiled filter."""
+    return bucket_length(n)
 
 
 #: Candidate temperatures of ``temperature="auto"``: 1 to 10^4, 33 values evenly spaced in log
