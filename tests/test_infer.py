@@ -204,6 +204,13 @@ def test_log_likelihood_equals_scipy(fits, counts):
     ll = idata.log_likelihood["counts"].values[0, :3]
     ref = stats.poisson.logpmf(counts[None], rate[:, None, :] * DURATION)
     np.testing.assert_allclose(ll, ref, rtol=1e-10)
+    # the pointwise log-likelihood is one compiled program, reused by the next conversion
+    from bayesneuro._shapes import count_compilations
+
+    with count_compilations() as c:
+        again = fits["laplace"].to_inference_data()
+    assert c.compilations == 0
+    np.testing.assert_array_equal(again.log_likelihood["counts"].values, idata.log_likelihood["counts"].values)
 
 
 def test_posterior_predictive_mean_matches_posterior(fits, exact):

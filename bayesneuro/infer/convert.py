@@ -23,6 +23,38 @@ from . import _model
 __all__ = ["as_point_estimate", "build_inference_data", "point_inference_data", "site_dims"]
 
 
+
+#: jitted pointwise log-likelihood programs by (model, static data): a refit reuses them
+_LOGLIK: dict = {}
+
+
+def _pointwise_log_likelihood(model: Callable, flat: dict, model_kwargs: dict) -> dict:
+    """``numpyro.infer.log_likelihood`` of every draw, as one compiled program.
+
+    Run eagerly, NumPyro's batched log-likelihood compiles one small program per operation; here
+    the arrays of ``model_kwargs`` are traced and the rest (hashable: numbers, strings, specs)
+    is static, so the program is built once per model and data layout. Unhashable static data
+    falls back to the eager call.
+    """
+    arrays = {k: _model.to_device(v) for k, v in model_kwargs.items() if isinstance(v, (np.ndarray, jax.Array))}
+    static = {k: v for k, v in model_kwargs.items() if k not in arrays}
+    try:
+        key = (model, tuple(sorted(static.items())))
+        hash(key)
+    except TypeError:
+        return numpyro_log_likelihood(model, flat, batch_ndims=1, **model_kwargs)
+    fn = _LOGLIK.get(key)
+    if fn is None:
+        def run(draws, arr):
+            return numpyro_log_likelihood(model, draws, batch_ndims=1, **static, **arr)
+
+        fn = jax.jit(run)
+        if len(_LOGLIK) >= 32:
+            _LOGLIK.pop(next(iter(_LOGLIK)))
+        _LOGLIK[key] = fn
+    return fn({k: _model.to_device(np.asarray(v)) if not isinstance(v, jax.Array) else v for k, v in flat.items()},
+              arrays)
+
 def site_dims(info: _model.SiteInfo, user_dims: dict) -> list[str]:
     """Dim names of one site: the caller's names first, then plate names, then fallbacks."""
     if info.name in user_dims:
@@ -177,7 +209,7 @@ def build_inference_data(
     if log_likelihood and observed and latent_names:
         n_chain, n_draw = next(iter(posterior.values())).shape[:2]
         flat = {n: posterior[n].reshape((n_chain * n_draw,) + posterior[n].shape[2:]) for n in latent_names}
-        ll = numpyro_log_likelihood(model, flat, batch_ndims=1, **model_kwargs)
+        ll = _pointwise_log_likelihood(model, flat, model_kwargs)
         groups["log_likelihood"] = {
             k: np.asarray(v).reshape((n_chain, n_draw) + np.shape(v)[1:]) for k, v in ll.items()
         }
