@@ -42,6 +42,25 @@ def test_membership_is_bayes_rule():
     np.testing.assert_allclose(np.asarray(membership_probabilities(x, p)), ref, rtol=1e-10)
 
 
+def test_draw_batched_numpy_summaries_match_scipy_per_draw():
+    # the numpy summaries NeuronTypes uses (no eager JAX programs) against scipy draw by draw
+    from bayesneuro.density.types import _draws_log_likelihood, _draws_log_predictive, _draws_membership
+
+    rng = np.random.default_rng(2)
+    draws = [_params(rng) for _ in range(5)]
+    w, m, s = (np.stack([getattr(p, f) for p in draws]) for f in ("weights", "means", "scales"))
+    x = rng.normal(0, 2, (7, 2))
+    joint = np.stack([np.stack([np.log(p.weights[k]) + stats.norm.logpdf(x, p.means[k], p.scales[k]).sum(1)
+                                for k in range(3)], axis=1) for p in draws])  # (draw, neuron, type)
+    ll = logsumexp(joint, axis=-1)
+    np.testing.assert_allclose(_draws_log_likelihood(x, w, m, s), ll, rtol=1e-12)
+    np.testing.assert_allclose(_draws_log_predictive(x, w, m, s), logsumexp(ll, axis=0) - np.log(5), rtol=1e-12)
+    mem = np.exp(joint - logsumexp(joint, axis=-1, keepdims=True)).mean(0)
+    np.testing.assert_allclose(_draws_membership(x, w, m, s), mem, rtol=1e-12)
+    # and the public JAX functions agree with them on one draw
+    np.testing.assert_allclose(np.asarray(mixture_log_likelihood(x, draws[0])), ll[0], rtol=1e-10)
+
+
 def test_relabel_draws_undoes_permutations():
     rng = np.random.default_rng(2)
     ref = np.array([[0.0, 0.0], [5.0, 0.0], [0.0, 5.0]])

@@ -129,6 +129,43 @@ def membership_probabilities(x: Any, params: MixtureParams) -> jax.Array:
     return jnp.exp(lp - logsumexp(lp, axis=-1, keepdims=True))
 
 
+def _draws_log_density(z, w, m, s) -> np.ndarray:
+    """Numpy :func:`_component_log_density` for every posterior draw at once, (draw, neuron, type).
+
+    ``z`` (neuron, feature); ``w`` (draw, type); ``m``, ``s`` (draw, type, feature). Numpy, not
+    an eager ``jax.vmap``: these small summaries would otherwise compile a program per operation
+    and per number of types.
+    """
+    z, w, m, s = (np.asarray(a, np.float64) for a in (z, w, m, s))
+    r = (z[None, :, None, :] - m[:, None]) / s[:, None]
+    lp = -0.5 * r**2 - np.log(s[:, None]) - 0.5 * np.log(2 * np.pi)
+    with np.errstate(divide="ignore"):
+        return np.log(w)[:, None, :] + lp.sum(-1)
+
+
+def _draws_log_likelihood(z, w, m, s) -> np.ndarray:
+    """:func:`mixture_log_likelihood` per draw, (draw, neuron)."""
+    from scipy.special import logsumexp as np_logsumexp
+
+    return np_logsumexp(_draws_log_density(z, w, m, s), axis=-1)
+
+
+def _draws_log_predictive(z, w, m, s) -> np.ndarray:
+    """Log of the posterior-mean density of each row, (neuron,)."""
+    from scipy.special import logsumexp as np_logsumexp
+
+    lp = _draws_log_likelihood(z, w, m, s)
+    return np_logsumexp(lp, axis=0) - np.log(lp.shape[0])
+
+
+def _draws_membership(z, w, m, s) -> np.ndarray:
+    """:func:`membership_probabilities` averaged over the draws, (neuron, type)."""
+    from scipy.special import logsumexp as np_logsumexp
+
+    lp = _draws_log_density(z, w, m, s)
+    return np.exp(lp - np_logsumexp(lp, axis=-1, keepdims=True)).mean(0)
+
+
 class _FeatureRows(dist.Distribution):
     """Density of row ``i`` of a fixed (neuron, feature) matrix under a mixture, as a site over ``i``.
 
@@ -640,9 +677,7 @@ class NeuronTypes(Estimator):
                     continue
                 flat = post.stack(sample=("chain", "draw")).transpose("sample", ...)
                 zt = z[test]
-                lp = jax.vmap(lambda w, m, s, zt=zt: mixture_log_likelihood(zt, MixtureParams(w, m, s)))(
-                    *(jnp.asarray(flat[v].values) for v in ("weights", "means", "scales")))
-                lpd[i, test] = np.asarray(logsumexp(lp, axis=0) - np.log(lp.shape[0]))
+                lpd[i, test] = _draws_log_predictive(zt, *(flat[v].values for v in ("weights", "means", "scales")))
         quiet.close()
         if failed:
             import warnings
@@ -698,9 +733,8 @@ class NeuronTypes(Estimator):
     def _summarise(self, post: xr.Dataset) -> None:
         self.posterior_ = post
         flat = post.stack(sample=("chain", "draw")).transpose("sample", ...)
-        w, m, s = (jnp.asarray(flat[k].values) for k in ("weights", "means", "scales"))
-        resp = jax.vmap(lambda a, b, c: membership_probabilities(self._z, MixtureParams(a, b, c)))(w, m, s)
-        mem = np.asarray(resp.mean(0))
+        w, m, s = (np.asarray(flat[k].values) for k in ("weights", "means", "scales"))
+        mem = _draws_membership(self._z, w, m, s)
         types = post["type"].values
         self.membership_ = xr.DataArray(mem, dims=("neuron", "type"),
                                         coords={"neuron": self.neuron_ids_, "type": types}, name="membership")
@@ -734,7 +768,7 @@ class NeuronTypes(Estimator):
 
     def _draw_params(self) -> MixtureParams:
         flat = self.posterior_.stack(sample=("chain", "draw")).transpose("sample", ...)
-        return MixtureParams(*(jnp.asarray(flat[k].values) for k in ("weights", "means", "scales")))
+        return MixtureParams(*(np.asarray(flat[k].values) for k in ("weights", "means", "scales")))
 
     def log_likelihood(self, data: Any) -> np.ndarray:
         """Log density (nats) of each neuron's standardised features under the mixture at the
@@ -746,12 +780,11 @@ class NeuronTypes(Estimator):
         z = self._standardised(data)
         p = self._draw_params()
         mean = MixtureParams(*(a.mean(0) for a in p))
-        return np.asarray(mixture_log_likelihood(z, mean))
+        return _draws_log_likelihood(z, *(a[None] for a in mean))[0]
 
     def _log_predictive(self, data: Any) -> np.ndarray:
         z = self._standardised(data)
-        lp = jax.vmap(lambda w, m, s: mixture_log_likelihood(z, MixtureParams(w, m, s)))(*self._draw_params())
-        return np.asarray(logsumexp(lp, axis=0) - np.log(lp.shape[0]))
+        return _draws_log_predictive(z, *self._draw_params())
 
     def score(self, data: Any) -> float:
         """Log posterior predictive density of each neuron's standardised features (averaged over
@@ -764,7 +797,7 @@ class NeuronTypes(Estimator):
         ``membership`` (neuron, type): posterior type probabilities of each neuron; ``score``."""
         z = self._standardised(data)
         p = self._draw_params()
-        mem = np.asarray(jax.vmap(lambda w, m, s: membership_probabilities(z, MixtureParams(w, m, s)))(*p).mean(0))
+        mem = _draws_membership(z, *p)
         lp = self._log_predictive(data)
         return {"log_predictive": lp, "log_likelihood": self.log_likelihood(data), "membership": mem,
                 "score": float(lp.mean())}
