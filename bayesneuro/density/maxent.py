@@ -271,6 +271,12 @@ class _Layout(NamedTuple):
         return jnp.asarray(np.concatenate([np.asarray(a, dtype=np.float64) for a in parts]))
 
 
+
+@jax.jit(static_argnums=(0,))
+def _unpack(layout: _Layout, theta: jax.Array) -> MaxEntParams:
+    """``layout.unpack`` as one compiled program (eagerly it compiles one per operation)."""
+    return layout.unpack(theta)
+
 def _pair_matrix(J: jax.Array, n: int, *, symmetric: bool) -> jax.Array:
     iu = np.triu_indices(n, 1)
     U = jnp.zeros((n, n), J.dtype).at[iu].set(J)
@@ -285,6 +291,7 @@ def _words(chunk: jax.Array, size: int, n: int, dtype) -> jax.Array:
     return ((idx[:, None] >> jnp.arange(n)) & 1).astype(dtype)
 
 
+@jax.jit
 def _energy(p: MaxEntParams, x: jax.Array) -> jax.Array:
     n = p.h.shape[0]
     k = jnp.sum(x, axis=-1).astype(jnp.int32)
@@ -813,7 +820,7 @@ class MaxEnt(Estimator):
                              init_strategy=init_to_value(values=init), tol=1e-9)
             theta = jnp.concatenate([jnp.asarray(res.params[k]) for k in ("h", "J", "V") if k in res.params])
             cov_s = _hessian_log_z(layout, theta) if posterior else None
-            self.log_partition_ = float(log_partition(layout.unpack(theta), self.kind))
+            self.log_partition_ = float(log_partition(_unpack(layout, theta), self.kind))
             self.log_partition_se_ = 0.0
             self.mc_samples_ = None
         else:
@@ -834,7 +841,7 @@ class MaxEnt(Estimator):
                                        n_temperatures=s["ais_temperatures"])
             self.log_partition_, self.log_partition_se_ = ais.log_partition, ais.se
         self.theta_ = np.asarray(theta)
-        self.params_ = layout.unpack(jnp.asarray(self.theta_))
+        self.params_ = _unpack(layout, jnp.asarray(self.theta_))
         if posterior:
             prec = T * cov_s + jnp.diag(prior_prec)
             self.precision_ = np.asarray(0.5 * (prec + prec.T))
