@@ -72,7 +72,7 @@ SIZES = {
 POISSON = {"full": (30, 30, 50, 3), "quick": (10, 10, 30, 2)}
 # sizes where bayesneuro also fits on elephant's 20-bin segments (``GPFA(segment_length=20)``): the
 # same approximation as elephant's GPFA.fit, scored by the same whole-trial log-likelihood
-SEGMENTED = {"full": ("bins+latents", "ragged"), "quick": ("ragged",)}
+SEGMENTED = {"full": ("trials", "neurons", "bins+latents", "ragged"), "quick": ("ragged",)}
 SEGMENT_LENGTH = 20
 
 
