@@ -230,7 +230,10 @@ def _dataset(variables: dict, group: str, dims: dict, coords: dict, attrs: dict)
     lead = ["chain", "draw"] if group in _SAMPLE_GROUPS else []
     data_vars, ds_coords = {}, {}
     for name, arr in variables.items():
-        var_dims = lead + list(dims.get(name, []) if group != "sample_stats" else [])
+        site = list(dims.get(name, []) if group != "sample_stats" else [])
+        if group == "log_likelihood":  # an observed site's event axes are summed out of its log-likelihood
+            site = site[: np.ndim(arr) - len(lead)]
+        var_dims = lead + site
         data_vars[name] = (var_dims, arr)
         for d in var_dims:
             if d in coords:
