@@ -112,7 +112,7 @@ def test_fast_ica_matches_sklearn():
     X = S @ rng.normal(size=(3, 3)).T
     d, E = np.linalg.eigh(np.cov(X, rowvar=False, bias=True))
     Y = (X - X.mean(0)) @ E / np.sqrt(d)
-    W, n_iter = fast_ica(Y, key=1)
+    W, _ = fast_ica(Y, key=1)
     ours = Y @ W.T
     ref = FastICA(whiten=False, fun="logcosh", algorithm="parallel", tol=1e-10, max_iter=1000,
                   random_state=0).fit_transform(Y)

@@ -2,7 +2,6 @@
 spectral partition against an exhaustive search, the similarity against a direct computation,
 and detection on planted populations with negative controls that must be able to fail."""
 
-import itertools
 
 import numpy as np
 import pytest
@@ -110,7 +109,7 @@ def test_independent_and_time_shifted_neurons_give_no_communities():
     rng = np.random.default_rng(4)
     n_sig_indep, n_sig_shift, n_found = 0, 0, 0
     for rep in range(8):
-        x, truth = _planted(rng, T=3000, sizes=(5, 5))
+        x, _ = _planted(rng, T=3000, sizes=(5, 5))
         n_found += consensus_communities(x, key=rep, sigmas=(2.0,), n_runs=5, n_shuffles=19).n_communities == 2
         shifted = np.stack([np.roll(x[:, n], rng.integers(300, 2700)) for n in range(10)], axis=1)
         n_sig_shift += consensus_communities(shifted, key=rep, sigmas=(2.0,), n_runs=5, n_shuffles=19).significant

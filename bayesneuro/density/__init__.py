@@ -2,7 +2,8 @@
 
 Single-neuron statistics and renewal ISI models (:mod:`.single`, :mod:`.renewal`), neuron types
 (:mod:`.types`), maximum-entropy models of population words (:mod:`.maxent`), dimensionality over
-neurons and similarity over time (:mod:`.dimensionality`), population states by a Poisson HMM
+neurons and similarity over time (:mod:`.dimensionality`), ensembles of co-active neurons
+(:mod:`.ensembles`: assemblies, spike-train communities, a probabilistic partition), population states by a Poisson HMM
 (:mod:`.hmm`), and :func:`compare_states`, which fits any of them (or GPFA / PoissonLDS) per state
 and reports the differences with credible intervals (:mod:`.compare`). The pure-JAX pieces
 (log-partition functions, forward-backward, Gibbs sampling) stay in their modules.
@@ -22,6 +23,7 @@ from .dimensionality import (
     shared_dimensionality,
     similarity_matrix,
 )
+from .ensembles import Ensembles, ensemble_similarity, plot_ensembles
 from .hmm import PoissonHMM, StateSelection, select_n_states
 from .maxent import (
     KINDS,
@@ -74,6 +76,10 @@ __all__ = [
     "RenewalComparison",
     "compare_renewal",
     "plot_isi_fits",
+    # ensembles
+    "Ensembles",
+    "ensemble_similarity",
+    "plot_ensembles",
     # neuron types
     "NeuronTypes",
     "plot_types",

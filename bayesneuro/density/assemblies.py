@@ -279,9 +279,9 @@ def fast_ica(Y: np.ndarray, *, key: Any, max_iter: int = ICA_MAX_ITER, tol: floa
     >>> bool(np.all(np.sort(np.abs(r).max(axis=1)) > 0.99))
     True
     """
-    from ..estimator import resolve_key
-
     import jax
+
+    from ..estimator import resolve_key
 
     k = resolve_key(key, needed=True, why="fast_ica (its random start)")
     n_t, n_c = Y.shape

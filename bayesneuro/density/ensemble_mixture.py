@@ -342,7 +342,8 @@ def fit_ensemble_mixture(
         raise ValueError(f"n_ensembles must be an integer between 0 and the number of neurons ({N}), got {n_ensembles!r}")
     k0 = resolve_key(key, needed=True, why="fit_ensemble_mixture (its starts)")
     rng = np.random.default_rng(int(np.asarray(jax.random.randint(k0, (), 0, 2**31 - 1))))
-    kw = dict(n_ensembles=K, n_time=T, n_neuron=N, offset_mean=np.log(x.mean(axis=0)), concentration=float(concentration))
+    kw = {"n_ensembles": K, "n_time": T, "n_neuron": N, "offset_mean": np.log(x.mean(axis=0)),
+          "concentration": float(concentration)}
     best = None
     for r in range(1 if K <= 1 else max(1, int(n_restarts))):
         start = _spectral_start(x, K, rng) if K > 0 else {"offset": np.log(x.mean(axis=0))}
