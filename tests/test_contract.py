@@ -124,6 +124,8 @@ def _cases() -> list[Case]:
         # rightly warns about; the choice of K is tested in test_density_types)
         Case("NeuronTypes", lambda: den.NeuronTypes(max_types=2, selection="sparse"), _features, {"n_restarts": 1},
              needs_key=True, n_units=lambda d: d.shape[0], compare=False),
+        Case("Ensembles", lambda: den.Ensembles(), _trial_data, {}, needs_key=True,  # ICA's random start
+             n_units=lambda d: d.n_neuron),
     ]
 
 

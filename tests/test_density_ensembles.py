@@ -118,3 +118,23 @@ def test_plot_and_errors():
         Ensembles().fit(x, key=None)
     with pytest.raises(Exception, match="not fitted"):
         Ensembles().summary_statistics()
+
+
+def test_held_out_score_is_positive_for_ensembles_and_about_zero_without():
+    from scipy import stats
+
+    rng = np.random.default_rng(6)
+    x = _shared_drive(rng, T=4000)
+    ens = Ensembles().fit(x[:3000], key=0)
+    assert ens.score(x[3000:]) > 0.05
+    # the log-likelihood is a Poisson read-out of the other members' mean z-scored counts
+    z = (x[3000:] - x[:3000].mean(0)) / x[:3000].std(0)
+    m = np.flatnonzero(ens.labels_ == ens.labels_[0])
+    g = z[:, m[m != 0]].mean(1)
+    ref = stats.poisson.logpmf(x[3000:, 0], np.exp(ens.offset_[0] + ens.gain_[0] * g)).sum()
+    assert ens.log_likelihood(x[3000:])[0] == pytest.approx(ref, rel=1e-10)
+    indep = rng.poisson(0.5, (4000, 16))
+    none = Ensembles().fit(indep[:3000], key=0)
+    # here the Marchenko-Pastur edge (asymptotic) lets one spurious assembly through; on held-out
+    # bins it predicts nothing
+    assert abs(none.score(indep[3000:])) < 0.005

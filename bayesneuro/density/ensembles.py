@@ -103,6 +103,8 @@ class Ensembles(Estimator):
         :class:`~bayesneuro.density.ensemble_mixture.EnsembleMixtureFit`).
     cv_ : EnsembleCV or None
         ``"mixture"`` with ``n_ensembles="auto"``: the held-out scores.
+    offset_, gain_ : numpy.ndarray, (neuron,)
+        Each neuron's read-out of its ensemble (see :meth:`log_likelihood`).
 
     Examples
     --------
@@ -118,7 +120,7 @@ class Ensembles(Estimator):
     (1, [2, 5, 7, 11])
     """
 
-    score_unit = ""
+    score_unit = "bits/spike"
     log_likelihood_dim = "neuron"
 
     def __init__(
@@ -142,7 +144,7 @@ class Ensembles(Estimator):
         self.n_folds = n_folds
         self.chunk_size = chunk_size
 
-    def fit(self, data: Any, *, key: Any, progress: bool | None = None, **fit_options) -> Ensembles:
+    def fit(self, data: Any, *, key: Any = None, progress: bool | None = None, **fit_options) -> Ensembles:
         """Find the ensembles of a recording.
 
         Parameters
@@ -150,7 +152,8 @@ class Ensembles(Estimator):
         data : SpikeData or array_like, shape (time, neuron)
             Spike counts.
         key : jax.random key or int
-            Required (ICA starts, k-means starts and the shifted null, the mixture's starts).
+            Required for every method except ``"assemblies"`` with ``pattern="pca"`` (ICA starts,
+            k-means starts and the shifted null, the mixture's starts).
         progress : bool, optional
             Progress bars of the mixture's fits.
         **fit_options
@@ -169,7 +172,8 @@ class Ensembles(Estimator):
         """
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
-        rng_key = resolve_key(key, needed=True, why=f"Ensembles(method={self.method!r}).fit")
+        needed = not (self.method == "assemblies" and self.pattern == "pca")
+        rng_key = resolve_key(key, needed=needed, why=f"Ensembles(method={self.method!r}).fit")
         x, ids, centres, seg, bin_size = _as_counts(data)
         N = x.shape[1]
         self.neuron_ids_ = ids
@@ -219,7 +223,94 @@ class Ensembles(Estimator):
         self.activity_ = xr.DataArray(np.asarray(act, dtype=float), dims=("time", "ensemble"),
                                       coords={"time": time, "ensemble": ens}, name="activity")
         self.bin_size_ = bin_size
+        # each neuron's read-out of its ensemble (the score's predictive model): offset and gain
+        # on the mean standardised activity of the ensemble's other members
+        xf = np.asarray(x, dtype=float)
+        self._mean, self._std = xf.mean(0), np.maximum(xf.std(0), 1e-12)
+        self.offset_, self.gain_ = self._readout(xf)
+        self._train_ll = self._neuron_log_likelihood(xf)
         return self
+
+    def _others_activity(self, x: np.ndarray) -> np.ndarray:
+        """``(time, neuron)``: for each neuron, the mean z-scored counts of the other members of
+        its ensemble (z-scores with the training mean and SD; zeros for a neuron in no ensemble
+        or alone in it)."""
+        z = (x - self._mean) / self._std
+        out = np.zeros_like(z)
+        for k in range(self.n_ensembles_):
+            m = np.flatnonzero(self.labels_ == k)
+            if m.size < 2:
+                continue
+            total = z[:, m].sum(axis=1, keepdims=True)
+            out[:, m] = (total - z[:, m]) / (m.size - 1)
+        return out
+
+    def _readout(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        from .ensemble_mixture import _newton_poisson_1d
+
+        g = self._others_activity(x)
+        N = x.shape[1]
+        b, w = np.log(np.maximum(x.mean(0), 1e-12)), np.zeros(N)
+        for n in range(N):
+            if np.any(g[:, n] != 0):
+                b[n], w[n], _ = _newton_poisson_1d(x[:, n], g[:, n], float(np.log(max(x[:, n].mean(), 1e-12))))
+        return b, w
+
+    def _neuron_log_likelihood(self, x: np.ndarray, gain: np.ndarray | None = None) -> np.ndarray:
+        from scipy.special import gammaln
+
+        w = self.gain_ if gain is None else gain
+        eta = self.offset_[None] + w[None] * self._others_activity(x)
+        return np.sum(x * eta - np.exp(eta) - gammaln(x + 1.0), axis=0)
+
+    def _counts_of(self, data: Any) -> np.ndarray:
+        x, ids, *_ = _as_counts(data)
+        if len(ids) != len(self.neuron_ids_) or not np.array_equal(ids, self.neuron_ids_):
+            raise ValueError(f"data have neurons {list(ids)[:10]}..., the fit {list(self.neuron_ids_)[:10]}...")
+        x = np.asarray(x, dtype=float)
+        if not np.all(np.isfinite(x)) or np.any(x < 0) or np.any(x != np.round(x)):
+            raise ValueError("data must hold finite non-negative integer counts")
+        return x
+
+    def log_likelihood(self, data: Any) -> np.ndarray:
+        """Log-likelihood (nats) of each neuron's counts in `data`, predicted from the other
+        members of its ensemble, shape (neuron,).
+
+        Each neuron fires as ``Poisson(exp(offset_n + gain_n g_n(t)))`` with ``g_n(t)`` the mean
+        z-scored counts (training mean and SD) of the other members of its ensemble in the same
+        bin; ``offset_`` and ``gain_`` were fitted on the training data (a neuron in no ensemble
+        has gain 0: an independent Poisson neuron). On held-out data this says how much the
+        ensembles predict, whatever method found them.
+        """
+        self._check_fitted()
+        return self._neuron_log_likelihood(self._counts_of(data))
+
+    def score(self, data: Any) -> float:
+        """Gain in bits/spike of predicting each neuron from the other members of its ensemble,
+        over independent neurons (the same offsets, gains 0), on `data` (held out for an honest
+        score); 0 when no ensemble predicts anything."""
+        self._check_fitted()
+        x = self._counts_of(data)
+        gain = self._neuron_log_likelihood(x) - self._neuron_log_likelihood(x, np.zeros_like(self.gain_))
+        return float(gain.sum() / max(x.sum(), 1.0) / np.log(2.0))
+
+    def to_inference_data(self):
+        """The fit as ArviZ InferenceData: a point fit (``point_estimate``: ``membership``
+        (neuron, ensemble), ``offset`` and ``gain`` (neuron)), and ``log_likelihood``: ``counts``
+        (neuron), :meth:`log_likelihood` of the training data."""
+        from ..infer.convert import point_inference_data
+
+        self._check_fitted()
+        ids = np.asarray(self.neuron_ids_)
+        return point_inference_data(
+            {"membership": (("neuron", "ensemble"), np.asarray(self.membership_)),
+             "offset": (("neuron",), np.asarray(self.offset_)),
+             "gain": (("neuron",), np.asarray(self.gain_))},
+            method=self.method, coords={"neuron": ids, "ensemble": np.arange(self.n_ensembles_)},
+            attrs={"n_ensembles": int(self.n_ensembles_)},
+            log_likelihood={"counts": (("neuron",), np.asarray(self._train_ll))},
+            log_likelihood_coords={"neuron": ids},
+        )
 
     @staticmethod
     def _community_activity(x: np.ndarray, labels: np.ndarray, K: int, sigma: float, seg) -> np.ndarray:
