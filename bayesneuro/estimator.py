@@ -73,7 +73,8 @@ import numpy as np
 
 from bayesneuro import _xla_cpu  # noqa: F401  (batched LAPACK on CPU as loops: no thread-pool deadlock)
 
-__all__ = ["Estimator", "PROB", "PROBS", "clone", "nonfinite_attributes", "resolve_key", "split_key", "NotFittedError"]
+__all__ = ["Estimator", "PROB", "PROBS", "clone", "nonfinite_attributes", "numpy_generator", "resolve_key", "split_key",
+           "NotFittedError"]
 
 #: Default credible mass of every interval, band and region in bayesneuro.
 PROB = 0.9
@@ -127,6 +128,27 @@ def resolve_key(key: Any, *, needed: bool, why: str = "") -> jax.Array | None:
             )
         return None
     return as_key(key)
+
+
+def numpy_generator(key: Any, *, why: str) -> np.random.Generator:
+    """A numpy ``Generator`` seeded from a JAX key (or int), for numpy code that draws numbers
+    (k-means starts, FastICA's start, shuffles): the same key gives the same draws.
+
+    Raises
+    ------
+    TypeError
+        `key` is None (`why` names what needs it).
+
+    Examples
+    --------
+    >>> from bayesneuro.estimator import numpy_generator
+    >>> a = numpy_generator(0, why="a demo").normal(size=3)
+    >>> b = numpy_generator(0, why="a demo").normal(size=3)
+    >>> bool((a == b).all())
+    True
+    """
+    k = resolve_key(key, needed=True, why=why)
+    return np.random.default_rng(int(np.asarray(jax.random.randint(k, (), 0, 2**31 - 1))))
 
 
 def split_key(key: Any, n: int) -> list:

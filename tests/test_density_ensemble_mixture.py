@@ -105,7 +105,7 @@ def test_independent_model_and_bad_input():
     fit = fit_ensemble_mixture(x, 0, key=0)
     np.testing.assert_allclose(np.exp(fit.offset), x.mean(0), rtol=0.02)  # the prior barely moves it
     assert fit.membership.shape == (5, 0)
-    with pytest.raises(ValueError, match="non-negative integers .*time bin 3, neuron column 1"):
+    with pytest.raises(ValueError, match="whole numbers.*time bin 3, neuron column 1"):
         bad = x.astype(float)
         bad[3, 1] = 0.5
         fit_ensemble_mixture(bad, 2, key=0)

@@ -279,13 +279,10 @@ def fast_ica(Y: np.ndarray, *, key: Any, max_iter: int = ICA_MAX_ITER, tol: floa
     >>> bool(np.all(np.sort(np.abs(r).max(axis=1)) > 0.99))
     True
     """
-    import jax
+    from ..estimator import numpy_generator
 
-    from ..estimator import resolve_key
-
-    k = resolve_key(key, needed=True, why="fast_ica (its random start)")
+    rng = numpy_generator(key, why="fast_ica (its random start)")
     n_t, n_c = Y.shape
-    rng = np.random.default_rng(int(np.asarray(jax.random.randint(k, (), 0, 2**31 - 1))))
     W = _sym_decorrelate(rng.normal(size=(n_c, n_c)))
     for it in range(1, int(max_iter) + 1):
         U = Y @ W.T  # (time, component)

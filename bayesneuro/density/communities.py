@@ -38,6 +38,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ..estimator import numpy_generator
+
 __all__ = [
     "CommunityResult",
     "consensus_communities",
@@ -88,25 +90,10 @@ class CommunityResult(NamedTuple):
     significant: bool
 
 
-def _rng(key: Any, why: str) -> np.random.Generator:
-    import jax
-
-    from ..estimator import resolve_key
-
-    k = resolve_key(key, needed=True, why=why)
-    return np.random.default_rng(int(np.asarray(jax.random.randint(k, (), 0, 2**31 - 1))))
-
-
 def _as_counts(counts: Any) -> np.ndarray:
-    x = np.asarray(counts)
-    if x.ndim != 2:
-        raise ValueError(f"counts must be 2-D with dims (time, neuron), got shape {x.shape}")
-    if x.dtype.kind not in "biuf":
-        raise TypeError(f"counts must be numeric, got dtype {x.dtype}")
-    x = x.astype(np.float64)
-    if not np.all(np.isfinite(x)):
-        i, j = np.argwhere(~np.isfinite(x))[0]
-        raise ValueError(f"counts contain NaN or infinite values (first at time bin {i}, neuron column {j})")
+    from .._validation import _as_counts as check_counts
+
+    x = check_counts(counts).astype(np.float64)
     if x.shape[1] < 3:
         raise ValueError(f"communities need at least 3 neurons, got {x.shape[1]}")
     if x.shape[0] < 2:
@@ -268,7 +255,7 @@ def spectral_partition(A: Any, *, key: Any, B: Any = None, n_starts: int = 10) -
     """
     A = np.asarray(A, dtype=np.float64)
     B = modularity_matrix(A) if B is None else np.asarray(B, dtype=np.float64)
-    rng = _rng(key, "spectral_partition (its k-means starts)")
+    rng = numpy_generator(key, why="spectral_partition (its k-means starts)")
     total = A.sum()
     lam, V = np.linalg.eigh(B)
     lam, V = lam[::-1], V[:, ::-1]
@@ -373,7 +360,7 @@ def consensus_communities(
     for name, v, lo in (("n_runs", n_runs, 1), ("n_starts", n_starts, 1), ("n_shuffles", n_shuffles, 0)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
             raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
-    rng = _rng(key, "consensus_communities (k-means starts and the time-shifted null)")
+    rng = numpy_generator(key, why="consensus_communities (k-means starts and the time-shifted null)")
     # the width: highest modularity of one spectral partition per candidate
     best = None
     for s in sig:

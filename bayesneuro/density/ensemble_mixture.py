@@ -32,13 +32,14 @@ from __future__ import annotations
 import warnings
 from typing import Any, NamedTuple
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
 from numpyro.infer import init_to_value
 from scipy.special import gammaln, logsumexp
+
+from ..estimator import numpy_generator
 
 __all__ = [
     "EnsembleCV",
@@ -224,18 +225,9 @@ class EnsembleMixtureFit(NamedTuple):
 
 
 def _check_counts(counts: Any) -> np.ndarray:
-    x = np.asarray(counts)
-    if x.ndim != 2:
-        raise ValueError(f"counts must be 2-D with dims (time, neuron), got shape {x.shape}")
-    if x.dtype.kind not in "biuf":
-        raise TypeError(f"counts must be numeric, got dtype {x.dtype}")
-    xf = x.astype(np.float64)
-    if not np.all(np.isfinite(xf)):
-        i, j = np.argwhere(~np.isfinite(xf))[0]
-        raise ValueError(f"counts contain NaN or infinite values (first at time bin {i}, neuron column {j})")
-    if np.any(xf < 0) or np.any(xf != np.round(xf)):
-        i, j = np.argwhere((xf < 0) | (xf != np.round(xf)))[0]
-        raise ValueError(f"counts must be non-negative integers (time bin {i}, neuron column {j} is {xf[i, j]})")
+    from .._validation import _as_counts
+
+    xf = _as_counts(counts).astype(np.float64)
     silent = np.flatnonzero(xf.sum(axis=0) == 0)
     if silent.size:
         raise ValueError(f"neuron column(s) {silent[:10].tolist()} have no spikes: drop them before fitting ensembles")
@@ -332,7 +324,6 @@ def fit_ensemble_mixture(
     >>> fit.membership.argmax(1).tolist()
     [0, 0, 0, 0, 1, 1, 1, 1]
     """
-    from ..estimator import resolve_key
     from ..infer import fit as infer_fit
 
     x = _check_counts(counts)
@@ -340,8 +331,7 @@ def fit_ensemble_mixture(
     K = int(n_ensembles)
     if isinstance(n_ensembles, bool) or K != n_ensembles or K < 0 or K > N:
         raise ValueError(f"n_ensembles must be an integer between 0 and the number of neurons ({N}), got {n_ensembles!r}")
-    k0 = resolve_key(key, needed=True, why="fit_ensemble_mixture (its starts)")
-    rng = np.random.default_rng(int(np.asarray(jax.random.randint(k0, (), 0, 2**31 - 1))))
+    rng = numpy_generator(key, why="fit_ensemble_mixture (its starts)")
     kw = {"n_ensembles": K, "n_time": T, "n_neuron": N, "offset_mean": np.log(x.mean(axis=0)),
           "concentration": float(concentration)}
     best = None
@@ -468,7 +458,6 @@ def cross_validate_ensembles(
     2
     """
     from .._validation import _warn_if_on_edge
-    from ..estimator import resolve_key
 
     x = _check_counts(counts)
     T, N = x.shape
@@ -479,8 +468,7 @@ def cross_validate_ensembles(
         raise ValueError(f"n_folds must be an integer >= 2, got {n_folds!r}")
     if T < 10 * n_folds:
         raise ValueError(f"the recording is too short: {T} bins for {n_folds} folds (at least 10 bins per fold)")
-    k0 = resolve_key(key, needed=True, why="cross_validate_ensembles (starts and neuron halves)")
-    rng = np.random.default_rng(int(np.asarray(jax.random.randint(k0, (), 0, 2**31 - 1))))
+    rng = numpy_generator(key, why="cross_validate_ensembles (starts and neuron halves)")
     half = np.zeros(N, bool)
     half[rng.permutation(N)[: N // 2]] = True
     per_bin = np.zeros((cands.size, T))
