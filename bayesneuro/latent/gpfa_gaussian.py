@@ -80,6 +80,8 @@ import numpy as np
 from jax import lax
 from jax.scipy.linalg import cho_solve, solve_triangular
 
+from ..infer._model import to_device
+
 __all__ = [
     "KERNELS",
     "GPFAEMResult",
@@ -411,7 +413,7 @@ def _buckets(groups, n_latents: int = 1) -> tuple[_Bucket, ...]:
             y[k:k + m, :T], slot[k:k + m], weight[k:k + m] = g, a, 1.0
             mask[a, T:], count[a] = 0.0, m
             k += m
-        out.append(_Bucket(*(jnp.asarray(x) for x in (y, slot, weight, mask, count))))
+        out.append(_Bucket(*(to_device(x) for x in (y, slot, weight, mask, count))))
     return tuple(out)
 
 
@@ -594,7 +596,7 @@ def _left_out(params: GPFAParams, y, kernel: str):
 def _check_params(params) -> GPFAParams:
     if not isinstance(params, GPFAParams):
         raise TypeError(f"params must be a GPFAParams, got {type(params).__name__}")
-    p = GPFAParams(*(jnp.asarray(np.asarray(x, dtype=np.float64)) for x in params))
+    p = GPFAParams(*(to_device(np.asarray(x, dtype=np.float64)) for x in params))
     if p.loadings.ndim != 2:
         raise ValueError(f"loadings must be (neuron, latent), got shape {p.loadings.shape}")
     N, q = p.loadings.shape
@@ -632,7 +634,7 @@ def _group(trials, n_neuron: int | None = None) -> tuple[tuple, list[np.ndarray]
             raise ValueError("trials contain NaN or infinite values")
         if n_neuron is not None and y.shape[2] != n_neuron:
             raise ValueError(f"trials must have the {n_neuron} neurons of the model, got {y.shape[2]}")
-        return (jnp.asarray(y),), [np.arange(y.shape[0])]
+        return (to_device(y),), [np.arange(y.shape[0])]
     if isinstance(trials, (np.ndarray, jax.Array)) and np.ndim(trials) == 2:
         trials = [trials]
     arrays = [np.asarray(t, dtype=np.float64) for t in trials]
@@ -648,7 +650,7 @@ def _group(trials, n_neuron: int | None = None) -> tuple[tuple, list[np.ndarray]
         raise ValueError(f"all trials must have the neurons of the model, got widths {sorted(widths)}")
     lengths = np.array([a.shape[0] for a in arrays])
     index = [np.flatnonzero(lengths == T) for T in np.unique(lengths)]
-    groups = tuple(jnp.asarray(np.stack([arrays[k] for k in idx])) for idx in index)
+    groups = tuple(to_device(np.stack([arrays[k] for k in idx])) for idx in index)
     return groups, index
 
 
@@ -707,7 +709,7 @@ def segment_trials(trials, segment_length: int) -> list[np.ndarray]:
 
 def _var_floor(groups, min_var_frac: float):
     y = np.concatenate([np.asarray(g).reshape(-1, g.shape[-1]) for g in groups])
-    return jnp.asarray(min_var_frac * np.var(y, axis=0, ddof=1 if y.shape[0] > 1 else 0))
+    return to_device(min_var_frac * np.var(y, axis=0, ddof=1 if y.shape[0] > 1 else 0))
 
 
 def gpfa_posterior(params: GPFAParams, observations, *, kernel: str = "se") -> GPFAPosterior:
@@ -887,8 +889,8 @@ def _fa_init(groups, n_latents, *, timescale, eps, min_var_frac, max_iter=1000, 
         old = ll
         psi = np.maximum(var - np.sum(W**2, axis=0), 1e-12)
     floor = min_var_frac * np.var(y, axis=0, ddof=1 if n > 1 else 0)
-    return GPFAParams(jnp.asarray(W.T), jnp.asarray(mean), jnp.asarray(np.maximum(psi, floor)),
-                      jnp.asarray(np.full(q, float(timescale))), jnp.asarray(np.full(q, float(eps))))
+    return GPFAParams(to_device(W.T), to_device(mean), to_device(np.maximum(psi, floor)),
+                      to_device(np.full(q, float(timescale))), to_device(np.full(q, float(eps))))
 
 
 def gpfa_em_step(params: GPFAParams, trials, *, kernel: str = "se", min_var_frac: float = 0.01,
@@ -1027,10 +1029,12 @@ class _EMState(NamedTuple):
     log_timescales: jax.Array
 
 
+@jax.jit
 def _to_state(p: GPFAParams) -> _EMState:
     return _EMState(p.loadings, p.offset, jnp.log(p.observation_var), jnp.log(p.timescales))
 
 
+@jax.jit
 def _from_state(s: _EMState, eps) -> GPFAParams:
     return GPFAParams(s.loadings, s.offset, jnp.exp(s.log_observation_var), jnp.exp(s.log_timescales), eps)
 
