@@ -104,6 +104,20 @@ def _as_counts(counts: Any) -> np.ndarray:
     return x
 
 
+def smooth_within_segments(x: np.ndarray, sigma: float, segment_ids: Any = None) -> np.ndarray:
+    """Gaussian smoothing of ``x`` (time, ...) along time, ``sigma`` bins (0: unchanged), never
+    across a change of ``segment_ids`` (zeros beyond each segment's ends)."""
+    from scipy.ndimage import gaussian_filter1d
+
+    if sigma <= 0:
+        return x
+    if segment_ids is None:
+        return gaussian_filter1d(x, sigma, axis=0, mode="constant")
+    seg = np.asarray(segment_ids)
+    bounds = np.flatnonzero(seg[1:] != seg[:-1]) + 1
+    return np.concatenate([gaussian_filter1d(p, sigma, axis=0, mode="constant") for p in np.split(x, bounds)])
+
+
 def spike_train_similarity(counts: Any, *, sigma: float, segment_ids: Any = None) -> np.ndarray:
     """Cosine similarity of Gaussian-smoothed spike trains, ``(neuron, neuron)``, zero diagonal.
 
@@ -128,22 +142,13 @@ def spike_train_similarity(counts: Any, *, sigma: float, segment_ids: Any = None
     >>> spike_train_similarity(x, sigma=0).round(3).tolist()
     [[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0]]
     """
-    from scipy.ndimage import gaussian_filter1d
-
     x = _as_counts(counts)
     sigma = float(sigma)
     if not (sigma >= 0 and np.isfinite(sigma)):
         raise ValueError(f"sigma must be a finite number of bins >= 0, got {sigma!r}")
-    if sigma > 0:
-        if segment_ids is None:
-            x = gaussian_filter1d(x, sigma, axis=0, mode="constant")
-        else:
-            seg = np.asarray(segment_ids)
-            if seg.shape != (x.shape[0],):
-                raise ValueError(f"segment_ids must have {x.shape[0]} entries, got shape {seg.shape}")
-            bounds = np.flatnonzero(seg[1:] != seg[:-1]) + 1
-            x = np.concatenate([gaussian_filter1d(p, sigma, axis=0, mode="constant")
-                                for p in np.split(x, bounds)])
+    if segment_ids is not None and np.shape(segment_ids) != (x.shape[0],):
+        raise ValueError(f"segment_ids must have {x.shape[0]} entries, got shape {np.shape(segment_ids)}")
+    x = smooth_within_segments(x, sigma, segment_ids)
     norm = np.linalg.norm(x, axis=0)
     A = (x.T @ x) / np.outer(norm, norm)
     A = 0.5 * (A + A.T)

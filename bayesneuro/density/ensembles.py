@@ -314,14 +314,10 @@ class Ensembles(Estimator):
 
     @staticmethod
     def _community_activity(x: np.ndarray, labels: np.ndarray, K: int, sigma: float, seg) -> np.ndarray:
-        from scipy.ndimage import gaussian_filter1d
+        from .communities import smooth_within_segments
 
         x = np.asarray(x, dtype=float)
-        z = (x - x.mean(0)) / np.maximum(x.std(0), 1e-12)
-        if sigma > 0:
-            z = gaussian_filter1d(z, sigma, axis=0, mode="constant") if seg is None else np.concatenate(
-                [gaussian_filter1d(p, sigma, axis=0, mode="constant")
-                 for p in np.split(z, np.flatnonzero(np.diff(seg)) + 1)])
+        z = smooth_within_segments((x - x.mean(0)) / np.maximum(x.std(0), 1e-12), sigma, seg)
         return np.stack([z[:, labels == k].mean(1) for k in range(K)], axis=1) if K else np.zeros((len(x), 0))
 
     def transform(self, data: Any) -> xr.DataArray:
