@@ -2174,9 +2174,632 @@ Read the numbers of your own run above; the full-settings table is in the docume
 ]
 
 
+ENSEMBLES_LATENT = [
+    md(r"""
+# Ensembles of head-direction cells in wake and sleep, and what motor-cortex latents encode
+
+Two questions about population structure, each answered with its uncertainty:
+
+**Part 1. Ensembles.** Do the 19 head-direction cells of the mouse anterodorsal thalamus fall into
+groups that fire together, do those groups follow the cells' preferred head directions, and do the
+same groups appear when the animal sleeps and no head direction drives the cells?
+`bayesneuro.density.Ensembles` finds cell assemblies (Lopes-dos-Santos et al. 2013): the number of
+eigenvalues of the correlation matrix above the Marchenko-Pastur edge, patterns by ICA, and an
+activation strength over time. `compare_states` gives bootstrap intervals on the number of
+ensembles and their size in wake, REM and slow-wave sleep, with an independent control.
+
+**Part 2. Latents and behaviour.** The latents of a GPFA fitted to rat motor cortex (notebook 03)
+move around the lever presses. How well, and how early, does the timing of the two presses predict
+them? `bayesneuro.joint.LatentEncoder` regresses the latents on press-locked covariates with a
+temporal basis, and can carry the latents' posterior uncertainty into the filters
+(`uncertainty="message"`) instead of plugging in the posterior mean as if it were data
+(`uncertainty="mean"`).
+
+**Data.** (a) Head-direction cells: Peyrache, Lacroix, Petersen & Buzsáki (2015), *Nature
+Neuroscience* 18:569-575, the lab's teaching excerpt `dataHD.mat` (10-ms counts in wake with the head
+angle, in REM and in slow-wave sleep). (b) Motor cortex: 30 neurons recorded by Ashesh K. Dhawale in
+Bence Ölveczky's lab during a two-press lever task, 1,266 trials of 2 s aligned to the first press at
+0.5 s (the example data of `affinewarp`; cite Williams et al. 2020, *Neuron* 105:246-259, and
+Dhawale et al. 2017, *eLife* 6:e27702). See `PROVENANCE.md` beside each data file.
+
+`BAYESNEURO_FAST=1` (the test suite) uses 10 minutes of each brain state, fewer bootstrap refits,
+300 motor-cortex trials in a shorter window and short EM fits. The markdown quotes the FAST run's
+numbers where it must; the printed outputs are what counts in either mode.
+"""),
+    code(r"""
+%matplotlib inline
+import os
+import time
+from pathlib import Path
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import scipy.io
+
+import bayesneuro as bn
+from bayesneuro import density
+from bayesneuro.datasets import load_head_direction
+
+FAST = os.environ.get("BAYESNEURO_FAST", "0") == "1"
+BIN = 0.02  # seconds, both recordings
+MINUTES = 10.0 if FAST else None  # head direction: minutes of each brain state (None = all)
+N_BOOT = 20 if FAST else 100  # bootstrap refits per state in compare_states
+N_SHIFT = 20 if FAST else 100  # time-shifted copies for an empirical eigenvalue null
+
+DATA_DIR = Path(os.environ.get("BAYESNEURO_DATA", Path.cwd().parent.parent / "shared" / "data"))
+HD_DIR = DATA_DIR / "head_direction_adn_peyrache"
+MOTOR_FILE = DATA_DIR / "motor_cortex_rat_dhawale" / "motor_ctx_data.npz"
+for f in (HD_DIR / "dataHD.mat", MOTOR_FILE):
+    if not f.is_file():
+        raise FileNotFoundError(f"{f} not found; set BAYESNEURO_DATA to the shared data folder")
+print("bayesneuro", bn.__version__, "| FAST =", FAST)
+T_START = time.perf_counter()
+"""),
+    md(r"""
+# Part 1. Ensembles of head-direction cells
+
+## 1.1 Wake: counts, head angle and tuning curves
+
+`load_head_direction` bins the wake recording at 20 ms within each valid-tracking segment and
+carries the head angle as a covariate. The tuning curves are plain histograms (spikes per angle bin
+over time spent in it); the preferred direction of a cell is the direction of the first circular
+moment of its tuning curve, and the resultant length (0 to 1) says how sharply it is tuned.
+"""),
+    code(r"""
+wake = load_head_direction(HD_DIR, bin_size=BIN)
+if MINUTES is not None:
+    wake = wake[: int(MINUTES * 60 / BIN)]
+angle = np.asarray(wake.covariates)[:, 0]
+counts_wake = np.asarray(wake.counts)
+N_CELL = counts_wake.shape[1]
+print(wake)
+
+edges = np.linspace(0, 2 * np.pi, 37)  # 10-degree bins
+centres = 0.5 * (edges[:-1] + edges[1:])
+which = np.clip(np.digitize(angle, edges) - 1, 0, 35)
+occupancy = np.bincount(which, minlength=36) * BIN  # seconds per angle bin
+tuning = np.stack([np.bincount(which, weights=counts_wake[:, n], minlength=36) for n in range(N_CELL)]) / occupancy
+moment = (tuning * np.exp(1j * centres)).sum(axis=1)
+pref = np.mod(np.angle(moment), 2 * np.pi)  # preferred direction, radians
+sharpness = np.abs(moment) / tuning.sum(axis=1)  # resultant length
+order = np.argsort(pref)  # cells sorted by preferred direction
+
+file_pref = scipy.io.loadmat(HD_DIR / "dataHD.mat", variable_names=["prefHD"])["prefHD"].ravel()
+gap = np.degrees(np.abs(np.angle(np.exp(1j * (pref - file_pref)))))
+print(f"preferred directions vs the file's prefHD: median difference {np.median(gap):.0f} deg, max {gap.max():.0f} deg")
+print(pd.DataFrame({"preferred (deg)": np.degrees(pref).round(0), "resultant length": sharpness.round(2),
+                    "peak rate (Hz)": tuning.max(axis=1).round(1)}).iloc[order].T.to_string())
+
+fig, ax = plt.subplots(figsize=(9, 3.6))
+im = ax.imshow(tuning[order] / tuning[order].max(axis=1, keepdims=True), aspect="auto", cmap="magma",
+               extent=(0, 360, N_CELL - 0.5, -0.5), interpolation="nearest")
+ax.set_yticks(range(N_CELL), [f"{c} ({np.degrees(pref[c]):.0f}°)" for c in order], fontsize=7)
+ax.set_xlabel("head direction (deg)")
+ax.set_ylabel("cell (preferred direction)")
+ax.set_title("wake tuning curves, each scaled to its peak")
+fig.colorbar(im, ax=ax, label="rate / peak rate")
+plt.show()
+"""),
+    md(r"""
+## 1.2 Assemblies in wake: how many, and which cells
+
+The correlation matrix of $N$ independent neurons over $T$ bins has eigenvalues below the
+Marchenko-Pastur edge $(1 + \sqrt{N/T})^2$ (for large $N$ and $T$); each eigenvalue above it counts
+one assembly. That bound assumes independent **bins** as well as independent neurons. Spike counts
+are autocorrelated in time (rates drift, cells burst), which spreads the eigenvalues of even
+independent neurons a little beyond the edge. So we also compute an empirical null from the data
+themselves: each cell's train shifted in time by a random amount (at least 10 s, circularly), which
+keeps every cell's own temporal structure and destroys only the coordination between cells. The
+95th percentile of the largest eigenvalue of those shifted copies is a stricter edge.
+"""),
+    code(r"""
+def shifted_top_eigenvalues(counts, n_shift, seed, min_shift=500):
+    # Largest correlation eigenvalue of copies with every cell shifted in time independently.
+    rng = np.random.default_rng(seed)
+    T = counts.shape[0]
+    top = np.empty(n_shift)
+    for i in range(n_shift):
+        shifted = np.column_stack([np.roll(counts[:, n], rng.integers(min_shift, T - min_shift))
+                                   for n in range(counts.shape[1])])
+        top[i] = np.linalg.eigvalsh(np.corrcoef(shifted.T))[-1]
+    return top
+
+
+asm_wake = density.Ensembles("assemblies").fit(wake, key=1)
+det = asm_wake.detail_
+null_wake = np.quantile(shifted_top_eigenvalues(counts_wake, N_SHIFT, seed=2), 0.95)
+print(f"Marchenko-Pastur edge {det.threshold:.3f}; time-shifted null (95%) {null_wake:.3f}")
+print("largest eigenvalues:", np.round(det.eigenvalues[:7], 3).tolist())
+print(f"assemblies above the MP edge: {asm_wake.n_ensembles_}; above the shifted null: "
+      f"{int(np.sum(det.eigenvalues > null_wake))}")
+"""),
+    md(r"""
+Each assembly is a unit-length weight vector over cells (signed so that its largest weight is
+positive); its **members** are the cells with weight above $1/\sqrt{N}$. Below, the weights with the
+cells sorted by preferred direction, and each assembly's members with their preferred directions.
+"""),
+    code(r"""
+def circular_spread(angles):
+    # Mean absolute angular distance (deg) over pairs of cells.
+    a = np.asarray(angles)
+    d = np.abs(np.angle(np.exp(1j * (a[:, None] - a[None, :]))))
+    return np.degrees(d[np.triu_indices(len(a), 1)].mean()) if len(a) > 1 else np.nan
+
+
+def member_table(ens):
+    rows = []
+    for k in range(ens.n_ensembles_):
+        m = np.flatnonzero(np.asarray(ens.membership_)[:, k] > 0)
+        mean_dir = np.degrees(np.mod(np.angle(np.exp(1j * pref[m]).mean()), 2 * np.pi))
+        rows.append({"members": m.tolist(), "preferred (deg)": np.degrees(pref[m]).round(0).astype(int).tolist(),
+                     "mean direction (deg)": round(mean_dir), "spread (deg)": round(circular_spread(pref[m]))})
+    return pd.DataFrame(rows, index=pd.Index(range(ens.n_ensembles_), name="assembly"))
+
+
+print(member_table(asm_wake).to_string())
+K_WAKE = asm_wake.n_ensembles_
+fig, axes = plt.subplots(K_WAKE, 1, figsize=(9, 1.3 * K_WAKE + 0.6), sharex=True, squeeze=False)
+for k, ax in enumerate(axes[:, 0]):
+    w = det.patterns[k][order]
+    member = w > 1 / np.sqrt(N_CELL)
+    ax.bar(np.arange(N_CELL), w, color=np.where(member, "C3", "0.7"))
+    ax.axhline(1 / np.sqrt(N_CELL), color="k", lw=0.6, ls=":")
+    ax.set_ylabel(f"#{k}", rotation=0, labelpad=12)
+axes[-1, 0].set_xticks(range(N_CELL), [f"{np.degrees(pref[c]):.0f}°" for c in order], rotation=90, fontsize=7)
+axes[-1, 0].set_xlabel("cells sorted by preferred direction")
+axes[0, 0].set_title("wake assembly patterns (red: members, weight > 1/sqrt(N))")
+plt.show()
+"""),
+    md(r"""
+### Do assemblies follow preferred direction?
+
+If cells group by their preferred direction, the members of an assembly should have closer
+preferred directions than random groups of cells of the same sizes. The statistic is the mean, over
+assemblies, of the members' mean pairwise angular distance; the null draws 10,000 sets of random
+groups with the same sizes from the same 19 cells.
+
+The pairwise view does not depend on any assembly method: the correlation of two cells' 20-ms
+counts against the angular distance between their preferred directions.
+"""),
+    code(r"""
+def grouping_test(ens, n_draw=10_000, seed=3):
+    sizes = [int(s) for s in (np.asarray(ens.membership_) > 0).sum(axis=0) if s > 1]
+    observed = np.mean([circular_spread(pref[np.asarray(ens.membership_)[:, k] > 0])
+                        for k in range(ens.n_ensembles_) if (np.asarray(ens.membership_)[:, k] > 0).sum() > 1])
+    rng = np.random.default_rng(seed)
+    null = np.array([np.mean([circular_spread(pref[rng.choice(N_CELL, s, replace=False)]) for s in sizes])
+                     for _ in range(n_draw)])
+    return observed, null.mean(), (1 + np.sum(null <= observed)) / (1 + n_draw)
+
+
+obs, null_mean, p = grouping_test(asm_wake)
+print(f"wake: members' spread {obs:.0f} deg vs {null_mean:.0f} deg for random groups of the same sizes, "
+      f"p = {p:.4f}")
+
+pairs = np.triu_indices(N_CELL, 1)
+pair_distance = np.degrees(np.abs(np.angle(np.exp(1j * (pref[:, None] - pref[None, :])))))[pairs]
+corr_wake = np.corrcoef(counts_wake.T)[pairs]
+"""),
+    md(r"""
+### When is an assembly active?
+
+The activation strength $R_k(t) = z_t^\top P_k z_t$ (with the diagonal of $P_k = w_k w_k^\top$
+removed) is large only when several members fire in the same bin. Plotted over a minute of wake
+with the head angle: each assembly switches on when the head points near its members' preferred
+directions (dashed lines). Averaged over the whole wake epoch by head direction, the activation
+gives each assembly a tuning curve of its own.
+"""),
+    code(r"""
+act = asm_wake.activity_.values  # (time, assembly)
+table_wake = member_table(asm_wake)
+show = slice(0, int(60 / BIN))
+t_show = np.arange(act.shape[0])[show] * BIN
+fig, axes = plt.subplots(K_WAKE + 1, 1, figsize=(11, 1.2 * K_WAKE + 2.2), sharex=True,
+                         gridspec_kw={"height_ratios": [2] + [1] * K_WAKE})
+axes[0].plot(t_show, np.degrees(angle[show]), "k.", ms=1)
+axes[0].set_ylabel("head (deg)")
+axes[0].set_ylim(0, 360)
+for k in range(K_WAKE):
+    direction = np.radians(table_wake.loc[k, "mean direction (deg)"])
+    near = np.abs(np.angle(np.exp(1j * (angle[show] - direction)))) < np.radians(30)
+    axes[0].axhline(np.degrees(direction), color=f"C{k}", ls="--", lw=1)
+    axes[k + 1].fill_between(t_show, 0, 1, where=near, color=f"C{k}", alpha=0.15, lw=0,
+                             transform=axes[k + 1].get_xaxis_transform())
+    axes[k + 1].plot(t_show, act[show, k], color=f"C{k}", lw=0.7)
+    axes[k + 1].set_ylabel(f"#{k}", rotation=0, labelpad=12)
+axes[0].set_title("head direction; below, each assembly's activation strength (shaded: head within 30° "
+                  "of its members' mean direction, dashed line above)", fontsize=9)
+axes[-1].set_xlabel("time in the first wake minute (s)")
+plt.show()
+
+act_tuning = np.stack([np.bincount(which, weights=act[:, k], minlength=36) / np.bincount(which, minlength=36)
+                       for k in range(K_WAKE)])
+act_peak = np.degrees(centres[np.argmax(act_tuning, axis=1)])
+offset = np.abs((act_peak - table_wake["mean direction (deg)"].values + 180) % 360 - 180)
+print("activation peaks at (deg):", np.round(act_peak).astype(int).tolist(),
+      "| members' mean direction:", table_wake["mean direction (deg)"].tolist(),
+      "| difference (deg):", np.round(offset).astype(int).tolist())
+fig, ax = plt.subplots(figsize=(6, 3))
+for k in range(K_WAKE):
+    ax.plot(np.degrees(centres), act_tuning[k], color=f"C{k}", label=f"assembly {k}")
+ax.set_xlabel("head direction (deg)")
+ax.set_ylabel("mean activation")
+ax.legend(fontsize=7)
+plt.show()
+"""),
+    md(r"""
+## 1.3 Sleep: REM and slow-wave sleep
+
+During sleep no head direction is sensed, yet Peyrache et al. (2015) found the cells' coordination
+preserved. We bin each sleep state at 20 ms and cut it into 10-s blocks (the resampling units of the
+bootstrap below). The tuning-based preferred directions come from wake.
+"""),
+    code(r"""
+hd_sleep = scipy.io.loadmat(HD_DIR / "dataHD.mat", variable_names=["Qrem", "Qsws"])
+
+
+def state_data(q):
+    c = q.astype(np.int64)
+    if MINUTES is not None:
+        c = c[: int(MINUTES * 60 / 0.01)]
+    c = c[: (c.shape[0] // 2) * 2].reshape(-1, 2, c.shape[1]).sum(axis=1)  # 10 ms -> 20 ms
+    per_block = int(10.0 / BIN)
+    c = c[: (c.shape[0] // per_block) * per_block]
+    return bn.SpikeData.from_counts(c, bin_size=BIN, trial_ids=np.arange(c.shape[0]) // per_block)
+
+
+sleep = {"REM": state_data(hd_sleep["Qrem"]), "SWS": state_data(hd_sleep["Qsws"])}
+asm_sleep, null_sleep = {}, {}
+for name, d in sleep.items():
+    asm_sleep[name] = density.Ensembles("assemblies").fit(d, key=4)
+    null_sleep[name] = np.quantile(shifted_top_eigenvalues(np.asarray(d.counts), N_SHIFT, seed=5), 0.95)
+    e = asm_sleep[name]
+    sim = density.ensemble_similarity(asm_wake, e)
+    print(f"--- {name}: {d.n_time} bins; {e.n_ensembles_} assemblies above the MP edge "
+          f"({e.detail_.threshold:.3f}), {int(np.sum(e.detail_.eigenvalues > null_sleep[name]))} above the "
+          f"shifted null ({null_sleep[name]:.3f})")
+    print(member_table(e).to_string())
+    obs, null_mean, p = grouping_test(e)
+    print(f"members' spread {obs:.0f} deg vs {null_mean:.0f} deg for random groups, p = {p:.4f}")
+    print(f"similarity to wake: adjusted Rand {sim['adjusted_rand']:.2f}; best |cosine| of each wake pattern: "
+          f"{np.round(sim['pattern_similarity'], 2).tolist()}")
+"""),
+    code(r"""
+fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
+spectra = {"wake": (asm_wake, null_wake), **{k: (asm_sleep[k], null_sleep[k]) for k in sleep}}
+for i, (name, (e, nul)) in enumerate(spectra.items()):
+    ev = e.detail_.eigenvalues
+    axes[0].plot(np.arange(1, len(ev) + 1), ev, "o-", ms=3, color=f"C{i}", label=name)
+    axes[0].axhline(nul, color=f"C{i}", ls=":", lw=1)
+axes[0].axhline(asm_wake.detail_.threshold, color="k", ls="--", lw=1, label="MP edge (wake)")
+axes[0].set_xlabel("rank")
+axes[0].set_ylabel("eigenvalue of the correlation matrix")
+axes[0].set_title("dotted: 95% of the time-shifted null")
+axes[0].legend(fontsize=8)
+for i, (name, counts) in enumerate([("wake", counts_wake)] + [(k, np.asarray(v.counts)) for k, v in sleep.items()]):
+    c = np.corrcoef(counts.T)[pairs]
+    rho = pd.Series(c).corr(pd.Series(pair_distance), method="spearman")
+    axes[1].plot(pair_distance, c, ".", ms=4, color=f"C{i}", alpha=0.6, label=f"{name} (Spearman {rho:.2f})")
+axes[1].axhline(0, color="k", lw=0.6)
+axes[1].set_xlabel("distance between preferred directions (deg)")
+axes[1].set_ylabel("correlation of 20-ms counts")
+axes[1].legend(fontsize=8)
+plt.tight_layout()
+plt.show()
+"""),
+    md(r"""
+## 1.4 Wake vs REM vs SWS with intervals: `compare_states`
+
+`compare_states(Ensembles(), {...})` fits the assemblies in each state and, since `Ensembles` has
+no posterior, refits them on bootstrap resamples of each state's units (wake: its tracking
+segments; sleep: the 10-s blocks), giving intervals for `n_ensembles`, `fraction_in_ensembles`
+(cells in at least one assembly), `mean_size` and `co_membership` (mean over pairs of cells of
+sharing an assembly). As a negative control, the fourth state is SWS with each cell's bins
+permuted independently: the same rates, no coordination and no temporal structure, where the
+count should be 0. Differences are state minus wake.
+"""),
+    code(r"""
+rng = np.random.default_rng(6)
+sws_counts = np.asarray(sleep["SWS"].counts)
+control = np.column_stack([rng.permutation(sws_counts[:, n]) for n in range(N_CELL)])
+states = {"wake": wake, **sleep,
+          "SWS, cells permuted": bn.SpikeData.from_counts(control, bin_size=BIN,
+                                                           trial_ids=np.asarray(sleep["SWS"].trial_ids))}
+t0 = time.perf_counter()
+cmp = density.compare_states(density.Ensembles("assemblies"), states, key=7, n_boot=N_BOOT, progress=False)
+print(f"compare_states: {time.perf_counter() - t0:.0f} s")
+stat_names = ["n_ensembles", "fraction_in_ensembles", "mean_size", "co_membership"]
+summary = cmp.summary().query("statistic in @stat_names").dropna(axis=1, how="all")
+print(summary.round(2).to_string(index=False))
+diffs = cmp.differences(prob=0.9).query("statistic in @stat_names").dropna(axis=1, how="all")
+print(diffs.round(2).to_string(index=False))
+print("full-data fits (no resampling), assemblies above the MP edge:",
+      {name: m.n_ensembles_ for name, m in cmp.models.items()})
+
+fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
+for ax, name in zip(axes, ["n_ensembles", "fraction_in_ensembles", "co_membership"]):
+    s = summary.query("statistic == @name").set_index("state").loc[list(states)]
+    x = np.arange(len(s))
+    ax.errorbar(x, s["mean"], yerr=[np.maximum(s["mean"] - s["lower"], 0), np.maximum(s["upper"] - s["mean"], 0)],
+                fmt="o", capsize=4, color="k")
+    ax.set_xticks(x, s.index, rotation=20, fontsize=8)
+    ax.set_title(name)
+fig.suptitle("bootstrap mean and 90% interval per state")
+plt.tight_layout()
+plt.show()
+"""),
+
+    md(r"""
+**Reading the bootstrap.** A bootstrap resample repeats some blocks and drops others, so a refit
+sees fewer *distinct* bins than its length $T$, while the Marchenko-Pastur edge is computed from
+$T$: the edge is a little too low and the count is biased upwards. The permuted control shows the
+size of that bias: its full-data fit has no assembly (printed above), yet its refits find one or
+two. The count intervals are therefore best read against the control, not against 0. The
+differences from wake and the control's values printed above are what the statements below rest on.
+
+## 1.5 What part 1 shows
+
+Numbers in brackets are from the FAST run (the first 10 minutes of each state); with all the data
+the counts above the Marchenko-Pastur edge are 5 (wake), 4 (REM) and 6 (SWS). Read your own outputs
+for the run you made.
+
+- **Wake has a handful of assemblies** [5 eigenvalues above the MP edge of 1.05; 4 above the
+  stricter time-shifted null of 1.14, the fifth (1.053) sits at the edge]. Two to four cells each;
+  about three quarters of the cells belong to at least one.
+- **They follow preferred head direction.** Members of an assembly have preferred directions
+  about 20° apart on average, against about 80° for random groups of the same sizes
+  [p = 0.0001, the smallest value 10,000 draws can give]. Each assembly's activation switches on
+  when the head points near its members' directions: its activation-by-direction curve peaks
+  within a few degrees of the members' mean direction [4 of 5 within 5°; the two-cell assembly
+  18° off]. The pairwise correlations fall with the distance between preferred directions in all
+  three states [Spearman -0.76 wake, -0.73 REM, -0.72 SWS]. This is the internally organised
+  structure of Peyrache et al. (2015), seen through assemblies.
+- **Sleep keeps the same groups.** REM and SWS find assemblies whose members again have close
+  preferred directions (from wake tuning), and most wake patterns have a close match in sleep
+  [best |cosine| of 0.89 or more for 4 of 5 wake patterns in REM, 0.83 or more for 3 of 5 in SWS;
+  adjusted Rand index of the partitions 0.43 REM, 0.55 SWS]. The two-cell wake assembly has no
+  close counterpart in either state [0.34, 0.50], and SWS regroups the cells around 90-200°
+  differently from wake.
+- **Wake vs sleep, with intervals.** The number of assemblies differs little between the states
+  [REM - wake -0.55, 90% interval -1 to 0; SWS - wake +0.35, 0 to 1]: an integer count with a
+  one-assembly resolution does not separate them. In SWS more cells belong to an assembly and pairs
+  of cells share one more often [fraction in assemblies +0.25, 90% 0.21 to 0.32; co-membership
+  +0.07, 0.03 to 0.12], i.e. SWS assemblies are larger, not more numerous. The permuted control
+  separates clearly from wake [-3.05 assemblies, 90% -4 to -2], which is the check that
+  `compare_states` sees a structured state against an independent one.
+- **Caveats.** The MP count is not robust at its edge: REM's own temporal structure lifts the
+  shifted null well above the MP edge [1.19 vs 1.05; 3 of REM's 4 assemblies survive it], so an
+  assembly with an eigenvalue just above the edge may be a slow co-fluctuation rather than
+  synchronous firing. Preferred directions come from 10-degree histograms of wake; the sleep
+  states have no behaviour to check them against. The bootstrap resamples 10-s blocks (sleep) or
+  tracking segments (wake), which treats blocks as independent.
+"""),
+    md(r"""
+# Part 2. What the motor-cortex latents encode about the lever presses
+
+## 2.1 Trials, press times and a GPFA on training trials
+
+As in notebook 03: 20-ms bins of each trial's analysis window, neurons firing below 1 spike/s
+dropped, each trial labelled by its index in the file. Each trial also carries two covariates: an
+impulse (1 in one bin, 0 elsewhere) at the first press and one at the second press, when it falls
+inside the window. A random 70% of the trials train the GPFA and the encoders; the other 30% are held
+out for scoring.
+"""),
+    code(r"""
+if FAST:
+    N_TRIAL, WINDOW, N_LATENT, GPFA_ITER = 200, (0.2, 1.6), 3, 30
+    N_BASIS, WINDOW_LAGS, LEAD = 6, 30, 10  # filters over lags -0.2 s .. +0.38 s
+else:
+    N_TRIAL, WINDOW, N_LATENT, GPFA_ITER = None, (0.0, 2.0), 3, 200
+    N_BASIS, WINDOW_LAGS, LEAD = 10, 50, 15  # filters over lags -0.3 s .. +0.68 s
+
+raw = np.load(MOTOR_FILE, allow_pickle=False)
+N_FILE, N_MC = len(raw["tap1"]), int(raw["neuron_ids"].max()) + 1
+TAP1, TAP2 = raw["tap1"] / 1000.0, raw["tap2"] / 1000.0  # press times, s within the trial
+n_bin = int(round((WINDOW[1] - WINDOW[0]) / BIN))
+bin_index = np.floor((raw["spiketimes"] / 1000.0 - WINDOW[0]) / BIN + 1e-9).astype(np.int64)
+inside = (bin_index >= 0) & (bin_index < n_bin)
+mc_counts = np.zeros((N_FILE, n_bin, N_MC), dtype=np.int64)
+np.add.at(mc_counts, (raw["trial_ids"][inside], bin_index[inside], raw["neuron_ids"][inside]), 1)
+rate_all = np.bincount(raw["neuron_ids"], minlength=N_MC) / (N_FILE * 2.0)
+keep_neurons = np.flatnonzero(rate_all >= 1.0)
+
+use = np.arange(N_FILE) if N_TRIAL is None else np.sort(np.random.default_rng(0).choice(N_FILE, N_TRIAL, replace=False))
+press = np.zeros((N_FILE, n_bin, 2))
+for k, t in enumerate((TAP1, TAP2)):
+    b = np.floor((t - WINDOW[0]) / BIN).astype(np.int64)
+    ok = (b >= 0) & (b < n_bin)
+    press[np.flatnonzero(ok), b[ok], k] = 1.0
+print(f"{len(use)} trials x {n_bin} bins, {keep_neurons.size} neurons; press 2 inside the window in "
+      f"{int(press[use, :, 1].sum())} of {len(use)} trials")
+mc = bn.SpikeData.from_trials(list(mc_counts[use][:, :, keep_neurons]), bin_size=BIN, neuron_ids=keep_neurons,
+                              trial_ids=use, covariates=list(press[use]), feature_names=["press 1", "press 2"])
+mc_train, mc_test, _ = mc.split(by="trials", fractions=(0.7, 0.3), key=0)
+print("train:", mc_train)
+print("test: ", mc_test)
+
+t0 = time.perf_counter()
+gpfa = bn.GPFA(N_LATENT).fit(mc_train, max_iter=GPFA_ITER, progress=False)
+print(f"GPFA, {N_LATENT} latents: {gpfa.n_iter_} EM iterations in {time.perf_counter() - t0:.0f} s; "
+      f"timescales (ms) {np.round(1000 * gpfa.timescales_).tolist()}")
+"""),
+    md(r"""
+## 2.2 The latents' posterior and their per-bin messages
+
+`latent_posterior(gpfa, data)` gives, for every bin, the GPFA posterior of the (orthonormalised)
+latents (`mean`, `sd`: what all bins of the trial say, smoothed by the GP prior) and the Gaussian
+**message** of that bin alone (`message_mean`, `message_precision`: what its spikes say). The
+encoder models the messages, so the GP prior, which knows nothing of the presses, does not shrink
+what it is fitted to.
+"""),
+    code(r"""
+from bayesneuro.joint import LatentEncoder, latent_posterior
+
+post_train = latent_posterior(gpfa, mc_train)
+post_test = latent_posterior(gpfa, mc_test)
+print(post_train)
+msg_sd = np.sqrt(1.0 / np.einsum("tll->tl", post_train.message_precision))  # marginal-ish: 1/sqrt(J_ll)
+print("median posterior SD per latent:", np.round(np.median(post_train.sd, axis=0), 3).tolist())
+print("median message SD per latent (1/sqrt of the diagonal precision):", np.round(np.median(msg_sd, axis=0), 3).tolist())
+
+trial = int(mc_test.trials[0])
+rows = np.flatnonzero(post_test.segment_ids == trial)
+t_rel = WINDOW[0] + (np.arange(rows.size) + 0.5) * BIN
+fig, axes = plt.subplots(1, N_LATENT, figsize=(4 * N_LATENT, 3), sharex=True)
+for l, ax in enumerate(axes):
+    ax.plot(t_rel, post_test.message_mean[rows, l], ".", color="0.6", ms=3, label="message (one bin)")
+    m, s = post_test.mean[rows, l], post_test.sd[rows, l]
+    ax.plot(t_rel, m, color="C0", label="posterior mean")
+    ax.fill_between(t_rel, m - 1.64 * s, m + 1.64 * s, color="C0", alpha=0.3, lw=0)
+    ax.axvline(TAP1[trial], color="k", ls="--", lw=0.8)
+    ax.axvline(TAP2[trial], color="k", ls=":", lw=1)
+    ax.set_title(f"latent {l}, test trial {trial}")
+    ax.set_xlabel("time in trial (s)")
+axes[0].legend(fontsize=7)
+plt.tight_layout()
+plt.show()
+"""),
+    md(r"""
+## 2.3 Press-locked filters, with and without the latents' uncertainty
+
+Each latent is modelled as an intercept plus the two press impulses filtered through a raised-cosine
+basis, plus an AR(1) residual (the latents' own slow variation). With `lead` > 0 the filters start
+before the press (negative lags), so the latents may move ahead of it. Laplace approximations give
+90% bands.
+
+- `uncertainty="message"`: the data are the per-bin messages with their precision; a Kalman filter
+  over the AR(1) residual gives the exact likelihood for GPFA.
+- `uncertainty="mean"`: the posterior means are treated as observed latents, the usual plug-in.
+"""),
+    code(r"""
+basis = bn.bases.RaisedCosineLinear(N_BASIS, window=WINDOW_LAGS)
+encoders = {}
+for mode in ("message", "mean"):
+    t0 = time.perf_counter()
+    encoders[mode] = LatentEncoder(basis, lead=LEAD).fit(post_train, mc_train, uncertainty=mode, method="laplace",
+                                                          key=11, progress=False)
+    e = encoders[mode]
+    print(f"{mode:8s} fitted in {time.perf_counter() - t0:.0f} s; residual SD {np.round(e.residual_sd_, 3).tolist()},"
+          f" AR(1) coefficient {np.round(e.ar_coef_, 3).tolist()}")
+
+filt = {mode: e.filters(prob=0.9) for mode, e in encoders.items()}
+lags = filt["message"]["lag"].values
+fig, axes = plt.subplots(N_LATENT, 2, figsize=(10, 2.3 * N_LATENT), sharex=True, squeeze=False)
+for l in range(N_LATENT):
+    for f, feat in enumerate(["press 1", "press 2"]):
+        ax = axes[l, f]
+        for mode, color in (("message", "C0"), ("mean", "C3")):
+            band = filt[mode].sel(latent=filt[mode]["latent"].values[l], feature=feat)
+            ax.plot(lags, band["mean"], color=color, label=f'uncertainty="{mode}"')
+            ax.fill_between(lags, band["lower"], band["upper"], color=color, alpha=0.25, lw=0)
+        ax.axhline(0, color="k", lw=0.5)
+        ax.axvline(0, color="k", lw=0.5, ls="--")
+        ax.set_title(f"latent {l}, {feat}", fontsize=9)
+for ax in axes[-1]:
+    ax.set_xlabel("time from the press (s); < 0: before it")
+axes[0, 0].legend(fontsize=7)
+plt.tight_layout()
+plt.show()
+
+width = {mode: (f["upper"] - f["lower"]).mean(("feature", "lag")).values for mode, f in filt.items()}
+print("mean width of the 90% bands per latent, message:", np.round(width["message"], 3).tolist(),
+      "| mean:", np.round(width["mean"], 3).tolist(),
+      "| ratio mean/message:", np.round(width["mean"] / width["message"], 2).tolist())
+peak = {mode: np.abs(f["mean"]).max("lag").values for mode, f in filt.items()}  # (latent, feature)
+print(f"largest |filter| smaller with the plug-in in {int(np.sum(peak['mean'] < peak['message']))} of "
+      f"{peak['mean'].size} (latent, press) pairs; ratio mean/message:", np.round(peak["mean"] / peak["message"], 2).tolist())
+"""),
+    md(r"""
+When do the filters move? For each latent and press, the earliest lag at which the 90% band of the
+message model excludes 0, and the lag of the filter's largest magnitude.
+"""),
+    code(r"""
+f = filt["message"]
+rows = []
+for lat in f["latent"].values:
+    for feat in ["press 1", "press 2"]:
+        b = f.sel(latent=lat, feature=feat)
+        sig = (b["lower"].values > 0) | (b["upper"].values < 0)
+        rows.append({"latent": lat, "press": feat,
+                     "first lag with band excluding 0 (s)": lags[np.argmax(sig)] if sig.any() else np.nan,
+                     "lag of largest |filter| (s)": lags[np.argmax(np.abs(b["mean"].values))],
+                     "largest |filter|": np.abs(b["mean"].values).max()})
+print(pd.DataFrame(rows).round(3).to_string(index=False))
+"""),
+    md(r"""
+## 2.4 Held-out trials
+
+`score` is the log predictive density of the held-out messages per bin (nats/bin); it includes the
+AR(1) residual's one-step prediction, so we compare against an encoder with no press covariates
+(intercept and AR(1) only, fitted the same way). `evaluate` adds, per latent, the share of the
+variance of the held-out posterior means explained by the press filters alone (`r2`).
+"""),
+    code(r"""
+no_press = LatentEncoder(None, lead=0).fit(post_train, np.zeros((post_train.n_time, 1)), feature_names=["none"],
+                                           uncertainty="message", method="laplace", key=12, progress=False)
+rows = {"AR(1) only, no presses": {"nats/bin (test)": no_press.score(post_test, np.zeros((post_test.n_time, 1)))}}
+for mode, e in encoders.items():
+    ev = e.evaluate(post_test, mc_test)
+    rows[f'presses, uncertainty="{mode}"'] = {"nats/bin (test)": ev["log_predictive"],
+                                             **{f"r2 latent {l}": r for l, r in enumerate(ev["r2"])}}
+held_out = pd.DataFrame(rows).T
+print(held_out.round(4).to_string())
+gain = held_out["nats/bin (test)"].iloc[1] - held_out["nats/bin (test)"].iloc[0]
+print(f"gain of the press filters (message model) over AR(1) only: {gain:.4f} nats/bin over {post_test.n_time} test bins")
+print(f"notebook ran in {time.perf_counter() - T_START:.0f} s")
+"""),
+    md(r"""
+## 2.5 What part 2 shows
+
+Numbers in brackets are from the FAST run (200 trials, a 1.4-s window from 0.3 s before the first
+press, 30 EM iterations, filters from 0.2 s before to 0.38 s after each press); the full run uses
+all trials, the whole 2 s and longer filters.
+
+- **Uncertainty changes the answer, not only the bands.** Plugging in the posterior means gives
+  bands several times narrower [mean band width 0.17-0.21 of the message model's] and smaller
+  filters [the largest |filter| is smaller for all 6 latent-press pairs]: the posterior means are shrunk towards the GP prior, which
+  knows nothing of the presses, and their errors are smooth in time, which the plug-in's AR(1)
+  residual absorbs [AR coefficient 0.99 vs 0.93]. On held-out trials the plug-in encoder predicts
+  the messages worse than an encoder without the presses [-1.733 vs -1.693 nats/bin], while the
+  message encoder is better than both [-1.608, a gain of 0.085 nats/bin over the AR(1)-only
+  encoder]. The press filters explain part of the held-out posterior means [r2 0.46, 0.44, 0.15
+  for the three latents with the message encoder; 0.08, 0.23, 0.23 with the plug-in, which does
+  better on the third latent by this measure only].
+- **Press 1 cannot be separated from time in the trial.** The first press is at 0.5 s in every
+  trial, so its filter is the trial-locked average of the latents, whatever causes it.
+- **Press 2 varies from trial to trial** (inter-press intervals 0.25-1.19 s), so its filter is
+  identifiable. Some latents move before it: the message model's band excludes 0 already at the
+  earliest lag modelled for latents 0 and 2 [0.2 s and 0.18 s before press 2], and latent 1 rises
+  after it [peak 0.24 s after]. Treat the anticipation with care: a slow drift that follows press 1
+  beyond the end of its filter window also precedes press 2, and the linear model may credit it to
+  press 2. Longer press-1 filters (the full run) or a covariate for time since press 1 would
+  separate them.
+- **Caveats.** The GPFA is fitted by a fixed number of EM iterations and its latents are defined
+  only up to rotation (we use its orthonormalised latents); the filters are in those units. The
+  encoder's bands are Laplace approximations conditional on the fitted GPFA: the uncertainty of
+  the GPFA's own parameters is not carried.
+
+**References.** Lopes-dos-Santos V, Ribeiro S, Tort ABL (2013). Detecting cell assemblies in large
+neuronal populations. *J. Neurosci. Methods* 220:149-166. Peyrache A, Khamassi M, Benchenane K,
+Wiener SI, Battaglia FP (2009). Replay of rule-learning related neural patterns in the prefrontal
+cortex during sleep. *Nat. Neurosci.* 12:919-926. Peyrache A, Lacroix MM, Petersen PC, Buzsáki G
+(2015). Internally organized mechanisms of the head direction sense. *Nat. Neurosci.* 18:569-575.
+Yu BM et al. (2009). Gaussian-process factor analysis for low-dimensional single-trial analysis of
+neural population activity. *J. Neurophysiol.* 102:614-635. Data: Williams AH et al. (2020),
+*Neuron* 105(2):246-259; Dhawale AK et al. (2017), *eLife* 6:e27702.
+"""),
+]
+
+
 NOTEBOOKS = {"01_getting_started.ipynb": GETTING_STARTED, "02_glm_retina.ipynb": GLM_RETINA,
              "03_latent_motor_cortex.ipynb": LATENT_MOTOR, "04_decoding_head_direction.ipynb": DECODING_HD,
-             "05_density_motor_cortex_and_sleep.ipynb": DENSITY, "06_calibration_real_data.ipynb": CALIBRATION}
+             "05_density_motor_cortex_and_sleep.ipynb": DENSITY, "06_calibration_real_data.ipynb": CALIBRATION,
+             "07_ensembles_and_latent_encoding.ipynb": ENSEMBLES_LATENT}
 
 
 def build(name: str, cells: list) -> nbformat.NotebookNode:
