@@ -1,0 +1,94 @@
+"""Shared pieces of the joint encoders: covariate features over lags, key handling, draws summaries."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .. import bases as _bases
+
+
+def basis_matrix(basis: Any) -> np.ndarray:
+    """``(lag, basis)`` matrix; None is the current bin alone."""
+    if basis is None:
+        return np.ones((1, 1))
+    if not isinstance(basis, _bases.Basis):
+        raise TypeError(f"basis must be a bayesneuro.bases.Basis or None, got {type(basis).__name__}")
+    return np.asarray(basis.matrix(), dtype=float)
+
+
+def check_lead(lead: Any) -> int:
+    if isinstance(lead, bool) or not isinstance(lead, (int, np.integer)) or lead < 0:
+        raise ValueError(f"lead must be a non-negative integer number of bins, got {lead!r}")
+    return int(lead)
+
+
+def shift_within(x: np.ndarray, lead: int, seg: np.ndarray) -> np.ndarray:
+    """``out[t] = x[t + lead]`` when bin ``t + lead`` is in the same segment, else 0."""
+    if lead == 0:
+        return x
+    out = np.zeros_like(x)
+    T = x.shape[0]
+    src = np.arange(T) + lead
+    ok = src < T
+    ok[ok] = seg[src[ok]] == seg[np.arange(T)[ok]]
+    out[ok] = x[src[ok]]
+    return out
+
+
+def features(x: np.ndarray, basis: Any, lead: int, seg: np.ndarray) -> np.ndarray:
+    """``(time, channel, basis)`` features: each channel, advanced by ``lead`` bins, convolved with the basis.
+
+    Row ``k`` of the basis is then lag ``k - lead`` bins: positive lags are covariate values
+    before the bin, negative ones after it. Nothing crosses a segment boundary.
+    """
+    x = np.asarray(x, dtype=float)
+    if x.ndim == 1:
+        x = x[:, None]
+    xs = shift_within(x, lead, seg)
+    if basis is None:
+        return xs[:, :, None]
+    return np.asarray(_bases.convolve(xs, basis, history=False, trial_ids=seg), dtype=float).reshape(
+        x.shape[0], x.shape[1], -1)
+
+
+def lags_seconds(basis: Any, lead: int, bin_size: float) -> np.ndarray:
+    window = 1 if basis is None else basis.window
+    return (np.arange(window) - lead) * float(bin_size)
+
+
+def covariates_of(covariates: Any, n_time: int, feature_names=None) -> tuple[np.ndarray, tuple[str, ...]]:
+    """``(time, feature)`` float array and names, from an array or a SpikeData's covariates."""
+    from ..data import SpikeData
+
+    if isinstance(covariates, SpikeData):
+        if covariates.covariates is None:
+            raise ValueError("the SpikeData has no covariates")
+        names = covariates.feature_names if feature_names is None else tuple(feature_names)
+        x = np.asarray(covariates.covariates, dtype=float)
+    else:
+        x = np.asarray(covariates, dtype=float)
+        if x.ndim == 1:
+            x = x[:, None]
+        names = tuple(f"feature_{i}" for i in range(x.shape[1])) if feature_names is None else tuple(feature_names)
+    if x.ndim != 2:
+        raise ValueError(f"covariates must be (time, feature), got shape {x.shape}")
+    if x.shape[0] != n_time:
+        raise ValueError(f"covariates have {x.shape[0]} bins but the latents {n_time}: they must be aligned bin by bin")
+    if len(names) != x.shape[1]:
+        raise ValueError(f"{len(names)} feature names for {x.shape[1]} covariates")
+    if not np.all(np.isfinite(x)):
+        bad = np.argwhere(~np.isfinite(x))[0]
+        raise ValueError(f"covariates contain NaN or inf (bin {bad[0]}, feature {names[bad[1]]!r})")
+    if x.shape[0] < 2:
+        raise ValueError("the recording is too short: at least 2 bins are needed")
+    return x, names
+
+
+def band(draws: np.ndarray, prob: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean and equal-tailed ``prob`` interval over the first axis."""
+    if not 0 < prob < 1:
+        raise ValueError(f"prob must be in (0, 1), got {prob}")
+    lo, hi = np.quantile(draws, [(1 - prob) / 2, (1 + prob) / 2], axis=0)
+    return draws.mean(axis=0), lo, hi
