@@ -165,3 +165,21 @@ def test_bad_input_messages():
         compare_states(_MeanCount(), d, [0, 0, 0, 1, 1, 1], key=0)
     with pytest.raises(ValueError, match="stop <= start"):
         split_by_state(d, {"a": (1, 0), "b": (0, 1)})
+
+
+def test_plot_states_when_the_mean_lies_outside_the_interval():
+    """Skewed draws (mostly at a bound): the mean falls outside the quantile interval; no negative error bar."""
+    import matplotlib
+    import xarray as xr
+
+    from bayesneuro.density.compare import StateComparison
+
+    matplotlib.use("Agg")
+    vals = np.ones((2, 200))
+    vals[1, :6] = 0.5  # state "b": 97% of draws at 1, so lower = upper = 1 > mean
+    da = xr.DataArray(vals, dims=("state", "draw"), coords={"state": ["a", "b"]})
+    cmp = StateComparison({"fraction": da}, ["a", "b"], "a", {}, "bootstrap")
+    red = StateComparison._reduce(da, 0.9)
+    assert float(red["mean"].sel(state="b")) < float(red["lower"].sel(state="b"))  # the case in question
+    ax = plot_states(cmp, "fraction")
+    assert len(ax.get_xticklabels()) == 2

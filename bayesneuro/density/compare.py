@@ -535,7 +535,8 @@ def plot_states(comparison: StateComparison, statistic: str, *, prob: float = PR
     other = [d for d in red["mean"].dims if d != "state"]
     if not other:
         m, lo, hi = (red[v].values for v in ("mean", "lower", "upper"))
-        ax.errorbar(x, m, yerr=[m - lo, hi - m], fmt="o", capsize=4, color="k")
+        # the mean of skewed draws can lie outside their quantile interval: no negative bar
+        ax.errorbar(x, m, yerr=np.clip([m - lo, hi - m], 0, None), fmt="o", capsize=4, color="k")
     else:
         flat = red.stack(item=other)
         n = flat.sizes["item"]
@@ -543,7 +544,7 @@ def plot_states(comparison: StateComparison, statistic: str, *, prob: float = PR
             m = flat["mean"].isel(item=j).values
             lo, hi = flat["lower"].isel(item=j).values, flat["upper"].isel(item=j).values
             jit = (j / max(n - 1, 1) - 0.5) * 0.2
-            ax.errorbar(x + jit, m, yerr=[m - lo, hi - m], fmt="-o", ms=3, lw=0.6, alpha=0.5, capsize=0)
+            ax.errorbar(x + jit, m, yerr=np.clip([m - lo, hi - m], 0, None), fmt="-o", ms=3, lw=0.6, alpha=0.5, capsize=0)
         ax.plot(x, flat["mean"].mean("item").values, "k-s", lw=2, label="mean over " + ", ".join(other))
         ax.legend(frameon=False, fontsize=8)
     ax.set_xticks(x, [str(s) for s in comparison.states])
