@@ -77,6 +77,28 @@ def _features(seed=5):
     return np.vstack([a, b])
 
 
+_JOINT_S = np.random.default_rng(12).normal(size=(120, 1))  # covariates of the joint (latent) encoders
+_JOINT_Y = np.random.default_rng(13).poisson(1.0, size=(120, 2))  # target counts of LatentDrivenGLM
+
+
+def _latents(seed=11):
+    from bayesneuro.joint import LatentPosterior
+
+    rng = np.random.default_rng(seed)
+    mu = 0.5 * _JOINT_S[:, 0] + 0.6 * rng.normal(size=120)
+    return LatentPosterior.from_messages(mu[:, None], np.eye(1) * 4.0, bin_size=0.02, mean=mu[:, None] / 1.2,
+                                         sd=np.full((120, 1), 0.4), segment_ids=np.arange(120) // 60)
+
+
+def _states(seed=14):
+    from bayesneuro.joint import StatePosterior
+
+    le = np.random.default_rng(seed).normal(size=(120, 2))
+    probs = np.exp(le - np.logaddexp.reduce(le, axis=1, keepdims=True))
+    return StatePosterior(probs, le, np.array([[0.9, 0.1], [0.2, 0.8]]), np.array([0.5, 0.5]), 0.02, None,
+                          np.arange(120) * 0.02)
+
+
 # -- the cases -------------------------------------------------------------------------------
 
 
@@ -95,6 +117,7 @@ class Case:
 def _cases() -> list[Case]:
     from bayesneuro import decoders as dec
     from bayesneuro import density as den
+    from bayesneuro import joint
 
     return [
         Case("PoissonGLM", lambda: bn.PoissonGLM(), _glm_data, {"method": "map"},
@@ -126,6 +149,13 @@ def _cases() -> list[Case]:
              needs_key=True, n_units=lambda d: d.shape[0], compare=False),
         Case("Ensembles", lambda: den.Ensembles(), _trial_data, {}, needs_key=True,  # ICA's random start
              n_units=lambda d: d.n_neuron),
+        # the joint encoders take a density model's latents (not SpikeData): no compare_states case
+        Case("LatentEncoder", lambda: joint.LatentEncoder(residual="iid"), _latents, {"num_samples": 100},
+             target=_JOINT_S, needs_key=True, n_units=lambda d: d.n_time, compare=False),  # Laplace draws
+        Case("StateEncoder", lambda: joint.StateEncoder(), _states, {"num_samples": 100}, target=_JOINT_S,
+             needs_key=True, n_units=lambda d: d.n_time, compare=False),
+        Case("LatentDrivenGLM", lambda: joint.LatentDrivenGLM(), _latents, {"num_samples": 100}, target=_JOINT_Y,
+             needs_key=True, n_units=lambda d: d.n_time, compare=False),
     ]
 
 

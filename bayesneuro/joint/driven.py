@@ -304,7 +304,7 @@ class LatentDrivenGLM(Estimator):
         return self._pointwise(source, target)[0].sum(axis=1)
 
     def score(self, source: LatentPosterior, target: Any) -> float:
-        """Bits per spike above a constant rate per neuron (the training mean), on these bins."""
+        """Information gain over a constant rate per neuron (the training mean), in bits/spike, on these bins."""
         ll, y = self._pointwise(source, target)
         from scipy.stats import poisson
 
