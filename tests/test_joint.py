@@ -361,3 +361,33 @@ def test_clone_same_key_same_result_and_split():
     np.testing.assert_array_equal(a.filters_["lower"].values, b.filters_["lower"].values)
     assert isinstance(a.score(post[80:], s[80:]), float)
     assert a.log_likelihood(post[80:], s[80:]).shape == (40,)
+
+
+def test_ensemble_mixture_messages_are_the_newton_expansion_of_its_members():
+    rng = np.random.default_rng(8)
+    T = 400
+    drive = rng.normal(size=(T, 2))
+    loads = np.zeros((2, 10))
+    loads[0, :5], loads[1, 5:] = 0.8, 0.8
+    counts = rng.poisson(np.exp(0.2 + drive @ loads))
+    data = bn.SpikeData.from_counts(counts, bin_size=0.02)
+    ens = bn.density.Ensembles(method="mixture", n_ensembles=2).fit(data, key=0, progress=False)
+    post = latent_posterior(ens, data)
+    d = ens.detail_
+    assert post.source == "Ensembles" and post.message_mean.shape == (T, 2)
+    np.testing.assert_allclose(post.mean, np.asarray(ens.transform(data)), rtol=1e-12)
+    for k in range(2):
+        m = ens.labels_ == k
+
+        def loglik(f, xt, m=m, k=k):
+            return jax.numpy.sum(xt * (d.offset[m] + f * d.loadings[k, m]) - jax.numpy.exp(d.offset[m] + f * d.loadings[k, m]))
+
+        for t in (0, 17, 311):
+            f0 = post.mean[t, k]
+            g, H = jax.grad(loglik)(f0, counts[t, m]), -jax.hessian(loglik)(f0, counts[t, m])
+            assert post.message_precision[t, k, k] == pytest.approx(float(H), rel=1e-10)
+            assert post.message_mean[t, k] == pytest.approx(f0 + float(g) / float(H), rel=1e-8, abs=1e-10)
+    assert np.all(post.message_precision[:, 0, 1] == 0)  # a neuron belongs to one ensemble
+    # the drives follow the planted ones (up to order and sign)
+    c = np.corrcoef(post.mean.T, drive.T)[:2, 2:]
+    assert np.all(np.abs(c).max(axis=1) > 0.8)
