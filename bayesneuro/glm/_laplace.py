@@ -8,7 +8,8 @@ negative log posterior is block-diagonal, one block per neuron::
 
 with ``w[t, n]`` the second derivative of the bin's negative log-likelihood in ``eta`` at the
 mode, ``X_n`` the neuron's design (bias, stimulus features, own history features, coupling
-features of every source) and ``J_n`` the (linear) map from the neuron's unconstrained
+features of every source: a filter fixed at zero, self-coupling or from a source outside
+``coupling_sources``, gets zero columns in ``J_n``, so its weights keep the prior's curvature) and ``J_n`` the (linear) map from the neuron's unconstrained
 parameters to its coefficients (the identity for Ridge and Flat, the prior's Cholesky factor
 for Smooth's non-centred innovations). The Gram matrices are accumulated over blocks of time
 bins, with the features built per block (from the design arrays, or in FFT mode from the
@@ -128,7 +129,7 @@ def _coefficients(spec: GLMSpec, params: dict) -> jax.Array:
     if spec.history_basis:
         cols.append(params["history_weights"])
     if spec.coupling_basis:
-        w = mask_self(params["coupling_weights"], spec.self_index)
+        w = mask_self(params["coupling_weights"], spec.self_index, spec.coupling_sources)
         cols.append(w.reshape(-1, n))
     return jnp.concatenate(cols, axis=0).T
 

@@ -8,7 +8,8 @@ For neuron ``n`` at time bin ``t`` (``dt`` the bin size in seconds)::
 
     eta[t, n] = bias[n] + sum_g  S_g[t, :] . w_g[:, n]                (stimulus groups)
                         + sum_b  H[t, n, b] * history_weights[b, n]      (own spike history)
-                        + sum_mb C[t, m, b] * coupling_weights[m, b, n]  (other neurons, m != n)
+                        + sum_mb C[t, m, b] * coupling_weights[m, b, n]  (other neurons, m != n;
+                                                                           sources only, if named)
     rate[t, n] = exp(eta) or softplus(eta)          (spikes / s)
     counts[t, n] ~ Poisson(rate * dt) | Bernoulli(1 - exp(-rate * dt)) | NegBin(rate * dt, phi_n)
 
@@ -68,6 +69,8 @@ class GLMSpec:
     coupling_shares_history: bool = True  # coupling features are the history features
     bias_prior: tuple[float, float] | None = (0.0, 10.0)
     self_index: tuple[int, ...] = ()  # column of each modelled neuron among the sources
+    # columns of the sources whose coupling filters are free (sorted); empty: every source
+    coupling_sources: tuple[int, ...] = ()
     # "fft": history and coupling terms as FFT convolutions of the spikes with the filters (memory
     # O(time x neuron)); "design": as products with precomputed features (time x source x basis)
     filter_mode: str = "design"
@@ -140,7 +143,7 @@ def linear_predictor(spec: GLMSpec, params: dict, features: dict) -> jax.Array:
         own = history[:, jnp.asarray(spec.self_index), :]  # (time, neuron, basis)
         eta = eta + jnp.einsum("tnb,bn->tn", own, params["history_weights"])
     if spec.coupling_basis:
-        w = mask_self(params["coupling_weights"], spec.self_index)
+        w = mask_self(params["coupling_weights"], spec.self_index, spec.coupling_sources)
         feats = history if spec.coupling_shares_history else coupling
         eta = eta + feats.reshape(feats.shape[0], -1) @ w.reshape(-1, spec.n_neuron)
     return eta
@@ -181,7 +184,7 @@ def _fft_feedback(spec: GLMSpec, params: dict, spectra, rows) -> jax.Array:
     hop = n_fft - n_lag
     kernel = jnp.zeros((n_source, n_neuron, n_lag), dtype)  # (source, neuron, lag)
     if spec.coupling_basis:
-        w = mask_self(params["coupling_weights"], spec.self_index)
+        w = mask_self(params["coupling_weights"], spec.self_index, spec.coupling_sources)
         coup = jnp.einsum("lb,mbn->mnl", jnp.asarray(spec.coupling_matrix, dtype), w)
         kernel = kernel.at[:, :, : coup.shape[-1]].add(coup)
     if spec.history_basis:
@@ -221,12 +224,31 @@ def fft_size(n_lag: int) -> int:
     return max(64, 1 << int(np.ceil(np.log2(4 * (n_lag + 1)))))
 
 
-def mask_self(coupling_weights, self_index) -> jax.Array:
-    """Zero the coupling weights of each neuron onto itself (that is the history filter)."""
+def coupling_mask(n_source: int, n_neuron: int, self_index, sources=()) -> np.ndarray:
+    """Which coupling filters are free, ``(source, neuron)``: 1.0, or 0.0 for the fixed-at-zero ones.
+
+    A neuron's filter onto itself is zero (that is the history filter), and so is every filter
+    from a source not in ``sources`` (column indices; empty: every source is one). NumPy, from
+    static values only, so it costs no compilation when the weights are traced.
+    """
+    mask = np.ones((n_source, n_neuron))
+    mask[np.asarray(self_index, dtype=np.int64), np.arange(n_neuron)] = 0.0
+    if len(sources):
+        allowed = np.zeros(n_source, dtype=bool)
+        allowed[np.asarray(sources, dtype=np.int64)] = True
+        mask[~allowed] = 0.0
+    return mask
+
+
+def mask_self(coupling_weights, self_index, sources=()) -> jax.Array:
+    """Zero the coupling weights of each neuron onto itself and those of non-sources.
+
+    ``sources``: column indices of the sources allowed to couple (empty: all); see
+    :func:`coupling_mask`.
+    """
     coupling_weights = jnp.asarray(coupling_weights)
     n_source, _, n_neuron = coupling_weights.shape[-3:]
-    mask = jnp.ones((n_source, n_neuron), coupling_weights.dtype)
-    mask = mask.at[jnp.asarray(self_index), jnp.arange(n_neuron)].set(0.0)
+    mask = jnp.asarray(coupling_mask(n_source, n_neuron, self_index, sources), coupling_weights.dtype)
     return coupling_weights * mask[:, None, :]
 
 
@@ -281,7 +303,8 @@ def glm_model(
     if isinstance(spec.coupling_prior, GroupLasso) and spec.coupling_basis:
         w = params["coupling_weights"]
         # (a name of its own: `mask` is the bins' likelihood mask, used below)
-        self_mask = mask_self(jnp.ones((spec.n_source, 1, spec.n_neuron), w.dtype), spec.self_index)[:, 0, :]
+        free = coupling_mask(spec.n_source, spec.n_neuron, spec.self_index, spec.coupling_sources)
+        self_mask = jnp.asarray(free, w.dtype)
         gram = jnp.asarray(spec.coupling_gram, dtype=w.dtype)
         numpyro.factor(GROUP_LASSO_SITE, -spec.coupling_prior.penalty(w, gram, self_mask))
     features = {"stimulus": stimulus, "history": history, "coupling": coupling, "spectra": spectra, "rows": rows}

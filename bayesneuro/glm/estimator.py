@@ -29,6 +29,7 @@ from ._model import (
     OBSERVATIONS,
     GLMSpec,
     StimulusGroup,
+    coupling_mask,
     expected_counts,
     fft_size,
     fft_spectra_jit,
@@ -157,6 +158,13 @@ class PoissonGLM(Estimator):
         Add coupling filters from every other neuron (on ``coupling_basis``).
     coupling_basis : Basis, optional
         Basis of the coupling filters; None: the ``history_basis``.
+    coupling_sources : sequence of neuron ids, optional
+        With ``coupling=True``: the neurons of the data whose spikes drive the modelled neurons
+        through coupling filters (default None: every neuron). The coupling filters from any
+        other neuron are fixed at exactly zero (the sum over ``m`` above runs over these
+        sources only); a modelled neuron's own spikes still act through its history filter.
+        E.g. ``coupling_sources=pmd_ids`` with ``fit(data, neurons=m1_ids)`` models M1 driven by
+        PMd with no M1 -> M1 coupling. The ids are checked against the data by :meth:`fit`.
     observation : {"poisson", "bernoulli", "negative-binomial"}
         Count distribution per bin. Bernoulli models ``P(spike) = 1 - exp(-rate * dt)``.
     link : {"exp", "softplus"}
@@ -219,6 +227,17 @@ class PoissonGLM(Estimator):
     (2000,)
     >>> type(glm.score(data))
     <class 'float'>
+
+    One region driving another: neuron 0 drives the modelled neurons 1 and 2 through coupling
+    filters, and 1 and 2 do not couple to each other (those filters are fixed at zero).
+
+    >>> glm = bn.PoissonGLM(history_basis=bn.bases.RaisedCosineLog(3, window=20), coupling=True,
+    ...                     coupling_sources=[0])
+    >>> _ = glm.fit(data, neurons=[1, 2], progress=False)
+    >>> bool((glm.coupling_matrix().sel(source=[1, 2]) == 0).all())
+    True
+    >>> glm.coupling_matrix().dims
+    ('neuron', 'source')
     """
 
     score_unit = "bits/spike"
@@ -233,6 +252,7 @@ class PoissonGLM(Estimator):
         history_basis: _bases.Basis | None = None,
         coupling: bool = False,
         coupling_basis: _bases.Basis | None = None,
+        coupling_sources: Any = None,
         observation: str = "poisson",
         link: str = "exp",
         prior: Prior | None = None,
@@ -273,6 +293,17 @@ class PoissonGLM(Estimator):
             _check_basis("coupling_basis", coupling_basis)
         if coupling and coupling_basis is None and history_basis is None:
             raise ValueError("coupling=True needs a coupling_basis (or a history_basis to share)")
+        if coupling_sources is not None:
+            if not coupling:
+                raise ValueError(
+                    "coupling_sources names the neurons that drive the others through coupling "
+                    "filters, but coupling=False: pass coupling=True (or drop coupling_sources)"
+                )
+            ids = np.atleast_1d(np.asarray(coupling_sources)).ravel().tolist()
+            if not ids:
+                raise ValueError("coupling_sources is empty: name at least one neuron, or use coupling=False")
+            if len(set(ids)) != len(ids):
+                raise ValueError(f"coupling_sources names a neuron more than once: {ids}")
         if bias_prior is not None:
             loc, scale = (float(v) for v in bias_prior)
             if not (math.isfinite(loc) and math.isfinite(scale) and scale > 0):
@@ -281,6 +312,7 @@ class PoissonGLM(Estimator):
         self.history_basis = history_basis
         self.coupling = coupling
         self.coupling_basis = coupling_basis
+        self.coupling_sources = coupling_sources
         self.observation = observation
         self.link = link
         self.prior = prior
@@ -333,6 +365,20 @@ class PoissonGLM(Estimator):
     def _bias(self) -> tuple[float, float] | None:
         return None if self.bias_prior is None else tuple(float(v) for v in self.bias_prior)
 
+    def _source_index(self, data: SpikeData) -> tuple[int, ...]:
+        """Sorted columns of ``coupling_sources`` in `data`; ``()`` when every neuron is a source."""
+        if self.coupling_sources is None or not self._coupled:
+            return ()
+        wanted = np.atleast_1d(np.asarray(self.coupling_sources)).ravel().tolist()
+        where = {v: i for i, v in enumerate(data.neuron_ids.tolist())}
+        missing = [v for v in wanted if v not in where]
+        if missing:
+            raise ValueError(
+                f"coupling_sources {missing} are not in the data (neuron ids {data.neuron_ids.tolist()})"
+            )
+        idx = sorted({where[v] for v in wanted})
+        return () if len(idx) == data.n_neuron else tuple(idx)
+
     @staticmethod
     def _all(data: SpikeData, tidx) -> np.ndarray:
         """Positions of the modelled neurons among the data's (`tidx`; None: all of them)."""
@@ -382,6 +428,7 @@ class PoissonGLM(Estimator):
             coupling_shares_history=self._coup_basis is self.history_basis,
             bias_prior=self._bias,
             self_index=tuple(int(i) for i in tidx),
+            coupling_sources=self._source_index(data),
             coupling_gram=self._coupling_gram(),
             **self._fft_spec(),
         )
@@ -600,8 +647,9 @@ class PoissonGLM(Estimator):
             draws), ``"svi"``, ``"nuts"``, and ``"map"`` with your own ``init_strategy``; the
             same key gives the same fit. MAP from the GLM's own starting point needs none.
         neurons : sequence of neuron ids, optional
-            The neurons to model (default: all). Every neuron of ``data`` still acts as a
-            coupling source, so one neuron can be fitted with input from the whole population.
+            The neurons to model (default: all). Every neuron of ``data`` (or of
+            ``coupling_sources``, when given) still acts as a coupling source, so one neuron can
+            be fitted with input from the whole population.
         progress : bool, optional
             Progress bars (default from ``BAYESNEURO_PROGRESS``).
         **options
@@ -619,9 +667,9 @@ class PoissonGLM(Estimator):
         TypeError
             ``key`` is None for a method that draws random numbers.
         ValueError
-            For a neuron without spikes, a constant covariate, a recording shorter than a
-            filter, a prior that has no MAP (ARD, Horseshoe) with ``"map"``/``"laplace"``, or
-            rates that overflow.
+            For a neuron without spikes, ``coupling_sources`` not in the data, a constant
+            covariate, a recording shorter than a filter, a prior that has no MAP (ARD,
+            Horseshoe) with ``"map"``/``"laplace"``, or rates that overflow.
         """
         if not isinstance(data, SpikeData):
             raise TypeError(f"data must be a bayesneuro.SpikeData, got {type(data).__name__}")
@@ -637,6 +685,7 @@ class PoissonGLM(Estimator):
             rng = 0  # unused by the result: the start is fixed and MAP has no random step
         tidx = self._target_index(data, neurons)
         self._check_data(data, fitting=True, tidx=tidx)
+        self._source_index(data)  # raises for coupling_sources that are not in the data
         self.prior_scale_, self.prior_selection_ = None, None
         if isinstance(self.prior, str):  # prior="auto": Ridge scale by held-out likelihood inside data
             from .priors import select_ridge_scale
@@ -770,9 +819,8 @@ class PoissonGLM(Estimator):
             maps[name] = (jnp.asarray(A, dtype), jnp.asarray(mean, dtype))
         if not maps:
             return None
-        mask = np.ones((data.n_neuron, len(tidx)))
-        mask[np.asarray(spec.self_index), np.arange(len(tidx))] = 0.0  # numpy: eager JAX ops compile
-        mask = jnp.asarray(mask, dtype)
+        # the free coupling filters (numpy: eager JAX ops compile): the fixed ones shift no bias
+        mask = jnp.asarray(coupling_mask(data.n_neuron, len(tidx), spec.self_index, spec.coupling_sources), dtype)
         return (_precondition, ({"scale": scale, "mask": mask, "maps": maps},))
 
     def _group_lasso_proximal(self, data: SpikeData, spec: GLMSpec, preconditioner, tidx) -> Proximal:
@@ -788,7 +836,8 @@ class PoissonGLM(Estimator):
         y_tot = np.maximum(data.counts[:, tidx].sum(axis=0), 1.0)
         yvar = np.where(data.counts.var(axis=0) > 0, data.counts.var(axis=0), 1.0)
         thr = spec.coupling_prior.strength / np.sqrt(y_tot)[None, :] / np.sqrt(yvar)[:, None]  # (source, neuron)
-        thr[tidx, np.arange(len(tidx))] = np.inf  # self-coupling: unused weights, held at zero
+        # self-coupling and non-sources: unused weights, held at zero
+        thr[coupling_mask(data.n_neuron, len(tidx), spec.self_index, spec.coupling_sources) == 0] = np.inf
         return Proximal(_group_soft_threshold, (GROUP_LASSO_SITE,), (jnp.asarray(thr, dtype),))
 
     @staticmethod
@@ -978,7 +1027,8 @@ class PoissonGLM(Estimator):
 
         Stimulus filters are on the linear-predictor scale per unit of covariate; history and
         coupling filters per spike. Each block has its own lag dim (``history_lag``, ...) in
-        seconds. Coupling filters of a neuron onto itself are zero (that is its history filter).
+        seconds. Coupling filters of a neuron onto itself are zero (that is its history filter),
+        and so are those from neurons outside ``coupling_sources``.
         """
         self._check_fitted()
         return self._filters_of(self.result_.samples, lead=("chain", "draw"))
@@ -989,7 +1039,7 @@ class PoissonGLM(Estimator):
         for site, name, basis, hist in self._blocks():
             w = np.asarray(weights[site])
             if site == "coupling_weights":
-                w = np.asarray(mask_self(jnp.asarray(w), self.spec_.self_index))
+                w = np.asarray(mask_self(jnp.asarray(w), self.spec_.self_index, self.spec_.coupling_sources))
             filt = np.einsum("lb,...bn->...nl", basis.matrix(), w)  # (*lead, [group,] neuron, lag)
             lag_dim = f"{name}_lag"
             lag = _with_history(basis, hist).lags(self.bin_size_, history=hist)
@@ -1041,7 +1091,8 @@ class PoissonGLM(Estimator):
         """Integrated coupling ``sum_lag c_{nm}`` (posterior mean), dims ``(neuron, source)``.
 
         Each entry is the total change of ``neuron``'s log-rate (exp link) caused by one spike
-        of ``source``; the diagonal is zero (self-effects are in the history filter).
+        of ``source``; the diagonal is zero (self-effects are in the history filter), and so
+        are the columns of neurons outside ``coupling_sources``.
         """
         return self._coupling_draws().mean(("chain", "draw"))
 
@@ -1071,8 +1122,8 @@ class PoissonGLM(Estimator):
             draws = self._coupling_draws().stack(sample=("chain", "draw"))
             lo, hi = np.quantile(draws.values, [(1 - prob) / 2, (1 + prob) / 2], axis=-1)
             edges = (lo > 0) | (hi < 0)
-        for i, j in enumerate(self.target_index_):
-            edges[i, j] = False
+        spec = self.spec_
+        edges &= coupling_mask(spec.n_source, spec.n_neuron, spec.self_index, spec.coupling_sources).T > 0
         return xr.DataArray(edges, dims=("neuron", "source"), coords={"neuron": self.neuron_ids_, "source": self.source_ids_})
 
     # ------------------------------------------------------------------------------------------
