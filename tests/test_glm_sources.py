@@ -131,6 +131,13 @@ def test_laplace_on_the_masked_directions(regions, filter_mode):
     assert (draws.sel(source=TARGETS).values == 0).all()
     assert draws.sel(source=SOURCES).std(("chain", "draw")).values.max() > 0
     assert not lap.coupling_network().sel(source=TARGETS).values.any()
+    if filter_mode == "design":  # plot_filters: coupling rows for the sources only, by default
+        import matplotlib
+
+        from bayesneuro.glm.plotting import plot_filters
+
+        matplotlib.use("Agg")
+        assert plot_filters(lap).shape == (1 + len(SOURCES), len(TARGETS))  # history + one row per source
 
 
 @pytest.mark.slow  # ~10 s: NUTS

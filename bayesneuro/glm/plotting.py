@@ -166,7 +166,8 @@ def plot_filters(
         Ids of the modelled neurons to show (columns); default all.
     sources : sequence, optional
         Ids of the source neurons of the coupling rows; default ``neurons`` if given, else
-        every source.
+        every source (for a GLM with ``coupling_sources``, those sources: the other coupling
+        filters are fixed at zero).
     prob : float, default :data:`bayesneuro.estimator.PROB` (0.9)
         Probability mass of the bands.
     axes : array of matplotlib Axes, optional
@@ -200,6 +201,8 @@ def plot_filters(
     ds = glm.filters(prob=prob)
     has_bands = glm.result_.method != "map"
     cols, col_ids = _positions(glm.neuron_ids_, neurons)
+    if sources is None and neurons is None and getattr(glm, "coupling_sources", None) is not None:
+        sources = glm.coupling_sources  # the only neurons with coupling filters
     src, src_ids = _positions(glm.source_ids_, neurons if sources is None else sources, "sources")
     rows = _filter_rows(glm, name, src, src_ids)
     shape = (len(rows), len(cols))
