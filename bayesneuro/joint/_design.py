@@ -58,8 +58,9 @@ def lags_seconds(basis: Any, lead: int, bin_size: float) -> np.ndarray:
     return (np.arange(window) - lead) * float(bin_size)
 
 
-def covariates_of(covariates: Any, n_time: int, feature_names=None) -> tuple[np.ndarray, tuple[str, ...]]:
-    """``(time, feature)`` float array and names, from an array or a SpikeData's covariates."""
+def covariates_of(covariates: Any, n_time: int | None, feature_names=None) -> tuple[np.ndarray, tuple[str, ...]]:
+    """``(time, feature)`` float array and names, from an array or a SpikeData's covariates
+    (``n_time``: the number of bins they must have; None: any)."""
     from ..data import SpikeData
 
     if isinstance(covariates, SpikeData):
@@ -74,7 +75,7 @@ def covariates_of(covariates: Any, n_time: int, feature_names=None) -> tuple[np.
         names = tuple(f"feature_{i}" for i in range(x.shape[1])) if feature_names is None else tuple(feature_names)
     if x.ndim != 2:
         raise ValueError(f"covariates must be (time, feature), got shape {x.shape}")
-    if x.shape[0] != n_time:
+    if n_time is not None and x.shape[0] != n_time:
         raise ValueError(f"covariates have {x.shape[0]} bins but the latents {n_time}: they must be aligned bin by bin")
     if len(names) != x.shape[1]:
         raise ValueError(f"{len(names)} feature names for {x.shape[1]} covariates")
@@ -86,9 +87,23 @@ def covariates_of(covariates: Any, n_time: int, feature_names=None) -> tuple[np.
     return x, names
 
 
-def band(draws: np.ndarray, prob: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean and equal-tailed ``prob`` interval over the first axis."""
+def check_fit_options(prior_scale: float, uncertainty: str, allowed: tuple[str, str]) -> None:
+    if uncertainty not in allowed:
+        raise ValueError(f"uncertainty must be {allowed[0]!r} or {allowed[1]!r}, got {uncertainty!r}")
+    if not (np.isfinite(prior_scale) and prior_scale > 0):
+        raise ValueError(f"prior_scale must be positive, got {prior_scale}")
+
+
+def filters_dataset(draws: np.ndarray, dims: tuple[str, ...], coords: dict, *, method: str, uncertainty: str,
+                    prob: float):
+    """``xarray.Dataset`` of filter draws ``(draw, *dims)``: ``mean`` and, unless MAP, the equal-tailed
+    ``prob`` interval ``lower`` / ``upper``."""
+    import xarray as xr
+
+    if method == "map":
+        return xr.Dataset({"mean": (dims, draws[0])}, coords=coords, attrs={"method": "map"})
     if not 0 < prob < 1:
         raise ValueError(f"prob must be in (0, 1), got {prob}")
     lo, hi = np.quantile(draws, [(1 - prob) / 2, (1 + prob) / 2], axis=0)
-    return draws.mean(axis=0), lo, hi
+    return xr.Dataset({"mean": (dims, draws.mean(axis=0)), "lower": (dims, lo), "upper": (dims, hi)},
+                      coords=coords, attrs={"prob": prob, "method": method, "uncertainty": uncertainty})

@@ -236,10 +236,7 @@ class LatentDrivenGLM(Estimator):
         **options
             Options of :func:`bayesneuro.infer.fit`.
         """
-        if uncertainty not in ("posterior", "mean"):
-            raise ValueError(f"uncertainty must be 'posterior' or 'mean', got {uncertainty!r}")
-        if not (np.isfinite(self.prior_scale) and self.prior_scale > 0):
-            raise ValueError(f"prior_scale must be positive, got {self.prior_scale}")
+        _design.check_fit_options(self.prior_scale, uncertainty, ("posterior", "mean"))
         rng = resolve_key(key, needed=method != "map", why=f"method={method!r}")
         y, ids = self._counts(target, source.n_time)
         silent = np.flatnonzero(y.sum(axis=0) == 0)
@@ -274,19 +271,13 @@ class LatentDrivenGLM(Estimator):
 
     def filters(self, prob: float = PROB):
         """Filters with ``prob`` bands, ``xarray.Dataset`` dims ``(neuron, latent, lag)``."""
-        import xarray as xr
-
         self._check_fitted()
         Bm = _design.basis_matrix(self.basis)
         h = np.einsum("kb,dlbn->dnlk", Bm, self.result_.flat_samples()["weights"])
         coords = {"neuron": self.neuron_ids_, "latent": self.latent_,
                   "lag": _design.lags_seconds(self.basis, int(self.lead), self.bin_size_)}
         dims = ("neuron", "latent", "lag")
-        if self.method_ == "map":
-            return xr.Dataset({"mean": (dims, h[0])}, coords=coords, attrs={"method": "map"})
-        mean, lo, hi = _design.band(h, prob)
-        return xr.Dataset({"mean": (dims, mean), "lower": (dims, lo), "upper": (dims, hi)}, coords=coords,
-                          attrs={"prob": prob, "method": self.method_, "uncertainty": self.uncertainty_})
+        return _design.filters_dataset(h, dims, coords, method=self.method_, uncertainty=self.uncertainty_, prob=prob)
 
     def _pointwise(self, source: LatentPosterior, target: Any) -> np.ndarray:
         self._check_fitted()

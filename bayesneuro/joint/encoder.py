@@ -219,8 +219,6 @@ class LatentEncoder(Estimator):
         _design.check_lead(self.lead)
         if self.residual not in ("ar1", "iid"):
             raise ValueError(f"residual must be 'ar1' or 'iid', got {self.residual!r}")
-        if not (np.isfinite(self.prior_scale) and self.prior_scale > 0):
-            raise ValueError(f"prior_scale must be positive, got {self.prior_scale}")
 
     def _inputs(self, latents: Any, covariates: Any, feature_names=None, *, naive: bool = False):
         if not isinstance(latents, LatentPosterior):
@@ -262,8 +260,7 @@ class LatentEncoder(Estimator):
             ``self``, fitted.
         """
         self._check_structure()
-        if uncertainty not in ("message", "mean"):
-            raise ValueError(f"uncertainty must be 'message' or 'mean', got {uncertainty!r}")
+        _design.check_fit_options(self.prior_scale, uncertainty, ("message", "mean"))
         rng = resolve_key(key, needed=method != "map", why=f"method={method!r}")
         naive = uncertainty == "mean"
         design, obs, J, starts, names = self._inputs(latents, covariates, feature_names, naive=naive)
@@ -299,26 +296,27 @@ class LatentEncoder(Estimator):
 
     def filters(self, prob: float = PROB):
         """The filters with equal-tailed ``prob`` bands, ``xarray.Dataset`` dims ``(latent, feature, lag)``."""
-        import xarray as xr
-
         self._check_fitted()
         Bm = _design.basis_matrix(self.basis)
         h = np.einsum("kb,dfbl->dlfk", Bm, self.result_.flat_samples()["weights"])  # (draw, latent, feature, lag)
         coords = {"latent": self.latent_, "feature": np.asarray(self.feature_names_),
                   "lag": _design.lags_seconds(self.basis, int(self.lead), self.bin_size_)}
         dims = ("latent", "feature", "lag")
-        if self.method_ == "map":
-            return xr.Dataset({"mean": (dims, h[0])}, coords=coords, attrs={"method": "map"})
-        mean, lo, hi = _design.band(h, prob)
-        return xr.Dataset({"mean": (dims, mean), "lower": (dims, lo), "upper": (dims, hi)}, coords=coords,
-                          attrs={"prob": prob, "method": self.method_, "uncertainty": self.uncertainty_})
+        return _design.filters_dataset(h, dims, coords, method=self.method_, uncertainty=self.uncertainty_, prob=prob)
 
     def predict(self, covariates: Any, *, segment_ids: Any = None) -> np.ndarray:
-        """The covariates' part of the latents, ``a + Phi W``, shape (time, latent), at the posterior mean."""
+        """The covariates' part of the latents, ``a + Phi W``, shape (time, latent), at the posterior mean.
+
+        ``segment_ids`` (one per bin) stops the filters at trial boundaries; a SpikeData's own
+        trials are used when it is passed as the covariates.
+        """
         self._check_fitted()
-        x, _ = _design.covariates_of(covariates, np.asarray(covariates.covariates if hasattr(covariates, "covariates")
-                                                            else covariates).shape[0], self.feature_names_)
+        x, _ = _design.covariates_of(covariates, None, self.feature_names_)
+        if segment_ids is None:
+            segment_ids = getattr(covariates, "segment_ids", None)
         seg = np.zeros(x.shape[0], np.int64) if segment_ids is None else np.asarray(segment_ids)
+        if seg.shape != (x.shape[0],):
+            raise ValueError(f"segment_ids must have one entry per bin ({x.shape[0]}), got shape {seg.shape}")
         design = _design.features(x, self.basis, int(self.lead), seg)
         return self.intercept_ + np.einsum("tfb,fbl->tl", design, self.weights_)
 

@@ -169,10 +169,7 @@ class StateEncoder(Estimator):
         **options
             Options of :func:`bayesneuro.infer.fit`.
         """
-        if uncertainty not in ("message", "mode"):
-            raise ValueError(f"uncertainty must be 'message' or 'mode', got {uncertainty!r}")
-        if not (np.isfinite(self.prior_scale) and self.prior_scale > 0):
-            raise ValueError(f"prior_scale must be positive, got {self.prior_scale}")
+        _design.check_fit_options(self.prior_scale, uncertainty, ("message", "mode"))
         rng = resolve_key(key, needed=method != "map", why=f"method={method!r}")
         design, le, lP, lpi, starts, names = self._inputs(states, covariates, feature_names,
                                                           naive=uncertainty == "mode")
@@ -198,19 +195,13 @@ class StateEncoder(Estimator):
 
     def filters(self, prob: float = PROB):
         """Filters of states 1.. (against state 0) with ``prob`` bands, dims ``(hidden_state, feature, lag)``."""
-        import xarray as xr
-
         self._check_fitted()
         Bm = _design.basis_matrix(self.basis)
         h = np.einsum("kb,dfbs->dsfk", Bm, self.result_.flat_samples()["weights"])
         coords = {"hidden_state": np.arange(1, self.n_state_), "feature": np.asarray(self.feature_names_),
                   "lag": _design.lags_seconds(self.basis, int(self.lead), self.bin_size_)}
         dims = ("hidden_state", "feature", "lag")
-        if self.method_ == "map":
-            return xr.Dataset({"mean": (dims, h[0])}, coords=coords, attrs={"method": "map"})
-        mean, lo, hi = _design.band(h, prob)
-        return xr.Dataset({"mean": (dims, mean), "lower": (dims, lo), "upper": (dims, hi)}, coords=coords,
-                          attrs={"prob": prob, "method": self.method_, "uncertainty": self.uncertainty_})
+        return _design.filters_dataset(h, dims, coords, method=self.method_, uncertainty=self.uncertainty_, prob=prob)
 
     def log_likelihood(self, states: StatePosterior, covariates: Any) -> np.ndarray:
         """``log p(x_t | x_<t, covariates)`` per bin, nats, at the posterior mean weights."""
