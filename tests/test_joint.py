@@ -231,6 +231,8 @@ def test_latent_encoder_bands_are_calibrated_and_the_plug_in_is_not():
             f = enc.filters_.isel(latent=0, feature=0, lag=0)
             hits[u] += float(f.lower) <= w <= float(f.upper)
             width[u].append(float(f.upper - f.lower))
+    print(f"LatentEncoder, {n} simulations: 90% bands cover the truth {hits}, mean width "
+          f"{ {u: round(float(np.mean(w)), 3) for u, w in width.items()} }")  # shown with pytest -s
     # Binomial(40, 0.9): P(X <= 31) = 0.04
     assert hits["message"] >= 32, hits
     assert hits["mean"] <= 20, hits  # attenuated and too narrow
@@ -262,6 +264,8 @@ def test_latent_driven_glm_bands_are_calibrated_and_the_plug_in_is_not():
             f = g.filters_.isel(neuron=0, latent=0, lag=0)
             hits[u] += float(f.lower) <= w <= float(f.upper)
             width[u].append(float(f.upper - f.lower))
+    print(f"LatentDrivenGLM, {n} simulations: 90% bands cover the truth {hits}, mean width "
+          f"{ {u: round(float(np.mean(w)), 3) for u, w in width.items()} }")  # shown with pytest -s
     assert hits["posterior"] >= 32, hits
     assert hits["mean"] <= 28, hits  # overdispersion from the latents' uncertainty is ignored
     assert np.mean(width["mean"]) < np.mean(width["posterior"])
