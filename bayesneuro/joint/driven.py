@@ -41,6 +41,7 @@ from jax.scipy.special import gammaln
 from numpyro.distributions import constraints
 from numpyro.infer import init_to_value
 
+from .. import bases as _bases
 from ..estimator import PROB, Estimator, resolve_key
 from ..infer import fit as _fit
 from . import _design
@@ -105,7 +106,7 @@ class _PoissonLogNormal(dist.Distribution):
 
 
 def latent_driven_glm_model(counts=None, *, mean_features, var_features, basis_matrix, n_neuron: int,
-                            log_mean_count, prior_scale: float = 3.0):
+                            log_mean_count, history=None, prior_scale: float = 3.0):
     """NumPyro model of :class:`LatentDrivenGLM`.
 
     Parameters
@@ -119,6 +120,8 @@ def latent_driven_glm_model(counts=None, *, mean_features, var_features, basis_m
     n_neuron : int
     log_mean_count : array, shape (neuron,)
         Prior mean of the biases.
+    history : array, shape (time, neuron, history_basis), optional
+        Each target neuron's own counts convolved with the history basis (current bin excluded).
     prior_scale : float
     """
     L, B = mean_features.shape[1], mean_features.shape[2]
@@ -126,6 +129,10 @@ def latent_driven_glm_model(counts=None, *, mean_features, var_features, basis_m
         bias = numpyro.sample("bias", dist.Normal(log_mean_count, 10.0))
     weights = numpyro.sample("weights", dist.Normal(0.0, prior_scale).expand([L, B, n_neuron]).to_event(3))
     eta = bias + jnp.einsum("tlb,lbn->tn", mean_features, weights)
+    if history is not None:
+        hw = numpyro.sample("history_weights",
+                            dist.Normal(0.0, prior_scale).expand([history.shape[2], n_neuron]).to_event(2))
+        eta = eta + jnp.einsum("tnb,bn->tn", history, hw)
     h2 = jnp.einsum("kb,lbn->lnk", basis_matrix, weights) ** 2  # (latent, neuron, lag)
     var = jnp.einsum("tlk,lnk->tn", var_features, h2)
     with numpyro.plate("time", eta.shape[0], dim=-2), numpyro.plate("neuron", eta.shape[1], dim=-1):
@@ -144,6 +151,9 @@ class LatentDrivenGLM(Estimator):
         current bin only (shifted by ``lead``).
     lead : int, default 0
         Bins by which the latents are advanced (negative lags: the target leads the source).
+    history_basis : bayesneuro.bases.Basis, optional
+        Add each target neuron's own spike history (refractoriness, bursting) on this basis,
+        as in :class:`~bayesneuro.PoissonGLM` (the current bin excluded); None: no history term.
     prior_scale : float, default 3.0
         SD of the Normal prior of the basis weights.
 
@@ -154,6 +164,8 @@ class LatentDrivenGLM(Estimator):
         unit of latent.
     bias_ : numpy.ndarray, shape (neuron,)
         Log expected count per bin at zero latents.
+    history_filters_ : xarray.Dataset or None
+        With ``history_basis``: ``mean``, ``lower``, ``upper``, dims ``(neuron, history_lag)``.
     result_ : bayesneuro.infer.FitResult
 
     Examples
@@ -175,10 +187,19 @@ class LatentDrivenGLM(Estimator):
     score_unit = "bits/spike"
     log_likelihood_dim = "time"
 
-    def __init__(self, basis: Any = None, *, lead: int = 0, prior_scale: float = 3.0):
+    def __init__(self, basis: Any = None, *, lead: int = 0, history_basis: Any = None, prior_scale: float = 3.0):
         self.basis = basis
         self.lead = lead
+        self.history_basis = history_basis
         self.prior_scale = prior_scale
+
+    def _history(self, y: np.ndarray, seg: np.ndarray):
+        """``(time, neuron, history_basis)`` own-history features, or None."""
+        if self.history_basis is None:
+            return None
+        if not isinstance(self.history_basis, _bases.Basis):
+            raise TypeError(f"history_basis must be a bayesneuro.bases.Basis, got {type(self.history_basis).__name__}")
+        return np.asarray(_bases.convolve(y, self.history_basis, history=True, trial_ids=seg), dtype=float)
 
     def _counts(self, target: Any, n_time: int) -> tuple[np.ndarray, np.ndarray]:
         from ..data import SpikeData
@@ -249,15 +270,21 @@ class LatentDrivenGLM(Estimator):
                   "lag": np.arange(B.shape[0])}
         dims = {"bias": ["neuron"], "weights": ["latent", "basis", "neuron"], "counts": ["time", "neuron"],
                 "mean_features": ["time", "latent", "basis"], "var_features": ["time", "latent", "lag"],
-                "log_mean_count": ["neuron"], "basis_matrix": ["lag", "basis"]}
+                "log_mean_count": ["neuron"], "basis_matrix": ["lag", "basis"],
+                "history": ["time", "neuron", "history_basis"], "history_weights": ["history_basis", "neuron"]}
         data = {"counts": y, "mean_features": mean_f, "basis_matrix": B, "n_neuron": y.shape[1],
-                "log_mean_count": np.log(y.mean(axis=0)), "prior_scale": float(self.prior_scale)}
+                "log_mean_count": np.log(y.mean(axis=0)), "history": self._history(y, source.segment_ids),
+                "prior_scale": float(self.prior_scale)}
         if "init_strategy" not in options:
             # The marginal likelihood is not concave: the latents' variance enters through h^2, so a
             # filter of the wrong sign can be a local mode. Start from the plug-in Poisson GLM (concave;
             # its slope is about right, regression calibration), in the basin of the right sign.
+            zero = {"bias": jnp.asarray(data["log_mean_count"]),  # a constant rate per neuron
+                    "weights": jnp.zeros((mean_f.shape[1], mean_f.shape[2], y.shape[1]))}
+            if data["history"] is not None:
+                zero["history_weights"] = jnp.zeros((data["history"].shape[2], y.shape[1]))
             start = _fit(latent_driven_glm_model, method="map", key=0, progress=False,
-                         var_features=np.zeros_like(var_f), **data,
+                         var_features=np.zeros_like(var_f), init_strategy=init_to_value(values=zero), **data,
                          **{k: options[k] for k in ("max_iter", "tol") if k in options})
             options["init_strategy"] = init_to_value(values={k: jnp.asarray(v[0, 0]) for k, v in start.samples.items()})
         self.result_ = _fit(latent_driven_glm_model, method=method, key=0 if rng is None else rng, progress=progress,
@@ -265,8 +292,16 @@ class LatentDrivenGLM(Estimator):
         self.method_, self.uncertainty_, self.bin_size_ = method, uncertainty, source.bin_size
         d = self.result_.flat_samples()
         self.bias_, self.weights_ = d["bias"].mean(axis=0), d["weights"].mean(axis=0)
+        self.history_weights_ = d["history_weights"].mean(axis=0) if "history_weights" in d else None
         self.mean_count_ = y.mean(axis=0)
         self.filters_ = self.filters()
+        self.history_filters_ = None
+        if self.history_basis is not None:
+            h = np.einsum("kb,dbn->dnk", np.asarray(self.history_basis.matrix(), float), d["history_weights"])
+            lags = (np.arange(self.history_basis.window) + 1) * self.bin_size_
+            self.history_filters_ = _design.filters_dataset(
+                h, ("neuron", "history_lag"), {"neuron": ids, "history_lag": lags}, method=method,
+                uncertainty=uncertainty, prob=PROB)
         return self
 
     def filters(self, prob: float = PROB):
@@ -287,6 +322,9 @@ class LatentDrivenGLM(Estimator):
         mean_f, var_f = self._features(source, self.uncertainty_ == "mean")
         Bm = _design.basis_matrix(self.basis)
         eta = self.bias_ + np.einsum("tlb,lbn->tn", mean_f, self.weights_)
+        hist = self._history(y, source.segment_ids)
+        if hist is not None:
+            eta = eta + np.einsum("tnb,bn->tn", hist, self.history_weights_)
         var = np.einsum("tlk,lnk->tn", var_f, np.einsum("kb,lbn->lnk", Bm, self.weights_) ** 2)
         return np.asarray(poisson_lognormal_logpmf(jnp.asarray(y), jnp.asarray(eta), jnp.asarray(var))), y
 
@@ -308,7 +346,8 @@ class LatentDrivenGLM(Estimator):
         return self.result_.to_inference_data()
 
     def __repr__(self) -> str:
-        return f"LatentDrivenGLM(basis={self.basis!r}, lead={self.lead}, prior_scale={self.prior_scale})"
+        return (f"LatentDrivenGLM(basis={self.basis!r}, lead={self.lead}, history_basis={self.history_basis!r}, "
+                f"prior_scale={self.prior_scale})")
 
 
 def _lag(x: np.ndarray, k: int, seg: np.ndarray) -> np.ndarray:
