@@ -1546,7 +1546,8 @@ head-direction cells of the mouse anterodorsal thalamus, 10-ms spike counts in w
 18:569-575; the lab's teaching excerpt `dataHD.mat`). See `PROVENANCE.md` beside each data file.
 
 `BAYESNEURO_FAST=1` (the test suite) uses 300 of the motor-cortex trials, 5 minutes of each brain
-state, 12 head-direction cells for the maximum-entropy models and fewer posterior draws.
+state, 12 head-direction cells for the maximum-entropy models, fewer posterior draws and 10
+bootstrap refits for the dimensionality intervals (200 in the full run), so its intervals are rough.
 """),
     code(r"""
 %matplotlib inline
@@ -1691,8 +1692,8 @@ Intervals come from a block bootstrap over trials.
 busy = trains.neuron_ids[stats.estimates_["rate"].values >= 1.0]
 counts20 = trains.select_neurons(busy).to_spike_data(0.02)
 dim = density.Dimensionality(max_dim=6 if FAST else 15)
-dim.fit(counts20, key=4, n_boot=30 if FAST else 200, progress=False)
-post = dim.posterior_statistics(key=5, num_samples=30 if FAST else 200)
+dim.fit(counts20, key=4, n_boot=10 if FAST else 200, progress=False)
+post = dim.posterior_statistics(key=5, num_samples=10 if FAST else 200)
 for name in ["participation_ratio", "shared_dimensionality", "mean_percent_shared_variance"]:
     d = post[name].values
     print(f"{name:30s} {np.mean(d):6.2f}  90% [{np.quantile(d, 0.05):.2f}, {np.quantile(d, 0.95):.2f}]")
@@ -1811,8 +1812,8 @@ bits the population's joint distribution departs from independence, in the Ising
 """),
     code(r"""
 dims = density.compare_states(density.Dimensionality(max_dim=8), states, key=8,
-                              num_samples=20 if FAST else 200, progress=False,
-                              fit_kwargs={"n_boot": 20 if FAST else 200, "progress": False})
+                              num_samples=10 if FAST else 200, progress=False,
+                              fit_kwargs={"n_boot": 10 if FAST else 200, "progress": False})
 stat_names = ["participation_ratio", "mean_percent_shared_variance"]
 print(dims.summary().query("statistic in @stat_names").dropna(axis=1, how="all").round(2).to_string(index=False))
 print(dims.differences().query("statistic in @stat_names").dropna(axis=1, how="all").round(2).to_string(index=False))
@@ -1878,7 +1879,7 @@ print(f"notebook ran in {time.perf_counter() - T_START:.0f} s")
 ## What we found
 
 Figures from the full run (`BAYESNEURO_FAST` unset, 26 minutes on 2 CPU cores); the FAST run
-shows the same picture with wider intervals, except where noted.
+shows the same picture with wider and (few bootstrap refits) rougher intervals, except where noted.
 
 - **Single neurons.** Rates span 0.3-24 Hz. Most neurons are more irregular than Poisson over
   whole trials (ISI CV > 1 for 22 of 30) yet more regular locally (Lv < 1 for 25 of 30): their
