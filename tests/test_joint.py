@@ -457,3 +457,20 @@ def test_float32_likelihoods_stay_within_stated_errors():
     a, b = both(lambda *x: driven_state_log_likelihood(*x, jnp.asarray(starts)), 5 * rng.normal(size=(T, 3)),
                 rng.normal(size=(T, 3)), np.log(P), np.log(np.ones(3) / 3))
     assert np.abs(a - b).max() < 5e-6  # measured 1.3e-6
+
+
+def test_latent_driven_glm_lagged_variances_by_direct_loop():
+    """var_features[t, l, k] = s^2 at bin t + lead - k of the same segment (0 outside it)."""
+    rng = np.random.default_rng(10)
+    T, lead, window = 30, 2, 5
+    seg = np.arange(T) // 12
+    sd = rng.uniform(0.1, 1.0, size=(T, 2))
+    src = LatentPosterior.from_messages(rng.normal(size=(T, 2)), np.eye(2), bin_size=0.01, sd=sd, segment_ids=seg)
+    _, var = LatentDrivenGLM(bn.bases.RaisedCosineLinear(3, window=window), lead=lead)._features(src, naive=False)
+    ref = np.zeros((T, 2, window))
+    for t in range(T):
+        for k in range(window):
+            u = t + lead - k
+            if 0 <= u < T and seg[u] == seg[t]:
+                ref[t, :, k] = sd[u] ** 2
+    np.testing.assert_array_equal(var, ref)

@@ -24,14 +24,14 @@ def check_lead(lead: Any) -> int:
     return int(lead)
 
 
-def shift_within(x: np.ndarray, lead: int, seg: np.ndarray) -> np.ndarray:
-    """``out[t] = x[t + lead]`` when bin ``t + lead`` is in the same segment, else 0."""
-    if lead == 0:
+def shift_within(x: np.ndarray, shift: int, seg: np.ndarray) -> np.ndarray:
+    """``out[t] = x[t + shift]`` when bin ``t + shift`` is in the same segment, else 0 (``shift`` may be negative)."""
+    if shift == 0:
         return x
     out = np.zeros_like(x)
     T = x.shape[0]
-    src = np.arange(T) + lead
-    ok = src < T
+    src = np.arange(T) + shift
+    ok = (src >= 0) & (src < T)
     ok[ok] = seg[src[ok]] == seg[np.arange(T)[ok]]
     out[ok] = x[src[ok]]
     return out

@@ -233,8 +233,8 @@ class LatentDrivenGLM(Estimator):
         if source.sd is None:
             raise ValueError("the source posterior has no sd: uncertainty='posterior' needs it")
         var = source.sd**2
-        lags = np.stack([_design.shift_within(var, lead - k, seg) if lead >= k else _lag(var, k - lead, seg)
-                         for k in range(window)], axis=2)  # (time, latent, lag): s^2 at t + lead - k
+        lags = np.stack([_design.shift_within(var, lead - k, seg) for k in range(window)],
+                        axis=2)  # (time, latent, lag): s^2 at t + lead - k
         return mean_f, lags
 
     def fit(self, source: LatentPosterior, target: Any, *, method: str = "laplace", uncertainty: str = "posterior",
@@ -349,13 +349,3 @@ class LatentDrivenGLM(Estimator):
         return (f"LatentDrivenGLM(basis={self.basis!r}, lead={self.lead}, history_basis={self.history_basis!r}, "
                 f"prior_scale={self.prior_scale})")
 
-
-def _lag(x: np.ndarray, k: int, seg: np.ndarray) -> np.ndarray:
-    """``out[t] = x[t - k]`` within the segment, else 0."""
-    out = np.zeros_like(x)
-    T = x.shape[0]
-    src = np.arange(T) - k
-    ok = src >= 0
-    ok[ok] = seg[src[ok]] == seg[np.arange(T)[ok]]
-    out[ok] = x[src[ok]]
-    return out
