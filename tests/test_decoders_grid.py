@@ -214,9 +214,11 @@ def _dense_forward_backward(ll, A, init, seg):
     "grid, sigma",
     [
         (Grid.regular(bins=30, range=(0, 1)), 0.05),
-        (Grid.regular(bins=40, range=(0, 1)), 0.6),  # kernel wider than the direct limit: FFT path
+        (Grid.regular(bins=40, range=(0, 1)), 0.6),  # a kernel as wide as the grid, summed directly
+        (Grid.regular(bins=300, range=(0, 1)), 0.6),  # 599 taps, over the direct limit: FFT path
         (Grid.regular(bins=24, circular=True), 0.6),
         (Grid.regular(bins=24, circular=True), 5.0),
+        (Grid.regular(bins=300, circular=True), 1.0),  # 301 taps on a ring: FFT without padding
         (Grid.regular(bins=[8, 7], range=[(0, 1), (0, 2)]), [0.2, 0.3]),
         (Grid.regular(bins=[6, 9], circular=[True, False], range=[(0, 2 * np.pi), (0, 1)]), [1.0, 0.1]),
     ],
@@ -238,6 +240,10 @@ def test_forward_backward_equals_dense_computation(grid, sigma):
     np.testing.assert_allclose(np.exp(lps), g, atol=1e-12)
     np.testing.assert_allclose(np.exp(lpd), g, atol=1e-12)
     assert ev == pytest.approx(ev2, rel=1e-12)
+    # an odd number of chunks (7): the middle one meets its own forward and backward pass
+    lp7, ev7 = forward_backward(ll, grid, vis, sigma=sigma, segment_ids=seg, chunk_size=8)
+    np.testing.assert_allclose(np.exp(lp7), g, atol=1e-12)
+    assert ev7 == pytest.approx(ev, rel=1e-12)
     # the blocked recursion (blocks of 4 bins, iterated to agreement, or the checked fallback)
     lpb, evb = forward_backward(ll, grid, vis, sigma=sigma, segment_ids=seg, chunk_size=16, block=4)
     lpbf, _ = forward_backward(ll, grid, vis, sigma=sigma, segment_ids=seg, smooth=False, block=8)
@@ -577,3 +583,20 @@ def test_plots_draw_what_they_are_given():
     with pytest.raises(ValueError, match="not in the tuning curves"):
         plotting.plot_tuning_curves(tc, neurons=[7])
     plt.close("all")
+
+
+def test_count_terms_total_equals_direct_sum_over_several_blocks():
+    """The counts-only log-pmf terms, summed from per-block histograms, equal the direct sum."""
+    from scipy import special
+
+    from bayesneuro.decoders.naive_bayes import _CHUNK, count_terms_total
+
+    rng = np.random.default_rng(31)
+    counts = rng.negative_binomial(2, 0.4, (2 * _CHUNK + 123, 5)).astype(np.int16)
+    disp = np.array([2.0, np.inf, 0.5, np.inf, 3.0])
+    k = counts.astype(np.float64)
+    direct = -special.gammaln(k + 1).sum()
+    assert count_terms_total(counts) == pytest.approx(direct, rel=1e-12)
+    fin = np.isfinite(disp)
+    direct_nb = direct + (special.gammaln(k[:, fin] + disp[fin]) - special.gammaln(disp[fin])).sum()
+    assert count_terms_total(counts, disp) == pytest.approx(direct_nb, rel=1e-12)

@@ -181,15 +181,27 @@ def count_terms_total(counts: np.ndarray, dispersion: Any = None) -> float:
     c = np.asarray(counts)
     if c.size == 0:
         return 0.0
-    c = c.reshape(c.shape[0], -1).astype(np.int64)
-    hist = np.bincount(c.ravel())
+    c = c.reshape(c.shape[0], -1)
+    disp = None if dispersion is None else np.asarray(dispersion, dtype=np.float64).reshape(-1)
+    nb = [] if disp is None else np.flatnonzero(np.isfinite(disp))
+    hist = np.zeros(1, np.int64)
+    per_neuron = {n: np.zeros(1, np.int64) for n in nb}
+
+    def add(h, block):
+        b = np.bincount(block.ravel())
+        if b.size > h.size:
+            h = np.pad(h, (0, b.size - h.size))
+        h[: b.size] += b
+        return h
+
+    for a in range(0, c.shape[0], _CHUNK):  # blocks of rows: no (time, neuron) int64 copy of the counts
+        block = c[a : a + _CHUNK]
+        hist = add(hist, block)
+        for n in nb:
+            per_neuron[n] = add(per_neuron[n], block[:, n])
     total = -float(hist @ special.gammaln(np.arange(hist.size) + 1.0))
-    if dispersion is None:
-        return total
-    disp = np.asarray(dispersion, dtype=np.float64).reshape(-1)
-    k = np.arange(hist.size)
-    for n in np.flatnonzero(np.isfinite(disp)):
-        h = np.bincount(c[:, n], minlength=hist.size)
+    for n, h in per_neuron.items():
+        k = np.arange(h.size)
         total += float(h @ (special.gammaln(k + disp[n]) - special.gammaln(disp[n])))
     return total
 
