@@ -330,6 +330,28 @@ def test_squarem_step_linear_map_lands_on_the_fixed_point():
     assert float(smax) == 4.0  # the bound bound, so it grows four-fold
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_host_squarem_equals_the_jitted_step(dtype):
+    """The numpy extrapolation the EM loop uses equals :func:`squarem_step`, leaf types included,
+    whether the bound binds or not, and with v = 0 (then x2)."""
+    from bayesneuro.engine.em import _squarem_host
+
+    rng = np.random.default_rng(3)
+    x = [{"C": jnp.asarray(rng.normal(size=(4, 2)), dtype), "tau": jnp.asarray(rng.uniform(1, 2, 2), dtype),
+          "n": jnp.array(k)} for k in range(3)]
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    for smax in (1.0, 1.5, 64.0):
+        ref, ref_max = squarem_step(*x, jnp.asarray(smax, dtype))
+        got, got_max = _squarem_host(*x, jnp.asarray(smax, dtype))
+        assert float(got_max) == float(ref_max) and got_max.dtype == ref_max.dtype
+        for k in ("C", "tau"):
+            assert got[k].dtype == ref[k].dtype and not got[k].weak_type
+            np.testing.assert_allclose(got[k], ref[k], rtol=tol, atol=tol)
+        assert int(got["n"]) == 2
+    same, _ = _squarem_host(x[0], x[0], x[0], jnp.asarray(4.0, dtype))  # r = v = 0: alpha = 1, x2
+    np.testing.assert_array_equal(same["C"], x[0]["C"])
+
+
 def test_decrease_tol_silences_small_dips_only():
     """An approximate E-step may dip a little: decrease_tol sets how much passes without a warning."""
     values = jnp.array([-100.0, -99.0, -99.001, -98.9995, -98.9995])

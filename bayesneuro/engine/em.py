@@ -159,6 +159,34 @@ def squarem_step(x0, x1, x2, step_max):
     return jax.tree.unflatten(tree, out), step_max
 
 
+def _squarem_host(x0, x1, x2, step_max):
+    """:func:`squarem_step` in numpy on the host, with the same arithmetic: EM states are
+    parameter-sized, and on a CPU compiling the jitted extrapolation (0.1-0.2 s) costs more than
+    all the jumps of a fit. Returns strongly typed JAX arrays of the leaves' dtypes, so the EM
+    step sees the types it was compiled for."""
+    leaves0, tree = jax.tree.flatten(x0)
+    leaves1, leaves2 = jax.tree.leaves(x1), jax.tree.leaves(x2)
+    dtype = np.dtype(jnp.result_type(step_max))
+    smax = float(step_max)
+    floats = [_is_float(a) for a in leaves0]
+    a0 = [np.asarray(a) if f else None for a, f in zip(leaves0, floats)]
+    r = [np.asarray(b) - a for a, b, f in zip(a0, leaves1, floats) if f]
+    v = [np.asarray(c) - 2.0 * np.asarray(b) + a for a, b, c, f in zip(a0, leaves1, leaves2, floats) if f]
+    rr = sum((float(np.sum(np.abs(u) ** 2)) for u in r), 0.0)
+    vv = sum((float(np.sum(np.abs(u) ** 2)) for u in v), 0.0)
+    ok = vv > 0 and math.isfinite(vv) and math.isfinite(rr)
+    alpha = min(max(math.sqrt(rr / vv), 1.0), smax) if ok else 1.0
+    new_max = 4.0 * smax if alpha >= smax else smax
+    out, it = [], iter(zip(r, v))
+    for a, c, f in zip(a0, leaves2, floats):
+        if f:
+            ri, vi = next(it)
+            out.append(jnp.asarray((a + 2.0 * alpha * ri + alpha**2 * vi).astype(a.dtype)))
+        else:
+            out.append(c)
+    return jax.tree.unflatten(tree, out), jnp.asarray(new_max, dtype)
+
+
 def _canonical(tree):
     """Leaves as strongly typed JAX arrays, so the first and later calls of the jitted step see
     the same types (a Python float or weakly typed array would otherwise recompile it)."""
@@ -386,7 +414,7 @@ def _run_squarem(step, state, args, max_iter, tol, project, progress, desc, warn
             l0 = float(l0)
             x0 = candidate
             if fallback is not None and not (math.isfinite(l0) and l0 >= ref):
-                step_max = jnp.maximum(1.0, step_max / 4.0).astype(dtype)
+                step_max = jnp.asarray(max(1.0, float(step_max) / 4.0), dtype)
                 state = fallback  # the best point known, two plain steps on
                 if n >= max_iter:
                     break
@@ -402,7 +430,7 @@ def _run_squarem(step, state, args, max_iter, tol, project, progress, desc, warn
             state = x2
             if converged:
                 break
-            candidate, step_max = squarem_step(x0, x1, x2, step_max)
+            candidate, step_max = _squarem_host(x0, x1, x2, step_max)
             if project is not None:
                 candidate = project(candidate)
             fallback, ref = x2, float(l1)
