@@ -196,6 +196,39 @@ def _scaled(ll, mask):
     return jnp.exp(ll - row_max[:, None]), row_max
 
 
+def _filter_step(conv, inv_z, init):
+    """The forward step ``(f_{t-1}, (l_t, start_t)) -> f_t``: predict by the transition (or restart
+    from ``init`` at a segment's first bin), weight by the scaled likelihood, normalise; it also
+    emits the normaliser ``c_t``."""
+
+    def step(f_prev, inp):
+        l, st = inp
+        pred = conv(f_prev * inv_z).reshape(-1)
+        if not conv.nonnegative:
+            pred = jnp.maximum(pred, 0.0)
+        u = l * jnp.where(st, init, pred)
+        c = jnp.sum(u)
+        f = u * (1.0 / c)  # one division, not G
+        return f, (f, c)
+
+    return step
+
+
+def _smooth_step(conv, inv_z):
+    """The backward step ``(l_{t+1} beta_{t+1}, (l_t, end_t)) -> l_t beta_t``, emitting ``beta_t``
+    scaled to a maximum of 1 (1 at a segment's last bin)."""
+
+    def step(msg, inp):
+        l, e = inp
+        beta = conv(msg).reshape(-1) * inv_z
+        if not conv.nonnegative:
+            beta = jnp.maximum(beta, 0.0)
+        beta = jnp.where(e, 1.0, beta * (1.0 / jnp.max(beta)))
+        return l * beta, beta
+
+    return step
+
+
 @partial(jax.jit, static_argnames=("conv",))
 def _forward_chunk(conv, mask, inv_z, init, ll, start, real, carry0):
     """Filtered probabilities of one chunk of bins, and its log evidence.
@@ -204,18 +237,7 @@ def _forward_chunk(conv, mask, inv_z, init, ll, start, real, carry0):
     marks bins that are not padding.
     """
     lik, row_max = _scaled(ll, mask)  # zero off the visited cells: it applies the mask
-
-    def step(f_prev, inp):
-        l, s = inp
-        pred = conv(f_prev * inv_z).reshape(-1)
-        if not conv.nonnegative:
-            pred = jnp.maximum(pred, 0.0)
-        u = l * jnp.where(s, init, pred)
-        c = jnp.sum(u)
-        f = u / c
-        return f, (f, c)
-
-    last, (filt, c) = jax.lax.scan(step, carry0, (lik, start), unroll=4)
+    last, (filt, c) = jax.lax.scan(_filter_step(conv, inv_z, init), carry0, (lik, start), unroll=4)
     log_ev = jnp.sum(jnp.where(real, jnp.log(c) + row_max, 0.0))
     n_bad = jnp.sum(real & ~jnp.isfinite(row_max))
     n_zero = jnp.sum(real & jnp.isfinite(row_max) & ~(c > 0))
@@ -232,21 +254,12 @@ def _pair_chunk(conv_f, conv_b, mask, inv_z, init, ll_f, start, real, carry_f, l
     """
     lik_f, row_max = _scaled(ll_f, mask)
     lik_b, _ = _scaled(ll_b, mask)
-    ones = jnp.ones_like(msg0)
+    fstep, bstep = _filter_step(conv_f, inv_z, init), _smooth_step(conv_b, inv_z)
 
     def step(carry, inp):
-        f_prev, msg_next = carry
-        l, s, lb, e = inp
-        pred = conv_f(f_prev * inv_z).reshape(-1)
-        beta = conv_b(msg_next).reshape(-1) * inv_z
-        if not conv_f.nonnegative:
-            pred = jnp.maximum(pred, 0.0)
-            beta = jnp.maximum(beta, 0.0)
-        u = l * jnp.where(s, init, pred)
-        c = jnp.sum(u)
-        f = u / c
-        beta = jnp.where(e, ones, beta / jnp.max(beta))
-        return (f, lb * beta), (f, c, beta)
+        f, (f_out, c) = fstep(carry[0], inp[:2])
+        msg, beta = bstep(carry[1], inp[2:])
+        return (f, msg), (f_out, c, beta)
 
     (last, first), (filt, c, beta) = jax.lax.scan(
         step, (carry_f, msg0), (lik_f, start, lik_b[::-1], end[::-1]), unroll=4
@@ -380,18 +393,7 @@ def _forward_pass(conv, inv_z, init, lik, start, f0):
     each segment (it restarts from ``init``). Returns the filtered messages, their normalisers
     and the last message.
     """
-
-    def step(f_prev, inp):
-        l, st = inp
-        pred = conv(f_prev * inv_z).reshape(-1)
-        if not conv.nonnegative:
-            pred = jnp.maximum(pred, 0.0)
-        u = l * jnp.where(st, init, pred)
-        c = jnp.sum(u)
-        f = u * (1.0 / c)
-        return f, (f, c)
-
-    f_last, (filt, c) = jax.lax.scan(step, f0, (lik, start))
+    f_last, (filt, c) = jax.lax.scan(_filter_step(conv, inv_z, init), f0, (lik, start))
     return filt, c, f_last
 
 
@@ -403,16 +405,7 @@ def _backward_pass(conv, inv_z, lik, end, msg0):
     each segment (its ``beta`` is 1). Returns the messages ``beta`` (each scaled to a maximum of
     1) and the normalised message ``l beta`` at the chunk's first bin.
     """
-
-    def step(msg, inp):
-        l, e = inp
-        beta = conv(msg).reshape(-1) * inv_z
-        if not conv.nonnegative:
-            beta = jnp.maximum(beta, 0.0)
-        beta = jnp.where(e, 1.0, beta * (1.0 / jnp.max(beta)))
-        return l * beta, beta
-
-    first, beta = jax.lax.scan(step, msg0, (lik, end), reverse=True)
+    first, beta = jax.lax.scan(_smooth_step(conv, inv_z), msg0, (lik, end), reverse=True)
     return beta, first / jnp.max(first)
 
 
