@@ -1,25 +1,9 @@
 """Shared test configuration: CPU, float64, and the location of ../shared/data."""
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-
-# One persistent XLA compilation cache for the whole run, shared by the xdist workers and the
-# interpreters the tests start (notebook kernels, gallery scripts, scale workers) through the
-# environment. The suite compiles the same programs again and again: each module drops its
-# compiled programs (`_fresh_jax_caches` below), and subprocesses start empty. A program loaded
-# from the cache is what compiling it gives (keyed by the program, JAX/XLA version and device);
-# `count_compilations` counts a load as a compilation, so the compile-count tests see the same
-# numbers. The directory is made by the first process (pytest itself, or its xdist controller)
-# and removed when that process ends; BAYESNEURO_TEST_XLA_CACHE=0 turns it off.
-_OWN_CACHE = None
-if os.environ.get("BAYESNEURO_TEST_XLA_CACHE", "1") != "0" and "JAX_COMPILATION_CACHE_DIR" not in os.environ:
-    _OWN_CACHE = tempfile.mkdtemp(prefix="bayesneuro-test-xla-cache-")
-    os.environ["JAX_COMPILATION_CACHE_DIR"] = _OWN_CACHE
-    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
@@ -47,11 +31,6 @@ def _fresh_jax_caches():
     """
     yield
     jax.clear_caches()
-
-def pytest_unconfigure(config):
-    if _OWN_CACHE is not None:
-        shutil.rmtree(_OWN_CACHE, ignore_errors=True)
-
 
 # run as scripts in their own interpreter by the tests, never imported by pytest
 collect_ignore = ["_scale_worker.py"]

@@ -41,7 +41,7 @@ _CACHE_SCRIPT = textwrap.dedent("""
 
 def _run_cached(cache_dir) -> dict:
     env = dict(os.environ, JAX_PLATFORMS="cpu")
-    env.pop("JAX_COMPILATION_CACHE_DIR", None)  # the suite's own cache (tests/conftest.py): not this one
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)  # a developer's own cache (README): not this one
     out = subprocess.run([sys.executable, "-c", _CACHE_SCRIPT, str(cache_dir)], check=False, env=env,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]

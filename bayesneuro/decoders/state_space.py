@@ -609,8 +609,9 @@ def forward_backward(
         Bins per compiled call.
     block : int, None or "auto", default "auto"
         Bins per block of the blocked recursion (see Notes); None: one block per chunk (the
-        plain sequential recursion, one pass). ``"auto"``: None on a CPU (where a step's cost is
-        its arithmetic, and the blocked recursion's second pass would double it), 256 on an
+        plain sequential recursion, one pass, the forward and the backward recursion run at the
+        same time on two threads). ``"auto"``: None on a CPU (where a step's cost is its
+        arithmetic, and the blocked recursion's second pass would double it), 256 on an
         accelerator (where it is the step's fixed latency).
 
     Returns
