@@ -340,6 +340,26 @@ def test_naive_bayes_float32_and_host_path_agree_with_float64_xla():
     assert np.max(np.abs(np.exp(lp32.astype(np.float64)) - np.exp(host))) < 1e-5
 
 
+def test_state_space_float32_is_within_1e5_of_float64_over_several_chunks():
+    """The two-thread recursion in float32 (JAX's default dtype) against float64, on a 2-D grid,
+    several chunks and segments: the smoothed posteriors within 1e-5, the log evidence within
+    1e-5 relative."""
+    import jax
+
+    rng = np.random.default_rng(24)
+    grid = Grid.regular(bins=[9, 8], range=[(0, 1), (0, 1)])
+    G = grid.n_cells
+    vis = rng.uniform(size=G) > 0.1
+    ll = rng.normal(0, 2, (300, G))
+    seg = np.repeat([0, 1, 2], [130, 70, 100])
+    lp64, ev64 = forward_backward(ll, grid, vis, sigma=[0.1, 0.15], segment_ids=seg, chunk_size=64)
+    with jax.enable_x64(False):
+        lp32, ev32 = forward_backward(ll, grid, vis, sigma=[0.1, 0.15], segment_ids=seg, chunk_size=64)
+    assert lp32.dtype == np.float32
+    assert np.max(np.abs(np.exp(lp32.astype(np.float64)) - np.exp(lp64))) < 1e-5
+    assert ev32 == pytest.approx(ev64, rel=1e-5)
+
+
 def test_state_space_decode_of_another_length_compiles_nothing():
     from bayesneuro._shapes import count_compilations
 
