@@ -21,7 +21,8 @@ available at :math:`O(G^2)` per bin.
 from __future__ import annotations
 
 import hashlib
-from functools import partial
+from concurrent.futures import ThreadPoolExecutor
+from functools import cache, partial
 from typing import Any
 
 import jax
@@ -380,9 +381,32 @@ def _blocked_pass(conv_f, conv_b, inv_z, init, lik_f, st_f, g_f, lik_b, en_b, g_
     return out
 
 
-@jax.jit
-def _product(filt, beta):
-    return filt * beta
+def _chunk_evidence(c, n: int, row_max) -> float | None:
+    """``sum log c + row maxima`` over the chunk's ``n`` real bins; None if a normaliser is not positive."""
+    c = np.asarray(c)[:n]
+    if not np.all(np.isfinite(c) & (c > 0)):
+        return None
+    return float(np.sum(np.log(c) + row_max))
+
+
+def _combine_done(out, bounds, filt, beta, lik, chunks) -> bool:
+    """Write the smoothed log posterior of every chunk in `chunks` whose forward and backward
+    messages are both there into ``out`` (the product is formed in place there: no temporary
+    ``(time, G)`` array), and release its arrays. False if a bin's product is zero everywhere."""
+    for k in chunks:
+        if filt[k] is None or beta[k] is None:
+            continue
+        ak, bk = bounds[k]
+        g = out[ak:bk]
+        np.multiply(np.asarray(filt[k])[: bk - ak], np.asarray(beta[k])[: bk - ak], out=g)
+        tot = np.sum(g, axis=1, keepdims=True)
+        if not np.all(np.isfinite(tot) & (tot > 0)):
+            return False
+        with np.errstate(divide="ignore"):
+            np.log(g, out=g)
+        g -= np.log(tot)
+        filt[k] = beta[k] = lik[k] = None
+    return True
 
 
 @partial(jax.jit, static_argnames=("conv",))
@@ -409,16 +433,10 @@ def _backward_pass(conv, inv_z, lik, end, msg0):
     return beta, first / jnp.max(first)
 
 
-_POOL: list = []
-
-
-def _pool():
-    """Two threads for the forward and backward recursions (XLA runs each on one core)."""
-    if not _POOL:
-        from concurrent.futures import ThreadPoolExecutor
-
-        _POOL.append(ThreadPoolExecutor(max_workers=2, thread_name_prefix="bayesneuro-forward-backward"))
-    return _POOL[0]
+@cache
+def _pool() -> ThreadPoolExecutor:
+    """Two threads for the forward and backward recursions (XLA runs each loop on one core)."""
+    return ThreadPoolExecutor(max_workers=2, thread_name_prefix="bayesneuro-forward-backward")
 
 
 MAX_PASSES = 4  # passes of the blocked recursion before falling back to the sequential one
@@ -480,10 +498,10 @@ def _blocked(rows, n_time, G, dtype, conv_f, conv_b, inv_z, init_j, mask_np, sta
                 msg = r["g_b"]
         else:
             return None
-        c = np.asarray(r["c"])[: b - a]
-        if not np.all(np.isfinite(c) & (c > 0)):
+        ev = _chunk_evidence(r["c"], b - a, row_max[i])
+        if ev is None:
             return None
-        log_ev += float(np.sum(np.log(c) + row_max[i]))
+        log_ev += ev
         carry = jnp.broadcast_to(r["f_last"], (P, G))  # guesses for the next chunk: its neighbour's end
         if smooth:
             msg = jnp.broadcast_to(r["msg_first"], (P, G))
@@ -492,17 +510,8 @@ def _blocked(rows, n_time, G, dtype, conv_f, conv_b, inv_z, init_j, mask_np, sta
             with np.errstate(divide="ignore"):
                 np.log(np.asarray(r["filt"])[: b - a], out=out[a:b])
             continue
-        for k in {i, j}:
-            if filt[k] is not None and beta[k] is not None:
-                ak, bk = bounds[k]
-                g = np.asarray(_product(filt[k], beta[k]))[: bk - ak]
-                tot = np.sum(g, axis=1, keepdims=True)
-                if not np.all(np.isfinite(tot) & (tot > 0)):
-                    return None
-                with np.errstate(divide="ignore"):
-                    np.log(g, out=out[ak:bk])
-                out[ak:bk] -= np.log(tot)
-                filt[k] = beta[k] = lik[k] = None
+        if not _combine_done(out, bounds, filt, beta, lik, sorted({i, j})):
+            return None
     return out, log_ev
 
 
@@ -514,10 +523,9 @@ def _single_block(lik, row_max, bounds, flags, out, conv_f, conv_b, inv_z, init_
     runs on one core. A chunk's smoothed posterior is written as soon as both its passes are done.
     """
     n = len(bounds)
-    G = out.shape[1]
     log_ev = 0.0
     carry = init_j
-    msg = jnp.ones(G, out.dtype)
+    msg = jnp.ones(out.shape[1], out.dtype)
     filt, beta = [None] * n, [None] * n
     pool = _pool()
     for i in range(n):
@@ -528,28 +536,18 @@ def _single_block(lik, row_max, bounds, flags, out, conv_f, conv_b, inv_z, init_
         if smooth:
             bwd = pool.submit(_backward_pass, conv_b, inv_z, lik[j], flags(aj, bj, end), msg)
         f, c, carry = jax.block_until_ready(fwd.result())
-        c = np.asarray(c)[: b - a]
-        if not np.all(np.isfinite(c) & (c > 0)):
+        ev = _chunk_evidence(c, b - a, row_max[i])
+        if ev is None:
             return None
-        log_ev += float(np.sum(np.log(c) + row_max[i]))
+        log_ev += ev
         if not smooth:
             with np.errstate(divide="ignore"):
                 np.log(np.asarray(f)[: b - a], out=out[a:b])
             continue
         filt[i] = f
         beta[j], msg = jax.block_until_ready(bwd.result())
-        for k in {i, j}:
-            if filt[k] is not None and beta[k] is not None:
-                ak, bk = bounds[k]
-                g = out[ak:bk]  # the product is formed in place: no temporary (time, G) array
-                np.multiply(np.asarray(filt[k])[: bk - ak], np.asarray(beta[k])[: bk - ak], out=g)
-                tot = np.sum(g, axis=1, keepdims=True)
-                if not np.all(np.isfinite(tot) & (tot > 0)):
-                    return None
-                with np.errstate(divide="ignore"):
-                    np.log(g, out=g)
-                g -= np.log(tot)
-                filt[k] = beta[k] = lik[k] = None
+        if not _combine_done(out, bounds, filt, beta, lik, sorted({i, j})):
+            return None
     return out, log_ev
 
 
