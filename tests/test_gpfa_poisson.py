@@ -342,7 +342,8 @@ def test_laplace_em_warm_start_equals_cold_start(small):
     p, y = small
     trials = [y[0], y[1, :9]]
     p0 = p._replace(loadings=0.7 * p.loadings, timescales=jnp.array([4.0, 4.0]))
-    warm = P.fit_poisson_gpfa_em(p0, trials, bin_size=DT, max_iter=6, tol=None, progress=False, warn=False)
+    warm = P.fit_poisson_gpfa_em(p0, trials, bin_size=DT, max_iter=6, tol=None, squarem=False, progress=False,
+                                 warn=False)
     groups, _ = P._group(trials, 5)
     buckets = P._buckets(groups, 2)
     step = P._em_step_program("se", True)

@@ -27,9 +27,10 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
+import scipy.linalg
 
-from .gpfa_gaussian import GPFAParams, _dtype, gpfa_kernel
-from .gpfa_poisson import PoissonGPFAParams, _poisson_laplace, fit_poisson_gpfa_em
+from .gpfa_gaussian import GPFAParams, gpfa_kernel
+from .gpfa_poisson import PoissonGPFAParams, fit_poisson_gpfa_em
 
 __all__ = ["poisson_gpfa_model", "poisson_gpfa_dims", "fit_poisson_gpfa"]
 
@@ -186,15 +187,13 @@ def fit_poisson_gpfa(counts, mask, start: GPFAParams, *, bin_size: float, trials
                              max_iter=_EM_SWEEPS if learn_tau else _INIT_SWEEPS, tol=_EM_RTOL, progress=False,
                              warn=False)
     p0 = em.params
-    # modes of the paths at the final parameters, whitened by the final timescales
+    # the last E-step's modes of the latents, whitened by the final timescales (L is lower
+    # triangular, so a trial's first Tk bins need only L's first Tk rows)
     L = np.linalg.cholesky(np.asarray(jax.vmap(lambda t, e: gpfa_kernel(kernel, t, e, T))(p0.timescales, p0.eps)))
     z0 = np.zeros((n_trial, T, q))
-    w = jnp.ones(n_neuron)
-    x = np.asarray(_poisson_laplace(p0, jnp.asarray(counts, _dtype()), w, dt, kernel,
-                                    mask=jnp.asarray(mask, _dtype())).mean)  # padding masked: one program
     for k, Tk in enumerate(lengths):
         for i in range(q):
-            z0[k, :Tk, i] = np.linalg.solve(L[i, :Tk, :Tk], x[k, :Tk, i])
+            z0[k, :Tk, i] = scipy.linalg.solve_triangular(L[i, :Tk, :Tk], em.modes[k][:, i], lower=True)
     values = {"loadings": np.asarray(p0.loadings), "offset": np.asarray(p0.offset), "z": z0}
     extra = {}
     if learn_timescales and method in ("svi", "nuts"):

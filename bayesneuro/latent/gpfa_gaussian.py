@@ -373,10 +373,10 @@ class _Bucket(NamedTuple):
 _MERGE_SECONDS = 0.5  # merge two length buckets when the extra E-step work costs less (see _buckets)
 
 
-def _buckets(groups, n_latents: int = 1) -> tuple[_Bucket, ...]:
-    """Equal-length groups -> buckets: lengths padded by :func:`bayesneuro._shapes.bucket_length`
-    (at most 25% more bins), trials and length slots padded to bucket sizes too, so that a new
-    recording whose lengths fall in the same buckets reuses the compiled programs.
+def _bucket_layout(groups, n_latents: int = 1) -> list[tuple[int, list[int]]]:
+    """Which equal-length groups share a bucket: ``[(bucket length, [group index, ...]), ...]``,
+    by increasing length; lengths padded by :func:`bayesneuro._shapes.bucket_length` (at most 25%
+    more bins).
 
     Each bucket is one more compiled E-step program (about a second on a 2-core CPU), so a
     bucket of short trials is merged into the next longer one when the extra E-step work
@@ -385,23 +385,33 @@ def _buckets(groups, n_latents: int = 1) -> tuple[_Bucket, ...]:
     buckets."""
     from .._shapes import bucket_length
 
-    by: dict[int, list] = {}
-    for g in groups:
-        by.setdefault(bucket_length(g.shape[1]), []).append(np.asarray(g))
+    by: dict[int, list[int]] = {}
+    for a, g in enumerate(groups):
+        by.setdefault(bucket_length(g.shape[1]), []).append(a)
     q3 = float(n_latents) ** 3
     merged = True
     while merged and len(by) > 1:
         merged = False
         keys = sorted(by)
         for lo, hi in itertools.pairwise(keys):
-            extra = len(by[lo]) * q3 * (float(hi) ** 3 - float(lo) ** 3)
+            extra = len(by[lo]) * q3 * (float(hi) ** 3 - float(lo) ** 3)  # length slots of lo
             if 3.0 * extra * 200 / 5e9 < _MERGE_SECONDS:
                 by[hi] = by.pop(lo) + by[hi]
                 merged = True
                 break
+    return [(Tb, by[Tb]) for Tb in sorted(by)]
+
+
+def _buckets(groups, n_latents: int = 1) -> tuple[_Bucket, ...]:
+    """Equal-length groups -> buckets (:func:`_bucket_layout`): trials zero-padded to their bucket's
+    length, trials and length slots padded to bucket sizes too, so that a new recording whose
+    lengths fall in the same buckets reuses the compiled programs. Within a bucket, the trials
+    of its groups follow each other in the layout's order."""
+    from .._shapes import bucket_length
+
     out = []
-    for Tb in sorted(by):
-        gs = by[Tb]
+    for Tb, members in _bucket_layout(groups, n_latents):
+        gs = [np.asarray(groups[a]) for a in members]
         n = sum(g.shape[0] for g in gs)
         nb, ub, N = bucket_length(n, minimum=4), bucket_length(len(gs), minimum=1), gs[0].shape[2]
         y = np.zeros((nb, Tb, N), gs[0].dtype)
