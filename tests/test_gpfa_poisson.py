@@ -354,3 +354,43 @@ def test_laplace_em_warm_start_equals_cold_start(small):
     np.testing.assert_allclose(warm.objective, trace.objective, rtol=1e-10)
     for a, b in zip(warm.params, state.params):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-8, atol=1e-8)  # Newton tolerance
+
+
+@pytest.mark.slow  # ~20 s: three Laplace-EM programs compiled
+def test_laplace_em_modes_blocks_and_squarem():
+    """Laplace-EM's parts against independent computations on ragged trials (three lengths, two
+    buckets): the returned modes are the Laplace modes at the parameters of the last E-step, trial
+    by trial in the order given; the covariance blocks the sweeps use are those of the whole
+    posterior covariance; SQUAREM reaches plain sweeps' objective and timescales."""
+    from bayesneuro.latent import gpfa_poisson as P
+
+    rng = np.random.default_rng(5)
+    p = _params(rng, 6, [3.0, 7.0])
+    _, y = _poisson_sample(jax.random.key(6), p, 6, 40, "se", DT)
+    y = np.asarray(y, float)
+    trials = [y[0, :40], y[1, :12], y[2, :40], y[3, :25], y[4, :12], y[5, :25]]
+    p0 = p._replace(loadings=0.6 * p.loadings, timescales=jnp.array([5.0, 5.0]))
+    kw = dict(bin_size=DT, tol=None, squarem=False, progress=False, warn=False)
+    before = P.fit_poisson_gpfa_em(p0, trials, max_iter=3, **kw)
+    fit = P.fit_poisson_gpfa_em(p0, trials, max_iter=4, **kw)
+    assert len(fit.modes) == len(trials)
+    for k, tr in enumerate(trials):
+        post = poisson_gpfa_posterior(before.params, tr, bin_size=DT)
+        assert fit.modes[k].shape == (len(tr), 2)
+        np.testing.assert_allclose(fit.modes[k], np.asarray(post.mean[0]), atol=1e-8)
+
+    # the blocks: same bin (latent x latent) and same latent (time x time) of the whole covariance
+    yb = jnp.asarray(y[:, :25])
+    w = jnp.ones(6)
+    full = P._poisson_laplace_from(before.params, yb, w, DT, "se")
+    V, Pb = P._poisson_laplace_from(before.params, yb, w, DT, "se", blocks=True).cov
+    np.testing.assert_allclose(np.asarray(V), np.einsum("ritjt->rtij", np.asarray(full.cov)), rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(np.asarray(Pb), np.einsum("ritis->rits", np.asarray(full.cov)), rtol=1e-10, atol=1e-14)
+
+    # SQUAREM against plain sweeps, both stopped by the same rule
+    kw.update(tol=1e-7, max_iter=300)
+    plain = P.fit_poisson_gpfa_em(p0, trials, **kw)
+    fast = P.fit_poisson_gpfa_em(p0, trials, **{**kw, "squarem": True})
+    assert fast.n_iter < plain.n_iter / 2, (fast.n_iter, plain.n_iter)  # 30 vs 154 here
+    assert abs(fast.objective[-1] - plain.objective[-1]) < 1e-5 * abs(plain.objective[-1])  # 1e-6 here
+    np.testing.assert_allclose(np.asarray(fast.params.timescales), np.asarray(plain.params.timescales), rtol=0.01)
