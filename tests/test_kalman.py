@@ -314,6 +314,33 @@ def test_em_steps_match_dense_reference_on_ragged_bucketed_trials():
     np.testing.assert_allclose(ll, ref_lls[0], rtol=1e-10)
 
 
+@pytest.mark.parametrize("full_R", [False, True])
+def test_shared_pattern_covariances_equal_one_smoother_per_trial(full_R):
+    """The EM statistics computed with Kalman covariances shared by trials of one pattern of
+    observed bins (one filter/smoother covariance pass per pattern, means per trial) equal those
+    of one whole smoother per trial: trials of two lengths in one time bucket, repeated and
+    unique missing-bin patterns, padding trials and padding patterns, inputs."""
+    from bayesneuro.latent import kalman as K
+
+    p = random_params(50, full_R=full_R, inputs=True)
+    rng = np.random.default_rng(51)
+    lengths = (6, 6, 5, 6, 6, 5, 6, 6, 6)  # 9 trials: padded to 10, patterns bucketed
+    us = [rng.normal(size=(T, N_FEATURE)) for T in lengths]
+    ys = [dense_sample(rng, dense_joint(p, u)) for u in us]
+    masks = [np.ones(T, bool) for T in lengths]
+    masks[1][[0, 3]] = False
+    masks[4][[0, 3]] = False  # the same pattern as trial 1
+    masks[6][5] = False
+    params = K._check_params(p)
+    (group,) = K._prepare_trials(params, ys, us, masks)
+    n_pattern = len(np.unique(np.asarray(group[4])))
+    assert group[0].shape[0] == 10 and n_pattern == 5  # with the padding trial's (no live bin)
+    shared = K._group_stats(params, *group)
+    per_trial = K._group_stats_per_trial(params, *group[:4])
+    for name, a, b in zip(K._Stats._fields, shared, per_trial):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-12, atol=1e-12, err_msg=name)
+
+
 def test_em_on_new_trial_lengths_and_counts_compiles_nothing():
     from bayesneuro._shapes import count_compilations
 

@@ -369,11 +369,123 @@ def _trial_stats(params: LDSParams, observations, inputs, mask, live) -> _Stats:
     )
 
 
-@jax.jit
-def _group_stats(params: LDSParams, observations, inputs, masks, live) -> _Stats:
-    """Statistics of trials padded to one length and stacked on a leading ``trial`` axis, summed."""
+def _group_stats_per_trial(params: LDSParams, observations, inputs, masks, live) -> _Stats:
+    """:func:`_group_stats` by one smoother per trial (the reference it is tested against)."""
     stats = jax.vmap(_trial_stats, in_axes=(None, 0, 0, 0, 0))(params, observations, inputs, masks, live)
     return jax.tree.map(lambda s: s.sum(0), stats)
+
+
+def _pattern_covs(params: LDSParams, J, seen, live):
+    """Filter and smoother covariances of one pattern of observed (``seen``) and ``live`` bins.
+
+    They depend on the data only through that pattern, so trials that share it share them. Per
+    bin: predicted ``P_p``, filtered ``P_f``, the filter's mean map ``M = I - P_f J`` (on seen
+    bins; ``I`` elsewhere), ``2 log det L_M``, the smoother gain ``Jt^T`` (rows ``x_t``), smoothed
+    ``P_s`` and cross ``Cov(x_{t+1}, x_t)`` (as :func:`_filter` and :func:`_rts`).
+    """
+    A, Q = params.dynamics, params.dynamics_cov
+    eye = jnp.eye(A.shape[0], dtype=A.dtype)
+
+    def fstep(P, s):
+        G = jnp.linalg.cholesky(P)
+        Lm = jnp.linalg.cholesky(eye + G.T @ J @ G)
+        H = solve_triangular(Lm, G.T, lower=True)
+        P_f = jnp.where(s, H.T @ H, P)
+        M = jnp.where(s, eye - P_f @ J, eye)
+        logdet = jnp.where(s, 2.0 * jnp.sum(jnp.log(jnp.diag(Lm))), 0.0)
+        return _sym(A @ P_f @ A.T + Q), (P, P_f, M, logdet)
+
+    _, (P_p, P_f, M, logdet) = lax.scan(fstep, _sym(params.initial_cov), seen)
+
+    def bstep(P_next, xs):
+        Pf, Pp, on = xs  # filtered x_t, predicted x_{t+1}, whether x_{t+1} is live
+        Jt = cho_solve((jnp.linalg.cholesky(Pp), True), A @ Pf)  # P_p^{-1} A P_f
+        P_s = jnp.where(on, _sym(Pf + Jt.T @ (P_next - Pp) @ Jt), Pf)
+        cross = jnp.where(on, P_next @ Jt, 0.0)
+        return P_s, (jnp.where(on, Jt.T, 0.0), P_s, cross)
+
+    _, (gain, P_s, cross) = lax.scan(bstep, P_f[-1], (P_f[:-1], P_p[1:], live[1:]), reverse=True)
+    P_s = jnp.concatenate([P_s, P_f[-1][None]])
+    return P_p, P_f, M, logdet, gain, P_s, cross
+
+
+@jax.jit
+def _group_stats(params: LDSParams, observations, inputs, masks, live, pattern, p_seen, p_live,
+                 p_count) -> _Stats:
+    """Statistics of trials padded to one length and stacked on a leading ``trial`` axis, summed.
+
+    The covariances of the Kalman filter and smoother depend on the data only through which
+    bins are observed, so they are computed once per distinct pattern of observed and live bins
+    (:func:`_pattern_covs`; ``pattern`` ``(trial,)`` indexes ``p_seen``, ``p_live`` ``(pattern,
+    time)``, ``p_count`` trials per pattern): one pattern for trials of one length without
+    missing bins. Per trial only the means run, as batched matrix-vector products, with the
+    same filter, log-likelihood and RTS recursions as :func:`_filter` and :func:`_rts`.
+    """
+    C = params.loadings
+    n_latent = C.shape[1]
+    A = params.dynamics
+    seen = masks & live
+    n_trial, n_time, n_neuron = observations.shape
+    flat = lambda a: a.reshape((n_trial * n_time,) + a.shape[2:])  # every bin of every trial
+    W, J, yt, logdet_r = _whiten(params, flat(observations), flat(inputs), flat(seen))
+    yt = yt.reshape(n_trial, n_time, n_neuron)
+    g = yt @ W  # (trial, time, latent): W^T y~
+    yy = jnp.sum(yt * yt, axis=-1)
+    const = C.shape[0] * _LOG_2PI + logdet_r
+    dyn_off = _offsets(params, flat(inputs))[0].reshape(n_trial, n_time, n_latent)
+    next_off = jnp.concatenate([dyn_off[:, 1:], jnp.zeros_like(dyn_off[:, :1])], axis=1)
+    P_p, P_f, M, logdet, gain, P_s, cross = jax.vmap(_pattern_covs, in_axes=(None, None, 0, 0))(
+        params, J, p_seen, p_live)
+    tm = lambda a: jnp.swapaxes(a, 0, 1)  # (trial, time, ...) <-> (time, trial, ...)
+
+    def fstep(m, xs):  # m (trial, latent): predicted means at t
+        g_t, yy_t, off, s, Pf, Mt, ld = xs
+        Pf, Mt, ld = Pf[pattern], Mt[pattern], ld[pattern]
+        m_f = jnp.einsum("bij,bj->bi", Mt, m) + s[:, None] * jnp.einsum("bij,bj->bi", Pf, g_t)
+        r = g_t - m @ J
+        ll = -0.5 * (const + ld + yy_t - 2.0 * jnp.sum(m * g_t, -1) + jnp.sum((m @ J) * m, -1)
+                     - jnp.einsum("bi,bij,bj->b", r, Pf, r))
+        return m_f @ A.T + off, (m, m_f, jnp.where(s, ll, 0.0))
+
+    m0 = jnp.broadcast_to(params.initial_mean, (observations.shape[0], n_latent))
+    _, (m_p, m_f, lls) = lax.scan(fstep, m0, (tm(g), tm(yy), tm(next_off), tm(seen), tm(P_f), tm(M), tm(logdet)))
+
+    def bstep(m_next, xs):  # smoothed mean of x_{t+1}
+        mf, mp_next, G = xs
+        m_s = mf + jnp.einsum("bij,bj->bi", G[pattern], m_next - mp_next)
+        return m_s, m_s
+
+    _, m_s = lax.scan(bstep, m_f[-1], (m_f[:-1], m_p[1:], tm(gain)), reverse=True)
+    m = tm(jnp.concatenate([m_s, m_f[-1][None]]))  # (trial, time, latent)
+
+    w = seen.astype(m.dtype)
+    wl = live[:, 1:].astype(m.dtype)
+    tw = live[:, 0].astype(m.dtype)
+    pw = p_count[:, None] * p_seen.astype(m.dtype)
+    pwl = p_count[:, None] * p_live[:, 1:].astype(m.dtype)
+    ptw = p_count * p_live[:, 0].astype(m.dtype)
+    y = jnp.where(seen[..., None], observations, 0.0)
+    ones = jnp.ones(m.shape[:2] + (1,), m.dtype)
+    z = jnp.concatenate([m, inputs, ones], axis=-1)
+    zd = jnp.concatenate([m[:, :-1], inputs[:, 1:], ones[:, :-1]], axis=-1)
+    zdw = zd * wl[..., None]
+    n_z = z.shape[-1]
+    pad = lambda S: jnp.zeros((n_z, n_z), S.dtype).at[:n_latent, :n_latent].set(S)
+    x1w = m[:, 1:] * wl[..., None]
+    return _Stats(
+        dyn_xx=jnp.einsum("bti,btj->ij", x1w, m[:, 1:]) + jnp.einsum("ut,utij->ij", pwl, P_s[:, 1:]),
+        dyn_xz=jnp.einsum("bti,btj->ij", m[:, 1:], zdw).at[:, :n_latent].add(jnp.einsum("ut,utij->ij", pwl, cross)),
+        dyn_zz=jnp.einsum("bti,btj->ij", zdw, zd) + pad(jnp.einsum("ut,utij->ij", pwl, P_s[:, :-1])),
+        dyn_n=wl.sum(),
+        emi_yy=jnp.einsum("bti,btj->ij", y, y),
+        emi_yz=jnp.einsum("bti,btj->ij", y, z),
+        emi_zz=jnp.einsum("bti,btj->ij", z * w[..., None], z) + pad(jnp.einsum("ut,utij->ij", pw, P_s)),
+        emi_n=w.sum(),
+        init_x=tw @ m[:, 0],
+        init_xx=jnp.einsum("u,uij->ij", ptw, P_s[:, 0]) + jnp.einsum("b,bi,bj->ij", tw, m[:, 0], m[:, 0]),
+        n_trial=tw.sum(),
+        log_likelihood=jnp.sum(lls),
+    )
 
 
 def _regress(yy, yz, zz, n, W, free):
@@ -596,10 +708,11 @@ def _check_trials(params: LDSParams, observations, inputs, mask) -> list:
 
 def _prepare_trials(params: LDSParams, observations, inputs, mask):
     """Validated trials grouped by bucketed length (:func:`bayesneuro._shapes.bucket_length`):
-    a tuple of stacked ``(observations, inputs, masks, live)``, each group padded to its bucket
+    a tuple of stacked ``(observations, inputs, masks, live, pattern, pattern_seen, pattern_live,
+    pattern_count)`` (the arguments of :func:`_group_stats`), each group padded to its bucket
     length in time (``live`` False after a trial's end) and to a bucketed number of trials
-    (padding trials have no live bin). A recording whose trials fall in the same buckets reuses
-    the compiled EM program."""
+    (padding trials have no live bin) and of distinct patterns of observed and live bins. A
+    recording whose trials fall in the same buckets reuses the compiled EM program."""
     from bayesneuro._shapes import bucket_length
 
     trials = _check_trials(params, observations, inputs, mask)
@@ -626,7 +739,15 @@ def _prepare_trials(params: LDSParams, observations, inputs, mask):
             U[i, :T] = np.asarray(u)
             M[i, :T] = m
             live[i, :T] = True
-        groups.append(tuple(jnp.asarray(a) for a in (Y, U, M, live)))
+        # trials sharing a pattern of observed and live bins share the Kalman covariances
+        # (_group_stats); the number of patterns is bucketed too (padding patterns count 0 trials)
+        keys, pattern, counts = np.unique(np.concatenate([M & live, live], axis=1), axis=0, return_inverse=True,
+                                          return_counts=True)
+        n_pat = bucket_length(len(keys), minimum=1)
+        keys = np.concatenate([keys, np.repeat(keys[:1], n_pat - len(keys), axis=0)])
+        counts = np.concatenate([counts, np.zeros(n_pat - len(counts), int)]).astype(dtype)
+        arrays = (Y, U, M, live, pattern.reshape(-1).astype(np.int32), keys[:, :n_time], keys[:, n_time:], counts)
+        groups.append(tuple(jnp.asarray(a) for a in arrays))
     return tuple(groups)
 
 
