@@ -379,7 +379,7 @@ def _pattern_covs(params: LDSParams, J, seen, live):
     """Filter and smoother covariances of one pattern of observed (``seen``) and ``live`` bins.
 
     They depend on the data only through that pattern, so trials that share it share them. Per
-    bin: predicted ``P_p``, filtered ``P_f``, the filter's mean map ``M = I - P_f J`` (on seen
+    bin: filtered ``P_f``, the filter's mean map ``M = I - P_f J`` (on seen
     bins; ``I`` elsewhere), ``2 log det L_M``, the smoother gain ``Jt^T`` (rows ``x_t``), smoothed
     ``P_s`` and cross ``Cov(x_{t+1}, x_t)`` (as :func:`_filter` and :func:`_rts`).
     """
@@ -406,7 +406,7 @@ def _pattern_covs(params: LDSParams, J, seen, live):
 
     _, (gain, P_s, cross) = lax.scan(bstep, P_f[-1], (P_f[:-1], P_p[1:], live[1:]), reverse=True)
     P_s = jnp.concatenate([P_s, P_f[-1][None]])
-    return P_p, P_f, M, logdet, gain, P_s, cross
+    return P_f, M, logdet, gain, P_s, cross
 
 
 @jax.jit
@@ -434,7 +434,7 @@ def _group_stats(params: LDSParams, observations, inputs, masks, live, pattern, 
     const = C.shape[0] * _LOG_2PI + logdet_r
     dyn_off = _offsets(params, flat(inputs))[0].reshape(n_trial, n_time, n_latent)
     next_off = jnp.concatenate([dyn_off[:, 1:], jnp.zeros_like(dyn_off[:, :1])], axis=1)
-    P_p, P_f, M, logdet, gain, P_s, cross = jax.vmap(_pattern_covs, in_axes=(None, None, 0, 0))(
+    P_f, M, logdet, gain, P_s, cross = jax.vmap(_pattern_covs, in_axes=(None, None, 0, 0))(
         params, J, p_seen, p_live)
     tm = lambda a: jnp.swapaxes(a, 0, 1)  # (trial, time, ...) <-> (time, trial, ...)
 
