@@ -411,7 +411,7 @@ def _pattern_covs(params: LDSParams, J, seen, live):
 
 @jax.jit
 def _group_stats(params: LDSParams, observations, inputs, masks, live, pattern, p_seen, p_live,
-                 p_count) -> _Stats:
+                 p_count, obs_gram) -> _Stats:
     """Statistics of trials padded to one length and stacked on a leading ``trial`` axis, summed.
 
     The covariances of the Kalman filter and smoother depend on the data only through which
@@ -420,6 +420,8 @@ def _group_stats(params: LDSParams, observations, inputs, masks, live, pattern, 
     time)``, ``p_count`` trials per pattern): one pattern for trials of one length without
     missing bins. Per trial only the means run, as batched matrix-vector products, with the
     same filter, log-likelihood and RTS recursions as :func:`_filter` and :func:`_rts`.
+    ``obs_gram`` is the data's ``sum_t y_t y_t^T`` over observed bins (it does not change from one
+    EM step to the next).
     """
     C = params.loadings
     n_latent = C.shape[1]
@@ -477,7 +479,7 @@ def _group_stats(params: LDSParams, observations, inputs, masks, live, pattern, 
         dyn_xz=jnp.einsum("bti,btj->ij", m[:, 1:], zdw).at[:, :n_latent].add(jnp.einsum("ut,utij->ij", pwl, cross)),
         dyn_zz=jnp.einsum("bti,btj->ij", zdw, zd) + pad(jnp.einsum("ut,utij->ij", pwl, P_s[:, :-1])),
         dyn_n=wl.sum(),
-        emi_yy=jnp.einsum("bti,btj->ij", y, y),
+        emi_yy=obs_gram,
         emi_yz=jnp.einsum("bti,btj->ij", y, z),
         emi_zz=jnp.einsum("bti,btj->ij", z * w[..., None], z) + pad(jnp.einsum("ut,utij->ij", pw, P_s)),
         emi_n=w.sum(),
@@ -709,7 +711,7 @@ def _check_trials(params: LDSParams, observations, inputs, mask) -> list:
 def _prepare_trials(params: LDSParams, observations, inputs, mask):
     """Validated trials grouped by bucketed length (:func:`bayesneuro._shapes.bucket_length`):
     a tuple of stacked ``(observations, inputs, masks, live, pattern, pattern_seen, pattern_live,
-    pattern_count)`` (the arguments of :func:`_group_stats`), each group padded to its bucket
+    pattern_count, observation_gram)`` (the arguments of :func:`_group_stats`), each group padded to its bucket
     length in time (``live`` False after a trial's end) and to a bucketed number of trials
     (padding trials have no live bin) and of distinct patterns of observed and live bins. A
     recording whose trials fall in the same buckets reuses the compiled EM program."""
@@ -746,7 +748,9 @@ def _prepare_trials(params: LDSParams, observations, inputs, mask):
         n_pat = bucket_length(len(keys), minimum=1)
         keys = np.concatenate([keys, np.repeat(keys[:1], n_pat - len(keys), axis=0)])
         counts = np.concatenate([counts, np.zeros(n_pat - len(counts), int)]).astype(dtype)
-        arrays = (Y, U, M, live, pattern.reshape(-1).astype(np.int32), keys[:, :n_time], keys[:, n_time:], counts)
+        Yf = Y.reshape(-1, n_neuron)  # unobserved bins hold zeros
+        arrays = (Y, U, M, live, pattern.reshape(-1).astype(np.int32), keys[:, :n_time], keys[:, n_time:], counts,
+                  Yf.T @ Yf)
         groups.append(tuple(jnp.asarray(a) for a in arrays))
     return tuple(groups)
 
