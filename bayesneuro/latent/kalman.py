@@ -46,6 +46,8 @@ import numpy as np
 from jax import lax
 from jax.scipy.linalg import cho_solve, solve_triangular
 
+from ..infer._model import to_device
+
 __all__ = [
     "EMResult",
     "FilterResult",
@@ -751,7 +753,7 @@ def _prepare_trials(params: LDSParams, observations, inputs, mask):
         Yf = Y.reshape(-1, n_neuron)  # unobserved bins hold zeros
         arrays = (Y, U, M, live, pattern.reshape(-1).astype(np.int32), keys[:, :n_time], keys[:, n_time:], counts,
                   Yf.T @ Yf)
-        groups.append(tuple(jnp.asarray(a) for a in arrays))
+        groups.append(tuple(to_device(a) for a in arrays))
     return tuple(groups)
 
 
