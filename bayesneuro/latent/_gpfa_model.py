@@ -30,7 +30,7 @@ import numpyro.distributions as dist
 import scipy.linalg
 
 from .gpfa_gaussian import GPFAParams, gpfa_kernel
-from .gpfa_poisson import PoissonGPFAParams, fit_poisson_gpfa_em
+from .gpfa_poisson import PoissonGPFAParams, _poisson_chol, fit_poisson_gpfa_em
 
 __all__ = ["poisson_gpfa_model", "poisson_gpfa_dims", "fit_poisson_gpfa"]
 
@@ -189,7 +189,7 @@ def fit_poisson_gpfa(counts, mask, start: GPFAParams, *, bin_size: float, trials
     p0 = em.params
     # the last E-step's modes of the latents, whitened by the final timescales (L is lower
     # triangular, so a trial's first Tk bins need only L's first Tk rows)
-    L = np.linalg.cholesky(np.asarray(jax.vmap(lambda t, e: gpfa_kernel(kernel, t, e, T))(p0.timescales, p0.eps)))
+    L = np.asarray(_poisson_chol(p0, T, kernel))
     z0 = np.zeros((n_trial, T, q))
     for k, Tk in enumerate(lengths):
         for i in range(q):

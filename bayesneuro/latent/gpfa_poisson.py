@@ -34,6 +34,7 @@ from jax import lax
 from jax.scipy.linalg import cho_solve, solve_triangular
 
 from ..engine.newton import newton
+from ..infer._model import to_device
 from .gpfa_gaussian import (
     _LOG_TAU_BOUNDS,
     _bucket_layout,
@@ -132,6 +133,7 @@ def _chol_solve(H, g):
     return cho_solve((jnp.linalg.cholesky(H), True), g.reshape(-1)).reshape(g.shape)
 
 
+@partial(jax.jit, static_argnums=(1, 2))
 def _poisson_chol(params, n_time: int, kernel: str) -> jax.Array:
     K = jax.vmap(lambda tau, e: gpfa_kernel(kernel, tau, e, n_time))(params.timescales, params.eps)
     return jnp.linalg.cholesky(K)  # (latent, time, time)
@@ -227,18 +229,18 @@ def _poisson_left_out(params: PoissonGPFAParams, y, bin_size, kernel: str):
 def _check_poisson_params(params) -> PoissonGPFAParams:
     if not isinstance(params, PoissonGPFAParams):
         raise TypeError(f"params must be a PoissonGPFAParams, got {type(params).__name__}")
-    p = PoissonGPFAParams(*(jnp.asarray(np.asarray(x, dtype=np.float64)) for x in params))
+    p = PoissonGPFAParams(*(np.asarray(x, dtype=np.float64) for x in params))  # checked on the host
     if p.loadings.ndim != 2:
         raise ValueError(f"loadings must be (neuron, latent), got shape {p.loadings.shape}")
     N, q = p.loadings.shape
     for name, x, shape in [("offset", p.offset, (N,)), ("timescales", p.timescales, (q,)), ("eps", p.eps, (q,))]:
         if x.shape != shape:
             raise ValueError(f"{name} must have shape {shape}, got {x.shape}")
-    if not all(bool(jnp.all(jnp.isfinite(x))) for x in p):
+    if not all(np.all(np.isfinite(x)) for x in p):
         raise ValueError("PoissonGPFAParams contain NaN or infinite values")
-    if bool(jnp.any(p.timescales <= 0)) or bool(jnp.any((p.eps <= 0) | (p.eps >= 1))):
+    if np.any(p.timescales <= 0) or np.any((p.eps <= 0) | (p.eps >= 1)):
         raise ValueError("timescales must be positive and eps in (0, 1)")
-    return p
+    return PoissonGPFAParams(*(to_device(x) for x in p))
 
 
 def poisson_gpfa_posterior(params: PoissonGPFAParams, counts, *, bin_size: float, kernel: str = "se",
