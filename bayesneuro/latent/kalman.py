@@ -221,6 +221,19 @@ def _whiten(params: LDSParams, observations, inputs, seen):
     return W, W.T @ W, yt, logdet_r
 
 
+def _update_factor(P, J):
+    """The measurement update's factors: ``H = L_M^{-1} G^T`` (``P_f = H^T H``) and ``L_M``,
+    ``M = I + G^T J G = L_M L_M^T``, ``P = G G^T`` (see :func:`_filter`)."""
+    G = jnp.linalg.cholesky(P)
+    Lm = jnp.linalg.cholesky(jnp.eye(P.shape[0], dtype=P.dtype) + G.T @ J @ G)
+    return solve_triangular(Lm, G.T, lower=True), Lm
+
+
+def _rts_gain(A, P_f, P_p):
+    """The RTS gain transposed, ``J^T = P_p^{-1} A P_f`` (``P_p`` the prediction of the next bin)."""
+    return cho_solve((jnp.linalg.cholesky(P_p), True), A @ P_f)
+
+
 def _filter(params: LDSParams, observations, inputs, mask, live=None) -> FilterResult:
     r"""Kalman filter in latent space (information-form update through :func:`_whiten`).
 
@@ -233,20 +246,17 @@ def _filter(params: LDSParams, observations, inputs, mask, live=None) -> FilterR
     and end the smoother (:func:`_rts`) there.
     """
     A, Q = params.dynamics, params.dynamics_cov
-    n_neuron, n_latent = params.loadings.shape
+    n_neuron = params.loadings.shape[0]
     seen = mask if live is None else mask & live
     dyn_off, _ = _offsets(params, inputs)
     W, J, yt, logdet_r = _whiten(params, observations, inputs, seen)
     next_off = jnp.concatenate([dyn_off[1:], jnp.zeros_like(dyn_off[:1])])
-    eye = jnp.eye(n_latent, dtype=A.dtype)
     const = n_neuron * _LOG_2PI + logdet_r
 
     def step(carry, xs):
         m, P = carry
         y, do_next, s = xs
-        G = jnp.linalg.cholesky(P)
-        Lm = jnp.linalg.cholesky(eye + G.T @ J @ G)
-        H = solve_triangular(Lm, G.T, lower=True)
+        H, Lm = _update_factor(P, J)
         e = y - W @ m
         h = H @ (W.T @ e)
         m_f = jnp.where(s, m + H.T @ h, m)
@@ -275,8 +285,7 @@ def _rts(params: LDSParams, filt: FilterResult, live=None) -> SmootherResult:
     def step(carry, xs):
         m_next, P_next = carry  # smoothed moments of x_{t+1}
         m_f, P_f, m_p, P_p, on = xs  # filtered x_t, predicted x_{t+1}, whether x_{t+1} is live
-        Lp = jnp.linalg.cholesky(P_p)
-        Jt = cho_solve((Lp, True), A @ P_f)  # J^T = P_p^{-1} A P_f
+        Jt = _rts_gain(A, P_f, P_p)
         m_s = jnp.where(on, m_f + Jt.T @ (m_next - m_p), m_f)
         P_s = jnp.where(on, _sym(P_f + Jt.T @ (P_next - P_p) @ Jt), P_f)
         cross = jnp.where(on, P_next @ Jt, 0.0)  # Cov(x_{t+1}, x_t | y)
@@ -389,9 +398,7 @@ def _pattern_covs(params: LDSParams, J, seen, live):
     eye = jnp.eye(A.shape[0], dtype=A.dtype)
 
     def fstep(P, s):
-        G = jnp.linalg.cholesky(P)
-        Lm = jnp.linalg.cholesky(eye + G.T @ J @ G)
-        H = solve_triangular(Lm, G.T, lower=True)
+        H, Lm = _update_factor(P, J)
         P_f = jnp.where(s, H.T @ H, P)
         M = jnp.where(s, eye - P_f @ J, eye)
         logdet = jnp.where(s, 2.0 * jnp.sum(jnp.log(jnp.diag(Lm))), 0.0)
@@ -401,7 +408,7 @@ def _pattern_covs(params: LDSParams, J, seen, live):
 
     def bstep(P_next, xs):
         Pf, Pp, on = xs  # filtered x_t, predicted x_{t+1}, whether x_{t+1} is live
-        Jt = cho_solve((jnp.linalg.cholesky(Pp), True), A @ Pf)  # P_p^{-1} A P_f
+        Jt = _rts_gain(A, Pf, Pp)
         P_s = jnp.where(on, _sym(Pf + Jt.T @ (P_next - Pp) @ Jt), Pf)
         cross = jnp.where(on, P_next @ Jt, 0.0)
         return P_s, (jnp.where(on, Jt.T, 0.0), P_s, cross)
