@@ -370,7 +370,7 @@ class _Bucket(NamedTuple):
     count: jax.Array
 
 
-_MERGE_SECONDS = 0.5  # merge two length buckets when the extra E-step work costs less (see _buckets)
+_MERGE_SECONDS = 0.5  # merge two length buckets when the extra E-step work costs less (see _bucket_layout)
 
 
 def _bucket_layout(groups, n_latents: int = 1) -> list[tuple[int, list[int]]]:
