@@ -141,7 +141,7 @@ def _poisson_chol(params, n_time: int, kernel: str) -> jax.Array:
 
 @partial(jax.jit, static_argnames=("kernel", "max_iter"))
 def _poisson_laplace(params: PoissonGPFAParams, y, weight, bin_size, kernel: str, max_iter: int = 100, mask=None):
-    """:func:`_poisson_laplace_from` zero paths."""
+    """:func:`_poisson_laplace_from`, Newton started from zero paths."""
     return _poisson_laplace_from(params, y, weight, bin_size, kernel, max_iter, mask)
 
 

@@ -348,44 +348,6 @@ class _Stats(NamedTuple):
     log_likelihood: jax.Array
 
 
-def _trial_stats(params: LDSParams, observations, inputs, mask, live) -> _Stats:
-    """One trial's statistics; ``live`` marks its bins (False: padding, and a trial whose first
-    bin is not live is padding too and adds nothing)."""
-    post = _smoother(params, observations, inputs, mask, live)
-    m, P, X = post.smoothed_means, post.smoothed_covs, post.smoothed_cross_covs
-    n_time, n_latent = m.shape
-    w = (mask & live).astype(m.dtype)
-    wl = live[1:].astype(m.dtype)  # transition t-1 -> t exists
-    tw = live[0].astype(m.dtype)
-    y = jnp.where((mask & live)[:, None], observations, 0.0)
-    ones = jnp.ones((n_time, 1), m.dtype)
-    z = jnp.concatenate([m, inputs, ones], axis=1)
-    zd = jnp.concatenate([m[:-1], inputs[1:], ones[:-1]], axis=1)
-    zdw = zd * wl[:, None]
-    n_z = z.shape[1]
-    pad = lambda M: jnp.zeros((n_z, n_z), M.dtype).at[:n_latent, :n_latent].set(M)
-    return _Stats(
-        dyn_xx=(m[1:] * wl[:, None]).T @ m[1:] + jnp.einsum("t,tij->ij", wl, P[1:]),
-        dyn_xz=(m[1:].T @ zdw).at[:, :n_latent].add(jnp.einsum("t,tij->ij", wl, X)),
-        dyn_zz=zdw.T @ zd + pad(jnp.einsum("t,tij->ij", wl, P[:-1])),
-        dyn_n=wl.sum(),
-        emi_yy=y.T @ y,
-        emi_yz=y.T @ z,
-        emi_zz=(z * w[:, None]).T @ z + pad(jnp.einsum("t,tij->ij", w, P)),
-        emi_n=w.sum(),
-        init_x=tw * m[0],
-        init_xx=tw * (P[0] + jnp.outer(m[0], m[0])),
-        n_trial=tw,
-        log_likelihood=post.log_likelihood,
-    )
-
-
-def _group_stats_per_trial(params: LDSParams, observations, inputs, masks, live) -> _Stats:
-    """:func:`_group_stats` by one smoother per trial (the reference it is tested against)."""
-    stats = jax.vmap(_trial_stats, in_axes=(None, 0, 0, 0, 0))(params, observations, inputs, masks, live)
-    return jax.tree.map(lambda s: s.sum(0), stats)
-
-
 def _pattern_covs(params: LDSParams, J, seen, live):
     """Filter and smoother covariances of one pattern of observed (``seen``) and ``live`` bins.
 
@@ -428,7 +390,8 @@ def _group_stats(params: LDSParams, observations, inputs, masks, live, pattern, 
     (:func:`_pattern_covs`; ``pattern`` ``(trial,)`` indexes ``p_seen``, ``p_live`` ``(pattern,
     time)``, ``p_count`` trials per pattern): one pattern for trials of one length without
     missing bins. Per trial only the means run, as batched matrix-vector products, with the
-    same filter, log-likelihood and RTS recursions as :func:`_filter` and :func:`_rts`.
+    same filter, log-likelihood and RTS recursions as :func:`_filter` and :func:`_rts`
+    (tests/test_kalman.py checks them against one smoother per trial).
     ``obs_gram`` is the data's ``sum_t y_t y_t^T`` over observed bins (it does not change from one
     EM step to the next).
     """
@@ -475,7 +438,7 @@ def _group_stats(params: LDSParams, observations, inputs, masks, live, pattern, 
     pw = p_count[:, None] * p_seen.astype(m.dtype)
     pwl = p_count[:, None] * p_live[:, 1:].astype(m.dtype)
     ptw = p_count * p_live[:, 0].astype(m.dtype)
-    y = jnp.where(seen[..., None], observations, 0.0)
+    y = observations  # zero on unseen bins, as _prepare_trials lays them out
     ones = jnp.ones(m.shape[:2] + (1,), m.dtype)
     z = jnp.concatenate([m, inputs, ones], axis=-1)
     zd = jnp.concatenate([m[:, :-1], inputs[:, 1:], ones[:, :-1]], axis=-1)
