@@ -1811,7 +1811,7 @@ The same call, `compare_states`, now fits factor analysis (dimensionality) and t
 bits the population's joint distribution departs from independence, in the Ising model.
 """),
     code(r"""
-dims = density.compare_states(density.Dimensionality(max_dim=8), states, key=8,
+dims = density.compare_states(density.Dimensionality(max_dim=12), states, key=8,
                               num_samples=10 if FAST else 200, progress=False,
                               fit_kwargs={"n_boot": 10 if FAST else 200, "progress": False})
 stat_names = ["participation_ratio", "mean_percent_shared_variance"]

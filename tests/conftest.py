@@ -70,7 +70,6 @@ _DOCTEST_EXPECTED_WARNINGS = (
 _SLOW_DOCTESTS = {
     "bayesneuro.decoders.regression.RegressionDecoder",
     "bayesneuro.density.compare.compare_states",
-    "bayesneuro.density.dimensionality.Dimensionality",
     "bayesneuro.density.hmm.PoissonHMM",
     "bayesneuro.density.hmm.poisson_hmm_model",
     "bayesneuro.density.hmm.select_n_states",

@@ -33,7 +33,7 @@ _CACHE_SCRIPT = textwrap.dedent("""
     rng = np.random.default_rng(0)
     x = rng.normal(size=(300, 1)) @ np.ones((1, 4)) + rng.normal(size=(300, 4))
     with count_compilations() as c:
-        fa = FactorAnalysis(1).fit(x, progress=False)
+        fa = FactorAnalysis(1).fit(x, method="em", progress=False)
     print(json.dumps({"compilations": c.compilations, "hits": len(hits),
                       "loadings": np.abs(np.asarray(fa.loadings_)).ravel().tolist()}))
 """)
@@ -103,9 +103,9 @@ def test_factor_analysis_em_shares_one_program_across_batch_sizes():
     bucket (9 and 10 -> 10) reuses the compiled EM (before: one program per batch size)."""
     from bayesneuro.density.dimensionality import fit_fa_covariance
 
-    fit_fa_covariance(_covariances(9), 2, progress=False, warn=False)
+    fit_fa_covariance(_covariances(9), 2, method="em", progress=False, warn=False)
     with count_compilations() as c:
-        state, ll, _, _ = fit_fa_covariance(_covariances(10, seed=1), 2, progress=False, warn=False)
+        state, ll, _, _ = fit_fa_covariance(_covariances(10, seed=1), 2, method="em", progress=False, warn=False)
     assert c.compilations == 0
     assert np.asarray(state.loadings).shape == (10, 10, 2) and ll.shape == (10,)
 
@@ -125,7 +125,8 @@ def test_factor_analysis_padded_latents_match_an_unpadded_em():
         SB = S[0] @ beta.T
         L = np.linalg.solve(Ezz, SB.T).T
         psi = np.maximum(np.diag(S[0]) - np.sum(L * SB, axis=1), floor[0])
-    state, _, n_iter, _ = fit_fa_covariance(S, 2, max_iter=200, tol=0.0, chunk=50, progress=False, warn=False)
+    state, _, n_iter, _ = fit_fa_covariance(S, 2, method="em", max_iter=200, tol=0.0, chunk=50, progress=False,
+                                            warn=False)
     assert n_iter == 200
     np.testing.assert_allclose(np.asarray(state.loadings)[0], L, rtol=0, atol=1e-10)
     np.testing.assert_allclose(np.asarray(state.observation_var)[0], psi, rtol=0, atol=1e-10)
@@ -136,9 +137,24 @@ def test_factor_analysis_other_length_compiles_nothing():
 
     rng = np.random.default_rng(4)
     x = rng.normal(size=(537, 1)) @ np.ones((1, 6)) + rng.normal(size=(537, 6))
-    FactorAnalysis(1).fit(x[:500], progress=False)
+    FactorAnalysis(1).fit(x[:500], method="em", progress=False)
     with count_compilations() as c:
-        fa = FactorAnalysis(1).fit(x, progress=False)
+        fa = FactorAnalysis(1).fit(x, method="em", progress=False)
         fa.transform(x[:300])
         fa.score(x[:123])
     assert c.compilations == 0
+
+
+def test_dimensionality_by_newton_compiles_nothing():
+    """The default (Newton on the profile likelihood) is NumPy: cross-validation over latent counts
+    and the bootstrap, on a shape never seen in this process, build one XLA program: the
+    bootstrap's random draws (``jax.random.randint`` of shape (n_boot, blocks))."""
+    from bayesneuro.density import Dimensionality
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(611, 2)) @ rng.normal(size=(2, 7)) + rng.normal(size=(611, 7))
+    Dimensionality(max_dim=3).fit(x[:400], key=0, n_boot=5, progress=False)  # the key handling compiles
+    with count_compilations() as c:
+        est = Dimensionality(max_dim=4).fit(x, key=1, n_boot=7, progress=False)
+    assert c.compilations == 1
+    assert est.estimates_["n_dim"] == 2

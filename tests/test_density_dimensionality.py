@@ -111,6 +111,100 @@ def test_fa_recovers_simulated_model():
     assert fr.score(X) == pytest.approx(fa.score(X), abs=1e-6)
 
 
+def _batch_cov(batch=4, n=9, d=3, T=600, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(batch, T, d)) @ rng.normal(size=(d, n)) + rng.normal(size=(batch, T, n)) * rng.uniform(
+        0.3, 1.5, n)
+    x = x - x.mean(axis=1, keepdims=True)
+    return np.einsum("bti,btj->bij", x, x) / T
+
+
+@pytest.mark.parametrize("d", [1, 3, 6])
+def test_profile_gradient_and_hessian_vs_finite_differences(d):
+    """The profile objective's analytic gradient and Hessian (eigenvalue perturbation theory) against
+    central differences, at points where some of the d largest eigenvalues of Psi^-1/2 S Psi^-1/2
+    exceed 1 and some do not (both branches of phi)."""
+    from bayesneuro.density.dimensionality import _profile_terms
+
+    S = _batch_cov(3, seed=d)
+    rng = np.random.default_rng(10 + d)
+    u = np.log(np.diagonal(S, axis1=1, axis2=2)) + rng.normal(scale=0.4, size=(3, 9))
+    F, g, H, th, _ = _profile_terms(u, S, d)
+    assert (th[:, :d] > 1).any()
+    # F is -2 x the mean log-likelihood - n log(2 pi) at the maximising loadings (closed form)
+    from bayesneuro.density.dimensionality import _fa_log_likelihood, _profile_loadings
+
+    L = _profile_loadings(u, *_profile_terms(u, S, d)[3:], d)
+    np.testing.assert_allclose(-2 * _fa_log_likelihood(L, np.exp(u), S) - 9 * np.log(2 * np.pi), F, rtol=1e-12)
+    e = 1e-5
+    g_fd = np.stack([(_profile_terms(u + e * np.eye(9)[i], S, d)[0] - _profile_terms(u - e * np.eye(9)[i], S, d)[0])
+                     / (2 * e) for i in range(9)], axis=-1)
+    H_fd = np.stack([(_profile_terms(u + e * np.eye(9)[i], S, d)[1] - _profile_terms(u - e * np.eye(9)[i], S, d)[1])
+                     / (2 * e) for i in range(9)], axis=-1)
+    np.testing.assert_allclose(g, g_fd, rtol=0, atol=1e-8)
+    np.testing.assert_allclose(H, H_fd, rtol=0, atol=1e-7)
+
+
+def test_newton_reaches_the_em_maximum():
+    """Newton on the profile likelihood and EM run to convergence (plain FA EM, 200,000 steps in the
+    jitted EM) reach the same maximum from the same start: log-likelihood to 1e-10 nats per sample,
+    covariance to 1e-6; over-sized models (more latents than simulated) included, where EM's
+    default stopping rule leaves it short and Newton must not be below it."""
+    from bayesneuro.density.dimensionality import fit_fa_covariance
+
+    S = _batch_cov(4, seed=3)
+    for d in (2, 3):
+        st, ll, n_iter, conv = fit_fa_covariance(S, d, progress=False)
+        st_em, ll_em, _, _ = fit_fa_covariance(S, d, method="em", max_iter=200000, tol=1e-14, progress=False,
+                                                     warn=False)
+        assert conv and n_iter < 40
+        np.testing.assert_allclose(ll, ll_em, rtol=0, atol=1e-10)
+        cov = st.loadings @ np.swapaxes(st.loadings, 1, 2) + np.apply_along_axis(np.diag, 1, st.observation_var)
+        cov_em = (np.asarray(st_em.loadings) @ np.swapaxes(np.asarray(st_em.loadings), 1, 2)
+                  + np.apply_along_axis(np.diag, 1, np.asarray(st_em.observation_var)))
+        np.testing.assert_allclose(cov, cov_em, rtol=0, atol=1e-6)
+    for d in (4, 5, 7):  # over-sized: EM stops (its own rule) short of Newton's maximum, by up to 2.5e-3
+        _, ll, _, conv = fit_fa_covariance(S, d, progress=False)
+        _, ll_em, _, _ = fit_fa_covariance(S, d, method="em", progress=False, warn=False)
+        assert conv and np.all(ll >= ll_em - 1e-9 * np.abs(ll))  # Newton's tol
+    # from the (d-1)-latent maximum, the d-latent fit can only gain
+    prev, ll_prev, _, _ = fit_fa_covariance(S, 4, progress=False)
+    _, ll_warm, _, _ = fit_fa_covariance(S, 5, init=(0.0, prev.observation_var), progress=False)
+    assert np.all(ll_warm >= ll_prev - 1e-12)
+
+
+def test_newton_heywood_case_sits_on_the_floor():
+    """A neuron that is (almost) a copy of the latent has no private variance: the maximum puts its
+    observation variance on the floor (a Heywood case), where the projected Newton must stop with
+    the gradient pointing out of the feasible set (KKT), at EM's answer."""
+    from bayesneuro.density.dimensionality import _profile_terms, fit_fa_covariance
+
+    rng = np.random.default_rng(7)
+    z = rng.normal(size=(3000, 1))
+    x = z @ rng.uniform(0.5, 1.5, (1, 6)) + rng.normal(size=(3000, 6))
+    x[:, 0] = z[:, 0] + 1e-3 * rng.normal(size=3000)
+    x = x - x.mean(axis=0)
+    S = (x.T @ x / 3000)[None]
+    st, ll, _, conv = fit_fa_covariance(S, 1, progress=False)
+    floor = 0.01 * S[0, 0, 0]
+    assert conv and st.observation_var[0, 0] == pytest.approx(floor, rel=1e-12)
+    _, g, _, _, _ = _profile_terms(np.log(st.observation_var), S, 1, hess=False)
+    assert g[0, 0] > 0 and np.abs(g[0, 1:]).max() < 1e-6
+    _, ll_em, _, _ = fit_fa_covariance(S, 1, method="em", max_iter=100000, tol=1e-14, progress=False, warn=False)
+    np.testing.assert_allclose(ll, ll_em, rtol=0, atol=1e-9)
+
+
+def test_newton_warns_at_its_cap():
+    from bayesneuro.density.dimensionality import fit_fa_covariance
+    from bayesneuro.diagnostics import ConvergenceWarning
+
+    with pytest.warns(ConvergenceWarning, match="stopped at max_iter=1 Newton"):
+        _, _, n_iter, conv = fit_fa_covariance(_batch_cov(2, seed=1), 3, max_iter=1, progress=False)
+    assert n_iter == 1 and not conv
+    with pytest.raises(ValueError, match="method must be"):
+        fit_fa_covariance(_batch_cov(1), 1, method="lbfgs")
+
+
 def test_fa_zero_factors_is_independent_gaussian(fa_data):
     X = fa_data[0]
     fa0 = FactorAnalysis(0).fit(X, progress=False)
