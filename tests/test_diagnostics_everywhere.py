@@ -234,7 +234,7 @@ def test_point_fits_have_a_point_estimate_group(tmp_path):
 
     fa = bn.density.FactorAnalysis(1).fit(rng.poisson(3.0, size=(80, 4)).astype(float))
     fid = fa.to_inference_data()
-    _assert_point_fit(fid, "em", "time")
+    _assert_point_fit(fid, "newton", "time")
     np.testing.assert_allclose(fid.point_estimate["loadings"].values, fa.loadings_)
 
 
