@@ -104,8 +104,8 @@ KINDS: dict[str, _Kind] = {
     "maxent": _Kind("bayesneuro.density:MaxEnt", ("auto", "exact", "mc"), "auto",
                     description="MaxEnt: maximum-entropy model of binary words (MAP + Laplace; exact "
                                 "log Z up to 20 neurons, Monte Carlo above)"),
-    "fa": _Kind("bayesneuro.density:FactorAnalysis", ("em",), "em",
-                description="FactorAnalysis: maximum likelihood by EM"),
+    "fa": _Kind("bayesneuro.density:FactorAnalysis", ("newton", "em"), "newton",
+                description="FactorAnalysis: maximum likelihood (Newton on the profile likelihood, or EM)"),
     "custom": _Kind("", ("map", "laplace", "svi", "nuts"), "map",
                     reserved=(), description="your own NumPyro function, fitted by bayesneuro.fit"),
 }
