@@ -15,6 +15,7 @@ import warnings
 
 import arviz as az
 import jax
+import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
@@ -570,3 +571,28 @@ def test_minimize_reports_a_non_finite_start():
 
     with pytest.raises(FloatingPointError, match="not finite at the starting point"):
         minimize(lambda x: jax.numpy.sum(jax.numpy.log(x)), -np.ones(2), progress=False)
+
+
+def test_laplace_dense_gaussian_host_equals_jitted():
+    """On a CPU the Laplace draws, covariance and log det come from NumPy/SciPy (no XLA program per
+    Hessian size); they equal the jitted path's, draw for draw (the same JAX normals), and a Hessian
+    that is not positive definite is reported by both."""
+    from jax.flatten_util import ravel_pytree
+
+    from bayesneuro.infer.fit import _dense_gaussian, _dense_gaussian_host
+
+    rng = np.random.default_rng(0)
+    A = rng.normal(size=(7, 7))
+    H = A @ A.T + 0.5 * np.eye(7)
+    x, unravel = ravel_pytree({"a": jnp.arange(3.0), "b": jnp.ones((2, 2))})
+    key = jax.random.key(3)
+    host = _dense_gaussian_host(H, x, key, 50, unravel)
+    jit = _dense_gaussian(jnp.asarray(H), x, key, 50, unravel)
+    np.testing.assert_allclose(host[0], jit[0], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(host[1], np.linalg.inv(H), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(host[1], jit[1], rtol=0, atol=1e-12)
+    assert host[2] == pytest.approx(np.linalg.slogdet(H)[1], rel=1e-12) and bool(host[3]) and bool(jit[3])
+    np.testing.assert_array_equal(host[4]["b"], np.ones((2, 2)))
+    H_bad = H - 10 * np.eye(7)
+    assert not _dense_gaussian_host(H_bad, x, key, 5, unravel)[3]
+    assert not bool(_dense_gaussian(jnp.asarray(H_bad), x, key, 5, unravel)[3])

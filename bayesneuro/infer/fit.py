@@ -415,7 +415,10 @@ def _gaussian_at_mode(hess, x, value: float, key, num_samples: int, unravel) -> 
     if isinstance(hess, BlockHessian):
         return _block_gaussian_at_mode(hess, x, value, key, num_samples, unravel)
     d = x.shape[0]
-    u, cov, log_det_h, finite, mode = _dense_gaussian(jnp.asarray(hess), x, key, num_samples, unravel)
+    if _on_cpu(x):
+        u, cov, log_det_h, finite, mode = _dense_gaussian_host(hess, x, key, num_samples, unravel)
+    else:
+        u, cov, log_det_h, finite, mode = _dense_gaussian(jnp.asarray(hess), x, key, num_samples, unravel)
     if not bool(finite):
         raise _not_pd_error()
     info = {
@@ -423,6 +426,39 @@ def _gaussian_at_mode(hess, x, value: float, key, num_samples: int, unravel) -> 
         "log_marginal_likelihood": -value + 0.5 * d * np.log(2.0 * np.pi) - 0.5 * float(log_det_h),
     }
     return u, info
+
+
+def _on_cpu(x) -> bool:
+    devices = getattr(x, "devices", None)
+    return all(d.platform == "cpu" for d in devices()) if devices is not None else jax.default_backend() == "cpu"
+
+
+@functools.lru_cache(maxsize=64)
+def _jit_unravel(unravel: Callable) -> Callable:
+    return jax.jit(unravel)
+
+
+def _dense_gaussian_host(hess, x, key, num_samples, unravel):
+    """:func:`_dense_gaussian` with the factorisation in NumPy/SciPy (LAPACK on the host, no XLA
+    program per Hessian size: compiling the jitted one took about 1 s on a CPU). The standard
+    normal draws are JAX's, from the same `key`, so both give the same draws."""
+    import scipy.linalg
+
+    dtype = np.dtype(x.dtype)
+    hess = np.asarray(hess, dtype=dtype)
+    hess = 0.5 * (hess + hess.T)
+    d = x.shape[0]
+    eps = np.asarray(jax.random.normal(key, (num_samples, d), dtype=x.dtype))
+    try:
+        chol = np.linalg.cholesky(hess)
+    except np.linalg.LinAlgError:
+        return None, None, None, False, None
+    if not np.all(np.isfinite(chol)):
+        return None, None, None, False, None
+    u = np.asarray(x) + scipy.linalg.solve_triangular(chol, eps.T, lower=True, trans="T").T
+    cov = scipy.linalg.cho_solve((chol, True), np.eye(d, dtype=dtype))
+    log_det_h = 2.0 * np.sum(np.log(np.diag(chol)))
+    return jnp.asarray(u.astype(dtype)), cov.astype(dtype), log_det_h, True, _jit_unravel(unravel)(x)
 
 
 @functools.partial(jax.jit, static_argnames=("num_samples", "unravel"))
