@@ -64,36 +64,31 @@ def _chunk_runner(fun: Callable, memory_size: int, tol: float, ftol: float):
     def run(x, state, prev, n_left, first, args):
         f = lambda v: fun(v, *args)
         vg = optax.value_and_grad_from_state(f)
-        # The first chunk starts from ``opt.init(x)`` (no stored value), so its first ``vg`` call
-        # evaluates the start: that is also where a non-finite start is caught. The objective is
-        # not evaluated anywhere else outside the line search, because XLA compiles every call
-        # site of it separately (one site fewer: about a quarter of this program's compile time).
+        # The first chunk also evaluates the start (objective, gradient, optimiser state) in this
+        # same program, so a fit compiles one program rather than one per step.
+        v0, g0 = jax.lax.cond(first, lambda: jax.value_and_grad(f)(x), lambda: (prev, jnp.zeros_like(x)))
         state = jax.tree.map(lambda a, b: jnp.where(first, a, b).astype(b.dtype), opt.init(x), state)
+        prev = jnp.where(first, v0, prev)
+        bad0 = first & ~(jnp.isfinite(v0) & jnp.all(jnp.isfinite(g0)))
+        gnorm0 = jnp.where(first, jnp.max(jnp.abs(g0)), jnp.inf).astype(x.dtype)
 
         def body(carry):
             x, state, prev, i, _, _ = carry
             value, grad = vg(x, state=state)
-            start = first & (i == 0)
-            bad0 = start & ~(jnp.isfinite(value) & jnp.all(jnp.isfinite(grad)))
-            prev = jnp.where(start, value, prev)
-
-            def step(_):
-                updates, new_state = opt.update(grad, state, x, value=value, grad=grad, value_fn=f)
-                return optax.apply_updates(x, updates), new_state
-
-            new_x, new_state = jax.lax.cond(bad0, lambda _: (x, state), step, None)
-            new_value = jnp.where(bad0, value, otu.tree_get(new_state, "value"))
-            gnorm = jnp.where(bad0, jnp.inf, jnp.max(jnp.abs(otu.tree_get(new_state, "grad")))).astype(x.dtype)
+            updates, state = opt.update(grad, state, x, value=value, grad=grad, value_fn=f)
+            x = optax.apply_updates(x, updates)
+            new_value = otu.tree_get(state, "value")
+            gnorm = jnp.max(jnp.abs(otu.tree_get(state, "grad")))
             g_ok = gnorm <= tol
             f_ok = jnp.abs(prev - new_value) <= ftol * jnp.maximum(1.0, jnp.abs(new_value))
             bad = ~jnp.isfinite(new_value)
-            code = jnp.where(bad0, 4, jnp.where(bad, 3, jnp.where(g_ok, 1, jnp.where(f_ok, 2, 0))))
-            return new_x, new_state, new_value, i + 1 - bad0.astype(i.dtype), code, gnorm
+            code = jnp.where(bad, 3, jnp.where(g_ok, 1, jnp.where(f_ok, 2, 0)))
+            return x, state, new_value, i + 1, code, gnorm
 
         def cond(c):
             return (c[3] < n_left) & (c[4] == 0)
 
-        init = (x, state, prev, jnp.asarray(0), jnp.asarray(0), jnp.asarray(jnp.inf, x.dtype))
+        init = (x, state, prev, jnp.asarray(0), jnp.where(bad0, 4, 0), gnorm0)
         return jax.lax.while_loop(cond, body, init)
 
     return opt, run
