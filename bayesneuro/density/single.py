@@ -342,6 +342,14 @@ def _bb_windows(key, counts, num_samples):
 # -- estimator ----------------------------------------------------------------------------
 
 
+def _numpy_rng(key) -> np.random.Generator:
+    """A NumPy generator seeded by a JAX key's bits: the same key gives the same draws, and a
+    Gamma, Beta or Dirichlet draw compiles no XLA program (``jax.random.beta`` took 1.4 s to
+    compile on a CPU, once per shape)."""
+    bits = jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
+    return np.random.default_rng(np.asarray(bits).ravel().tolist())
+
+
 class NeuronStatistics(Estimator):
     """Per-neuron firing statistics with posterior draws.
 
@@ -519,7 +527,7 @@ class NeuronStatistics(Estimator):
         a0, b0 = self.rate_prior
         k_rate, k_cv, k_lv, k_ff, k_b, k_r = jax.random.split(rng, 6)
         draws = {}
-        g = np.asarray(jax.random.gamma(k_rate, jnp.asarray(a0 + n_spk, dtype=float), (num_samples, n_neuron)))
+        g = _numpy_rng(k_rate).gamma(np.broadcast_to(a0 + n_spk, (num_samples, n_neuron)))
         draws["rate"] = g / (b0 + T)
         # CV from Bayesian-bootstrap moments of the ISIs
         flat = np.concatenate(isis) if n_isi.sum() else np.zeros(0)
@@ -549,7 +557,7 @@ class NeuronStatistics(Estimator):
             draws["fano"] = np.full((num_samples, n_neuron), np.nan)
         for name, k, thr in (("burst_index", k_b, self.burst_isi), ("refractory_violations", k_r, self.refractory)):
             hits = np.array([np.sum(i < thr) for i in isis], dtype=float)
-            draws[name] = np.asarray(jax.random.beta(k, 0.5 + hits, 0.5 + n_isi - hits, (num_samples, n_neuron)))
+            draws[name] = _numpy_rng(k).beta(0.5 + hits, 0.5 + n_isi - hits, (num_samples, n_neuron))
 
         return draws
 
@@ -596,8 +604,7 @@ class NeuronStatistics(Estimator):
         alpha = dirichlet_concentration(n_unit) if n_unit >= 2 else 1.0
         # numpy's Dirichlet, seeded by the key: the number of units changes with every state and
         # resample, and a jax draw would compile anew for each
-        bits = jax.random.key_data(k_w) if jnp.issubdtype(k_w.dtype, jax.dtypes.prng_key) else k_w
-        g = np.random.default_rng(np.asarray(bits).ravel().tolist()).gamma(alpha, size=(num_samples, n_unit))
+        g = _numpy_rng(k_w).gamma(alpha, size=(num_samples, n_unit))
         W = g / g.sum(axis=1, keepdims=True) * n_unit
         A = (W @ Fu.reshape(n_unit, -1)).reshape(num_samples, 12, n_neuron)
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -610,8 +617,8 @@ class NeuronStatistics(Estimator):
                 "fano": (A[:, 7] / A[:, 5] - mw**2) / mw,
                 # rare events: a Jeffreys Beta on the trial-weighted counts, so that zero
                 # violations in both states are not made different by the counts of ISIs alone
-                "burst_index": np.asarray(jax.random.beta(k_b, 0.5 + A[:, 10], 0.5 + A[:, 0] - A[:, 10])),
-                "refractory_violations": np.asarray(jax.random.beta(k_r, 0.5 + A[:, 11], 0.5 + A[:, 0] - A[:, 11])),
+                "burst_index": _numpy_rng(k_b).beta(0.5 + A[:, 10], 0.5 + A[:, 0] - A[:, 10]),
+                "refractory_violations": _numpy_rng(k_r).beta(0.5 + A[:, 11], 0.5 + A[:, 0] - A[:, 11]),
             }
 
     # -- likelihood of the rates ------------------------------------------------------------------
