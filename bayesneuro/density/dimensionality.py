@@ -1080,7 +1080,7 @@ class Dimensionality(Estimator):
     resamples the units with replacement and recomputes every statistic, **the choice of the
     number of latents included**: by default (``bootstrap_cv=True``) the cross-validation is
     rerun in every draw (folds over the original units, so copies of a unit never straddle a
-    fold; ``n_folds * (max_dim + 1)`` fits per draw, vmapped), so the draws of ``n_dim`` show how
+    fold; ``n_folds * (max_dim + 1)`` fits per draw, batched), so the draws of ``n_dim`` show how
     firmly the data choose it, and the FA statistics of each draw use that draw's choice. With
     ``bootstrap_cv=False`` (faster) the FA statistics use the full-data choice, and ``n_dim`` has
     no draws (its interval would have zero width by construction).
