@@ -439,7 +439,7 @@ def _profile_terms(u: np.ndarray, S: np.ndarray, d: int, hess: bool = True):
     tl = np.where(log_branch, th, 1.0)
     F = u.sum(axis=1) + np.where(log_branch, 1.0 + np.log(tl), th).sum(axis=1)
     d1 = np.where(log_branch, 1.0 / tl, 1.0)  # phi_k'
-    g = 1.0 - np.einsum("bik,bk->bi", V * V, d1 * th)
+    g = 1.0 - np.matmul(V * V, (d1 * th)[:, :, None])[:, :, 0]
     if not hess:
         return F, g, None, th, V
     # H_ij = 1/2 d_ij sum_k phi_k' t_k V_ik^2 + 1/2 S*_ij sum_k phi_k' V_ik V_jk
@@ -452,10 +452,10 @@ def _profile_terms(u: np.ndarray, S: np.ndarray, d: int, hess: bool = True):
     divided = np.where(both_log, -1.0 / (tl[:, :, None] * tl[:, None, :]), np.where(both_lin | tiny, 0.0, mixed))
     M = divided * (th[:, :, None] + th[:, None, :]) ** 2
     P = (V[:, :, :, None] * V[:, :, None, :]).reshape(B, n, n * n)
-    H = 0.25 * np.einsum("bip,bjp->bij", P * M.reshape(B, 1, n * n), P)
-    H += 0.5 * Ss * np.einsum("bik,bk,bjk->bij", V, d1, V)
+    H = 0.25 * np.matmul(P * M.reshape(B, 1, n * n), np.swapaxes(P, 1, 2))  # BLAS, not einsum
+    H += 0.5 * Ss * np.matmul(V * d1[:, None, :], np.swapaxes(V, 1, 2))
     idx = np.arange(n)
-    H[:, idx, idx] += 0.5 * np.einsum("bik,bk->bi", V * V, d1 * th)
+    H[:, idx, idx] += 0.5 * (1.0 - g)  # 1 - g_i = sum_k phi_k' t_k V_ik^2
     return F, g, H, th, V
 
 
@@ -501,7 +501,8 @@ def _fit_fa_profile(S: np.ndarray, d: int, floor: np.ndarray, psi0: np.ndarray, 
             lam = np.abs(lam)
             lam = np.maximum(lam, 1e-8 * np.maximum(lam.max(axis=1, keepdims=True), 1.0))
             pg = np.where(free, ga, 0.0)
-            step = -np.einsum("bik,bk,bjk,bj->bi", Q, 1.0 / lam, Q, pg)
+            step = -np.matmul(Q, np.matmul(np.swapaxes(Q, 1, 2), pg[:, :, None])[:, :, 0][:, :, None]
+                              / lam[:, :, None])[:, :, 0]
             step = np.where(free, step, -ga)
             decrement = -0.5 * np.sum(pg * step, axis=1)  # in F; half of it in log-likelihood
             alpha = np.ones(a.size)
