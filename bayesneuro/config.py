@@ -104,8 +104,9 @@ KINDS: dict[str, _Kind] = {
     "maxent": _Kind("bayesneuro.density:MaxEnt", ("auto", "exact", "mc"), "auto",
                     description="MaxEnt: maximum-entropy model of binary words (MAP + Laplace; exact "
                                 "log Z up to 20 neurons, Monte Carlo above)"),
-    "fa": _Kind("bayesneuro.density:FactorAnalysis", ("newton", "em"), "newton",
-                description="FactorAnalysis: maximum likelihood (Newton on the profile likelihood, or EM)"),
+    "fa": _Kind("bayesneuro.density:FactorAnalysis", ("auto", "newton", "em"), "auto",
+                description="FactorAnalysis: maximum likelihood (Newton on the profile likelihood up to 64 "
+                            "neurons, else EM)"),
     "custom": _Kind("", ("map", "laplace", "svi", "nuts"), "map",
                     reserved=(), description="your own NumPyro function, fitted by bayesneuro.fit"),
 }

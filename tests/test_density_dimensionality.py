@@ -194,6 +194,13 @@ def test_newton_heywood_case_sits_on_the_floor():
     np.testing.assert_allclose(ll, ll_em, rtol=0, atol=1e-9)
 
 
+def test_auto_method_is_newton_up_to_64_neurons():
+    rng = np.random.default_rng(8)
+    for n, expected in ((64, "newton"), (65, "em")):
+        x = rng.normal(size=(400, 1)) @ rng.normal(size=(1, n)) + rng.normal(size=(400, n))
+        assert FactorAnalysis(1).fit(x, progress=False, max_iter=300).method_ == expected
+
+
 def test_newton_warns_at_its_cap():
     from bayesneuro.density.dimensionality import fit_fa_covariance
     from bayesneuro.diagnostics import ConvergenceWarning
