@@ -133,3 +133,30 @@ def test_precision_limit_counts_as_converged():
     assert res.converged, res.message
     assert res.n_iter < 100
     np.testing.assert_allclose(np.asarray(res.x), 1.0 / 3.0, atol=1e-3)
+
+
+def test_fit_warns_with_the_cause_when_the_gradient_does_not_match():
+    """Through ``bayesneuro.fit``: a model whose likelihood has a wrong custom gradient ends with a
+    ConvergenceWarning that names the gradient, not "raise max_iter"."""
+    import numpyro
+    import numpyro.distributions as dist
+
+    import bayesneuro as bn
+    from bayesneuro.diagnostics import ConvergenceWarning
+
+    @jax.custom_jvp
+    def wrong(x):
+        return jnp.sum((x - 2.0) ** 2)
+
+    @wrong.defjvp
+    def _wrong_jvp(primals, tangents):
+        (x,), (t,) = primals, tangents
+        return wrong(x), jnp.sum(2.0 * (x + 5.0) * t)  # the gradient of another function
+
+    def model():
+        b = numpyro.sample("b", dist.Normal(0.0, 10.0).expand([3]).to_event(1))
+        numpyro.factor("lik", -wrong(b))
+
+    with pytest.warns(ConvergenceWarning, match="gradient does not match.*custom gradient"):
+        res = bn.fit(model, method="map", key=0, progress=False)
+    assert not res.info["converged"]

@@ -679,10 +679,14 @@ def _initial_point(model, data, rng, init_strategy) -> jax.Array:
 
 
 def _not_converged_warning(method: str, message: str, grad_norm: float, n_iter: int, stacklevel: int = 4):
+    if "max_iter" in message or "LIMIT" in message.upper():  # ours, or scipy's "... REACHED LIMIT"
+        advice = "Raise max_iter, rescale covariates, or use stronger priors."
+    else:
+        advice = ("Check the model for non-smooth terms (abs, max, rounding) or a custom gradient, or "
+                  "fit in float64 (jax.config.update('jax_enable_x64', True)).")
     warnings.warn(
         f"{method}: the optimiser did not converge ({message}; gradient norm {grad_norm:.2e} "
-        f"after {n_iter} iterations), so the estimate is not at the mode. Raise max_iter, "
-        "rescale covariates, or use stronger priors.",
+        f"after {n_iter} iterations), so the estimate is not at the mode. {advice}",
         ConvergenceWarning,
         stacklevel=stacklevel + 1,
     )
