@@ -105,8 +105,9 @@ def _chunk_runner(fun: Callable, tol: float, ftol: float):
 
     One loop step evaluates the objective and its gradient at one trial point, then either moves
     the line search's bracket or accepts the step and computes the next direction: the objective
-    appears once in the program, which keeps compilation short (optax's zoom line search holds
-    several copies and compiled for 1.5-2.5 s even for a trivial objective). The start is evaluated
+    appears once in the program, which keeps compilation short. (optax's L-BFGS with its zoom line
+    search holds several copies; for a trivial objective of 50 parameters its chunk program compiled
+    in 1.05 s on 2 cores, this one in 0.75 s.) The start is evaluated
     by the first loop step of the first chunk (``started`` false, ``t = 0``), in the same program.
 
     Cached per objective function, so repeated fits of the same model and data shapes
