@@ -467,9 +467,13 @@ def _profile_loadings(u: np.ndarray, th: np.ndarray, V: np.ndarray, d: int) -> n
 NEWTON_MAX_NEURONS = 64  # method="auto": Newton up to this many neurons, EM above
 
 
-def _resolve_method(method: str, n_neuron: int) -> str:
+def _check_method(method: str) -> None:
     if method not in ("auto", "newton", "em"):
         raise ValueError(f"method must be 'auto', 'newton' or 'em', got {method!r}")
+
+
+def _resolve_method(method: str, n_neuron: int) -> str:
+    _check_method(method)
     if method == "auto":
         return "newton" if n_neuron <= NEWTON_MAX_NEURONS else "em"
     return method
@@ -1167,7 +1171,7 @@ class Dimensionality(Estimator):
         UserWarning
             The cross-validated ``n_dim`` is ``max_dim`` (raise it).
         """
-        _resolve_method(method, 1)  # validates
+        _check_method(method)  # before the data checks
         if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 0:
             raise ValueError(f"n_boot must be a non-negative integer, got {n_boot!r}")
         X, seg, ids = _as_matrix(data)

@@ -678,8 +678,11 @@ def _initial_point(model, data, rng, init_strategy) -> jax.Array:
     return ravel_pytree(_model.unconstrain({n: s["value"] for n, s in latents.items()}, tfs))[0]
 
 
-def _not_converged_warning(method: str, message: str, grad_norm: float, n_iter: int, stacklevel: int = 4):
-    if "max_iter" in message or "LIMIT" in message.upper():  # ours, or scipy's "... REACHED LIMIT"
+def _not_converged_warning(method: str, message: str, grad_norm: float, n_iter: int, *, at_cap: bool,
+                           stacklevel: int = 4):
+    """Warn that an optimiser stopped short of the mode; ``at_cap``: it ran out of iterations (else its
+    line search found no decrease)."""
+    if at_cap:
         advice = "Raise max_iter, rescale covariates, or use stronger priors."
     else:
         advice = ("Check the model for non-smooth terms (abs, max, rounding) or a custom gradient, or "
@@ -761,7 +764,7 @@ def _optimum(
         )
         opt = opt._replace(x=to_u(opt.x, u0, pargs))
     if not opt.converged:
-        _not_converged_warning(method, opt.message, opt.grad_norm, opt.n_iter)
+        _not_converged_warning(method, opt.message, opt.grad_norm, opt.n_iter, at_cap=opt.n_iter >= max_iter)
     info = {
         "converged": opt.converged, "n_iter": opt.n_iter, "objective": opt.value,
         "grad_norm": opt.grad_norm, "message": opt.message,

@@ -253,7 +253,8 @@ def fit_streaming(
     grad_norm = float(np.max(np.abs(opt.jac))) if opt.jac is not None else float("nan")
     converged = bool(opt.success) or grad_norm <= tol
     if not converged:
-        _not_converged_warning(method, str(opt.message), grad_norm, int(opt.nit), stacklevel=2)
+        _not_converged_warning(method, str(opt.message), grad_norm, int(opt.nit), at_cap=opt.status == 1,
+                               stacklevel=2)  # scipy's status 1: the iteration limit
     info = {
         "converged": converged, "n_iter": int(opt.nit), "objective": float(opt.fun), "grad_norm": grad_norm,
         "message": str(opt.message), "n_chunks": len(slices), "chunk_size": int(chunk_size),
