@@ -40,6 +40,7 @@ from jax import lax
 from scipy import interpolate as _interpolate
 
 from bayesneuro import _xla_cpu  # noqa: F401  (batched LAPACK on CPU as loops: no thread-pool deadlock)
+from bayesneuro._jit import jit
 
 __all__ = [
     "Basis",
@@ -602,7 +603,7 @@ def _fft_size(n_time: int, n_taps: int) -> int:
     return min(nfft, single)
 
 
-@partial(jax.jit, static_argnames=("shift",))
+@partial(jit, static_argnames=("shift",))
 def _causal_conv(x, matrix, shift: int):
     """Overlap-save FFT convolution: ``out[t, c, b] = sum_k B[k, b] x[t - k - shift, c]``."""
     n_time, n_channel = x.shape
@@ -634,14 +635,14 @@ def _causal_conv(x, matrix, shift: int):
     return out[:n_time]
 
 
-@partial(jax.jit, static_argnames=("shift", "n_padded"))
+@partial(jit, static_argnames=("shift", "n_padded"))
 def _segment_conv(x, matrix, where, shift: int, n_padded: int):
     """Convolve trial segments separately: scatter them apart with zero gaps, convolve, gather."""
     spread = jnp.zeros((n_padded, x.shape[1]), x.dtype).at[where].set(x)
     return _causal_conv(spread, matrix, shift)[where]
 
 
-@partial(jax.jit, static_argnames=("shift",))
+@partial(jit, static_argnames=("shift",))
 def _masked_conv(x, matrix, trial_ids, shift: int):
     """Trial-aware convolution for traced ``trial_ids``: blocked lag-matrix products with
     the lags that reach before the start of the current trial segment masked out."""

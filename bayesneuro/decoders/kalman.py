@@ -33,6 +33,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bayesneuro._jit import jit
+
 from .._pynapple import pynapple_io
 from .._shapes import bucket_length
 from ..estimator import resolve_key
@@ -337,7 +339,7 @@ def calibrate_temperature(decoder: Any, data: Any, values: np.ndarray, *, gap: i
     return chosen, record
 
 
-@partial(jax.jit, static_argnames=("smooth",))
+@partial(jit, static_argnames=("smooth",))
 def _tempered_moments(params, temps, y, u, mask, smooth: bool):
     """Filtered or smoothed moments ``(temperature, time, ...)`` with ``Q`` scaled by each temperature."""
     from ..latent.kalman import _filter, _rts

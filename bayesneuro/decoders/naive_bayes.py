@@ -24,6 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import special
 
+from bayesneuro._jit import jit
+
 from .._pynapple import pynapple_io
 from ..estimator import resolve_key
 from ._base import Decoder, attach_index
@@ -41,7 +43,7 @@ RATE_FLOOR = 1e-12  # Hz; a visited cell's rate of exactly 0 becomes this (as py
 _CHUNK = 16384
 
 
-@partial(jax.jit, static_argnames=("normalize", "factorials"))
+@partial(jit, static_argnames=("normalize", "factorials"))
 def _log_lik_chunk(counts, log_rate_dt, rate_dt_sum, log_prior, normalize=True, factorials=True):
     """Log posterior (or likelihood + prior) of a chunk of bins, ``(chunk, G)``."""
     counts = counts.astype(log_rate_dt.dtype)

@@ -54,6 +54,8 @@ import numpy as np
 from jax import lax
 from scipy import special
 
+from bayesneuro._jit import jit
+
 from .._pynapple import pynapple_io
 from ..engine.newton import cholesky_solve, newton
 from ..estimator import resolve_key
@@ -168,7 +170,7 @@ def _neg_log_posterior_derivatives(v, X, y, wt, log_dt, prec):
     return -(X.T @ (wt * y - mu) - prec @ v), (X * mu[:, None]).T @ X + prec
 
 
-@partial(jax.jit, static_argnames=("max_iter",))
+@partial(jit, static_argnames=("max_iter",))
 def _newton_map(X, Y, wt, log_dt, prec, v0, max_iter: int, tol):
     """MAP of independent Poisson regressions (one per column of Y), damped Newton, vmapped.
 
@@ -218,7 +220,7 @@ def _nd_derivatives(p, F, y, wt, log_dt, inv_var, d: int):
     return J.T @ g_w, J.T @ H_w @ J + jnp.einsum("k,kij->ij", g_w, jax.hessian(_nd_coef)(p, d))
 
 
-@partial(jax.jit, static_argnames=("d", "max_iter"))
+@partial(jit, static_argnames=("d", "max_iter"))
 def _newton_nd(F, Y, wt, log_dt, inv_var, p0, d: int, max_iter: int, tol):
     """Rows with weight 0 are padding (the row count is rounded up so fits of similar size share code)."""
     def one(y, p):
@@ -379,7 +381,7 @@ def _rts_segment(A, mf, Pf, mp, Pp):
     return jnp.concatenate([ms, last[0][None]]), jnp.concatenate([Ps, last[1][None]])
 
 
-@partial(jax.jit, static_argnames=("smooth", "laplace"))
+@partial(jit, static_argnames=("smooth", "laplace"))
 def _decode_segments(tun, A, b, W, m0, P0, counts, mask, dt, inv_temps, smooth: bool, laplace: bool):
     """Filter (and smooth) stacked segments ``(segment, time, neuron)`` at each inverse temperature;
     padding at the end. Returns ``(temperature, segment, time, ...)``."""

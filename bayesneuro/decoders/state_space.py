@@ -30,6 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import special, stats
 
+from bayesneuro._jit import jit
+
 from .._pynapple import pynapple_io
 from ._base import attach_index
 from .grid import Grid
@@ -230,7 +232,7 @@ def _smooth_step(conv, inv_z):
     return step
 
 
-@partial(jax.jit, static_argnames=("conv",))
+@partial(jit, static_argnames=("conv",))
 def _forward_chunk(conv, mask, inv_z, init, ll, start, real, carry0):
     """Filtered probabilities of one chunk of bins, and its log evidence.
 
@@ -245,7 +247,7 @@ def _forward_chunk(conv, mask, inv_z, init, ll, start, real, carry0):
     return last, filt, log_ev, n_bad, n_zero
 
 
-@partial(jax.jit, static_argnames=("conv_f", "conv_b"))
+@partial(jit, static_argnames=("conv_f", "conv_b"))
 def _pair_chunk(conv_f, conv_b, mask, inv_z, init, ll_f, start, real, carry_f, ll_b, end, msg0):
     """One forward chunk and one backward chunk in the same loop (half the sequential steps).
 
@@ -271,13 +273,13 @@ def _pair_chunk(conv_f, conv_b, mask, inv_z, init, ll_f, start, real, carry_f, l
     return last, filt, log_ev, n_bad, n_zero, first, beta[::-1]
 
 
-@jax.jit
+@jit
 def _smoothed(filt, beta):
     g = filt * beta
     return jnp.log(g) - jnp.log(jnp.sum(g, axis=1, keepdims=True))
 
 
-@jax.jit
+@jit
 def _log(x):
     return jnp.log(x)
 
@@ -313,7 +315,7 @@ def _close(a, b):
     return jnp.all(jnp.abs(a - b) <= _RTOL * jnp.maximum(jnp.abs(a), jnp.abs(b)) + _ATOL, axis=-1)
 
 
-@partial(jax.jit, static_argnames=("conv_f", "conv_b", "n_blocks", "smooth"))
+@partial(jit, static_argnames=("conv_f", "conv_b", "n_blocks", "smooth"))
 def _blocked_pass(conv_f, conv_b, inv_z, init, lik_f, st_f, g_f, lik_b, en_b, g_b, *, n_blocks, smooth):
     """One pass of the blocked recursions: the forward pass over the ``P`` blocks of one chunk and
     (when smoothing) the backward pass over the blocks of another, all blocks at once.
@@ -409,7 +411,7 @@ def _combine_done(out, bounds, filt, beta, lik, chunks) -> bool:
     return True
 
 
-@partial(jax.jit, static_argnames=("conv",))
+@partial(jit, static_argnames=("conv",))
 def _forward_pass(conv, inv_z, init, lik, start, f0):
     """The forward recursion over one chunk of scaled likelihood rows ``lik`` ``(L, G)``.
 
@@ -421,7 +423,7 @@ def _forward_pass(conv, inv_z, init, lik, start, f0):
     return filt, c, f_last
 
 
-@partial(jax.jit, static_argnames=("conv",))
+@partial(jit, static_argnames=("conv",))
 def _backward_pass(conv, inv_z, lik, end, msg0):
     """The backward recursion over one chunk, from its last bin to its first.
 

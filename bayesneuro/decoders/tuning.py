@@ -35,6 +35,8 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import ndimage, sparse, special, stats
 
+from bayesneuro._jit import jit
+
 from ..engine.newton import cholesky_solve, newton
 from ..estimator import PROB
 from .grid import Grid
@@ -372,7 +374,7 @@ def _glm_newton(B, P, occupancy, spikes, alpha, w0, max_iter, tol):
     return w, H, log_ev, res.converged
 
 
-@partial(jax.jit, static_argnames=("max_iter",))
+@partial(jit, static_argnames=("max_iter",))
 def _glm_all(B, P, occupancy, spikes, alphas, w0, max_iter, tol):
     """Per neuron and smoothness: weights, Hessians, log evidence, convergence (vmapped)."""
     per_alpha = jax.vmap(_glm_newton, in_axes=(None, None, None, None, 0, 0, None, None))

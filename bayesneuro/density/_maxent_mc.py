@@ -20,13 +20,14 @@ caller's business (:mod:`bayesneuro.density.maxent` packs and unpacks them).
 from __future__ import annotations
 
 import functools
-
 from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
+
+from bayesneuro._jit import jit
 
 __all__ = ["gibbs_sweep", "gibbs_samples", "LearningState", "boltzmann_learning", "AISResult",
            "ais_log_partition", "energy"]
@@ -38,7 +39,7 @@ def energy(x: jax.Array, h: jax.Array, J: jax.Array, V: jax.Array) -> jax.Array:
     return x @ h + 0.5 * jnp.sum((x @ J) * x, axis=-1) + V[k]
 
 
-@jax.jit
+@jit
 def gibbs_sweep(key: jax.Array, x: jax.Array, h: jax.Array, J: jax.Array, V: jax.Array) -> jax.Array:
     """One systematic-scan Gibbs sweep (neurons in order) over every chain.
 
@@ -76,7 +77,7 @@ def gibbs_samples(key: jax.Array, x0: jax.Array, h, J, V, *, n_burn: int, n_keep
     return _gibbs_samples(key, x0, h, J, V, int(n_burn), int(n_keep), int(thin))
 
 
-@jax.jit(static_argnums=(5, 6, 7))
+@jit(static_argnums=(5, 6, 7))
 def _gibbs_samples(key, x0, h, J, V, n_burn, n_keep, thin):
     k_burn, k_keep = jax.random.split(key)
 
@@ -200,7 +201,7 @@ def _learning_chunk(unpack, statistics, n_sweeps, start_avg, learning_rate, n_it
 
     opt = optax.adam(optax.cosine_decay_schedule(learning_rate, n_iter, alpha=0.02))
 
-    @jax.jit
+    @jit
     def run(state, keys, target, prior_precision):
         def step(s, k):
             h, J, V = unpack(s.theta)
@@ -262,7 +263,7 @@ def ais_log_partition(key: jax.Array, h, J, V, *, h0, n_chains: int = 500,
     return AISResult(log_z0 + log_mean, se, lw)
 
 
-@jax.jit(static_argnums=(5, 6))
+@jit(static_argnums=(5, 6))
 def _ais(key, h, J, V, h0, n_chains, n_temperatures):
     k0, k_run = jax.random.split(key)
     n = h.shape[0]

@@ -43,6 +43,8 @@ import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
+from bayesneuro._jit import jit
+
 from .._pynapple import pynapple_io
 from .._shapes import bucket_length
 from .._validation import _warn_if_on_edge
@@ -346,7 +348,7 @@ def _em_chunk_step(n_steps: int):
         (L, psi), _ = jax.lax.scan(body, (L, psi), None, length=n_steps)
         return L, psi
 
-    @jax.jit
+    @jit
     def step(state: FAState, S, floor, weight):
         objective = jnp.sum(weight * jax.vmap(_fa_ll)(state.loadings, state.observation_var, S))
         return FAState(*jax.vmap(one)(state.loadings, state.observation_var, S, floor)), objective

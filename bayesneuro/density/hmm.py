@@ -46,6 +46,8 @@ from jax.scipy.special import logsumexp
 from numpyro.distributions import constraints
 from numpyro.infer import init_to_value
 
+from bayesneuro._jit import jit
+
 from .._pynapple import pynapple_io
 from .._validation import _warn_if_on_edge
 from ..estimator import Estimator, resolve_key
@@ -279,10 +281,10 @@ _DIMS = {"initial_probs": ["hidden_state"], "transition_matrix": ["hidden_state_
          "counts": ["time", "neuron"], "starts": ["time"]}
 
 _SITES = ("rate", "initial_probs", "transition_matrix")
-_jit_forward = jax.jit(forward)
-_jit_smoothed = jax.jit(smoothed_states)
-_jit_viterbi = jax.jit(viterbi)
-_jit_emissions = jax.jit(log_emissions)
+_jit_forward = jit(forward)
+_jit_smoothed = jit(smoothed_states)
+_jit_viterbi = jit(viterbi)
+_jit_emissions = jit(log_emissions)
 
 
 # -- data handling -----------------------------------------------------------------------------
@@ -639,7 +641,7 @@ class PoissonHMM(Estimator):
             le = log_emissions(counts, r * bs)
             return jnp.mean(smoothed_states(jnp.log(p), jnp.log(a), le, starts), axis=0)
 
-        occupancy = np.asarray(jax.jit(jax.vmap(occ))(jnp.asarray(pi), jnp.asarray(A), jnp.asarray(rate)))
+        occupancy = np.asarray(jit(jax.vmap(occ))(jnp.asarray(pi), jnp.asarray(A), jnp.asarray(rate)))
         # "hidden_state", not "state": compare_states stacks its states (epochs, conditions) on "state"
         coords = {"draw": np.arange(num_samples), "hidden_state": np.arange(K), "neuron": self.neuron_ids_}
         rate_da = xr.DataArray(rate, dims=("draw", "hidden_state", "neuron"), coords=coords, attrs={"units": "Hz"})

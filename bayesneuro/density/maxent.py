@@ -55,6 +55,8 @@ import xarray as xr
 from jax.scipy.special import gammaln, logsumexp
 from numpyro.infer import init_to_value
 
+from bayesneuro._jit import jit
+
 from .._pynapple import pynapple_io
 from ..estimator import Estimator, resolve_key, split_key
 from ..infer import fit as _infer_fit
@@ -272,7 +274,7 @@ class _Layout(NamedTuple):
 
 
 
-@jax.jit(static_argnums=(0,))
+@jit(static_argnums=(0,))
 def _unpack(layout: _Layout, theta: jax.Array) -> MaxEntParams:
     """``layout.unpack`` as one compiled program (eagerly it compiles one per operation)."""
     return layout.unpack(theta)
@@ -291,7 +293,7 @@ def _words(chunk: jax.Array, size: int, n: int, dtype) -> jax.Array:
     return ((idx[:, None] >> jnp.arange(n)) & 1).astype(dtype)
 
 
-@jax.jit
+@jit
 def _energy(p: MaxEntParams, x: jax.Array) -> jax.Array:
     n = p.h.shape[0]
     k = jnp.sum(x, axis=-1).astype(jnp.int32)
@@ -328,7 +330,7 @@ def log_partition(params: MaxEntParams, kind: str) -> jax.Array:
     return _log_z_enumerated(params)
 
 
-@jax.jit
+@jit
 def _log_z_enumerated(params: MaxEntParams) -> jax.Array:
     """log Z by enumerating all 2^N words in chunks (jitted once per N: refits do not recompile)."""
     n = params.h.shape[0]
@@ -409,7 +411,7 @@ def observed_moments(data: Any) -> Moments:
     return _from_raw(x.mean(0), x.T @ x / T, m3 / T, np.bincount(k, minlength=n + 1) / T)
 
 
-@jax.jit(static_argnums=(1,))
+@jit(static_argnums=(1,))
 def _raw_moments(params: MaxEntParams, kind: str):
     n = params.h.shape[0]
     if kind == "independent":
@@ -530,7 +532,7 @@ def _split(layout: _Layout, theta: np.ndarray) -> dict:
     return out
 
 
-@jax.jit(static_argnums=(0,))
+@jit(static_argnums=(0,))
 def _hessian_log_z(layout: _Layout, theta: jax.Array) -> jax.Array:
     """Cov_theta[s] as the exact Hessian of log Z in the free parameters."""
     return jax.hessian(lambda t: log_partition(layout.unpack(t), layout.kind))(theta)
@@ -944,7 +946,7 @@ class MaxEnt(Estimator):
             out["V"] = xr.DataArray(blocks["V"], dims=("draw", "n_active"),
                                     coords={"draw": draw, "n_active": self.layout_.v_free})
         if self.method_ == "exact":
-            f = jax.jit(lambda t: _entropy_bits(self.layout_.unpack(t), self.kind))
+            f = jit(lambda t: _entropy_bits(self.layout_.unpack(t), self.kind))
             s = np.array([[float(v) for v in f(jnp.asarray(t))] for t in th])
             out["entropy"] = xr.DataArray(s[:, 0], dims=("draw",), coords={"draw": draw})
             out["multi_information"] = xr.DataArray(s[:, 1] - s[:, 0], dims=("draw",), coords={"draw": draw})
@@ -980,7 +982,7 @@ class MaxEnt(Estimator):
         if self.method_ == "exact":
             lay, kind = self.layout_, self.kind
 
-            @jax.jit
+            @jit
             def ll(t):
                 p = lay.unpack(t)
                 return _energy(p, x) - log_partition(p, kind)

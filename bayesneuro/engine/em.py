@@ -72,6 +72,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bayesneuro._jit import jit
 from bayesneuro._progress import finish, progress_bar, progress_default
 
 __all__ = ["EMTrace", "run_em", "squarem_step"]
@@ -102,7 +103,7 @@ def _is_float(leaf) -> bool:
     return jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)
 
 
-@jax.jit
+@jit
 def squarem_step(x0, x1, x2, step_max):
     r"""SQUAREM's extrapolation (scheme S3) from two fixed-point steps ``x0 -> x1 -> x2``.
 
@@ -197,7 +198,7 @@ def _jit(fun: Callable) -> Callable:
     """``fun`` jitted, unless it already is (or is a ``functools.partial`` of a jitted function:
     its static keywords then reuse the program compiled for earlier calls)."""
     inner = fun.func if isinstance(fun, functools.partial) else fun
-    return fun if hasattr(inner, "lower") else jax.jit(fun)
+    return fun if hasattr(inner, "lower") else jit(fun)
 
 
 def run_em(

@@ -35,6 +35,8 @@ from jax.flatten_util import ravel_pytree
 from numpyro import handlers
 from numpyro.infer.util import constrain_fn, potential_energy
 
+from bayesneuro._jit import jit
+
 from ..infer.fit import BlockHessian
 from ._model import (
     GLMSpec,
@@ -226,7 +228,7 @@ def _block_hessian(spec: GLMSpec, arrays: dict, counts, spikes, x, unravel) -> B
     return BlockHessian(blocks, index)
 
 
-@functools.partial(jax.jit, static_argnames=("spec", "unravel"))
+@functools.partial(jit, static_argnames=("spec", "unravel"))
 def _blocks_jit(spec, unravel, x, index, arrays, counts, spikes, few, few_counts):
     """Per-neuron Hessian blocks, and their relative error on the prefix `few` of the data."""
     p = index.shape[1]

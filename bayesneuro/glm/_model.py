@@ -27,6 +27,8 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 
+from bayesneuro._jit import jit
+
 from .priors import GroupLasso, Prior
 
 #: the factor site holding the coupling group-lasso penalty (handled by a proximal step at MAP)
@@ -204,7 +206,7 @@ def _fft_feedback(spec: GLMSpec, params: dict, spectra, rows) -> jax.Array:
 
 #: :func:`fft_spectra` as one compiled program per (spikes shape, lags, FFT size); the estimator
 #: pads the spikes to a bucketed length, so a recording of another length reuses it
-fft_spectra_jit = jax.jit(fft_spectra, static_argnums=(1, 2))
+fft_spectra_jit = jit(fft_spectra, static_argnums=(1, 2))
 
 
 def _expected_counts(spec: GLMSpec, params: dict, features: dict, n_time: int) -> jax.Array:
@@ -216,7 +218,7 @@ def _expected_counts(spec: GLMSpec, params: dict, features: dict, n_time: int) -
 #: one compiled program (inlined when traced inside another program). The model calls it, so
 #: running the model eagerly (tracing it for its sites, finding its starting point) costs one
 #: compilation per data shape instead of one per array operation.
-expected_counts = jax.jit(_expected_counts, static_argnames=("spec", "n_time"))
+expected_counts = jit(_expected_counts, static_argnames=("spec", "n_time"))
 
 
 def fft_size(n_lag: int) -> int:

@@ -18,6 +18,8 @@ import numpy as np
 import xarray as xr
 from numpyro.infer import log_likelihood as numpyro_log_likelihood
 
+from bayesneuro._jit import jit
+
 from . import _model
 
 __all__ = ["as_point_estimate", "build_inference_data", "point_inference_data", "site_dims"]
@@ -48,7 +50,7 @@ def _pointwise_log_likelihood(model: Callable, flat: dict, model_kwargs: dict) -
         def run(draws, arr):
             return numpyro_log_likelihood(model, draws, batch_ndims=1, **static, **arr)
 
-        fn = jax.jit(run)
+        fn = jit(run)
         if len(_LOGLIK) >= 32:
             _LOGLIK.pop(next(iter(_LOGLIK)))
         _LOGLIK[key] = fn

@@ -16,6 +16,8 @@ from numpyro import handlers
 from numpyro.infer import MCMC, NUTS, SVI, Trace_ELBO, autoguide, init_to_median
 from numpyro.infer.util import log_density
 
+from bayesneuro._jit import jit
+
 from .._progress import progress_default
 from ..diagnostics import ConvergenceWarning, check_svi
 from . import _model
@@ -392,7 +394,7 @@ def _layout(model: Callable, data: dict, method: str) -> _Layout:
         latents = _model.latent_sites(trace)
         tfs = _model.transforms(trace)
         _, unravel = ravel_pytree(_model.unconstrain({n: s["value"] for n, s in latents.items()}, tfs))
-    constrain = jax.jit(jax.vmap(lambda u: _model.constrain(unravel(u), tfs)))
+    constrain = jit(jax.vmap(lambda u: _model.constrain(unravel(u), tfs)))
     return _Layout(tfs, unravel, constrain)
 
 
@@ -435,7 +437,7 @@ def _on_cpu(x) -> bool:
 
 @functools.lru_cache(maxsize=64)
 def _jit_unravel(unravel: Callable) -> Callable:
-    return jax.jit(unravel)
+    return jit(unravel)
 
 
 def _dense_gaussian_host(hess, x, key, num_samples, unravel):
@@ -461,7 +463,7 @@ def _dense_gaussian_host(hess, x, key, num_samples, unravel):
     return jnp.asarray(u.astype(dtype)), cov.astype(dtype), log_det_h, True, _jit_unravel(unravel)(x)
 
 
-@functools.partial(jax.jit, static_argnames=("num_samples", "unravel"))
+@functools.partial(jit, static_argnames=("num_samples", "unravel"))
 def _dense_gaussian(hess, x, key, num_samples, unravel):
     """Cholesky factor, ``num_samples`` draws, covariance and ``log det`` of a dense Hessian."""
     hess = 0.5 * (hess + hess.T)
@@ -475,7 +477,7 @@ def _dense_gaussian(hess, x, key, num_samples, unravel):
     return u, cov, log_det_h, jnp.all(jnp.isfinite(chol)), unravel(x)
 
 
-@functools.partial(jax.jit, static_argnames=("num_samples",))
+@functools.partial(jit, static_argnames=("num_samples",))
 def _block_gaussian(blocks, index, x, key, num_samples):
     """Cholesky factors, covariances, ``num_samples`` draws and ``log det`` of a block Hessian."""
     blocks = 0.5 * (blocks + jnp.swapaxes(blocks, -1, -2))
@@ -540,7 +542,7 @@ def auto_hessian_batch(d: int, data_bytes: int, budget: int | None = None) -> in
     return int(max(1, min(d, budget // per_column)))
 
 
-_jit_hessian_columns = jax.jit(hessian_columns, static_argnames=("fun", "batch"))
+_jit_hessian_columns = jit(hessian_columns, static_argnames=("fun", "batch"))
 
 
 class _Program(NamedTuple):
@@ -603,8 +605,8 @@ def _program(model, data: dict, method: str) -> tuple[_Program, dict]:
         neg_log_joint,
         potential,
         functools.partial(_hessian_of, potential),
-        jax.jit(draws),
-        jax.jit(init, static_argnames=("strategy",)),
+        jit(draws),
+        jit(init, static_argnames=("strategy",)),
     )
     if cache_key is not None:
         if len(_PROGRAMS) >= 32:
@@ -621,7 +623,7 @@ def _hessian_of(potential, u, arrays, batch):
 _DEFAULT_INIT = init_to_median(num_samples=15)
 
 
-@functools.partial(jax.jit, static_argnums=1)
+@functools.partial(jit, static_argnums=1)
 def _split_key(key, n):
     return jax.random.split(key, n)
 
@@ -706,7 +708,7 @@ def _preconditioned(fun, unravel, pfun):
         return fun(to_u(z, u_start, pargs), arrays)
 
     # jitted: mapping the optimum back eagerly would compile one program per operation
-    return fun_z, jax.jit(to_u)
+    return fun_z, jit(to_u)
 
 
 @functools.lru_cache(maxsize=64)

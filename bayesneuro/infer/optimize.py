@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bayesneuro._jit import jit
+
 from .._progress import finish, progress_bar
 from ._model import to_device
 
@@ -115,7 +117,7 @@ def _chunk_runner(fun: Callable, tol: float, ftol: float):
     """
     vg = jax.value_and_grad(fun)
 
-    @jax.jit
+    @jit
     def run(s: _State, n_left, args) -> _State:
         dtype = s.x.dtype
         eps = jnp.finfo(dtype).eps
@@ -336,7 +338,7 @@ def _fista_runner(smooth: Callable, full: Callable, prox: Callable, tol: float, 
     """A jitted run of up to ``n_left`` monotone FISTA iterations (cached per objective)."""
     vg = jax.value_and_grad(smooth)
 
-    @jax.jit
+    @jit
     def run(x, y, f_x, t, lip, n_left, first, args, pargs):
         # the first chunk evaluates the start in this same program (one program per fit)
         f0, g0 = jax.lax.cond(

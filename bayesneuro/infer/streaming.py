@@ -27,6 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 from numpyro import handlers
 
+from bayesneuro._jit import jit
+
 from .._progress import finish, progress_bar
 from . import _model
 from .fit import (
@@ -218,8 +220,8 @@ def fit_streaming(
         params = _model.constrain(unravel(u), tfs)
         return -_site_terms(model, {**static, **arr}, params)[1]
 
-    prior_vg = jax.jit(jax.value_and_grad(prior_term))
-    lik_vg = jax.jit(jax.value_and_grad(lik_term))
+    prior_vg = jit(jax.value_and_grad(prior_term))
+    lik_vg = jit(jax.value_and_grad(lik_term))
     prior_arr = {k: v for k, v in first.items() if k in time_axes}
 
     def objective(u_np):

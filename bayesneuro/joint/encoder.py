@@ -43,6 +43,8 @@ import numpyro.distributions as dist
 from numpyro.distributions import constraints
 from numpyro.infer import init_to_value
 
+from bayesneuro._jit import jit
+
 from ..estimator import PROB, Estimator, resolve_key
 from ..infer import fit as _fit
 from . import _design
@@ -53,7 +55,7 @@ __all__ = ["LatentEncoder", "latent_encoder_model", "message_log_likelihood"]
 _LOG2PI = math.log(2 * math.pi)
 
 
-@partial(jax.jit, static_argnames=("naive",))
+@partial(jit, static_argnames=("naive",))
 def message_log_likelihood(resid, precision, ar_coef, residual_sd, starts, *, naive: bool = False):
     r"""Per-bin log predictive density of the messages under the AR(1) residual (Kalman filter).
 

@@ -26,6 +26,8 @@ import numpyro
 import numpyro.distributions as dist
 from numpyro.distributions import constraints
 
+from bayesneuro._jit import jit
+
 from ..estimator import PROB, Estimator, resolve_key
 from ..infer import fit as _fit
 from . import _design
@@ -36,7 +38,7 @@ __all__ = ["StateEncoder", "driven_state_log_likelihood", "state_encoder_model"]
 _NEG = -1e30
 
 
-@jax.jit
+@jit
 def driven_state_log_likelihood(log_emission, logits, log_transition, log_initial, starts):
     """Per-bin ``log p(x_t | x_<t)`` of an HMM whose transitions are tilted by ``logits`` (forward algorithm).
 

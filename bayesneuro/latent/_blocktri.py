@@ -28,6 +28,8 @@ import jax.numpy as jnp
 from jax import lax
 from jax.scipy.linalg import solve_triangular
 
+from bayesneuro._jit import jit
+
 __all__ = [
     "BlockCholesky",
     "cholesky",
@@ -61,7 +63,7 @@ def _tri(a, b, *, trans: bool = False):
     return solve_triangular(a, b, lower=True, trans=1 if trans else 0)
 
 
-@jax.jit
+@jit
 def cholesky(diag: jax.Array, sub: jax.Array) -> BlockCholesky:
     """Block Cholesky factor of a symmetric positive-definite block-tridiagonal matrix.
 
@@ -112,7 +114,7 @@ def _as_matrix(b: jax.Array) -> tuple[jax.Array, bool]:
     return (b[..., None], True) if b.ndim == 2 else (b, False)
 
 
-@jax.jit
+@jit
 def solve(chol: BlockCholesky, b: jax.Array) -> jax.Array:
     """Solve ``M x = b`` given the factor of ``M``.
 
@@ -153,7 +155,7 @@ def solve(chol: BlockCholesky, b: jax.Array) -> jax.Array:
     return x[..., 0] if vector else x
 
 
-@jax.jit
+@jit
 def solve_factor_transpose(chol: BlockCholesky, z: jax.Array) -> jax.Array:
     """Solve ``G^T x = z`` (block upper-bidiagonal back substitution); ``z`` is (T, K) or (T, K, m).
 
@@ -171,7 +173,7 @@ def solve_factor_transpose(chol: BlockCholesky, z: jax.Array) -> jax.Array:
     return jnp.concatenate([xs, x_last[None]], axis=0)
 
 
-@jax.jit
+@jit
 def factor_transpose_matvec(chol: BlockCholesky, x: jax.Array) -> jax.Array:
     """``G^T x`` for ``x`` of shape (T, K): ``(G^T x)_t = G_t^T x_t + E_t^T x_{t+1}``."""
     g, e = chol
@@ -179,7 +181,7 @@ def factor_transpose_matvec(chol: BlockCholesky, x: jax.Array) -> jax.Array:
     return out.at[:-1].add(jnp.einsum("tji,tj->ti", e, x[1:]))
 
 
-@jax.jit
+@jit
 def logdet(chol: BlockCholesky) -> jax.Array:
     """``log det M = 2 sum log diag G``.
 
@@ -194,7 +196,7 @@ def logdet(chol: BlockCholesky) -> jax.Array:
     return 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol.diag, axis1=-2, axis2=-1)))
 
 
-@jax.jit
+@jit
 def selected_inverse(chol: BlockCholesky) -> tuple[jax.Array, jax.Array]:
     r"""Diagonal and first sub-diagonal blocks of ``M^{-1}``, without forming it.
 
@@ -254,7 +256,7 @@ def selected_inverse(chol: BlockCholesky) -> tuple[jax.Array, jax.Array]:
     return jnp.concatenate([ss, s_last[None]], axis=0), crosses
 
 
-@jax.jit
+@jit
 def matvec(diag: jax.Array, sub: jax.Array, x: jax.Array) -> jax.Array:
     """``M x`` for a block-tridiagonal ``M`` and ``x`` of shape (T, K)."""
     out = jnp.einsum("tij,tj->ti", diag, x)

@@ -26,6 +26,8 @@ import numpyro
 import numpyro.distributions as dist
 from numpyro.distributions import constraints
 
+from bayesneuro._jit import jit
+
 from . import _blocktri as bt
 
 __all__ = ["plds_model", "plds_guide", "plds_dims", "LDSPath", "GaussMarkovPath", "lds_precision"]
@@ -81,7 +83,7 @@ class LDSPath(dist.Distribution):
         return _lds_log_prob(value, *args)
 
 
-@jax.jit
+@jit
 def _lds_paths(eps, m0, s0, a, drive, q, starts):
     """Paths of :class:`LDSPath` from standard normal innovations ``eps`` (n, T, K)."""
 
@@ -96,7 +98,7 @@ def _lds_paths(eps, m0, s0, a, drive, q, starts):
     return jax.vmap(path)(eps)
 
 
-@jax.jit
+@jit
 def _lds_log_prob(value, m0, s0, a, drive, q, starts):
     prev = jnp.concatenate([jnp.zeros_like(value[..., :1, :]), value[..., :-1, :]], axis=-2)
     start = starts[:, None]
@@ -140,13 +142,13 @@ class GaussMarkovPath(dist.Distribution):
         return self.loc
 
 
-@jax.jit
+@jit
 def _gm_sample(eps, loc, chol_diag, chol_sub):
     chol = bt.BlockCholesky(chol_diag, chol_sub)
     return loc + jax.vmap(lambda e: bt.solve_factor_transpose(chol, e))(eps)
 
 
-@jax.jit
+@jit
 def _gm_log_prob(value, loc, chol_diag, chol_sub):
     chol = bt.BlockCholesky(chol_diag, chol_sub)
     eps = jax.vmap(lambda r: bt.factor_transpose_matvec(chol, r))(value - loc)
@@ -155,14 +157,14 @@ def _gm_log_prob(value, loc, chol_diag, chol_sub):
     return lp + 0.5 * bt.logdet(chol)
 
 
-@jax.jit
+@jit
 def _path_factor(prior_diag, sub, lam_diag, lam_lower):
     """Block Cholesky factor of ``J + blockdiag(L_t L_t^T)`` (the guide's path precision)."""
     fac = jnp.tril(lam_lower, -1) + jax.vmap(jnp.diag)(lam_diag)
     return bt.cholesky(prior_diag + jnp.einsum("tij,tkj->tik", fac, fac), sub)
 
 
-@jax.jit
+@jit
 def lds_precision(initial_mean, initial_cov, dynamics, drive, dynamics_cov, starts):
     r"""Natural parameters of the LDS prior over a path: ``p(x) ∝ exp(-x^T J x / 2 + h^T x)``.
 

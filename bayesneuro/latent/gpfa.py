@@ -29,6 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bayesneuro._jit import jit
+
 from .._pynapple import pynapple_io
 from ..estimator import Estimator, resolve_key
 from .gpfa_gaussian import (
@@ -826,7 +828,7 @@ class GPFA(Estimator):
         out = np.zeros((nc * nd, self._train.n_trial))
         w = jnp.ones(len(self.neuron_ids_))
         for idx, _, c in self._count_groups(self._train):
-            one = jax.jit(jax.vmap(lambda p, c=c: _poisson_laplace(p, c, w, self.bin_size_, self.kernel).log_marginal))
+            one = jit(jax.vmap(lambda p, c=c: _poisson_laplace(p, c, w, self.bin_size_, self.kernel).log_marginal))
             for a in range(0, nc * nd, 64):  # draws in chunks: memory of 64 Laplace posteriors
                 chunk = jax.tree.map(lambda x, a=a: x[a:a + 64], draws)
                 out[a:a + 64, idx] = np.asarray(one(chunk))

@@ -80,6 +80,8 @@ import numpy as np
 from jax import lax
 from jax.scipy.linalg import cho_solve, solve_triangular
 
+from bayesneuro._jit import jit
+
 from ..infer._model import to_device
 
 __all__ = [
@@ -250,7 +252,7 @@ def _cov_factor(Ls, L):
     return solve_triangular(Ls, LT, lower=True).reshape(q * T, q, T)
 
 
-@partial(jax.jit, static_argnames="kernel")
+@partial(jit, static_argnames="kernel")
 def _posterior(params: GPFAParams, y, kernel: str) -> GPFAPosterior:
     C, d, R = params.loadings, params.offset, params.observation_var
     n, T, N = y.shape
@@ -468,7 +470,7 @@ def _bucket_estep(params: GPFAParams, bk: _Bucket, kernel: str):
     return sums, P, ll
 
 
-@partial(jax.jit, static_argnames="kernel")
+@partial(jit, static_argnames="kernel")
 def _bucket_stats(s: _EMState, eps, bk: _Bucket, kernel: str):
     """:func:`_bucket_estep` at an EM state: one program per bucket shape."""
     return _bucket_estep(_from_state(s, eps), bk, kernel)
@@ -516,7 +518,7 @@ def _timescale_newton(timescales, eps, P: tuple, counts: tuple, masks: tuple, ke
     return jnp.exp(_newton_batch(fgh, jnp.clip(jnp.log(timescales), lo, hi), lo, hi))
 
 
-@partial(jax.jit, static_argnames=("kernel", "learn_timescales"))
+@partial(jit, static_argnames=("kernel", "learn_timescales"))
 def _bucket_mstep(s: _EMState, eps, stats: tuple, masks: tuple, counts: tuple, var_floor, kernel: str,
                   learn_timescales: bool):
     """M-step from the buckets' statistics: ``[C, d]`` by least squares, ``R`` floored, timescales
@@ -571,12 +573,12 @@ def _predictive(params: GPFAParams, y, kernel: str, weight, variance: bool = Tru
     return mean @ C.T + d, var
 
 
-@partial(jax.jit, static_argnames="kernel")
+@partial(jit, static_argnames="kernel")
 def _predictive_given(params: GPFAParams, y, kernel: str, weight):
     return _predictive(params, y, kernel, weight)
 
 
-@partial(jax.jit, static_argnames="kernel")
+@partial(jit, static_argnames="kernel")
 def _left_out_moments(params: GPFAParams, y, kernel: str):
     """Leave-one-neuron-out predictive mean ``(trial, time, neuron)`` and variance ``(time, neuron)``."""
     N = params.loadings.shape[0]
@@ -589,7 +591,7 @@ def _left_out_moments(params: GPFAParams, y, kernel: str):
     return jnp.moveaxis(m, 0, -1), jnp.moveaxis(v, 0, -1)
 
 
-@partial(jax.jit, static_argnames="kernel")
+@partial(jit, static_argnames="kernel")
 def _left_out(params: GPFAParams, y, kernel: str):
     """Leave-one-neuron-out predictive means ``(trial, time, neuron)``."""
     N = params.loadings.shape[0]
@@ -827,7 +829,7 @@ def gpfa_sample(key, params: GPFAParams, n_trials: int, n_time: int, *, kernel: 
     return _sample(key, params, int(n_trials), int(n_time), kernel)
 
 
-@partial(jax.jit, static_argnums=(2, 3, 4))
+@partial(jit, static_argnums=(2, 3, 4))
 def _sample(key, params, n_trials, n_time, kernel):
     N, q = params.loadings.shape
     L = _prior_chol(params, n_time, kernel)
@@ -1039,17 +1041,17 @@ class _EMState(NamedTuple):
     log_timescales: jax.Array
 
 
-@jax.jit
+@jit
 def _to_state(p: GPFAParams) -> _EMState:
     return _EMState(p.loadings, p.offset, jnp.log(p.observation_var), jnp.log(p.timescales))
 
 
-@jax.jit
+@jit
 def _from_state(s: _EMState, eps) -> GPFAParams:
     return GPFAParams(s.loadings, s.offset, jnp.exp(s.log_observation_var), jnp.exp(s.log_timescales), eps)
 
 
-@jax.jit
+@jit
 def _project(s: _EMState, var_floor) -> _EMState:
     """An extrapolated state back into the constraint set: variances at least the floor."""
     lo, hi = _LOG_TAU_BOUNDS

@@ -33,6 +33,8 @@ import numpy as np
 from jax import lax
 from jax.scipy.linalg import cho_solve, solve_triangular
 
+from bayesneuro._jit import jit
+
 from ..engine.newton import newton
 from ..infer._model import to_device
 from .gpfa_gaussian import (
@@ -133,13 +135,13 @@ def _chol_solve(H, g):
     return cho_solve((jnp.linalg.cholesky(H), True), g.reshape(-1)).reshape(g.shape)
 
 
-@partial(jax.jit, static_argnums=(1, 2))
+@partial(jit, static_argnums=(1, 2))
 def _poisson_chol(params, n_time: int, kernel: str) -> jax.Array:
     K = jax.vmap(lambda tau, e: gpfa_kernel(kernel, tau, e, n_time))(params.timescales, params.eps)
     return jnp.linalg.cholesky(K)  # (latent, time, time)
 
 
-@partial(jax.jit, static_argnames=("kernel", "max_iter"))
+@partial(jit, static_argnames=("kernel", "max_iter"))
 def _poisson_laplace(params: PoissonGPFAParams, y, weight, bin_size, kernel: str, max_iter: int = 100, mask=None):
     """:func:`_poisson_laplace_from`, Newton started from zero paths."""
     return _poisson_laplace_from(params, y, weight, bin_size, kernel, max_iter, mask)
@@ -283,7 +285,7 @@ def poisson_gpfa_posterior(params: PoissonGPFAParams, counts, *, bin_size: float
     return _poisson_laplace(params, group, w, float(bin_size), _check_kernel(kernel))
 
 
-@jax.jit
+@jit
 def _poisson_expected_readout_step(m, V, y, valid, C, d, centre, bin_size):
     """Laplace-EM M-step of each neuron's ``(C_n, d_n)``: expected Poisson log-likelihood.
 
@@ -335,7 +337,7 @@ def _poisson_expected_readout_step(m, V, y, valid, C, d, centre, bin_size):
     return w[:, :-1], w[:, -1]
 
 
-@partial(jax.jit, static_argnums=(2, 3, 4))
+@partial(jit, static_argnums=(2, 3, 4))
 def _poisson_sample(key, params, n_trials, n_time, kernel, bin_size):
     L = _poisson_chol(params, n_time, kernel)
     kx, ky = jax.random.split(key)
@@ -344,7 +346,7 @@ def _poisson_sample(key, params, n_trials, n_time, kernel, bin_size):
     return x, jax.random.poisson(ky, bin_size * jnp.exp(x @ params.loadings.T + params.offset))
 
 
-@partial(jax.jit, static_argnames="kernel")
+@partial(jit, static_argnames="kernel")
 def _poisson_rates_given(params: PoissonGPFAParams, y, bin_size, kernel: str, weight):
     """Rates (spikes/s) of every neuron, ``E[exp(C x + d)]`` under the posterior given the neurons
     with ``weight`` 1."""
@@ -570,4 +572,4 @@ def _project_timescales(state: _LaplaceEMState) -> _LaplaceEMState:
 @cache
 def _em_step_program(kernel: str, learn_timescales: bool):
     """The jitted Laplace-EM sweep for one setting (fits share the compiled programs)."""
-    return jax.jit(partial(_laplace_em_step, kernel=kernel, learn_timescales=learn_timescales))
+    return jit(partial(_laplace_em_step, kernel=kernel, learn_timescales=learn_timescales))

@@ -46,6 +46,8 @@ import numpy as np
 from jax import lax
 from jax.scipy.linalg import cho_solve, solve_triangular
 
+from bayesneuro._jit import jit
+
 from ..infer._model import to_device
 
 __all__ = [
@@ -326,9 +328,9 @@ def _sample(key, params: LDSParams, inputs):
     return latents, latents @ params.loadings.T + emi_off + v
 
 
-_filter_jit = jax.jit(_filter)
-_rts_jit = jax.jit(_rts)
-_sample_jit = jax.jit(_sample)
+_filter_jit = jit(_filter)
+_rts_jit = jit(_rts)
+_sample_jit = jit(_sample)
 
 
 class _Stats(NamedTuple):
@@ -380,7 +382,7 @@ def _pattern_covs(params: LDSParams, J, seen, live):
     return P_f, M, logdet, gain, P_s, cross
 
 
-@jax.jit
+@jit
 def _group_stats(params: LDSParams, observations, inputs, masks, live, pattern, p_seen, p_live,
                  p_count, obs_gram) -> _Stats:
     """Statistics of trials padded to one length and stacked on a leading ``trial`` axis, summed.
@@ -492,7 +494,7 @@ def _block_update(yy, yz, zz, n, weights, bias, inputs_w, n_feature, fixed, name
     return W[:, :n_latent], None if inputs_w is None else W[:, n_latent:-1], W[:, -1], cov
 
 
-@partial(jax.jit, static_argnames=("fixed",))
+@partial(jit, static_argnames=("fixed",))
 def _m_step(params: LDSParams, stats: _Stats, fixed: frozenset) -> LDSParams:
     n_feature = stats.dyn_zz.shape[0] - params.dynamics.shape[0] - 1
     A, B, b, Q = _block_update(
@@ -1052,7 +1054,7 @@ def _em_body(params: LDSParams, groups, fixed: frozenset):
 def _em_program(fixed: frozenset):
     """The EM step for the held names ``fixed``, jitted as ONE program (cached per ``fixed``, so
     refits with the same shapes reuse the compilation): ``step(params, groups)``."""
-    return jax.jit(lambda params, groups: _em_body(params, groups, fixed))
+    return jit(lambda params, groups: _em_body(params, groups, fixed))
 
 
 def _em_step(params: LDSParams, groups, fixed: frozenset) -> tuple[LDSParams, float]:

@@ -34,6 +34,8 @@ import xarray as xr
 from jax.scipy.special import gammaln
 from scipy import stats as _stats
 
+from bayesneuro._jit import jit
+
 from .._pynapple import pynapple_io
 from .._shapes import bucket_length
 from ..data import SpikeData
@@ -303,7 +305,7 @@ def trial_laplace(
     return LaplacePosterior(x, cov, cross, log_marginal, res.n_iter)
 
 
-@functools.partial(jax.jit, static_argnames=("link", "max_iter"))
+@functools.partial(jit, static_argnames=("link", "max_iter"))
 def laplace_posterior(
     params: PLDSParams, counts, inputs, mask, init, *, bin_size, link="exp", max_iter=50, tol=1e-10
 ) -> LaplacePosterior:
@@ -469,7 +471,7 @@ def _em_program(link: str, max_newton: int):
         log_marginal = jnp.where(jnp.any(mask, axis=1), post.log_marginal, 0.0)
         return (new, post.mean, log_marginal), jnp.sum(log_marginal)
 
-    return jax.jit(step)
+    return jit(step)
 
 
 # ----------------------------------------------------------------------------------------------
