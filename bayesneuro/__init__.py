@@ -31,6 +31,7 @@ _NAMES = {
     "GPFA": "latent",
     "PoissonLDS": "latent",
     "enable_compilation_cache": "_cache",
+    "set_fast_cpu_compile": "_jit",
 }
 
 __all__ = [
@@ -53,6 +54,7 @@ __all__ = [
     "io",
     "latent",
     "sbc",
+    "set_fast_cpu_compile",
 ]
 
 

@@ -20,11 +20,17 @@ nothing.
 (:func:`bayesneuro.enable_compilation_cache`) in every worker: run it twice with the same DIR and the
 second run's ``first`` column is what a user sees in a new Python session once the cache is warm.
 
+bayesneuro compiles its programs on a CPU with XLA's elemental code generation
+(:mod:`bayesneuro._jit`). ``--xla-defaults`` switches that off in every worker
+(``BAYESNEURO_FAST_CPU_COMPILE=0``); ``--ab`` runs each estimator both ways, alternating which goes
+first, so the two columns of one run compare under the same load.
+
 Usage::
 
     nice -n 5 python bench/compile.py --out bench/results/compile
     python bench/compile.py --quick --only glm_map,gpfa
     python bench/compile.py --cache /tmp/bn_cache --only gpfa   # twice: the second run loads programs
+    python bench/compile.py --ab --out bench/results/compile_ab  # bayesneuro's CPU options vs XLA's defaults
 
 Float64 (``jax_enable_x64``, as the notebooks), ``JAX_PLATFORMS=cpu`` unless ``--device``.
 """
@@ -448,6 +454,11 @@ def main(argv=None) -> None:
     parser.add_argument("--out", default=None, help="output stem (default bench/results/compile[_quick])")
     parser.add_argument("--device", action="store_true", help="let JAX use its default platform (GPU) instead of the CPU")
     parser.add_argument("--cache", default=None, help="persistent compilation cache directory for every worker")
+    parser.add_argument("--xla-defaults", action="store_true",
+                        help="compile with XLA's default CPU code generation (BAYESNEURO_FAST_CPU_COMPILE=0)")
+    parser.add_argument("--ab", action="store_true",
+                        help="run each estimator twice, with bayesneuro's CPU compile options and with XLA's "
+                             "defaults, in alternating order (rows marked 'XLA defaults')")
     parser.add_argument("--_worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args._worker:
@@ -463,6 +474,8 @@ def main(argv=None) -> None:
     env = dict(os.environ)
     if not args.device:
         env["JAX_PLATFORMS"] = "cpu"
+    if args.xla_defaults:
+        env["BAYESNEURO_FAST_CPU_COMPILE"] = "0"
     facts = _common.machine_facts()
     records = []
     t_all = time.perf_counter()
@@ -482,7 +495,10 @@ def main(argv=None) -> None:
                 f"{facts['platform']}, {facts.get('cpus_usable', facts['cpus'])} usable CPUs, Python {facts['python']}, "
                 f"jax {results['versions'].get('jax', '?')} ({', '.join(results['devices'])}); float64; "
                 f"{'JAX default platform' if args.device else 'JAX_PLATFORMS=cpu'}"
-                f"{'; persistent cache ' + args.cache if args.cache else ''}. Load average at start "
+                f"{'; persistent cache ' + args.cache if args.cache else ''}"
+                f"{'; XLA default CPU code generation (BAYESNEURO_FAST_CPU_COMPILE=0)' if args.xla_defaults else ''}"
+                f"{'; each estimator with and without bayesneuro CPU compile options, alternating' if args.ab else ''}"
+                ". Load average at start "
                 f"{facts['loadavg_at_start']}, at end {results['loadavg_at_end']} (other jobs inflate timings). "
                 f"Total {results['total_s']:.0f} s.\n\n"
                 "Each estimator runs in a fresh process: `first` is its first fit (tracing + XLA compilation + "
@@ -496,10 +512,15 @@ def main(argv=None) -> None:
         return body
 
     with tempfile.TemporaryDirectory() as work:
-        for name in names:
+        runs = [(name, False) for name in names]
+        if args.ab:  # alternate which arm goes first, so drift in the machine's load hits both
+            runs = [(name, d) for i, name in enumerate(names) for d in ((False, True) if i % 2 == 0 else (True, False))]
+        for name, defaults in runs:
             spec = {"name": name, "scale": 0.25 if args.quick else 1.0, "device": args.device,
                     "cache": args.cache, "out": str(Path(work) / name)}
-            rec = {"name": name, **_common.launch_worker(__file__, spec, timeout=TIMEOUT, env=env)}
+            run_env = dict(env, BAYESNEURO_FAST_CPU_COMPILE="0") if defaults else env
+            rec = {"name": name + (" (XLA defaults)" if defaults else ""),
+                   **_common.launch_worker(__file__, spec, timeout=TIMEOUT, env=run_env)}
             records.append(rec)
             if "error" in rec:
                 print(f"{name}: {rec['error']}", flush=True)
