@@ -8,11 +8,12 @@ through its MLIR *fusion emitters*, then into machine code, about 10 ms per smal
 bayesneuro's programs (an EM step with its Kalman smoother, an L-BFGS chunk with its line search,
 a Newton loop) hold one to two hundred small kernels. XLA's older *elemental* emitters, chosen per
 compilation with the debug option ``xla_cpu_use_fusion_emitters=False``, generate code for the
-same optimised program (same fusions, same maths, the same numbers in the tests) about 1.5-2x
-faster. The price is run time on large arrays: a fused matrix product with an elementwise
-function (the gradient of a Poisson log-likelihood) runs up to 1.7x slower, an L-BFGS chunk of a
-GLM on 90,000 bins 1.3x (``bench/README.md``, compilation budget). For the notebook-sized fits
-that wait on compilation, the compilation saved (0.5-1 s per program) is far more than that.
+same optimised program (same fusions, same maths; the test suite passes unchanged) about 1.5-2x
+faster: the LDS EM program in 0.87 s instead of 1.97 s, an L-BFGS chunk in 0.74 s instead of 1.31 s,
+and first fits of most estimators come 1.1-1.5x sooner (``bench/compile.py --ab``). Some kernels
+run slower: second calls took 0.73-1.38x their time with XLA's defaults
+(``bench/compile_runtime_ab.py``; slowest, the GLM's L-BFGS on a design matrix), milliseconds to tens
+of milliseconds per fit against the 0.3-2.5 s of compilation saved.
 
 What it does
 ------------
@@ -23,8 +24,9 @@ at most :data:`FAST_COMPILE_MAX_BYTES` of array arguments, it runs a twin
 ``jax.jit(fun, ...)``: inside another ``jit``, ``vmap`` or ``grad`` (where JAX accepts compiler
 options only on the outermost program, whose options then apply), on an accelerator, on larger
 arguments (where run time outweighs compilation), or once the options are switched off. Which
-twin runs depends only on the arguments' shapes, so a given call always compiles the same way. Only bayesneuro's own programs are affected: a user's
-``jax.jit`` functions, and the programs NumPyro compiles for NUTS, keep XLA's defaults.
+twin runs depends only on the arguments' shapes, so a given call always compiles the same way.
+Only bayesneuro's own programs are affected: a user's ``jax.jit`` functions, and the programs
+NumPyro compiles for NUTS, keep XLA's defaults.
 
 The options are checked once, on the first call, by compiling a one-line program with them; if
 this jaxlib does not know them (a future XLA may drop the legacy emitters), bayesneuro warns once

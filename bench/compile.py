@@ -519,14 +519,14 @@ def main(argv=None) -> None:
             spec = {"name": name, "scale": 0.25 if args.quick else 1.0, "device": args.device,
                     "cache": args.cache, "out": str(Path(work) / name)}
             run_env = dict(env, BAYESNEURO_FAST_CPU_COMPILE="0") if defaults else env
-            rec = {"name": name + (" (XLA defaults)" if defaults else ""),
-                   **_common.launch_worker(__file__, spec, timeout=TIMEOUT, env=run_env)}
+            rec = {**_common.launch_worker(__file__, spec, timeout=TIMEOUT, env=run_env),
+                   "name": name + (" (XLA defaults)" if defaults else "")}
             records.append(rec)
             if "error" in rec:
                 print(f"{name}: {rec['error']}", flush=True)
             else:
                 c = rec["calls"]
-                print(f"{name:18s} first {c['first']['wall_s']:7.2f} s ({c['first']['compilations']:3d} compiles) "
+                print(f"{rec['name']:18s} first {c['first']['wall_s']:7.2f} s ({c['first']['compilations']:3d} compiles) "
                       f"second {c['second']['wall_s']:6.2f} s ({c['second']['compilations']}) "
                       f"other {c['other']['wall_s']:6.2f} s ({c['other']['compilations']} compiles)  "
                       f"load {rec['loadavg_1min_before_after'][0]:.1f}", flush=True)
