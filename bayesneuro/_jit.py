@@ -192,6 +192,8 @@ class _Jitted:
             self._fast.clear_cache()
 
     def __getattr__(self, name: str):  # eval_shape, ...: as the plain jitted function
+        if name in ("_plain", "_fast", "_fun", "_kwargs"):  # not set yet (copy, unpickling): no recursion
+            raise AttributeError(name)
         return getattr(self._plain, name)
 
     def __get__(self, obj, objtype=None):  # usable as a method, as jax.jit functions are

@@ -120,6 +120,18 @@ def test_options_this_jaxlib_rejects_warn_once_and_fall_back():
         f(jnp.arange(3.0))  # checked once: no second warning
 
 
+def test_copy_and_forwarded_attributes():
+    import copy
+
+    f = jit(lambda x: x * 3.0)
+    g = copy.copy(f)  # copies before __init__ state exists must not recurse through __getattr__
+    assert float(g(jnp.asarray(2.0))) == 6.0
+    shape = f.eval_shape(jax.ShapeDtypeStruct((4,), jnp.float32))
+    assert shape.shape == (4,)
+    f.clear_cache()
+    assert float(f(jnp.asarray(1.0))) == 3.0
+
+
 def test_own_compiler_options_are_passed_through():
     f = jit(lambda x: x + 1.0, compiler_options={})
     assert not isinstance(f, _jit._Jitted)
