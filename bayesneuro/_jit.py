@@ -145,10 +145,11 @@ def _outermost() -> bool:
 
 
 def _small(args, kwargs) -> bool:
-    import jax
+    """True when the array arguments hold at most :data:`FAST_COMPILE_MAX_BYTES`."""
+    from jax.tree_util import tree_leaves
 
     total = 0
-    for leaf in jax.tree.leaves((args, kwargs)):
+    for leaf in tree_leaves((args, kwargs)):
         total += getattr(leaf, "nbytes", 0)
         if total > FAST_COMPILE_MAX_BYTES:
             return False
