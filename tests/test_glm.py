@@ -629,7 +629,8 @@ def test_a_recording_of_another_length_compiles_nothing(population):
             glm.score(rec)
         fits.append((glm, rec, c.compilations))
     assert fits[0][2] > 0 and fits[1][2] == 0
-    # the padding changes nothing: the same fit without it (Laplace's path fits the bins as they are)
+    # the result describes the recording's own bins, not the padding (Laplace, which pads the same
+    # way, is checked against a dense Hessian of the unpadded bins in tests/test_laplace_memory.py)
     glm, rec, _ = fits[1]
     assert glm.result_.model_kwargs["counts"].shape[0] == rec.n_time
     assert glm.log_likelihood(rec).shape == (rec.n_time,)

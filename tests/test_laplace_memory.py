@@ -91,3 +91,31 @@ def test_glm_laplace_not_positive_definite_raises():
     glm = bn.PoissonGLM(history_basis=bn.bases.RaisedCosineLog(2, window=6), coupling=True, coupling_prior=Flat())
     with pytest.raises(np.linalg.LinAlgError, match="not positive definite"):
         glm.fit(_data(300, 2), method="laplace", key=0, progress=False, num_samples=5)
+
+
+@pytest.mark.slow  # ~6 s: one Laplace compilation
+def test_glm_laplace_other_length_compiles_nothing_and_padding_changes_nothing():
+    """Issue 21, point 1: Laplace pads the time axis to a bucket length like MAP (masked bins, and
+    zero spikes behind the per-neuron Hessian's features), so a second recording of another length
+    in the same bucket compiles nothing; the covariance equals the inverse of ``jax.hessian`` of the
+    potential on the recording's own (unpadded) bins."""
+    from jax.flatten_util import ravel_pytree
+
+    from bayesneuro._shapes import bucket_length, count_compilations
+    from bayesneuro.glm._model import glm_model
+
+    data = _data(500)
+    assert bucket_length(470) == bucket_length(500) != 500
+    kw = {"history_basis": bn.bases.RaisedCosineLog(3, window=8), "coupling": True}
+    bn.PoissonGLM(**kw).fit(data, method="laplace", key=0, progress=False, num_samples=20)
+    short = bn.SpikeData.from_counts(data.counts[:470], bin_size=data.bin_size)
+    with count_compilations() as c:
+        fit = bn.PoissonGLM(**kw).fit(short, method="laplace", key=0, progress=False, num_samples=20)
+    assert c.compilations == 0
+    info, model_kwargs = fit.result_.info, fit.result_.model_kwargs
+    assert model_kwargs["counts"].shape[0] == 470 and "mask" not in model_kwargs
+    prog, arrays = _program(glm_model, model_kwargs, "laplace")
+    u = ravel_pytree({k: jnp.asarray(v) for k, v in info["mode"].items()})[0]
+    assert float(jnp.abs(jax.grad(prog.potential)(u, arrays)).max()) < 1e-4  # the optimum (L-BFGS tolerance)
+    ref = np.linalg.inv(np.asarray(jax.hessian(prog.potential)(u, arrays)))
+    np.testing.assert_allclose(info["cov"], ref, rtol=0, atol=1e-10 * np.abs(ref).max())

@@ -37,6 +37,7 @@ from numpyro.infer.util import constrain_fn, potential_energy
 
 from bayesneuro._jit import jit
 
+from .._shapes import bucket_length, pad_axis
 from ..infer.fit import BlockHessian
 from ._model import (
     GLMSpec,
@@ -84,8 +85,12 @@ def laplace_hessian(estimator, data, spec: GLMSpec, arrays: dict, counts, mask=N
         empty = np.zeros((gap, data.n_neuron), dtype)
         n_lag = max(len(spec.history_matrix), len(spec.coupling_matrix))
         # n_lag leading zeros: row r of the model's spikes is row r + n_lag here
-        spikes = jnp.asarray(np.concatenate([np.zeros((n_lag, data.n_neuron), dtype)]
-                                            + [p for piece in pieces for p in (piece, empty)][:-1]))
+        spikes = np.concatenate([np.zeros((n_lag, data.n_neuron), dtype)]
+                                + [p for piece in pieces for p in (piece, empty)][:-1])
+        # trailing zeros change no bin's history: padded like the time axis (``counts`` has the
+        # fit's bucketed length), so a recording of another length reuses the compiled programs
+        extra = max(int(np.shape(counts)[0]) - data.n_time, 0)
+        spikes = jnp.asarray(pad_axis(spikes, bucket_length(spikes.shape[0] + extra)) if extra else spikes)
     counts = jnp.asarray(counts)
 
     def hook(x, unravel):

@@ -43,7 +43,7 @@ from .simulate import feedback_kernel, simulate_counts
 __all__ = ["GLMSimulation", "PoissonGLM"]
 
 _RESERVED = ("bias", "concentration", "history", "coupling", "counts")
-#: model arrays with a leading time axis (padded to a bucket length for MAP, see ``PoissonGLM.fit``)
+#: model arrays with a leading time axis (padded to a bucket length for MAP and Laplace, see ``PoissonGLM.fit``)
 _TIME_KEYS = ("stimulus", "history", "coupling", "rows", "mask")
 
 
@@ -708,11 +708,11 @@ class PoissonGLM(Estimator):
                     "curvature at a zero filter, so there is no Laplace approximation: use method='map' "
                     "for the sparse network, or 'nuts' / 'svi' for uncertainty"
                 )
-        # MAP pads the time axis to a bucket length (masked out of the likelihood), so a recording
-        # of another length reuses the compiled programs; the other methods, and fits sharded over
-        # devices (whose arrays stay where they were placed), fit the bins as they are
+        # MAP and Laplace pad the time axis to a bucket length (masked out of the likelihood), so a
+        # recording of another length reuses the compiled programs; SVI and NUTS, and fits sharded
+        # over devices (whose arrays stay where they were placed), fit the bins as they are
         n_time = data.n_time
-        n_pad = bucket_length(n_time) if method == "map" and options.get("shard") is None else n_time
+        n_pad = bucket_length(n_time) if method in ("map", "laplace") and options.get("shard") is None else n_time
         arrays = self._features(data, n_pad=n_pad)
         keep = self._included(data)
         mask = None if keep is None and n_pad == n_time else pad_axis(np.ones(n_time, bool) if keep is None else keep, n_pad)
@@ -741,6 +741,9 @@ class PoissonGLM(Estimator):
             **arrays,
             **options,
         )
+        # Laplace's point estimate is the mode, not the mean of the draws (from the padded
+        # arrays the fit compiled for: the sites carry no time axis)
+        mode = self._mode_params(result) if method == "laplace" else None
         if n_pad != n_time:  # the result describes the recording's bins, not the padding
             kw = dict(result.model_kwargs)
             for k in ("counts", *_TIME_KEYS):
@@ -751,8 +754,8 @@ class PoissonGLM(Estimator):
             result.model_kwargs = kw
         self.result_ = result
         self.spec_ = spec
-        if method == "laplace":  # the point estimate is the mode, not the mean of the draws
-            self.params_ = self._mode_params(result)
+        if mode is not None:
+            self.params_ = mode
         else:
             self.params_ = {k: np.asarray(v) for k, v in result.params.items()}
         self.neuron_ids_ = data.neuron_ids[tidx].copy()
