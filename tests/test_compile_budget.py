@@ -158,3 +158,29 @@ def test_dimensionality_by_newton_compiles_nothing():
         est = Dimensionality(max_dim=4).fit(x, key=1, n_boot=7, progress=False)
     assert c.compilations == 1
     assert est.estimates_["n_dim"] == 2
+
+
+def test_regression_decoder_other_length_compiles_nothing():
+    """MAP and Laplace pad the training bins to a bucket length (masked out of the likelihood), so
+    a recording of another length in the same bucket reuses the fit's programs; the result describes
+    the recording's own bins. (The padded fits equal the closed form and sklearn:
+    tests/test_decoders_regression.py fits 400 and 500 bins, padded to 448 and 512.)"""
+    from bayesneuro import SpikeData
+    from bayesneuro._shapes import bucket_length
+    from bayesneuro.decoders import RegressionDecoder
+
+    rng = np.random.default_rng(6)
+    counts = rng.poisson(2.0, size=(470, 5))
+    y = counts @ rng.normal(size=5) + rng.normal(size=470)
+    assert bucket_length(470) == bucket_length(450) == 512
+    for method in ("map", "laplace"):
+        RegressionDecoder(lags=[-1, 0]).fit(SpikeData.from_counts(counts[:450], bin_size=0.05), y[:450],
+                                           method=method, key=0, progress=False)
+        data = SpikeData.from_counts(counts, bin_size=0.05)
+        with count_compilations() as c:
+            dec = RegressionDecoder(lags=[-1, 0]).fit(data, y, method=method, key=0, progress=False)
+        assert c.compilations == 0, method
+        kw = dec.result_.model_kwargs
+        assert kw["features"].shape[0] == kw["target"].shape[0] == 469 and "mask" not in kw
+        idata = dec.to_inference_data()
+        assert idata.log_likelihood["target"].sizes["time"] == 469

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
@@ -30,8 +31,8 @@ import numpyro.distributions as dist
 from numpyro.infer import init_to_value
 from scipy import special
 
-import jax
-
+from .._pynapple import pynapple_io
+from .._shapes import bucket_length, pad_axis
 from ..estimator import resolve_key
 from ..infer import fit as _infer_fit
 from ..infer.fit import _OPTIONS as _METHOD_OPTIONS
@@ -40,7 +41,6 @@ from ._base import Decoder, attach_index
 from ._inputs import as_spike_data, check_neurons, label_array, target_array
 from .lags import check_lags, lagged
 from .posterior import CategoricalPosterior, GaussianPosterior
-from .._pynapple import pynapple_io
 
 __all__ = ["RegressionDecoder", "regression_model", "FAMILIES"]
 
@@ -58,6 +58,7 @@ def regression_model(
     prior_scale: float,
     intercept_scale: float,
     noise_sd=None,
+    mask=None,
 ):
     """NumPyro model of the regression decoder (see the module docstring).
 
@@ -75,8 +76,15 @@ def regression_model(
         Prior sd of the weights and of the intercepts.
     noise_sd : array, shape (output,), optional
         Gaussian only: known noise sd (standardised units); None samples ``sigma``.
+    mask : array of bool, shape (time,), optional
+        Bins in the likelihood (default all): the fit pads the time axis to a bucket length
+        (:func:`bayesneuro._shapes.bucket_length`) and masks the padding out, so a recording of
+        another length reuses the compiled programs.
     """
     n_time, n_feat = features.shape
+    in_time = numpyro.handlers.mask(mask=True if mask is None else jnp.asarray(mask, bool)[:, None])
+    if family != "gaussian":
+        in_time = numpyro.handlers.mask(mask=True if mask is None else jnp.asarray(mask, bool))
     if family == "gaussian":
         with numpyro.plate("output", n_out, dim=-1):
             bias = numpyro.sample("bias", dist.Normal(0.0, intercept_scale))
@@ -87,20 +95,20 @@ def regression_model(
             with numpyro.plate("feature", n_feat, dim=-2):
                 weights = numpyro.sample("weights", dist.Normal(0.0, prior_scale))
         mu = features @ weights + bias
-        with numpyro.plate("time", n_time, dim=-2), numpyro.plate("output", n_out, dim=-1):
+        with numpyro.plate("time", n_time, dim=-2), numpyro.plate("output", n_out, dim=-1), in_time:
             numpyro.sample("target", dist.Normal(mu, sigma), obs=target)
     elif family == "bernoulli":
         bias = numpyro.sample("bias", dist.Normal(0.0, intercept_scale))
         with numpyro.plate("feature", n_feat, dim=-1):
             weights = numpyro.sample("weights", dist.Normal(0.0, prior_scale))
-        with numpyro.plate("time", n_time, dim=-1):
+        with numpyro.plate("time", n_time, dim=-1), in_time:
             numpyro.sample("target", dist.Bernoulli(logits=features @ weights + bias), obs=target)
     elif family == "categorical":
         with numpyro.plate("class", n_out, dim=-1):
             bias = numpyro.sample("bias", dist.Normal(0.0, intercept_scale))
             with numpyro.plate("feature", n_feat, dim=-2):
                 weights = numpyro.sample("weights", dist.Normal(0.0, prior_scale))
-        with numpyro.plate("time", n_time, dim=-1):
+        with numpyro.plate("time", n_time, dim=-1), in_time:
             numpyro.sample("target", dist.Categorical(logits=features @ weights + bias), obs=target)
     else:
         raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
@@ -367,10 +375,25 @@ class RegressionDecoder(Decoder):
         )
         if noise is not None:
             model_data["noise_sd"] = noise
-        self.result_ = _infer_fit(
+        # MAP and Laplace pad the time axis to a bucket length (masked out of the likelihood), so a
+        # recording of another length reuses the compiled programs (as PoissonGLM.fit does)
+        n_time = Z.shape[0]
+        n_pad = bucket_length(n_time) if method in ("map", "laplace") else n_time
+        if n_pad != n_time:
+            model_data.update(features=pad_axis(Z, n_pad), target=pad_axis(obs, n_pad),
+                              mask=pad_axis(np.ones(n_time, bool), n_pad))
+            dims["mask"] = ["time"]
+            coords["time"] = np.arange(n_pad)  # the fit's own coordinates; the recording's below
+        result = _infer_fit(
             regression_model, method=method, key=rng, coords=coords, dims=dims, progress=progress,
             model_kwargs=model_data, **options,
         )
+        if n_pad != n_time:  # the result describes the recording's bins, not the padding
+            result.model_kwargs = {k: (np.asarray(v)[:n_time] if k in ("features", "target") else v)
+                                   for k, v in result.model_kwargs.items() if k != "mask"}
+            result.coords = {**result.coords, "time": data.bin_centers[index]}
+            result.dims = {k: v for k, v in result.dims.items() if k != "mask"}
+        self.result_ = result
         self._train_time = data.bin_centers[index]
         return self
 
