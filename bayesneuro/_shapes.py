@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["CompileCount", "bucket_length", "count_compilations", "pad_axis"]
+__all__ = ["CompileCount", "bucket_length", "count_compilations", "pad_axis", "unpad_result"]
 
 
 def bucket_length(n: int, *, minimum: int = 16) -> int:
@@ -85,6 +85,36 @@ def pad_axis(x: np.ndarray, length: int, *, axis: int = 0, value: float = 0) -> 
     widths = [(0, 0)] * x.ndim
     widths[axis] = (0, length - n)
     return np.pad(x, widths, constant_values=value)
+
+
+def unpad_result(result, n: int, keys, *, drop=("mask",), coords: dict | None = None):
+    """Describe a fit on padded arrays by the data's own first ``n`` entries.
+
+    Estimators pad their data axis (time bins, ISIs) to :func:`bucket_length` with a mask, so
+    that a recording of another length reuses the compiled programs; the fit's result
+    (:class:`bayesneuro.infer.FitResult`) should hold the data as given. ``keys``: the
+    ``model_kwargs`` sliced to their first ``n`` entries; ``drop``: ``model_kwargs`` (and dims)
+    removed; ``coords``: coordinates replaced (e.g. the recording's ``time``). In place; returns
+    ``result``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from types import SimpleNamespace
+    >>> from bayesneuro._shapes import unpad_result
+    >>> r = SimpleNamespace(model_kwargs={"y": np.arange(8.0), "mask": np.arange(8) < 5, "k": 2},
+    ...                     coords={"time": np.arange(8)}, dims={"y": ["time"], "mask": ["time"]})
+    >>> r = unpad_result(r, 5, ("y",), coords={"time": np.arange(5) * 0.1})
+    >>> r.model_kwargs["y"].shape, sorted(r.model_kwargs), list(r.dims), r.coords["time"].size
+    ((5,), ['k', 'y'], ['y'], 5)
+    """
+    keys, drop = set(keys), set(drop)
+    result.model_kwargs = {k: (np.asarray(v)[:n] if k in keys and v is not None else v)
+                           for k, v in result.model_kwargs.items() if k not in drop}
+    result.dims = {k: v for k, v in result.dims.items() if k not in drop}
+    if coords:
+        result.coords = {**result.coords, **coords}
+    return result
 
 
 @dataclass

@@ -184,3 +184,59 @@ def test_regression_decoder_other_length_compiles_nothing():
         assert kw["features"].shape[0] == kw["target"].shape[0] == 469 and "mask" not in kw
         idata = dec.to_inference_data()
         assert idata.log_likelihood["target"].sizes["time"] == 469
+
+
+def test_hmm_and_renewal_other_length_compile_nothing():
+    """PoissonHMM pads its bins (after the last trial; masked bins emit nothing) and RenewalModel
+    its ISIs to a bucket length, so another recording in the same bucket reuses every program;
+    the results describe the data as given. The padded likelihoods are exact: the padded and
+    unpadded HMM log-likelihoods agree to rounding, and the renewal MAP equals a fit of the same
+    ISIs at a bucket length by hand (numpy gamma MLE would differ by the priors)."""
+    from bayesneuro._shapes import bucket_length
+    from bayesneuro.density import PoissonHMM, RenewalModel
+    from bayesneuro.density.hmm import PoissonHMMCounts
+
+    rng = np.random.default_rng(7)
+    state = (np.cumsum(rng.random(700) < 0.03) % 2).astype(int)
+    x = rng.poisson(np.array([[0.2, 0.5, 1.0], [1.5, 0.3, 0.2]])[state])
+    assert bucket_length(660) == bucket_length(700) == 768
+    PoissonHMM(2).fit(x[:660], bin_size=0.02, n_restarts=1, progress=False)
+    with count_compilations() as c:
+        hmm = PoissonHMM(2).fit(x, bin_size=0.02, n_restarts=1, progress=False)
+    assert c.compilations == 0
+    assert hmm.result_.model_kwargs["counts"].shape == (700, 3) and "mask" not in hmm.result_.model_kwargs
+    p = hmm.params_
+    args = (p.initial_probs, p.transition_matrix, p.rate * 0.02)
+    starts = np.r_[True, np.zeros(699, bool)]
+    plain = float(PoissonHMMCounts(*args, starts).log_prob(x))
+    padded = float(PoissonHMMCounts(*args, np.r_[starts, np.zeros(68, bool)],
+                                    np.arange(768) < 700).log_prob(np.r_[x, np.zeros((68, 3), int)]))
+    assert abs(padded - plain) < 1e-9 * abs(plain)
+    np.testing.assert_allclose(hmm.log_likelihood(x).sum(), plain, rtol=1e-12)
+
+    isis = [rng.gamma(2.0, 0.01, n) for n in (300, 340)]
+    assert bucket_length(560) == bucket_length(640) == 640
+    RenewalModel("gamma").fit([i[:280] for i in isis], method="map", progress=False)
+    with count_compilations() as c:
+        ren = RenewalModel("gamma").fit(isis, method="map", progress=False)
+    assert c.compilations == 0
+    assert ren.result_.model_kwargs["isis"].shape == (640,) and "mask" not in ren.result_.model_kwargs
+
+
+def test_maxent_log_likelihood_of_other_lengths_compiles_nothing():
+    """Held-out words are padded to a bucket length for the energy program: other lengths in the
+    bucket reuse it, and the values equal the energy of the unpadded words."""
+    import jax.numpy as jnp
+
+    from bayesneuro.density import MaxEnt
+    from bayesneuro.density.maxent import _energy
+
+    rng = np.random.default_rng(8)
+    w = (rng.random((900, 5)) < 0.2).astype(np.int8)
+    m = MaxEnt("ising").fit(w[:600], key=0, progress=False)
+    m.log_likelihood(w[600:900])  # 300 words: bucket 320
+    with count_compilations() as c:
+        ll = m.log_likelihood(w[600:890])
+    assert c.compilations == 0
+    ref = np.asarray(_energy(m.params_, jnp.asarray(w[600:890], jnp.float64))) - m.log_partition_
+    np.testing.assert_allclose(ll, ref, rtol=0, atol=1e-12)

@@ -32,7 +32,7 @@ from numpyro.infer import init_to_value
 from scipy import special
 
 from .._pynapple import pynapple_io
-from .._shapes import bucket_length, pad_axis
+from .._shapes import bucket_length, pad_axis, unpad_result
 from ..estimator import resolve_key
 from ..infer import fit as _infer_fit
 from ..infer.fit import _OPTIONS as _METHOD_OPTIONS
@@ -378,8 +378,9 @@ class RegressionDecoder(Decoder):
         # MAP and Laplace pad the time axis to a bucket length (masked out of the likelihood), so a
         # recording of another length reuses the compiled programs (as PoissonGLM.fit does)
         n_time = Z.shape[0]
-        n_pad = bucket_length(n_time) if method in ("map", "laplace") else n_time
-        if n_pad != n_time:
+        pad = method in ("map", "laplace")
+        n_pad = bucket_length(n_time) if pad else n_time
+        if pad:  # the mask even when nothing is padded: the programs see one argument structure
             model_data.update(features=pad_axis(Z, n_pad), target=pad_axis(obs, n_pad),
                               mask=pad_axis(np.ones(n_time, bool), n_pad))
             dims["mask"] = ["time"]
@@ -388,11 +389,8 @@ class RegressionDecoder(Decoder):
             regression_model, method=method, key=rng, coords=coords, dims=dims, progress=progress,
             model_kwargs=model_data, **options,
         )
-        if n_pad != n_time:  # the result describes the recording's bins, not the padding
-            result.model_kwargs = {k: (np.asarray(v)[:n_time] if k in ("features", "target") else v)
-                                   for k, v in result.model_kwargs.items() if k != "mask"}
-            result.coords = {**result.coords, "time": data.bin_centers[index]}
-            result.dims = {k: v for k, v in result.dims.items() if k != "mask"}
+        if pad:  # the result describes the recording's bins, not the padding
+            unpad_result(result, n_time, ("features", "target"), coords={"time": data.bin_centers[index]})
         self.result_ = result
         self._train_time = data.bin_centers[index]
         return self

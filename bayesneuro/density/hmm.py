@@ -49,6 +49,7 @@ from numpyro.infer import init_to_value
 from bayesneuro._jit import jit
 
 from .._pynapple import pynapple_io
+from .._shapes import bucket_length, pad_axis, unpad_result
 from .._validation import _warn_if_on_edge
 from ..estimator import Estimator, resolve_key
 from ..infer._model import as_key
@@ -207,19 +208,25 @@ class PoissonHMMCounts(dist.Distribution):
     rate_per_bin : Array, shape (state, neuron)
         Poisson means per bin (rate times bin width).
     starts : Array, shape (time,), bool
+    mask : Array, shape (time,), bool, optional
+        Bins with observations (default all); masked bins, the padding to a bucket length,
+        contribute nothing.
     """
 
     support = constraints.independent(constraints.nonnegative_integer, 2)
-    pytree_data_fields = ("initial_probs", "transition_matrix", "rate_per_bin", "starts")
+    pytree_data_fields = ("initial_probs", "transition_matrix", "rate_per_bin", "starts", "mask")
 
-    def __init__(self, initial_probs, transition_matrix, rate_per_bin, starts, *, validate_args=None):
+    def __init__(self, initial_probs, transition_matrix, rate_per_bin, starts, mask=None, *, validate_args=None):
         self.initial_probs, self.transition_matrix = initial_probs, transition_matrix
         self.rate_per_bin, self.starts = rate_per_bin, starts
+        self.mask = jnp.ones(jnp.shape(starts), bool) if mask is None else jnp.asarray(mask, bool)
         event_shape = (jnp.shape(starts)[0], jnp.shape(rate_per_bin)[-1])
         super().__init__(batch_shape=(), event_shape=event_shape, validate_args=validate_args)
 
     def log_prob(self, value):
-        le = log_emissions(value, self.rate_per_bin)
+        # a masked bin emits nothing (log 1): the states carry on with the transition matrix, whose
+        # rows sum to one, so the bins after the last real one leave log p(x) unchanged
+        le = jnp.where(self.mask[:, None], log_emissions(value, self.rate_per_bin), 0.0)
         return forward(jnp.log(self.initial_probs), jnp.log(self.transition_matrix), le, self.starts)[0]
 
     def sample(self, key, sample_shape=()):
@@ -242,6 +249,7 @@ def poisson_hmm_model(
     stickiness: float = 0.0,
     rate_shape: float = 2.0,
     rate_rate: float = 0.1,
+    mask=None,
 ):
     r"""Poisson HMM over trials laid end to end: NumPyro model (states marginalised).
 
@@ -273,7 +281,7 @@ def poisson_hmm_model(
         pi, A = jnp.ones(1), jnp.ones((1, 1))
     with numpyro.plate("state", K, dim=-2), numpyro.plate("neuron", n, dim=-1):
         rate = numpyro.sample("rate", dist.Gamma(rate_shape, rate_rate))
-    numpyro.sample("counts", PoissonHMMCounts(pi, A, rate * bin_size, starts), obs=counts)
+    numpyro.sample("counts", PoissonHMMCounts(pi, A, rate * bin_size, starts, mask), obs=counts)
 
 
 _DIMS = {"initial_probs": ["hidden_state"], "transition_matrix": ["hidden_state_from", "hidden_state"],
@@ -413,8 +421,16 @@ class PoissonHMM(Estimator):
 
     # ---- fitting
 
-    def _model_kwargs(self, d: _Data) -> dict:
-        return dict(counts=d.counts, starts=d.starts, n_states=int(self.n_states), bin_size=d.bin_size, **self._priors)
+    def _model_kwargs(self, d: _Data, pad: bool = True) -> dict:
+        """The model's data; ``pad``: bins padded to a bucket length (after the last trial, masked),
+        so a recording of another length reuses the compiled programs."""
+        kw = dict(counts=d.counts, starts=d.starts, n_states=int(self.n_states), bin_size=d.bin_size, **self._priors)
+        T = d.counts.shape[0]
+        if pad:  # the mask even when nothing is padded: the programs see one argument structure
+            n_pad = bucket_length(T)
+            kw.update(counts=pad_axis(d.counts, n_pad), starts=pad_axis(d.starts, n_pad),
+                      mask=pad_axis(np.ones(T, bool), n_pad))
+        return kw
 
     def _random_init(self, key, d: _Data) -> dict:
         K, N = int(self.n_states), d.counts.shape[1]
@@ -489,7 +505,7 @@ class PoissonHMM(Estimator):
         if np.any(d.counts.sum(axis=0) == 0):
             warnings.warn(f"neurons {np.flatnonzero(d.counts.sum(axis=0) == 0).tolist()} have no spikes; their "
                           "rates are set by the prior", UserWarning, stacklevel=2)
-        kw = self._model_kwargs(d)
+        kw = self._model_kwargs(d, pad=method != "nuts")
         # a MAP run from a full init_to_value start draws no random numbers: any key serves
         k_restart, k_final = jax.random.split(key) if key is not None else (None, None)
         if n_restarts == 1:
@@ -512,6 +528,8 @@ class PoissonHMM(Estimator):
         if method != "map":
             best = infer_fit(poisson_hmm_model, method=method, key=k_final, progress=progress,
                              init_strategy=init_to_value(values=point), model_kwargs=kw, **options)
+        if "mask" in kw:  # the result describes the recording's bins, not the padding
+            unpad_result(best, d.counts.shape[0], ("counts", "starts"))
         mode = _relabel({k: v for k, v in point.items() if k in _SITES}, int(self.n_states))
         self.params_ = self._params(mode)
         self._set_result(best, d)

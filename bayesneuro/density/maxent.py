@@ -58,6 +58,7 @@ from numpyro.infer import init_to_value
 from bayesneuro._jit import jit
 
 from .._pynapple import pynapple_io
+from .._shapes import bucket_length, pad_axis
 from ..estimator import Estimator, resolve_key, split_key
 from ..infer import fit as _infer_fit
 from ..infer.fit import progress_default
@@ -298,6 +299,13 @@ def _energy(p: MaxEntParams, x: jax.Array) -> jax.Array:
     n = p.h.shape[0]
     k = jnp.sum(x, axis=-1).astype(jnp.int32)
     return x @ p.h + jnp.sum((x @ _pair_matrix(p.J, n, symmetric=False)) * x, axis=-1) + p.V[k]
+
+
+def _energy_of_words(p: MaxEntParams, x: np.ndarray) -> np.ndarray:
+    """:func:`_energy` of words ``(time, neuron)``, the rows padded to a bucket length (zero words,
+    dropped again) so that recordings of other lengths reuse the compiled program."""
+    x = np.asarray(x)
+    return np.asarray(_energy(p, jnp.asarray(pad_axis(x, bucket_length(x.shape[0])))))[: x.shape[0]]
 
 
 def _chunks(n: int) -> tuple[int, int]:
@@ -851,7 +859,7 @@ class MaxEnt(Estimator):
         return self
 
     def _log_lik(self, x: np.ndarray) -> np.ndarray:
-        return np.asarray(_energy(self.params_, jnp.asarray(x))) - self.log_partition_
+        return _energy_of_words(self.params_, x) - self.log_partition_
 
     def _draws(self, key, num: int) -> np.ndarray:
         L = np.linalg.cholesky(self.cov_)
@@ -866,7 +874,7 @@ class MaxEnt(Estimator):
         x = binarize(data, check_constant=False)
         if x.shape[1] != self.layout_.n:
             raise ValueError(f"data have {x.shape[1]} neurons but the model was fitted to {self.layout_.n}")
-        return np.asarray(_energy(self.params_, jnp.asarray(x))) - self.log_partition_
+        return _energy_of_words(self.params_, x) - self.log_partition_
 
     @pynapple_io()
     def score(self, data: Any) -> float:

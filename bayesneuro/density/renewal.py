@@ -41,6 +41,7 @@ from numpyro.distributions import constraints
 from numpyro.distributions.util import promote_shapes, validate_sample
 from numpyro.infer import init_to_value
 
+from .._shapes import bucket_length, pad_axis, unpad_result
 from ..diagnostics import loo
 from ..estimator import PROB, Estimator, resolve_key, split_key
 from ..infer import fit as _infer_fit
@@ -196,6 +197,7 @@ def renewal_model(
     mean_prior: tuple = MEAN_PRIOR,
     shape_prior: tuple = (0.0, 2.0),
     isis: Any = None,
+    mask: Any = None,
 ) -> None:
     """NumPyro model of independent renewal ISIs for several neurons at once.
 
@@ -211,6 +213,10 @@ def renewal_model(
         Normal ``(loc, scale)`` priors on the log mean ISI (log seconds) and the log shape.
     isis : float array, shape (isi,), optional
         Observed ISIs (seconds); drawn when absent.
+    mask : bool array, shape (isi,), optional
+        ISIs in the likelihood (default all): :meth:`RenewalModel.fit` pads the ISIs to a bucket
+        length (:func:`bayesneuro._shapes.bucket_length`) and masks the padding out, so other
+        recordings reuse the compiled programs.
 
     Notes
     -----
@@ -238,7 +244,7 @@ def renewal_model(
         numpyro.deterministic("cv", isi_cv_of(family, shape) * jnp.ones_like(mean))
     idx = jnp.asarray(neuron_index)
     d = family_distribution(family, mean[idx], None if shape is None else shape[idx])
-    with numpyro.plate("isi", idx.shape[0]):
+    with numpyro.plate("isi", idx.shape[0]), numpyro.handlers.mask(mask=True if mask is None else jnp.asarray(mask, bool)):
         numpyro.sample("isis", d, obs=isis)
 
 
@@ -400,14 +406,25 @@ class RenewalModel(Estimator):
             dims.pop("log_shape"), dims.pop("shape")
         if "init_strategy" not in infer_options:
             infer_options["init_strategy"] = init_to_value(values=self._moment_start(arrays))
-        self.result_ = _infer_fit(
+        model_kwargs = dict(neuron_index=index, n_neuron=len(arrays), family=self.family,
+                            mean_prior=self._mean_prior, shape_prior=self._shape_prior, isis=flat)
+        # MAP and Laplace pad the ISIs to a bucket length (masked out of the likelihood), so
+        # recordings with other numbers of ISIs reuse the compiled programs
+        pad = method in ("map", "laplace")
+        n_pad = bucket_length(flat.size) if pad else flat.size
+        if pad:  # the mask even when nothing is padded: the programs see one argument structure
+            model_kwargs.update(neuron_index=pad_axis(index, n_pad), isis=pad_axis(flat, n_pad, value=1.0),
+                                mask=pad_axis(np.ones(flat.size, bool), n_pad))
+            dims["mask"] = ["isi"]
+        result = _infer_fit(
             renewal_model, method=method, key=key,
-            coords={"neuron": ids, "isi": np.arange(flat.size)}, dims=dims,
+            coords={"neuron": ids, "isi": np.arange(n_pad)}, dims=dims,
             progress=progress_default() if progress is None else progress,
-            model_kwargs=dict(neuron_index=index, n_neuron=len(arrays), family=self.family,
-                              mean_prior=self._mean_prior, shape_prior=self._shape_prior, isis=flat),
-            **infer_options,
+            model_kwargs=model_kwargs, **infer_options,
         )
+        if pad:  # the result describes the ISIs given, not the padding
+            unpad_result(result, flat.size, ("neuron_index", "isis"), coords={"isi": np.arange(flat.size)})
+        self.result_ = result
         self.neuron_ids_ = ids
         self.n_isi_ = n_isi
         self.isis_ = arrays

@@ -16,7 +16,7 @@ from numpyro.infer import init_to_value
 
 from .. import bases as _bases
 from .._pynapple import pynapple_io
-from .._shapes import bucket_length, pad_axis
+from .._shapes import bucket_length, pad_axis, unpad_result
 from ..data import SpikeData
 from ..estimator import PROB, Estimator, resolve_key
 from ..infer import Proximal
@@ -712,10 +712,12 @@ class PoissonGLM(Estimator):
         # recording of another length reuses the compiled programs; SVI and NUTS, and fits sharded
         # over devices (whose arrays stay where they were placed), fit the bins as they are
         n_time = data.n_time
-        n_pad = bucket_length(n_time) if method in ("map", "laplace") and options.get("shard") is None else n_time
+        padded = method in ("map", "laplace") and options.get("shard") is None
+        n_pad = bucket_length(n_time) if padded else n_time
         arrays = self._features(data, n_pad=n_pad)
         keep = self._included(data)
-        mask = None if keep is None and n_pad == n_time else pad_axis(np.ones(n_time, bool) if keep is None else keep, n_pad)
+        # the mask even when nothing is padded (a recording of a bucket length): one argument structure
+        mask = None if keep is None and not padded else pad_axis(np.ones(n_time, bool) if keep is None else keep, n_pad)
         counts = pad_axis(np.asarray(data.counts[:, tidx], dtype=jnp.zeros(()).dtype), n_pad)
         coords, dims = self._coords_dims(data, tidx)
         options.setdefault("init_strategy", init_to_value(values=self._init_values(data, spec, tidx)))
@@ -744,14 +746,8 @@ class PoissonGLM(Estimator):
         # Laplace's point estimate is the mode, not the mean of the draws (from the padded
         # arrays the fit compiled for: the sites carry no time axis)
         mode = self._mode_params(result) if method == "laplace" else None
-        if n_pad != n_time:  # the result describes the recording's bins, not the padding
-            kw = dict(result.model_kwargs)
-            for k in ("counts", *_TIME_KEYS):
-                if kw.get(k) is not None:
-                    kw[k] = np.asarray(kw[k])[:n_time]  # numpy: slicing a device array compiles
-            if keep is None:
-                kw.pop("mask", None)
-            result.model_kwargs = kw
+        if padded:  # the result describes the recording's bins, not the padding
+            unpad_result(result, n_time, ("counts", *_TIME_KEYS), drop=("mask",) if keep is None else ())
         self.result_ = result
         self.spec_ = spec
         if mode is not None:
