@@ -240,3 +240,36 @@ def test_maxent_log_likelihood_of_other_lengths_compiles_nothing():
     assert c.compilations == 0
     ref = np.asarray(_energy(m.params_, jnp.asarray(w[600:890], jnp.float64))) - m.log_partition_
     np.testing.assert_allclose(ll, ref, rtol=0, atol=1e-12)
+
+
+def test_poisson_gpfa_map_pads_trials_and_bins_exactly(monkeypatch):
+    """Poisson GPFA's MAP pads trials and bins to bucket lengths (masked): another recording in the
+    same buckets compiles nothing, and the fit equals the unpadded one (bucketing switched off) to
+    1e-9, objective included (the padded paths' prior constants are taken out)."""
+    import warnings
+
+    import bayesneuro as bn
+    import bayesneuro.latent._gpfa_model as gm
+
+    rng = np.random.default_rng(9)
+    t = np.arange(22) * 0.05
+    x = np.sin(2 * np.pi * t / 0.7 + rng.uniform(0, 6, (14, 1)))
+    counts = rng.poisson(np.exp(np.log(0.4) + x[..., None] * rng.normal(0, 0.6, 6)))
+
+    def fit(c):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # few trials: convergence warnings of the start
+            return bn.GPFA(1, observation="poisson").fit(bn.SpikeData.from_trials(c, bin_size=0.05), method="map",
+                                                         max_iter=15, progress=False)
+
+    fit(counts[:13, :20])  # 13 trials x 20 bins -> buckets 14 x 20
+    with count_compilations() as c:
+        padded = fit(counts[:, :19])  # 14 x 19 -> 14 x 20: the same programs
+    assert c.compilations == 0
+    assert padded.result_.samples["z"].shape[2:4] == (14, 19)
+    assert padded.result_.model_kwargs["counts"].shape[:2] == (14, 19)
+    monkeypatch.setattr(gm, "bucket_length", lambda n, minimum=16: n)
+    plain = fit(counts[:, :19])
+    for k in ("loadings", "offset", "z", "latents"):
+        np.testing.assert_allclose(padded.result_.samples[k], plain.result_.samples[k], rtol=0, atol=1e-9)
+    np.testing.assert_allclose(padded.result_.info["objective"], plain.result_.info["objective"], rtol=1e-12)

@@ -29,6 +29,7 @@ import numpyro
 import numpyro.distributions as dist
 import scipy.linalg
 
+from .._shapes import bucket_length
 from .gpfa_gaussian import GPFAParams, gpfa_kernel
 from .gpfa_poisson import PoissonGPFAParams, _poisson_chol, fit_poisson_gpfa_em
 
@@ -189,7 +190,7 @@ def fit_poisson_gpfa(counts, mask, start: GPFAParams, *, bin_size: float, trials
     p0 = em.params
     # the last E-step's modes of the latents, whitened by the final timescales (L is lower
     # triangular, so a trial's first Tk bins need only L's first Tk rows)
-    L = np.asarray(_poisson_chol(p0, T, kernel))
+    L = np.asarray(_poisson_chol(p0, bucket_length(T), kernel))  # its leading block: K's over T bins
     z0 = np.zeros((n_trial, T, q))
     for k, Tk in enumerate(lengths):
         for i in range(q):
@@ -200,13 +201,35 @@ def fit_poisson_gpfa(counts, mask, start: GPFAParams, *, bin_size: float, trials
         values["timescale_bins"] = np.asarray(p0.timescales)
     else:
         extra["timescales"] = np.asarray(p0.timescales)
+    coords = {"trial": trials, "time": (np.arange(T) + 0.5) * dt, "neuron": neuron_ids, "latent": np.arange(q)}
+    y = counts.astype(np.float64)
+    # MAP pads trials and bins to bucket lengths (masked), so a recording with other trial lengths or
+    # counts in the same buckets reuses the compiled optimiser. Exact: a padded bin has no
+    # observation and comes after the trial's real ones (the whitened paths are causal, x = L z),
+    # so its path stays at the prior mode 0, where the optimiser never moves it (zero gradient
+    # along it from a zero start); the mode of the real paths and read-outs is the unpadded one.
+    n_trial_fit, T_fit = (bucket_length(n_trial, minimum=1), bucket_length(T)) if method == "map" else (n_trial, T)
+    if (n_trial_fit, T_fit) != (n_trial, T):
+        y = np.pad(y, ((0, n_trial_fit - n_trial), (0, T_fit - T), (0, 0)))
+        mask = np.pad(mask, ((0, n_trial_fit - n_trial), (0, T_fit - T)))
+        values["z"] = np.pad(values["z"], ((0, n_trial_fit - n_trial), (0, T_fit - T), (0, 0)))
+        coords.update(trial=np.arange(n_trial_fit), time=np.arange(T_fit))  # the data's, below
     options = dict(options)
     options.setdefault("init_strategy", init_to_value(values={k: jnp.asarray(v) for k, v in values.items()}))
-    coords = {"trial": trials, "time": (np.arange(T) + 0.5) * dt, "neuron": neuron_ids, "latent": np.arange(q)}
     result = _fit(
         poisson_gpfa_model, method=method, key=jax.random.key(0) if key is None else key, coords=coords,
-        dims=poisson_gpfa_dims(), progress=progress, counts=counts.astype(np.float64), mask=mask,
-        log_rate_mean=d0, n_latents=q, n_trial=n_trial, n_time=T, n_neuron=n_neuron, bin_size=dt,
+        dims=poisson_gpfa_dims(), progress=progress, counts=y, mask=mask,
+        log_rate_mean=d0, n_latents=q, n_trial=n_trial_fit, n_time=T_fit, n_neuron=n_neuron, bin_size=dt,
         kernel=kernel, eps=eps, timescale_prior=init_timescale / dt, **extra, **options,
     )
+    if (n_trial_fit, T_fit) != (n_trial, T):  # the result describes the data's trials and bins
+        n_extra = (n_trial_fit * T_fit - n_trial * T) * q
+        result.samples = {k: (np.asarray(v)[:, :, :n_trial, :T] if k in ("z", "latents") else v)
+                          for k, v in result.samples.items()}
+        kw = result.model_kwargs
+        result.model_kwargs = {**kw, "counts": np.asarray(kw["counts"])[:n_trial, :T],
+                               "mask": np.asarray(kw["mask"])[:n_trial, :T], "n_trial": n_trial, "n_time": T}
+        result.coords = {**result.coords, "trial": trials, "time": (np.arange(T) + 0.5) * dt}
+        # the padded paths' prior terms at their mode 0: 0.5 log(2 pi) each in the negative log joint
+        result.info["objective"] = result.info["objective"] - n_extra * 0.5 * math.log(2 * math.pi)
     return result, p0, em.objective
