@@ -14,6 +14,7 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
 
 from bayesneuro._shapes import count_compilations
 
@@ -273,3 +274,36 @@ def test_poisson_gpfa_map_pads_trials_and_bins_exactly(monkeypatch):
     for k in ("loadings", "offset", "z", "latents"):
         np.testing.assert_allclose(padded.result_.samples[k], plain.result_.samples[k], rtol=0, atol=1e-9)
     np.testing.assert_allclose(padded.result_.info["objective"], plain.result_.info["objective"], rtol=1e-12)
+
+
+@pytest.mark.slow  # ~15 s: two NeuronTypes fits compiled (padded and unpadded)
+def test_neuron_types_pad_neurons_exactly(monkeypatch):
+    """NeuronTypes pads the neurons to a bucket count (masked): another number of neurons in the
+    bucket compiles nothing, and the fit, its pointwise log-likelihood (LOO) and memberships equal
+    the unpadded fit's (bucketing switched off)."""
+    import warnings
+
+    import bayesneuro.density.types as types_module
+    from bayesneuro.density import NeuronTypes
+
+    rng = np.random.default_rng(10)
+    x = np.where(np.arange(23)[:, None] < 11, 0.0, 2.5) + rng.normal(0, 0.4, (23, 3))
+
+    def fit(v):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # few neurons: PSIS-LOO reliability warnings
+            return NeuronTypes(max_types=2, selection="loo").fit(v, key=1, n_restarts=2, progress=False)
+
+    fit(x[:22])  # 22 neurons -> bucket 24
+    with count_compilations() as c:
+        padded = fit(x)  # 23 -> 24
+    assert c.compilations <= 2  # at most the folds' random permutation (jax.random.permutation: 2 tiny programs)
+    ll = padded.to_inference_data().log_likelihood["features"]
+    assert ll.sizes["neuron"] == 23 and padded.result_.model_kwargs["z"].shape == (23, 3)
+    monkeypatch.setattr(types_module, "bucket_length", lambda n, minimum=16: n)
+    plain = fit(x)
+    assert padded.n_types_ == plain.n_types_ == 2
+    np.testing.assert_allclose(ll.values, plain.to_inference_data().log_likelihood["features"].values,
+                               rtol=0, atol=1e-8)
+    np.testing.assert_allclose(padded.membership_.values, plain.membership_.values, rtol=0, atol=1e-8)
+    np.testing.assert_allclose(padded.type_means_.values, plain.type_means_.values, rtol=0, atol=1e-8)

@@ -57,6 +57,7 @@ from numpyro.distributions import constraints
 from numpyro.distributions.transforms import biject_to
 from numpyro.infer import init_to_value
 
+from .._shapes import bucket_length, pad_axis, unpad_result
 from .._validation import _warn_if_on_edge
 from ..estimator import Estimator, resolve_key
 from ..infer import fit as _infer_fit
@@ -195,6 +196,7 @@ def mixture_model(
     scale_prior: tuple = SCALE_PRIOR,
     active: Any = None,
     z: Any = None,
+    mask: Any = None,
 ) -> None:
     """NumPyro model: diagonal Gaussian mixture with marginalised type assignments.
 
@@ -221,6 +223,10 @@ def mixture_model(
         log-probability is the mixture density of that neuron's feature vector, so that the
         pointwise log-likelihood (for LOO) has one value per neuron; the features themselves
         are the data argument ``z`` (``constant_data`` in ArviZ).
+    mask : bool array, shape (neuron,), optional
+        Neurons in the likelihood (default all): :class:`NeuronTypes` pads the neurons to a
+        bucket count (:func:`bayesneuro._shapes.bucket_length`) and masks the padding out, so
+        another number of neurons in the same bucket reuses the compiled programs.
 
     Notes
     -----
@@ -245,7 +251,8 @@ def mixture_model(
         means = numpyro.sample("means", dist.Normal(0.0, mean_scale))
         scales = numpyro.sample("scales", dist.LogNormal(scale_prior[0], scale_prior[1]))
     mix = dist.MixtureSameFamily(dist.Categorical(logits=logits), dist.Normal(means, scales).to_event(1))
-    with numpyro.plate("neuron", n_neuron, dim=-1):
+    in_fit = numpyro.handlers.mask(mask=True if mask is None else jnp.asarray(mask, bool))
+    with numpyro.plate("neuron", n_neuron, dim=-1), in_fit:
         if z is None:
             numpyro.sample("features", mix)
         else:
@@ -637,17 +644,29 @@ class NeuronTypes(Estimator):
     def _fit_k(self, z, k, k_max, alpha, key, method, n_restarts, names, neuron_ids, infer_options, bar):
         """The fit of K types (best of the restarts, then `method`) and its tidy draws."""
         n, d = z.shape
-        data_kw = {"n_neuron": n, "n_feature": d, "n_types": k_max, "concentration": float(alpha),
-                   "active": np.arange(k_max) < k, "z": z}
+        # the neurons padded to a bucket count (zero rows, masked out of the likelihood): another
+        # number of neurons in the bucket, and the folds of the cross-validation, reuse the programs
+        n_pad = bucket_length(n, minimum=8)
+        data_kw = {"n_neuron": n_pad, "n_feature": d, "n_types": k_max, "concentration": float(alpha),
+                   "active": np.arange(k_max) < k, "z": pad_axis(z, n_pad), "mask": np.arange(n_pad) < n}
         mode = self._best_mode(z, k, k_max, key, data_kw, bar, n_restarts)
         opts = dict(infer_options)
         opts.setdefault("init_strategy", init_to_value(values=mode))
         fit = _infer_fit(mixture_model, method=method, key=jax.random.fold_in(key, 1),
-                         coords={"neuron": neuron_ids, "feature": names, "type": np.arange(k_max)},
+                         coords={"neuron": np.arange(n_pad), "feature": names, "type": np.arange(k_max)},
                          dims={"weights": ["type"], "raw_weights": ["type"], "means": ["type", "feature"],
-                               "scales": ["type", "feature"], "z": ["neuron", "feature"],
+                               "scales": ["type", "feature"], "z": ["neuron", "feature"], "mask": ["neuron"],
                                "active": ["type"], "features": ["neuron"]},
                          progress=False, model_kwargs=data_kw, **opts)
+        # the InferenceData (pointwise log-likelihood for LOO) from the padded programs, then the
+        # data's neurons only; the result describes the neurons given, not the padding
+        idata = fit.to_inference_data().isel(neuron=slice(0, n))
+        for group in idata.groups():
+            if "neuron" in idata[group].dims:
+                idata[group] = idata[group].assign_coords(neuron=np.asarray(neuron_ids))
+        unpad_result(fit, n, ("z",), coords={"neuron": np.asarray(neuron_ids)})
+        fit.model_kwargs["n_neuron"] = n
+        fit._idata = idata
         return fit, _tidy_draws(fit, k, mode["means"][:k])
 
     def _kfold_table(self, z, ks, k_max, alpha, key, method, n_restarts, feats, infer_options, n_folds):
