@@ -641,8 +641,11 @@ class NeuronTypes(Estimator):
         self._summarise(draws[chosen])
         return self
 
-    def _fit_k(self, z, k, k_max, alpha, key, method, n_restarts, names, neuron_ids, infer_options, bar):
-        """The fit of K types (best of the restarts, then `method`) and its tidy draws."""
+    def _fit_k(self, z, k, k_max, alpha, key, method, n_restarts, names, neuron_ids, infer_options, bar,
+               idata: bool = True):
+        """The fit of K types (best of the restarts, then `method`) and its tidy draws; ``idata``:
+        build the result's InferenceData (pointwise log-likelihood, for LOO) from the padded programs
+        (cross-validation folds need only the draws)."""
         n, d = z.shape
         # the neurons padded to a bucket count (zero rows, masked out of the likelihood): another
         # number of neurons in the bucket, and the folds of the cross-validation, reuse the programs
@@ -660,13 +663,13 @@ class NeuronTypes(Estimator):
                          progress=False, model_kwargs=data_kw, **opts)
         # the InferenceData (pointwise log-likelihood for LOO) from the padded programs, then the
         # data's neurons only; the result describes the neurons given, not the padding
-        idata = fit.to_inference_data().isel(neuron=slice(0, n))
-        for group in idata.groups():
-            if "neuron" in idata[group].dims:
-                idata[group] = idata[group].assign_coords(neuron=np.asarray(neuron_ids))
+        full = fit.to_inference_data().isel(neuron=slice(0, n)) if idata else None
+        for group in full.groups() if idata else ():
+            if "neuron" in full[group].dims:
+                full[group] = full[group].assign_coords(neuron=np.asarray(neuron_ids))
         unpad_result(fit, n, ("z",), coords={"neuron": np.asarray(neuron_ids)})
         fit.model_kwargs["n_neuron"] = n
-        fit._idata = idata
+        fit._idata = full
         return fit, _tidy_draws(fit, k, mode["means"][:k])
 
     def _kfold_table(self, z, ks, k_max, alpha, key, method, n_restarts, feats, infer_options, n_folds):
@@ -689,7 +692,7 @@ class NeuronTypes(Estimator):
                 kk = jax.random.fold_in(base, 1000 * f + k)
                 try:
                     _, post = self._fit_k(z[train], k, k_max, alpha, kk, method, n_restarts, feats.names,
-                                          feats.neuron_ids[train], infer_options, quiet)
+                                          feats.neuron_ids[train], infer_options, quiet, idata=False)
                 except RuntimeError:  # no proper mode on this fold: K is not supported there
                     failed.add(k)
                     lpd[i, test] = np.nan
