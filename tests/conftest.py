@@ -1,9 +1,25 @@
 """Shared test configuration: CPU, float64, and the location of ../shared/data."""
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+# A persistent compilation cache for this test process (one folder per process, so no two
+# processes ever write and read one entry at once), inherited by the notebooks and scripts it
+# starts: programs dropped by ``jax.clear_caches()`` after each module (below) and compiled again
+# by a later module, a notebook or a subprocess are loaded instead of recompiled. Programs that
+# compile in under 0.25 s are not worth the disk round trip. A cache load still counts as a
+# compilation for ``bayesneuro._shapes.count_compilations``, so the compilation-budget tests see
+# the same counts. BAYESNEURO_TEST_JAX_CACHE=0 switches it off.
+if os.environ.get("BAYESNEURO_TEST_JAX_CACHE", "1") != "0" and os.environ.get("_BAYESNEURO_TEST_CACHE_PID") != str(os.getpid()):
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="bayesneuro-test-jax-cache-")
+    atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
+    os.environ["_BAYESNEURO_TEST_CACHE_PID"] = str(os.getpid())
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.25")
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
