@@ -663,10 +663,12 @@ class NeuronTypes(Estimator):
                          progress=False, model_kwargs=data_kw, **opts)
         # the InferenceData (pointwise log-likelihood for LOO) from the padded programs, then the
         # data's neurons only; the result describes the neurons given, not the padding
-        full = fit.to_inference_data().isel(neuron=slice(0, n)) if idata else None
-        for group in full.groups() if idata else ():
-            if "neuron" in full[group].dims:
-                full[group] = full[group].assign_coords(neuron=np.asarray(neuron_ids))
+        full = None
+        if idata:
+            full = fit.to_inference_data().isel(neuron=slice(0, n))
+            for group in full.groups():
+                if "neuron" in full[group].dims:
+                    full[group] = full[group].assign_coords(neuron=np.asarray(neuron_ids))
         unpad_result(fit, n, ("z",), coords={"neuron": np.asarray(neuron_ids)})
         fit.model_kwargs["n_neuron"] = n
         fit._idata = full
